@@ -1,0 +1,110 @@
+"""The array edge: validate inputs, pick the working dtype, move layouts in and out.
+
+The maths only ever sees channels-first ``(B, *spatial)`` float64 arrays; this module turns a
+user's array (batched or not, channels-first or -last, any supported dtype) into that and
+the result back into the user's layout and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from avgpool._errors import AvgPoolError
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+#: Integers that float64 holds exactly, for the max family.
+INT_DTYPES = tuple(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32))
+
+
+def as_array(x: Any, name: str = "input", allow_int: bool = False) -> np.ndarray:
+    """`x` as an ndarray of a supported dtype, or a TypeError that names what is allowed."""
+    if not isinstance(x, np.ndarray):
+        if not isinstance(x, (list, tuple)) and not np.isscalar(x):
+            raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
+        x = np.asarray(x)
+    allowed = FLOAT_DTYPES + (INT_DTYPES if allow_int else ())
+    if x.dtype not in allowed:
+        names = ", ".join(str(d) for d in allowed)
+        raise TypeError(f"{name} dtype must be one of {names}; got {x.dtype}")
+    return x
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a user's array maps onto the canonical (B, *spatial) working form."""
+
+    shape: tuple[int, ...]
+    ndim: int
+    channels_last: bool
+
+    @classmethod
+    def of(cls, shape: Sequence[int], ndim: int, channels_last: bool, name: str = "input") -> Layout:
+        shape = tuple(int(s) for s in shape)
+        if len(shape) not in (ndim + 1, ndim + 2):
+            layout = "(N, *spatial, C)" if channels_last else "(N, C, *spatial)"
+            raise AvgPoolError(
+                f"{name} must have {ndim + 2} dimensions {layout} or {ndim + 1} (unbatched) "
+                f"for {ndim}-d pooling, got shape {shape}"
+            )
+        layout = cls(shape, ndim, bool(channels_last))
+        if any(n < 1 for n in layout.spatial):
+            raise AvgPoolError(f"{name} spatial sizes must be >= 1, got {layout.spatial} in shape {shape}")
+        return layout
+
+    @property
+    def batched(self) -> bool:
+        return len(self.shape) == self.ndim + 2
+
+    @property
+    def full_shape(self) -> tuple[int, ...]:
+        return self.shape if self.batched else (1, *self.shape)
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        full = self.full_shape
+        return full[1:-1] if self.channels_last else full[2:]
+
+    @property
+    def batch_channels(self) -> tuple[int, int]:
+        full = self.full_shape
+        return (full[0], full[-1]) if self.channels_last else (full[0], full[1])
+
+    def to_work(self, x: np.ndarray) -> np.ndarray:
+        """User array -> (B, *spatial) float64."""
+        if x.shape != self.shape:
+            raise AvgPoolError(f"expected an array of shape {self.shape}, got {x.shape}")
+        full = x.reshape(self.full_shape)
+        if self.channels_last:
+            full = np.moveaxis(full, -1, 1)
+        n, c = self.batch_channels
+        return np.asarray(full, dtype=np.float64).reshape(n * c, *self.spatial)
+
+    def out_shape(self, out_spatial: Sequence[int]) -> tuple[int, ...]:
+        n, c = self.batch_channels
+        full = (n, *out_spatial, c) if self.channels_last else (n, c, *out_spatial)
+        return full if self.batched else full[1:]
+
+    def from_work(self, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """(B, *out_spatial) -> the user's layout and dtype (rounded once)."""
+        n, c = self.batch_channels
+        full = y.reshape(n, c, *y.shape[1:])
+        if self.channels_last:
+            full = np.moveaxis(full, 1, -1)
+        if not self.batched:
+            full = full[0]
+        if dtype.kind in "iu":
+            full = np.where(np.isneginf(full), np.iinfo(dtype).min, full)
+        return np.ascontiguousarray(full, dtype=dtype)
+
+    def check_grad(self, grad: np.ndarray, out_spatial: Sequence[int]) -> np.ndarray:
+        """(B, *out_spatial) float64 of a gradient that must have the forward's output shape."""
+        expected = self.out_shape(out_spatial)
+        if grad.shape != expected:
+            raise AvgPoolError(
+                f"grad_output must have the forward output's shape {expected}, got {grad.shape}"
+            )
+        return Layout(expected, self.ndim, self.channels_last).to_work(grad)

@@ -1,0 +1,339 @@
+"""Canonical pooling geometry: one validated `Window`, resolved per input into plain numbers.
+
+A `Window` holds what a pooling layer *says* (kernel, stride, dilation, padding, ceil mode,
+divisor rules, layout). `Window.resolve(spatial_shape)` turns it into one `Axis` of plain ints
+per spatial axis: the input length, the pads actually applied and the output length. Everything
+downstream (reference, kernels, reports) works from those numbers alone.
+
+Semantics shared by every convention (each framework is one choice of these knobs):
+
+* window ``o`` on an axis covers input cells ``o*stride - pad_before + j*dilation`` for
+  ``j < kernel``;
+* floor mode: ``out = (n + pads - span) // stride + 1`` with ``span = dilation*(kernel-1) + 1``;
+* ceil mode: ``out = ceil((n + pads - span) / stride) + 1``, then a last window that would
+  start in the right padding is dropped (PyTorch's rule, also ONNX Runtime's);
+* the average's divisor is the number of window cells inside the padded input
+  (``count_include_pad=True``) or inside the real input (``False``), or ``divisor_override``;
+  cells of a ceil-mode window that hang past the padded input are never counted;
+* a window with no real cell averages to 0 (PyTorch's choice) and max-pools to -inf.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from avgpool._errors import AvgPoolError
+
+__all__ = ["PADDING_MODES", "Axis", "Window"]
+
+#: Padding strings accepted everywhere (case-insensitive); "same" extends at the end like
+#: TensorFlow 'SAME' and ONNX SAME_UPPER, "same_lower" at the start like ONNX SAME_LOWER.
+PADDING_MODES = ("valid", "same", "same_lower")
+_PADDING_ALIASES = {"valid": "valid", "same": "same", "same_upper": "same", "same_lower": "same_lower"}
+
+
+@dataclass(frozen=True)
+class Axis:
+    """The resolved geometry of one spatial axis: plain ints, no arrays, no options left."""
+
+    size: int
+    kernel: int
+    stride: int
+    dilation: int
+    pad_before: int
+    pad_after: int
+    out: int
+
+    @property
+    def span(self) -> int:
+        """Cells from the first to the last tap of one window, inclusive."""
+        return self.dilation * (self.kernel - 1) + 1
+
+    def first_uncovered(self) -> int:
+        """Index of the first input cell after the last window's last tap (``size`` if none)."""
+        return min(self.size, (self.out - 1) * self.stride - self.pad_before + self.span)
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {value!r}")
+    return operator.index(value)
+
+
+def _per_axis(value: Any, name: str, ndim: int | None) -> tuple[int, ...]:
+    """An int broadcast to every axis, or a sequence with one int per axis."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        values = tuple(_as_int(v, name) for v in value)
+        if ndim is not None and len(values) == 1 and ndim > 1:
+            values = values * ndim
+        if ndim is not None and len(values) != ndim:
+            raise AvgPoolError(f"{name} must have {ndim} entries (one per spatial axis), got {value!r}")
+        return values
+    scalar = _as_int(value, name)
+    if ndim is None:
+        raise AvgPoolError(f"the spatial rank is unknown: give ndim= or a tuple {name}")
+    return (scalar,) * ndim
+
+
+def _rank_of(*values: Any) -> int | None:
+    for value in values:
+        if isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 1:
+            return len(value)
+    for value in values:
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            return len(value)
+    return None
+
+
+def _padding(padding: Any, ndim: int) -> tuple[tuple[int, int], ...] | str:
+    if isinstance(padding, str):
+        mode = _PADDING_ALIASES.get(padding.lower())
+        if mode is None:
+            allowed = ", ".join(repr(m) for m in (*PADDING_MODES, "same_upper"))
+            raise AvgPoolError(f"padding must be an int, a tuple or one of {allowed}; got {padding!r}")
+        return ((0, 0),) * ndim if mode == "valid" else mode
+    if isinstance(padding, Sequence) and any(isinstance(p, Sequence) for p in padding):
+        if len(padding) != ndim or not all(
+            isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 for p in padding
+        ):
+            raise AvgPoolError(f"padding as pairs must hold {ndim} (before, after) pairs, got {padding!r}")
+        pairs = tuple((_as_int(b, "padding"), _as_int(a, "padding")) for b, a in padding)
+    else:
+        pairs = tuple((p, p) for p in _per_axis(padding, "padding", ndim))
+    if any(p < 0 for pair in pairs for p in pair):
+        raise AvgPoolError(f"padding must be >= 0 on every side, got {padding!r}")
+    return pairs
+
+
+@dataclass(frozen=True, init=False)
+class Window:
+    """A validated pooling window in avgpool's canonical form.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int or None
+        Window extent per spatial axis; ``None`` means a global window (the whole axis).
+    stride : int or tuple of int, optional
+        Step between windows; defaults to ``kernel_size`` (1 for a global window).
+    padding : int, tuple, tuple of (before, after) pairs, or str
+        Implicit padding; ``"valid"`` (none), ``"same"`` (TensorFlow 'SAME' / ONNX SAME_UPPER:
+        the odd cell goes at the end) or ``"same_lower"`` (ONNX SAME_LOWER). The ``same`` modes
+        are resolved from each input's size.
+    dilation : int or tuple of int
+        Distance between taps of one window.
+    ceil_mode : bool
+        Round the output length up (see the module docstring for the rule).
+    count_include_pad : bool
+        Whether padded cells count in the average's divisor.
+    divisor_override : int, optional
+        A constant divisor for the average, as PyTorch's.
+    channels_last : bool
+        Arrays are (N, *spatial, C) rather than (N, C, *spatial).
+    ndim : int, optional
+        Spatial rank; inferred from any tuple argument.
+    convention : str
+        The framework whose rules produced this window (provenance only).
+
+    Examples
+    --------
+    >>> w = Window(3, stride=2, padding="same", count_include_pad=False, ndim=2)
+    >>> w.output_shape((1, 3, 5, 5))
+    (1, 3, 3, 3)
+    >>> w.pads((5, 5))
+    ((1, 1), (1, 1))
+    """
+
+    kernel_size: tuple[int, ...] | None
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...] | str
+    ceil_mode: bool
+    count_include_pad: bool
+    divisor_override: int | None
+    channels_last: bool
+    ndim: int
+    convention: str
+
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int] | None,
+        stride: int | Sequence[int] | None = None,
+        padding: Any = 0,
+        *,
+        dilation: int | Sequence[int] = 1,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+        channels_last: bool = False,
+        ndim: int | None = None,
+        convention: str = "avgpool",
+    ) -> None:
+        pad_tuple = padding if not isinstance(padding, str) else None
+        inferred = _rank_of(kernel_size, stride, dilation, pad_tuple)
+        if ndim is None:
+            ndim = inferred
+        if ndim is None:
+            raise AvgPoolError("the spatial rank is unknown: give ndim= or a tuple kernel_size")
+        ndim = _as_int(ndim, "ndim")
+        if not 1 <= ndim <= 3:
+            raise AvgPoolError(f"ndim (the spatial rank) must be 1, 2 or 3, got {ndim}")
+        if kernel_size is None:
+            kernel = None
+            strides = (1,) * ndim if stride is None else _per_axis(stride, "stride", ndim)
+        else:
+            kernel = _per_axis(kernel_size, "kernel_size", ndim)
+            if stride is None or (isinstance(stride, Sequence) and len(stride) == 0):
+                strides = kernel
+            else:
+                strides = _per_axis(stride, "stride", ndim)
+        dilations = _per_axis(dilation, "dilation", ndim)
+        for name, values in (("kernel_size", kernel), ("stride", strides), ("dilation", dilations)):
+            if values is not None and any(v < 1 for v in values):
+                raise AvgPoolError(f"{name} must be >= 1 for every spatial axis, got {values}")
+        pads = _padding(padding, ndim)
+        if kernel is None and (pads != ((0, 0),) * ndim or set(strides) != {1}):
+            raise AvgPoolError("a global window (kernel_size=None) takes no stride or padding")
+        if divisor_override is not None:
+            divisor_override = _as_int(divisor_override, "divisor_override")
+            if divisor_override < 1:
+                raise AvgPoolError(f"divisor_override must be >= 1 or None, got {divisor_override}")
+        for name, flag in (
+            ("ceil_mode", ceil_mode),
+            ("count_include_pad", count_include_pad),
+            ("channels_last", channels_last),
+        ):
+            if not isinstance(flag, (bool, int)) or flag not in (0, 1):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        set_ = object.__setattr__
+        set_(self, "kernel_size", kernel)
+        set_(self, "stride", strides)
+        set_(self, "dilation", dilations)
+        set_(self, "padding", pads)
+        set_(self, "ceil_mode", bool(ceil_mode))
+        set_(self, "count_include_pad", bool(count_include_pad))
+        set_(self, "divisor_override", divisor_override)
+        set_(self, "channels_last", bool(channels_last))
+        set_(self, "ndim", ndim)
+        set_(self, "convention", str(convention))
+
+    # -- resolution -------------------------------------------------------------------------
+
+    def spatial_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """The spatial part of a batched or unbatched input shape in this window's layout."""
+        shape = tuple(_as_int(s, "input shape") for s in input_shape)
+        if len(shape) not in (self.ndim + 1, self.ndim + 2):
+            raise AvgPoolError(
+                f"input must have {self.ndim + 1} (unbatched) or {self.ndim + 2} (batched) "
+                f"dimensions for a {self.ndim}-d window, got shape {shape}"
+            )
+        return shape[-self.ndim - 1 : -1] if self.channels_last else shape[-self.ndim :]
+
+    def resolve(self, spatial_shape: Sequence[int]) -> tuple[Axis, ...]:
+        """Per-axis geometry for an input of this spatial shape.
+
+        Raises AvgPoolError when no window fits on some axis.
+        """
+        spatial = tuple(_as_int(s, "spatial shape") for s in spatial_shape)
+        if len(spatial) != self.ndim:
+            raise AvgPoolError(f"expected {self.ndim} spatial sizes, got {spatial}")
+        axes = []
+        for i, n in enumerate(spatial):
+            if n < 1:
+                raise AvgPoolError(f"input spatial size must be >= 1 on every axis, got {spatial}")
+            k = n if self.kernel_size is None else self.kernel_size[i]
+            s, d = self.stride[i], self.dilation[i]
+            span = d * (k - 1) + 1
+            if isinstance(self.padding, str):
+                out = -(-n // s)
+                total = max((out - 1) * s + span - n, 0)
+                small = total // 2
+                before = small if self.padding == "same" else total - small
+                after = total - before
+            else:
+                before, after = self.padding[i]
+            room = n + before + after - span
+            if room < 0:
+                raise AvgPoolError(
+                    f"the window (span {span} = dilation*(kernel_size-1)+1) is larger than the "
+                    f"padded input ({n}+{before}+{after}) on spatial axis {i}: no window fits"
+                )
+            if self.ceil_mode and not isinstance(self.padding, str):
+                out = -(-room // s) + 1
+                if (out - 1) * s >= n + before:
+                    out -= 1
+            else:
+                out = room // s + 1
+            axes.append(Axis(n, k, s, d, before, after, out))
+        return tuple(axes)
+
+    def pads(self, spatial_shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
+        """The (before, after) padding applied on each axis for this spatial shape."""
+        return tuple((a.pad_before, a.pad_after) for a in self.resolve(spatial_shape))
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """The output array's shape for an input of this (batched or unbatched) shape."""
+        shape = tuple(input_shape)
+        outs = tuple(a.out for a in self.resolve(self.spatial_shape(shape)))
+        if self.channels_last:
+            return (*shape[: -self.ndim - 1], *outs, shape[-1])
+        return (*shape[: -self.ndim], *outs)
+
+    def replace(self, **changes: Any) -> Window:
+        """A copy with some arguments changed (validated again)."""
+        args = {
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "ceil_mode": self.ceil_mode,
+            "count_include_pad": self.count_include_pad,
+            "divisor_override": self.divisor_override,
+            "channels_last": self.channels_last,
+            "ndim": self.ndim,
+            "convention": self.convention,
+        }
+        args.update(changes)
+        return Window(**args)
+
+    # -- each framework's rules ------------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, *args: Any, **kwargs: Any) -> Window:
+        """PyTorch's ``F.avg_pool*d`` / ``max_pool*d`` / ``lp_pool*d`` arguments, its checks too.
+
+        See `avgpool.conventions.from_torch`.
+        """
+        from avgpool.conventions import from_torch
+
+        return from_torch(*args, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, *args: Any, **kwargs: Any) -> Window:
+        """An ONNX pooling node's attributes. See `avgpool.conventions.from_onnx`."""
+        from avgpool.conventions import from_onnx
+
+        return from_onnx(*args, **kwargs)
+
+    @classmethod
+    def from_tensorflow(cls, *args: Any, **kwargs: Any) -> Window:
+        """``tf.nn.avg_pool`` / ``max_pool`` arguments. See `avgpool.conventions.from_tensorflow`."""
+        from avgpool.conventions import from_tensorflow
+
+        return from_tensorflow(*args, **kwargs)
+
+    @classmethod
+    def from_keras(cls, *args: Any, **kwargs: Any) -> Window:
+        """A Keras pooling layer's config. See `avgpool.conventions.from_keras`."""
+        from avgpool.conventions import from_keras
+
+        return from_keras(*args, **kwargs)
+
+    @classmethod
+    def from_flax(cls, *args: Any, **kwargs: Any) -> Window:
+        """``flax.linen.avg_pool`` / ``max_pool`` arguments. See `avgpool.conventions.from_flax`."""
+        from avgpool.conventions import from_flax
+
+        return from_flax(*args, **kwargs)
