@@ -127,7 +127,7 @@ def _to_window_last(a: np.ndarray, nd: int) -> np.ndarray:
 
 def _gather(x: np.ndarray, taps: Sequence[Taps]) -> np.ndarray:
     """x (B, *spatial) -> values (B, out1, ..., taps1*taps2*...) in row-major tap order."""
-    flat = x.reshape(x.shape[0], -1)
+    flat = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
     index = _to_window_last(_index_sum(taps, _strides(taps)), len(taps))
     return flat[:, index]
 
@@ -145,7 +145,8 @@ def weighted_sum(x: np.ndarray, taps: Sequence[Taps]) -> np.ndarray:
     """sum_j weight_j * x[pos_j] over each window (pads and zero weights contribute 0)."""
     values = _gather(x, taps)
     weight = _table(taps, "weight")
-    return np.where(weight != 0, values * weight, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore"):  # inf + -inf in one window is NaN, as in every framework
+        return np.where(weight != 0, values * weight, 0.0).sum(axis=-1)
 
 
 def divisor(taps: Sequence[Taps], count_include_pad: bool) -> np.ndarray:
@@ -178,21 +179,17 @@ def max_forward(x: np.ndarray, taps: Sequence[Taps]) -> tuple[np.ndarray, np.nda
     return value, flat.astype(np.int64)
 
 
-def scatter(coef: np.ndarray, taps: Sequence[Taps], field: str = "weight") -> np.ndarray:
+def scatter(coef: np.ndarray, taps: Sequence[Taps]) -> np.ndarray:
     """The transpose of `weighted_sum`: each tap's input cell receives coef * weight."""
     spatial = tuple(t.size for t in taps)
-    weight = _table(taps, field).astype(np.float64)
+    weight = _table(taps, "weight")
     index = _to_window_last(_index_sum(taps, _strides(taps)), len(taps))
-    contrib = coef[..., None] * weight
-    contrib = np.where(weight != 0, contrib, 0.0)
-    grad = np.zeros((coef.shape[0], int(np.prod(spatial))))
-    batch = np.arange(coef.shape[0])[:, None]
-    np.add.at(
-        grad,
-        (batch, np.broadcast_to(index, contrib.shape[1:]).reshape(1, -1)),
-        contrib.reshape(coef.shape[0], -1),
-    )
-    return grad.reshape(coef.shape[0], *spatial)
+    with np.errstate(invalid="ignore"):
+        contrib = np.where(weight != 0, coef[..., None] * weight, 0.0)
+    b = coef.shape[0]
+    grad = np.zeros((b, int(np.prod(spatial))))
+    np.add.at(grad, (np.arange(b)[:, None], index.reshape(1, -1)), contrib.reshape(b, index.size))
+    return grad.reshape(b, *spatial)
 
 
 def scatter_index(grad_out: np.ndarray, index: np.ndarray, spatial: Sequence[int]) -> np.ndarray:

@@ -1,0 +1,5 @@
+import sys
+
+from avgpool.cli import main
+
+sys.exit(main())

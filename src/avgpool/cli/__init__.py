@@ -1,0 +1,171 @@
+"""The ``avgpool`` command: thin argument parsing and rendering over the library's tools.
+
+Exit codes: 0 done, 2 bad arguments or input (one clear message on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from avgpool._errors import AvgPoolError
+from avgpool.conventions import CONVENTIONS
+
+__all__ = ["main"]
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    parts = re.split(r"[x,]", text.strip().lower())
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{what} must look like 3 or 3x3 or 1x3x224x224, got {text!r}"
+        ) from None
+
+
+def _padding(text: str) -> Any:
+    """'1', '1x2' (symmetric per axis), '0:1x0:1' (before:after per axis) or a mode name."""
+    lowered = text.strip().lower()
+    if re.fullmatch(r"[a-z_]+", lowered):
+        return lowered
+    if ":" in lowered:
+        try:
+            return tuple(tuple(int(v) for v in axis.split(":")) for axis in re.split(r"[x,]", lowered))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"padding pairs must look like 0:1x0:1, got {text!r}") from None
+    values = _ints(lowered, "padding")
+    return values[0] if len(values) == 1 else values
+
+
+def _size(value: tuple[int, ...]) -> Any:
+    return value[0] if len(value) == 1 else value
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def _ranges(cells: Sequence[int]) -> str:
+    """[0, 1, 2, 7] -> '0-2, 7'."""
+    out: list[str] = []
+    start = prev = None
+    for c in [*cells, None]:
+        if start is not None and (c is None or c != prev + 1):
+            out.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if c is not None and start is None:
+            start = c
+        prev = c
+    return ", ".join(out)
+
+
+def _render_shape(report: Any) -> str:
+    names = {1: "L", 2: "HW", 3: "DHW"}[len(report.axes)]
+    w = report.window
+    dims = ("N", *names, "C") if w.channels_last else ("N", "C", *names)
+    lines = [
+        f"input      {_fmt(report.input_shape)}  ({', '.join(dims)})",
+        f"operator   {report.op}_pool, {report.convention} convention",
+        "window     kernel {}  stride {}  dilation {}  ceil_mode {}  count_include_pad {}{}".format(
+            _fmt([a.kernel for a in report.axes]),
+            _fmt([a.stride for a in report.axes]),
+            _fmt([a.dilation for a in report.axes]),
+            w.ceil_mode,
+            w.count_include_pad,
+            f"  divisor_override {w.divisor_override}" if w.divisor_override else "",
+        ),
+        f"output     {_fmt(report.output_shape)}",
+        "padding    "
+        + "   ".join(f"{n}: {a.pad_before} before, {a.pad_after} after" for n, a in zip(names, report.axes)),
+    ]
+    skipped = [
+        f"{n}: {len(u)} of {a.size} never read ({_ranges(u)})"
+        for n, a, u in zip(names, report.axes, report.uncovered)
+        if u
+    ]
+    lines.append("uncovered  " + ("   ".join(skipped) if skipped else "none: every input cell is read"))
+    lines.append("")
+    lines.append("the same arguments in other conventions:")
+    width = max(len(c.convention) for c in report.others)
+    for c in report.others:
+        shape = f"-> {_fmt(c.output_shape)}  " if c.output_shape else ""
+        tail = f": {c.detail}" if c.detail else ""
+        lines.append(f"  {c.convention:<{width}}  {shape}{c.verdict}{tail}")
+    return "\n".join(lines)
+
+
+def _cmd_shape(args: argparse.Namespace) -> int:
+    from avgpool.inspect.shape import shape_report
+
+    report = shape_report(
+        args.input_shape,
+        _size(args.kernel),
+        None if args.stride is None else _size(args.stride),
+        args.padding,
+        dilation=_size(args.dilation),
+        ceil_mode=args.ceil_mode,
+        count_include_pad=args.count_include_pad,
+        divisor_override=args.divisor_override,
+        convention=args.convention,
+        op=args.op,
+        channels_last=args.channels_last,
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else _render_shape(report))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avgpool", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    shape = sub.add_parser(
+        "shape",
+        help="output shape, padding, uncovered cells, and which conventions disagree",
+        description="Resolve pooling arguments under one convention and compare them with the others.",
+    )
+    shape.add_argument(
+        "input_shape", type=lambda t: _ints(t, "input shape"), help="e.g. 1x3x224x224 (N, C, ...)"
+    )
+    shape.add_argument("--kernel", "-k", required=True, type=lambda t: _ints(t, "kernel"), help="3 or 3x3")
+    shape.add_argument("--stride", "-s", type=lambda t: _ints(t, "stride"), help="default: the convention's")
+    shape.add_argument(
+        "--padding",
+        "-p",
+        default=0,
+        type=_padding,
+        help="1, 1x2, 0:1x0:1 (before:after), valid, same, same_lower",
+    )
+    shape.add_argument("--dilation", "-d", default=(1,), type=lambda t: _ints(t, "dilation"))
+    shape.add_argument("--ceil-mode", action="store_true")
+    shape.add_argument(
+        "--count-include-pad",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="default: the convention's (torch and flax count padded cells, others do not)",
+    )
+    shape.add_argument("--divisor-override", type=int)
+    shape.add_argument("--convention", "-c", default="torch", choices=CONVENTIONS)
+    shape.add_argument("--op", default="avg", choices=("avg", "max"))
+    shape.add_argument("--channels-last", action="store_true", help="the input shape is (N, ..., C)")
+    shape.add_argument("--json", action="store_true", help="machine-readable output")
+    shape.set_defaults(func=_cmd_shape)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``avgpool`` command; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (AvgPoolError, TypeError) as exc:
+        print(f"avgpool {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""What a pooling layer's arguments do to a shape, and which conventions disagree about them.
+
+`shape_report` answers the questions behind ``avgpool shape``: the output shape, the padding
+each side really gets, the input cells no window reads (edge truncation, skipped cells), and
+for every other framework, whether the *same arguments* there give the same numbers. The
+comparison is computed, not argued: each convention's window pools one seeded random input
+through the float64 reference and the outputs are compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from avgpool import ops
+from avgpool._errors import AvgPoolError
+from avgpool.conventions import CONVENTIONS, from_flax, from_keras, from_onnx, from_tensorflow, from_torch
+from avgpool.reference import pool_taps
+from avgpool.window import Axis, Window, _per_axis
+
+__all__ = ["ConventionCheck", "ShapeReport", "shape_report", "window_for"]
+
+
+@dataclass(frozen=True)
+class ConventionCheck:
+    """How one convention treats the same arguments."""
+
+    convention: str
+    window: Window | None
+    output_shape: tuple[int, ...] | None = None
+    verdict: str = ""  # "same", "different", "cannot express"
+    detail: str = ""
+    max_abs_diff: float = 0.0
+    cells_differing: int = 0
+
+
+@dataclass(frozen=True)
+class ShapeReport:
+    input_shape: tuple[int, ...]
+    op: str
+    convention: str
+    window: Window
+    axes: tuple[Axis, ...]
+    output_shape: tuple[int, ...]
+    uncovered: tuple[tuple[int, ...], ...]
+    others: tuple[ConventionCheck, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_shape": list(self.input_shape),
+            "op": self.op,
+            "convention": self.convention,
+            "output_shape": list(self.output_shape),
+            "kernel_size": [a.kernel for a in self.axes],
+            "stride": [a.stride for a in self.axes],
+            "dilation": [a.dilation for a in self.axes],
+            "padding": [[a.pad_before, a.pad_after] for a in self.axes],
+            "ceil_mode": self.window.ceil_mode,
+            "count_include_pad": self.window.count_include_pad,
+            "divisor_override": self.window.divisor_override,
+            "uncovered": [list(u) for u in self.uncovered],
+            "conventions": [
+                {
+                    "convention": c.convention,
+                    "verdict": c.verdict,
+                    "detail": c.detail,
+                    "output_shape": None if c.output_shape is None else list(c.output_shape),
+                    "max_abs_diff": c.max_abs_diff,
+                    "cells_differing": c.cells_differing,
+                }
+                for c in self.others
+            ],
+        }
+
+
+def window_for(
+    convention: str,
+    ndim: int,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    *,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    count_include_pad: bool | None = None,
+    divisor_override: int | None = None,
+    op: str = "avg",
+    channels_last: bool = False,
+) -> Window:
+    """The Window that ``convention`` builds from these user-level arguments.
+
+    Arguments left at None take that framework's default (stride, count_include_pad), which is
+    where frameworks silently disagree. Raises AvgPoolError when the framework cannot express
+    the arguments.
+    """
+    kernel = _per_axis(kernel_size, "kernel_size", ndim)
+    strides = None if stride is None else _per_axis(stride, "stride", ndim)
+    dilations = _per_axis(dilation, "dilation", ndim)
+    parsed = Window(kernel, padding=padding, ndim=ndim).padding  # validates the padding first
+    named = parsed if isinstance(parsed, str) else None  # "same" or "same_lower"
+    pairs = None if named else parsed
+    dilated = set(dilations) != {1}
+
+    def refuse(what: str) -> None:
+        raise AvgPoolError(f"{convention} cannot express {what}")
+
+    if convention == "torch":
+        if named:
+            refuse(f"padding={padding!r} (PyTorch pooling takes int padding)")
+        if pairs is not None and any(b != a for b, a in pairs):
+            refuse("asymmetric padding")
+        w = from_torch(
+            kernel,
+            strides,
+            tuple(b for b, _ in pairs),
+            dilations,
+            ceil_mode,
+            True if count_include_pad is None else count_include_pad,
+            divisor_override,
+            op=op,
+            ndim=ndim,
+        )
+    elif convention == "onnx":
+        if divisor_override is not None:
+            refuse("divisor_override")
+        attrs: dict[str, Any] = {"kernel_shape": kernel, "dilations": dilations, "ceil_mode": int(ceil_mode)}
+        if strides is not None:
+            attrs["strides"] = strides
+        if named:
+            attrs["auto_pad"] = {"same": "SAME_UPPER", "same_lower": "SAME_LOWER"}[named]
+        else:
+            attrs["pads"] = [b for b, _ in pairs] + [a for _, a in pairs]
+        if count_include_pad is not None:
+            attrs["count_include_pad"] = int(count_include_pad)
+        w = from_onnx(attrs, op_type={"avg": "AveragePool", "max": "MaxPool"}[op])
+    elif convention in ("tensorflow", "keras", "flax"):
+        if divisor_override is not None:
+            refuse("divisor_override")
+        if ceil_mode:
+            refuse("ceil_mode")
+        if named == "same_lower":
+            refuse("padding='same_lower'")
+        if dilated:
+            refuse("dilation in its pooling layers")
+        explicit = pairs is not None and any(p for pair in pairs for p in pair)
+        if convention == "flax":
+            pads: Any = named.upper() if named else [list(p) for p in pairs]
+            include = True if count_include_pad is None else count_include_pad
+            w = from_flax(kernel, strides, pads, include)
+        else:
+            if explicit:
+                refuse("explicit padding (only 'same' or 'valid')")
+            if count_include_pad and op == "avg":
+                refuse("count_include_pad=True (its average divides by real cells only)")
+            tf_pad = "SAME" if named == "same" else "VALID"
+            if convention == "tensorflow":
+                if strides is None:
+                    refuse("a default stride (tf.nn pooling requires strides)")
+                w = from_tensorflow(kernel, strides, tf_pad, "NC" + "DHW"[3 - ndim :], op=op)
+            else:
+                config = {"pool_size": kernel, "strides": strides, "padding": tf_pad.lower()}
+                w = from_keras({**config, "data_format": "channels_first"})
+    else:
+        raise AvgPoolError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    return w.replace(channels_last=channels_last)
+
+
+def _uncovered(axis: Axis) -> tuple[int, ...]:
+    taps = pool_taps(axis)
+    covered = np.zeros(axis.size, dtype=bool)
+    covered[taps.pos[taps.real]] = True
+    return tuple(int(i) for i in np.flatnonzero(~covered))
+
+
+def _pool(x: np.ndarray, window: Window, op: str) -> np.ndarray:
+    return ops.avg_pool(x, window=window) if op == "avg" else ops.max_pool(x, window=window)
+
+
+def shape_report(
+    input_shape: Sequence[int],
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    *,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    count_include_pad: bool | None = None,
+    divisor_override: int | None = None,
+    convention: str = "torch",
+    op: str = "avg",
+    channels_last: bool = False,
+    seed: int = 0,
+) -> ShapeReport:
+    """Resolve the arguments under ``convention`` and compare them with every other convention.
+
+    Examples
+    --------
+    >>> r = shape_report((1, 1, 5, 5), 3, 2, "same", convention="tensorflow")
+    >>> r.output_shape, [c.verdict for c in r.others if c.convention == "flax"]
+    ((1, 1, 3, 3), ['different'])
+    """
+    if op not in ("avg", "max"):
+        raise AvgPoolError(f"op must be 'avg' or 'max', got {op!r}")
+    input_shape = tuple(int(s) for s in input_shape)
+    ndim = len(input_shape) - 2
+    if not 1 <= ndim <= 3:
+        raise AvgPoolError(
+            f"input shape must be (N, C, *spatial) with 1 to 3 spatial axes, got {input_shape}"
+        )
+    args = {
+        "dilation": dilation,
+        "ceil_mode": ceil_mode,
+        "count_include_pad": count_include_pad,
+        "divisor_override": divisor_override,
+        "op": op,
+        "channels_last": channels_last,
+    }
+    window = window_for(convention, ndim, kernel_size, stride, padding, **args)
+    spatial = window.spatial_shape(input_shape)
+    axes = window.resolve(spatial)
+    x = np.random.default_rng(seed).standard_normal(input_shape)
+    reference = _pool(x, window, op)
+    checks = []
+    for other in CONVENTIONS:
+        if other == convention:
+            continue
+        try:
+            w = window_for(other, ndim, kernel_size, stride, padding, **args)
+            y = _pool(x, w, op)
+        except AvgPoolError as exc:
+            detail = str(exc).removeprefix(f"{other} cannot express ")
+            checks.append(ConventionCheck(other, None, verdict="cannot express", detail=detail))
+            continue
+        if y.shape != reference.shape:
+            checks.append(
+                ConventionCheck(
+                    other, w, y.shape, "different", f"output shape {y.shape} vs {reference.shape}"
+                )
+            )
+            continue
+        diff = np.abs(y - reference)
+        differing = int(np.count_nonzero(diff > 1e-12 * (1 + np.abs(reference))))
+        reasons = _why(window, w, spatial)
+        verdict = "different" if differing else "same"
+        detail = f"{differing} of {y.size} outputs differ" + (f" ({reasons})" if reasons else "")
+        checks.append(
+            ConventionCheck(
+                other, w, y.shape, verdict, detail if differing else "", float(diff.max()), differing
+            )
+        )
+    uncovered = tuple(_uncovered(a) for a in axes)
+    return ShapeReport(input_shape, op, convention, window, axes, reference.shape, uncovered, tuple(checks))
+
+
+def _why(mine: Window, theirs: Window, spatial: Sequence[int]) -> str:
+    reasons = []
+    if mine.pads(spatial) != theirs.pads(spatial):
+        reasons.append(f"padding {theirs.pads(spatial)}")
+    if mine.stride != theirs.stride:
+        reasons.append(f"stride {theirs.stride}")
+    if mine.count_include_pad != theirs.count_include_pad:
+        reasons.append(f"count_include_pad={theirs.count_include_pad}")
+    if mine.divisor_override != theirs.divisor_override:
+        reasons.append(f"divisor_override={theirs.divisor_override}")
+    return ", ".join(reasons)

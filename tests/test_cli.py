@@ -1,0 +1,98 @@
+"""`avgpool shape`: what it prints, its JSON, and exit code 2 with one message on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from avgpool.cli import main
+from avgpool.inspect import shape_report
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tensorflow_same_report(capsys):
+    code, out, _ = run(capsys, "shape", "1x3x224x224", "-k", "3", "-s", "2", "-p", "same", "-c", "tensorflow")
+    assert code == 0
+    assert "output     1x3x112x112" in out
+    assert "H: 0 before, 1 after" in out
+    assert "torch  cannot express: padding='same'" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "same" in lines["onnx"] and "same" in lines["keras"]
+    assert "different" in lines["flax"] and "count_include_pad=True" in lines["flax"]
+
+
+def test_uncovered_cells_are_listed(capsys):
+    code, out, _ = run(capsys, "shape", "1x1x10", "-k", "2", "-s", "3")
+    assert code == 0
+    assert "L: 4 of 10 never read (2, 5, 8-9)" in out
+
+
+def test_json_output(capsys):
+    code, out, _ = run(capsys, "shape", "2x3x6x6", "-k", "3", "-s", "2", "-p", "1", "--ceil-mode", "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["output_shape"] == [2, 3, 4, 4]
+    assert report["padding"] == [[1, 1], [1, 1]]
+    verdicts = {c["convention"]: c["verdict"] for c in report["conventions"]}
+    assert verdicts == {
+        "onnx": "different",  # ONNX's count_include_pad defaults to 0
+        "tensorflow": "cannot express",
+        "keras": "cannot express",
+        "flax": "cannot express",
+    }
+
+
+def test_default_strides_differ_between_conventions():
+    report = shape_report((1, 1, 8), 2)
+    shapes = {c.convention: c.output_shape for c in report.others}
+    assert report.output_shape == (1, 1, 4)  # torch: stride defaults to the kernel
+    assert shapes["onnx"] == shapes["flax"] == (1, 1, 7)  # both default to stride 1
+    assert shapes["keras"] == (1, 1, 4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["shape", "1x3x4x4", "-k", "5"], "no window fits"),
+        (["shape", "1x3x4x4", "-k", "0"], "kernel_size must be >= 1"),
+        (["shape", "1x3x4x4", "-k", "3", "-p", "2"], "padding must be <= kernel_size // 2"),
+        (["shape", "1x3x4x4", "-k", "3", "-p", "full"], "padding must be"),
+        (["shape", "3x4", "-k", "3"], "1 to 3 spatial axes"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_message(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert message in err and "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_installed_command_runs():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "avgpool",
+            "shape",
+            "1x1x5x5",
+            "-k",
+            "3",
+            "-s",
+            "2",
+            "-p",
+            "same",
+            "-c",
+            "flax",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "output     1x1x3x3" in result.stdout
