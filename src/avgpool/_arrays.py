@@ -16,8 +16,10 @@ import numpy as np
 from avgpool._errors import AvgPoolError
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-#: Integers that float64 holds exactly, for the max family.
-INT_DTYPES = tuple(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32))
+#: Integers that int64 holds, for the max family (computed in int64, never through floats).
+INT_DTYPES = tuple(
+    np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32)
+)
 
 
 def as_array(x: Any, name: str = "input", allow_int: bool = False) -> np.ndarray:
@@ -74,14 +76,15 @@ class Layout:
         return (full[0], full[-1]) if self.channels_last else (full[0], full[1])
 
     def to_work(self, x: np.ndarray) -> np.ndarray:
-        """User array -> (B, *spatial) float64."""
+        """User array -> (B, *spatial) float64 (int64 for integer input)."""
         if x.shape != self.shape:
             raise AvgPoolError(f"expected an array of shape {self.shape}, got {x.shape}")
         full = x.reshape(self.full_shape)
         if self.channels_last:
             full = np.moveaxis(full, -1, 1)
         n, c = self.batch_channels
-        return np.asarray(full, dtype=np.float64).reshape(n * c, *self.spatial)
+        work = np.int64 if x.dtype.kind in "iu" else np.float64
+        return np.asarray(full, dtype=work).reshape(n * c, *self.spatial)
 
     def out_shape(self, out_spatial: Sequence[int]) -> tuple[int, ...]:
         n, c = self.batch_channels
@@ -96,8 +99,8 @@ class Layout:
             full = np.moveaxis(full, 1, -1)
         if not self.batched:
             full = full[0]
-        if dtype.kind in "iu":
-            full = np.where(np.isneginf(full), np.iinfo(dtype).min, full)
+        if dtype.kind in "iu":  # a window with no real cell holds int64's lowest value
+            full = np.maximum(full, np.iinfo(dtype).min)
         return np.ascontiguousarray(full, dtype=dtype)
 
     def check_grad(self, grad: np.ndarray, out_spatial: Sequence[int]) -> np.ndarray:

@@ -24,9 +24,25 @@ from typing import Any
 from avgpool._errors import AvgPoolError
 from avgpool.window import Window, _as_int, _per_axis
 
-__all__ = ["CONVENTIONS", "from_flax", "from_keras", "from_onnx", "from_tensorflow", "from_torch"]
+__all__ = [
+    "CONVENTIONS",
+    "EMPTY_AVERAGE",
+    "MAX_NAN_POLICY",
+    "from_flax",
+    "from_keras",
+    "from_onnx",
+    "from_tensorflow",
+    "from_torch",
+]
 
 CONVENTIONS = ("torch", "onnx", "tensorflow", "keras", "flax")
+
+#: What the average of a window with no counted cell is, by convention (default 0, as the
+#: PyTorch and ONNX Runtime kernels write; Flax divides 0 by 0).
+EMPTY_AVERAGE = {"flax": float("nan")}
+#: How a windowed max treats NaN, by convention (default "propagate": NaN wins). TensorFlow's
+#: max_pool, and Keras' MaxPooling layers on it, skip NaN (found by tests/golden).
+MAX_NAN_POLICY = {"tensorflow": "omit", "keras": "omit"}
 _OPS = ("avg", "max", "lp")
 
 
@@ -51,7 +67,7 @@ def from_torch(
     """PyTorch's pooling arguments (``F.avg_pool*d``, ``max_pool*d``, ``lp_pool*d``).
 
     Applies PyTorch's own checks: padding is an int or tuple of ints and at most half the
-    kernel (``pad <= kernel // 2`` for avg, ``pad <= span // 2`` for max, none for lp);
+    kernel (``pad <= kernel_size // 2``, also for dilated max pooling);
     average pooling takes no dilation; lp pooling takes neither padding nor dilation.
 
     Examples
@@ -85,14 +101,11 @@ def from_torch(
         raise AvgPoolError(f"padding must be 0 for lp pooling in the torch convention, got {pads}")
     if op != "avg" and divisor_override is not None:
         raise AvgPoolError("divisor_override applies to avg pooling only")
-    limit = tuple(
-        (d * (k - 1) + 1) // 2 if op == "max" else k // 2 for k, d in zip(window.kernel_size, window.dilation)
-    )
+    limit = tuple(k // 2 for k in window.kernel_size)  # of the kernel, not the dilated span
     if any(p > m for p, m in zip(pads, limit)):
-        what = "(dilation*(kernel_size-1)+1) // 2" if op == "max" else "kernel_size // 2"
         raise AvgPoolError(
-            f"padding must be <= {what} on every axis in the torch convention, "
-            f"got padding {pads} for kernel_size {window.kernel_size} (limit {limit})"
+            f"padding must be <= kernel_size // 2 on every axis in the torch convention, "
+            f"got padding {pads} for kernel_size {window.kernel_size}"
         )
     return window
 

@@ -16,6 +16,7 @@ import numpy as np
 from avgpool import reference as ref
 from avgpool._arrays import Layout, as_array
 from avgpool._errors import AvgPoolError
+from avgpool.conventions import EMPTY_AVERAGE, MAX_NAN_POLICY, from_torch
 from avgpool.window import Window, _as_int, _rank_of
 
 __all__ = [
@@ -157,7 +158,8 @@ def avg_pool(
         channels_last=channels_last,
     )
     x, layout, axes = _prepare(x, w)
-    y = ref.avg_pool(layout.to_work(x), axes, w.count_include_pad, w.divisor_override)
+    empty = EMPTY_AVERAGE.get(w.convention, 0.0)
+    y = ref.avg_pool(layout.to_work(x), axes, w.count_include_pad, w.divisor_override, empty)
     return layout.from_work(y, x.dtype)
 
 
@@ -204,48 +206,62 @@ def avg_pool_backward(
     return layout.from_work(grad, grad_output.dtype)
 
 
-def _fixed(fn_nd, ndim: int, doc_name: str):
-    """avg_pool1d/2d/3d with torch's positional signature."""
+def _torch_window(input: Any, window: Window | None, ndim: int, op: str, *args: Any, **kwargs: Any) -> Window:
+    """The *1d/2d/3d forms: PyTorch's rules and refusals (`Window.from_torch`), or a given window."""
+    if window is not None:
+        return _window(np.ndim(input), window, None, ndim=ndim)
+    return from_torch(*args, op=op, ndim=ndim, **kwargs)
 
+
+def _fixed_avg(ndim: int, name: str):
     def pool(
         input: Any,
         kernel_size: int | Sequence[int] | None = None,
         stride: int | Sequence[int] | None = None,
-        padding: Any = 0,
+        padding: int | Sequence[int] = 0,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
         divisor_override: int | None = None,
         *,
-        dilation: int | Sequence[int] = 1,
         channels_last: bool = False,
         window: Window | None = None,
     ) -> np.ndarray:
-        w = _window(
-            np.ndim(input),
+        w = _torch_window(
+            input,
             window,
+            ndim,
+            "avg",
             kernel_size,
             stride,
             padding,
-            ndim=ndim,
-            dilation=dilation,
-            ceil_mode=ceil_mode,
-            count_include_pad=count_include_pad,
-            divisor_override=divisor_override,
+            1,
+            ceil_mode,
+            count_include_pad,
+            divisor_override,
             channels_last=channels_last,
         )
-        return fn_nd(input, window=w)
+        if ndim == 3 and window is None:
+            # PyTorch's avg_pool3d alone refuses an input smaller than the kernel, padding or not.
+            spatial = Layout.of(np.shape(input), 3, channels_last).spatial
+            if any(n < k for n, k in zip(spatial, w.kernel_size)):
+                raise AvgPoolError(
+                    f"input spatial shape {spatial} is smaller than kernel_size {w.kernel_size} "
+                    "(PyTorch's avg_pool3d refuses it even with padding)"
+                )
+        return avg_pool(input, window=w)
 
-    pool.__name__ = pool.__qualname__ = doc_name
+    pool.__name__ = pool.__qualname__ = name
     pool.__doc__ = (
-        f"{ndim}-d average pooling, call-compatible with ``torch.nn.functional.{doc_name}``.\n\n"
-        f"Also takes unbatched input and the keywords of `avg_pool`."
+        f"{ndim}-d average pooling: ``torch.nn.functional.{name}``, its rules and refusals too.\n\n"
+        "Also takes unbatched input, ``channels_last`` and ``window=``; for padding PyTorch\n"
+        "refuses (asymmetric, 'same', more than kernel // 2) use `avg_pool`."
     )
     return pool
 
 
-avg_pool1d = _fixed(avg_pool, 1, "avg_pool1d")
-avg_pool2d = _fixed(avg_pool, 2, "avg_pool2d")
-avg_pool3d = _fixed(avg_pool, 3, "avg_pool3d")
+avg_pool1d = _fixed_avg(1, "avg_pool1d")
+avg_pool2d = _fixed_avg(2, "avg_pool2d")
+avg_pool3d = _fixed_avg(3, "avg_pool3d")
 
 
 # -- max pooling -------------------------------------------------------------------------------
@@ -265,6 +281,14 @@ def _max_window(x: Any, kernel_size, stride, padding, dilation, ceil_mode, chann
     )
 
 
+def _nan_args(nan_policy: str | None, window: Window, dtype: np.dtype) -> tuple[str, float]:
+    policy = MAX_NAN_POLICY.get(window.convention, "propagate") if nan_policy is None else nan_policy
+    if policy not in ("propagate", "omit"):
+        raise AvgPoolError(f"nan_policy must be 'propagate' or 'omit', got {nan_policy!r}")
+    info = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
+    return policy, float(info.min)
+
+
 def max_pool(
     x: Any,
     kernel_size: int | Sequence[int] | None = None,
@@ -276,11 +300,17 @@ def max_pool(
     return_indices: bool = False,
     channels_last: bool = False,
     window: Window | None = None,
+    nan_policy: str | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """N-d max pooling; padded cells never win. NaN wins, as in PyTorch.
+    """N-d max pooling; padded cells never win.
 
     With ``return_indices=True`` also returns int64 indices into each (sample, channel)'s
     flattened spatial plane, PyTorch's convention (also for channels-last arrays).
+
+    ``nan_policy``: "propagate" (a NaN wins, the last one; PyTorch, ONNX, Flax) or "omit" (NaN
+    never wins and results are floored at the dtype's lowest finite value, as TensorFlow's
+    max_pool does). Default: the window's convention decides ("omit" for tensorflow and keras
+    windows, else "propagate").
 
     Examples
     --------
@@ -290,7 +320,7 @@ def max_pool(
     """
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
     x, layout, axes = _prepare(x, w, allow_int=True)
-    y, index = ref.max_pool(layout.to_work(x), axes)
+    y, index = ref.max_pool(layout.to_work(x), axes, *_nan_args(nan_policy, w, x.dtype))
     out = layout.from_work(y, x.dtype)
     return (out, _indices_out(layout, index)) if return_indices else out
 
@@ -306,12 +336,13 @@ def max_pool_backward(
     ceil_mode: bool = False,
     channels_last: bool = False,
     window: Window | None = None,
+    nan_policy: str | None = None,
 ) -> np.ndarray:
     """Gradient of `max_pool`: each window's grad goes to its arg-max cell."""
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
     x, layout, axes = _prepare(x, w, allow_int=True)
     grad_output = as_array(grad_output, "grad_output")
-    _, index = ref.max_pool(layout.to_work(x), axes)
+    _, index = ref.max_pool(layout.to_work(x), axes, *_nan_args(nan_policy, w, x.dtype))
     g = layout.check_grad(grad_output, [a.out for a in axes])
     return layout.from_work(ref.max_pool_backward(g, index, layout.spatial), grad_output.dtype)
 
@@ -321,7 +352,7 @@ def _fixed_max(ndim: int, name: str):
         input: Any,
         kernel_size: int | Sequence[int] | None = None,
         stride: int | Sequence[int] | None = None,
-        padding: Any = 0,
+        padding: int | Sequence[int] = 0,
         dilation: int | Sequence[int] = 1,
         ceil_mode: bool = False,
         return_indices: bool = False,
@@ -329,11 +360,22 @@ def _fixed_max(ndim: int, name: str):
         channels_last: bool = False,
         window: Window | None = None,
     ):
-        w = _max_window(input, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window, ndim)
+        w = _torch_window(
+            input,
+            window,
+            ndim,
+            "max",
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+            channels_last=channels_last,
+        )
         return max_pool(input, window=w, return_indices=return_indices)
 
     pool.__name__ = pool.__qualname__ = name
-    pool.__doc__ = f"{ndim}-d max pooling, call-compatible with ``torch.nn.functional.{name}``."
+    pool.__doc__ = f"{ndim}-d max pooling: ``torch.nn.functional.{name}``, its rules and refusals too."
     return pool
 
 
@@ -419,11 +461,13 @@ def _fixed_lp(ndim: int, name: str):
         *,
         channels_last: bool = False,
     ) -> np.ndarray:
-        w = _max_window(input, kernel_size, stride, 0, 1, ceil_mode, channels_last, None, ndim)
+        w = _torch_window(
+            input, None, ndim, "lp", kernel_size, stride, 0, 1, ceil_mode, channels_last=channels_last
+        )
         return lp_pool(input, norm_type, window=w)
 
     pool.__name__ = pool.__qualname__ = name
-    pool.__doc__ = f"{ndim}-d power-average pooling, call-compatible with ``torch.nn.functional.{name}``."
+    pool.__doc__ = f"{ndim}-d power-average pooling: ``torch.nn.functional.{name}`` exactly."
     return pool
 
 
@@ -585,10 +629,14 @@ def global_max_pool(
     channels_last: bool = False,
     window: Window | None = None,
 ) -> np.ndarray:
-    """Maximum over all spatial axes (ONNX GlobalMaxPool; NaN wins)."""
+    """Maximum over all spatial axes (ONNX GlobalMaxPool, Keras GlobalMaxPooling*; NaN wins).
+
+    Keras' global max is a plain reduce_max, which propagates NaN, unlike its windowed max.
+    """
     x = as_array(x, allow_int=True)
     w = _global_window(x.ndim, ndim, channels_last, window)
-    return _squeeze(max_pool(x, window=w), Layout.of(x.shape, w.ndim, w.channels_last), keepdims)
+    y = max_pool(x, window=w, nan_policy="propagate")
+    return _squeeze(y, Layout.of(x.shape, w.ndim, w.channels_last), keepdims)
 
 
 def _global_grad(grad_output: np.ndarray, layout: Layout) -> np.ndarray:
@@ -617,7 +665,7 @@ def global_max_pool_backward(
     grad_output = as_array(grad_output, "grad_output")
     w = _global_window(x.ndim, ndim, channels_last, None)
     layout = Layout.of(x.shape, w.ndim, channels_last)
-    return max_pool_backward(_global_grad(grad_output, layout), x, window=w)
+    return max_pool_backward(_global_grad(grad_output, layout), x, window=w, nan_policy="propagate")
 
 
 # -- anti-aliased (blur) pooling ---------------------------------------------------------------

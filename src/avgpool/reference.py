@@ -159,24 +159,24 @@ def max_forward(x: np.ndarray, taps: Sequence[Taps]) -> tuple[np.ndarray, np.nda
     """Window max over real taps and its flat spatial index, with PyTorch's tie rules.
 
     The first maximum in row-major window order wins; a NaN beats everything and the last NaN
-    wins; a window of -inf (or all padding) points at its first real cell (-1 if none).
+    wins; a window of -inf points at its first real cell. A window with no real cell gives
+    the lowest value of x's dtype (-inf for floats) and index -1. Integers stay integers.
     """
     values = _gather(x, taps)
-    real = _table(taps, "real")
-    index = _to_window_last(_index_sum(taps, _strides(taps)), len(taps))
-    masked = np.where(real, values, -np.inf)
-    isnan = np.isnan(masked)
-    k = masked.shape[-1]
-    last_nan = k - 1 - np.argmax(isnan[..., ::-1], axis=-1)
-    with np.errstate(invalid="ignore"):
-        first_max = np.argmax(np.where(isnan, -np.inf, masked), axis=-1)
-    pick = np.where(isnan.any(axis=-1), last_nan, first_max)
-    chosen_real = np.take_along_axis(np.broadcast_to(real, masked.shape), pick[..., None], -1)[..., 0]
-    pick = np.where(chosen_real, pick, np.argmax(real, axis=-1))
+    real = np.broadcast_to(_table(taps, "real"), values.shape)
+    index = np.broadcast_to(_to_window_last(_index_sum(taps, _strides(taps)), len(taps)), values.shape)
+    lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    masked = np.where(real, values, lowest)
+    pick = np.argmax(masked, axis=-1)  # the first maximum; NaN counts as the maximum here
+    if x.dtype.kind == "f":
+        isnan = np.isnan(masked)
+        last_nan = masked.shape[-1] - 1 - np.argmax(isnan[..., ::-1], axis=-1)
+        pick = np.where(isnan.any(axis=-1), last_nan, pick)
+    chosen_real = np.take_along_axis(real, pick[..., None], -1)[..., 0]
+    pick = np.where(chosen_real, pick, np.argmax(real, axis=-1))  # all lowest: first real cell
     value = np.take_along_axis(masked, pick[..., None], -1)[..., 0]
-    flat = np.take_along_axis(np.broadcast_to(index, masked.shape), pick[..., None], -1)[..., 0]
-    flat = np.where(real.any(axis=-1), flat, -1)
-    return value, flat.astype(np.int64)
+    flat = np.take_along_axis(index, pick[..., None], -1)[..., 0]
+    return value, np.where(real.any(axis=-1), flat, -1).astype(np.int64)
 
 
 def scatter(coef: np.ndarray, taps: Sequence[Taps]) -> np.ndarray:
@@ -205,9 +205,9 @@ def scatter_index(grad_out: np.ndarray, index: np.ndarray, spatial: Sequence[int
 # -- the ops, on (B, *spatial) float64 arrays and resolved geometry --------------------------
 
 
-def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, and 0 where den == 0 (a window with no counted cell averages to 0)."""
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)
+def _safe_divide(num: np.ndarray, den: np.ndarray, empty: float = 0.0) -> np.ndarray:
+    """num / den, and ``empty`` where den == 0 (a window with no counted cell)."""
+    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, empty), where=den != 0)
 
 
 def _avg_divisor(taps: Sequence[Taps], count_include_pad: bool, divisor_override: int | None) -> np.ndarray:
@@ -217,11 +217,19 @@ def _avg_divisor(taps: Sequence[Taps], count_include_pad: bool, divisor_override
 
 
 def avg_pool(
-    x: np.ndarray, axes: Sequence[Axis], count_include_pad: bool = True, divisor_override: int | None = None
+    x: np.ndarray,
+    axes: Sequence[Axis],
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+    empty: float = 0.0,
 ) -> np.ndarray:
-    """Window sum of real cells divided by the divisor the geometry asks for."""
+    """Window sum of real cells divided by the divisor the geometry asks for.
+
+    A window whose divisor is 0 (no real cell, padding not counted) gives ``empty``: 0 in
+    PyTorch's and ONNX Runtime's kernels, NaN (0/0) in Flax.
+    """
     taps = [pool_taps(a) for a in axes]
-    return _safe_divide(weighted_sum(x, taps), _avg_divisor(taps, count_include_pad, divisor_override))
+    return _safe_divide(weighted_sum(x, taps), _avg_divisor(taps, count_include_pad, divisor_override), empty)
 
 
 def avg_pool_backward(
@@ -235,9 +243,19 @@ def avg_pool_backward(
     return scatter(_safe_divide(grad_out, _avg_divisor(taps, count_include_pad, divisor_override)), taps)
 
 
-def max_pool(x: np.ndarray, axes: Sequence[Axis]) -> tuple[np.ndarray, np.ndarray]:
-    """Window maximum and the flat spatial index of the cell that holds it."""
-    return max_forward(x, [pool_taps(a) for a in axes])
+def max_pool(
+    x: np.ndarray, axes: Sequence[Axis], nan_policy: str = "propagate", floor: float = -np.inf
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window maximum and the flat spatial index of the cell that holds it.
+
+    ``nan_policy="propagate"``: a NaN wins (PyTorch, ONNX, Flax). ``"omit"``: NaN never wins
+    and the result is at least ``floor`` (TensorFlow starts its running max at the dtype's
+    lowest finite value, so a window of NaN and -inf gives that value).
+    """
+    if nan_policy == "omit":
+        x = np.where(np.isnan(x), -np.inf, x)
+    value, index = max_forward(x, [pool_taps(a) for a in axes])
+    return (np.maximum(value, floor) if nan_policy == "omit" and x.dtype.kind == "f" else value), index
 
 
 def max_pool_backward(grad_out: np.ndarray, index: np.ndarray, spatial: Sequence[int]) -> np.ndarray:

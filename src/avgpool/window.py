@@ -11,7 +11,8 @@ Semantics shared by every convention (each framework is one choice of these knob
   ``j < kernel``;
 * floor mode: ``out = (n + pads - span) // stride + 1`` with ``span = dilation*(kernel-1) + 1``;
 * ceil mode: ``out = ceil((n + pads - span) / stride) + 1``, then a last window that would
-  start in the right padding is dropped (PyTorch's rule, also ONNX Runtime's);
+  start in the right padding is dropped (PyTorch's rule, also ONNX Runtime's); a window may
+  then hang past the padded input, even when the span is longer than it by less than a stride;
 * the average's divisor is the number of window cells inside the padded input
   (``count_include_pad=True``) or inside the real input (``False``), or ``divisor_override``;
   cells of a ceil-mode window that hang past the padded input are never counted;
@@ -255,17 +256,19 @@ class Window:
             else:
                 before, after = self.padding[i]
             room = n + before + after - span
-            if room < 0:
-                raise AvgPoolError(
-                    f"the window (span {span} = dilation*(kernel_size-1)+1) is larger than the "
-                    f"padded input ({n}+{before}+{after}) on spatial axis {i}: no window fits"
-                )
             if self.ceil_mode and not isinstance(self.padding, str):
+                # ceil admits one partial window even when the span exceeds the padded input
+                # by less than a stride (PyTorch, ONNX); the drop rule cannot empty the axis.
                 out = -(-room // s) + 1
                 if (out - 1) * s >= n + before:
                     out -= 1
             else:
                 out = room // s + 1
+            if out < 1:
+                raise AvgPoolError(
+                    f"the window (span {span} = dilation*(kernel_size-1)+1) is larger than the "
+                    f"padded input ({n}+{before}+{after}) on spatial axis {i}: no window fits"
+                )
             axes.append(Axis(n, k, s, d, before, after, out))
         return tuple(axes)
 
