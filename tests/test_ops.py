@@ -195,6 +195,7 @@ def test_nan_and_inf_propagate():
             AvgPoolError,
             "filt_size must be between 1 and 7",
         ),
+        (lambda: ap.lp_pool3d(np.ones((1, 1, 2, 2, 2)), 2, 3, ceil_mode=True), AvgPoolError, "smaller than"),
         (lambda: ap.blur_pool2d(np.zeros((1, 1, 4, 4)), pad_type="wrap"), AvgPoolError, "pad_type must be"),
         (lambda: ap.blur_pool2d(np.zeros((1, 1, 2, 8)), 5), AvgPoolError, "reflect padding .* smaller"),
         (

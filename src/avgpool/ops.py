@@ -213,6 +213,18 @@ def _torch_window(input: Any, window: Window | None, ndim: int, op: str, *args: 
     return from_torch(*args, op=op, ndim=ndim, **kwargs)
 
 
+def _refuse_like_avg_pool3d(input: Any, window: Window) -> None:
+    """PyTorch's avg_pool3d (so lp_pool3d) alone refuses an input smaller than the kernel."""
+    if window.ndim != 3:
+        return
+    spatial = Layout.of(np.shape(input), 3, window.channels_last).spatial
+    if any(n < k for n, k in zip(spatial, window.kernel_size)):
+        raise AvgPoolError(
+            f"input spatial shape {spatial} is smaller than kernel_size {window.kernel_size} "
+            "(PyTorch's avg_pool3d refuses it even with padding)"
+        )
+
+
 def _fixed_avg(ndim: int, name: str):
     def pool(
         input: Any,
@@ -240,14 +252,8 @@ def _fixed_avg(ndim: int, name: str):
             divisor_override,
             channels_last=channels_last,
         )
-        if ndim == 3 and window is None:
-            # PyTorch's avg_pool3d alone refuses an input smaller than the kernel, padding or not.
-            spatial = Layout.of(np.shape(input), 3, channels_last).spatial
-            if any(n < k for n, k in zip(spatial, w.kernel_size)):
-                raise AvgPoolError(
-                    f"input spatial shape {spatial} is smaller than kernel_size {w.kernel_size} "
-                    "(PyTorch's avg_pool3d refuses it even with padding)"
-                )
+        if window is None:
+            _refuse_like_avg_pool3d(input, w)
         return avg_pool(input, window=w)
 
     pool.__name__ = pool.__qualname__ = name
@@ -464,6 +470,7 @@ def _fixed_lp(ndim: int, name: str):
         w = _torch_window(
             input, None, ndim, "lp", kernel_size, stride, 0, 1, ceil_mode, channels_last=channels_last
         )
+        _refuse_like_avg_pool3d(input, w)
         return lp_pool(input, norm_type, window=w)
 
     pool.__name__ = pool.__qualname__ = name
