@@ -103,11 +103,10 @@ class Layout:
             full = np.maximum(full, np.iinfo(dtype).min)
         return np.ascontiguousarray(full, dtype=dtype)
 
-    def check_grad(self, grad: np.ndarray, out_spatial: Sequence[int]) -> np.ndarray:
-        """(B, *out_spatial) float64 of a gradient that must have the forward's output shape."""
+    def check_grad_shape(self, grad: np.ndarray, out_spatial: Sequence[int]) -> None:
+        """A gradient must have the forward's output shape."""
         expected = self.out_shape(out_spatial)
         if grad.shape != expected:
             raise AvgPoolError(
                 f"grad_output must have the forward output's shape {expected}, got {grad.shape}"
             )
-        return Layout(expected, self.ndim, self.channels_last).to_work(grad)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from avgpool import _compute as compute
 from avgpool import reference as ref
 from avgpool._arrays import Layout, as_array
 from avgpool._errors import AvgPoolError
@@ -94,10 +95,6 @@ def _prepare(x: Any, window: Window, allow_int: bool = False):
     return x, layout, axes
 
 
-def _indices_out(layout: Layout, index: np.ndarray) -> np.ndarray:
-    return layout.from_work(index, np.dtype(np.int64))
-
-
 # -- average pooling ---------------------------------------------------------------------------
 
 
@@ -113,6 +110,7 @@ def avg_pool(
     divisor_override: int | None = None,
     channels_last: bool = False,
     window: Window | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """N-d average pooling, spatial rank from ``kernel_size``, ``window`` or ``x.ndim - 2``.
 
@@ -125,6 +123,8 @@ def avg_pool(
         "same_lower").
     window : Window, optional
         A ready geometry (e.g. ``Window.from_tensorflow(...)``) instead of the arguments.
+    out : ndarray, optional
+        A C-contiguous array of the output's shape and dtype to write into.
 
     Returns
     -------
@@ -159,8 +159,9 @@ def avg_pool(
     )
     x, layout, axes = _prepare(x, w)
     empty = EMPTY_AVERAGE.get(w.convention, 0.0)
-    y = ref.avg_pool(layout.to_work(x), axes, w.count_include_pad, w.divisor_override, empty)
-    return layout.from_work(y, x.dtype)
+    if w.kernel_size is None and out is None:
+        return compute.global_avg(x, layout, empty)
+    return compute.avg_forward(x, layout, axes, w.count_include_pad, w.divisor_override, empty, out)
 
 
 def avg_pool_backward(
@@ -201,9 +202,8 @@ def avg_pool_backward(
     grad_output = as_array(grad_output, "grad_output")
     layout = Layout.of(input_shape, w.ndim, w.channels_last, "input_shape")
     axes = w.resolve(layout.spatial)
-    g = layout.check_grad(grad_output, [a.out for a in axes])
-    grad = ref.avg_pool_backward(g, axes, w.count_include_pad, w.divisor_override)
-    return layout.from_work(grad, grad_output.dtype)
+    layout.check_grad_shape(grad_output, [a.out for a in axes])
+    return compute.avg_backward(grad_output, layout, axes, w.count_include_pad, w.divisor_override)
 
 
 def _torch_window(input: Any, window: Window | None, ndim: int, op: str, *args: Any, **kwargs: Any) -> Window:
@@ -307,6 +307,7 @@ def max_pool(
     channels_last: bool = False,
     window: Window | None = None,
     nan_policy: str | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """N-d max pooling; padded cells never win.
 
@@ -326,9 +327,11 @@ def max_pool(
     """
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
     x, layout, axes = _prepare(x, w, allow_int=True)
-    y, index = ref.max_pool(layout.to_work(x), axes, *_nan_args(nan_policy, w, x.dtype))
-    out = layout.from_work(y, x.dtype)
-    return (out, _indices_out(layout, index)) if return_indices else out
+    if w.kernel_size is None and out is None:
+        y, index = compute.global_max(x, layout, *_nan_args(nan_policy, w, x.dtype))
+    else:
+        y, index = compute.max_forward(x, layout, axes, *_nan_args(nan_policy, w, x.dtype), out)
+    return (y, index) if return_indices else y
 
 
 def max_pool_backward(
@@ -348,9 +351,13 @@ def max_pool_backward(
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
     x, layout, axes = _prepare(x, w, allow_int=True)
     grad_output = as_array(grad_output, "grad_output")
-    _, index = ref.max_pool(layout.to_work(x), axes, *_nan_args(nan_policy, w, x.dtype))
-    g = layout.check_grad(grad_output, [a.out for a in axes])
-    return layout.from_work(ref.max_pool_backward(g, index, layout.spatial), grad_output.dtype)
+    out_spatial = [a.out for a in axes]
+    layout.check_grad_shape(grad_output, out_spatial)
+    if w.kernel_size is None:
+        _, index = compute.global_max(x, layout, *_nan_args(nan_policy, w, x.dtype))
+    else:
+        _, index = compute.max_forward(x, layout, axes, *_nan_args(nan_policy, w, x.dtype))
+    return compute.max_backward(grad_output, index, layout, out_spatial)
 
 
 def _fixed_max(ndim: int, name: str):
@@ -429,7 +436,7 @@ def lp_pool(
     ref._check_lp_convention(convention)
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
     x, layout, axes = _prepare(x, w)
-    return layout.from_work(ref.lp_pool(layout.to_work(x), p, axes, convention), x.dtype)
+    return compute.lp_forward(x, layout, axes, p, convention)
 
 
 def lp_pool_backward(
@@ -452,9 +459,8 @@ def lp_pool_backward(
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
     x, layout, axes = _prepare(x, w)
     grad_output = as_array(grad_output, "grad_output")
-    g = layout.check_grad(grad_output, [a.out for a in axes])
-    grad = ref.lp_pool_backward(g, layout.to_work(x), p, axes, convention)
-    return layout.from_work(grad, grad_output.dtype)
+    layout.check_grad_shape(grad_output, [a.out for a in axes])
+    return compute.lp_backward(grad_output, x, layout, axes, p, convention)
 
 
 def _fixed_lp(ndim: int, name: str):
@@ -522,7 +528,7 @@ def adaptive_avg_pool(x: Any, output_size: Any, *, channels_last: bool = False, 
     x = as_array(x)
     layout = Layout.of(x.shape, _spatial_rank(x.ndim, output_size, ndim), channels_last)
     out = _output_size(output_size, layout.spatial)
-    return layout.from_work(ref.adaptive_avg_pool(layout.to_work(x), out), x.dtype)
+    return compute.adaptive_avg_forward(x, layout, out)
 
 
 def adaptive_avg_pool_backward(
@@ -533,8 +539,8 @@ def adaptive_avg_pool_backward(
     input_shape = tuple(_as_int(s, "input_shape") for s in input_shape)
     layout = Layout.of(input_shape, len(input_shape) - 2 if ndim is None else ndim, channels_last)
     out = Layout.of(grad_output.shape, layout.ndim, channels_last, "grad_output").spatial
-    g = layout.check_grad(grad_output, out)
-    return layout.from_work(ref.adaptive_avg_pool_backward(g, layout.spatial), grad_output.dtype)
+    layout.check_grad_shape(grad_output, out)
+    return compute.adaptive_avg_backward(grad_output, layout, out)
 
 
 def adaptive_max_pool(
@@ -549,9 +555,8 @@ def adaptive_max_pool(
     x = as_array(x, allow_int=True)
     layout = Layout.of(x.shape, _spatial_rank(x.ndim, output_size, ndim), channels_last)
     out = _output_size(output_size, layout.spatial)
-    y, index = ref.adaptive_max_pool(layout.to_work(x), out)
-    result = layout.from_work(y, x.dtype)
-    return (result, _indices_out(layout, index)) if return_indices else result
+    y, index = compute.adaptive_max_forward(x, layout, out)
+    return (y, index) if return_indices else y
 
 
 def adaptive_max_pool_backward(
@@ -562,9 +567,9 @@ def adaptive_max_pool_backward(
     grad_output = as_array(grad_output, "grad_output")
     layout = Layout.of(x.shape, x.ndim - 2 if ndim is None else ndim, channels_last)
     out = Layout.of(grad_output.shape, layout.ndim, channels_last, "grad_output").spatial
-    _, index = ref.adaptive_max_pool(layout.to_work(x), out)
-    g = layout.check_grad(grad_output, out)
-    return layout.from_work(ref.max_pool_backward(g, index, layout.spatial), grad_output.dtype)
+    layout.check_grad_shape(grad_output, out)
+    _, index = compute.adaptive_max_forward(x, layout, out)
+    return compute.max_backward(grad_output, index, layout, out)
 
 
 def _fixed_adaptive(fn, ndim: int, name: str, with_indices: bool):
@@ -733,7 +738,7 @@ def blur_pool(
     x = as_array(x)
     layout = Layout.of(x.shape, x.ndim - 2 if ndim is None else ndim, channels_last)
     args = _blur_args(filt_size, stride, pad_type, pad_off, layout.spatial)
-    return layout.from_work(ref.blur_pool(layout.to_work(x), *args), x.dtype)
+    return compute.blur_forward(x, layout, *args)
 
 
 def blur_pool_backward(
@@ -755,8 +760,8 @@ def blur_pool_backward(
     )
     args = _blur_args(filt_size, stride, pad_type, pad_off, layout.spatial)
     out = Layout.of(grad_output.shape, layout.ndim, channels_last, "grad_output").spatial
-    g = layout.check_grad(grad_output, out)
-    return layout.from_work(ref.blur_pool_backward(g, layout.spatial, *args), grad_output.dtype)
+    layout.check_grad_shape(grad_output, out)
+    return compute.blur_backward(grad_output, layout, *args)
 
 
 def _fixed_blur(ndim: int, name: str):

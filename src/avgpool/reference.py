@@ -306,24 +306,24 @@ def lp_pool_backward(
         return inner * scatter(coef, taps)
 
 
-def _adaptive(spatial: Sequence[int], out_sizes: Sequence[int]) -> list[Taps]:
+def adaptive_tables(spatial: Sequence[int], out_sizes: Sequence[int]) -> list[Taps]:
     return [adaptive_taps(n, o) for n, o in zip(spatial, out_sizes)]
 
 
 def adaptive_avg_pool(x: np.ndarray, out_sizes: Sequence[int]) -> np.ndarray:
     """Mean over PyTorch's adaptive windows."""
-    taps = _adaptive(x.shape[1:], out_sizes)
+    taps = adaptive_tables(x.shape[1:], out_sizes)
     return weighted_sum(x, taps) / divisor(taps, False)
 
 
 def adaptive_avg_pool_backward(grad_out: np.ndarray, spatial: Sequence[int]) -> np.ndarray:
-    taps = _adaptive(spatial, grad_out.shape[1:])
+    taps = adaptive_tables(spatial, grad_out.shape[1:])
     return scatter(grad_out / divisor(taps, False), taps)
 
 
 def adaptive_max_pool(x: np.ndarray, out_sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Maximum over PyTorch's adaptive windows, with the flat index of the cell holding it."""
-    return max_forward(x, _adaptive(x.shape[1:], out_sizes))
+    return max_forward(x, adaptive_tables(x.shape[1:], out_sizes))
 
 
 def blur_pads(filt_size: int, pad_off: int) -> tuple[int, int]:
@@ -331,18 +331,20 @@ def blur_pads(filt_size: int, pad_off: int) -> tuple[int, int]:
     return (filt_size - 1) // 2 + pad_off, filt_size // 2 + pad_off
 
 
-def _blur(spatial: Sequence[int], filt_size: int, stride: int, pad_type: str, pad_off: int) -> list[Taps]:
+def blur_tables(
+    spatial: Sequence[int], filt_size: int, stride: int, pad_type: str, pad_off: int
+) -> list[Taps]:
     before, after = blur_pads(filt_size, pad_off)
     return [blur_taps(n, filt_size, stride, before, after, pad_type) for n in spatial]
 
 
 def blur_pool(x: np.ndarray, filt_size: int, stride: int, pad_type: str, pad_off: int = 0) -> np.ndarray:
     """Binomial low-pass filter, then subsample: anti-aliased downsampling (Zhang, 2019)."""
-    return weighted_sum(x, _blur(x.shape[1:], filt_size, stride, pad_type, pad_off))
+    return weighted_sum(x, blur_tables(x.shape[1:], filt_size, stride, pad_type, pad_off))
 
 
 def blur_pool_backward(
     grad_out: np.ndarray, spatial: Sequence[int], filt_size: int, stride: int, pad_type: str, pad_off: int = 0
 ) -> np.ndarray:
     """The transposed blur: reflected and replicated taps send their share back to the source."""
-    return scatter(grad_out, _blur(spatial, filt_size, stride, pad_type, pad_off))
+    return scatter(grad_out, blur_tables(spatial, filt_size, stride, pad_type, pad_off))

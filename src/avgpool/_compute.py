@@ -1,0 +1,207 @@
+"""The one place that picks an implementation: the Numba kernels, or the float64 reference.
+
+Every function takes the user's validated array in its own layout (with its `Layout` and
+resolved geometry) and returns the result in that layout and dtype, whichever backend runs.
+The backend is "numba" unless ``AVGPOOL_BACKEND=reference`` is set or `use_backend` says so;
+each call logs the path it took at DEBUG level on the "avgpool" logger, so no fast path is
+taken or skipped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from avgpool import _cpu
+from avgpool import reference as ref
+from avgpool._arrays import Layout
+from avgpool._errors import AvgPoolError
+from avgpool.window import Axis
+
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend"]
+
+BACKENDS = ("numba", "reference")
+log = logging.getLogger("avgpool")
+_state = {"backend": os.environ.get("AVGPOOL_BACKEND", "numba")}
+
+
+def set_backend(name: str) -> None:
+    """Run every op on ``"numba"`` (the default: compiled kernels) or ``"reference"``."""
+    if name not in BACKENDS:
+        raise AvgPoolError(f"backend must be one of {BACKENDS}, got {name!r}")
+    _state["backend"] = name
+
+
+def get_backend() -> str:
+    """The backend ops run on now."""
+    if _state["backend"] not in BACKENDS:
+        raise AvgPoolError(f"AVGPOOL_BACKEND must be one of {BACKENDS}, got {_state['backend']!r}")
+    return _state["backend"]
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Temporarily run ops on another backend: ``with use_backend("reference"): ...``."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def _fast(op: str) -> bool:
+    backend = get_backend()
+    log.debug("%s: %s", op, "numba kernel" if backend == "numba" else "float64 reference")
+    return backend == "numba"
+
+
+def _into(out: np.ndarray | None, y: np.ndarray) -> np.ndarray:
+    if out is None:
+        return y
+    if not isinstance(out, np.ndarray) or out.shape != y.shape or out.dtype != y.dtype:
+        raise AvgPoolError(f"out must be an array of shape {y.shape} and dtype {y.dtype}")
+    out[...] = y
+    return out
+
+
+def _grad_layout(layout: Layout, out_spatial: Sequence[int]) -> Layout:
+    return Layout(layout.out_shape(out_spatial), layout.ndim, layout.channels_last)
+
+
+# -- average -----------------------------------------------------------------------------------
+
+
+def avg_forward(x, layout: Layout, axes: Sequence[Axis], cip: bool, override, empty: float, out=None):
+    if _fast("avg_pool"):
+        return _cpu.avg_forward(x, layout, axes, cip, override, empty, out)
+    y = ref.avg_pool(layout.to_work(x), axes, cip, override, empty)
+    return _into(out, layout.from_work(y, x.dtype))
+
+
+def avg_backward(g, layout: Layout, axes: Sequence[Axis], cip: bool, override):
+    if _fast("avg_pool_backward"):
+        return _cpu.avg_backward(g, layout, axes, cip, override)
+    work = _grad_layout(layout, [a.out for a in axes]).to_work(g)
+    return layout.from_work(ref.avg_pool_backward(work, axes, cip, override), g.dtype)
+
+
+# -- max ---------------------------------------------------------------------------------------
+
+
+def max_forward(x, layout: Layout, axes: Sequence[Axis], nan_policy: str, floor: float, out=None):
+    if _fast("max_pool"):
+        return _cpu.max_forward(x, layout, axes, nan_policy, floor, out)
+    y, index = ref.max_pool(layout.to_work(x), axes, nan_policy, floor)
+    return _into(out, layout.from_work(y, x.dtype)), layout.from_work(index, np.dtype(np.int64))
+
+
+def max_backward(g, index, layout: Layout, out_spatial: Sequence[int]):
+    if _fast("max_pool_backward"):
+        return _cpu.scatter_to_index(g, index, layout, out_spatial)
+    grad_layout = _grad_layout(layout, out_spatial)
+    index_work = grad_layout.to_work(index).astype(np.int64)
+    grad = ref.max_pool_backward(grad_layout.to_work(g), index_work, layout.spatial)
+    return layout.from_work(grad, g.dtype)
+
+
+# -- power average (Lp): avg kernels around elementwise powers ----------------------------------
+
+
+def _lp_sum(x64, layout: Layout, axes: Sequence[Axis], p: float, convention: str):
+    """torch: avg(x**p) * prod(kernel) (padding counted); onnx: sum |x|**p. Float64."""
+    if convention == "torch":
+        mean = avg_forward(np.power(x64, p), layout, axes, True, None, 0.0)
+        return mean * float(np.prod([a.kernel for a in axes]))
+    return avg_forward(np.power(np.abs(x64), p), layout, axes, False, 1, 0.0)
+
+
+def lp_forward(x, layout: Layout, axes: Sequence[Axis], p: float, convention: str):
+    if not _fast("lp_pool"):
+        return layout.from_work(ref.lp_pool(layout.to_work(x), p, axes, convention), x.dtype)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        total = _lp_sum(x.astype(np.float64), layout, axes, p, convention)
+        return np.power(total, 1.0 / p).astype(x.dtype)
+
+
+def lp_backward(g, x, layout: Layout, axes: Sequence[Axis], p: float, convention: str):
+    if not _fast("lp_pool_backward"):
+        work = _grad_layout(layout, [a.out for a in axes]).to_work(g)
+        grad = ref.lp_pool_backward(work, layout.to_work(x), p, axes, convention)
+        return layout.from_work(grad, g.dtype)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        total = _lp_sum(x64, layout, axes, p, convention)
+        coef = np.where(total != 0, g64 * np.power(total, 1.0 / p - 1.0), 0.0)
+        if convention == "torch":
+            kernel = float(np.prod([a.kernel for a in axes]))
+            spread = avg_backward(coef * kernel, layout, axes, True, None)
+            inner = np.power(x64, p - 1.0)
+        else:
+            spread = avg_backward(coef, layout, axes, False, 1)
+            inner = np.sign(x64) * np.power(np.abs(x64), p - 1.0)
+        return (inner * spread).astype(g.dtype)
+
+
+# -- adaptive, global, blur --------------------------------------------------------------------
+
+
+def _mean_weights(taps: Sequence[ref.Taps]) -> list[ref.Taps]:
+    """Adaptive windows with weight 1/len per axis: their product is 1 / window size."""
+    return [dataclasses.replace(t, weight=t.real / t.real.sum(axis=1, keepdims=True)) for t in taps]
+
+
+def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
+    if not _fast("adaptive_avg_pool"):
+        return layout.from_work(ref.adaptive_avg_pool(layout.to_work(x), out_sizes), x.dtype)
+    return _cpu.taps_sum(x, layout, _mean_weights(ref.adaptive_tables(layout.spatial, out_sizes)))
+
+
+def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
+    if not _fast("adaptive_avg_pool_backward"):
+        work = _grad_layout(layout, out_sizes).to_work(g)
+        return layout.from_work(ref.adaptive_avg_pool_backward(work, layout.spatial), g.dtype)
+    return _cpu.taps_scatter(g, layout, _mean_weights(ref.adaptive_tables(layout.spatial, out_sizes)))
+
+
+def adaptive_max_forward(x, layout: Layout, out_sizes: Sequence[int]):
+    if not _fast("adaptive_max_pool"):
+        y, index = ref.adaptive_max_pool(layout.to_work(x), out_sizes)
+        return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))
+    return _cpu.taps_max(x, layout, ref.adaptive_tables(layout.spatial, out_sizes))
+
+
+def global_avg(x, layout: Layout, empty: float):
+    if _fast("global_avg_pool"):
+        return _cpu.global_avg(x, layout)
+    axes = [Axis(n, n, 1, 1, 0, 0, 1) for n in layout.spatial]
+    return layout.from_work(ref.avg_pool(layout.to_work(x), axes, True, None, empty), x.dtype)
+
+
+def global_max(x, layout: Layout, nan_policy: str, floor: float):
+    if _fast("global_max_pool"):
+        return _cpu.global_max(x, layout, nan_policy, floor)
+    axes = [Axis(n, n, 1, 1, 0, 0, 1) for n in layout.spatial]
+    y, index = ref.max_pool(layout.to_work(x), axes, nan_policy, floor)
+    return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))
+
+
+def blur_forward(x, layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int):
+    if not _fast("blur_pool"):
+        y = ref.blur_pool(layout.to_work(x), filt_size, stride, mode, pad_off)
+        return layout.from_work(y, x.dtype)
+    return _cpu.taps_sum(x, layout, ref.blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
+
+
+def blur_backward(g, layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int):
+    taps = ref.blur_tables(layout.spatial, filt_size, stride, mode, pad_off)
+    if not _fast("blur_pool_backward"):
+        work = _grad_layout(layout, [t.out for t in taps]).to_work(g)
+        grad = ref.blur_pool_backward(work, layout.spatial, filt_size, stride, mode, pad_off)
+        return layout.from_work(grad, g.dtype)
+    return _cpu.taps_scatter(g, layout, taps)

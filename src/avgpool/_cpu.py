@@ -1,0 +1,295 @@
+"""Drivers for the Numba kernels: layout views, buffers, geometry tables and threads.
+
+A driver takes the user's validated array and its `Layout`, makes the zero-copy 4-D view
+``(outer, D, H, W*C)`` the kernels expect (copying only a non-contiguous or float16 input),
+turns the resolved `Axis` geometry into plain int/float arrays, calls one kernel and returns
+the result in the user's layout and dtype. Kernels are imported here, on first use, so
+``import avgpool`` compiles and imports nothing of Numba.
+
+float16 is computed from a float32 copy and rounded once at the end; every kernel sums in
+float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from avgpool._arrays import Layout
+from avgpool._errors import AvgPoolError
+from avgpool.window import Axis
+
+_UNIT = np.array([1, 1, 1, 0], dtype=np.int64)  # an absent axis: kernel 1, stride 1, dilation 1, pad 0
+
+
+def _kernel_dtype(dtype: np.dtype) -> np.dtype:
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def _full(x: np.ndarray, layout: Layout) -> np.ndarray:
+    """The batched, C-contiguous array in the kernel's dtype (a copy only when needed)."""
+    return np.ascontiguousarray(x.reshape(layout.full_shape), dtype=_kernel_dtype(x.dtype))
+
+
+def _view4(full: np.ndarray, channels_last: bool, ndim: int) -> tuple[np.ndarray, int]:
+    """(N, C, *sp) or (N, *sp, C) -> (outer, D, H, W*C), and C."""
+    if channels_last:
+        outer, sp, c = full.shape[0], full.shape[1:-1], full.shape[-1]
+    else:
+        outer, sp, c = full.shape[0] * full.shape[1], full.shape[2:], 1
+    d, h, w = (1,) * (3 - ndim) + tuple(sp)
+    return full.reshape(outer, d, h, w * c), c
+
+
+def _geo(axes: Sequence[Axis]) -> np.ndarray:
+    rows = [_UNIT] * (3 - len(axes)) + [
+        np.array([a.kernel, a.stride, a.dilation, a.pad_before], dtype=np.int64) for a in axes
+    ]
+    return np.stack(rows)
+
+
+def _counts(axes: Sequence[Axis], count_include_pad: bool) -> list[np.ndarray]:
+    """Per-axis number of counted taps of each window (the divisor is their product)."""
+    counts = [np.ones(1)] * (3 - len(axes))
+    for a in axes:
+        pos = (np.arange(a.out) * a.stride - a.pad_before)[:, None] + np.arange(a.kernel) * a.dilation
+        lo, hi = (-a.pad_before, a.size + a.pad_after) if count_include_pad else (0, a.size)
+        counts.append(((pos >= lo) & (pos < hi)).sum(axis=1).astype(np.float64))
+    return counts
+
+
+def _alloc(layout: Layout, out_spatial: Sequence[int], dtype: np.dtype, out: np.ndarray | None):
+    """(result in the user's shape, its batched full view) for a kernel to write into."""
+    shape = layout.out_shape(out_spatial)
+    if out is None:
+        result = np.empty(shape, dtype=dtype)
+    else:
+        if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
+            raise AvgPoolError(
+                f"out must be an array of shape {shape} and dtype {dtype}, got {_describe(out)}"
+            )
+        if not out.flags.c_contiguous:
+            raise AvgPoolError("out must be C-contiguous")
+        result = out
+    full_shape = shape if layout.batched else (1, *shape)
+    return result, result.reshape(full_shape)
+
+
+def _describe(a: object) -> str:
+    return f"{a.shape} {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+
+
+def _finish(work: np.ndarray, result: np.ndarray, out_full: np.ndarray) -> np.ndarray:
+    """Round a float32 work buffer once into a float16 result; otherwise the kernel wrote it."""
+    if work is not out_full:
+        out_full[...] = work
+    return result
+
+
+def _work_out(out_full: np.ndarray) -> np.ndarray:
+    return np.empty(out_full.shape, np.float32) if out_full.dtype == np.float16 else out_full
+
+
+# -- average pooling ---------------------------------------------------------------------------
+
+
+def avg_forward(
+    x: np.ndarray,
+    layout: Layout,
+    axes: Sequence[Axis],
+    count_include_pad: bool,
+    divisor_override: int | None,
+    empty: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    from avgpool.kernels import cpu_box
+
+    result, out_full = _alloc(layout, [a.out for a in axes], x.dtype, out)
+    work = _work_out(out_full)
+    x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
+    o4, _ = _view4(work, layout.channels_last, layout.ndim)
+    cd, ch, cw = _counts(axes, count_include_pad)
+    cpu_box.avg_forward(x4, o4, c, _geo(axes), cd, ch, cw, divisor_override or 0, empty)
+    return _finish(work, result, out_full)
+
+
+def avg_backward(
+    grad_output: np.ndarray,
+    layout: Layout,
+    axes: Sequence[Axis],
+    count_include_pad: bool,
+    divisor_override: int | None,
+) -> np.ndarray:
+    from avgpool.kernels import cpu_box
+
+    g_layout = Layout(layout.out_shape([a.out for a in axes]), layout.ndim, layout.channels_last)
+    result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
+    work = _work_out(grad_full)
+    g4, c = _view4(_full(grad_output, g_layout), layout.channels_last, layout.ndim)
+    grad4, _ = _view4(work, layout.channels_last, layout.ndim)
+    if divisor_override is not None:
+        inv = [np.ones(1)] * (3 - len(axes)) + [np.ones(a.out) for a in axes]
+        inv[0] = inv[0] / divisor_override
+    else:
+        with np.errstate(divide="ignore"):
+            inv = [np.where(n > 0, 1.0 / n, 0.0) for n in _counts(axes, count_include_pad)]
+    covers = [_cover(a) for a in axes[-2:]]
+    cover_h, cover_w = ([np.zeros((1, 2), np.int64)] * (2 - len(covers))) + covers
+    cpu_box.avg_backward(g4, grad4, c, _geo(axes), *inv, cover_h, cover_w)
+    return _finish(work, result, grad_full)
+
+
+def _cover(a: Axis) -> np.ndarray:
+    """(size, 2): the first and last output whose undilated window covers each input cell."""
+    i = np.arange(a.size)
+    lo = np.maximum(-((a.kernel - 1 - i - a.pad_before) // a.stride), 0)
+    hi = np.minimum((i + a.pad_before) // a.stride, a.out - 1)
+    return np.stack([lo, hi], axis=1).astype(np.int64)
+
+
+# -- max pooling -------------------------------------------------------------------------------
+
+
+def _lowest(dtype: np.dtype):
+    return dtype.type(-np.inf) if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+def max_forward(
+    x: np.ndarray,
+    layout: Layout,
+    axes: Sequence[Axis],
+    nan_policy: str,
+    floor: float,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    from avgpool.kernels import cpu_max
+
+    out_spatial = [a.out for a in axes]
+    result, out_full = _alloc(layout, out_spatial, x.dtype, out)
+    work = _work_out(out_full)
+    index, index_full = _alloc(layout, out_spatial, np.dtype(np.int64), None)
+    full = _full(x, layout)
+    x4, c = _view4(full, layout.channels_last, layout.ndim)
+    o4, _ = _view4(work, layout.channels_last, layout.ndim)
+    i4, _ = _view4(index_full, layout.channels_last, layout.ndim)
+    lowest = _lowest(full.dtype)
+    floor_value = full.dtype.type(max(floor, lowest)) if full.dtype.kind == "f" else lowest
+    cpu_max.max_forward(x4, o4, i4, c, _geo(axes), nan_policy == "omit", floor_value, lowest)
+    return _finish(work, result, out_full), index
+
+
+def scatter_to_index(
+    grad_output: np.ndarray, index: np.ndarray, layout: Layout, out_spatial: Sequence[int]
+) -> np.ndarray:
+    """Max-pool backward: each output's gradient added at its arg-max (index -1: nowhere)."""
+    from avgpool.kernels import cpu_max
+
+    result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
+    work = np.empty(grad_full.shape, np.float64)
+    out_full = Layout(layout.out_shape(out_spatial), layout.ndim, layout.channels_last).full_shape
+    g = np.ascontiguousarray(grad_output.reshape(out_full), dtype=np.float64)
+    idx = np.ascontiguousarray(index.reshape(out_full))
+    n, c = layout.batch_channels
+    outer, chans = (n, c) if layout.channels_last else (n * c, 1)
+    cpu_max.max_backward(g.reshape(outer, -1), idx.reshape(outer, -1), work.reshape(outer, -1), chans)
+    grad_full[...] = work
+    return result
+
+
+# -- global pooling ----------------------------------------------------------------------------
+
+
+def _view3(full: np.ndarray, channels_last: bool) -> np.ndarray:
+    """(N, C, *sp) or (N, *sp, C) -> (outer, S, C)."""
+    if channels_last:
+        return full.reshape(full.shape[0], -1, full.shape[-1])
+    return full.reshape(full.shape[0] * full.shape[1], -1, 1)
+
+
+def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:
+    from avgpool.kernels import cpu_box
+
+    result, out_full = _alloc(layout, (1,) * layout.ndim, x.dtype, None)
+    work = _work_out(out_full)
+    x3 = _view3(_full(x, layout), layout.channels_last)
+    cpu_box.global_avg(x3, work.reshape(x3.shape[0], x3.shape[2]), float(x3.shape[1]))
+    return _finish(work, result, out_full)
+
+
+def global_max(x: np.ndarray, layout: Layout, nan_policy: str, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    from avgpool.kernels import cpu_max
+
+    result, out_full = _alloc(layout, (1,) * layout.ndim, x.dtype, None)
+    work = _work_out(out_full)
+    index, index_full = _alloc(layout, (1,) * layout.ndim, np.dtype(np.int64), None)
+    full = _full(x, layout)
+    x3 = _view3(full, layout.channels_last)
+    lowest = _lowest(full.dtype)
+    floor_value = full.dtype.type(max(floor, lowest)) if full.dtype.kind == "f" else lowest
+    shape2 = (x3.shape[0], x3.shape[2])
+    cpu_max.global_max(
+        x3, work.reshape(shape2), index_full.reshape(shape2), nan_policy == "omit", floor_value, lowest
+    )
+    return _finish(work, result, out_full), index
+
+
+# -- tap tables: adaptive and blur pooling -----------------------------------------------------
+
+
+def _tables(taps: Sequence, field: str) -> list[np.ndarray]:
+    from avgpool.kernels.cpu_taps import unit_table
+
+    pos1, w1 = unit_table()
+    unit = w1 if field != "real" else w1.astype(bool)
+    out: list[np.ndarray] = []
+    for _ in range(3 - len(taps)):
+        out += [pos1, unit]
+    for t in taps:
+        pos = np.where(t.real, t.pos, 0).astype(np.int64)
+        out += [pos, np.ascontiguousarray(getattr(t, field))]
+    return out
+
+
+def taps_sum(x: np.ndarray, layout: Layout, taps: Sequence) -> np.ndarray:
+    """sum over each output's taps of weight * x (adaptive average, blur)."""
+    from avgpool.kernels import cpu_taps
+
+    result, out_full = _alloc(layout, [t.out for t in taps], x.dtype, None)
+    work = _work_out(out_full)
+    x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
+    o4, _ = _view4(work, layout.channels_last, layout.ndim)
+    cpu_taps.taps_sum(x4, o4, c, *_tables(taps, "weight"))
+    return _finish(work, result, out_full)
+
+
+def taps_scatter(grad_output: np.ndarray, layout: Layout, taps: Sequence) -> np.ndarray:
+    """The transpose of `taps_sum`: the backward of adaptive average and blur pooling."""
+    from avgpool.kernels import cpu_taps
+
+    g_layout = Layout(layout.out_shape([t.out for t in taps]), layout.ndim, layout.channels_last)
+    result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
+    work = np.empty(grad_full.shape, np.float64)
+    g4, c = _view4(
+        _full(grad_output, g_layout).astype(np.float64, copy=False), layout.channels_last, layout.ndim
+    )
+    grad4, _ = _view4(work, layout.channels_last, layout.ndim)
+    cpu_taps.taps_scatter(g4, grad4, c, *_tables(taps, "weight"))
+    grad_full[...] = work
+    return result
+
+
+def taps_max(x: np.ndarray, layout: Layout, taps: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Max over each output's real taps and its flat spatial index (adaptive max)."""
+    from avgpool.kernels import cpu_taps
+
+    out_spatial = [t.out for t in taps]
+    result, out_full = _alloc(layout, out_spatial, x.dtype, None)
+    work = _work_out(out_full)
+    index, index_full = _alloc(layout, out_spatial, np.dtype(np.int64), None)
+    full = _full(x, layout)
+    x4, c = _view4(full, layout.channels_last, layout.ndim)
+    o4, _ = _view4(work, layout.channels_last, layout.ndim)
+    i4, _ = _view4(index_full, layout.channels_last, layout.ndim)
+    cpu_taps.taps_max(x4, o4, i4, c, *_tables(taps, "real"), _lowest(full.dtype))
+    return _finish(work, result, out_full), index

@@ -1,0 +1,297 @@
+"""Numba kernels for box-window sums: average pooling forward and backward.
+
+Arrays are 4-D views ``(outer, D, H, W*C)``: a row of W cells with C channels interleaved
+(channels-first data has C == 1 and outer = batch x channels; channels-last data has outer =
+batch). 1-D and 2-D pooling use D == 1 (and H == 1). ``geo[axis, field]`` is an int64 array
+over the axes (D, H, W) with the fields (kernel, stride, dilation, pad_before).
+
+Forward, per work item (one outer slice, one output depth, one chunk of output rows):
+
+* a float64 row buffer ``R[W*C]`` holds the sum over the window's depth and height taps of
+  input rows; from one output row to the next it subtracts the rows that left the window and
+  adds those that entered (when dilation is 1 and stride < kernel), so its cost per output
+  row does not grow with the kernel height;
+* a running sum along W over ``R`` gives each output, again independent of the kernel width;
+* the sum is divided by the separable divisor ``count_d[od] * count_h[oh] * count_w[ow]``.
+
+The backward is the transpose, with running sums over the outputs that cover each input cell.
+Running sums restart at every chunk of ``CHUNK`` rows: that bounds float drift and fixes the
+order of every addition, so results are bitwise identical for any thread count. The depth
+axis is summed tap by tap (its cost grows with the kernel depth; H and W do not).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: Rows per work item; the running sums restart at each chunk.
+CHUNK = 32
+
+
+@njit(cache=True)
+def _add_row(x, R, o, od, ih, geo, sign):
+    """R += (or -=, for sign < 0) the sum over the depth taps of input row ih."""
+    D, H, WC = x.shape[1], x.shape[2], x.shape[3]
+    if ih < 0 or ih >= H:
+        return
+    kd, sd, dd, pd = geo[0, 0], geo[0, 1], geo[0, 2], geo[0, 3]
+    for jd in range(kd):
+        idp = od * sd - pd + jd * dd
+        if 0 <= idp < D:
+            row = x[o, idp, ih]
+            if sign > 0:
+                for i in range(WC):
+                    R[i] += row[i]
+            else:
+                for i in range(WC):
+                    R[i] -= row[i]
+
+
+@njit(parallel=True, cache=True)
+def avg_forward(x, out, C, geo, count_d, count_h, count_w, divisor_override, empty):
+    """out = window sum / divisor, ``empty`` where the divisor is 0; override <= 0 means none.
+
+    A running sum cannot take an infinity or NaN back out of the window, so a chunk whose
+    outputs come out non-finite is summed again tap by tap: IEEE sums, exactly where needed.
+    """
+    n_outer = x.shape[0]
+    OD, OH = out.shape[1], out.shape[2]
+    run_h = geo[1, 2] == 1 and geo[1, 1] < geo[1, 0]
+    run_w = geo[2, 2] == 1 and geo[2, 1] < geo[2, 0]
+    n_chunks = (OH + CHUNK - 1) // CHUNK
+    for item in prange(n_outer * OD * n_chunks):
+        o = item // (OD * n_chunks)
+        od = (item // n_chunks) % OD
+        oh0 = (item % n_chunks) * CHUNK
+        args = (x, out, C, geo, count_d, count_h, count_w, divisor_override, empty, o, od, oh0)
+        if not _avg_chunk(*args, run_h, run_w) and (run_h or run_w):
+            _avg_chunk(*args, False, False)
+
+
+@njit(cache=True)
+def _avg_chunk(x, out, C, geo, count_d, count_h, count_w, divisor_override, empty, o, od, oh0, run_h, run_w):
+    """One chunk of output rows; False if some output came out non-finite."""
+    W = x.shape[3] // C
+    OH, OW = out.shape[2], out.shape[3] // C
+    kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
+    kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
+    R = np.zeros(x.shape[3], dtype=np.float64)
+    acc = np.zeros(C, dtype=np.float64)
+    finite = True
+    check = np.zeros(C, dtype=np.float64)  # stays 0 unless some sum is inf or NaN (x * 0)
+    for oh in range(oh0, min(OH, oh0 + CHUNK)):
+        start = oh * sh - ph
+        if oh == oh0 or not run_h:
+            R[:] = 0.0
+            for jh in range(kh):
+                _add_row(x, R, o, od, start + jh * dh, geo, 1.0)
+        else:
+            for ih in range(start - sh, start):
+                _add_row(x, R, o, od, ih, geo, -1.0)
+            for ih in range(start - sh + kh, start + kh):
+                _add_row(x, R, o, od, ih, geo, 1.0)
+        orow = out[o, od, oh]
+        scale = count_d[od] * count_h[oh]
+        if C == 1:
+            finite &= _row_sums_scalar(
+                R, orow, W, OW, kw, sw, dw, pw, run_w, scale, count_w, divisor_override, empty
+            )
+            continue
+        for ow in range(OW):
+            wstart = ow * sw - pw
+            if ow == 0 or not run_w:
+                acc[:] = 0.0
+                for jw in range(kw):
+                    iw = wstart + jw * dw
+                    if 0 <= iw < W:
+                        for c in range(C):
+                            acc[c] += R[iw * C + c]
+            else:
+                for iw in range(max(wstart - sw, 0), min(wstart, W)):
+                    for c in range(C):
+                        acc[c] -= R[iw * C + c]
+                for iw in range(max(wstart - sw + kw, 0), min(wstart + kw, W)):
+                    for c in range(C):
+                        acc[c] += R[iw * C + c]
+            div = float(divisor_override) if divisor_override > 0 else scale * count_w[ow]
+            for c in range(C):
+                check[c] += acc[c] * 0.0
+                orow[ow * C + c] = acc[c] / div if div != 0.0 else empty
+    return finite and np.sum(check) == 0.0
+
+
+@njit(cache=True)
+def _row_sums_scalar(R, orow, W, OW, kw, sw, dw, pw, run_w, scale, count_w, divisor_override, empty):
+    """The W pass for one channel (channels-first data): scalar running sum, one output at a time."""
+    check = 0.0
+    acc = 0.0
+    for ow in range(OW):
+        wstart = ow * sw - pw
+        if ow == 0 or not run_w:
+            acc = 0.0
+            for jw in range(kw):
+                iw = wstart + jw * dw
+                if 0 <= iw < W:
+                    acc += R[iw]
+        else:
+            for iw in range(max(wstart - sw, 0), min(wstart, W)):
+                acc -= R[iw]
+            for iw in range(max(wstart - sw + kw, 0), min(wstart + kw, W)):
+                acc += R[iw]
+        div = float(divisor_override) if divisor_override > 0 else scale * count_w[ow]
+        check += acc * 0.0
+        orow[ow] = acc / div if div != 0.0 else empty
+    return check == 0.0
+
+
+@njit(cache=True)
+def _covers(i, o, k, s, d, p):
+    """Whether output o's window (with dilation) has a tap on input cell i."""
+    off = i - (o * s - p)
+    return off >= 0 and off % d == 0 and off // d < k
+
+
+@njit(cache=True)
+def _add_grad_row(g, T, o, idp, oh, geo, inv_d, inv_h, sign):
+    """T += sign * sum over output depths covering input depth idp of g[o, od, oh] * inv."""
+    OD = g.shape[1]
+    OWC = g.shape[3]
+    kd, sd, dd, pd = geo[0, 0], geo[0, 1], geo[0, 2], geo[0, 3]
+    for od in range(OD):
+        if _covers(idp, od, kd, sd, dd, pd):
+            f = sign * inv_d[od] * inv_h[oh]
+            row = g[o, od, oh]
+            for i in range(OWC):
+                T[i] += row[i] * f
+
+
+@njit(parallel=True, cache=True)
+def avg_backward(g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w):
+    """grad = sum over the windows covering each input cell of g * inv_d * inv_h * inv_w.
+
+    ``inv_*`` are per-axis reciprocal divisors (the divisor is separable; the driver folds a
+    divisor override into them). ``cover_h``/``cover_w`` (n, 2) hold, for each input row and
+    column, the first and last output whose undilated window covers it (last < first: none).
+    Parallel over (outer, input depth, chunks of input rows); a chunk with non-finite results
+    is summed again output by output, as in `avg_forward`.
+    """
+    n_outer, D, H = grad.shape[0], grad.shape[1], grad.shape[2]
+    run_h = geo[1, 2] == 1
+    run_w = geo[2, 2] == 1
+    n_chunks = (H + CHUNK - 1) // CHUNK
+    for item in prange(n_outer * D * n_chunks):
+        o = item // (D * n_chunks)
+        idp = (item // n_chunks) % D
+        ih0 = (item % n_chunks) * CHUNK
+        args = (g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w, o, idp, ih0)
+        if not _avg_backward_chunk(*args, run_h, run_w) and (run_h or run_w):
+            _avg_backward_chunk(*args, False, False)
+
+
+@njit(cache=True)
+def _avg_backward_chunk(g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w, o, idp, ih0, run_h, run_w):
+    H, W = grad.shape[2], grad.shape[3] // C
+    OH, OWC = g.shape[2], g.shape[3]
+    OW = OWC // C
+    kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
+    T = np.zeros(OWC, dtype=np.float64)
+    acc = np.zeros(C, dtype=np.float64)
+    check = np.zeros(C, dtype=np.float64)
+    finite = True
+    lo_cur, hi_cur = 0, -1
+    for ih in range(ih0, min(H, ih0 + CHUNK)):
+        # T = sum over the output rows whose windows cover input row ih
+        if run_h:
+            lo, hi = cover_h[ih, 0], cover_h[ih, 1]
+            if ih == ih0 or lo > hi_cur:
+                T[:] = 0.0
+                lo_cur, hi_cur = lo, lo - 1
+            while lo_cur < lo:
+                _add_grad_row(g, T, o, idp, lo_cur, geo, inv_d, inv_h, -1.0)
+                lo_cur += 1
+            while hi_cur < hi:
+                hi_cur += 1
+                _add_grad_row(g, T, o, idp, hi_cur, geo, inv_d, inv_h, 1.0)
+        else:
+            T[:] = 0.0
+            for oh in range(OH):
+                if _covers(ih, oh, kh, sh, dh, ph):
+                    _add_grad_row(g, T, o, idp, oh, geo, inv_d, inv_h, 1.0)
+        grow = grad[o, idp, ih]
+        if C == 1:
+            finite &= _spread_scalar(T, grow, W, OW, geo, inv_w, cover_w, run_w)
+            continue
+        wlo_cur, whi_cur = 0, -1
+        for iw in range(W):
+            if run_w:
+                wlo, whi = cover_w[iw, 0], cover_w[iw, 1]
+                if iw == 0 or wlo > whi_cur:
+                    acc[:] = 0.0
+                    wlo_cur, whi_cur = wlo, wlo - 1
+                while wlo_cur < wlo:
+                    for c in range(C):
+                        acc[c] -= T[wlo_cur * C + c] * inv_w[wlo_cur]
+                    wlo_cur += 1
+                while whi_cur < whi:
+                    whi_cur += 1
+                    for c in range(C):
+                        acc[c] += T[whi_cur * C + c] * inv_w[whi_cur]
+            else:
+                acc[:] = 0.0
+                for ow in range(OW):
+                    if _covers(iw, ow, geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]):
+                        for c in range(C):
+                            acc[c] += T[ow * C + c] * inv_w[ow]
+            for c in range(C):
+                check[c] += acc[c] * 0.0
+                grow[iw * C + c] = acc[c]
+    return finite and np.sum(check) == 0.0
+
+
+@njit(cache=True)
+def _spread_scalar(T, grow, W, OW, geo, inv_w, cover_w, run_w):
+    """The transposed W pass for one channel: scalar running sum over the covering outputs."""
+    check = 0.0
+    acc = 0.0
+    wlo_cur, whi_cur = 0, -1
+    for iw in range(W):
+        if run_w:
+            wlo, whi = cover_w[iw, 0], cover_w[iw, 1]
+            if iw == 0 or wlo > whi_cur:
+                acc = 0.0
+                wlo_cur, whi_cur = wlo, wlo - 1
+            while wlo_cur < wlo:
+                acc -= T[wlo_cur] * inv_w[wlo_cur]
+                wlo_cur += 1
+            while whi_cur < whi:
+                whi_cur += 1
+                acc += T[whi_cur] * inv_w[whi_cur]
+        else:
+            acc = 0.0
+            for ow in range(OW):
+                if _covers(iw, ow, geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]):
+                    acc += T[ow] * inv_w[ow]
+        check += acc * 0.0
+        grow[iw] = acc
+    return check == 0.0
+
+
+@njit(parallel=True, cache=True)
+def global_avg(x, out, divisor):
+    """out (outer, C) = sum over S of x (outer, S, C) / divisor, summed in float64 in order."""
+    n_outer, S, C = x.shape
+    for o in prange(n_outer):
+        if C == 1:
+            acc = 0.0
+            for s in range(S):
+                acc += x[o, s, 0]
+            out[o, 0] = acc / divisor
+        else:
+            accs = np.zeros(C, dtype=np.float64)
+            for s in range(S):
+                row = x[o, s]
+                for c in range(C):
+                    accs[c] += row[c]
+            for c in range(C):
+                out[o, c] = accs[c] / divisor

@@ -1,0 +1,140 @@
+"""Numba kernels for window maxima (with arg-max indices) and their backward scatter.
+
+Arrays are 4-D views ``(outer, D, H, W*C)`` as in `cpu_box`. The taps are scanned in row-major
+(depth, row, column) order for every output at once, channels innermost: the first maximum
+wins, a NaN always wins (so the last NaN), and the first real cell starts the scan (a window
+of -inf points at its first real cell; a window with no real cell gives ``lowest`` and index
+-1): PyTorch's tie rules. Each window costs kernel_d x kernel_h x kernel_w comparisons (max
+pooling windows are small in practice: 2x2, 3x3); work items are output rows, so any thread
+count gives the same bits.
+"""
+
+from __future__ import annotations
+
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def max_forward(x, out, index, C, geo, omit_nan, floor, lowest):
+    """out/index (outer, OD, OH, OW*C): window max and its flat spatial index (d*H + h)*W + w.
+
+    ``omit_nan``: NaN never wins and results are at least ``floor`` (TensorFlow's rule).
+    """
+    n_outer, D, H, WC = x.shape
+    W = WC // C
+    OD, OH, OWC = out.shape[1], out.shape[2], out.shape[3]
+    OW = OWC // C
+    kd, sd, dd, pd = geo[0, 0], geo[0, 1], geo[0, 2], geo[0, 3]
+    kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
+    kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
+    for item in prange(n_outer * OD * OH):
+        o = item // (OD * OH)
+        od = (item // OH) % OD
+        oh = item % OH
+        best = out[o, od, oh]
+        bidx = index[o, od, oh]
+        if C == 1:
+            _max_row_scalar(x, best, bidx, o, od, oh, geo, omit_nan, floor, lowest)
+            continue
+        bidx[:] = -1
+        for jd in range(kd):
+            idp = od * sd - pd + jd * dd
+            if idp < 0 or idp >= D:
+                continue
+            for jh in range(kh):
+                ih = oh * sh - ph + jh * dh
+                if ih < 0 or ih >= H:
+                    continue
+                row = x[o, idp, ih]
+                base = (idp * H + ih) * W
+                for ow in range(OW):
+                    for jw in range(kw):
+                        iw = ow * sw - pw + jw * dw
+                        if iw < 0 or iw >= W:
+                            continue
+                        for c in range(C):
+                            v = row[iw * C + c]
+                            if omit_nan and v != v:
+                                v = lowest
+                            j = ow * C + c
+                            if bidx[j] == -1 or v > best[j] or v != v:
+                                best[j] = v
+                                bidx[j] = base + iw
+        for j in range(OWC):
+            if bidx[j] == -1:
+                best[j] = lowest
+            if omit_nan and best[j] < floor:
+                best[j] = floor
+
+
+@njit(cache=True)
+def _max_row_scalar(x, best, bidx, o, od, oh, geo, omit_nan, floor, lowest):
+    """One output row of one channel: each window scanned with its running max in registers."""
+    D, H, W = x.shape[1], x.shape[2], x.shape[3]
+    kd, sd, dd, pd = geo[0, 0], geo[0, 1], geo[0, 2], geo[0, 3]
+    kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
+    kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
+    for ow in range(best.shape[0]):
+        b = lowest
+        bi = -1
+        for jd in range(kd):
+            idp = od * sd - pd + jd * dd
+            if idp < 0 or idp >= D:
+                continue
+            for jh in range(kh):
+                ih = oh * sh - ph + jh * dh
+                if ih < 0 or ih >= H:
+                    continue
+                row = x[o, idp, ih]
+                base = (idp * H + ih) * W
+                for jw in range(kw):
+                    iw = ow * sw - pw + jw * dw
+                    if iw < 0 or iw >= W:
+                        continue
+                    v = row[iw]
+                    if omit_nan and v != v:
+                        v = lowest
+                    if bi == -1 or v > b or v != v:
+                        b = v
+                        bi = base + iw
+        if omit_nan and b < floor:
+            b = floor
+        best[ow] = b
+        bidx[ow] = bi
+
+
+@njit(parallel=True, cache=True)
+def max_backward(g, index, grad, C):
+    """grad (outer, S*C) += g at each output's arg-max (S = spatial size); -1 sends nothing.
+
+    One work item per outer slice, scanned in order: deterministic for any thread count.
+    """
+    n_outer, n_out = g.shape[0], g.shape[1]
+    for o in prange(n_outer):
+        grow = grad[o]
+        grow[:] = 0.0
+        for j in range(n_out):
+            i = index[o, j]
+            if i >= 0:
+                grow[i * C + j % C] += g[o, j]
+
+
+@njit(parallel=True, cache=True)
+def global_max(x, out, index, omit_nan, floor, lowest):
+    """out/index (outer, C): max over S of x (outer, S, C) with the tie rules of max_forward."""
+    n_outer, S, C = x.shape
+    for o in prange(n_outer):
+        for c in range(C):
+            best = lowest
+            bi = -1
+            for s in range(S):
+                v = x[o, s, c]
+                if omit_nan and v != v:
+                    v = lowest
+                if bi == -1 or v > best or v != v:
+                    best = v
+                    bi = s
+            if omit_nan and best < floor:
+                best = floor
+            out[o, c] = best
+            index[o, c] = bi
