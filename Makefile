@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,8 +19,16 @@ demo: $(STAMP)
 	$(BIN)/avgpool shape 1x3x5x5 --kernel 3 --stride 2 --padding same --convention flax
 	$(BIN)/avgpool shape 1x3x6x6 --kernel 3 --stride 2 --padding 1 --ceil-mode --convention torch
 
+# The kernel tests run a second time with bounds checks compiled in (a cache of their own,
+# so the unchecked cached kernels are not reused).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(CURDIR)/.numba-boundscheck $(BIN)/python -m pytest -q tests/kernels
+
+# Not part of `make test`: minutes of timing; writes benchmarks/results/latest.{json,md}.
+# BENCH_ARGS=--quick for a smoke run, or e.g. BENCH_ARGS="--cases 'avg3x3*' --threads 1".
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,4 +39,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis .numba-boundscheck

@@ -5,10 +5,21 @@ canonical `Window` to describe any of them, and the ops on NumPy arrays.
 """
 
 from avgpool import ops
+from avgpool._compute import get_backend, get_num_threads, set_backend, set_num_threads, use_backend
 from avgpool._errors import AvgPoolError
 from avgpool.ops import *  # noqa: F403  (the functional API; ops.__all__ lists it)
 from avgpool.window import Window
 
 __version__ = "0.1.0"
 
-__all__ = ["AvgPoolError", "Window", "__version__", *ops.__all__]
+__all__ = [
+    "AvgPoolError",
+    "Window",
+    "__version__",
+    "get_backend",
+    "get_num_threads",
+    "set_backend",
+    "set_num_threads",
+    "use_backend",
+    *ops.__all__,
+]

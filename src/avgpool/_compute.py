@@ -23,7 +23,15 @@ from avgpool._arrays import Layout
 from avgpool._errors import AvgPoolError
 from avgpool.window import Axis
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend"]
+__all__ = [
+    "BACKENDS",
+    "KERNELS",
+    "get_backend",
+    "get_num_threads",
+    "set_backend",
+    "set_num_threads",
+    "use_backend",
+]
 
 BACKENDS = ("numba", "reference")
 log = logging.getLogger("avgpool")
@@ -55,6 +63,50 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
+def set_num_threads(n: int) -> None:
+    """Threads the kernels use (default: every core). Results do not depend on it."""
+    import numba
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise AvgPoolError(
+            f"threads must be an int between 1 and {numba.config.NUMBA_NUM_THREADS}, got {n!r}"
+        )
+    numba.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads the kernels use now."""
+    import numba
+
+    return numba.get_num_threads()
+
+
+#: Every op with a compiled kernel: the kernel that serves it, and the layouts and dtypes it
+#: takes. tests/kernels walks this table, so no kernel escapes the comparison with the oracle.
+KERNELS = {
+    "avg_pool": ("cpu_box.avg_forward", "cpu_box.global_avg"),
+    "avg_pool_backward": ("cpu_box.avg_backward",),
+    "max_pool": ("cpu_max.max_forward", "cpu_max.global_max"),
+    "max_pool_backward": ("cpu_max.max_forward", "cpu_max.max_backward"),
+    "lp_pool": ("cpu_box.avg_forward",),
+    "lp_pool_backward": ("cpu_box.avg_forward", "cpu_box.avg_backward"),
+    "adaptive_avg_pool": ("cpu_taps.taps_sum",),
+    "adaptive_avg_pool_backward": ("cpu_taps.taps_scatter",),
+    "adaptive_max_pool": ("cpu_taps.taps_max",),
+    "adaptive_max_pool_backward": ("cpu_taps.taps_max", "cpu_max.max_backward"),
+    "global_avg_pool": ("cpu_box.global_avg",),
+    "global_avg_pool_backward": ("cpu_box.avg_backward",),
+    "global_max_pool": ("cpu_max.global_max",),
+    "global_max_pool_backward": ("cpu_max.global_max", "cpu_max.max_backward"),
+    "blur_pool": ("cpu_taps.taps_sum",),
+    "blur_pool_backward": ("cpu_taps.taps_scatter",),
+}
+#: Layouts and dtypes every kernel above takes (float16 through a float32 copy; integers for
+#: the max family only).
+KERNEL_LAYOUTS = ("channels_first", "channels_last")
+KERNEL_DTYPES = ("float16", "float32", "float64")
+
+
 def _fast(op: str) -> bool:
     backend = get_backend()
     log.debug("%s: %s", op, "numba kernel" if backend == "numba" else "float64 reference")
@@ -77,9 +129,11 @@ def _grad_layout(layout: Layout, out_spatial: Sequence[int]) -> Layout:
 # -- average -----------------------------------------------------------------------------------
 
 
-def avg_forward(x, layout: Layout, axes: Sequence[Axis], cip: bool, override, empty: float, out=None):
+def avg_forward(
+    x, layout: Layout, axes: Sequence[Axis], cip: bool, override, empty: float, out=None, running=True
+):
     if _fast("avg_pool"):
-        return _cpu.avg_forward(x, layout, axes, cip, override, empty, out)
+        return _cpu.avg_forward(x, layout, axes, cip, override, empty, out, running)
     y = ref.avg_pool(layout.to_work(x), axes, cip, override, empty)
     return _into(out, layout.from_work(y, x.dtype))
 
@@ -114,11 +168,15 @@ def max_backward(g, index, layout: Layout, out_spatial: Sequence[int]):
 
 
 def _lp_sum(x64, layout: Layout, axes: Sequence[Axis], p: float, convention: str):
-    """torch: avg(x**p) * prod(kernel) (padding counted); onnx: sum |x|**p. Float64."""
+    """torch: avg(x**p) * prod(kernel) (padding counted); onnx: sum |x|**p. Float64.
+
+    Summed tap by tap, not by running sums: a window of zeros must sum to exactly 0, since
+    the 1/p power of a rounding residue below 0 would be NaN.
+    """
     if convention == "torch":
-        mean = avg_forward(np.power(x64, p), layout, axes, True, None, 0.0)
+        mean = avg_forward(np.power(x64, p), layout, axes, True, None, 0.0, running=False)
         return mean * float(np.prod([a.kernel for a in axes]))
-    return avg_forward(np.power(np.abs(x64), p), layout, axes, False, 1, 0.0)
+    return avg_forward(np.power(np.abs(x64), p), layout, axes, False, 1, 0.0, running=False)
 
 
 def lp_forward(x, layout: Layout, axes: Sequence[Axis], p: float, convention: str):

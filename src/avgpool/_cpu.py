@@ -12,6 +12,7 @@ float64.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -102,7 +103,9 @@ def avg_forward(
     divisor_override: int | None,
     empty: float,
     out: np.ndarray | None = None,
+    running: bool = True,
 ) -> np.ndarray:
+    """Window sums / divisor. ``running=False`` sums tap by tap (exact zeros; O(kernel))."""
     from avgpool.kernels import cpu_box
 
     result, out_full = _alloc(layout, [a.out for a in axes], x.dtype, out)
@@ -110,7 +113,12 @@ def avg_forward(
     x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
     o4, _ = _view4(work, layout.channels_last, layout.ndim)
     cd, ch, cw = _counts(axes, count_include_pad)
-    cpu_box.avg_forward(x4, o4, c, _geo(axes), cd, ch, cw, divisor_override or 0, empty)
+    real_counts = _counts(axes, False)
+    real = np.zeros((3, max(len(n) for n in real_counts)), dtype=np.bool_)
+    for i, n in enumerate(real_counts):
+        real[i, : len(n)] = n > 0
+    geo = _geo(axes)
+    cpu_box.avg_forward(x4, o4, c, geo, cd, ch, cw, real, divisor_override or 0, empty, running)
     return _finish(work, result, out_full)
 
 
@@ -192,7 +200,10 @@ def scatter_to_index(
     idx = np.ascontiguousarray(index.reshape(out_full))
     n, c = layout.batch_channels
     outer, chans = (n, c) if layout.channels_last else (n * c, 1)
-    cpu_max.max_backward(g.reshape(outer, -1), idx.reshape(outer, -1), work.reshape(outer, -1), chans)
+    per_out, per_in = math.prod(out_spatial) * chans, math.prod(layout.spatial) * chans
+    cpu_max.max_backward(
+        g.reshape(outer, per_out), idx.reshape(outer, per_out), work.reshape(outer, per_in), chans
+    )
     grad_full[...] = work
     return result
 
@@ -203,8 +214,8 @@ def scatter_to_index(
 def _view3(full: np.ndarray, channels_last: bool) -> np.ndarray:
     """(N, C, *sp) or (N, *sp, C) -> (outer, S, C)."""
     if channels_last:
-        return full.reshape(full.shape[0], -1, full.shape[-1])
-    return full.reshape(full.shape[0] * full.shape[1], -1, 1)
+        return full.reshape(full.shape[0], math.prod(full.shape[1:-1]), full.shape[-1])
+    return full.reshape(full.shape[0] * full.shape[1], math.prod(full.shape[2:]), 1)
 
 
 def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:

@@ -49,28 +49,33 @@ def _add_row(x, R, o, od, ih, geo, sign):
 
 
 @njit(parallel=True, cache=True)
-def avg_forward(x, out, C, geo, count_d, count_h, count_w, divisor_override, empty):
+def avg_forward(x, out, C, geo, count_d, count_h, count_w, real, divisor_override, empty, running):
     """out = window sum / divisor, ``empty`` where the divisor is 0; override <= 0 means none.
 
-    A running sum cannot take an infinity or NaN back out of the window, so a chunk whose
-    outputs come out non-finite is summed again tap by tap: IEEE sums, exactly where needed.
+    ``real`` (3, n) holds per axis whether each window has a real cell: a window without one
+    sums to exactly 0 (a running sum would leave rounding residue there). ``running=False``
+    sums every window tap by tap (exact zeros for windows of zeros; cost grows with the
+    kernel). A running sum cannot take an infinity or NaN back out of the window, so a chunk
+    whose outputs come out non-finite is summed again tap by tap: IEEE sums, where needed.
     """
     n_outer = x.shape[0]
     OD, OH = out.shape[1], out.shape[2]
-    run_h = geo[1, 2] == 1 and geo[1, 1] < geo[1, 0]
-    run_w = geo[2, 2] == 1 and geo[2, 1] < geo[2, 0]
+    run_h = running and geo[1, 2] == 1 and geo[1, 1] < geo[1, 0]
+    run_w = running and geo[2, 2] == 1 and geo[2, 1] < geo[2, 0]
     n_chunks = (OH + CHUNK - 1) // CHUNK
     for item in prange(n_outer * OD * n_chunks):
         o = item // (OD * n_chunks)
         od = (item // n_chunks) % OD
         oh0 = (item % n_chunks) * CHUNK
-        args = (x, out, C, geo, count_d, count_h, count_w, divisor_override, empty, o, od, oh0)
+        args = (x, out, C, geo, count_d, count_h, count_w, real, divisor_override, empty, o, od, oh0)
         if not _avg_chunk(*args, run_h, run_w) and (run_h or run_w):
             _avg_chunk(*args, False, False)
 
 
 @njit(cache=True)
-def _avg_chunk(x, out, C, geo, count_d, count_h, count_w, divisor_override, empty, o, od, oh0, run_h, run_w):
+def _avg_chunk(
+    x, out, C, geo, count_d, count_h, count_w, real, divisor_override, empty, o, od, oh0, run_h, run_w
+):
     """One chunk of output rows; False if some output came out non-finite."""
     W = x.shape[3] // C
     OH, OW = out.shape[2], out.shape[3] // C
@@ -93,9 +98,24 @@ def _avg_chunk(x, out, C, geo, count_d, count_h, count_w, divisor_override, empt
                 _add_row(x, R, o, od, ih, geo, 1.0)
         orow = out[o, od, oh]
         scale = count_d[od] * count_h[oh]
+        row_real = real[0, od] and real[1, oh]
         if C == 1:
             finite &= _row_sums_scalar(
-                R, orow, W, OW, kw, sw, dw, pw, run_w, scale, count_w, divisor_override, empty
+                R,
+                orow,
+                W,
+                OW,
+                kw,
+                sw,
+                dw,
+                pw,
+                run_w,
+                scale,
+                count_w,
+                real[2],
+                row_real,
+                divisor_override,
+                empty,
             )
             continue
         for ow in range(OW):
@@ -115,6 +135,8 @@ def _avg_chunk(x, out, C, geo, count_d, count_h, count_w, divisor_override, empt
                     for c in range(C):
                         acc[c] += R[iw * C + c]
             div = float(divisor_override) if divisor_override > 0 else scale * count_w[ow]
+            if not (row_real and real[2, ow]):
+                acc[:] = 0.0
             for c in range(C):
                 check[c] += acc[c] * 0.0
                 orow[ow * C + c] = acc[c] / div if div != 0.0 else empty
@@ -122,7 +144,9 @@ def _avg_chunk(x, out, C, geo, count_d, count_h, count_w, divisor_override, empt
 
 
 @njit(cache=True)
-def _row_sums_scalar(R, orow, W, OW, kw, sw, dw, pw, run_w, scale, count_w, divisor_override, empty):
+def _row_sums_scalar(
+    R, orow, W, OW, kw, sw, dw, pw, run_w, scale, count_w, real_w, row_real, divisor_override, empty
+):
     """The W pass for one channel (channels-first data): scalar running sum, one output at a time."""
     check = 0.0
     acc = 0.0
@@ -140,6 +164,8 @@ def _row_sums_scalar(R, orow, W, OW, kw, sw, dw, pw, run_w, scale, count_w, divi
             for iw in range(max(wstart - sw + kw, 0), min(wstart + kw, W)):
                 acc += R[iw]
         div = float(divisor_override) if divisor_override > 0 else scale * count_w[ow]
+        if not (row_real and real_w[ow]):
+            acc = 0.0
         check += acc * 0.0
         orow[ow] = acc / div if div != 0.0 else empty
     return check == 0.0

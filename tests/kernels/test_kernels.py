@@ -1,0 +1,350 @@
+"""The Numba kernels against the float64 reference, on random geometries, layouts and dtypes.
+
+Every op in `avgpool._compute.KERNELS` has a comparison here (a test checks that), run for
+each layout and dtype the kernels take. CI runs this file a second time with
+NUMBA_BOUNDSCHECK=1, so an out-of-bounds read or write in a kernel fails loudly.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import avgpool as ap
+from avgpool._compute import KERNEL_DTYPES, KERNEL_LAYOUTS, KERNELS
+
+# Kernels vs the oracle, per dtype: float64 sums in another order; float32/16 rounded once.
+TOLERANCE = {"float64": 1e-11, "float32": 2e-6, "float16": 2e-3}
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _both(fn, *args, **kwargs):
+    """(numba result, reference result) of the same call."""
+    with ap.use_backend("numba"):
+        fast = fn(*args, **kwargs)
+    with ap.use_backend("reference"):
+        slow = fn(*args, **kwargs)
+    return fast, slow
+
+
+def _close(fast, slow, dtype, scale=1.0):
+    if isinstance(fast, tuple):
+        np.testing.assert_array_equal(fast[1], slow[1])  # indices: exactly
+        fast, slow = fast[0], slow[0]
+    assert fast.dtype == slow.dtype and fast.shape == slow.shape
+    tol = TOLERANCE[np.dtype(dtype).name]
+    np.testing.assert_allclose(
+        fast.astype(np.float64), slow.astype(np.float64), rtol=tol, atol=tol * scale, equal_nan=True
+    )
+
+
+@st.composite
+def problems(draw, max_ndim=3, symmetric=False):
+    """A random array and window: pads may exceed the kernel, windows may lie in padding."""
+    ndim = draw(st.integers(1, max_ndim))
+    kernel = draw(st.tuples(*[st.integers(1, 5)] * ndim))
+    stride = draw(st.tuples(*[st.integers(1, 4)] * ndim))
+    dilation = draw(st.tuples(*[st.sampled_from([1, 1, 2, 3])] * ndim))
+    pads = draw(st.tuples(*[st.tuples(st.integers(0, 5), st.integers(0, 5))] * ndim))
+    ceil_mode = draw(st.booleans())
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    spatial = tuple(
+        draw(st.integers(max(1, s - b - a), max(1, s - b - a) + 9)) for s, (b, a) in zip(spans, pads)
+    )
+    batch = draw(st.integers(0, 2))
+    channels = draw(st.integers(1, 4))
+    window = ap.Window(kernel, stride, pads, dilation=dilation, ceil_mode=ceil_mode)
+    return window, (batch, channels, *spatial), draw(st.integers(0, 2**16))
+
+
+def _array(shape, dtype, seed, layout, specials=False):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if specials and x.size:
+        x.flat[rng.integers(0, x.size, 3)] = [np.nan, np.inf, -np.inf]
+    x = x.astype(dtype)
+    if layout == "channels_last":
+        return np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    return x
+
+
+def _noise(shape, dtype, seed):
+    """A random gradient already in the output's layout."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def _layout_window(window, layout, **changes):
+    return window.replace(channels_last=layout == "channels_last", **changes)
+
+
+# -- one comparison per kernel-backed op ---------------------------------------------------------
+
+
+@SETTINGS
+@given(problem=problems(), cip=st.booleans(), override=st.sampled_from([None, None, 2, 7]))
+def _avg(layout, dtype, problem, cip, override):
+    window, shape, seed = problem
+    w = _layout_window(window, layout, count_include_pad=cip, divisor_override=override)
+    x = _array(shape, dtype, seed, layout)
+    _close(*_both(ap.avg_pool, x, window=w), dtype)
+
+
+@SETTINGS
+@given(problem=problems(), cip=st.booleans(), override=st.sampled_from([None, 3]))
+def _avg_backward(layout, dtype, problem, cip, override):
+    window, shape, seed = problem
+    w = _layout_window(window, layout, count_include_pad=cip, divisor_override=override)
+    x = _array(shape, dtype, seed, layout)
+    g = _noise(ap.avg_pool(x, window=w).shape, dtype, seed + 1)
+    _close(*_both(ap.avg_pool_backward, g, x.shape, window=w), dtype)
+
+
+@SETTINGS
+@given(problem=problems(), omit=st.booleans())
+def _max(layout, dtype, problem, omit):
+    window, shape, seed = problem
+    w = _layout_window(window, layout)
+    x = np.round(_array(shape, dtype, seed, layout, specials=True), 1)  # ties and NaN
+    policy = "omit" if omit else "propagate"
+    _close(*_both(ap.max_pool, x, window=w, return_indices=True, nan_policy=policy), dtype)
+
+
+@SETTINGS
+@given(problem=problems())
+def _max_backward(layout, dtype, problem):
+    window, shape, seed = problem
+    w = _layout_window(window, layout)
+    x = np.round(_array(shape, dtype, seed, layout), 1)
+    g = np.ones(ap.max_pool(x, window=w).shape, dtype)
+    _close(*_both(ap.max_pool_backward, g, x, window=w), dtype)
+
+
+@SETTINGS
+@given(problem=problems(), p=st.sampled_from([1.0, 2.0, 3.0]), convention=st.sampled_from(["torch", "onnx"]))
+def _lp(layout, dtype, problem, p, convention):
+    window, shape, seed = problem
+    w = _layout_window(window, layout)
+    x = np.abs(_array(shape, dtype, seed, layout)) + dtype(0.25)
+    _close(*_both(ap.lp_pool, x, p, window=w, convention=convention), dtype, scale=10)
+
+
+@SETTINGS
+@given(problem=problems(), p=st.sampled_from([1.0, 2.0]), convention=st.sampled_from(["torch", "onnx"]))
+def _lp_backward(layout, dtype, problem, p, convention):
+    window, shape, seed = problem
+    w = _layout_window(window, layout)
+    x = np.abs(_array(shape, dtype, seed, layout)) + dtype(0.25)
+    g = np.ones(ap.lp_pool(x, p, window=w).shape, dtype)
+    _close(*_both(ap.lp_pool_backward, g, x, p, window=w, convention=convention), dtype, scale=10)
+
+
+@st.composite
+def adaptive_problems(draw):
+    ndim = draw(st.integers(1, 3))
+    spatial = draw(st.tuples(*[st.integers(1, 9)] * ndim))
+    out = draw(st.tuples(*[st.integers(1, 11)] * ndim))
+    return (draw(st.integers(0, 2)), draw(st.integers(1, 3)), *spatial), out, draw(st.integers(0, 2**16))
+
+
+@SETTINGS
+@given(problem=adaptive_problems())
+def _adaptive_avg(layout, dtype, problem):
+    shape, out, seed = problem
+    x = _array(shape, dtype, seed, layout)
+    _close(*_both(ap.adaptive_avg_pool, x, out, channels_last=layout == "channels_last"), dtype)
+
+
+@SETTINGS
+@given(problem=adaptive_problems())
+def _adaptive_avg_backward(layout, dtype, problem):
+    shape, out, seed = problem
+    x = _array(shape, dtype, seed, layout)
+    cl = layout == "channels_last"
+    g = _noise(ap.adaptive_avg_pool(x, out, channels_last=cl).shape, dtype, seed + 1)
+    _close(*_both(ap.adaptive_avg_pool_backward, g, x.shape, channels_last=cl), dtype)
+
+
+@SETTINGS
+@given(problem=adaptive_problems())
+def _adaptive_max(layout, dtype, problem):
+    shape, out, seed = problem
+    x = np.round(_array(shape, dtype, seed, layout, specials=True), 1)
+    cl = layout == "channels_last"
+    _close(*_both(ap.adaptive_max_pool, x, out, True, channels_last=cl), dtype)
+
+
+@SETTINGS
+@given(problem=adaptive_problems())
+def _adaptive_max_backward(layout, dtype, problem):
+    shape, out, seed = problem
+    x = np.round(_array(shape, dtype, seed, layout), 1)
+    cl = layout == "channels_last"
+    g = np.ones(ap.adaptive_max_pool(x, out, channels_last=cl).shape, dtype)
+    _close(*_both(ap.adaptive_max_pool_backward, g, x, channels_last=cl), dtype)
+
+
+@SETTINGS
+@given(problem=adaptive_problems())
+def _global_avg(layout, dtype, problem):
+    shape, _, seed = problem
+    x = _array(shape, dtype, seed, layout, specials=seed % 3 == 0)
+    _close(*_both(ap.global_avg_pool, x, channels_last=layout == "channels_last"), dtype)
+
+
+@SETTINGS
+@given(problem=adaptive_problems())
+def _global_avg_backward(layout, dtype, problem):
+    shape, _, seed = problem
+    cl = layout == "channels_last"
+    x = _array(shape, dtype, seed, layout)
+    g = _noise(ap.global_avg_pool(x, channels_last=cl).shape, dtype, seed + 1)
+    _close(*_both(ap.global_avg_pool_backward, g, x.shape, channels_last=cl), dtype)
+
+
+@SETTINGS
+@given(problem=adaptive_problems())
+def _global_max(layout, dtype, problem):
+    shape, _, seed = problem
+    x = np.round(_array(shape, dtype, seed, layout, specials=True), 1)
+    _close(*_both(ap.global_max_pool, x, channels_last=layout == "channels_last"), dtype)
+
+
+@SETTINGS
+@given(problem=adaptive_problems())
+def _global_max_backward(layout, dtype, problem):
+    shape, _, seed = problem
+    cl = layout == "channels_last"
+    x = np.round(_array(shape, dtype, seed, layout), 1)
+    g = np.ones(ap.global_max_pool(x, channels_last=cl).shape, dtype)
+    _close(*_both(ap.global_max_pool_backward, g, x, channels_last=cl), dtype)
+
+
+@st.composite
+def blur_problems(draw):
+    ndim = draw(st.integers(1, 3))
+    filt = draw(st.integers(1, 7))
+    pad_type = draw(st.sampled_from(["reflect", "replicate", "zero"]))
+    low = filt // 2 + 1 if pad_type == "reflect" else 1
+    spatial = draw(st.tuples(*[st.integers(low, low + 8)] * ndim))
+    shape = (draw(st.integers(0, 2)), draw(st.integers(1, 3)), *spatial)
+    return shape, filt, draw(st.integers(1, 3)), pad_type, draw(st.integers(0, 2**16))
+
+
+@SETTINGS
+@given(problem=blur_problems())
+def _blur(layout, dtype, problem):
+    shape, filt, stride, pad_type, seed = problem
+    x = _array(shape, dtype, seed, layout)
+    kwargs = {"pad_type": pad_type, "ndim": len(shape) - 2, "channels_last": layout == "channels_last"}
+    _close(*_both(ap.blur_pool, x, filt, stride, **kwargs), dtype)
+
+
+@SETTINGS
+@given(problem=blur_problems())
+def _blur_backward(layout, dtype, problem):
+    shape, filt, stride, pad_type, seed = problem
+    x = _array(shape, dtype, seed, layout)
+    kwargs = {"pad_type": pad_type, "ndim": len(shape) - 2, "channels_last": layout == "channels_last"}
+    g = _noise(ap.blur_pool(x, filt, stride, **kwargs).shape, dtype, seed + 1)
+    _close(*_both(ap.blur_pool_backward, g, x.shape, filt, stride, **kwargs), dtype)
+
+
+COMPARISONS = {
+    "avg_pool": _avg,
+    "avg_pool_backward": _avg_backward,
+    "max_pool": _max,
+    "max_pool_backward": _max_backward,
+    "lp_pool": _lp,
+    "lp_pool_backward": _lp_backward,
+    "adaptive_avg_pool": _adaptive_avg,
+    "adaptive_avg_pool_backward": _adaptive_avg_backward,
+    "adaptive_max_pool": _adaptive_max,
+    "adaptive_max_pool_backward": _adaptive_max_backward,
+    "global_avg_pool": _global_avg,
+    "global_avg_pool_backward": _global_avg_backward,
+    "global_max_pool": _global_max,
+    "global_max_pool_backward": _global_max_backward,
+    "blur_pool": _blur,
+    "blur_pool_backward": _blur_backward,
+}
+
+
+def test_every_kernel_has_a_comparison():
+    assert set(COMPARISONS) == set(KERNELS)
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
+@pytest.mark.parametrize("op", sorted(KERNELS))
+def test_kernel_matches_reference(op, layout, dtype):
+    COMPARISONS[op](layout, np.dtype(dtype).type)
+
+
+# -- accuracy, determinism, buffers ----------------------------------------------------------------
+
+
+def test_float32_running_sums_stay_accurate_on_long_rows_with_an_offset():
+    # 1e4 +/- 1 over 200k cells: a float32 running sum would drift by far more than 1e-6.
+    rng = np.random.default_rng(0)
+    x = (1e4 + rng.uniform(-1, 1, (2, 3, 200_000))).astype(np.float32)
+    fast, slow = _both(ap.avg_pool1d, x, 64, 1)
+    np.testing.assert_allclose(fast, slow, rtol=1e-6)
+    fast, slow = _both(ap.avg_pool, x.reshape(2, 3, 400, 500), 15, 1, 7)
+    np.testing.assert_allclose(fast, slow, rtol=1e-6)
+
+
+@pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
+def test_results_are_bitwise_identical_for_any_thread_count(layout):
+    x = _array((3, 5, 67, 45), np.float32, 1, layout)
+    cl = layout == "channels_last"
+    g = np.ones(ap.avg_pool(x, 7, 2, 1, channels_last=cl).shape, np.float32)
+    calls = [
+        lambda: ap.avg_pool(x, 7, 1, 3, channels_last=cl),
+        lambda: ap.avg_pool_backward(g, x.shape, 7, 2, 1, channels_last=cl),
+        lambda: ap.max_pool(x, 3, 2, 1, channels_last=cl),
+    ]
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            ap.set_num_threads(threads)
+            results.append([call() for call in calls])
+            results.append([call() for call in calls])  # and run to run
+    finally:
+        ap.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_out_buffer_is_written_and_returned():
+    x = _array((2, 3, 8, 8), np.float32, 2, "channels_first")
+    out = np.full((2, 3, 4, 4), np.nan, np.float32)
+    result = ap.avg_pool(x, 2, out=out)
+    assert result is out
+    np.testing.assert_array_equal(out, ap.avg_pool(x, 2))
+    values = np.empty((2, 3, 4, 4), np.float32)
+    assert ap.max_pool(x, 2, out=values) is values
+    with pytest.raises(ap.AvgPoolError, match="out must be an array of shape"):
+        ap.avg_pool(x, 2, out=np.empty((2, 3, 4, 4), np.float64))
+
+
+def test_non_contiguous_and_negative_strides():
+    x = _array((2, 3, 20, 30), np.float64, 3, "channels_first")
+    view = x[:, ::-1, 3:17:2, ::-3]
+    fast, slow = _both(ap.avg_pool2d, view, 3, 1, 1)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+
+
+def test_set_num_threads_checks_its_argument():
+    with pytest.raises(ap.AvgPoolError, match="threads must be an int between 1 and"):
+        ap.set_num_threads(0)
+
+
+def test_backend_switch_checks_its_argument():
+    with pytest.raises(ap.AvgPoolError, match="backend must be one of"):
+        ap.set_backend("cuda")
+    assert ap.get_backend() == "numba"
