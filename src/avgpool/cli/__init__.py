@@ -1,12 +1,14 @@
 """The ``avgpool`` command: thin argument parsing and rendering over the library's tools.
 
-Exit codes: 0 done, 2 bad arguments or input (one clear message on stderr, no traceback).
+Exit codes: 0 done (clean), 1 findings at or above ``--fail-on`` / disallowed diff changes / verify
+failures, 2 bad arguments or input (one clear message on stderr, no traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -119,6 +121,138 @@ def _cmd_shape(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emit(report: Any, args: argparse.Namespace) -> None:
+    """JSON, markdown, rich (on a terminal, when installed) or plain text."""
+    from avgpool.inspect import render
+
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif args.markdown:
+        print(render.render(report, "markdown"))
+    elif sys.stdout.isatty() and _has_rich():
+        render.rich_print(render.tables(report))
+    else:
+        print(render.render(report, "text"))
+
+
+def _has_rich() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("rich") is not None
+
+
+def _shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    from avgpool.inspect import parse_input_shapes
+
+    return parse_input_shapes(args.input_shape)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from avgpool.inspect import inspect_model
+
+    report = inspect_model(args.model, _shapes(args), target=args.target, disable=args.disable)
+    _emit(report, args)
+    return 1 if report.fails(args.fail_on) else 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from avgpool.inspect import ModelError, diff, read_model
+
+    shapes = _shapes(args)
+    old = read_model(args.old, shapes)
+    new = read_model(args.new, shapes)
+    if not old.layers and not new.layers:
+        raise ModelError(f"neither {old.source} nor {new.source} has pooling layers")
+    allowed = args.allow if args.strict is False else []
+    report = diff(old, new, allowed=allowed)
+    _emit(report, args)
+    return 1 if report.disallowed() else 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from avgpool.inspect import verify
+
+    report = verify(
+        args.model, inputs=args.inputs, random=args.random, input_shapes=_shapes(args), seed=args.seed
+    )
+    _emit(report, args)
+    return 0 if report.passed else 1
+
+
+def _model_args(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--input-shape",
+        "-i",
+        action="append",
+        metavar="[NAME:]SHAPE",
+        help="e.g. 1x3x224x224, or image:1x3x224x224 per input; fixes dynamic dimensions",
+    )
+    out = cmd.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    out.add_argument("--markdown", action="store_true", help="a markdown table (for CI comments)")
+
+
+def _model_commands(sub: Any) -> None:
+    from avgpool.inspect.diff import CATEGORIES, DEFAULT_ALLOWED
+    from avgpool.inspect.lint import RULES, SEVERITIES, TARGETS
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="the pooling layers of an ONNX or PyTorch model, and lint findings",
+        description="List every pooling layer of a model (geometry, shapes, receptive field) and lint it. "
+        "MODEL: an .onnx file, a pickled nn.Module (.pt/.pth) or package.module:factory.",
+    )
+    inspect.add_argument("model")
+    inspect.add_argument("--target", "-t", choices=tuple(TARGETS), help="where the model is going")
+    inspect.add_argument(
+        "--fail-on",
+        default="error",
+        choices=(*SEVERITIES, "never"),
+        help="exit 1 when a finding is at least this severe (default: error)",
+    )
+    inspect.add_argument("--disable", action="append", default=[], choices=tuple(RULES), metavar="RULE")
+    _model_args(inspect)
+    inspect.set_defaults(func=_cmd_inspect)
+
+    diff = sub.add_parser(
+        "diff",
+        help="pooling layers added, removed or changed between two models",
+        description="Match the pooling layers of OLD and NEW by name, then by position, and list what "
+        "changed; "
+        "exit 1 on changes not allowed.",
+    )
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.add_argument(
+        "--allow",
+        action="append",
+        default=list(DEFAULT_ALLOWED),
+        choices=CATEGORIES,
+        help=f"a change category that does not fail (default: {', '.join(DEFAULT_ALLOWED)})",
+    )
+    diff.add_argument(
+        "--strict", action="store_true", help="fail on every difference, even convention and name"
+    )
+    _model_args(diff)
+    diff.set_defaults(func=_cmd_diff)
+
+    verify = sub.add_parser(
+        "verify",
+        help="run an ONNX model in ONNX Runtime and check every pooling node against the reference",
+        description="Expose every pooling node's input and output, run ONNX Runtime, recompute each node "
+        "with avgpool's reference under ONNX semantics; exit 1 if any node differs.",
+    )
+    verify.add_argument("model")
+    feed = verify.add_mutually_exclusive_group()
+    feed.add_argument("--inputs", metavar="FILE.npz", help="the model's inputs, by name")
+    feed.add_argument(
+        "--random", type=int, default=1, metavar="N", help="N seeded random input sets (default 1)"
+    )
+    verify.add_argument("--seed", type=int, default=0)
+    _model_args(verify)
+    verify.set_defaults(func=_cmd_verify)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avgpool", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +287,7 @@ def _parser() -> argparse.ArgumentParser:
     shape.add_argument("--channels-last", action="store_true", help="the input shape is (N, ..., C)")
     shape.add_argument("--json", action="store_true", help="machine-readable output")
     shape.set_defaults(func=_cmd_shape)
+    _model_commands(sub)
     return parser
 
 
@@ -162,8 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (AvgPoolError, TypeError) as exc:
+    except (AvgPoolError, TypeError, OSError) as exc:
         print(f"avgpool {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # a model file can fail inside onnx, onnxruntime or torch in ways no reader foresaw:
+        # still one line, not a traceback (AVGPOOL_DEBUG=1 shows it)
+        if args.command == "shape" or os.environ.get("AVGPOOL_DEBUG"):
+            raise
+        print(f"avgpool {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,209 @@
+"""Tables for inspect, diff and verify: plain text, markdown, or rich on a terminal.
+
+Every report becomes (title, headers, rows, footer lines) once; the three renderers only lay
+that out, so the terminal, the markdown and the tests show the same cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from avgpool.inspect.diff import DiffReport
+from avgpool.inspect.layers import PoolLayer
+from avgpool.inspect.model import InspectReport
+from avgpool.inspect.verify import VerifyReport
+
+__all__ = ["render", "tables"]
+
+Table = tuple[str, list[str], list[list[str]], list[str]]
+
+
+def _x(values: Sequence[Any] | None) -> str:
+    return "-" if values is None else "x".join("?" if v is None else str(v) for v in values)
+
+
+def _geometry(layer: PoolLayer) -> tuple[str, str, str, str]:
+    """kernel, stride, padding (before:after per axis), flags."""
+    if layer.op.startswith("adaptive"):
+        return f"out {_x(layer.output_size)}", "-", "-", ""
+    axes = layer.axes()
+    w = layer.window
+    if w is not None and w.kernel_size is None:
+        return "global", "-", "-", ""
+    if w is None:
+        return "-", "-", "-", ""
+    kernel = _x(w.kernel_size)
+    if any(d > 1 for d in w.dilation):
+        kernel += f" d{_x(w.dilation)}"
+    if axes is not None:
+        pads = "x".join(f"{a.pad_before}:{a.pad_after}" for a in axes)
+    else:
+        pads = w.padding if isinstance(w.padding, str) else "x".join(f"{b}:{a}" for b, a in w.padding)
+    if isinstance(w.padding, str):
+        pads = f"{w.padding} {pads}"
+    if layer.pad is not None:
+        pads += f" +{layer.pad.mode} pad " + "x".join(f"{b}:{a}" for b, a in layer.pad.pads)
+    flags = []
+    if w.ceil_mode:
+        flags.append("ceil")
+    if layer.op == "avg":
+        flags.append("incl-pad" if w.count_include_pad else "excl-pad")
+    if w.divisor_override:
+        flags.append(f"div={w.divisor_override}")
+    if layer.p is not None:
+        flags.append(f"p={layer.p:g}")
+    return kernel, _x(w.stride), pads, " ".join(flags)
+
+
+def inspect_table(report: InspectReport) -> Table:
+    by_layer: dict[int, list[str]] = {}
+    for f in report.findings:
+        by_layer.setdefault(f.index, []).append(f.rule)
+    rows = []
+    for layer in report.inventory.layers:
+        kernel, stride, pads, flags = _geometry(layer)
+        rows.append(
+            [
+                str(layer.index),
+                layer.name,
+                layer.source_op,
+                kernel,
+                stride,
+                pads,
+                flags,
+                f"{_x(layer.input_shape)} -> {_x(layer.output_shape)}",
+                _x(layer.receptive_field),
+                _x(layer.cumulative_stride),
+                " ".join(dict.fromkeys(by_layer.get(layer.index, []))) or "-",
+            ]
+        )
+    inv = report.inventory
+    title = f"{inv.source}: {len(inv.layers)} pooling layers ({inv.format}"
+    title += ", input " + ", ".join(f"{k} {_x(v)}" for k, v in inv.inputs.items()) + ")"
+    if report.target:
+        title += f", target {report.target}"
+    footer = [f"note: {n}" for n in inv.notes]
+    counts = {s: sum(f.severity == s for f in report.findings) for s in ("error", "warning", "info")}
+    footer.append("findings: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for f in report.findings:
+        footer.append(f"  {f.rule} {f.severity:<7} [{f.index}] {f.layer}: {f.message}")
+        footer.append(f"        fix: {f.fix}")
+    headers = ["#", "layer", "op", "kernel", "stride", "pads", "mode", "in -> out", "RF", "jump", "lint"]
+    return title, headers, rows, footer
+
+
+def diff_table(report: DiffReport) -> Table:
+    rows = []
+    bad = {id(e) for e in report.disallowed()}
+    for e in report.entries:
+        if e.status == "same":
+            continue
+        what = "; ".join(f"{c.field} {_v(c.old)} -> {_v(c.new)}" for c in e.changes)
+        rows.append(
+            [
+                e.status,
+                "-" if e.old is None else e.old.name,
+                "-" if e.new is None else e.new.name,
+                e.matched_by or "-",
+                what
+                or ("layer only in the new model" if e.status == "added" else "layer only in the old model"),
+                "no" if id(e) in bad else "yes",
+            ]
+        )
+    same = sum(e.status == "same" for e in report.entries)
+    title = f"pooling diff: {report.old_source} -> {report.new_source}"
+    footer = [
+        f"{same} unchanged, {len(report.changed)} changed/added/removed, "
+        f"{len(report.disallowed())} not allowed (allowed: {', '.join(report.allowed) or 'nothing'})"
+    ]
+    return title, ["status", "old", "new", "matched by", "changes", "allowed"], rows, footer
+
+
+def _v(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        if value and isinstance(value[0], (list, tuple)):
+            return "x".join(f"{a}:{b}" for a, b in value)
+        return _x(value)
+    return str(value)
+
+
+def verify_table(report: VerifyReport) -> Table:
+    rows = [
+        [
+            c.name,
+            c.source_op,
+            "pass" if c.passed else "FAIL",
+            f"{c.max_abs_diff:.3g}",
+            f"{c.max_rel_diff:.3g}",
+            f"{c.tolerance:.3g}",
+            _x(c.runtime_shape),
+            c.detail or "-",
+        ]
+        for c in report.checks
+    ]
+    title = f"verify {report.source} in {report.runtime}: {report.runs} run(s), input " + ", ".join(
+        f"{k} {_x(v)}" for k, v in report.inputs.items()
+    )
+    footer = [
+        f"{len(report.checks) - len(report.failures)} of {len(report.checks)} pooling nodes "
+        "match the reference"
+    ]
+    return title, ["node", "op", "result", "max abs", "max rel", "tolerance", "shape", "detail"], rows, footer
+
+
+def tables(report: Any) -> Table:
+    if isinstance(report, InspectReport):
+        return inspect_table(report)
+    if isinstance(report, DiffReport):
+        return diff_table(report)
+    if isinstance(report, VerifyReport):
+        return verify_table(report)
+    raise TypeError(f"nothing renders a {type(report).__name__}")
+
+
+def text(table: Table) -> str:
+    title, headers, rows, footer = table
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = [title, ""]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join([*lines, "", *footer])
+
+
+def markdown(table: Table) -> str:
+    title, headers, rows, footer = table
+
+    def cell(c: str) -> str:
+        return c.replace("|", "\\|")
+
+    lines = [f"**{cell(title)}**", "", "| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    if footer:
+        lines += ["", "```text", *footer, "```"]
+    return "\n".join(lines)
+
+
+def rich_print(table: Table, file: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    title, headers, rows, footer = table
+    console = Console(file=file)
+    t = RichTable(title=title, title_justify="left")
+    for h in headers:
+        t.add_column(h, overflow="fold")
+    for r in rows:
+        style = "red" if ("FAIL" in r or r[-1] == "no") else None
+        t.add_row(*r, style=style)
+    console.print(t)
+    for line in footer:
+        style = "red" if " error " in line else "yellow" if " warning " in line else None
+        console.print(line, style=style, highlight=False, markup=False)
+
+
+def render(report: Any, fmt: str = "text") -> str:
+    """``fmt``: text or markdown (rich is printed directly by the CLI, see `rich_print`)."""
+    table = tables(report)
+    return markdown(table) if fmt == "markdown" else text(table)
