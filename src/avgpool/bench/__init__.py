@@ -1,0 +1,46 @@
+"""Benchmark harness: avgpool against its peers, and against the memory bandwidth floor.
+
+`make bench` (``benchmarks/run.py``) calls `run_benchmark` on `standard_cases` and writes the
+results with `write_results`. Nothing here is imported by ``import avgpool``, and the peers'
+frameworks (torch, onnxruntime, cv2, scipy) are imported only when a peer runs.
+
+- `avgpool.bench.timing`: warm-up excluded, rotating inputs, a per-measurement time budget,
+  nearest-rank median and spread.
+- `avgpool.bench.floor`: streaming read/write rates measured in the same run; the floor.
+- `avgpool.bench.cases`: the case table (geometry x layout x scale) and its inputs.
+- `avgpool.bench.peers`: avgpool's call and one adapter per peer.
+- `avgpool.bench.runner`: a case end to end, ratios and output agreement.
+- `avgpool.bench.report`: machine facts, done-when checks, JSON and markdown.
+"""
+
+from avgpool.bench.cases import Case, make_inputs, rotation_count, standard_cases
+from avgpool.bench.floor import Bandwidth, floor_seconds, measure_bandwidth
+from avgpool.bench.peers import PEERS, Peer, Prepared, avgpool_call
+from avgpool.bench.report import detect_llc_bytes, machine_facts, render_markdown, summarize, write_results
+from avgpool.bench.runner import Settings, run_benchmark, run_case
+from avgpool.bench.timing import Timing, nearest_rank, time_calls
+
+__all__ = [
+    "PEERS",
+    "Bandwidth",
+    "Case",
+    "Peer",
+    "Prepared",
+    "Settings",
+    "Timing",
+    "avgpool_call",
+    "detect_llc_bytes",
+    "floor_seconds",
+    "machine_facts",
+    "make_inputs",
+    "measure_bandwidth",
+    "nearest_rank",
+    "render_markdown",
+    "rotation_count",
+    "run_benchmark",
+    "run_case",
+    "standard_cases",
+    "summarize",
+    "time_calls",
+    "write_results",
+]

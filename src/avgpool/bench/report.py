@@ -1,0 +1,283 @@
+"""The run's record: machine facts, the done-when summary, and the JSON and markdown writers."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from avgpool.bench.timing import nearest_rank
+
+__all__ = ["detect_llc_bytes", "machine_facts", "render_markdown", "summarize", "write_results"]
+
+_DISTRIBUTIONS = {
+    "avgpool": "avgpool",
+    "numpy": "numpy",
+    "numba": "numba",
+    "torch": "torch",
+    "onnxruntime": "onnxruntime",
+    "onnx": "onnx",
+    "cv2": "opencv-python-headless",
+    "scipy": "scipy",
+}
+#: The done-when thresholds of the kernels issue.
+TARGET_FLOOR_FRACTION = 0.7
+TARGET_15_VS_3 = 2.0
+
+
+def _sysfs_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip()
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+def detect_llc_bytes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
+    """The largest cache level's size from sysfs (Linux), or None when it can't be read."""
+    best: tuple[int, int] | None = None
+    for index in sorted(Path(root).glob("index*")):
+        try:
+            level = int((index / "level").read_text())
+            size = _sysfs_size((index / "size").read_text())
+        except (OSError, ValueError, IndexError, KeyError):
+            continue
+        if best is None or (level, size) > best:
+            best = (level, size)
+    return best[1] if best else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_facts(threads: int) -> dict[str, Any]:
+    """CPU model, cores, threads used, cache and memory sizes, library versions and the date."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "llc_bytes": detect_llc_bytes(),
+        "memory_bytes": _memory_bytes(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {name: _version(dist) for name, dist in _DISTRIBUTIONS.items()},
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's done-when checks, computed from the rows (None where a case is missing)."""
+    rows = results["cases"]
+    slower = []
+    for row in rows:
+        if row["best_peer"] is None:
+            continue
+        ratio = row["avgpool_vs_best"]
+        if ratio is None or ratio > 1.0:
+            slower.append(
+                {"case": row["case"]["id"], "avgpool_vs_best": ratio, "best_peer": row["best_peer"]}
+            )
+    fractions = [
+        row["floor_ms"] / row["avgpool"]["median_ms"] if row["avgpool"]["status"] == "ok" else 0.0
+        for row in rows
+    ]
+    median_fraction = nearest_rank(fractions, 50) if fractions else None
+    per_output = {
+        (row["case"]["key"], row["case"]["channels_last"]): row["avgpool"].get("per_output_ns")
+        for row in rows
+    }
+    big_vs_small = {}
+    for cl, name in ((False, "channels_first"), (True, "channels_last")):
+        big, small = per_output.get(("avg15x15s1", cl)), per_output.get(("avg3x3s1p1", cl))
+        big_vs_small[name] = big / small if big and small else None
+    ratios = [r for r in big_vs_small.values() if r is not None]
+    return {
+        "faster_than_best_peer": {
+            "pass": not slower and any(r["best_peer"] for r in rows),
+            "cases_compared": sum(1 for r in rows if r["best_peer"]),
+            "slower_cases": slower,
+        },
+        "floor_fraction": {
+            "median_case": median_fraction,
+            "target": TARGET_FLOOR_FRACTION,
+            "pass": median_fraction is not None and median_fraction >= TARGET_FLOOR_FRACTION,
+        },
+        "per_output_15x15_vs_3x3": {
+            **big_vs_small,
+            "target": TARGET_15_VS_3,
+            "pass": len(ratios) == 2 and all(r < TARGET_15_VS_3 for r in ratios),
+        },
+    }
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path, stem: str = "latest") -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir``; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path.write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
+    md_path.write_text(render_markdown(results))
+    return json_path, md_path
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _ms(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _cell(record: dict[str, Any]) -> str:
+    status = record.get("status")
+    if status == "n/a":
+        return "n/a"
+    if status != "ok":
+        return "failed"
+    text = f"{_ms(record['median_ms'])} ({record['ratio_floor']:.1f}x)"
+    if record.get("budget_limited"):
+        text += "†"
+    if record.get("agrees") is False:
+        text += " ≠"
+    return text
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f}".rstrip("0").rstrip(".")
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The results as a markdown page: machine facts, the table, notes and the done-when checks."""
+    m, s, bw = results["machine"], results["settings"], results["bandwidth"]
+    peers = results["peers"]
+    v = m["versions"]
+    lines = [
+        "# avgpool benchmark",
+        "",
+        f"{m['date']} · {m['cpu']} · {m['cores']} cores · **{m['threads']} threads** "
+        f"(avgpool, torch, ONNX Runtime intra-op, OpenCV; scipy runs 1) · "
+        f"last-level cache {_mib(m['llc_bytes'] or 0)} MiB · memory {_mib(m['memory_bytes'] or 0)} MiB · "
+        f"Python {m['python']}",
+        "",
+        "Versions: " + ", ".join(f"{k} {v[k]}" for k in v if v[k]),
+        "",
+        f"Streaming rates ({_mib(bw['array_bytes'])} MiB float32 arrays, {bw['threads']} threads, best of "
+        f"{bw['repeats']}): read {bw['read_gb_per_s']:.1f} GB/s (np.maximum.reduce), write "
+        f"{bw['write_gb_per_s']:.1f} GB/s (memset). Floor = input bytes / read + output bytes / write. "
+        f"A plain copy ran at {bw['copy_gb_per_s']:.1f} GB/s, {bw['copy_vs_floor']:.2f}x its floor: reads "
+        "and writes overlap here, so the floor is a yardstick, not a hard bound.",
+        "",
+        f"Timing: median (nearest rank) of up to {s['repeats']} calls after {s['warmup']} warm-up call(s), "
+        f"inputs rotated among copies totalling > {_mib(s['rotate_bytes'])} MiB; a measurement stops adding "
+        f"calls after {s['budget_s']:g} s (marked †). Cells: median ms (median / floor). "
+        "≠: output differs from avgpool's beyond float32 tolerance. "
+        + (
+            "avgpool runs in a child process per case with an empty Numba cache, so *first call* "
+            "includes the JIT compile of that case's kernels."
+            if s["isolate"]
+            else "avgpool runs in this process: *first call* includes compiling only kernels no earlier "
+            "case compiled."
+        ),
+        "",
+    ]
+    head = ["case", "layout", "shape", "MiB in → out", "floor ms", "avgpool", "first call ms"]
+    head += [*peers, "best peer", "avgpool / best"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes: dict[str, list[str]] = {}
+    labels: dict[str, set[str]] = {}
+    for row in results["cases"]:
+        c, a = row["case"], row["avgpool"]
+        cells = [
+            c["title"],
+            c["layout"],
+            "x".join(map(str, c["array_shape"])),
+            f"{_mib(c['bytes_in'])} → {_mib(c['bytes_out'])}",
+            _ms(row["floor_ms"]),
+            _cell(a),
+            _ms(a["first_call_ms"]) if a.get("status") == "ok" else "",
+        ]
+        for name in peers:
+            record = row["peers"][name]
+            cells.append(_cell(record))
+            if record.get("status") == "n/a":
+                notes.setdefault(f"{name}: {record['reason']}", []).append(c["id"])
+            elif record.get("status") == "failed":
+                notes.setdefault(f"{name} failed: {record['error']}", []).append(c["id"])
+            elif record.get("label"):
+                labels.setdefault(name, set()).add(record["label"])
+        if a.get("status") != "ok":
+            notes.setdefault(f"avgpool failed: {a.get('error')}", []).append(c["id"])
+        ratio = row["avgpool_vs_best"]
+        cells += [row["best_peer"] or "—", f"{ratio:.2f}" if ratio is not None else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Notes", ""]
+    for name, found in labels.items():
+        lines.append(f"- {name} ran as: " + "; ".join(sorted(found)))
+    for note, ids in notes.items():
+        lines.append(f"- {note} ({', '.join(ids)})")
+    lines += ["", "## Done-when checks (kernels issue)", ""]
+    summary = results["summary"]
+    fast = summary["faster_than_best_peer"]
+    slower = ", ".join(
+        f"{x['case']} ({x['avgpool_vs_best']:.2f}x {x['best_peer']})"
+        if x["avgpool_vs_best"] is not None
+        else f"{x['case']} (failed)"
+        for x in fast["slower_cases"]
+    )
+    lines.append(
+        f"- {_mark(fast['pass'])} avgpool at least as fast as the best peer on every case: "
+        f"{fast['cases_compared'] - len(fast['slower_cases'])} of {fast['cases_compared']}"
+        + (f"; slower on {slower}" if slower else "")
+    )
+    ff = summary["floor_fraction"]
+    value = f"{ff['median_case']:.0%}" if ff["median_case"] is not None else "not measured"
+    lines.append(
+        f"- {_mark(ff['pass'])} median case at >= {ff['target']:.0%} of the bandwidth floor "
+        f"(floor / time; a failed case counts 0): {value}"
+    )
+    po = summary["per_output_15x15_vs_3x3"]
+    parts = [
+        f"{name.replace('_', '-')} {po[name]:.2f}x" if po[name] is not None else f"{name} not measured"
+        for name in ("channels_first", "channels_last")
+    ]
+    lines.append(
+        f"- {_mark(po['pass'])} 15x15/1 under {po['target']:g}x the 3x3/1 p1 time per output: "
+        + ", ".join(parts)
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _mark(ok: bool) -> str:
+    return "✅" if ok else "❌"

@@ -1,0 +1,239 @@
+"""Run cases: the bandwidth floor, then for each case avgpool and every peer, with ratios.
+
+For each case the runner builds ``rotation`` copies of the input (enough to exceed
+``rotate_bytes``, by default twice the last-level cache) that all peers share, measures
+avgpool (in a child process per case by default, see `avgpool.bench._child`), then each peer
+that applies, and checks every output against avgpool's for the same input (or against the
+first peer's when avgpool failed) at float32 tolerance, so a peer that computes something else
+is flagged instead of silently compared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avgpool.bench.cases import Case, make_inputs, rotation_count
+from avgpool.bench.floor import Bandwidth, floor_seconds, measure_bandwidth
+from avgpool.bench.peers import PEERS, Peer
+from avgpool.bench.timing import time_calls
+
+__all__ = ["AGREE_TOL", "Settings", "run_benchmark", "run_case"]
+
+#: Outputs must agree with avgpool's to this (float32) tolerance to count as the same op.
+AGREE_TOL = {"rtol": 1e-5, "atol": 1e-5}
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a run measures; recorded in the results."""
+
+    threads: int
+    llc_bytes: int
+    rotate_bytes: int
+    repeats: int = 10
+    warmup: int = 1
+    budget_s: float = 3.0
+    isolate: bool = True  # avgpool in a child process per case (fresh JIT cache, memory limit)
+    child_timeout_s: float = 300.0
+    child_memory_bytes: int = 8 << 30
+    bandwidth_repeats: int = 5
+    bandwidth_bytes: int | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _spec(case: Case, settings: Settings, rotation: int) -> dict[str, Any]:
+    return {
+        "case": case.to_dict(),
+        "rotation": rotation,
+        "seed": settings.seed,
+        "repeats": settings.repeats,
+        "warmup": settings.warmup,
+        "budget_s": settings.budget_s,
+        "memory_bytes": settings.child_memory_bytes,
+    }
+
+
+def _avgpool_in_child(case: Case, settings: Settings, rotation: int) -> tuple[dict, np.ndarray | None]:
+    import avgpool
+
+    with tempfile.TemporaryDirectory(prefix="avgpool-bench-") as tmp:
+        spec = {**_spec(case, settings, rotation), "out": str(Path(tmp, "out.npy"))}
+        env = {
+            **os.environ,
+            "NUMBA_CACHE_DIR": str(Path(tmp, "numba-cache")),
+            "NUMBA_NUM_THREADS": str(settings.threads),
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(avgpool.__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+        }
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "avgpool.bench._child"],
+                input=json.dumps(spec),
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=settings.child_timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            return {"status": "failed", "error": f"timeout after {settings.child_timeout_s:.0f} s"}, None
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            err = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            return {"status": "failed", "error": f"child process: {err}"[:300]}, None
+        record = json.loads(lines[-1])
+        out = np.load(spec["out"]) if record["status"] == "ok" else None
+        return record, out
+
+
+def _avgpool_in_process(case: Case, settings: Settings, rotation: int) -> tuple[dict, np.ndarray | None]:
+    from avgpool.bench._child import measure_avgpool
+
+    try:
+        import numba
+
+        numba.set_num_threads(min(settings.threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    return measure_avgpool(case, _spec(case, settings, rotation))
+
+
+def _agreement(y: np.ndarray, reference: np.ndarray | None) -> dict[str, Any]:
+    if reference is None:
+        return {"agrees": None}
+    if y.shape != reference.shape:
+        return {"agrees": False, "max_abs_diff": None, "note": f"shape {y.shape} != {reference.shape}"}
+    diff = np.abs(y.astype(np.float64) - reference)
+    finite = diff[np.isfinite(diff)]
+    return {
+        "agrees": bool(np.allclose(y, reference, equal_nan=True, **AGREE_TOL)),
+        "max_abs_diff": float(finite.max()) if finite.size else 0.0,
+    }
+
+
+def _measure_peer(
+    peer: Peer, case: Case, arrays: Sequence[np.ndarray], settings: Settings
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    reason = peer.applies(case)
+    if reason is not None:
+        return {"status": "n/a", "reason": reason}, None
+    try:
+        prepared = peer.prepare(case, arrays, settings.threads)
+        try:
+            first = prepared.to_numpy(prepared.call(prepared.inputs[0]))  # also the first warm-up
+            inputs = list(prepared.inputs)
+            timing = time_calls(
+                prepared.call,
+                inputs[1:] + inputs[:1],
+                repeats=settings.repeats,
+                warmup=max(0, settings.warmup - 1),
+                budget_s=settings.budget_s,
+            )
+        finally:
+            prepared.close()
+    except Exception as error:  # a peer that breaks is one cell of the table
+        return {"status": "failed", "error": f"{type(error).__name__}: {error}"[:300]}, None
+    return {"status": "ok", "label": prepared.label, "threads": prepared.threads, **timing.summary()}, first
+
+
+def run_case(
+    case: Case,
+    settings: Settings,
+    bandwidth: Bandwidth,
+    peers: Sequence[Peer] = PEERS,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """One case: avgpool, each peer, the floor, the ratios and the agreement checks."""
+    rotation = rotation_count(case, settings.rotate_bytes)
+    floor_ms = floor_seconds(case.bytes_in, case.bytes_out, bandwidth) * 1e3
+    measure = _avgpool_in_child if settings.isolate else _avgpool_in_process
+    avg, reference = measure(case, settings, rotation)
+    avg = {"label": "avgpool", "threads": settings.threads, **avg}
+    log(f"  avgpool      {_brief(avg)}")
+    arrays = make_inputs(case, rotation, settings.seed)
+    results: dict[str, dict[str, Any]] = {}
+    checked_against = "avgpool" if reference is not None else None
+    for peer in peers:
+        record, output = _measure_peer(peer, case, arrays, settings)
+        if output is not None:
+            record.update(_agreement(output, reference))
+            if reference is None:  # avgpool failed: the first peer that ran is the yardstick
+                reference, checked_against = output.astype(np.float64), peer.name
+        results[peer.name] = record
+        log(f"  {peer.name:<12} {_brief(record)}")
+    del arrays
+    for record in (avg, *results.values()):
+        if record.get("status") == "ok":
+            record["ratio_floor"] = record["median_ms"] / floor_ms
+            record["per_output_ns"] = record["median_ms"] * 1e6 / case.outputs
+    timed = {name: r for name, r in results.items() if r.get("status") == "ok"}
+    best = min(timed, key=lambda name: timed[name]["median_ms"]) if timed else None
+    row: dict[str, Any] = {
+        "case": case.to_dict(),
+        "rotation": rotation,
+        "working_set_bytes": rotation * case.bytes_in,
+        "floor_ms": floor_ms,
+        "avgpool": avg,
+        "peers": results,
+        "checked_against": checked_against,
+        "best_peer": best,
+        "best_peer_ms": timed[best]["median_ms"] if best else None,
+        "avgpool_vs_best": (avg["median_ms"] / timed[best]["median_ms"])
+        if best and avg["status"] == "ok"
+        else None,
+    }
+    return row
+
+
+def _brief(record: dict[str, Any]) -> str:
+    if record.get("status") == "ok":
+        flag = " (budget)" if record.get("budget_limited") else ""
+        first = f", first call {record['first_call_ms']:.1f} ms" if "first_call_ms" in record else ""
+        return f"{record['median_ms']:.3f} ms median of {record['n']}{flag}{first}"
+    return f"{record.get('status')}: {record.get('reason') or record.get('error')}"
+
+
+def run_benchmark(
+    cases: Sequence[Case],
+    settings: Settings,
+    peers: Sequence[Peer] = PEERS,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Measure the floor, then every case; the result is what `avgpool.bench.report` writes."""
+    from avgpool.bench.report import machine_facts, summarize
+
+    log(f"threads: {settings.threads} (avgpool/numba, torch, onnxruntime intra-op, cv2; scipy is 1)")
+    bandwidth = measure_bandwidth(
+        settings.threads, settings.llc_bytes, settings.bandwidth_repeats, settings.bandwidth_bytes
+    )
+    log(
+        f"streaming: read {bandwidth.read_bytes_per_s / 1e9:.1f} GB/s, write "
+        f"{bandwidth.write_bytes_per_s / 1e9:.1f} GB/s ({bandwidth.array_bytes / _MIB:.0f} MiB arrays)"
+    )
+    rows = []
+    for case in cases:
+        log(f"{case.id}  {case.title}  {case.layout} {'x'.join(map(str, case.array_shape))}")
+        rows.append(run_case(case, settings, bandwidth, peers, log))
+    results = {
+        "machine": machine_facts(settings.threads),
+        "settings": settings.to_dict(),
+        "bandwidth": bandwidth.to_dict(),
+        "peers": [p.name for p in peers],
+        "cases": rows,
+    }
+    results["summary"] = summarize(results)
+    return results
