@@ -110,7 +110,8 @@ def test_channels_last_equals_moved_axes(fn, kwargs):
     x = np.random.default_rng(1).standard_normal((2, 3, 7, 9))
     first = fn(x, **kwargs)
     last = fn(np.moveaxis(x, 1, -1).copy(), **kwargs, channels_last=True)
-    np.testing.assert_array_equal(np.moveaxis(last, -1, 1), first)
+    # the kernels may add a window's taps in another order per layout: equal to rounding
+    np.testing.assert_allclose(np.moveaxis(last, -1, 1), first, rtol=1e-13, atol=1e-15)
 
 
 def test_unbatched_equals_batch_of_one():

@@ -112,13 +112,17 @@ def avg_forward(
     work = _work_out(out_full)
     x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
     o4, _ = _view4(work, layout.channels_last, layout.ndim)
-    cd, ch, cw = _counts(axes, count_include_pad)
-    real_counts = _counts(axes, False)
-    real = np.zeros((3, max(len(n) for n in real_counts)), dtype=np.bool_)
-    for i, n in enumerate(real_counts):
-        real[i, : len(n)] = n > 0
-    geo = _geo(axes)
-    cpu_box.avg_forward(x4, o4, c, geo, cd, ch, cw, real, divisor_override or 0, empty, running)
+    counts = _counts(axes, count_include_pad)
+    width = max(len(n) for n in counts)
+    factor, zero, real = np.ones((3, width)), np.zeros((3, width), np.bool_), np.zeros((3, width), np.bool_)
+    for i, (n, r) in enumerate(zip(counts, _counts(axes, False))):
+        if divisor_override is None:
+            factor[i, : len(n)] = n
+            zero[i, : len(n)] = n == 0
+        elif i == 0:
+            factor[i, : len(n)] = divisor_override
+        real[i, : len(r)] = r > 0
+    cpu_box.avg_forward(x4, o4, c, _geo(axes), factor, zero, real, empty, running)
     return _finish(work, result, out_full)
 
 

@@ -12,7 +12,9 @@ Forward, per work item (one outer slice, one output depth, one chunk of output r
   adds those that entered (when dilation is 1 and stride < kernel), so its cost per output
   row does not grow with the kernel height;
 * a running sum along W over ``R`` gives each output, again independent of the kernel width;
-* the sum is divided by the separable divisor ``count_d[od] * count_h[oh] * count_w[ow]``.
+* the sum is divided by the separable divisor ``count_d[od] * count_h[oh] * count_w[ow]``;
+* with one channel (channels-first data) the W pass adds each tap across a whole row at once,
+  or differences a prefix sum for long windows, so it vectorises too.
 
 The backward is the transpose, with running sums over the outputs that cover each input cell.
 Running sums restart at every chunk of ``CHUNK`` rows: that bounds float drift and fixes the
@@ -49,14 +51,17 @@ def _add_row(x, R, o, od, ih, geo, sign):
 
 
 @njit(parallel=True, cache=True)
-def avg_forward(x, out, C, geo, count_d, count_h, count_w, real, divisor_override, empty, running):
-    """out = window sum / divisor, ``empty`` where the divisor is 0; override <= 0 means none.
+def avg_forward(x, out, C, geo, count, zero, real, empty, running):
+    """out = window sum / (count_d * count_h * count_w), ``empty`` where the divisor is 0.
 
-    ``real`` (3, n) holds per axis whether each window has a real cell: a window without one
-    sums to exactly 0 (a running sum would leave rounding residue there). ``running=False``
-    sums every window tap by tap (exact zeros for windows of zeros; cost grows with the
-    kernel). A running sum cannot take an infinity or NaN back out of the window, so a chunk
-    whose outputs come out non-finite is summed again tap by tap: IEEE sums, where needed.
+    ``count`` (3, n) holds per axis the divisor's factor (a divisor override is folded into
+    them by the driver; their product is an exact integer, so the quotient is the same float
+    as the oracle's sum / divisor), ``zero`` (3, n) whether that axis makes the divisor 0, ``real`` (3, n)
+    whether the window has a real cell on that axis: a window without one sums to exactly 0 (a
+    running sum would leave rounding residue there). ``running=False`` sums every window tap
+    by tap (exact zeros for windows of zeros; cost grows with the kernel). A running sum
+    cannot take an infinity or NaN back out of the window, so a chunk whose outputs come out
+    non-finite is summed again tap by tap: IEEE sums, where needed.
     """
     n_outer = x.shape[0]
     OD, OH = out.shape[1], out.shape[2]
@@ -67,15 +72,13 @@ def avg_forward(x, out, C, geo, count_d, count_h, count_w, real, divisor_overrid
         o = item // (OD * n_chunks)
         od = (item // n_chunks) % OD
         oh0 = (item % n_chunks) * CHUNK
-        args = (x, out, C, geo, count_d, count_h, count_w, real, divisor_override, empty, o, od, oh0)
+        args = (x, out, C, geo, count, zero, real, empty, o, od, oh0)
         if not _avg_chunk(*args, run_h, run_w) and (run_h or run_w):
             _avg_chunk(*args, False, False)
 
 
 @njit(cache=True)
-def _avg_chunk(
-    x, out, C, geo, count_d, count_h, count_w, real, divisor_override, empty, o, od, oh0, run_h, run_w
-):
+def _avg_chunk(x, out, C, geo, count, zero, real, empty, o, od, oh0, run_h, run_w):
     """One chunk of output rows; False if some output came out non-finite."""
     W = x.shape[3] // C
     OH, OW = out.shape[2], out.shape[3] // C
@@ -83,7 +86,8 @@ def _avg_chunk(
     kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
     R = np.zeros(x.shape[3], dtype=np.float64)
     acc = np.zeros(C, dtype=np.float64)
-    finite = True
+    tmp = np.zeros(OW, dtype=np.float64)
+    prefix = np.zeros(W + 1, dtype=np.float64)
     check = np.zeros(C, dtype=np.float64)  # stays 0 unless some sum is inf or NaN (x * 0)
     for oh in range(oh0, min(OH, oh0 + CHUNK)):
         start = oh * sh - ph
@@ -97,26 +101,19 @@ def _avg_chunk(
             for ih in range(start - sh + kh, start + kh):
                 _add_row(x, R, o, od, ih, geo, 1.0)
         orow = out[o, od, oh]
-        scale = count_d[od] * count_h[oh]
-        row_real = real[0, od] and real[1, oh]
+        f_row = count[0, od] * count[1, oh]
+        zero_row = zero[0, od] or zero[1, oh]
+        real_row = real[0, od] and real[1, oh]
         if C == 1:
-            finite &= _row_sums_scalar(
-                R,
-                orow,
-                W,
-                OW,
-                kw,
-                sw,
-                dw,
-                pw,
-                run_w,
-                scale,
-                count_w,
-                real[2],
-                row_real,
-                divisor_override,
-                empty,
-            )
+            _row_sums_one(R, tmp, prefix, W, OW, kw, sw, dw, pw, run_w)
+            count_w, zero_w, real_w = count[2], zero[2], real[2]
+            bad = 0  # an integer "or" vectorises; a float sum would not (no fastmath: NaN matters)
+            for ow in range(OW):
+                v = tmp[ow] if real_row and real_w[ow] else 0.0
+                bad |= v - v != 0.0
+                orow[ow] = empty if zero_row or zero_w[ow] else v / (f_row * count_w[ow])
+            if bad:
+                check[0] = np.nan
             continue
         for ow in range(OW):
             wstart = ow * sw - pw
@@ -125,50 +122,79 @@ def _avg_chunk(
                 for jw in range(kw):
                     iw = wstart + jw * dw
                     if 0 <= iw < W:
+                        cell = R[iw * C : iw * C + C]
                         for c in range(C):
-                            acc[c] += R[iw * C + c]
+                            acc[c] += cell[c]
             else:
                 for iw in range(max(wstart - sw, 0), min(wstart, W)):
+                    cell = R[iw * C : iw * C + C]
                     for c in range(C):
-                        acc[c] -= R[iw * C + c]
+                        acc[c] -= cell[c]
                 for iw in range(max(wstart - sw + kw, 0), min(wstart + kw, W)):
+                    cell = R[iw * C : iw * C + C]
                     for c in range(C):
-                        acc[c] += R[iw * C + c]
-            div = float(divisor_override) if divisor_override > 0 else scale * count_w[ow]
-            if not (row_real and real[2, ow]):
-                acc[:] = 0.0
-            for c in range(C):
-                check[c] += acc[c] * 0.0
-                orow[ow * C + c] = acc[c] / div if div != 0.0 else empty
-    return finite and np.sum(check) == 0.0
+                        acc[c] += cell[c]
+            base = ow * C
+            if zero_row or zero[2, ow]:
+                for c in range(C):
+                    orow[base + c] = empty
+            elif not (real_row and real[2, ow]):
+                for c in range(C):
+                    orow[base + c] = 0.0
+            else:
+                div = f_row * count[2, ow]
+                cell = orow[base : base + C]
+                for c in range(C):
+                    check[c] += acc[c] * 0.0
+                    cell[c] = acc[c] / div
+    return np.sum(check) == 0.0
 
 
 @njit(cache=True)
-def _row_sums_scalar(
-    R, orow, W, OW, kw, sw, dw, pw, run_w, scale, count_w, real_w, row_real, divisor_override, empty
-):
-    """The W pass for one channel (channels-first data): scalar running sum, one output at a time."""
-    check = 0.0
-    acc = 0.0
-    for ow in range(OW):
-        wstart = ow * sw - pw
-        if ow == 0 or not run_w:
-            acc = 0.0
-            for jw in range(kw):
-                iw = wstart + jw * dw
-                if 0 <= iw < W:
-                    acc += R[iw]
-        else:
-            for iw in range(max(wstart - sw, 0), min(wstart, W)):
-                acc -= R[iw]
-            for iw in range(max(wstart - sw + kw, 0), min(wstart + kw, W)):
-                acc += R[iw]
-        div = float(divisor_override) if divisor_override > 0 else scale * count_w[ow]
-        if not (row_real and real_w[ow]):
-            acc = 0.0
-        check += acc * 0.0
-        orow[ow] = acc / div if div != 0.0 else empty
-    return check == 0.0
+def _row_sums_one(R, tmp, prefix, W, OW, kw, sw, dw, pw, run_w):
+    """tmp[ow] = sum of R over window ow, for one channel, with loops that vectorise.
+
+    Long windows (run_w, more than 8 taps) difference a prefix sum; shorter ones add each tap
+    across all outputs at once, bounds-free between the edges.
+    """
+    if run_w and kw > 8:
+        prefix[0] = 0.0
+        for i in range(W):
+            prefix[i + 1] = prefix[i] + R[i]
+        for ow in range(OW):
+            a = min(max(ow * sw - pw, 0), W)
+            b = min(max(ow * sw - pw + kw, 0), W)
+            tmp[ow] = prefix[b] - prefix[a]
+        return
+    lo = min((pw + sw - 1) // sw, OW)  # first window whose first tap is inside
+    hi = max(min((W - 1 + pw - (kw - 1) * dw) // sw + 1, OW), lo)  # after the last fully inside
+    tmp[:] = 0.0
+    n = hi - lo
+    for jw in range(kw):
+        off = jw * dw - pw
+        # Slices with non-negative starts and a literal stride: the loop index is provably
+        # >= 0 (no wraparound test per element), so LLVM vectorises the loads.
+        dst = tmp[lo:hi]
+        first = lo * sw + off
+        if n > 0 and sw == 1:
+            src = R[first : first + n]
+            for i in range(n):
+                dst[i] += src[i]
+        elif n > 0 and sw == 2:
+            src = R[first : first + 2 * n]
+            for i in range(n):
+                dst[i] += src[2 * i]
+        elif n > 0:
+            for i in range(n):
+                dst[i] += R[first + i * sw]
+        for ow in range(0, lo):
+            iw = ow * sw + off
+            if 0 <= iw < W:
+                tmp[ow] += R[iw]
+        for ow in range(hi, OW):
+            iw = ow * sw + off
+            if 0 <= iw < W:
+                tmp[ow] += R[iw]
 
 
 @njit(cache=True)
