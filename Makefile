@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/avgpool shape 1x3x5x5 --kernel 3 --stride 2 --padding same --convention tensorflow
 	$(BIN)/avgpool shape 1x3x5x5 --kernel 3 --stride 2 --padding same --convention flax
 	$(BIN)/avgpool shape 1x3x6x6 --kernel 3 --stride 2 --padding 1 --ceil-mode --convention torch
+	$(BIN)/python examples/inspect_resnet.py
 
 # The kernel tests run a second time with bounds checks compiled in (a cache of their own,
 # so the unchecked cached kernels are not reused).
