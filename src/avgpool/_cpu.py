@@ -177,18 +177,23 @@ def max_forward(
 ) -> tuple[np.ndarray, np.ndarray]:
     from avgpool.kernels import cpu_max
 
-    out_spatial = [a.out for a in axes]
+    x4, c, o4, i4, done = _with_index(x, layout, [a.out for a in axes], out)
+    lowest = _lowest(x4.dtype)
+    floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
+    cpu_max.max_forward(x4, o4, i4, c, _geo(axes), nan_policy == "omit", floor_value, lowest)
+    return done()
+
+
+def _with_index(x: np.ndarray, layout: Layout, out_spatial: Sequence[int], out: np.ndarray | None):
+    """Views for a kernel that writes values and int64 indices: (x4, C, values4, index4, done),
+    where ``done()`` returns (values, indices) in the user's layout and dtype."""
     result, out_full = _alloc(layout, out_spatial, x.dtype, out)
     work = _work_out(out_full)
     index, index_full = _alloc(layout, out_spatial, np.dtype(np.int64), None)
-    full = _full(x, layout)
-    x4, c = _view4(full, layout.channels_last, layout.ndim)
+    x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
     o4, _ = _view4(work, layout.channels_last, layout.ndim)
     i4, _ = _view4(index_full, layout.channels_last, layout.ndim)
-    lowest = _lowest(full.dtype)
-    floor_value = full.dtype.type(max(floor, lowest)) if full.dtype.kind == "f" else lowest
-    cpu_max.max_forward(x4, o4, i4, c, _geo(axes), nan_policy == "omit", floor_value, lowest)
-    return _finish(work, result, out_full), index
+    return x4, c, o4, i4, lambda: (_finish(work, result, out_full), index)
 
 
 def scatter_to_index(
@@ -298,13 +303,6 @@ def taps_max(x: np.ndarray, layout: Layout, taps: Sequence) -> tuple[np.ndarray,
     """Max over each output's real taps and its flat spatial index (adaptive max)."""
     from avgpool.kernels import cpu_taps
 
-    out_spatial = [t.out for t in taps]
-    result, out_full = _alloc(layout, out_spatial, x.dtype, None)
-    work = _work_out(out_full)
-    index, index_full = _alloc(layout, out_spatial, np.dtype(np.int64), None)
-    full = _full(x, layout)
-    x4, c = _view4(full, layout.channels_last, layout.ndim)
-    o4, _ = _view4(work, layout.channels_last, layout.ndim)
-    i4, _ = _view4(index_full, layout.channels_last, layout.ndim)
-    cpu_taps.taps_max(x4, o4, i4, c, *_tables(taps, "real"), _lowest(full.dtype))
-    return _finish(work, result, out_full), index
+    x4, c, o4, i4, done = _with_index(x, layout, [t.out for t in taps], None)
+    cpu_taps.taps_max(x4, o4, i4, c, *_tables(taps, "real"), _lowest(x4.dtype))
+    return done()

@@ -433,7 +433,7 @@ def lp_pool(
     array([[[5.]]])
     """
     p = _norm_type(norm_type)
-    ref._check_lp_convention(convention)
+    ref.check_lp_convention(convention)
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
     x, layout, axes = _prepare(x, w)
     return compute.lp_forward(x, layout, axes, p, convention)
@@ -455,7 +455,7 @@ def lp_pool_backward(
 ) -> np.ndarray:
     """Gradient of `lp_pool` w.r.t. its input (0 where a window's power sum is 0)."""
     p = _norm_type(norm_type)
-    ref._check_lp_convention(convention)
+    ref.check_lp_convention(convention)
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
     x, layout, axes = _prepare(x, w)
     grad_output = as_array(grad_output, "grad_output")

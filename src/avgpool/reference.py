@@ -263,7 +263,7 @@ def max_pool_backward(grad_out: np.ndarray, index: np.ndarray, spatial: Sequence
     return scatter_index(grad_out, index, spatial)
 
 
-def _check_lp_convention(convention: str) -> None:
+def check_lp_convention(convention: str) -> None:
     if convention not in ("torch", "onnx"):
         raise ValueError(f"convention must be 'torch' or 'onnx' for lp pooling, got {convention!r}")
 
@@ -275,7 +275,7 @@ def lp_pool(x: np.ndarray, p: float, axes: Sequence[Axis], convention: str = "to
     ``F.lp_pool*d`` computes it, so a ceil-mode partial window is scaled up to a full one and
     odd p keeps the sign of x. onnx: ``(sum |x|**p over real cells) ** (1/p)``.
     """
-    _check_lp_convention(convention)
+    check_lp_convention(convention)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if convention == "torch":
             scaled = avg_pool(np.power(x, p), axes, True) * np.prod([a.kernel for a in axes])
@@ -291,7 +291,7 @@ def lp_pool_backward(
 
     Where a window's power sum is 0 the gradient is 0 (as PyTorch's relu of that sum gives).
     """
-    _check_lp_convention(convention)
+    check_lp_convention(convention)
     taps = [pool_taps(a) for a in axes]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if convention == "torch":
