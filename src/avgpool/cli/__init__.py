@@ -253,6 +253,172 @@ def _model_commands(sub: Any) -> None:
     verify.set_defaults(func=_cmd_verify)
 
 
+def _progress(enabled: bool | None, what: str) -> Any:
+    """A wrapper that shows a progress bar over batches on stderr (rich), or None."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled or not _has_rich():
+        return None
+
+    def wrap(items: Any) -> Any:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        items = list(items)
+        with Progress(console=Console(stderr=True), transient=False) as bar:
+            task = bar.add_task(what, total=len(items))
+            for item in items:
+                yield item
+                bar.advance(task)
+
+    return wrap
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from avgpool.monitor import Profile, iter_batches, load_inputs, profile_model
+    from avgpool.monitor.render import profile_table
+
+    like = Profile.load(args.baseline) if args.baseline else None
+    batches = iter_batches(load_inputs(args.inputs), args.batch_size)
+    profile = profile_model(
+        args.model,
+        batches,
+        layers=args.layers,
+        like=like,
+        bins=args.bins,
+        channel_hist=args.channel_hist,
+        progress=_progress(args.progress, f"profiling {len(batches)} batches"),
+    )
+    profile.save(args.output)
+    _emit_table(profile.to_dict(), profile_table(profile, args.output), args)
+    return 0
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    from avgpool.monitor import Profile, compare, parse_threshold
+    from avgpool.monitor.render import drift_table
+
+    thresholds = dict(parse_threshold(t) for t in args.threshold)
+    baseline, candidate = Profile.load(args.baseline), Profile.load(args.candidate)
+    report = compare(baseline, candidate, thresholds=thresholds, metrics=args.metric, channels=args.channels)
+    table = drift_table(report, args.fail_on)
+    extra = {}
+    if args.plot:
+        from avgpool.monitor import plot_drift
+
+        drawn = plot_drift(report, args.plot, top=args.top)
+        table[3].append(f"plot: {args.plot} ({', '.join(drawn)})")
+        extra["plot"] = {"path": args.plot, "layers": drawn}
+    model = args.model_name or os.path.basename(str(candidate.model.get("source", "model")))
+    if args.prometheus_textfile:
+        from avgpool.monitor import write_textfile
+
+        write_textfile(
+            args.prometheus_textfile, candidate, model=model, version=args.model_version, baseline=baseline
+        )
+        table[3].append(f"prometheus textfile: {args.prometheus_textfile}")
+    if args.tensorboard:
+        from avgpool.monitor import write_tensorboard
+
+        event = write_tensorboard(args.tensorboard, candidate, baseline=baseline, step=args.step)
+        table[3].append(f"tensorboard: {event}")
+    _emit_table({**report.to_dict(), **extra}, table, args)
+    return 1 if report.fails(args.fail_on) else 0
+
+
+def _emit_table(data: dict[str, Any], table: Any, args: argparse.Namespace) -> None:
+    from avgpool.inspect import render
+
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif args.markdown:
+        print(render.markdown(table))
+    elif sys.stdout.isatty() and _has_rich():
+        render.rich_print(table)
+    else:
+        print(render.text(table))
+
+
+def _monitor_commands(sub: Any) -> None:
+    from avgpool.monitor.drift import METRICS, VERDICTS
+    from avgpool.monitor.profile import DEFAULT_BINS
+
+    profile = sub.add_parser(
+        "profile",
+        help="activation statistics at a model's pooling layers, saved as a profile file",
+        description="Run a model (ONNX, .pt or package.module:factory) on sample inputs and save per-layer, "
+        "per-channel activation statistics at its pooling layers (or --layers) to a .avgprof file.",
+    )
+    profile.add_argument("model")
+    profile.add_argument(
+        "--inputs", required=True, metavar="FILE.npz", help="model inputs by name, samples on axis 0"
+    )
+    profile.add_argument("--output", "-o", required=True, metavar="OUT.avgprof")
+    profile.add_argument(
+        "--layers",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="module / node / tensor names (default: pooling)",
+    )
+    profile.add_argument(
+        "--baseline", metavar="BASE.avgprof", help="take histogram edges (and bins) from a baseline profile"
+    )
+    profile.add_argument("--batch-size", type=int, default=32)
+    profile.add_argument(
+        "--bins", type=int, default=DEFAULT_BINS, help=f"histogram bins (default {DEFAULT_BINS})"
+    )
+    profile.add_argument("--channel-hist", action="store_true", help="also keep one histogram per channel")
+    profile.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: on a terminal)",
+    )
+    out = profile.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    out.add_argument("--markdown", action="store_true", help="a markdown table (for CI comments)")
+    profile.set_defaults(func=_cmd_profile)
+
+    drift = sub.add_parser(
+        "drift",
+        help="compare two activation profiles layer by layer; exit 1 on drift (a CI gate)",
+        description="Mean shift, std ratio, PSI, KS, Wasserstein-1 and Jensen-Shannon per layer between a "
+        "baseline and a candidate profile, a verdict per layer, and exit 1 when the overall verdict is at "
+        "least --fail-on.",
+    )
+    drift.add_argument("baseline", metavar="BASE")
+    drift.add_argument("candidate", metavar="CAND")
+    drift.add_argument(
+        "--fail-on",
+        default="fail",
+        choices=(*VERDICTS[1:], "never"),
+        help="exit 1 at this verdict (default: fail)",
+    )
+    drift.add_argument(
+        "--threshold", action="append", default=[], metavar="METRIC=WARN:FAIL", help="override, or METRIC=off"
+    )
+    drift.add_argument(
+        "--metric", action="append", choices=METRICS, help="only these metrics decide verdicts (default: all)"
+    )
+    drift.add_argument("--channels", action="store_true", help="judge every channel too")
+    drift.add_argument("--plot", metavar="OUT.png", help="histograms of the most drifted layers")
+    drift.add_argument("--top", type=int, default=4, help="layers in the plot (default 4)")
+    drift.add_argument(
+        "--prometheus-textfile", metavar="OUT.prom", help="write the metrics for node_exporter"
+    )
+    drift.add_argument("--tensorboard", metavar="LOGDIR", help="write histograms and scalars to TensorBoard")
+    drift.add_argument("--step", type=int, default=0, help="TensorBoard step (default 0)")
+    drift.add_argument(
+        "--model-name", help="the model label in exported metrics (default: candidate file name)"
+    )
+    drift.add_argument("--model-version", default="", help="the version label in exported metrics")
+    out = drift.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    out.add_argument("--markdown", action="store_true", help="a markdown table (for CI comments)")
+    drift.set_defaults(func=_cmd_drift)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avgpool", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -288,6 +454,7 @@ def _parser() -> argparse.ArgumentParser:
     shape.add_argument("--json", action="store_true", help="machine-readable output")
     shape.set_defaults(func=_cmd_shape)
     _model_commands(sub)
+    _monitor_commands(sub)
     return parser
 
 

@@ -88,7 +88,7 @@ def _torch():
     return torch
 
 
-def _module_kind(module: Any) -> str | None:
+def pooling_module_kind(module: Any) -> str | None:
     """The pooling kind of a module, or None: torch.nn pooling classes by name, avgpool
     modules by their ``window`` attribute."""
     if isinstance(getattr(module, "window", None), Window):
@@ -312,7 +312,7 @@ def _tracer():
 
     class Tracer(torch.fx.Tracer):
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
-            return _module_kind(m) is not None or super().is_leaf_module(m, qualname)
+            return pooling_module_kind(m) is not None or super().is_leaf_module(m, qualname)
 
     return Tracer()
 
@@ -349,7 +349,7 @@ def _read_fx(model: Any, inputs: tuple[Any, ...]) -> tuple[list[PoolLayer], list
         in_shape = values.get(x) if x is not None and isinstance(values.get(x), tuple) else None
         if node.op == "call_module":
             module = gm.get_submodule(node.target)
-            kind = _module_kind(module)
+            kind = pooling_module_kind(module)
             if kind is not None:
                 window = getattr(module, "window", None)
                 window = window if isinstance(window, Window) else None
@@ -513,7 +513,7 @@ def _read_hooks(model: Any, inputs: tuple[Any, ...]) -> list[PoolLayer]:
     seen: list[tuple[str, Any, Any, Any]] = []
     handles = []
     for name, module in model.named_modules():
-        if _module_kind(module) is None:
+        if pooling_module_kind(module) is None:
             continue
 
         def hook(mod: Any, args: Any, output: Any, name: str = name) -> None:
@@ -528,7 +528,7 @@ def _read_hooks(model: Any, inputs: tuple[Any, ...]) -> list[PoolLayer]:
             h.remove()
     layers = []
     for name, module, in_shape, out_shape in seen:
-        kind = _module_kind(module)
+        kind = pooling_module_kind(module)
         window = getattr(module, "window", None)
         window = window if isinstance(window, Window) else None
         layers.append(

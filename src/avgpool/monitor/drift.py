@@ -1,0 +1,457 @@
+"""Drift between two profiles, per layer (and per channel): how far the candidate's activations
+moved from the baseline's, and a verdict (ok / warn / fail) per layer and overall.
+
+Statistics, all computed from the profiles (never from raw activations):
+
+``mean_shift``   (candidate mean - baseline mean) / baseline std: a standardized mean difference.
+``std_ratio``    candidate std / baseline std; judged on max(r, 1/r), so halving counts as doubling.
+``psi``          population stability index, sum (c - b) ln(c / b), over baseline-decile groups of
+                 the histogram bins (the usual 10-bin PSI); proportions floored at `PSI_EPSILON`.
+``ks``           Kolmogorov-Smirnov statistic, the largest CDF difference at the bin edges.
+``wasserstein``  Wasserstein-1 distance between the binned distributions, in baseline std units.
+``js``           Jensen-Shannon distance (base 2, in [0, 1]) over the same decile groups as PSI.
+``nonfinite``    increase in the fraction of NaN/inf values.
+
+Binned versus exact: the KS statistic on edges is a lower bound of the exact two-sample
+statistic and falls short of it by at most the largest single-bin mass; Wasserstein-1 with the
+mass of each bin at its centre is within one bin width of the exact distance when no value
+falls outside the edges. Both profiles must share histogram edges (profile the candidate with
+the baseline: `Profile.like`, or ``avgpool profile --baseline``).
+
+Each threshold is a (warn, fail) pair and a value strictly above it triggers; `THRESHOLDS`
+documents where each comes from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from avgpool.monitor.profile import LayerStats, Profile, ProfileError
+
+__all__ = [
+    "METRICS",
+    "PSI_EPSILON",
+    "PSI_GROUPS",
+    "THRESHOLDS",
+    "VERDICTS",
+    "ChannelDrift",
+    "DriftReport",
+    "LayerDrift",
+    "Threshold",
+    "compare",
+    "parse_threshold",
+]
+
+VERDICTS = ("ok", "warn", "fail")
+METRICS = ("mean_shift", "std_ratio", "psi", "ks", "wasserstein", "js", "nonfinite")
+#: PSI and JS group the fine bins into (up to) this many baseline quantile groups.
+PSI_GROUPS = 10
+#: Proportions below this are raised to it before PSI's logarithm.
+PSI_EPSILON = 1e-4
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A value above ``warn`` warns, above ``fail`` fails. ``source`` says why these numbers."""
+
+    warn: float
+    fail: float
+    source: str
+
+    def verdict(self, value: float) -> int:
+        if math.isnan(value):
+            return 0
+        return 2 if value > self.fail else 1 if value > self.warn else 0
+
+
+THRESHOLDS: dict[str, Threshold] = {
+    "mean_shift": Threshold(
+        0.2, 0.5, "Cohen (1988), Statistical Power Analysis: d = 0.2 small, 0.5 medium effect"
+    ),
+    "std_ratio": Threshold(
+        1.25, 2.0, "avgpool's choice (no standard): a 25% change in spread warns, a doubling or halving fails"
+    ),
+    "psi": Threshold(
+        0.1,
+        0.25,
+        "Siddiqi (2006), Credit Risk Scorecards; Yurdakul (2018): < 0.1 stable, 0.1-0.25 moderate, "
+        "> 0.25 significant shift",
+    ),
+    "ks": Threshold(
+        0.1,
+        0.2,
+        "avgpool's choice: KS as an effect size (with millions of correlated activations a "
+        "KS test's p-value flags any difference)",
+    ),
+    "wasserstein": Threshold(
+        0.1, 0.25, "Evidently's default drift threshold for the normed Wasserstein distance (0.1); fail ours"
+    ),
+    "js": Threshold(
+        0.1, 0.2, "Evidently's default drift threshold for the Jensen-Shannon distance (0.1); fail ours"
+    ),
+    "nonfinite": Threshold(0.0, 1e-3, "avgpool's choice: any new NaN/inf warns, more than 0.1% fails"),
+}
+
+
+def parse_threshold(text: str) -> tuple[str, Threshold]:
+    """``psi=0.2:0.3`` -> ("psi", Threshold(0.2, 0.3)); ``psi=off`` disables the metric."""
+    name, sep, values = text.partition("=")
+    name = name.strip()
+    if not sep or name not in METRICS:
+        raise ProfileError(
+            f"threshold must look like METRIC=WARN:FAIL with METRIC in {METRICS}, got {text!r}"
+        )
+    if values.strip() == "off":
+        return name, Threshold(math.inf, math.inf, "disabled")
+    try:
+        warn, fail = (float(v) for v in values.split(":"))
+    except ValueError:
+        raise ProfileError(f"threshold must look like {name}=0.1:0.25 (warn:fail), got {text!r}") from None
+    if fail < warn:
+        raise ProfileError(f"threshold {name}: fail ({fail}) must be >= warn ({warn})")
+    return name, Threshold(warn, fail, "command line")
+
+
+def _judged(metric: str, value: np.ndarray) -> np.ndarray:
+    value = np.asarray(value, dtype=np.float64)
+    if metric == "mean_shift":
+        return np.abs(value)
+    if metric == "std_ratio":
+        with np.errstate(divide="ignore"):
+            return np.maximum(value, 1.0 / value)
+    return value
+
+
+def _verdicts(metrics: Mapping[str, np.ndarray], thresholds: Mapping[str, Threshold]) -> np.ndarray:
+    worst = None
+    for name, value in metrics.items():
+        judged = _judged(name, value)
+        t = thresholds[name]
+        v = np.where(judged > t.fail, 2, np.where(judged > t.warn, 1, 0))
+        worst = v if worst is None else np.maximum(worst, v)
+    return worst
+
+
+@dataclass(frozen=True)
+class ChannelDrift:
+    """Per-channel statistics: arrays with one entry per channel."""
+
+    metrics: Mapping[str, np.ndarray]
+    verdicts: np.ndarray
+
+    def worst(self, k: int = 5) -> list[int]:
+        score = np.zeros(len(self.verdicts))
+        for name, value in self.metrics.items():
+            t = THRESHOLDS[name]
+            if math.isfinite(t.fail) and t.fail > 0:
+                score = np.maximum(score, np.nan_to_num(_judged(name, value) / t.fail, nan=0.0))
+        return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
+
+
+@dataclass(frozen=True)
+class LayerDrift:
+    """One layer: baseline vs candidate totals, the drift statistics and the verdict."""
+
+    name: str
+    candidate_name: str
+    op: tuple[str, str]
+    count: tuple[int, int]
+    mean: tuple[float, float]
+    std: tuple[float, float]
+    metrics: Mapping[str, float]
+    verdict: str
+    reasons: tuple[str, ...]
+    score: float
+    edges: np.ndarray = field(repr=False)
+    hist: tuple[np.ndarray, np.ndarray] = field(repr=False)
+    range: tuple[float, float] = (math.nan, math.nan)
+    channels: ChannelDrift | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "candidate_name": self.candidate_name,
+            "op": list(self.op),
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "score": self.score,
+            "count": list(self.count),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "metrics": dict(self.metrics),
+        }
+        if self.channels is not None:
+            out["channels"] = {
+                "verdicts": [VERDICTS[v] for v in self.channels.verdicts],
+                "worst": self.channels.worst(),
+                "metrics": {k: v.tolist() for k, v in self.channels.metrics.items()},
+            }
+        return out
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Every matched layer's drift, layers found on one side only, and the overall verdict."""
+
+    baseline: Mapping[str, Any]
+    candidate: Mapping[str, Any]
+    layers: tuple[LayerDrift, ...]
+    missing: tuple[str, ...]
+    added: tuple[str, ...]
+    notes: tuple[str, ...]
+    thresholds: Mapping[str, Threshold]
+
+    @property
+    def verdict(self) -> str:
+        worst = max((VERDICTS.index(layer.verdict) for layer in self.layers), default=0)
+        if self.missing:
+            worst = max(worst, 1)
+        return VERDICTS[worst]
+
+    def fails(self, fail_on: str = "fail") -> bool:
+        """True when the overall verdict is at least ``fail_on`` (warn or fail; never: False)."""
+        if fail_on == "never":
+            return False
+        return VERDICTS.index(self.verdict) >= VERDICTS.index(fail_on)
+
+    @property
+    def first_drifted(self) -> LayerDrift | None:
+        """The first layer, in execution order, whose verdict is not ok: where a change starts
+        (the layers after it see its effect)."""
+        return next((layer for layer in self.layers if layer.verdict != "ok"), None)
+
+    def most_drifted(self, k: int = 4) -> list[LayerDrift]:
+        return sorted(self.layers, key=lambda d: -d.score)[:k]
+
+    def by_name(self, name: str) -> LayerDrift:
+        for layer in self.layers:
+            if name in (layer.name, layer.candidate_name):
+                return layer
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        from avgpool.monitor._json import clean
+
+        return clean(
+            {
+                "verdict": self.verdict,
+                "baseline": {k: self.baseline.get(k) for k in ("source", "format", "sha256")},
+                "candidate": {k: self.candidate.get(k) for k in ("source", "format", "sha256")},
+                "summary": {v: sum(layer.verdict == v for layer in self.layers) for v in VERDICTS},
+                "first_drifted": None if self.first_drifted is None else self.first_drifted.name,
+                "layers": [layer.to_dict() for layer in self.layers],
+                "missing": list(self.missing),
+                "added": list(self.added),
+                "notes": list(self.notes),
+                "thresholds": {
+                    k: {"warn": t.warn, "fail": t.fail, "source": t.source}
+                    for k, t in self.thresholds.items()
+                },
+            }
+        )
+
+
+def _points(edges: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Where each bin's mass sits: inner bins at their centre, the outer bins halfway to the
+    most extreme value seen (or at the edge when nothing lies beyond it)."""
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = (min(lo, edges[0]) + edges[0]) / 2
+    above = (max(hi, edges[-1]) + edges[-1]) / 2
+    return np.concatenate([[below], centres, [above]])
+
+
+def _groups(pb: np.ndarray, k: int) -> np.ndarray:
+    """Group id per fine bin: a group starts where the baseline's cumulative mass crosses j/k."""
+    before = np.cumsum(pb, axis=-1) - pb
+    return np.minimum(np.floor(before * k + 1e-9).astype(np.int64), k - 1)
+
+
+def _grouped(p: np.ndarray, gid: np.ndarray, k: int) -> np.ndarray:
+    rows = p.reshape(-1, p.shape[-1])
+    ids = gid.reshape(-1, gid.shape[-1]) + (np.arange(rows.shape[0]) * k)[:, None]
+    return np.bincount(ids.ravel(), weights=rows.ravel(), minlength=rows.shape[0] * k).reshape(
+        *p.shape[:-1], k
+    )
+
+
+def hist_stats(
+    edges: np.ndarray, counts_b: np.ndarray, counts_c: np.ndarray, lo: float, hi: float
+) -> dict[str, np.ndarray]:
+    """PSI, KS, Wasserstein-1 (in value units) and JS distance from two histograms of
+    ``bins + 2`` counts (any leading axes, e.g. channels)."""
+    from scipy.spatial.distance import jensenshannon
+    from scipy.special import rel_entr
+
+    cb = np.asarray(counts_b, dtype=np.float64)
+    cc = np.asarray(counts_c, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pb = cb / cb.sum(axis=-1, keepdims=True)
+        pc = cc / cc.sum(axis=-1, keepdims=True)
+    cum_b, cum_c = np.cumsum(pb, axis=-1), np.cumsum(pc, axis=-1)
+    ks = np.abs(cum_b - cum_c)[..., :-1].max(axis=-1)
+    x = _points(edges, lo, hi)
+    w1 = (np.abs(cum_b - cum_c)[..., :-1] * np.diff(x)).sum(axis=-1)
+    gid = _groups(np.nan_to_num(pb), PSI_GROUPS)
+    gb, gc = _grouped(np.nan_to_num(pb), gid, PSI_GROUPS), _grouped(np.nan_to_num(pc), gid, PSI_GROUPS)
+    fb, fc = np.maximum(gb, PSI_EPSILON), np.maximum(gc, PSI_EPSILON)
+    psi = (rel_entr(fc, fb) + rel_entr(fb, fc)).sum(axis=-1)
+    js = jensenshannon(gb, gc, axis=-1, base=2)
+    empty = (cb.sum(axis=-1) == 0) | (cc.sum(axis=-1) == 0)
+    out = {"psi": psi, "ks": ks, "wasserstein": w1, "js": np.asarray(js, dtype=np.float64)}
+    return {k: np.where(empty, np.nan, v) for k, v in out.items()}
+
+
+def _moment_stats(b: LayerStats, c: LayerStats, per_channel: bool) -> dict[str, np.ndarray]:
+    if per_channel:
+        n_b, mean_b, std_b = b.count, b.mean, b.std
+        n_c, mean_c, std_c = c.count, c.mean, c.std
+        bad_b = b.nan + b.posinf + b.neginf
+        bad_c = c.nan + c.posinf + c.neginf
+    else:
+        tb, tc = b.totals(), c.totals()
+        n_b, mean_b, std_b = (np.asarray(tb[k]) for k in ("count", "mean", "std"))
+        n_c, mean_c, std_c = (np.asarray(tc[k]) for k in ("count", "mean", "std"))
+        bad_b = np.asarray(tb["nan"] + tb["posinf"] + tb["neginf"])
+        bad_c = np.asarray(tc["nan"] + tc["posinf"] + tc["neginf"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = mean_c - mean_b
+        shift = np.where(std_b > 0, diff / std_b, np.where(diff == 0, 0.0, np.copysign(np.inf, diff)))
+        ratio = np.where(std_b > 0, std_c / std_b, np.where(std_c == 0, 1.0, np.inf))
+        nonfinite = bad_c / np.maximum(n_c + bad_c, 1) - bad_b / np.maximum(n_b + bad_b, 1)
+    return {"mean_shift": shift, "std_ratio": ratio, "nonfinite": nonfinite}
+
+
+def _match(baseline: Profile, candidate: Profile) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    from avgpool.inspect.layers import layer_key
+
+    pairs, used = [], set()
+    cand_by_key: dict[str, str] = {}
+    for name in candidate.layers:
+        cand_by_key.setdefault(layer_key(name), name)
+    missing = []
+    for name in baseline.layers:
+        if name in candidate.layers and name not in used:
+            pairs.append((name, name))
+            used.add(name)
+            continue
+        other = cand_by_key.get(layer_key(name))
+        if other is not None and other not in used and other not in baseline.layers:
+            pairs.append((name, other))
+            used.add(other)
+        else:
+            missing.append(name)
+    added = [name for name in candidate.layers if name not in used]
+    return pairs, missing, added
+
+
+def compare(
+    baseline: Profile,
+    candidate: Profile,
+    *,
+    thresholds: Mapping[str, Threshold] | None = None,
+    metrics: Sequence[str] | None = None,
+    channels: bool = False,
+) -> DriftReport:
+    """Drift of ``candidate`` from ``baseline``, per layer (and per channel with ``channels``).
+
+    Layers match by name, then by their cleaned key (an ONNX ``/pool/MaxPool`` matches a
+    ``/pool/AveragePool`` that replaced it). ``thresholds`` override `THRESHOLDS` per metric;
+    ``metrics`` limits which metrics decide the verdict (all are computed and reported).
+    With ``channels``, each channel is judged too (moments always; histogram statistics when
+    both profiles kept per-channel histograms) and a layer takes its worst channel's verdict.
+
+    Raises
+    ------
+    ProfileError
+        A matched layer's histogram edges or channel count differ between the profiles.
+    """
+    limits = {**THRESHOLDS, **(thresholds or {})}
+    gating = tuple(metrics or METRICS)
+    unknown = [m for m in gating if m not in METRICS]
+    if unknown:
+        raise ProfileError(f"unknown metric(s) {unknown}; choose from {METRICS}")
+    pairs, missing, added = _match(baseline, candidate)
+    notes = []
+    sha_b, sha_c = baseline.model.get("sha256"), candidate.model.get("sha256")
+    if sha_b and sha_b == sha_c:
+        notes.append("baseline and candidate profile the same model file (sha256 match)")
+    results = []
+    for name_b, name_c in pairs:
+        b, c = baseline.layers[name_b], candidate.layers[name_c]
+        if b.edges.shape != c.edges.shape or not np.allclose(b.edges, c.edges, rtol=1e-12, atol=0):
+            raise ProfileError(
+                f"layer {name_b!r}: histogram edges differ; profile the candidate with the baseline "
+                "(avgpool profile ... --baseline BASE, or Profile.like(baseline))"
+            )
+        if b.channels != c.channels:
+            notes.append(f"{name_b}: {b.channels} channels in the baseline, {c.channels} in the candidate")
+        tb, tc = b.totals(), c.totals()
+        lo = np.nanmin([tb["min"], tc["min"]])
+        hi = np.nanmax([tb["max"], tc["max"]])
+        hs = hist_stats(b.edges, b.hist, c.hist, lo, hi)
+        values = {**_moment_stats(b, c, False), **hs}
+        std_b = tb["std"]
+        values["wasserstein"] = (
+            values["wasserstein"] / std_b if std_b > 0 else values["wasserstein"] * math.inf
+        )
+        metric_values = {m: float(values[m]) for m in METRICS}
+        gated = {m: np.asarray(metric_values[m]) for m in gating}
+        verdict = int(_verdicts(gated, limits))
+        reasons = [
+            m for m in gating if limits[m].verdict(float(_judged(m, metric_values[m]))) == verdict and verdict
+        ]
+        channel = None
+        if channels and b.channels == c.channels:
+            per = _moment_stats(b, c, True)
+            if b.channel_hist is not None and c.channel_hist is not None:
+                ch = hist_stats(b.edges, b.channel_hist, c.channel_hist, lo, hi)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    ch["wasserstein"] = ch["wasserstein"] / b.std
+                per.update(ch)
+            v = _verdicts({m: per[m] for m in gating if m in per}, limits)
+            channel = ChannelDrift(per, v)
+            if int(v.max(initial=0)) > verdict:
+                verdict = int(v.max())
+                reasons.append("channels")
+        score = max(
+            (
+                float(_judged(m, metric_values[m]) / limits[m].fail)
+                for m in gating
+                if math.isfinite(limits[m].fail) and limits[m].fail > 0 and not math.isnan(metric_values[m])
+            ),
+            default=0.0,
+        )
+        results.append(
+            LayerDrift(
+                name=name_b,
+                candidate_name=name_c,
+                op=(b.op, c.op),
+                count=(tb["count"], tc["count"]),
+                mean=(tb["mean"], tc["mean"]),
+                std=(tb["std"], tc["std"]),
+                metrics=metric_values,
+                verdict=VERDICTS[verdict],
+                reasons=tuple(reasons),
+                score=score,
+                edges=b.edges,
+                hist=(b.hist, c.hist),
+                range=(float(lo), float(hi)),
+                channels=channel,
+            )
+        )
+        if b.op and c.op and b.op != c.op:
+            notes.append(f"{name_b}: op changed from {b.op} to {c.op}")
+    return DriftReport(
+        dict(baseline.model),
+        dict(candidate.model),
+        tuple(results),
+        tuple(missing),
+        tuple(added),
+        tuple(notes),
+        {m: limits[m] for m in METRICS},
+    )

@@ -1,0 +1,191 @@
+"""The ``.avgprof`` file: a versioned, self-describing container for a `Profile`.
+
+Format version 1 is a ZIP archive (stored, not compressed) with:
+
+``header.json``
+    UTF-8 JSON: ``{"format": "avgpool-profile", "format_version": 1, "avgpool_version",
+    "created_utc", "bins", "channel_hist", "batches", "notes", "model": {"source", "format",
+    "sha256", "pooling": [{"name", "op", "source_op", "output_shape"}, ...]}, "layers":
+    [{"name", "op", "channels", "sample_shape", "arrays": "L0"}, ...]}``.
+``L<i>/<field>.npy``
+    One NumPy ``.npy`` file (no pickled objects) per field of layer ``i``: ``edges``
+    (float64, bins+1), ``count``, ``nan``, ``posinf``, ``neginf`` (int64, C), ``mean``, ``m2``,
+    ``min``, ``max`` (float64, C), ``hist`` (int64, bins+2) and, with per-channel histograms,
+    ``channel_hist`` (int64, C x bins+2).
+
+Every member carries the ZIP CRC-32, checked on read, so a flipped byte is an error rather
+than a wrong number. A reader refuses a ``format_version`` newer than it knows. Files are
+written to a temporary name in the target's directory, flushed to disk and renamed over the
+target, so a reader never sees half a file and a failed write leaves the old one intact.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from avgpool.monitor.profile import LayerStats, Profile, ProfileError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "load_profile", "save_profile"]
+
+FORMAT = "avgpool-profile"
+FORMAT_VERSION = 1
+
+_INT_FIELDS = ("count", "nan", "posinf", "neginf")
+_FLOAT_FIELDS = ("mean", "m2", "min", "max")
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def save_profile(profile: Profile, path: Any) -> None:
+    """Write ``profile`` to ``path`` atomically (see the module docstring for the format)."""
+    from avgpool import __version__
+    from avgpool.monitor._json import clean
+
+    path = os.fspath(path)
+    layers = []
+    members: list[tuple[str, bytes]] = []
+    for i, layer in enumerate(profile.layers.values()):
+        key = f"L{i}"
+        layers.append(
+            {
+                "name": layer.name,
+                "op": layer.op,
+                "channels": layer.channels,
+                "sample_shape": list(layer.sample_shape),
+                "arrays": key,
+            }
+        )
+        fields = {"edges": layer.edges, "hist": layer.hist}
+        fields.update({f: getattr(layer, f) for f in (*_INT_FIELDS, *_FLOAT_FIELDS)})
+        if layer.channel_hist is not None:
+            fields["channel_hist"] = layer.channel_hist
+        members += [(f"{key}/{f}.npy", _npy(a)) for f, a in fields.items()]
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "avgpool_version": __version__,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "bins": profile.bins,
+        "channel_hist": profile.channel_hist,
+        "batches": profile.batches,
+        "notes": list(profile.notes),
+        "model": clean(dict(profile.model)),
+        "layers": layers,
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+                zf.writestr("header.json", json.dumps(header, indent=1))
+                for name, data in members:
+                    zf.writestr(name, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_profile(path: Any) -> Profile:
+    """Read a profile written by `save_profile`.
+
+    Raises
+    ------
+    ProfileError
+        The file is missing, not a profile, truncated, corrupted, or from a newer format.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ProfileError(f"{path}: no such profile file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            header = _header(zf, path)
+            return _profile(zf, header, path)
+    except ProfileError:
+        raise
+    except zipfile.BadZipFile as exc:
+        raise ProfileError(f"{path}: not an avgpool profile, or truncated or corrupted ({exc})") from None
+    except Exception as exc:
+        raise ProfileError(f"{path}: corrupted avgpool profile ({type(exc).__name__}: {exc})") from None
+
+
+def _header(zf: zipfile.ZipFile, path: str) -> dict[str, Any]:
+    try:
+        header = json.loads(zf.read("header.json").decode("utf-8"))
+    except KeyError:
+        raise ProfileError(f"{path}: a ZIP file but not an avgpool profile (no header.json)") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ProfileError(f"{path}: not an avgpool profile (format {header.get('format')!r})")
+    version = header.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ProfileError(f"{path}: invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ProfileError(
+            f"{path}: profile format version {version} was written by a newer avgpool "
+            f"({header.get('avgpool_version', '?')}); this one reads version {FORMAT_VERSION}: "
+            "upgrade avgpool"
+        )
+    return header
+
+
+def _array(zf: zipfile.ZipFile, name: str, path: str) -> np.ndarray:
+    try:
+        data = zf.read(name)
+    except KeyError:
+        raise ProfileError(f"{path}: corrupted avgpool profile (missing {name})") from None
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _profile(zf: zipfile.ZipFile, header: dict[str, Any], path: str) -> Profile:
+    bins = int(header["bins"])
+    profile = Profile(
+        bins=bins,
+        channel_hist=bool(header["channel_hist"]),
+        model=header.get("model") or {},
+        notes=list(header.get("notes") or []),
+        batches=int(header.get("batches", 0)),
+    )
+    for entry in header["layers"]:
+        key, c = entry["arrays"], int(entry["channels"])
+        fields = {
+            f: _array(zf, f"{key}/{f}.npy", path) for f in ("edges", "hist", *_INT_FIELDS, *_FLOAT_FIELDS)
+        }
+        channel_hist = _array(zf, f"{key}/channel_hist.npy", path) if profile.channel_hist else None
+        expected = {
+            "edges": (bins + 1,),
+            "hist": (bins + 2,),
+            **{f: (c,) for f in (*_INT_FIELDS, *_FLOAT_FIELDS)},
+        }
+        for f, shape in expected.items():
+            if fields[f].shape != shape:
+                raise ProfileError(
+                    f"{path}: corrupted avgpool profile (layer {entry['name']!r} {f} has shape "
+                    f"{fields[f].shape}, expected {shape})"
+                )
+        if channel_hist is not None and channel_hist.shape != (c, bins + 2):
+            raise ProfileError(f"{path}: corrupted avgpool profile (layer {entry['name']!r} channel_hist)")
+        layer = LayerStats(
+            name=entry["name"],
+            channel_hist=None if channel_hist is None else channel_hist.astype(np.int64),
+            op=entry.get("op", ""),
+            sample_shape=tuple(entry.get("sample_shape") or ()),
+            **{f: fields[f].astype(np.int64) for f in ("hist", *_INT_FIELDS)},
+            **{f: fields[f].astype(np.float64) for f in ("edges", *_FLOAT_FIELDS)},
+        )
+        profile.layers[layer.name] = layer
+    return profile

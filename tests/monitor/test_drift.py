@@ -1,0 +1,184 @@
+"""Drift statistics: no drift on the same data, the right layer flagged, scipy as the oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avgpool.monitor import THRESHOLDS, Profile, ProfileError, compare, parse_threshold
+from avgpool.monitor.drift import PSI_EPSILON, hist_stats
+
+stats = pytest.importorskip("scipy.stats")
+
+
+def layers(rng, n=4000):
+    return {
+        "a": rng.standard_normal((n, 4)),
+        "b": rng.gamma(2.0, size=(n, 4, 2)),
+        "c": np.maximum(rng.standard_normal((n, 4)), 0),
+    }
+
+
+def profile(batches, like=None, channel_hist=False):
+    p = Profile.like(like) if like is not None else Profile(channel_hist=channel_hist)
+    for batch in batches:
+        p.update_many(batch)
+    return p
+
+
+def test_same_data_no_drift():
+    data = layers(np.random.default_rng(0))
+    base = profile([data])
+    report = compare(base, profile([data], like=base))
+    assert report.verdict == "ok" and not report.fails("warn")
+    for d in report.layers:
+        assert d.metrics == {
+            "mean_shift": 0.0,
+            "std_ratio": pytest.approx(1.0, abs=1e-15),
+            "psi": 0.0,
+            "ks": 0.0,
+            "wasserstein": 0.0,
+            "js": 0.0,
+            "nonfinite": 0.0,
+        }
+
+
+def test_fresh_samples_of_the_same_distribution_pass():
+    rng = np.random.default_rng(1)
+    base = profile([layers(rng)])
+    report = compare(base, profile([layers(rng)], like=base))
+    assert report.verdict == "ok", [(d.name, d.metrics) for d in report.layers]
+
+
+@pytest.mark.parametrize(
+    ("change", "verdict", "flagged"),
+    [
+        (lambda x: x + 0.6 * x.std(), "fail", {"mean_shift", "wasserstein"}),
+        (lambda x: (x - x.mean()) * 1.3 + x.mean(), "warn", {"std_ratio", "wasserstein"}),
+        (lambda x: (x - x.mean()) * 3.0 + x.mean(), "fail", {"std_ratio", "psi", "ks"}),
+    ],
+)
+def test_change_at_one_layer_is_flagged_there_only(change, verdict, flagged):
+    rng = np.random.default_rng(2)
+    data = layers(rng)
+    base = profile([data])
+    changed = {**data, "b": change(data["b"])}
+    report = compare(base, profile([changed], like=base))
+    assert report.by_name("a").verdict == "ok" and report.by_name("c").verdict == "ok"
+    b = report.by_name("b")
+    assert b.verdict == verdict
+    assert flagged <= set(b.reasons)
+    assert report.first_drifted is b and report.most_drifted(1) == [b]
+    assert report.fails("fail") == (verdict == "fail") and report.fails("warn")
+    assert not report.fails("never")
+
+
+def test_binned_ks_and_wasserstein_bracket_the_exact_values():
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal(20000), 0.3 + 1.2 * rng.standard_normal(20000)
+    base = Profile(bins=128, edges={"l": np.linspace(-8, 8, 129)})
+    base.update("l", x)
+    cand = Profile.like(base)
+    cand.update("l", y)
+    d = compare(base, cand).by_name("l")
+    exact_ks = stats.ks_2samp(x, y).statistic
+    bin_mass = max(base["l"].hist.max(), cand["l"].hist.max()) / 20000
+    # on edges the KS statistic is a lower bound, short of the exact one by at most a bin's mass
+    assert d.metrics["ks"] <= exact_ks + 1e-12
+    assert exact_ks - d.metrics["ks"] <= bin_mass
+    # no value outside the edges: binned Wasserstein-1 is within one bin width of the exact one
+    width = 16 / 128
+    exact_w1 = stats.wasserstein_distance(x, y)
+    assert abs(d.metrics["wasserstein"] * base["l"].totals()["std"] - exact_w1) <= width
+    assert d.metrics["mean_shift"] == pytest.approx((y.mean() - x.mean()) / x.std(), rel=1e-12)
+    assert d.metrics["std_ratio"] == pytest.approx(y.std() / x.std(), rel=1e-12)
+
+
+def test_binned_wasserstein_equals_scipy_on_the_same_bins():
+    rng = np.random.default_rng(4)
+    edges = np.linspace(0.0, 1.0, 11)
+    cb, cc = rng.integers(0, 50, 12), rng.integers(0, 50, 12)
+    got = hist_stats(edges, cb, cc, -0.5, 2.0)
+    points = np.concatenate([[-0.25], (edges[:-1] + edges[1:]) / 2, [1.5]])
+    assert got["wasserstein"] == pytest.approx(stats.wasserstein_distance(points, points, cb, cc), rel=1e-12)
+    cdf_b, cdf_c = np.cumsum(cb) / cb.sum(), np.cumsum(cc) / cc.sum()
+    assert got["ks"] == pytest.approx(np.abs(cdf_b - cdf_c).max(), abs=1e-15)
+
+
+def test_psi_and_js_hand_worked():
+    # ten equal baseline bins = ten decile groups; the candidate moves 0.1 from the first to the last
+    edges = np.linspace(0.0, 10.0, 11)
+    cb = np.array([0, *[100] * 10, 0])
+    cc = np.array([0, 0, *[100] * 8, 200, 0])
+    got = hist_stats(edges, cb, cc, 0.0, 10.0)
+    pc0 = PSI_EPSILON
+    expected = (pc0 - 0.1) * np.log(pc0 / 0.1) + (0.2 - 0.1) * np.log(0.2 / 0.1)
+    assert got["psi"] == pytest.approx(expected, rel=1e-12)
+    p, q = np.full(10, 0.1), np.array([0, *[0.1] * 8, 0.2])
+    m = (p + q) / 2
+    kl = lambda a, b: sum(ai * np.log2(ai / bi) for ai, bi in zip(a, b) if ai > 0)  # noqa: E731
+    assert got["js"] == pytest.approx(np.sqrt((kl(p, m) + kl(q, m)) / 2), rel=1e-12)
+
+
+def test_channels_find_the_drifting_channel():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 8, 2))
+    base = profile([{"l": x}], channel_hist=True)
+    y = x.copy()
+    y[:, 5] += 1.0
+    cand = profile([{"l": y}], like=base)
+    plain = compare(base, cand).by_name("l")
+    assert plain.verdict == "warn"  # one channel in eight: diluted at the layer level
+    d = compare(base, cand, channels=True).by_name("l")
+    assert d.verdict == "fail" and "channels" in d.reasons
+    verdicts = d.channels.verdicts.tolist()
+    assert verdicts[5] == 2 and verdicts[:5] + verdicts[6:] == [0] * 7
+    assert d.channels.worst(1) == [5]
+
+
+def test_new_nan_values_fail():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1000, 4))
+    base = profile([{"l": x}])
+    y = x.copy()
+    y[:10, 0] = np.nan
+    d = compare(base, profile([{"l": y}], like=base)).by_name("l")
+    assert d.metrics["nonfinite"] == pytest.approx(10 / 4000)
+    assert d.verdict == "fail" and d.reasons == ("nonfinite",)
+
+
+def test_layers_match_by_key_and_missing_layers_warn():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((500, 2))
+    base = profile([{"/pool/MaxPool": x, "/gap/GlobalAveragePool": x}])
+    cand = Profile.like(base)
+    cand.update("/pool/AveragePool", x)  # takes the edges of the layer it replaced
+    report = compare(base, cand)
+    (d,) = report.layers
+    assert (d.name, d.candidate_name, d.verdict) == ("/pool/MaxPool", "/pool/AveragePool", "ok")
+    assert report.missing == ("/gap/GlobalAveragePool",) and report.verdict == "warn"
+
+
+def test_different_edges_are_an_error():
+    a, b = Profile(), Profile()
+    a.update("l", np.zeros((4, 2)))
+    b.update("l", np.ones((4, 2)))
+    with pytest.raises(ProfileError, match="--baseline"):
+        compare(a, b)
+
+
+def test_thresholds_override_and_parse():
+    assert parse_threshold("psi=0.2:0.3")[1].warn == 0.2
+    assert parse_threshold("ks=off")[1].fail == float("inf")
+    for bad in ("psi", "nope=1:2", "psi=0.3:0.2", "psi=a:b"):
+        with pytest.raises(ProfileError):
+            parse_threshold(bad)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2000, 2))
+    base = profile([{"l": x}])
+    cand = profile([{"l": x + 0.3}], like=base)
+    assert compare(base, cand).verdict == "fail"
+    loose = {m: parse_threshold(f"{m}=off")[1] for m in ("psi", "ks", "wasserstein", "js")}
+    assert compare(base, cand, thresholds=loose).verdict == "warn"  # mean shift 0.3: warn only
+    assert compare(base, cand, metrics=["std_ratio"]).verdict == "ok"
+    assert all(t.source for t in THRESHOLDS.values())
