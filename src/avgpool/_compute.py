@@ -84,12 +84,12 @@ def get_num_threads() -> int:
 #: Every op with a compiled kernel: the kernel that serves it, and the layouts and dtypes it
 #: takes. tests/kernels walks this table, so no kernel escapes the comparison with the oracle.
 KERNELS = {
-    "avg_pool": ("cpu_box.avg_forward", "cpu_box.global_avg"),
+    "avg_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes", "cpu_box.global_avg"),
     "avg_pool_backward": ("cpu_box.avg_backward",),
     "max_pool": ("cpu_max.max_forward", "cpu_max.global_max"),
     "max_pool_backward": ("cpu_max.max_forward", "cpu_max.max_backward"),
-    "lp_pool": ("cpu_box.avg_forward",),
-    "lp_pool_backward": ("cpu_box.avg_forward", "cpu_box.avg_backward"),
+    "lp_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes"),
+    "lp_pool_backward": ("cpu_box.avg_forward", "cpu_box.avg_planes", "cpu_box.avg_backward"),
     "adaptive_avg_pool": ("cpu_taps.taps_sum",),
     "adaptive_avg_pool_backward": ("cpu_taps.taps_scatter",),
     "adaptive_max_pool": ("cpu_taps.taps_max",),

@@ -12,6 +12,7 @@ float64.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ from avgpool._arrays import Layout
 from avgpool._errors import AvgPoolError
 from avgpool.window import Axis
 
+log = logging.getLogger("avgpool")
 _UNIT = np.array([1, 1, 1, 0], dtype=np.int64)  # an absent axis: kernel 1, stride 1, dilation 1, pad 0
 
 
@@ -122,7 +124,28 @@ def avg_forward(
         elif i == 0:
             factor[i, : len(n)] = divisor_override
         real[i, : len(r)] = r > 0
-    cpu_box.avg_forward(x4, o4, c, _geo(axes), factor, zero, real, empty, running)
+    geo = _geo(axes)
+    if c == 1 and layout.ndim <= 2 and geo[1, 2] == 1 and geo[2, 2] == 1:
+        # channels-first 1-D/2-D without dilation: the plane kernel (simplest loops, fastest)
+        log.debug("avg_pool: cpu_box.avg_planes")
+        override = float(divisor_override or 0)
+        planes_out = o4.reshape(o4.shape[0], o4.shape[2], o4.shape[3])
+        cpu_box.avg_planes(
+            x4.reshape(x4.shape[0], x4.shape[2], x4.shape[3]),
+            planes_out,
+            geo,
+            factor[1],
+            factor[2],
+            zero[1],
+            zero[2],
+            real[1],
+            real[2],
+            override,
+            empty,
+            running,
+        )
+    else:
+        cpu_box.avg_forward(x4, o4, c, geo, factor, zero, real, empty, running)
     return _finish(work, result, out_full)
 
 

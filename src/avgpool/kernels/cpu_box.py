@@ -347,3 +347,165 @@ def global_avg(x, out, divisor):
                     accs[c] += row[c]
             for c in range(C):
                 out[o, c] = accs[c] / divisor
+
+
+@njit(parallel=True, cache=True)
+def avg_planes(x, out, geo, count_h, count_w, zero_h, zero_w, real_h, real_w, override, empty, running):
+    """Channels-first 1-D/2-D average pooling without dilation: one plane per work item.
+
+    The common case gets a kernel of its own with the simplest loops: a float64 row buffer
+    padded by ``pad_before`` zeros on the left (and enough on the right) so that every window
+    reads it without a bounds test, running sums down the plane (restarted every ``CHUNK``
+    rows), and a W pass that adds each tap across the row (or differences a prefix sum for
+    windows longer than 8). ``x`` (planes, H, W), ``out`` (planes, OH, OW); ``geo`` as
+    `avg_forward` (the D row unused). Non-finite chunks are summed again tap by tap.
+    """
+    n, W = x.shape[0], x.shape[2]
+    OH, OW = out.shape[1], out.shape[2]
+    kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
+    kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
+    width = max(pw + W, (OW - 1) * sw + kw)
+    for o in prange(n):
+        Rp = np.zeros(width, dtype=np.float64)
+        tmp = np.zeros(OW, dtype=np.float64)
+        prefix = np.zeros(width + 1, dtype=np.float64)
+        for oh0 in range(0, OH, CHUNK):
+            oh1 = min(OH, oh0 + CHUNK)
+            if not _plane_chunk(
+                x,
+                out,
+                o,
+                oh0,
+                oh1,
+                Rp,
+                tmp,
+                prefix,
+                kh,
+                sh,
+                ph,
+                kw,
+                sw,
+                pw,
+                count_h,
+                count_w,
+                zero_h,
+                zero_w,
+                real_h,
+                real_w,
+                override,
+                empty,
+                running and sh < kh,
+                running and sw < kw,
+            ):
+                _plane_chunk(
+                    x,
+                    out,
+                    o,
+                    oh0,
+                    oh1,
+                    Rp,
+                    tmp,
+                    prefix,
+                    kh,
+                    sh,
+                    ph,
+                    kw,
+                    sw,
+                    pw,
+                    count_h,
+                    count_w,
+                    zero_h,
+                    zero_w,
+                    real_h,
+                    real_w,
+                    override,
+                    empty,
+                    False,
+                    False,
+                )
+
+
+@njit(cache=True)
+def _plane_chunk(
+    x,
+    out,
+    o,
+    oh0,
+    oh1,
+    Rp,
+    tmp,
+    prefix,
+    kh,
+    sh,
+    ph,
+    kw,
+    sw,
+    pw,
+    count_h,
+    count_w,
+    zero_h,
+    zero_w,
+    real_h,
+    real_w,
+    override,
+    empty,
+    run_h,
+    run_w,
+):
+    """Output rows oh0..oh1 of plane o; False if some output came out non-finite."""
+    H, W = x.shape[1], x.shape[2]
+    OW = out.shape[2]
+    R = Rp[pw : pw + W]
+    bad = 0
+    for oh in range(oh0, oh1):
+        start = oh * sh - ph
+        if oh == oh0 or not run_h:
+            R[:] = 0.0
+            for ih in range(max(start, 0), min(start + kh, H)):
+                row = x[o, ih]
+                for i in range(W):
+                    R[i] += row[i]
+        else:
+            for ih in range(max(start - sh, 0), min(start, H)):
+                row = x[o, ih]
+                for i in range(W):
+                    R[i] -= row[i]
+            for ih in range(max(start - sh + kh, 0), min(start + kh, H)):
+                row = x[o, ih]
+                for i in range(W):
+                    R[i] += row[i]
+        if run_w and kw > 8:
+            prefix[0] = 0.0
+            for i in range(Rp.shape[0]):
+                prefix[i + 1] = prefix[i] + Rp[i]
+            for ow in range(OW):
+                tmp[ow] = prefix[ow * sw + kw] - prefix[ow * sw]
+        else:
+            tmp[:] = 0.0
+            for j in range(kw):
+                if sw == 1:
+                    src = Rp[j : j + OW]
+                    for i in range(OW):
+                        tmp[i] += src[i]
+                elif sw == 2:
+                    src = Rp[j : j + 2 * OW - 1]
+                    for i in range(OW):
+                        tmp[i] += src[2 * i]
+                else:
+                    for i in range(OW):
+                        tmp[i] += Rp[i * sw + j]
+        orow = out[o, oh]
+        real_row = real_h[oh]
+        if override > 0:
+            for ow in range(OW):
+                v = tmp[ow] if real_row and real_w[ow] else 0.0
+                bad |= v - v != 0.0
+                orow[ow] = v / override
+        else:
+            f_row = count_h[oh]
+            zero_row = zero_h[oh]
+            for ow in range(OW):
+                v = tmp[ow] if real_row and real_w[ow] else 0.0
+                bad |= v - v != 0.0
+                orow[ow] = empty if zero_row or zero_w[ow] else v / (f_row * count_w[ow])
+    return bad == 0
