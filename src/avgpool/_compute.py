@@ -86,8 +86,8 @@ def get_num_threads() -> int:
 KERNELS = {
     "avg_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes", "cpu_box.global_avg"),
     "avg_pool_backward": ("cpu_box.avg_backward",),
-    "max_pool": ("cpu_max.max_forward", "cpu_max.global_max"),
-    "max_pool_backward": ("cpu_max.max_forward", "cpu_max.max_backward"),
+    "max_pool": ("cpu_max.max_forward", "cpu_max.max_planes", "cpu_max.global_max"),
+    "max_pool_backward": ("cpu_max.max_forward", "cpu_max.max_planes", "cpu_max.max_backward"),
     "lp_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes"),
     "lp_pool_backward": ("cpu_box.avg_forward", "cpu_box.avg_planes", "cpu_box.avg_backward"),
     "adaptive_avg_pool": ("cpu_taps.taps_sum",),

@@ -203,7 +203,22 @@ def max_forward(
     x4, c, o4, i4, done = _with_index(x, layout, [a.out for a in axes], out)
     lowest = _lowest(x4.dtype)
     floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
-    cpu_max.max_forward(x4, o4, i4, c, _geo(axes), nan_policy == "omit", floor_value, lowest)
+    geo = _geo(axes)
+    if c == 1 and layout.ndim <= 2 and geo[1, 2] == 1 and geo[2, 2] == 1:
+        log.debug("max_pool: cpu_max.max_planes")
+        planes = (x4.shape[0], x4.shape[2], x4.shape[3])
+        out_planes = (o4.shape[0], o4.shape[2], o4.shape[3])
+        cpu_max.max_planes(
+            x4.reshape(planes),
+            o4.reshape(out_planes),
+            i4.reshape(out_planes),
+            geo,
+            nan_policy == "omit",
+            floor_value,
+            lowest,
+        )
+    else:
+        cpu_max.max_forward(x4, o4, i4, c, geo, nan_policy == "omit", floor_value, lowest)
     return done()
 
 

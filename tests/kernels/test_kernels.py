@@ -348,3 +348,16 @@ def test_backend_switch_checks_its_argument():
     with pytest.raises(ap.AvgPoolError, match="backend must be one of"):
         ap.set_backend("cuda")
     assert ap.get_backend() == "numba"
+
+
+@pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
+def test_max_window_of_minus_infinity_points_at_its_first_real_cell(layout):
+    # The first tap of each edge window is padding; every real cell is -inf.
+    x = _array((1, 2, 3, 4), np.float32, 5, layout)
+    x[...] = -np.inf
+    cl = layout == "channels_last"
+    fast, slow = _both(ap.max_pool2d, x, 3, 2, 1, return_indices=True, channels_last=cl)
+    np.testing.assert_array_equal(fast[1], slow[1])
+    np.testing.assert_array_equal(fast[0], slow[0])
+    first = fast[1][0, ..., 0] if cl else fast[1][0, 0]
+    assert first[0, 0] == 0  # row 0, column 0: the window's first real cell

@@ -11,6 +11,7 @@ count gives the same bits.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 
@@ -138,3 +139,80 @@ def global_max(x, out, index, omit_nan, floor, lowest):
                 best = floor
             out[o, c] = best
             index[o, c] = bi
+
+
+@njit(parallel=True, cache=True)
+def max_planes(x, out, index, geo, omit_nan, floor, lowest):
+    """Channels-first 1-D/2-D max pooling without dilation: one plane per work item.
+
+    Each tap row is copied into a buffer padded with ``lowest`` (so windows read it without
+    bounds tests) and every column tap is taken across the whole output row at once with
+    branch-free selects, in row-major tap order: the first maximum wins, a NaN always wins.
+    A window whose choice landed on padding (all its real cells are ``lowest``) is redone
+    tap by tap, so it points at its first real cell as the tie rules say.
+    """
+    n, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
+    kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
+    width = max(pw + W, (OW - 1) * sw + kw)
+    for o in prange(n):
+        Rp = np.full(width, lowest, dtype=x.dtype)
+        col = np.zeros(OW, dtype=np.int64)
+        for oh in range(OH):
+            best = out[o, oh]
+            bidx = index[o, oh]
+            best[:] = lowest
+            col[:] = -1
+            bidx[:] = -1
+            start = oh * sh - ph
+            for ih in range(max(start, 0), min(start + kh, H)):
+                row = x[o, ih]
+                for i in range(W):
+                    v = row[i]
+                    Rp[pw + i] = lowest if omit_nan and v != v else v
+                for j in range(kw):
+                    # literal strides: LLVM vectorises the selects only with a known stride
+                    if sw == 2:
+                        _take_taps(Rp[j:], best, col, bidx, ih, j, 2)
+                    elif sw == 1:
+                        _take_taps(Rp[j:], best, col, bidx, ih, j, 1)
+                    else:
+                        _take_taps(Rp[j:], best, col, bidx, ih, j, sw)
+            for ow in range(OW):
+                c = col[ow] - pw
+                if bidx[ow] >= 0 and 0 <= c < W:
+                    bidx[ow] = bidx[ow] * W + c
+                elif bidx[ow] >= 0:  # landed on padding: every real cell is lowest
+                    _max_window_plane(x, best, bidx, o, oh, ow, kh, sh, ph, kw, sw, pw, omit_nan, lowest)
+                if omit_nan and best[ow] < floor:
+                    best[ow] = floor
+
+
+@njit(cache=True, inline="always")
+def _take_taps(src, best, col, bidx, ih, j, step):
+    """Offer tap src[ow * step] to every window ow of the row (row-major tie rules)."""
+    for ow in range(best.shape[0]):
+        v = src[ow * step]
+        take = (col[ow] < 0) | (v > best[ow]) | (v != v)
+        best[ow] = v if take else best[ow]
+        col[ow] = ow * step + j if take else col[ow]
+        bidx[ow] = ih if take else bidx[ow]
+
+
+@njit(cache=True)
+def _max_window_plane(x, best, bidx, o, oh, ow, kh, sh, ph, kw, sw, pw, omit_nan, lowest):
+    """One window scanned tap by tap over real cells only (first real cell starts the scan)."""
+    H, W = x.shape[1], x.shape[2]
+    b = lowest
+    bi = -1
+    for ih in range(max(oh * sh - ph, 0), min(oh * sh - ph + kh, H)):
+        for iw in range(max(ow * sw - pw, 0), min(ow * sw - pw + kw, W)):
+            v = x[o, ih, iw]
+            if omit_nan and v != v:
+                v = lowest
+            if bi == -1 or v > b or v != v:
+                b = v
+                bi = ih * W + iw
+    best[ow] = b
+    bidx[ow] = bi
