@@ -509,3 +509,78 @@ def _plane_chunk(
                 bad |= v - v != 0.0
                 orow[ow] = empty if zero_row or zero_w[ow] else v / (f_row * count_w[ow])
     return bad == 0
+
+
+@njit(parallel=True, cache=True)
+def avg_backward_planes(g, grad, geo, inv_h, inv_w, cover_h, running):
+    """The transpose of `avg_planes` (channels-first 1-D/2-D, no dilation): one plane per item.
+
+    For each input row, a float64 row ``T`` holds the sum over the output rows whose windows
+    cover it of ``g * inv_h`` (a running sum down the plane, restarted every ``CHUNK`` rows);
+    each column tap then adds ``T * inv_w`` into a zero-padded row at a literal stride, and the
+    real part of that row is the gradient. Non-finite chunks are summed again row by row.
+    """
+    n, H, W = grad.shape
+    OW = g.shape[2]
+    kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
+    width = max(pw + W, (OW - 1) * sw + kw)
+    for o in prange(n):
+        T = np.zeros(OW, dtype=np.float64)
+        spread = np.zeros(width, dtype=np.float64)
+        for ih0 in range(0, H, CHUNK):
+            ih1 = min(H, ih0 + CHUNK)
+            run = running
+            for _attempt in range(2):  # a second, row-by-row pass only if the first met inf/NaN
+                ok = _backward_plane_chunk(
+                    g, grad, o, ih0, ih1, T, spread, inv_h, inv_w, cover_h, kw, sw, pw, run
+                )
+                if ok or not run:
+                    break
+                run = False
+
+
+@njit(cache=True)
+def _backward_plane_chunk(g, grad, o, ih0, ih1, T, spread, inv_h, inv_w, cover_h, kw, sw, pw, run):
+    """Input rows ih0..ih1 of plane o; False if some gradient came out non-finite."""
+    W = grad.shape[2]
+    OW = g.shape[2]
+    lo_cur, hi_cur = 0, -1
+    bad = 0
+    for ih in range(ih0, ih1):
+        lo, hi = cover_h[ih, 0], cover_h[ih, 1]
+        if not run or ih == ih0 or lo > hi_cur:
+            T[:] = 0.0
+            lo_cur, hi_cur = lo, lo - 1
+        while lo_cur < lo:
+            f = inv_h[lo_cur]
+            row = g[o, lo_cur]
+            for i in range(OW):
+                T[i] -= row[i] * f
+            lo_cur += 1
+        while hi_cur < hi:
+            hi_cur += 1
+            f = inv_h[hi_cur]
+            row = g[o, hi_cur]
+            for i in range(OW):
+                T[i] += row[i] * f
+        spread[:] = 0.0
+        for j in range(kw):
+            # literal strides: LLVM vectorises the scattered adds only with a known stride
+            if sw == 1:
+                dst = spread[j : j + OW]
+                for i in range(OW):
+                    dst[i] += T[i] * inv_w[i]
+            elif sw == 2:
+                dst = spread[j : j + 2 * OW - 1]
+                for i in range(OW):
+                    dst[2 * i] += T[i] * inv_w[i]
+            else:
+                for i in range(OW):
+                    spread[i * sw + j] += T[i] * inv_w[i]
+        grow = grad[o, ih]
+        src = spread[pw : pw + W]
+        for i in range(W):
+            v = src[i]
+            bad |= v - v != 0.0
+            grow[i] = v
+    return bad == 0
