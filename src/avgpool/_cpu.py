@@ -12,6 +12,7 @@ float64.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -24,6 +25,30 @@ from avgpool.window import Axis
 
 log = logging.getLogger("avgpool")
 _UNIT = np.array([1, 1, 1, 0], dtype=np.int64)  # an absent axis: kernel 1, stride 1, dilation 1, pad 0
+
+
+#: Arrays smaller than this run on one thread: waking a team of threads costs more than the
+#: work (and can cost milliseconds on a busy machine). Results do not depend on it.
+SERIAL_BELOW = 1 << 16
+
+
+def _threads_by_size(fn):
+    """Run the driver single-threaded when its first array is small."""
+
+    @functools.wraps(fn)
+    def driver(x, *args, **kwargs):
+        if x.size >= SERIAL_BELOW:
+            return fn(x, *args, **kwargs)
+        import numba
+
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return fn(x, *args, **kwargs)
+        finally:
+            numba.set_num_threads(before)
+
+    return driver
 
 
 def _kernel_dtype(dtype: np.dtype) -> np.dtype:
@@ -97,6 +122,7 @@ def _work_out(out_full: np.ndarray) -> np.ndarray:
 # -- average pooling ---------------------------------------------------------------------------
 
 
+@_threads_by_size
 def avg_forward(
     x: np.ndarray,
     layout: Layout,
@@ -149,6 +175,7 @@ def avg_forward(
     return _finish(work, result, out_full)
 
 
+@_threads_by_size
 def avg_backward(
     grad_output: np.ndarray,
     layout: Layout,
@@ -205,6 +232,7 @@ def _lowest(dtype: np.dtype):
     return dtype.type(-np.inf) if dtype.kind == "f" else np.iinfo(dtype).min
 
 
+@_threads_by_size
 def max_forward(
     x: np.ndarray,
     layout: Layout,
@@ -249,6 +277,7 @@ def _with_index(x: np.ndarray, layout: Layout, out_spatial: Sequence[int], out: 
     return x4, c, o4, i4, lambda: (_finish(work, result, out_full), index)
 
 
+@_threads_by_size
 def scatter_to_index(
     grad_output: np.ndarray, index: np.ndarray, layout: Layout, out_spatial: Sequence[int]
 ) -> np.ndarray:
@@ -280,6 +309,7 @@ def _view3(full: np.ndarray, channels_last: bool) -> np.ndarray:
     return full.reshape(full.shape[0] * full.shape[1], math.prod(full.shape[2:]), 1)
 
 
+@_threads_by_size
 def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:
     from avgpool.kernels import cpu_box
 
@@ -290,6 +320,7 @@ def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:
     return _finish(work, result, out_full)
 
 
+@_threads_by_size
 def global_max(x: np.ndarray, layout: Layout, nan_policy: str, floor: float) -> tuple[np.ndarray, np.ndarray]:
     from avgpool.kernels import cpu_max
 
@@ -324,6 +355,7 @@ def _tables(taps: Sequence, field: str) -> list[np.ndarray]:
     return out
 
 
+@_threads_by_size
 def taps_sum(x: np.ndarray, layout: Layout, taps: Sequence) -> np.ndarray:
     """sum over each output's taps of weight * x (adaptive average, blur)."""
     from avgpool.kernels import cpu_taps
@@ -336,6 +368,7 @@ def taps_sum(x: np.ndarray, layout: Layout, taps: Sequence) -> np.ndarray:
     return _finish(work, result, out_full)
 
 
+@_threads_by_size
 def taps_scatter(grad_output: np.ndarray, layout: Layout, taps: Sequence) -> np.ndarray:
     """The transpose of `taps_sum`: the backward of adaptive average and blur pooling."""
     from avgpool.kernels import cpu_taps
@@ -352,6 +385,7 @@ def taps_scatter(grad_output: np.ndarray, layout: Layout, taps: Sequence) -> np.
     return result
 
 
+@_threads_by_size
 def taps_max(x: np.ndarray, layout: Layout, taps: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """Max over each output's real taps and its flat spatial index (adaptive max)."""
     from avgpool.kernels import cpu_taps

@@ -7,7 +7,9 @@ the input's dtype; float16 and float32 are computed in float64 and rounded once.
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -792,3 +794,36 @@ def _fixed_blur(ndim: int, name: str):
 blur_pool1d = _fixed_blur(1, "blur_pool1d")
 blur_pool2d = _fixed_blur(2, "blur_pool2d")
 blur_pool3d = _fixed_blur(3, "blur_pool3d")
+
+
+# -- the array edge ----------------------------------------------------------------------------
+
+
+def _is_tensor(value: Any) -> bool:
+    """A torch.Tensor, found without importing torch (einops' ``_backends`` pattern)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _array_edge(fn):
+    """Send a call whose array is a torch tensor to the PyTorch front end's op of that name.
+
+    The maths never asks which array library it has: tensors are turned back into zero-copy
+    NumPy views by `avgpool.torch`, which registers each op with torch.library first.
+    """
+
+    @functools.wraps(fn)
+    def op(*args: Any, **kwargs: Any):
+        array = args[0] if args else kwargs.get("x", kwargs.get("input", kwargs.get("grad_output")))
+        if _is_tensor(array):
+            from avgpool.torch import functional
+
+            return getattr(functional, fn.__name__)(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return op
+
+
+for _name in __all__:
+    globals()[_name] = _array_edge(globals()[_name])
+del _name

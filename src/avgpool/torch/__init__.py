@@ -1,0 +1,12 @@
+"""The PyTorch front end: avgpool's ops on tensors, as ``torch.library`` custom ops.
+
+Importing it registers the ops under the ``avgpool::`` namespace (``torch.ops.avgpool.*``)
+with CPU kernels (zero-copy NumPy views through `avgpool.ops`), CUDA kernels (Triton), fake
+implementations (torch.compile, torch.export) and autograd (double backward included).
+The functions here are `avgpool.ops`'s, on tensors: same names, same signatures, same
+results; ``avgpool.avg_pool2d(tensor, ...)`` forwards here by itself.
+"""
+
+from avgpool.torch import _library  # noqa: F401  (registers the custom ops)
+from avgpool.torch.functional import *  # noqa: F403
+from avgpool.torch.functional import __all__ as __all__

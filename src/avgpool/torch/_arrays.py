@@ -1,0 +1,97 @@
+"""The tensor edge: zero-copy NumPy views of CPU tensors, and tensors back from NumPy results.
+
+avgpool's kernels take NumPy arrays channels-first ``(N, C, *spatial)`` or channels-last
+``(N, *spatial, C)``. A CPU tensor in either memory format is one of those without a copy:
+a contiguous tensor as it is, a channels_last-contiguous ``(N, C, H, W)`` tensor as its
+``(N, H, W, C)`` permutation (the kernels then run with ``channels_last=True`` and the result
+is permuted back, so the output keeps the input's memory format, as PyTorch's pooling does).
+Anything else (a strided slice, bfloat16, which NumPy lacks) is copied once, and the debug log
+says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+log = logging.getLogger("avgpool")
+
+#: Tensor dtypes the NumPy kernels take as they are; bfloat16 goes through a float32 copy.
+_NUMPY_DTYPES = (
+    torch.float16,
+    torch.float32,
+    torch.float64,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.uint8,
+)
+
+
+@dataclass(frozen=True)
+class View:
+    """A NumPy view of a tensor, the layout the kernels should read it in, and the way back."""
+
+    array: np.ndarray
+    channels_last: bool
+    back: Callable[[np.ndarray], torch.Tensor]
+
+
+def _cl_order(ndim: int) -> tuple[int, ...]:
+    """(N, C, *spatial) -> (N, *spatial, C)."""
+    return (0, *range(2, ndim + 2), 1)
+
+
+def _cf_order(ndim: int) -> tuple[int, ...]:
+    """(N, *spatial, C) -> (N, C, *spatial)."""
+    return (0, ndim + 1, *range(1, ndim + 1))
+
+
+def memory_channels_last(x: torch.Tensor, ndim: int) -> bool:
+    """Whether a batched channels-first tensor is stored channels-last (and not also contiguous)."""
+    return (
+        x.dim() == ndim + 2
+        and not x.is_contiguous()
+        and x.permute(*_cl_order(ndim)).is_contiguous()
+        and x.shape[1] > 1
+    )
+
+
+def to_numpy(x: torch.Tensor, ndim: int, channels_last: bool) -> View:
+    """A NumPy view of ``x`` (a copy only when no view fits) and how to turn a result back.
+
+    ``channels_last`` is the tensor's logical layout (the ops' argument); the returned
+    `View.channels_last` is the layout the array must be read in.
+    """
+    if x.device.type != "cpu":
+        raise RuntimeError(f"the NumPy kernels take CPU tensors, got one on {x.device}")
+    x = x.detach()
+    dtype = x.dtype
+    if dtype not in _NUMPY_DTYPES:
+        if not dtype.is_floating_point:
+            raise TypeError(f"input dtype {dtype} is not supported")
+        log.debug("avgpool.torch: %s input computed through a float32 copy", dtype)
+        x = x.float()
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t if t.dtype == dtype or not t.dtype.is_floating_point else t.to(dtype)
+
+    if not channels_last and memory_channels_last(x, ndim):
+        order = _cf_order(ndim)
+        return View(
+            x.permute(*_cl_order(ndim)).numpy(), True, lambda y: cast(torch.from_numpy(y).permute(*order))
+        )
+    if not x.is_contiguous():
+        log.debug("avgpool.torch: non-contiguous input copied")
+        x = x.contiguous()
+    return View(x.numpy(), channels_last, lambda y: cast(torch.from_numpy(y)))
+
+
+def permute_shape(shape, ndim: int) -> tuple[int, ...]:
+    """A batched channels-first shape as the channels-last shape of the same tensor."""
+    return tuple(shape[i] for i in _cl_order(ndim))

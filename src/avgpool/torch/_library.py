@@ -1,0 +1,645 @@
+"""avgpool's ops as PyTorch custom ops (namespace ``avgpool::``), with fake and autograd.
+
+Every op takes a tensor and plain numbers: the `Window` travels as its fields (see
+`window_args`), so the ops script, trace, compile and export like ATen's own. Each op has
+
+* a CPU kernel: a zero-copy NumPy view of the tensor through `avgpool.ops` (the same
+  `Window.resolve` geometry and Numba drivers as NumPy arrays get);
+* a CUDA kernel: Triton for average and max pooling and their backward
+  (`avgpool.kernels.triton_pool`); the other ops copy through the CPU kernels, with a debug
+  log line saying so;
+* a fake (meta) implementation giving the output's shape and strides for torch.compile and
+  torch.export;
+* autograd: the backward ops are themselves custom ops whose own backward is the forward op
+  (average, adaptive average, blur: they are linear) or a gather (max), so double backward
+  works; Lp pooling's backward is written with the average ops, so it differentiates again.
+
+This module is imported for its side effect (registration) by `avgpool.torch`.
+"""
+
+import functools
+import logging
+import math
+
+import torch
+from torch import Tensor
+
+from avgpool import _compute, ops
+from avgpool import reference as ref
+from avgpool._arrays import Layout
+from avgpool.torch._arrays import _cf_order, _cl_order, memory_channels_last, permute_shape, to_numpy
+from avgpool.window import Window
+
+log = logging.getLogger("avgpool")
+
+# -- the Window as op arguments ----------------------------------------------------------------
+
+
+def window_args(w: Window) -> tuple:
+    """A Window as the custom ops' geometry arguments, in their order.
+
+    ``(kernel_size, stride, padding, padding_mode, dilation, ceil_mode, count_include_pad,
+    divisor_override, channels_last, convention)``; an empty ``kernel_size`` is a global
+    window, ``padding`` holds (before, after) per axis flattened, ``padding_mode`` is "" or
+    "same" / "same_lower".
+    """
+    if isinstance(w.padding, str):
+        padding, mode = [], w.padding
+    else:
+        padding, mode = [p for pair in w.padding for p in pair], ""
+    return (
+        list(w.kernel_size or []),
+        list(w.stride),
+        padding,
+        mode,
+        list(w.dilation),
+        w.ceil_mode,
+        w.count_include_pad,
+        w.divisor_override,
+        w.channels_last,
+        w.convention,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _window_cached(kernel, stride, padding, mode, dilation, ceil, cip, override, cl, convention) -> Window:
+    pads = mode if mode else tuple(zip(padding[0::2], padding[1::2]))
+    return Window(
+        kernel or None,
+        stride,
+        pads,
+        dilation=dilation,
+        ceil_mode=ceil,
+        count_include_pad=cip,
+        divisor_override=override,
+        channels_last=cl,
+        ndim=len(stride),
+        convention=convention,
+    )
+
+
+def window_of(kernel, stride, padding, mode, dilation, ceil, cip, override, cl, convention) -> Window:
+    """The Window that `window_args` encoded (cached: ops rebuild it on every call)."""
+    return _window_cached(
+        tuple(kernel),
+        tuple(stride),
+        tuple(padding),
+        mode,
+        tuple(dilation),
+        ceil,
+        cip,
+        override,
+        cl,
+        convention,
+    )
+
+
+def _spatial(shape, ndim: int, channels_last: bool) -> list:
+    return list(shape[-ndim - 1 : -1] if channels_last else shape[len(shape) - ndim :])
+
+
+def _with_spatial(shape, ndim: int, channels_last: bool, spatial) -> list:
+    shape = list(shape)
+    if channels_last:
+        return [*shape[: -ndim - 1], *spatial, shape[-1]]
+    return [*shape[: len(shape) - ndim], *spatial]
+
+
+def _check_rank(x: Tensor, ndim: int, name: str = "input") -> None:
+    if x.dim() not in (ndim + 1, ndim + 2):
+        raise ValueError(
+            f"{name} must have {ndim + 2} dimensions (batched) or {ndim + 1} (unbatched) for "
+            f"{ndim}-d pooling, got shape {tuple(x.shape)}"
+        )
+
+
+def _new_empty(like: Tensor, shape, ndim: int, channels_last: bool, dtype=None) -> Tensor:
+    """An empty result with the memory format the CPU kernels give for input ``like``."""
+    dtype = like.dtype if dtype is None else dtype
+    if not channels_last and memory_channels_last(like, ndim) and len(shape) == ndim + 2:
+        return like.new_empty(permute_shape(shape, ndim), dtype=dtype).permute(*_cf_order(ndim))
+    return like.new_empty(shape, dtype=dtype)
+
+
+def _numpy_window(w: Window, channels_last: bool) -> Window:
+    """The window in the layout the NumPy view is read in."""
+    if channels_last == w.channels_last:
+        return w
+    args = window_args(w)
+    return window_of(*args[:8], channels_last, args[9])
+
+
+def _through_cpu(name: str, fn, *tensors: Tensor, args: tuple = ()):
+    """Run a CPU kernel for tensors on another device: the fallback, logged."""
+    device = tensors[0].device
+    log.debug("avgpool.torch: %s on %s through the CPU kernels (no GPU kernel for it)", name, device)
+    result = fn(*(t.cpu() for t in tensors), *args)
+    if isinstance(result, tuple):
+        return tuple(r.to(device) for r in result)
+    return result.to(device)
+
+
+# -- average pooling ---------------------------------------------------------------------------
+
+
+@torch.library.custom_op("avgpool::avg_pool", mutates_args=(), device_types="cpu")
+def avg_pool(
+    x: Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    padding_mode: str,
+    dilation: list[int],
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+    channels_last: bool,
+    convention: str,
+) -> Tensor:
+    w = window_of(
+        kernel_size,
+        stride,
+        padding,
+        padding_mode,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+        channels_last,
+        convention,
+    )
+    v = to_numpy(x, w.ndim, w.channels_last)
+    return v.back(ops.avg_pool(v.array, window=_numpy_window(w, v.channels_last)))
+
+
+@avg_pool.register_fake
+def _(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cip, override, cl, convention):
+    w = window_of(
+        kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cip, override, cl, convention
+    )
+    _check_rank(x, w.ndim)
+    out = [a.out for a in w.resolve(_spatial(x.shape, w.ndim, cl))]
+    return _new_empty(x, _with_spatial(x.shape, w.ndim, cl, out), w.ndim, cl)
+
+
+@torch.library.custom_op("avgpool::avg_pool_backward", mutates_args=(), device_types="cpu")
+def avg_pool_backward(
+    grad: Tensor,
+    input_shape: list[int],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    padding_mode: str,
+    dilation: list[int],
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+    channels_last: bool,
+    convention: str,
+) -> Tensor:
+    w = window_of(
+        kernel_size,
+        stride,
+        padding,
+        padding_mode,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+        channels_last,
+        convention,
+    )
+    v = to_numpy(grad, w.ndim, w.channels_last)
+    shape = input_shape if v.channels_last == channels_last else permute_shape(input_shape, w.ndim)
+    return v.back(ops.avg_pool_backward(v.array, shape, window=_numpy_window(w, v.channels_last)))
+
+
+@avg_pool_backward.register_fake
+def _(grad, input_shape, kernel_size, stride, *rest):
+    return _new_empty(grad, list(input_shape), len(stride), rest[6])
+
+
+def _avg_setup(ctx, inputs, output):
+    ctx.input_shape = list(inputs[0].shape)
+    ctx.geometry = inputs[1:]
+
+
+def _avg_backward(ctx, grad):
+    g = torch.ops.avgpool.avg_pool_backward(grad, ctx.input_shape, *ctx.geometry)
+    return (g,) + (None,) * len(ctx.geometry)
+
+
+def _avg_backward_setup(ctx, inputs, output):
+    ctx.geometry = inputs[2:]
+
+
+def _avg_backward_backward(ctx, grad_grad):
+    gg = torch.ops.avgpool.avg_pool(grad_grad, *ctx.geometry)
+    return (gg, None) + (None,) * len(ctx.geometry)
+
+
+avg_pool.register_autograd(_avg_backward, setup_context=_avg_setup)
+avg_pool_backward.register_autograd(_avg_backward_backward, setup_context=_avg_backward_setup)
+
+
+# -- max pooling -------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("avgpool::max_pool", mutates_args=(), device_types="cpu")
+def max_pool(
+    x: Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    padding_mode: str,
+    dilation: list[int],
+    ceil_mode: bool,
+    channels_last: bool,
+    convention: str,
+    nan_policy: str,
+) -> tuple[Tensor, Tensor]:
+    w = window_of(
+        kernel_size,
+        stride,
+        padding,
+        padding_mode,
+        dilation,
+        ceil_mode,
+        False,
+        None,
+        channels_last,
+        convention,
+    )
+    v = to_numpy(x, w.ndim, w.channels_last)
+    y, index = ops.max_pool(
+        v.array, window=_numpy_window(w, v.channels_last), return_indices=True, nan_policy=nan_policy or None
+    )
+    return v.back(y), v.back(index)
+
+
+@max_pool.register_fake
+def _(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cl, convention, nan_policy):
+    w = window_of(
+        kernel_size, stride, padding, padding_mode, dilation, ceil_mode, False, None, cl, convention
+    )
+    _check_rank(x, w.ndim)
+    shape = _with_spatial(x.shape, w.ndim, cl, [a.out for a in w.resolve(_spatial(x.shape, w.ndim, cl))])
+    return _new_empty(x, shape, w.ndim, cl), _new_empty(x, shape, w.ndim, cl, torch.int64)
+
+
+@torch.library.custom_op("avgpool::max_pool_backward", mutates_args=(), device_types="cpu")
+def max_pool_backward(
+    grad: Tensor, indices: Tensor, input_shape: list[int], ndim: int, channels_last: bool
+) -> Tensor:
+    """Scatter each output's gradient to its arg-max (max, adaptive max and global max)."""
+    v = to_numpy(grad, ndim, channels_last)
+    if v.channels_last != channels_last:
+        index = indices.permute(*_cl_order(ndim)).contiguous().numpy()
+        shape = permute_shape(input_shape, ndim)
+    else:
+        index, shape = indices.contiguous().numpy(), tuple(input_shape)
+    layout = Layout.of(shape, ndim, v.channels_last, "input_shape")
+    out_spatial = Layout.of(v.array.shape, ndim, v.channels_last, "grad").spatial
+    layout.check_grad_shape(v.array, out_spatial)
+    return v.back(_compute.max_backward(v.array, index, layout, out_spatial))
+
+
+@max_pool_backward.register_fake
+def _(grad, indices, input_shape, ndim, channels_last):
+    return _new_empty(grad, list(input_shape), ndim, channels_last)
+
+
+def gather_max(grad_grad: Tensor, indices: Tensor, ndim: int, channels_last: bool) -> Tensor:
+    """The transpose of `max_pool_backward`: each output reads its arg-max cell (index -1: 0)."""
+    if channels_last:
+        grad_grad, indices = grad_grad.movedim(-1, -ndim - 1), indices.movedim(-1, -ndim - 1)
+    out_shape = indices.shape
+    flat_g = grad_grad.flatten(-ndim)
+    flat_i = indices.flatten(-ndim)
+    picked = torch.gather(flat_g, -1, flat_i.clamp(min=0))
+    picked = torch.where(flat_i >= 0, picked, torch.zeros_like(picked)).reshape(out_shape)
+    return picked.movedim(-ndim - 1, -1) if channels_last else picked
+
+
+def _max_setup(ctx, inputs, output):
+    x = inputs[0]
+    ctx.input_shape = list(x.shape)
+    ctx.ndim = len(inputs[2])
+    ctx.channels_last = inputs[7]
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _max_backward(ctx, grad, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    g = torch.ops.avgpool.max_pool_backward(grad, indices, ctx.input_shape, ctx.ndim, ctx.channels_last)
+    return (g,) + (None,) * 9
+
+
+def _max_backward_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.ndim, ctx.channels_last = inputs[3], inputs[4]
+
+
+def _max_backward_backward(ctx, grad_grad):
+    (indices,) = ctx.saved_tensors
+    return gather_max(grad_grad, indices, ctx.ndim, ctx.channels_last), None, None, None, None
+
+
+max_pool.register_autograd(_max_backward, setup_context=_max_setup)
+max_pool_backward.register_autograd(_max_backward_backward, setup_context=_max_backward_setup)
+
+
+# -- Lp pooling --------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("avgpool::lp_pool", mutates_args=(), device_types="cpu")
+def lp_pool(
+    x: Tensor,
+    norm_type: float,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    padding_mode: str,
+    dilation: list[int],
+    ceil_mode: bool,
+    channels_last: bool,
+    convention: str,
+) -> Tensor:
+    """``convention`` is Lp's own: "torch" (``F.lp_pool*d``) or "onnx" (LpPool)."""
+    w = window_of(
+        kernel_size, stride, padding, padding_mode, dilation, ceil_mode, True, None, channels_last, "torch"
+    )
+    v = to_numpy(x, w.ndim, w.channels_last)
+    return v.back(
+        ops.lp_pool(v.array, norm_type, window=_numpy_window(w, v.channels_last), convention=convention)
+    )
+
+
+@lp_pool.register_fake
+def _(x, norm_type, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cl, convention):
+    w = window_of(kernel_size, stride, padding, padding_mode, dilation, ceil_mode, True, None, cl, "torch")
+    _check_rank(x, w.ndim)
+    out = [a.out for a in w.resolve(_spatial(x.shape, w.ndim, cl))]
+    return _new_empty(x, _with_spatial(x.shape, w.ndim, cl, out), w.ndim, cl)
+
+
+def lp_pool_grad(grad: Tensor, x: Tensor, norm_type: float, geometry: tuple, convention: str) -> Tensor:
+    """d lp_pool / dx, written with the average ops so that it differentiates again.
+
+    torch: ``y = (K * avg(x**p))**(1/p)``, so ``dx = x**(p-1) * avg_backward(K * g * T**(1/p-1))``
+    with ``T = K * avg(x**p)``; onnx: ``T = sum |x|**p`` and ``sign(x)|x|**(p-1)`` inside.
+    0 where a window's power sum is 0, as `avgpool.lp_pool_backward`.
+    """
+    kernel, stride, padding, mode, dilation, ceil, cl = geometry
+    p = float(norm_type)
+    if convention == "torch":
+        k = float(math.prod(kernel))
+        avg_geometry = (kernel, stride, padding, mode, dilation, ceil, True, None, cl, "torch")
+        total = torch.ops.avgpool.avg_pool(x.pow(p), *avg_geometry) * k
+        inner = x.pow(p - 1.0)
+    else:
+        k = 1.0
+        avg_geometry = (kernel, stride, padding, mode, dilation, ceil, False, 1, cl, "onnx")
+        total = torch.ops.avgpool.avg_pool(x.abs().pow(p), *avg_geometry)
+        inner = torch.sign(x) * x.abs().pow(p - 1.0)
+    nonzero = total != 0
+    safe = torch.where(nonzero, total, torch.ones_like(total))
+    coef = torch.where(nonzero, grad * safe.pow(1.0 / p - 1.0) * k, torch.zeros_like(total))
+    spread = torch.ops.avgpool.avg_pool_backward(coef, list(x.shape), *avg_geometry)
+    return inner * spread
+
+
+def _lp_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.norm_type = inputs[1]
+    ctx.geometry = tuple(inputs[2:9])
+    ctx.convention = inputs[9]
+
+
+def _lp_backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return (lp_pool_grad(grad, x, ctx.norm_type, ctx.geometry, ctx.convention),) + (None,) * 9
+
+
+lp_pool.register_autograd(_lp_backward, setup_context=_lp_setup)
+
+
+# -- adaptive pooling --------------------------------------------------------------------------
+
+
+def _adaptive_sizes(output_size, spatial) -> tuple[int, ...]:
+    """-1 keeps the input's size on that axis (PyTorch's None)."""
+    return tuple(n if o < 0 else o for o, n in zip(output_size, spatial))
+
+
+@torch.library.custom_op("avgpool::adaptive_avg_pool", mutates_args=(), device_types="cpu")
+def adaptive_avg_pool(x: Tensor, output_size: list[int], channels_last: bool) -> Tensor:
+    ndim = len(output_size)
+    _check_rank(x, ndim)
+    out = _adaptive_sizes(output_size, _spatial(x.shape, ndim, channels_last))
+    v = to_numpy(x, ndim, channels_last)
+    return v.back(ops.adaptive_avg_pool(v.array, out, channels_last=v.channels_last, ndim=ndim))
+
+
+@adaptive_avg_pool.register_fake
+def _(x, output_size, channels_last):
+    ndim = len(output_size)
+    _check_rank(x, ndim)
+    spatial = _spatial(x.shape, ndim, channels_last)
+    out = _adaptive_sizes(output_size, spatial)
+    return _new_empty(x, _with_spatial(x.shape, ndim, channels_last, out), ndim, channels_last)
+
+
+@torch.library.custom_op("avgpool::adaptive_avg_pool_backward", mutates_args=(), device_types="cpu")
+def adaptive_avg_pool_backward(
+    grad: Tensor, input_shape: list[int], ndim: int, channels_last: bool
+) -> Tensor:
+    v = to_numpy(grad, ndim, channels_last)
+    shape = input_shape if v.channels_last == channels_last else permute_shape(input_shape, ndim)
+    return v.back(ops.adaptive_avg_pool_backward(v.array, shape, channels_last=v.channels_last, ndim=ndim))
+
+
+@adaptive_avg_pool_backward.register_fake
+def _(grad, input_shape, ndim, channels_last):
+    return _new_empty(grad, list(input_shape), ndim, channels_last)
+
+
+def _adaptive_avg_setup(ctx, inputs, output):
+    ctx.input_shape = list(inputs[0].shape)
+    ctx.ndim, ctx.channels_last = len(inputs[1]), inputs[2]
+
+
+def _adaptive_avg_backward(ctx, grad):
+    g = torch.ops.avgpool.adaptive_avg_pool_backward(grad, ctx.input_shape, ctx.ndim, ctx.channels_last)
+    return g, None, None
+
+
+def _adaptive_avg_backward_setup(ctx, inputs, output):
+    ctx.out = _spatial(inputs[0].shape, inputs[2], inputs[3])
+    ctx.channels_last = inputs[3]
+
+
+def _adaptive_avg_backward_backward(ctx, grad_grad):
+    return torch.ops.avgpool.adaptive_avg_pool(grad_grad, list(ctx.out), ctx.channels_last), None, None, None
+
+
+adaptive_avg_pool.register_autograd(_adaptive_avg_backward, setup_context=_adaptive_avg_setup)
+adaptive_avg_pool_backward.register_autograd(
+    _adaptive_avg_backward_backward, setup_context=_adaptive_avg_backward_setup
+)
+
+
+@torch.library.custom_op("avgpool::adaptive_max_pool", mutates_args=(), device_types="cpu")
+def adaptive_max_pool(x: Tensor, output_size: list[int], channels_last: bool) -> tuple[Tensor, Tensor]:
+    ndim = len(output_size)
+    _check_rank(x, ndim)
+    out = _adaptive_sizes(output_size, _spatial(x.shape, ndim, channels_last))
+    v = to_numpy(x, ndim, channels_last)
+    y, index = ops.adaptive_max_pool(v.array, out, True, channels_last=v.channels_last, ndim=ndim)
+    return v.back(y), v.back(index)
+
+
+@adaptive_max_pool.register_fake
+def _(x, output_size, channels_last):
+    ndim = len(output_size)
+    _check_rank(x, ndim)
+    out = _adaptive_sizes(output_size, _spatial(x.shape, ndim, channels_last))
+    shape = _with_spatial(x.shape, ndim, channels_last, out)
+    return _new_empty(x, shape, ndim, channels_last), _new_empty(x, shape, ndim, channels_last, torch.int64)
+
+
+def _adaptive_max_setup(ctx, inputs, output):
+    ctx.input_shape = list(inputs[0].shape)
+    ctx.ndim, ctx.channels_last = len(inputs[1]), inputs[2]
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _adaptive_max_backward(ctx, grad, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    g = torch.ops.avgpool.max_pool_backward(grad, indices, ctx.input_shape, ctx.ndim, ctx.channels_last)
+    return g, None, None
+
+
+adaptive_max_pool.register_autograd(_adaptive_max_backward, setup_context=_adaptive_max_setup)
+
+
+# -- blur pooling ------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("avgpool::blur_pool", mutates_args=(), device_types="cpu")
+def blur_pool(
+    x: Tensor, filt_size: int, stride: int, pad_type: str, pad_off: int, ndim: int, channels_last: bool
+) -> Tensor:
+    v = to_numpy(x, ndim, channels_last)
+    y = ops.blur_pool(
+        v.array,
+        filt_size,
+        stride,
+        pad_type=pad_type,
+        pad_off=pad_off,
+        ndim=ndim,
+        channels_last=v.channels_last,
+    )
+    return v.back(y)
+
+
+def blur_output(spatial, filt_size: int, stride: int, pad_off: int) -> list:
+    before, after = ref.blur_pads(filt_size, pad_off)
+    return [(n + before + after - filt_size) // stride + 1 for n in spatial]
+
+
+@blur_pool.register_fake
+def _(x, filt_size, stride, pad_type, pad_off, ndim, channels_last):
+    _check_rank(x, ndim)
+    out = blur_output(_spatial(x.shape, ndim, channels_last), filt_size, stride, pad_off)
+    return _new_empty(x, _with_spatial(x.shape, ndim, channels_last, out), ndim, channels_last)
+
+
+@torch.library.custom_op("avgpool::blur_pool_backward", mutates_args=(), device_types="cpu")
+def blur_pool_backward(
+    grad: Tensor,
+    input_shape: list[int],
+    filt_size: int,
+    stride: int,
+    pad_type: str,
+    pad_off: int,
+    ndim: int,
+    channels_last: bool,
+) -> Tensor:
+    v = to_numpy(grad, ndim, channels_last)
+    shape = input_shape if v.channels_last == channels_last else permute_shape(input_shape, ndim)
+    g = ops.blur_pool_backward(
+        v.array,
+        shape,
+        filt_size,
+        stride,
+        pad_type=pad_type,
+        pad_off=pad_off,
+        ndim=ndim,
+        channels_last=v.channels_last,
+    )
+    return v.back(g)
+
+
+@blur_pool_backward.register_fake
+def _(grad, input_shape, filt_size, stride, pad_type, pad_off, ndim, channels_last):
+    return _new_empty(grad, list(input_shape), ndim, channels_last)
+
+
+def _blur_setup(ctx, inputs, output):
+    ctx.input_shape = list(inputs[0].shape)
+    ctx.args = inputs[1:]
+
+
+def _blur_backward(ctx, grad):
+    g = torch.ops.avgpool.blur_pool_backward(grad, ctx.input_shape, *ctx.args)
+    return (g,) + (None,) * len(ctx.args)
+
+
+def _blur_backward_setup(ctx, inputs, output):
+    ctx.args = inputs[2:]
+
+
+def _blur_backward_backward(ctx, grad_grad):
+    return (torch.ops.avgpool.blur_pool(grad_grad, *ctx.args), None) + (None,) * len(ctx.args)
+
+
+blur_pool.register_autograd(_blur_backward, setup_context=_blur_setup)
+blur_pool_backward.register_autograd(_blur_backward_backward, setup_context=_blur_backward_setup)
+
+
+# -- other devices -----------------------------------------------------------------------------
+
+_CPU_ONLY = {
+    "lp_pool": lp_pool,
+    "adaptive_avg_pool": adaptive_avg_pool,
+    "adaptive_avg_pool_backward": adaptive_avg_pool_backward,
+    "adaptive_max_pool": adaptive_max_pool,
+    "blur_pool": blur_pool,
+    "blur_pool_backward": blur_pool_backward,
+}
+
+
+def _register_cuda() -> None:
+    """CUDA kernels: Triton for avg/max pooling and their backward, the CPU kernels otherwise."""
+    from avgpool.torch import _triton_ops
+
+    _triton_ops.register(
+        {
+            "avg_pool": avg_pool,
+            "avg_pool_backward": avg_pool_backward,
+            "max_pool": max_pool,
+            "max_pool_backward": max_pool_backward,
+        }
+    )
+    for name, op in _CPU_ONLY.items():
+
+        def kernel(*args, _op=op, _name=name):
+            return _through_cpu(_name, _op, args[0], args=args[1:])
+
+        op.register_kernel("cuda")(kernel)
+
+
+_register_cuda()
