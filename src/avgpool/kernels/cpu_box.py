@@ -371,58 +371,15 @@ def avg_planes(x, out, geo, count_h, count_w, zero_h, zero_w, real_h, real_w, ov
         prefix = np.zeros(width + 1, dtype=np.float64)
         for oh0 in range(0, OH, CHUNK):
             oh1 = min(OH, oh0 + CHUNK)
-            if not _plane_chunk(
-                x,
-                out,
-                o,
-                oh0,
-                oh1,
-                Rp,
-                tmp,
-                prefix,
-                kh,
-                sh,
-                ph,
-                kw,
-                sw,
-                pw,
-                count_h,
-                count_w,
-                zero_h,
-                zero_w,
-                real_h,
-                real_w,
-                override,
-                empty,
-                running and sh < kh,
-                running and sw < kw,
-            ):
-                _plane_chunk(
-                    x,
-                    out,
-                    o,
-                    oh0,
-                    oh1,
-                    Rp,
-                    tmp,
-                    prefix,
-                    kh,
-                    sh,
-                    ph,
-                    kw,
-                    sw,
-                    pw,
-                    count_h,
-                    count_w,
-                    zero_h,
-                    zero_w,
-                    real_h,
-                    real_w,
-                    override,
-                    empty,
-                    False,
-                    False,
-                )
+            run_h, run_w = running and sh < kh, running and sw < kw
+            for _attempt in range(2):  # a second, tap-by-tap pass only if the first met inf/NaN
+                # fmt: off
+                ok = _plane_chunk(x, out, o, oh0, oh1, Rp, tmp, prefix, kh, sh, ph, kw, sw, pw, count_h,
+                                  count_w, zero_h, zero_w, real_h, real_w, override, empty, run_h, run_w)
+                # fmt: on
+                if ok or not (run_h or run_w):
+                    break
+                run_h = run_w = False
 
 
 @njit(cache=True)
