@@ -361,3 +361,12 @@ def test_max_window_of_minus_infinity_points_at_its_first_real_cell(layout):
     np.testing.assert_array_equal(fast[0], slow[0])
     first = fast[1][0, ..., 0] if cl else fast[1][0, 0]
     assert first[0, 0] == 0  # row 0, column 0: the window's first real cell
+
+
+def test_kernel_table_names_real_kernels():
+    import importlib
+
+    for names in KERNELS.values():
+        for name in names:
+            module, function = name.split(".")
+            assert callable(getattr(importlib.import_module(f"avgpool.kernels.{module}"), function)), name
