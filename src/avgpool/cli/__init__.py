@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from avgpool._errors import AvgPoolError
+from avgpool.cli import _bench, _study
 from avgpool.conventions import CONVENTIONS
 
 __all__ = ["main"]
@@ -455,6 +456,8 @@ def _parser() -> argparse.ArgumentParser:
     shape.set_defaults(func=_cmd_shape)
     _model_commands(sub)
     _monitor_commands(sub)
+    _bench.add_commands(sub)
+    _study.add_commands(sub)
     return parser
 
 
