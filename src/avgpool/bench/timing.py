@@ -72,6 +72,35 @@ class Timing:
             "budget_limited": self.budget_limited,
         }
 
+    def percentile(self, percentile: float) -> float:
+        """The nearest-rank percentile of the samples, in seconds."""
+        return nearest_rank(self.samples, percentile)
+
+    def latency(self) -> dict[str, Any]:
+        """Milliseconds for a latency report: p50, p90, p95, p99, min, max, mean, beside ``n``.
+
+        With fewer than 100 samples the nearest-rank p99 is the slowest sample (and p95 below
+        20), so the sample count always travels with the percentiles.
+
+        Examples
+        --------
+        >>> t = Timing(tuple(i / 1000 for i in range(1, 201)), 1, 200, False)
+        >>> [t.latency()[k] for k in ("n", "p50_ms", "p95_ms", "p99_ms", "max_ms")]
+        [200, 100.0, 190.0, 198.0, 200.0]
+        """
+        ms = [s * 1e3 for s in self.samples]
+        out: dict[str, Any] = {"n": self.n}
+        for p in (50, 90, 95, 99):
+            out[f"p{p}_ms"] = nearest_rank(ms, p)
+        out.update(
+            min_ms=min(ms),
+            max_ms=max(ms),
+            mean_ms=math.fsum(ms) / len(ms),
+            warmup=self.warmup,
+            budget_limited=self.budget_limited,
+        )
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), **self.summary()}
 

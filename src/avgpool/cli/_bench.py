@@ -1,9 +1,225 @@
-"""The ``avgpool bench`` subcommand (being written; wired into the parser by `avgpool.cli`)."""
+"""The ``avgpool bench`` subcommand: latency of one op beside its peers, or of a model (and A/B).
+
+Thin: parse, call `avgpool.bench.latency`, render with `avgpool.bench.latency_tables`. The
+parsing helpers come from `avgpool.cli`, imported when the parser is built (that package
+imports this module while it initializes).
+"""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
+
+from avgpool._errors import AvgPoolError
+
+_PEER_NAMES = ("torch", "onnxruntime", "cv2", "scipy")
+
+
+def _peers(text: str) -> list[str] | None:
+    """'all' (None), 'none' ([]) or a comma-separated list of peer names."""
+    lowered = text.strip().lower()
+    if lowered == "all":
+        return None
+    if lowered in ("none", ""):
+        return []
+    names = [n.strip() for n in lowered.split(",") if n.strip()]
+    unknown = [n for n in names if n not in _PEER_NAMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"--peers takes all, none or names among {', '.join(_PEER_NAMES)}; got {', '.join(unknown)}"
+        )
+    return names
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from avgpool.bench.latency import LatencySettings
+
+    return LatencySettings(
+        warmup=args.warmup,
+        repeats=args.repeats,
+        budget_s=args.budget,
+        rotate=getattr(args, "rotate", 4),
+        seed=args.seed,
+    )
+
+
+def _cmd_op(args: argparse.Namespace) -> int:
+    from avgpool.bench.latency import bench_op
+    from avgpool.bench.latency_tables import op_table
+    from avgpool.cli import _emit_table, _progress, _size
+
+    result = bench_op(
+        args.input_shape,
+        _size(args.kernel),
+        None if args.stride is None else _size(args.stride),
+        args.padding,
+        dilation=_size(args.dilation),
+        ceil_mode=args.ceil_mode,
+        count_include_pad=args.count_include_pad,
+        divisor_override=args.divisor_override,
+        convention=args.convention,
+        op=args.op,
+        dtype=args.dtype,
+        channels_last=args.channels_last,
+        peers=args.peers,
+        batch_sizes=args.batch_sizes,
+        threads=args.threads,
+        settings=_settings(args),
+        progress=_progress(args.progress, "timing"),
+    )
+    _emit_table(result.to_dict(), op_table(result), args)
+    return 0
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    from avgpool.bench.latency import bench_model, compare_models
+    from avgpool.bench.latency_tables import comparison_table, model_table
+    from avgpool.cli import _emit_table, _progress
+    from avgpool.inspect import parse_input_shapes
+
+    if args.input_shape and args.inputs:
+        raise AvgPoolError("give --input-shape or --inputs, not both")
+    shapes = parse_input_shapes([s.replace("=", ":", 1) for s in args.input_shape or []]) or None
+    arrays = None
+    if args.inputs:
+        from avgpool.monitor import load_inputs
+
+        arrays = load_inputs(args.inputs)
+    common: dict[str, Any] = {
+        "batch_sizes": args.batch_sizes,
+        "input_shapes": shapes,
+        "inputs": arrays,
+        "threads": args.threads,
+        "device": args.device,
+        "settings": _settings(args),
+        "progress": _progress(args.progress, "timing batch sizes"),
+    }
+    if args.against:
+        result = compare_models(
+            args.model, args.against, confidence=args.confidence, resamples=args.resamples, **common
+        )
+        _emit_table(result.to_dict(), comparison_table(result), args)
+    else:
+        result = bench_model(args.model, **common)
+        _emit_table(result.to_dict(), model_table(result), args)
+    return 0
+
+
+def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, threads: str) -> None:
+    from avgpool.cli import _ints
+
+    cmd.add_argument(
+        "--batch-sizes",
+        "-b",
+        type=lambda t: _ints(t, "batch sizes"),
+        metavar="1,8,32",
+        help="the sweep of batch sizes (axis 0)",
+    )
+    cmd.add_argument("--threads", type=int, help=f"threads (default: {threads})")
+    cmd.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    cmd.add_argument("--repeats", type=int, default=repeats, help=f"timed calls wanted (default {repeats})")
+    cmd.add_argument(
+        "--budget",
+        type=float,
+        default=budget,
+        metavar="SECONDS",
+        help=f"stop timing a measurement after this many seconds of timed calls (default {budget:g})",
+    )
+    cmd.add_argument("--seed", type=int, default=0, help="seeds the random inputs and the bootstrap")
+    cmd.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: on a terminal)",
+    )
+    out = cmd.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable output, every sample included")
+    out.add_argument("--markdown", action="store_true", help="a markdown table (for CI comments)")
 
 
 def add_commands(sub: Any) -> None:
     """Add the ``bench`` subparser to the ``avgpool`` command's subparsers."""
+    from avgpool.cli import _ints, _padding
+    from avgpool.conventions import CONVENTIONS
+
+    bench = sub.add_parser(
+        "bench",
+        help="latency: an op beside its peers, or a model (percentiles, throughput, memory, A/B)",
+        description="Latency benchmarks: warm-up, timed calls on rotating inputs, nearest-rank "
+        "P50/P95/P99 with their sample counts, throughput per batch size, peak memory.",
+    )
+    modes = bench.add_subparsers(dest="bench_mode", required=True, metavar="{op,model}")
+
+    op = modes.add_parser(
+        "op",
+        help="one pooling op on any geometry, beside torch, onnxruntime, cv2 and scipy",
+        description="Time avgpool's pooling on one geometry, shape, dtype and layout, and every installed "
+        "peer that computes the same thing; each peer's output is checked against avgpool's. "
+        "Every library gets --threads threads (default: all cores).",
+    )
+    op.add_argument(
+        "input_shape",
+        metavar="SHAPE",
+        type=lambda t: _ints(t, "input shape"),
+        help="the array as stored: 8x64x56x56 (N, C, ...), or (N, ..., C) with --channels-last",
+    )
+    op.add_argument("--kernel", "-k", required=True, type=lambda t: _ints(t, "kernel"), help="3 or 3x3")
+    op.add_argument("--stride", "-s", type=lambda t: _ints(t, "stride"), help="default: the convention's")
+    op.add_argument(
+        "--padding", "-p", default=0, type=_padding, help="1, 1x2, 0:1x0:1 (before:after), valid, same"
+    )
+    op.add_argument("--dilation", "-d", default=(1,), type=lambda t: _ints(t, "dilation"))
+    op.add_argument("--ceil-mode", action="store_true")
+    op.add_argument(
+        "--count-include-pad",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="default: the convention's",
+    )
+    op.add_argument("--divisor-override", type=int)
+    op.add_argument("--convention", "-c", default="torch", choices=CONVENTIONS)
+    op.add_argument("--op", default="avg", choices=("avg", "max"))
+    op.add_argument("--dtype", default="float32", choices=("float16", "float32", "float64"))
+    op.add_argument("--channels-last", action="store_true", help="SHAPE is (N, ..., C)")
+    op.add_argument(
+        "--peers",
+        type=_peers,
+        default=None,
+        metavar="all|none|torch,onnxruntime,...",
+        help=f"peers timed beside avgpool (default all: {', '.join(_PEER_NAMES)})",
+    )
+    _timing_args(op, repeats=100, budget=2.0, threads="all cores, for every library")
+    op.set_defaults(func=_cmd_op)
+
+    model = modes.add_parser(
+        "model",
+        help="an ONNX model in ONNX Runtime or a PyTorch model, over batch sizes; --against for A/B",
+        description="Time a model over a sweep of batch sizes: latency percentiles, throughput, peak RSS "
+        "(and CUDA) memory, size on disk. MODEL: an .onnx file, a pickled nn.Module (.pt/.pth, "
+        "loaded with weights_only=False: only files you trust) or package.module:factory. With "
+        "--against, time both in interleaved pairs and report B/A with a bootstrap interval. "
+        "Threads: the runtime's default unless --threads.",
+    )
+    model.add_argument("model", metavar="MODEL")
+    model.add_argument("--against", metavar="MODEL_B", help="A/B: the model to compare MODEL with")
+    model.add_argument(
+        "--input-shape",
+        "-i",
+        action="append",
+        metavar="[NAME:]SHAPE",
+        help="1x3x224x224 or image:1x3x224x224 (NAME=SHAPE works too); axis 0 is set by the sweep. "
+        "Needed for a PyTorch model and for symbolic axes",
+    )
+    model.add_argument(
+        "--inputs", metavar="FILE.npz", help="sample inputs by name, samples on axis 0 (instead of random)"
+    )
+    model.add_argument(
+        "--rotate", type=int, default=4, help="different input sets per batch size, used in turn (default 4)"
+    )
+    model.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    model.add_argument(
+        "--confidence", type=float, default=0.95, help="A/B: the interval's coverage (default 0.95)"
+    )
+    model.add_argument("--resamples", type=int, default=2000, help="A/B: bootstrap resamples (default 2000)")
+    _timing_args(model, repeats=100, budget=5.0, threads="the runtime's own")
+    model.set_defaults(func=_cmd_model)
