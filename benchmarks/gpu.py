@@ -27,14 +27,19 @@ import torch.nn.functional as F
 import avgpool.torch as apt
 
 CASES = [
-    # (name, input shape, kernel, stride, padding, layout)
-    ("resnet stem max 3/2", (64, 64, 112, 112), 3, 2, 1, "nchw"),
-    ("resnet stem max 3/2, channels_last", (64, 64, 112, 112), 3, 2, 1, "channels_last"),
-    ("avg 2/2", (64, 256, 56, 56), 2, 2, 0, "nchw"),
-    ("avg 3/1 pad 1", (64, 256, 28, 28), 3, 1, 1, "nchw"),
-    ("avg 7/1 pad 3", (32, 256, 28, 28), 7, 1, 3, "nchw"),
-    ("avg 3/1, channels_last", (64, 256, 28, 28), 3, 1, 1, "channels_last"),
+    # (name, input shape, kernel, stride, padding, layout, ops); ops: avg, max (forward), avg-bwd
+    ("resnet stem 3/2", (64, 64, 112, 112), 3, 2, 1, "nchw", ("avg", "max")),
+    ("resnet stem 3/2, channels_last", (64, 64, 112, 112), 3, 2, 1, "channels_last", ("avg", "max")),
+    ("2/2", (64, 256, 56, 56), 2, 2, 0, "nchw", ("avg", "max", "avg-bwd")),
+    ("2/2, channels_last", (64, 256, 56, 56), 2, 2, 0, "channels_last", ("avg", "avg-bwd")),
+    ("3/1 pad 1", (64, 256, 28, 28), 3, 1, 1, "nchw", ("avg", "max")),
+    ("7/1 pad 3", (32, 256, 28, 28), 7, 1, 3, "nchw", ("avg", "max", "avg-bwd")),
+    # a window above DIRECT_TAPS runs as one pass per axis: its cost should not grow with it
+    ("15/1 pad 7", (8, 64, 112, 112), 15, 1, 7, "nchw", ("avg", "max", "avg-bwd")),
+    ("15/1 pad 7, channels_last", (8, 64, 112, 112), 15, 1, 7, "channels_last", ("avg", "max")),
+    ("3-D 2/2", (8, 64, 32, 56, 56), 2, 2, 0, "nchw", ("avg", "max", "avg-bwd")),
 ]
+QUICK = ("2/2", "15/1 pad 7", "3-D 2/2")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -61,21 +66,37 @@ def copy_rate() -> float:
     return 2 * a.numel() * a.element_size() / best
 
 
-def run(rate: float) -> list[dict]:
+def _pair(op: str, x: torch.Tensor, k: int, s: int, p: int):
+    """(avgpool's call, PyTorch's call, elements read + written) for one op on x."""
+    nd = x.dim() - 2
+    if op == "avg-bwd":
+        g = torch.randn_like(F.avg_pool2d(x, k, s, p) if nd == 2 else F.avg_pool3d(x, k, s, p))
+        aten = torch.ops.aten.avg_pool2d_backward if nd == 2 else torch.ops.aten.avg_pool3d_backward
+        n = [k] * nd, [s] * nd, [p] * nd
+        return (
+            functools.partial(apt.avg_pool_backward, g, x.shape, k, s, p),
+            functools.partial(aten, g, x, *n, False, True, None),
+            g.numel() + x.numel(),
+        )
+    ours = getattr(apt, f"{op}_pool{nd}d")
+    theirs = getattr(F, f"{op}_pool{nd}d")
+    out = theirs(x, k, s, p).numel()
+    return functools.partial(ours, x, k, s, p), functools.partial(theirs, x, k, s, p), x.numel() + out
+
+
+def run(rate: float, quick: bool = False) -> list[dict]:
     rows = []
-    for name, shape, k, s, p, layout in CASES:
-        for dtype in DTYPES:
+    for name, shape, k, s, p, layout, ops in CASES:
+        if quick and name not in QUICK:
+            continue
+        for dtype in DTYPES[:1] if quick else DTYPES:
             x = torch.randn(*shape, device="cuda", dtype=dtype)
             if layout == "channels_last":
                 x = x.contiguous(memory_format=torch.channels_last)
-            for op in ("avg", "max"):
-                ours_op = apt.avg_pool2d if op == "avg" else apt.max_pool2d
-                theirs_op = F.avg_pool2d if op == "avg" else F.max_pool2d
-                ours_f = functools.partial(ours_op, x, k, s, p)
-                theirs_f = functools.partial(theirs_op, x, k, s, p)
+            for op in ops:
+                ours_f, theirs_f, moved = _pair(op, x, k, s, p)
                 torch.testing.assert_close(ours_f().float(), theirs_f().float(), rtol=2e-2, atol=2e-2)
-                y = theirs_f()
-                floor = (x.numel() + y.numel()) * x.element_size() / rate
+                floor = moved * x.element_size() / rate
                 ours, theirs = _time(ours_f), _time(theirs_f)
                 rows.append(
                     {
@@ -111,12 +132,13 @@ def markdown(rows: list[dict], rate: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the raw numbers here")
+    parser.add_argument("--quick", action="store_true", help=f"float32 and {', '.join(QUICK)} only")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("benchmarks/gpu.py needs a CUDA GPU (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2
     rate = copy_rate()
-    rows = run(rate)
+    rows = run(rate, args.quick)
     print(markdown(rows, rate))
     if args.json:
         with open(args.json, "w") as f:

@@ -9,9 +9,11 @@ window covers it: no atomics, deterministic); the max's backward scatters each o
 gradient to its arg-max with float32 atomics (float64 for float64), as PyTorch's CUDA kernel.
 
 Cost: each output reads its kernel_h * kernel_w taps (each input cell, for the backward,
-visits kernel_h * kernel_w candidate outputs); these kernels are *not* independent of the
-kernel size, unlike the CPU running-sum kernels (the max backward is O(outputs)). Run them on a CPU with
-``TRITON_INTERPRET=1`` (the tests do, on small shapes).
+visits kernel_h * kernel_w candidate outputs), from cache: one pass over memory, the best
+there is for a small window. `avgpool.torch._triton_ops` sends only windows of at most
+``DIRECT_TAPS`` taps here; larger ones run as per-axis passes (`avgpool.kernels.triton_passes`)
+whose cost does not grow with the window. The max backward is O(outputs). Run them on a CPU
+with ``TRITON_INTERPRET=1`` (the tests do, on small shapes).
 
 ``triton`` is imported with this module, which `avgpool.torch` imports only for CUDA tensors.
 """
