@@ -14,11 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[all]'
 	touch $(STAMP)
 
+# The flagship tour: shape, bench, inspect/verify/diff, profile/drift, the study; a few minutes.
+DEMO_OUT ?= avgpool-demo
 demo: $(STAMP)
-	$(BIN)/avgpool shape 1x3x5x5 --kernel 3 --stride 2 --padding same --convention tensorflow
-	$(BIN)/avgpool shape 1x3x5x5 --kernel 3 --stride 2 --padding same --convention flax
-	$(BIN)/avgpool shape 1x3x6x6 --kernel 3 --stride 2 --padding 1 --ceil-mode --convention torch
-	$(BIN)/python examples/inspect_resnet.py
+	$(BIN)/python examples/tour.py $(DEMO_OUT)
 
 # The kernel tests run a second time with bounds checks compiled in (a cache of their own,
 # so the unchecked cached kernels are not reused).
@@ -40,4 +39,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis .numba-boundscheck
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis .numba-boundscheck avgpool-demo avgpool-study
