@@ -96,3 +96,13 @@ def test_installed_command_runs():
     )
     assert result.returncode == 0, result.stderr
     assert "output     1x1x3x3" in result.stdout
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`avgpool ... | head -1`: no 'Broken pipe' error message, no traceback."""
+    result = subprocess.run(
+        f"{sys.executable} -m avgpool shape 1x1x64x64 -k 3 --json | head -c 1",
+        shell=True, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.stdout == "{"
+    assert result.stderr == ""

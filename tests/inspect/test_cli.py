@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +130,17 @@ def test_no_pooling_and_dynamic_shapes_exit_2(capsys, tmp_path):
     assert code == 2 and "needs --input-shape" in err
     code, _, err = run(capsys, "inspect", tmp_path / "conv.onnx", "-i", "1x1x4")
     assert code == 2 and "has rank 4" in err
+
+
+def test_a_factory_in_the_current_directory_is_found(tmp_path, monkeypatch):
+    """`avgpool inspect mymodel:build` where mymodel.py sits in the working directory."""
+    (tmp_path / "mymodel_cwd.py").write_text(
+        "import torch\n\ndef build():\n    return torch.nn.Sequential(torch.nn.AvgPool2d(2))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = subprocess.run(
+        [Path(sys.executable).parent / "avgpool", "inspect", "mymodel_cwd:build", "-i", "1x1x4x4", "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [layer["op"] for layer in json.loads(result.stdout)["layers"]] == ["avg"]

@@ -467,6 +467,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`avgpool ... | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (AvgPoolError, TypeError, OSError) as exc:
         print(f"avgpool {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,6 @@ a module or a function that builds one, or an already loaded ``onnx.ModelProto``
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -81,16 +80,14 @@ def _read_torch_file(path: str, input_shapes: Any) -> Inventory:
 
 
 def _read_spec(spec: str, input_shapes: Any) -> Inventory:
+    from avgpool._specs import import_spec, is_factory
     from avgpool.inspect.torch_reader import read_torch
 
-    module_name, _, attr = spec.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
+        target = import_spec(spec)
     except (ImportError, AttributeError) as exc:
         raise ModelError(f"{spec}: no such model ({exc})") from None
-    if isinstance(target, type) or (callable(target) and not hasattr(target, "named_modules")):
+    if is_factory(target):
         try:
             target = target()
         except Exception as exc:

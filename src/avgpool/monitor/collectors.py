@@ -422,16 +422,13 @@ def load_torch_model(spec: str) -> tuple[Any, str | None]:
         if not isinstance(obj, torch.nn.Module):
             raise ProfileError(f"{spec}: holds a {type(obj).__name__}, not an nn.Module")
         return obj, _sha256_file(spec)
-    import importlib
+    from avgpool._specs import import_spec, is_factory
 
-    module_name, _, attr = spec.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
+        target = import_spec(spec)
     except (ImportError, AttributeError) as exc:
         raise ProfileError(f"{spec}: no such model ({exc})") from None
-    if isinstance(target, type) or (callable(target) and not hasattr(target, "named_modules")):
+    if is_factory(target):
         target = target()
     return target, None
 
