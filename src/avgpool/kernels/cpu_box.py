@@ -356,8 +356,11 @@ def avg_planes(x, out, geo, count_h, count_w, zero_h, zero_w, real_h, real_w, ov
     The common case gets a kernel of its own with the simplest loops: a float64 row buffer
     padded by ``pad_before`` zeros on the left (and enough on the right) so that every window
     reads it without a bounds test, running sums down the plane (restarted every ``CHUNK``
-    rows), and a W pass that adds each tap across the row (or differences a prefix sum for
-    windows longer than 8). ``x`` (planes, H, W), ``out`` (planes, OH, OW); ``geo`` as
+    rows; a leaving and an entering row are applied in one sweep), and a W pass fused with
+    the scaling for the common windows (2 or 3 wide, stride 1 or 2); other windows add each
+    tap across the row (or difference a prefix sum for windows longer than 8). The divisor is
+    a product of per-axis reciprocals (0 for a window with no real cell), ``empty`` patched in
+    where a count is 0. ``x`` (planes, H, W), ``out`` (planes, OH, OW); ``geo`` as
     `avg_forward` (the D row unused). Non-finite chunks are summed again tap by tap.
     """
     n, W = x.shape[0], x.shape[2]
@@ -365,6 +368,19 @@ def avg_planes(x, out, geo, count_h, count_w, zero_h, zero_w, real_h, real_w, ov
     kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
     kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
     width = max(pw + W, (OW - 1) * sw + kw)
+    # per-axis divisors (a window with no real cell sums to 0; a zero count gets ``empty``)
+    div_h, div_w = np.ones(OH), np.ones(OW)
+    scale_h, scale_w = np.zeros(OH), np.zeros(OW)
+    for oh in range(OH):
+        if not zero_h[oh]:
+            div_h[oh] = override if override > 0 else count_h[oh]
+            scale_h[oh] = 1.0 / div_h[oh] if real_h[oh] else 0.0
+    any_zero_w = False
+    for ow in range(OW):
+        if not zero_w[ow]:
+            div_w[ow] = 1.0 if override > 0 else count_w[ow]
+            scale_w[ow] = 1.0 / div_w[ow] if real_w[ow] else 0.0
+        any_zero_w |= zero_w[ow]
     for o in prange(n):
         Rp = np.zeros(width, dtype=np.float64)
         tmp = np.zeros(OW, dtype=np.float64)
@@ -374,12 +390,33 @@ def avg_planes(x, out, geo, count_h, count_w, zero_h, zero_w, real_h, real_w, ov
             run_h, run_w = running and sh < kh, running and sw < kw
             for _attempt in range(2):  # a second, tap-by-tap pass only if the first met inf/NaN
                 # fmt: off
-                ok = _plane_chunk(x, out, o, oh0, oh1, Rp, tmp, prefix, kh, sh, ph, kw, sw, pw, count_h,
-                                  count_w, zero_h, zero_w, real_h, real_w, override, empty, run_h, run_w)
+                ok = _plane_chunk(x, out, o, oh0, oh1, Rp, tmp, prefix, kh, sh, ph, kw, sw, pw, div_h,
+                                  div_w, scale_h, scale_w, zero_h, zero_w, any_zero_w, empty, run_h, run_w)
                 # fmt: on
                 if ok or not (run_h or run_w):
                     break
                 run_h = run_w = False
+
+
+@njit(cache=True)
+def _slide_rows(x, o, R, start, sh, kh, H, W):
+    """Move the running column sums ``R`` down by ``sh`` rows: drop the rows that leave the
+    window and add the rows that enter, a leaving and an entering row in one sweep."""
+    out_lo, out_hi = max(start - sh, 0), min(start, H)
+    in_lo, in_hi = max(start - sh + kh, 0), min(start + kh, H)
+    pairs = max(0, min(out_hi - out_lo, in_hi - in_lo))
+    for p in range(pairs):
+        a, b = x[o, out_lo + p], x[o, in_lo + p]
+        for i in range(W):
+            R[i] += np.float64(b[i]) - np.float64(a[i])
+    for ih in range(out_lo + pairs, out_hi):
+        row = x[o, ih]
+        for i in range(W):
+            R[i] -= row[i]
+    for ih in range(in_lo + pairs, in_hi):
+        row = x[o, ih]
+        for i in range(W):
+            R[i] += row[i]
 
 
 @njit(cache=True)
@@ -398,13 +435,13 @@ def _plane_chunk(
     kw,
     sw,
     pw,
-    count_h,
-    count_w,
+    div_h,
+    div_w,
+    scale_h,
+    scale_w,
     zero_h,
     zero_w,
-    real_h,
-    real_w,
-    override,
+    any_zero_w,
     empty,
     run_h,
     run_w,
@@ -423,48 +460,66 @@ def _plane_chunk(
                 for i in range(W):
                     R[i] += row[i]
         else:
-            for ih in range(max(start - sh, 0), min(start, H)):
-                row = x[o, ih]
-                for i in range(W):
-                    R[i] -= row[i]
-            for ih in range(max(start - sh + kh, 0), min(start + kh, H)):
-                row = x[o, ih]
-                for i in range(W):
-                    R[i] += row[i]
-        if run_w and kw > 8:
-            prefix[0] = 0.0
-            for i in range(Rp.shape[0]):
-                prefix[i + 1] = prefix[i] + Rp[i]
-            for ow in range(OW):
-                tmp[ow] = prefix[ow * sw + kw] - prefix[ow * sw]
-        else:
-            tmp[:] = 0.0
-            for j in range(kw):
-                if sw == 1:
-                    src = Rp[j : j + OW]
-                    for i in range(OW):
-                        tmp[i] += src[i]
-                elif sw == 2:
-                    src = Rp[j : j + 2 * OW - 1]
-                    for i in range(OW):
-                        tmp[i] += src[2 * i]
-                else:
-                    for i in range(OW):
-                        tmp[i] += Rp[i * sw + j]
+            _slide_rows(x, o, R, start, sh, kh, H, W)
         orow = out[o, oh]
-        real_row = real_h[oh]
-        if override > 0:
+        sc, dh, exact = scale_h[oh], div_h[oh], out.itemsize == 8
+        # the common windows, float32 results: W sums fused with the scaling, no row buffer
+        # in between (float64 results divide, as PyTorch and the oracle do: the exact quotient)
+        if not exact and kw == 2 and sw == 2:
             for ow in range(OW):
-                v = tmp[ow] if real_row and real_w[ow] else 0.0
+                v = Rp[2 * ow] + Rp[2 * ow + 1]
                 bad |= v - v != 0.0
-                orow[ow] = v / override
+                orow[ow] = v * (sc * scale_w[ow])
+        elif not exact and kw == 3 and sw == 1:
+            for ow in range(OW):
+                v = Rp[ow] + Rp[ow + 1] + Rp[ow + 2]
+                bad |= v - v != 0.0
+                orow[ow] = v * (sc * scale_w[ow])
+        elif not exact and kw == 3 and sw == 2:
+            for ow in range(OW):
+                v = Rp[2 * ow] + Rp[2 * ow + 1] + Rp[2 * ow + 2]
+                bad |= v - v != 0.0
+                orow[ow] = v * (sc * scale_w[ow])
+        elif not exact and kw == 2 and sw == 1:
+            for ow in range(OW):
+                v = Rp[ow] + Rp[ow + 1]
+                bad |= v - v != 0.0
+                orow[ow] = v * (sc * scale_w[ow])
         else:
-            f_row = count_h[oh]
-            zero_row = zero_h[oh]
+            if run_w and kw > 8:
+                prefix[0] = 0.0
+                for i in range(Rp.shape[0]):
+                    prefix[i + 1] = prefix[i] + Rp[i]
+                for ow in range(OW):
+                    tmp[ow] = prefix[ow * sw + kw] - prefix[ow * sw]
+            else:
+                tmp[:] = 0.0
+                for j in range(kw):
+                    if sw == 1:
+                        src = Rp[j : j + OW]
+                        for i in range(OW):
+                            tmp[i] += src[i]
+                    elif sw == 2:
+                        src = Rp[j : j + 2 * OW - 1]
+                        for i in range(OW):
+                            tmp[i] += src[2 * i]
+                    else:
+                        for i in range(OW):
+                            tmp[i] += Rp[i * sw + j]
+            if exact:
+                for ow in range(OW):
+                    v = tmp[ow] if sc != 0.0 and scale_w[ow] != 0.0 else 0.0
+                    bad |= v - v != 0.0
+                    orow[ow] = v / (dh * div_w[ow])
+            else:
+                for ow in range(OW):
+                    v = tmp[ow]
+                    bad |= v - v != 0.0
+                    orow[ow] = v * (sc * scale_w[ow])
+        if zero_h[oh] or any_zero_w:
             for ow in range(OW):
-                v = tmp[ow] if real_row and real_w[ow] else 0.0
-                bad |= v - v != 0.0
-                orow[ow] = empty if zero_row or zero_w[ow] else v / (f_row * count_w[ow])
+                if zero_h[oh] or zero_w[ow]:
+                    orow[ow] = empty
     return bad == 0
 
 
