@@ -88,7 +88,8 @@ def _avg_chunk(x, out, C, geo, count, zero, real, empty, o, od, oh0, run_h, run_
     acc = np.zeros(C, dtype=np.float64)
     tmp = np.zeros(OW, dtype=np.float64)
     prefix = np.zeros(W + 1, dtype=np.float64)
-    check = np.zeros(C, dtype=np.float64)  # stays 0 unless some sum is inf or NaN (x * 0)
+    check = np.zeros(C, dtype=np.float64)  # stays 0 unless some sum is inf or NaN
+    exact = out.itemsize == 8
     for oh in range(oh0, min(OH, oh0 + CHUNK)):
         start = oh * sh - ph
         if oh == oh0 or not run_h:
@@ -144,9 +145,20 @@ def _avg_chunk(x, out, C, geo, count, zero, real, empty, o, od, oh0, run_h, run_
             else:
                 div = f_row * count[2, ow]
                 cell = orow[base : base + C]
-                for c in range(C):
-                    check[c] += acc[c] * 0.0
-                    cell[c] = acc[c] / div
+                bad = 0  # an integer "or" vectorises; a float sum would not (no fastmath)
+                if exact:
+                    for c in range(C):
+                        v = acc[c]
+                        bad |= v - v != 0.0
+                        cell[c] = v / div
+                else:  # float32 results: times the reciprocal (no division; a float64 ulp off)
+                    inv = 1.0 / div
+                    for c in range(C):
+                        v = acc[c]
+                        bad |= v - v != 0.0
+                        cell[c] = v * inv
+                if bad:
+                    check[0] = np.nan
     return np.sum(check) == 0.0
 
 
