@@ -102,22 +102,52 @@ def _render_shape(report: Any) -> str:
     return "\n".join(lines)
 
 
+def _geometry_args(cmd: argparse.ArgumentParser, shape_help: str) -> None:
+    """The input shape and the pooling geometry (shared by `shape` and `bench op`)."""
+    cmd.add_argument("input_shape", metavar="SHAPE", type=lambda t: _ints(t, "input shape"), help=shape_help)
+    cmd.add_argument("--kernel", "-k", required=True, type=lambda t: _ints(t, "kernel"), help="3 or 3x3")
+    cmd.add_argument("--stride", "-s", type=lambda t: _ints(t, "stride"), help="default: the convention's")
+    cmd.add_argument(
+        "--padding",
+        "-p",
+        default=0,
+        type=_padding,
+        help="1, 1x2, 0:1x0:1 (before:after), valid, same, same_lower",
+    )
+    cmd.add_argument("--dilation", "-d", default=(1,), type=lambda t: _ints(t, "dilation"))
+    cmd.add_argument("--ceil-mode", action="store_true")
+    cmd.add_argument(
+        "--count-include-pad",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="default: the convention's (torch and flax count padded cells, others do not)",
+    )
+    cmd.add_argument("--divisor-override", type=int)
+    cmd.add_argument("--convention", "-c", default="torch", choices=CONVENTIONS)
+    cmd.add_argument("--op", default="avg", choices=("avg", "max"))
+    cmd.add_argument("--channels-last", action="store_true", help="SHAPE is (N, ..., C)")
+
+
+def _geometry(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments `shape_report` and `bench_op` take from `_geometry_args`."""
+    return {
+        "kernel_size": _size(args.kernel),
+        "stride": None if args.stride is None else _size(args.stride),
+        "padding": args.padding,
+        "dilation": _size(args.dilation),
+        "ceil_mode": args.ceil_mode,
+        "count_include_pad": args.count_include_pad,
+        "divisor_override": args.divisor_override,
+        "convention": args.convention,
+        "op": args.op,
+        "channels_last": args.channels_last,
+    }
+
+
 def _cmd_shape(args: argparse.Namespace) -> int:
     from avgpool.inspect.shape import shape_report
 
-    report = shape_report(
-        args.input_shape,
-        _size(args.kernel),
-        None if args.stride is None else _size(args.stride),
-        args.padding,
-        dilation=_size(args.dilation),
-        ceil_mode=args.ceil_mode,
-        count_include_pad=args.count_include_pad,
-        divisor_override=args.divisor_override,
-        convention=args.convention,
-        op=args.op,
-        channels_last=args.channels_last,
-    )
+    report = shape_report(args.input_shape, **_geometry(args))
     print(json.dumps(report.to_dict(), indent=2) if args.json else _render_shape(report))
     return 0
 
@@ -428,30 +458,7 @@ def _parser() -> argparse.ArgumentParser:
         help="output shape, padding, uncovered cells, and which conventions disagree",
         description="Resolve pooling arguments under one convention and compare them with the others.",
     )
-    shape.add_argument(
-        "input_shape", type=lambda t: _ints(t, "input shape"), help="e.g. 1x3x224x224 (N, C, ...)"
-    )
-    shape.add_argument("--kernel", "-k", required=True, type=lambda t: _ints(t, "kernel"), help="3 or 3x3")
-    shape.add_argument("--stride", "-s", type=lambda t: _ints(t, "stride"), help="default: the convention's")
-    shape.add_argument(
-        "--padding",
-        "-p",
-        default=0,
-        type=_padding,
-        help="1, 1x2, 0:1x0:1 (before:after), valid, same, same_lower",
-    )
-    shape.add_argument("--dilation", "-d", default=(1,), type=lambda t: _ints(t, "dilation"))
-    shape.add_argument("--ceil-mode", action="store_true")
-    shape.add_argument(
-        "--count-include-pad",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="default: the convention's (torch and flax count padded cells, others do not)",
-    )
-    shape.add_argument("--divisor-override", type=int)
-    shape.add_argument("--convention", "-c", default="torch", choices=CONVENTIONS)
-    shape.add_argument("--op", default="avg", choices=("avg", "max"))
-    shape.add_argument("--channels-last", action="store_true", help="the input shape is (N, ..., C)")
+    _geometry_args(shape, "e.g. 1x3x224x224 (N, C, ...), or (N, ..., C) with --channels-last")
     shape.add_argument("--json", action="store_true", help="machine-readable output")
     shape.set_defaults(func=_cmd_shape)
     _model_commands(sub)

@@ -46,21 +46,12 @@ def _settings(args: argparse.Namespace) -> Any:
 def _cmd_op(args: argparse.Namespace) -> int:
     from avgpool.bench.latency import bench_op
     from avgpool.bench.latency_tables import op_table
-    from avgpool.cli import _emit_table, _progress, _size
+    from avgpool.cli import _emit_table, _geometry, _progress
 
     result = bench_op(
         args.input_shape,
-        _size(args.kernel),
-        None if args.stride is None else _size(args.stride),
-        args.padding,
-        dilation=_size(args.dilation),
-        ceil_mode=args.ceil_mode,
-        count_include_pad=args.count_include_pad,
-        divisor_override=args.divisor_override,
-        convention=args.convention,
-        op=args.op,
+        **_geometry(args),
         dtype=args.dtype,
-        channels_last=args.channels_last,
         peers=args.peers,
         batch_sizes=args.batch_sizes,
         threads=args.threads,
@@ -139,8 +130,7 @@ def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, t
 
 def add_commands(sub: Any) -> None:
     """Add the ``bench`` subparser to the ``avgpool`` command's subparsers."""
-    from avgpool.cli import _ints, _padding
-    from avgpool.conventions import CONVENTIONS
+    from avgpool.cli import _geometry_args
 
     bench = sub.add_parser(
         "bench",
@@ -157,30 +147,8 @@ def add_commands(sub: Any) -> None:
         "peer that computes the same thing; each peer's output is checked against avgpool's. "
         "Every library gets --threads threads (default: all cores).",
     )
-    op.add_argument(
-        "input_shape",
-        metavar="SHAPE",
-        type=lambda t: _ints(t, "input shape"),
-        help="the array as stored: 8x64x56x56 (N, C, ...), or (N, ..., C) with --channels-last",
-    )
-    op.add_argument("--kernel", "-k", required=True, type=lambda t: _ints(t, "kernel"), help="3 or 3x3")
-    op.add_argument("--stride", "-s", type=lambda t: _ints(t, "stride"), help="default: the convention's")
-    op.add_argument(
-        "--padding", "-p", default=0, type=_padding, help="1, 1x2, 0:1x0:1 (before:after), valid, same"
-    )
-    op.add_argument("--dilation", "-d", default=(1,), type=lambda t: _ints(t, "dilation"))
-    op.add_argument("--ceil-mode", action="store_true")
-    op.add_argument(
-        "--count-include-pad",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="default: the convention's",
-    )
-    op.add_argument("--divisor-override", type=int)
-    op.add_argument("--convention", "-c", default="torch", choices=CONVENTIONS)
-    op.add_argument("--op", default="avg", choices=("avg", "max"))
+    _geometry_args(op, "the array as stored: 8x64x56x56 (N, C, ...), or (N, ..., C) with --channels-last")
     op.add_argument("--dtype", default="float32", choices=("float16", "float32", "float64"))
-    op.add_argument("--channels-last", action="store_true", help="SHAPE is (N, ..., C)")
     op.add_argument(
         "--peers",
         type=_peers,
