@@ -30,46 +30,6 @@ WINDOWS = [
 LAYOUTS = ["nchw", "channels_last_memory", "channels_last_logical"]
 
 
-def _input(window: Window, layout: str, dtype=torch.float32):
-    shape = (2, 3, 9, 8) if window.ndim == 2 else (2, 3, 11)
-    x = torch.randn(*shape, dtype=dtype, device=DEVICE)
-    if layout == "channels_last_memory" and window.ndim == 2:
-        return x.contiguous(memory_format=torch.channels_last), window
-    if layout == "channels_last_logical":
-        return x.movedim(1, -1).contiguous(), window.replace(channels_last=True)
-    return x, window
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("window", WINDOWS, ids=range(len(WINDOWS)))
-def test_avg_forward_and_backward_match_the_cpu_kernels(window, layout):
-    x, w = _input(window, layout)
-    args = window_args(w)
-    y = cuda.avg_pool(x, *args)
-    want = apt.avg_pool(x.cpu(), window=w)
-    assert_close(y.cpu(), want)
-    assert y.stride() == want.stride()
-    g = torch.randn_like(y)
-    assert_close(
-        cuda.avg_pool_backward(g, list(x.shape), *args).cpu(),
-        apt.avg_pool_backward(g.cpu(), x.shape, window=w),
-    )
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("window", WINDOWS[:2] + WINDOWS[3:], ids=range(3))
-def test_max_forward_and_backward_match_the_cpu_kernels(window, layout):
-    x, w = _input(window, layout)
-    kernel, stride, padding, mode, dilation, ceil, _, _, cl, _ = window_args(w)
-    y, index = cuda.max_pool(x, kernel, stride, padding, mode, dilation, ceil, cl, "torch", "")
-    want, want_index = apt.max_pool(x.cpu(), window=w.replace(convention="torch"), return_indices=True)
-    assert_close(y.cpu(), want)
-    assert torch.equal(index.cpu(), want_index)
-    g = torch.randn_like(y)
-    dx = cuda.max_pool_backward(g, index, list(x.shape), w.ndim, cl)
-    assert_close(dx.cpu(), apt.max_pool_backward(g.cpu(), x.cpu(), window=w.replace(convention="torch")))
-
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_accumulates_in_float32(dtype):
     w = WINDOWS[0]
@@ -93,7 +53,7 @@ def test_nan_wins_a_max_and_an_empty_window_has_no_index():
     assert dx.tolist() == [[[0.0, 0.0]]]
 
 
-# -- the per-axis passes (windows above DIRECT_TAPS, 3-D) ----------------------------------------
+# -- windows above DIRECT_TAPS and 3-D: the per-axis passes ------------------------------------
 
 PASS_WINDOWS = [
     Window(5, 1, 2, ndim=2),  # 25 taps: passes
@@ -106,7 +66,7 @@ PASS_WINDOWS = [
 ]
 
 
-def _pass_input(window: Window, layout: str, dtype=torch.float32, seed=0, ties=False):
+def _input(window: Window, layout: str, dtype=torch.float32, seed=0, ties=False):
     shape = {1: (2, 3, 40), 2: (2, 3, 11, 13), 3: (2, 3, 5, 6, 7)}[window.ndim]
     x = torch.randn(*shape, dtype=dtype, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(seed))
     if ties:
@@ -121,9 +81,9 @@ def _pass_input(window: Window, layout: str, dtype=torch.float32, seed=0, ties=F
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("window", PASS_WINDOWS, ids=range(len(PASS_WINDOWS)))
-def test_avg_passes_match_the_cpu_kernels(window, layout):
-    x, w = _pass_input(window, layout)
+@pytest.mark.parametrize("window", WINDOWS + PASS_WINDOWS, ids=range(len(WINDOWS + PASS_WINDOWS)))
+def test_avg_forward_and_backward_match_the_cpu_kernels(window, layout):
+    x, w = _input(window, layout)
     args = window_args(w)
     y = cuda.avg_pool(x, *args)
     want = apt.avg_pool(x.cpu(), window=w)
@@ -136,9 +96,9 @@ def test_avg_passes_match_the_cpu_kernels(window, layout):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("window", PASS_WINDOWS, ids=range(len(PASS_WINDOWS)))
-def test_max_passes_match_the_cpu_kernels(window, layout):
-    x, w = _pass_input(window, layout, ties=True)
+@pytest.mark.parametrize("window", WINDOWS + PASS_WINDOWS, ids=range(len(WINDOWS + PASS_WINDOWS)))
+def test_max_forward_and_backward_match_the_cpu_kernels(window, layout):
+    x, w = _input(window, layout, ties=True)
     kernel, stride, padding, mode, dilation, ceil, _, _, cl, _ = window_args(w)
     w = w.replace(convention="torch")
     y, index = cuda.max_pool(x, kernel, stride, padding, mode, dilation, ceil, cl, "torch", "")
