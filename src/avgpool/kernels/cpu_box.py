@@ -68,17 +68,24 @@ def avg_forward(x, out, C, geo, count, zero, real, empty, running):
     run_h = running and geo[1, 2] == 1 and geo[1, 1] < geo[1, 0]
     run_w = running and geo[2, 2] == 1 and geo[2, 1] < geo[2, 0]
     n_chunks = (OH + CHUNK - 1) // CHUNK
+    OW = out.shape[3] // C
+    scale_w = np.zeros(OW)  # 1 / W count (0 for a window without a real cell), for float32 results
+    any_zero_w = False
+    for ow in range(OW):
+        if real[2, ow] and not zero[2, ow]:
+            scale_w[ow] = 1.0 / count[2, ow]
+        any_zero_w |= zero[2, ow]
     for item in prange(n_outer * OD * n_chunks):
         o = item // (OD * n_chunks)
         od = (item // n_chunks) % OD
         oh0 = (item % n_chunks) * CHUNK
-        args = (x, out, C, geo, count, zero, real, empty, o, od, oh0)
+        args = (x, out, C, geo, count, zero, real, scale_w, any_zero_w, empty, o, od, oh0)
         if not _avg_chunk(*args, run_h, run_w) and (run_h or run_w):
             _avg_chunk(*args, False, False)
 
 
 @njit(cache=True)
-def _avg_chunk(x, out, C, geo, count, zero, real, empty, o, od, oh0, run_h, run_w):
+def _avg_chunk(x, out, C, geo, count, zero, real, scale_w, any_zero_w, empty, o, od, oh0, run_h, run_w):
     """One chunk of output rows; False if some output came out non-finite."""
     W = x.shape[3] // C
     OH, OW = out.shape[2], out.shape[3] // C
@@ -109,10 +116,21 @@ def _avg_chunk(x, out, C, geo, count, zero, real, empty, o, od, oh0, run_h, run_
             _row_sums_one(R, tmp, prefix, W, OW, kw, sw, dw, pw, run_w)
             count_w, zero_w, real_w = count[2], zero[2], real[2]
             bad = 0  # an integer "or" vectorises; a float sum would not (no fastmath: NaN matters)
-            for ow in range(OW):
-                v = tmp[ow] if real_row and real_w[ow] else 0.0
-                bad |= v - v != 0.0
-                orow[ow] = empty if zero_row or zero_w[ow] else v / (f_row * count_w[ow])
+            if exact:
+                for ow in range(OW):
+                    v = tmp[ow] if real_row and real_w[ow] else 0.0
+                    bad |= v - v != 0.0
+                    orow[ow] = empty if zero_row or zero_w[ow] else v / (f_row * count_w[ow])
+            else:  # times reciprocals, no division and no branch; empty patched in after
+                sc = 1.0 / f_row if real_row and not zero_row else 0.0
+                for ow in range(OW):
+                    v = tmp[ow]
+                    bad |= v - v != 0.0
+                    orow[ow] = v * (sc * scale_w[ow])
+                if zero_row or any_zero_w:
+                    for ow in range(OW):
+                        if zero_row or zero_w[ow]:
+                            orow[ow] = empty
             if bad:
                 check[0] = np.nan
             continue
