@@ -214,3 +214,89 @@ def test_bad_input_gets_a_clear_error(call, error, message):
 def test_public_surface_is_declared():
     assert set(ap.__all__) <= set(dir(ap))
     assert "Window" in ap.__all__ and "AvgPoolError" in ap.__all__
+
+
+# -- kept geometry: one entry per shape and window, never another's ----------------------------
+
+
+def _clear_kept_geometry():
+    from avgpool import _arrays, _compute, _cpu, conventions, ops
+
+    for cached in (
+        conventions._from_torch,
+        ops._window_of,
+        ops._global_window_of,
+        ops._geometry,
+        _arrays._layout_of,
+        _cpu._avg_plan,
+        _cpu._avg_backward_plan,
+        _cpu._max_plan,
+        _compute._adaptive_tables,
+        _compute._blur_tables,
+    ):
+        cached.cache_clear()
+
+
+def _kept_geometry_calls():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 7, 6))
+    x_cl = np.moveaxis(x, 1, -1).copy()
+    g = rng.standard_normal((2, 3, 4, 3))  # the output shape of 3x3/2 pad 1 and of the blur
+    pads = ((2, 2), (2, 0))  # the first windows of an axis lie wholly in the padding
+    return {
+        # one shape, windows that differ in a single field
+        "torch": lambda: ap.avg_pool(x, 2, 1, pads, count_include_pad=False),
+        "flax (empty windows: NaN)": lambda: ap.avg_pool(
+            x, window=Window(2, 1, pads, count_include_pad=False, ndim=2, convention="flax")
+        ),
+        "counted pads": lambda: ap.avg_pool(x, 2, 1, pads),
+        "divisor override": lambda: ap.avg_pool(x, 2, 1, pads, divisor_override=3),
+        "ceil mode": lambda: ap.avg_pool(x, 3, 2, 1, ceil_mode=True),
+        "floor mode": lambda: ap.avg_pool(x, 3, 2, 1),
+        "same": lambda: ap.avg_pool(x, 3, 2, "same"),
+        "same_lower": lambda: ap.avg_pool(x, 3, 2, "same_lower"),
+        "channels last": lambda: ap.avg_pool(x_cl, 3, 2, 1, channels_last=True),
+        "max, tensorflow (NaN skipped)": lambda: ap.max_pool(
+            np.where(x > 1, np.nan, x), window=Window.from_tensorflow(2, 1, "VALID")
+        ),
+        "max, torch (NaN wins)": lambda: ap.max_pool2d(np.where(x > 1, np.nan, x), 2, 1),
+        # one window, other shapes and dtypes
+        "smaller": lambda: ap.avg_pool(x[:, :, :5, :5], 3, 2, 1),
+        "unbatched": lambda: ap.avg_pool(x[0], 3, 2, 1),
+        "float32": lambda: ap.avg_pool(x.astype(np.float32), 3, 2, 1),
+        "float16": lambda: ap.avg_pool(x.astype(np.float16), 3, 2, 1),
+        "backward": lambda: ap.avg_pool_backward(g, x.shape, 3, 2, 1),
+        "backward, smaller": lambda: ap.avg_pool_backward(g[:, :, :2, :2], (2, 3, 4, 4), 3, 2, 1),
+        "global backward": lambda: ap.global_avg_pool_backward(g[:, :, :1, :1], x.shape),
+        "adaptive": lambda: ap.adaptive_avg_pool(x, 3),
+        "adaptive, smaller": lambda: ap.adaptive_avg_pool(x[:, :, :5, :4], 3),
+        "adaptive max": lambda: ap.adaptive_max_pool(x, 3),
+        "blur": lambda: ap.blur_pool(x, 3, 2),
+        "blur, replicate": lambda: ap.blur_pool(x, 3, 2, pad_type="replicate"),
+        "blur backward": lambda: ap.blur_pool_backward(g, x.shape, 3, 2),
+    }
+
+
+def test_kept_geometry_is_never_shared_between_shapes_dtypes_or_conventions():
+    calls = _kept_geometry_calls()
+    warm = {}
+    for _ in range(2):  # interleaved, with every entry in place
+        warm = {name: call() for name, call in calls.items()}
+    for name, call in calls.items():
+        _clear_kept_geometry()
+        fresh = call()
+        assert fresh.dtype == warm[name].dtype and fresh.shape == warm[name].shape, name
+        np.testing.assert_array_equal(fresh, warm[name], err_msg=name)
+    torch_empty, flax_empty = warm["torch"][0, 0, 0, 0], warm["flax (empty windows: NaN)"][0, 0, 0, 0]
+    assert torch_empty == 0 and np.isnan(flax_empty)
+    assert not np.isnan(warm["max, tensorflow (NaN skipped)"]).any()
+    assert np.isnan(warm["max, torch (NaN wins)"]).any()
+
+
+def test_kept_geometry_keeps_errors_naming_their_argument():
+    x = np.zeros((1, 1, 4, 4))
+    ap.avg_pool(x, 2)
+    with pytest.raises(AvgPoolError, match="input_shape spatial sizes must be >= 1"):
+        ap.avg_pool_backward(np.zeros((1, 1, 2, 0)), (1, 1, 4, 0), 2)
+    with pytest.raises(AvgPoolError, match="input spatial sizes must be >= 1"):
+        ap.avg_pool(np.zeros((1, 1, 4, 0)), 2)

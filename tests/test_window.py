@@ -123,3 +123,41 @@ def test_wrong_input_rank():
 
 def test_avg_pool_error_is_a_value_error():
     assert issubclass(AvgPoolError, ValueError)
+
+
+# -- kept windows: the same arguments get the same Window, refusals stay refusals --------------
+
+
+def test_kept_windows_return_one_window_per_arguments():
+    from avgpool.conventions import from_torch
+
+    first = from_torch(3, 2, 1, ndim=2)
+    assert from_torch(3, 2, 1, ndim=2) is first
+    assert from_torch(3, 2, 1, ndim=2, channels_last=True) is not first
+    assert from_torch(3, 2, 1, ndim=2, channels_last=True) == first.replace(channels_last=True)
+    assert from_torch(3, 2, 1, ndim=2, op="max") == first  # the same geometry, its own entry
+    assert from_torch([3, 3], [2, 2], 1) == first  # lists: built afresh, not kept
+
+
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [
+        ({"kernel_size": 2.0}, TypeError),
+        ({"kernel_size": True}, TypeError),
+        ({"kernel_size": (2, 2.0)}, TypeError),
+        ({"kernel_size": 2, "ceil_mode": 2}, TypeError),
+        ({"kernel_size": 2, "padding": 1.0}, TypeError),
+        ({"kernel_size": 2, "padding": 2}, AvgPoolError),
+    ],
+)
+def test_kept_windows_never_let_a_refused_value_through(kwargs, error):
+    from avgpool.conventions import from_torch
+
+    # the accepted twin of each bad value is kept first: 2 for 2.0 and True, 1 for 1.0, ...
+    from_torch(2, ndim=2)
+    from_torch((2, 2), ndim=2)
+    from_torch(2, ceil_mode=True, ndim=2)
+    from_torch(2, padding=1, ndim=2)
+    for _ in range(2):
+        with pytest.raises(error):
+            from_torch(**kwargs, ndim=2)

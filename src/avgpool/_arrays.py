@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,11 @@ def as_array(x: Any, name: str = "input", allow_int: bool = False) -> np.ndarray
 
 @dataclass(frozen=True)
 class Layout:
-    """How a user's array maps onto the canonical (B, *spatial) working form."""
+    """How a user's array maps onto the canonical (B, *spatial) working form.
+
+    Its derived shapes are computed once per instance (layouts are immutable, and the ops
+    keep one per input shape and window).
+    """
 
     shape: tuple[int, ...]
     ndim: int
@@ -45,32 +50,23 @@ class Layout:
 
     @classmethod
     def of(cls, shape: Sequence[int], ndim: int, channels_last: bool, name: str = "input") -> Layout:
-        shape = tuple(int(s) for s in shape)
-        if len(shape) not in (ndim + 1, ndim + 2):
-            layout = "(N, *spatial, C)" if channels_last else "(N, C, *spatial)"
-            raise AvgPoolError(
-                f"{name} must have {ndim + 2} dimensions {layout} or {ndim + 1} (unbatched) "
-                f"for {ndim}-d pooling, got shape {shape}"
-            )
-        layout = cls(shape, ndim, bool(channels_last))
-        if any(n < 1 for n in layout.spatial):
-            raise AvgPoolError(f"{name} spatial sizes must be >= 1, got {layout.spatial} in shape {shape}")
-        return layout
+        """The validated layout of an array of this shape (kept per shape: layouts are immutable)."""
+        return _layout_of(tuple(int(s) for s in shape), ndim, bool(channels_last), name)
 
-    @property
+    @cached_property
     def batched(self) -> bool:
         return len(self.shape) == self.ndim + 2
 
-    @property
+    @cached_property
     def full_shape(self) -> tuple[int, ...]:
         return self.shape if self.batched else (1, *self.shape)
 
-    @property
+    @cached_property
     def spatial(self) -> tuple[int, ...]:
         full = self.full_shape
         return full[1:-1] if self.channels_last else full[2:]
 
-    @property
+    @cached_property
     def batch_channels(self) -> tuple[int, int]:
         full = self.full_shape
         return (full[0], full[-1]) if self.channels_last else (full[0], full[1])
@@ -87,9 +83,13 @@ class Layout:
         return np.asarray(full, dtype=work).reshape(n * c, *self.spatial)
 
     def out_shape(self, out_spatial: Sequence[int]) -> tuple[int, ...]:
-        n, c = self.batch_channels
-        full = (n, *out_spatial, c) if self.channels_last else (n, c, *out_spatial)
+        full = self.out_full_shape(out_spatial)
         return full if self.batched else full[1:]
+
+    def out_full_shape(self, out_spatial: Sequence[int]) -> tuple[int, ...]:
+        """The batched shape of an output with these spatial sizes."""
+        n, c = self.batch_channels
+        return (n, *out_spatial, c) if self.channels_last else (n, c, *out_spatial)
 
     def from_work(self, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """(B, *out_spatial) -> the user's layout and dtype (rounded once)."""
@@ -110,3 +110,17 @@ class Layout:
             raise AvgPoolError(
                 f"grad_output must have the forward output's shape {expected}, got {grad.shape}"
             )
+
+
+@lru_cache(maxsize=1024)
+def _layout_of(shape: tuple[int, ...], ndim: int, channels_last: bool, name: str) -> Layout:
+    if len(shape) not in (ndim + 1, ndim + 2):
+        layout = "(N, *spatial, C)" if channels_last else "(N, C, *spatial)"
+        raise AvgPoolError(
+            f"{name} must have {ndim + 2} dimensions {layout} or {ndim + 1} (unbatched) "
+            f"for {ndim}-d pooling, got shape {shape}"
+        )
+    layout = Layout(shape, ndim, channels_last)
+    if any(n < 1 for n in layout.spatial):
+        raise AvgPoolError(f"{name} spatial sizes must be >= 1, got {layout.spatial} in shape {shape}")
+    return layout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -100,7 +101,8 @@ KERNELS = {
     "adaptive_max_pool": ("cpu_taps.taps_max",),
     "adaptive_max_pool_backward": ("cpu_taps.taps_max", "cpu_max.max_backward"),
     "global_avg_pool": ("cpu_box.global_avg",),
-    "global_avg_pool_backward": ("cpu_box.avg_backward", "cpu_box.avg_backward_planes"),
+    # channels-first (or one channel): one value per plane, in NumPy (`_cpu._global_spread`)
+    "global_avg_pool_backward": ("cpu_box.avg_backward",),
     "global_max_pool": ("cpu_max.global_max",),
     "global_max_pool_backward": ("cpu_max.global_max", "cpu_max.max_backward"),
     "blur_pool": ("cpu_taps.taps_sum",),
@@ -219,24 +221,38 @@ def _mean_weights(taps: Sequence[ref.Taps]) -> list[ref.Taps]:
     return [dataclasses.replace(t, weight=t.real / t.real.sum(axis=1, keepdims=True)) for t in taps]
 
 
+@functools.lru_cache(maxsize=_cpu._TABLES_CACHED)
+def _adaptive_tables(spatial: tuple[int, ...], out_sizes: tuple[int, ...]) -> _cpu.TapTables:
+    """The kernels' adaptive tables (mean weights, real taps), kept per geometry."""
+    return _cpu.tap_tables(_mean_weights(ref.adaptive_tables(spatial, out_sizes)))
+
+
+@functools.lru_cache(maxsize=_cpu._TABLES_CACHED)
+def _blur_tables(
+    spatial: tuple[int, ...], filt_size: int, stride: int, mode: str, pad_off: int
+) -> _cpu.TapTables:
+    """The kernels' blur tables, kept per geometry."""
+    return _cpu.tap_tables(ref.blur_tables(spatial, filt_size, stride, mode, pad_off))
+
+
 def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
     if not _fast("adaptive_avg_pool"):
         return layout.from_work(ref.adaptive_avg_pool(layout.to_work(x), out_sizes), x.dtype)
-    return _cpu.taps_sum(x, layout, _mean_weights(ref.adaptive_tables(layout.spatial, out_sizes)))
+    return _cpu.taps_sum(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
     if not _fast("adaptive_avg_pool_backward"):
         work = _grad_layout(layout, out_sizes).to_work(g)
         return layout.from_work(ref.adaptive_avg_pool_backward(work, layout.spatial), g.dtype)
-    return _cpu.taps_scatter(g, layout, _mean_weights(ref.adaptive_tables(layout.spatial, out_sizes)))
+    return _cpu.taps_scatter(g, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def adaptive_max_forward(x, layout: Layout, out_sizes: Sequence[int]):
     if not _fast("adaptive_max_pool"):
         y, index = ref.adaptive_max_pool(layout.to_work(x), out_sizes)
         return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))
-    return _cpu.taps_max(x, layout, ref.adaptive_tables(layout.spatial, out_sizes))
+    return _cpu.taps_max(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def global_avg(x, layout: Layout, empty: float):
@@ -258,13 +274,13 @@ def blur_forward(x, layout: Layout, filt_size: int, stride: int, mode: str, pad_
     if not _fast("blur_pool"):
         y = ref.blur_pool(layout.to_work(x), filt_size, stride, mode, pad_off)
         return layout.from_work(y, x.dtype)
-    return _cpu.taps_sum(x, layout, ref.blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
+    return _cpu.taps_sum(x, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
 
 
 def blur_backward(g, layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int):
-    taps = ref.blur_tables(layout.spatial, filt_size, stride, mode, pad_off)
     if not _fast("blur_pool_backward"):
+        taps = ref.blur_tables(layout.spatial, filt_size, stride, mode, pad_off)
         work = _grad_layout(layout, [t.out for t in taps]).to_work(g)
         grad = ref.blur_pool_backward(work, layout.spatial, filt_size, stride, mode, pad_off)
         return layout.from_work(grad, g.dtype)
-    return _cpu.taps_scatter(g, layout, taps)
+    return _cpu.taps_scatter(g, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off))

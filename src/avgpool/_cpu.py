@@ -16,6 +16,8 @@ import functools
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +44,8 @@ def _threads_by_size(fn):
         import numba
 
         before = numba.get_num_threads()
+        if before == 1:
+            return fn(x, *args, **kwargs)
         numba.set_num_threads(1)
         try:
             return fn(x, *args, **kwargs)
@@ -55,9 +59,13 @@ def _kernel_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
-def _full(x: np.ndarray, layout: Layout) -> np.ndarray:
-    """The batched, C-contiguous array in the kernel's dtype (a copy only when needed)."""
-    return np.ascontiguousarray(x.reshape(layout.full_shape), dtype=_kernel_dtype(x.dtype))
+def _full(x: np.ndarray, layout: Layout, out_spatial: Sequence[int] | None = None) -> np.ndarray:
+    """The batched, C-contiguous array in the kernel's dtype (a copy only when needed).
+
+    ``x`` has the layout's shape, or with ``out_spatial`` the shape of an output (a gradient).
+    """
+    shape = layout.full_shape if out_spatial is None else layout.out_full_shape(out_spatial)
+    return np.ascontiguousarray(x.reshape(shape), dtype=_kernel_dtype(x.dtype))
 
 
 def _view4(full: np.ndarray, channels_last: bool, ndim: int) -> tuple[np.ndarray, int]:
@@ -85,6 +93,90 @@ def _counts(axes: Sequence[Axis], count_include_pad: bool) -> list[np.ndarray]:
         lo, hi = (-a.pad_before, a.size + a.pad_after) if count_include_pad else (0, a.size)
         counts.append(((pos >= lo) & (pos < hi)).sum(axis=1).astype(np.float64))
     return counts
+
+
+#: Resolved geometries whose kernel tables are kept (each entry holds a few small arrays).
+_TABLES_CACHED = 1024
+
+
+class _Plan(NamedTuple):
+    """A resolved geometry as the box and max kernels take it, built once per geometry.
+
+    ``tables`` are the op's per-axis arrays: (factor, zero, real) for the average's forward
+    (`_avg_plan`), (inv, cover_h, cover_w, inv_h) for its backward (`_avg_backward_plan`), ()
+    for max (`_max_plan`). Every array is read-only: one plan serves every call.
+    """
+
+    geo: np.ndarray
+    out: tuple[int, ...]
+    planes: bool  #: the plane kernels apply (to channels-first data): 1-D/2-D, no dilation
+    whole: bool  #: every window is the whole input (a global window): one output per plane
+    tables: tuple
+
+
+def _read_only(value):
+    """Arrays (in tuples, at any depth) made read-only, so no caller can change a kept table."""
+    if isinstance(value, tuple):
+        return tuple(_read_only(v) for v in value)
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+    return value
+
+
+def _plan_of(axes: tuple[Axis, ...], tables: tuple) -> _Plan:
+    return _Plan(
+        _read_only(_geo(axes)),
+        tuple(a.out for a in axes),
+        len(axes) <= 2 and all(a.dilation == 1 for a in axes),
+        all(a.out == 1 and a.kernel == a.size and a.pad_before == a.pad_after == 0 for a in axes),
+        _read_only(tables),
+    )
+
+
+@functools.lru_cache(maxsize=_TABLES_CACHED)
+def _max_plan(axes: tuple[Axis, ...]) -> _Plan:
+    """The max kernels' geometry, kept per resolved geometry."""
+    return _plan_of(axes, ())
+
+
+@functools.lru_cache(maxsize=_TABLES_CACHED)
+def _avg_plan(axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None) -> _Plan:
+    """The average's forward tables ``(factor, zero, real)``, kept per resolved geometry.
+
+    Pure shape arithmetic, so one entry serves every call with these axes, whatever the
+    batch, channels or dtype.
+    """
+    counts = _counts(axes, count_include_pad)
+    width = max(len(n) for n in counts)
+    factor, zero, real = np.ones((3, width)), np.zeros((3, width), np.bool_), np.zeros((3, width), np.bool_)
+    for i, (n, r) in enumerate(zip(counts, _counts(axes, False))):
+        if divisor_override is None:
+            factor[i, : len(n)] = n
+            zero[i, : len(n)] = n == 0
+        elif i == 0:
+            factor[i, : len(n)] = divisor_override
+        real[i, : len(r)] = r > 0
+    return _plan_of(axes, (factor, zero, real))
+
+
+@functools.lru_cache(maxsize=_TABLES_CACHED)
+def _avg_backward_plan(
+    axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None
+) -> _Plan:
+    """The average's backward tables ``(inv, cover_h, cover_w, inv_h)``, kept per geometry.
+
+    ``inv``: per axis (D, H, W) the reciprocal divisors; ``inv_h``: the plane kernel's H
+    factor (a divisor override lives in the absent depth factor).
+    """
+    if divisor_override is not None:
+        inv = [np.ones(1)] * (3 - len(axes)) + [np.ones(a.out) for a in axes]
+        inv[0] = inv[0] / divisor_override
+    else:
+        with np.errstate(divide="ignore"):
+            inv = [np.where(n > 0, 1.0 / n, 0.0) for n in _counts(axes, count_include_pad)]
+    covers = [_cover(a) for a in axes[-2:]]
+    cover_h, cover_w = ([np.zeros((1, 2), np.int64)] * (2 - len(covers))) + covers
+    return _plan_of(axes, (tuple(inv), cover_h, cover_w, inv[1] * inv[0][0]))
 
 
 def _alloc(layout: Layout, out_spatial: Sequence[int], dtype: np.dtype, out: np.ndarray | None):
@@ -136,22 +228,13 @@ def avg_forward(
     """Window sums / divisor. ``running=False`` sums tap by tap (exact zeros; O(kernel))."""
     from avgpool.kernels import cpu_box
 
-    result, out_full = _alloc(layout, [a.out for a in axes], x.dtype, out)
+    plan = _avg_plan(tuple(axes), count_include_pad, divisor_override)
+    geo, (factor, zero, real) = plan.geo, plan.tables
+    result, out_full = _alloc(layout, plan.out, x.dtype, out)
     work = _work_out(out_full)
     x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
     o4, _ = _view4(work, layout.channels_last, layout.ndim)
-    counts = _counts(axes, count_include_pad)
-    width = max(len(n) for n in counts)
-    factor, zero, real = np.ones((3, width)), np.zeros((3, width), np.bool_), np.zeros((3, width), np.bool_)
-    for i, (n, r) in enumerate(zip(counts, _counts(axes, False))):
-        if divisor_override is None:
-            factor[i, : len(n)] = n
-            zero[i, : len(n)] = n == 0
-        elif i == 0:
-            factor[i, : len(n)] = divisor_override
-        real[i, : len(r)] = r > 0
-    geo = _geo(axes)
-    if c == 1 and layout.ndim <= 2 and geo[1, 2] == 1 and geo[2, 2] == 1:
+    if c == 1 and plan.planes:
         # channels-first 1-D/2-D without dilation: the plane kernel (simplest loops, fastest)
         log.debug("avg_pool: cpu_box.avg_planes")
         override = float(divisor_override or 0)
@@ -185,36 +268,36 @@ def avg_backward(
 ) -> np.ndarray:
     from avgpool.kernels import cpu_box
 
-    g_layout = Layout(layout.out_shape([a.out for a in axes]), layout.ndim, layout.channels_last)
+    plan = _avg_backward_plan(tuple(axes), count_include_pad, divisor_override)
+    geo, (inv, cover_h, cover_w, inv_h) = plan.geo, plan.tables
     result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
     work = _work_out(grad_full)
-    g4, c = _view4(_full(grad_output, g_layout), layout.channels_last, layout.ndim)
+    g4, c = _view4(_full(grad_output, layout, plan.out), layout.channels_last, layout.ndim)
     grad4, _ = _view4(work, layout.channels_last, layout.ndim)
-    if divisor_override is not None:
-        inv = [np.ones(1)] * (3 - len(axes)) + [np.ones(a.out) for a in axes]
-        inv[0] = inv[0] / divisor_override
-    else:
-        with np.errstate(divide="ignore"):
-            inv = [np.where(n > 0, 1.0 / n, 0.0) for n in _counts(axes, count_include_pad)]
-    covers = [_cover(a) for a in axes[-2:]]
-    cover_h, cover_w = ([np.zeros((1, 2), np.int64)] * (2 - len(covers))) + covers
-    geo = _geo(axes)
-    if c == 1 and layout.ndim <= 2 and geo[1, 2] == 1 and geo[2, 2] == 1:
-        log.debug("avg_pool_backward: cpu_box.avg_backward_planes")
+    if c == 1 and plan.planes:
         planes = (g4.shape[0], g4.shape[2], g4.shape[3])
-        inv_h = inv[1] * inv[0][0]  # a divisor override lives in the (absent) depth factor
-        cpu_box.avg_backward_planes(
-            g4.reshape(planes),
-            grad4.reshape(grad4.shape[0], grad4.shape[2], grad4.shape[3]),
-            geo,
-            inv_h,
-            inv[2],
-            cover_h,
-            True,
-        )
+        grad_planes = grad4.reshape(grad4.shape[0], grad4.shape[2], grad4.shape[3])
+        if plan.whole:
+            log.debug("avg_pool_backward: global window, one value per plane")
+            _global_spread(g4.reshape(planes), grad_planes, inv_h[0], inv[2][0])
+        else:
+            log.debug("avg_pool_backward: cpu_box.avg_backward_planes")
+            cpu_box.avg_backward_planes(g4.reshape(planes), grad_planes, geo, inv_h, inv[2], cover_h, True)
     else:
         cpu_box.avg_backward(g4, grad4, c, geo, *inv, cover_h, cover_w)
     return _finish(work, result, grad_full)
+
+
+def _global_spread(g: np.ndarray, grad: np.ndarray, inv_h: float, inv_w: float) -> None:
+    """A global window's backward: every cell of plane ``o`` gets ``g[o]`` over the plane size.
+
+    The same float64 operations, in the same order, as `cpu_box.avg_backward_planes` makes
+    for a window that covers the whole plane (its running row sum ``T = 0 + g * inv_h``, then
+    ``0 + T * inv_w`` for each cell), so the result is the same to the bit; that kernel spends
+    a slice per column here, 20-50x the time.
+    """
+    t = np.add(0.0, g[:, 0, 0].astype(np.float64) * inv_h)
+    grad[...] = np.add(0.0, t * inv_w)[:, None, None]
 
 
 def _cover(a: Axis) -> np.ndarray:
@@ -246,8 +329,9 @@ def max_forward(
     x4, c, o4, i4, done = _with_index(x, layout, [a.out for a in axes], out)
     lowest = _lowest(x4.dtype)
     floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
-    geo = _geo(axes)
-    if c == 1 and layout.ndim <= 2 and geo[1, 2] == 1 and geo[2, 2] == 1:
+    plan = _max_plan(tuple(axes))
+    geo = plan.geo
+    if c == 1 and plan.planes:
         log.debug("max_pool: cpu_max.max_planes")
         planes = (x4.shape[0], x4.shape[2], x4.shape[3])
         out_planes = (o4.shape[0], o4.shape[2], o4.shape[3])
@@ -286,7 +370,7 @@ def scatter_to_index(
 
     result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
     work = np.empty(grad_full.shape, np.float64)
-    out_full = Layout(layout.out_shape(out_spatial), layout.ndim, layout.channels_last).full_shape
+    out_full = layout.out_full_shape(out_spatial)
     g = np.ascontiguousarray(grad_output.reshape(out_full), dtype=np.float64)
     idx = np.ascontiguousarray(index.reshape(out_full))
     n, c = layout.batch_channels
@@ -355,41 +439,62 @@ def _tables(taps: Sequence, field: str) -> list[np.ndarray]:
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class TapTables:
+    """Tap tables as the tap kernels take them, built once per geometry (see `tap_tables`).
+
+    ``out``: the output's spatial sizes; ``weight`` and ``real``: per axis (D, H, W) the tap
+    positions followed by their weights, or by whether each tap reads a real cell (an absent
+    axis has one unit tap).
+    """
+
+    out: tuple[int, ...]
+    weight: tuple[np.ndarray, ...]
+    real: tuple[np.ndarray, ...]
+
+
+def tap_tables(taps: Sequence) -> TapTables:
+    """Kernel-ready, read-only tables of per-axis `avgpool.reference.Taps`."""
+    weight, real = _read_only(tuple(_tables(taps, "weight"))), _read_only(tuple(_tables(taps, "real")))
+    return TapTables(tuple(t.out for t in taps), weight, real)
+
+
 @_threads_by_size
-def taps_sum(x: np.ndarray, layout: Layout, taps: Sequence) -> np.ndarray:
+def taps_sum(x: np.ndarray, layout: Layout, tables: TapTables) -> np.ndarray:
     """sum over each output's taps of weight * x (adaptive average, blur)."""
     from avgpool.kernels import cpu_taps
 
-    result, out_full = _alloc(layout, [t.out for t in taps], x.dtype, None)
+    result, out_full = _alloc(layout, tables.out, x.dtype, None)
     work = _work_out(out_full)
     x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
     o4, _ = _view4(work, layout.channels_last, layout.ndim)
-    cpu_taps.taps_sum(x4, o4, c, *_tables(taps, "weight"))
+    cpu_taps.taps_sum(x4, o4, c, *tables.weight)
     return _finish(work, result, out_full)
 
 
 @_threads_by_size
-def taps_scatter(grad_output: np.ndarray, layout: Layout, taps: Sequence) -> np.ndarray:
+def taps_scatter(grad_output: np.ndarray, layout: Layout, tables: TapTables) -> np.ndarray:
     """The transpose of `taps_sum`: the backward of adaptive average and blur pooling."""
     from avgpool.kernels import cpu_taps
 
-    g_layout = Layout(layout.out_shape([t.out for t in taps]), layout.ndim, layout.channels_last)
     result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
     work = np.empty(grad_full.shape, np.float64)
     g4, c = _view4(
-        _full(grad_output, g_layout).astype(np.float64, copy=False), layout.channels_last, layout.ndim
+        _full(grad_output, layout, tables.out).astype(np.float64, copy=False),
+        layout.channels_last,
+        layout.ndim,
     )
     grad4, _ = _view4(work, layout.channels_last, layout.ndim)
-    cpu_taps.taps_scatter(g4, grad4, c, *_tables(taps, "weight"))
+    cpu_taps.taps_scatter(g4, grad4, c, *tables.weight)
     grad_full[...] = work
     return result
 
 
 @_threads_by_size
-def taps_max(x: np.ndarray, layout: Layout, taps: Sequence) -> tuple[np.ndarray, np.ndarray]:
+def taps_max(x: np.ndarray, layout: Layout, tables: TapTables) -> tuple[np.ndarray, np.ndarray]:
     """Max over each output's real taps and its flat spatial index (adaptive max)."""
     from avgpool.kernels import cpu_taps
 
-    x4, c, o4, i4, done = _with_index(x, layout, [t.out for t in taps], None)
-    cpu_taps.taps_max(x4, o4, i4, c, *_tables(taps, "real"), _lowest(x4.dtype))
+    x4, c, o4, i4, done = _with_index(x, layout, tables.out, None)
+    cpu_taps.taps_max(x4, o4, i4, c, *tables.real, _lowest(x4.dtype))
     return done()

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from avgpool._errors import AvgPoolError
-from avgpool.window import Window, _as_int, _per_axis
+from avgpool.window import Window, _as_int, _per_axis, kept_windows
 
 __all__ = [
     "CONVENTIONS",
@@ -75,6 +75,34 @@ def from_torch(
     >>> Window.from_torch(3, 2, 1, ceil_mode=True, ndim=2).output_shape((1, 1, 6, 6))
     (1, 1, 4, 4)
     """
+    return _from_torch(
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+        op=op,
+        ndim=ndim,
+        channels_last=channels_last,
+    )
+
+
+@kept_windows
+def _from_torch(
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    ceil_mode,
+    count_include_pad,
+    divisor_override,
+    *,
+    op,
+    ndim,
+    channels_last,
+) -> Window:
     _check_op(op)
     if isinstance(padding, str):
         raise AvgPoolError(

@@ -20,7 +20,7 @@ from avgpool import reference as ref
 from avgpool._arrays import Layout, as_array
 from avgpool._errors import AvgPoolError
 from avgpool.conventions import EMPTY_AVERAGE, MAX_NAN_POLICY, from_torch
-from avgpool.window import Window, _as_int, _rank_of
+from avgpool.window import Axis, Window, _as_int, _rank_of, kept_windows
 
 __all__ = [
     "adaptive_avg_pool",
@@ -82,6 +82,13 @@ def _window(
         if ndim is not None and window.ndim != ndim:
             raise AvgPoolError(f"this op pools {ndim}-d, but the window is {window.ndim}-d")
         return window
+    return _window_of(array_ndim, kernel_size, stride, padding, ndim=ndim, **options)
+
+
+@kept_windows
+def _window_of(
+    array_ndim: int, kernel_size: Any, stride: Any, padding: Any, *, ndim: int | None, **options: Any
+) -> Window:
     if kernel_size is None:
         raise AvgPoolError("kernel_size is required (or pass window=)")
     if ndim is None:
@@ -90,10 +97,21 @@ def _window(
     return Window(kernel_size, stride, padding, ndim=ndim, **options)
 
 
+@functools.lru_cache(maxsize=1024)
+def _geometry(shape: tuple[int, ...], window: Window, name: str = "input") -> tuple[Layout, tuple[Axis, ...]]:
+    """The layout of an array of this shape and the window resolved on it.
+
+    Pure shape arithmetic on hashable, immutable values (the shape and the validated
+    `Window`, whose equality covers every field, convention and layout included), so it is
+    kept: a model calls each of its pooling layers with the same shapes again and again.
+    """
+    layout = Layout.of(shape, window.ndim, window.channels_last, name)
+    return layout, window.resolve(layout.spatial)
+
+
 def _prepare(x: Any, window: Window, allow_int: bool = False):
     x = as_array(x, allow_int=allow_int)
-    layout = Layout.of(x.shape, window.ndim, window.channels_last)
-    axes = window.resolve(layout.spatial)
+    layout, axes = _geometry(x.shape, window)
     return x, layout, axes
 
 
@@ -202,8 +220,7 @@ def avg_pool_backward(
         channels_last=channels_last,
     )
     grad_output = as_array(grad_output, "grad_output")
-    layout = Layout.of(input_shape, w.ndim, w.channels_last, "input_shape")
-    axes = w.resolve(layout.spatial)
+    layout, axes = _geometry(input_shape, w, "input_shape")
     layout.check_grad_shape(grad_output, [a.out for a in axes])
     return compute.avg_backward(grad_output, layout, axes, w.count_include_pad, w.divisor_override)
 
@@ -605,7 +622,12 @@ def _global_window(x_ndim: int, ndim: int | None, channels_last: bool, window: W
         if window.kernel_size is not None:
             raise AvgPoolError("window must be a global window (kernel_size=None)")
         return window
-    return Window(None, ndim=x_ndim - 2 if ndim is None else ndim, channels_last=channels_last)
+    return _global_window_of(x_ndim - 2 if ndim is None else ndim, channels_last)
+
+
+@kept_windows
+def _global_window_of(ndim: int, channels_last: bool) -> Window:
+    return Window(None, ndim=ndim, channels_last=channels_last)
 
 
 def _squeeze(y: np.ndarray, layout: Layout, keepdims: bool) -> np.ndarray:

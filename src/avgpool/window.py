@@ -21,8 +21,9 @@ Semantics shared by every convention (each framework is one choice of these knob
 
 from __future__ import annotations
 
+import functools
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,47 @@ def _per_axis(value: Any, name: str, ndim: int | None) -> tuple[int, ...]:
     if ndim is None:
         raise AvgPoolError(f"the spatial rank is unknown: give ndim= or a tuple {name}")
     return (scalar,) * ndim
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with the type of every part beside it: 2, 2.0, True and numpy's 2 all differ."""
+    if type(value) is tuple:
+        return (tuple, *map(_typed, value))
+    return (type(value), value)
+
+
+#: How many argument sets `kept_windows` keeps per builder.
+_WINDOWS_KEPT = 1024
+
+
+def kept_windows(build: Callable[..., Window]) -> Callable[..., Window]:
+    """Keep the Windows ``build`` makes, per arguments: building one validates every field.
+
+    Windows are immutable, so a call with the same arguments gets the same Window back.
+    Arguments are compared with their types, at any depth (``(2, 2.0)`` is not ``(2, 2)``,
+    ``True`` is not ``1``), so a value the validation would refuse never finds one it
+    accepted; a call with an unhashable argument (a list, an array) builds afresh, and
+    errors are raised on every call, never kept.
+    """
+    kept: dict[Any, Window] = {}
+
+    @functools.wraps(build)
+    def keeping(*args: Any, **kwargs: Any) -> Window:
+        key = (*map(_typed, args), *((name, _typed(v)) for name, v in sorted(kwargs.items())))
+        try:
+            return kept[key]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable: a list or an array among the arguments
+            return build(*args, **kwargs)
+        window = build(*args, **kwargs)
+        if len(kept) >= _WINDOWS_KEPT:
+            kept.clear()
+        kept[key] = window
+        return window
+
+    keeping.cache_clear = kept.clear  # type: ignore[attr-defined]
+    return keeping
 
 
 def _rank_of(*values: Any) -> int | None:

@@ -370,3 +370,40 @@ def test_kernel_table_names_real_kernels():
         for name in names:
             module, function = name.split(".")
             assert callable(getattr(importlib.import_module(f"avgpool.kernels.{module}"), function)), name
+
+
+@pytest.mark.parametrize("override", [None, 3])
+@pytest.mark.parametrize("spatial", [(7,), (5, 6), (1, 1), (40, 3)])
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_global_backward_shortcut_is_the_plane_kernel_to_the_bit(dtype, spatial, override, caplog):
+    # A global window's backward skips cpu_box.avg_backward_planes (a slice per column there)
+    # for the same float64 operations in NumPy; signed zeros, underflow, inf and NaN included.
+    from avgpool import _cpu
+    from avgpool._arrays import Layout
+    from avgpool.kernels import cpu_box
+
+    dtype = np.dtype(dtype)
+    shape = (4, 5, *spatial)
+    window = ap.Window(None, ndim=len(spatial), divisor_override=override)
+    layout = Layout.of(shape, window.ndim, False)
+    axes = window.resolve(layout.spatial)
+    specials = [-0.0, 0.0, 5e-324, -1e-45, 6e-8, np.inf, -np.inf, np.nan, 1e308, -65504.0, 1.0]
+    g = np.random.default_rng(1).standard_normal(20)
+    g[: len(specials)] = specials
+    with np.errstate(over="ignore"):
+        g = g.astype(dtype).reshape(layout.out_shape((1,) * len(spatial)))
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        got = _cpu.avg_backward(g, layout, axes, True, override)
+    assert "global window, one value per plane" in caplog.text
+
+    plan = _cpu._avg_backward_plan(tuple(axes), True, override)
+    inv, cover_h, _, inv_h = plan.tables
+    work_dtype = np.float32 if dtype == np.float16 else dtype
+    planes = (20, *((1,) * (2 - len(spatial))), *spatial)  # (planes, H, W); 1-D: H = 1
+    work = np.empty(planes, work_dtype)
+    cpu_box.avg_backward_planes(
+        g.astype(work_dtype).reshape(20, 1, 1), work, plan.geo, inv_h, inv[2], cover_h, True
+    )
+    want = work.astype(dtype).reshape(shape)
+    bits = np.dtype(f"u{dtype.itemsize}")
+    np.testing.assert_array_equal(got.view(bits), want.view(bits))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,8 +33,7 @@ _NUMPY_DTYPES = (
 )
 
 
-@dataclass(frozen=True)
-class View:
+class View(NamedTuple):
     """A NumPy view of a tensor, the layout the kernels should read it in, and the way back."""
 
     array: np.ndarray
@@ -68,7 +67,7 @@ def to_numpy(x: torch.Tensor, ndim: int, channels_last: bool) -> View:
     ``channels_last`` is the tensor's logical layout (the ops' argument); the returned
     `View.channels_last` is the layout the array must be read in.
     """
-    if x.device.type != "cpu":
+    if not x.is_cpu:
         raise RuntimeError(f"the NumPy kernels take CPU tensors, got one on {x.device}")
     x = x.detach()
     dtype = x.dtype
@@ -81,15 +80,15 @@ def to_numpy(x: torch.Tensor, ndim: int, channels_last: bool) -> View:
     def cast(t: torch.Tensor) -> torch.Tensor:
         return t if t.dtype == dtype or not t.dtype.is_floating_point else t.to(dtype)
 
+    if x.is_contiguous():  # first: the common case, and never a channels_last memory format
+        return View(x.numpy(), channels_last, lambda y: cast(torch.from_numpy(y)))
     if not channels_last and memory_channels_last(x, ndim):
         order = _cf_order(ndim)
         return View(
             x.permute(*_cl_order(ndim)).numpy(), True, lambda y: cast(torch.from_numpy(y).permute(*order))
         )
-    if not x.is_contiguous():
-        log.debug("avgpool.torch: non-contiguous input copied")
-        x = x.contiguous()
-    return View(x.numpy(), channels_last, lambda y: cast(torch.from_numpy(y)))
+    log.debug("avgpool.torch: non-contiguous input copied")
+    return View(x.contiguous().numpy(), channels_last, lambda y: cast(torch.from_numpy(y)))
 
 
 def permute_shape(shape, ndim: int) -> tuple[int, ...]:

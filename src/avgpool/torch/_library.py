@@ -12,7 +12,11 @@ Every op takes a tensor and plain numbers: the `Window` travels as its fields (s
   torch.export;
 * autograd: the backward ops are themselves custom ops whose own backward is the forward op
   (average, adaptive average, blur: they are linear) or a gather (max), so double backward
-  works; Lp pooling's backward is written with the average ops, so it differentiates again.
+  works; Lp pooling's backward is written with the average ops, so it differentiates again;
+* an eager path, `call`: ``call.avg_pool(x, ...)`` is ``torch.ops.avgpool.avg_pool(x, ...)``
+  minus the dispatcher's ~50 µs for a plain CPU tensor in eager mode (the same CPU kernel
+  and autograd formulas, called directly); everything else goes through the dispatcher
+  (`needs_dispatcher`). The modules, the functional API and the backward formulas use it.
 
 This module is imported for its side effect (registration) by `avgpool.torch`.
 """
@@ -142,8 +146,7 @@ def _through_cpu(name: str, fn, *tensors: Tensor, args: tuple = ()):
 # -- average pooling ---------------------------------------------------------------------------
 
 
-@torch.library.custom_op("avgpool::avg_pool", mutates_args=(), device_types="cpu")
-def avg_pool(
+def _avg_pool_cpu(
     x: Tensor,
     kernel_size: list[int],
     stride: list[int],
@@ -172,6 +175,9 @@ def avg_pool(
     return v.back(ops.avg_pool(v.array, window=_numpy_window(w, v.channels_last)))
 
 
+avg_pool = torch.library.custom_op("avgpool::avg_pool", _avg_pool_cpu, mutates_args=(), device_types="cpu")
+
+
 @avg_pool.register_fake
 def _(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cip, override, cl, convention):
     w = window_of(
@@ -182,8 +188,7 @@ def _(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cip, o
     return _new_empty(x, _with_spatial(x.shape, w.ndim, cl, out), w.ndim, cl)
 
 
-@torch.library.custom_op("avgpool::avg_pool_backward", mutates_args=(), device_types="cpu")
-def avg_pool_backward(
+def _avg_pool_backward_cpu(
     grad: Tensor,
     input_shape: list[int],
     kernel_size: list[int],
@@ -214,6 +219,11 @@ def avg_pool_backward(
     return v.back(ops.avg_pool_backward(v.array, shape, window=_numpy_window(w, v.channels_last)))
 
 
+avg_pool_backward = torch.library.custom_op(
+    "avgpool::avg_pool_backward", _avg_pool_backward_cpu, mutates_args=(), device_types="cpu"
+)
+
+
 @avg_pool_backward.register_fake
 def _(grad, input_shape, kernel_size, stride, *rest):
     return _new_empty(grad, list(input_shape), len(stride), rest[6])
@@ -225,7 +235,7 @@ def _avg_setup(ctx, inputs, output):
 
 
 def _avg_backward(ctx, grad):
-    g = torch.ops.avgpool.avg_pool_backward(grad, ctx.input_shape, *ctx.geometry)
+    g = call.avg_pool_backward(grad, ctx.input_shape, *ctx.geometry)
     return (g,) + (None,) * len(ctx.geometry)
 
 
@@ -234,7 +244,7 @@ def _avg_backward_setup(ctx, inputs, output):
 
 
 def _avg_backward_backward(ctx, grad_grad):
-    gg = torch.ops.avgpool.avg_pool(grad_grad, *ctx.geometry)
+    gg = call.avg_pool(grad_grad, *ctx.geometry)
     return (gg, None) + (None,) * len(ctx.geometry)
 
 
@@ -245,8 +255,7 @@ avg_pool_backward.register_autograd(_avg_backward_backward, setup_context=_avg_b
 # -- max pooling -------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("avgpool::max_pool", mutates_args=(), device_types="cpu")
-def max_pool(
+def _max_pool_cpu(
     x: Tensor,
     kernel_size: list[int],
     stride: list[int],
@@ -277,6 +286,9 @@ def max_pool(
     return v.back(y), v.back(index)
 
 
+max_pool = torch.library.custom_op("avgpool::max_pool", _max_pool_cpu, mutates_args=(), device_types="cpu")
+
+
 @max_pool.register_fake
 def _(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cl, convention, nan_policy):
     w = window_of(
@@ -287,8 +299,7 @@ def _(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cl, co
     return _new_empty(x, shape, w.ndim, cl), _new_empty(x, shape, w.ndim, cl, torch.int64)
 
 
-@torch.library.custom_op("avgpool::max_pool_backward", mutates_args=(), device_types="cpu")
-def max_pool_backward(
+def _max_pool_backward_cpu(
     grad: Tensor, indices: Tensor, input_shape: list[int], ndim: int, channels_last: bool
 ) -> Tensor:
     """Scatter each output's gradient to its arg-max (max, adaptive max and global max)."""
@@ -302,6 +313,11 @@ def max_pool_backward(
     out_spatial = Layout.of(v.array.shape, ndim, v.channels_last, "grad").spatial
     layout.check_grad_shape(v.array, out_spatial)
     return v.back(_compute.max_backward(v.array, index, layout, out_spatial))
+
+
+max_pool_backward = torch.library.custom_op(
+    "avgpool::max_pool_backward", _max_pool_backward_cpu, mutates_args=(), device_types="cpu"
+)
 
 
 @max_pool_backward.register_fake
@@ -332,7 +348,7 @@ def _max_setup(ctx, inputs, output):
 
 def _max_backward(ctx, grad, _grad_indices):
     (indices,) = ctx.saved_tensors
-    g = torch.ops.avgpool.max_pool_backward(grad, indices, ctx.input_shape, ctx.ndim, ctx.channels_last)
+    g = call.max_pool_backward(grad, indices, ctx.input_shape, ctx.ndim, ctx.channels_last)
     return (g,) + (None,) * 9
 
 
@@ -353,8 +369,7 @@ max_pool_backward.register_autograd(_max_backward_backward, setup_context=_max_b
 # -- Lp pooling --------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("avgpool::lp_pool", mutates_args=(), device_types="cpu")
-def lp_pool(
+def _lp_pool_cpu(
     x: Tensor,
     norm_type: float,
     kernel_size: list[int],
@@ -374,6 +389,9 @@ def lp_pool(
     return v.back(
         ops.lp_pool(v.array, norm_type, window=_numpy_window(w, v.channels_last), convention=convention)
     )
+
+
+lp_pool = torch.library.custom_op("avgpool::lp_pool", _lp_pool_cpu, mutates_args=(), device_types="cpu")
 
 
 @lp_pool.register_fake
@@ -396,17 +414,17 @@ def lp_pool_grad(grad: Tensor, x: Tensor, norm_type: float, geometry: tuple, con
     if convention == "torch":
         k = float(math.prod(kernel))
         avg_geometry = (kernel, stride, padding, mode, dilation, ceil, True, None, cl, "torch")
-        total = torch.ops.avgpool.avg_pool(x.pow(p), *avg_geometry) * k
+        total = call.avg_pool(x.pow(p), *avg_geometry) * k
         inner = x.pow(p - 1.0)
     else:
         k = 1.0
         avg_geometry = (kernel, stride, padding, mode, dilation, ceil, False, 1, cl, "onnx")
-        total = torch.ops.avgpool.avg_pool(x.abs().pow(p), *avg_geometry)
+        total = call.avg_pool(x.abs().pow(p), *avg_geometry)
         inner = torch.sign(x) * x.abs().pow(p - 1.0)
     nonzero = total != 0
     safe = torch.where(nonzero, total, torch.ones_like(total))
     coef = torch.where(nonzero, grad * safe.pow(1.0 / p - 1.0) * k, torch.zeros_like(total))
-    spread = torch.ops.avgpool.avg_pool_backward(coef, list(x.shape), *avg_geometry)
+    spread = call.avg_pool_backward(coef, list(x.shape), *avg_geometry)
     return inner * spread
 
 
@@ -433,13 +451,17 @@ def _adaptive_sizes(output_size, spatial) -> tuple[int, ...]:
     return tuple(n if o < 0 else o for o, n in zip(output_size, spatial))
 
 
-@torch.library.custom_op("avgpool::adaptive_avg_pool", mutates_args=(), device_types="cpu")
-def adaptive_avg_pool(x: Tensor, output_size: list[int], channels_last: bool) -> Tensor:
+def _adaptive_avg_pool_cpu(x: Tensor, output_size: list[int], channels_last: bool) -> Tensor:
     ndim = len(output_size)
     _check_rank(x, ndim)
     out = _adaptive_sizes(output_size, _spatial(x.shape, ndim, channels_last))
     v = to_numpy(x, ndim, channels_last)
     return v.back(ops.adaptive_avg_pool(v.array, out, channels_last=v.channels_last, ndim=ndim))
+
+
+adaptive_avg_pool = torch.library.custom_op(
+    "avgpool::adaptive_avg_pool", _adaptive_avg_pool_cpu, mutates_args=(), device_types="cpu"
+)
 
 
 @adaptive_avg_pool.register_fake
@@ -451,13 +473,20 @@ def _(x, output_size, channels_last):
     return _new_empty(x, _with_spatial(x.shape, ndim, channels_last, out), ndim, channels_last)
 
 
-@torch.library.custom_op("avgpool::adaptive_avg_pool_backward", mutates_args=(), device_types="cpu")
-def adaptive_avg_pool_backward(
+def _adaptive_avg_pool_backward_cpu(
     grad: Tensor, input_shape: list[int], ndim: int, channels_last: bool
 ) -> Tensor:
     v = to_numpy(grad, ndim, channels_last)
     shape = input_shape if v.channels_last == channels_last else permute_shape(input_shape, ndim)
     return v.back(ops.adaptive_avg_pool_backward(v.array, shape, channels_last=v.channels_last, ndim=ndim))
+
+
+adaptive_avg_pool_backward = torch.library.custom_op(
+    "avgpool::adaptive_avg_pool_backward",
+    _adaptive_avg_pool_backward_cpu,
+    mutates_args=(),
+    device_types="cpu",
+)
 
 
 @adaptive_avg_pool_backward.register_fake
@@ -471,7 +500,7 @@ def _adaptive_avg_setup(ctx, inputs, output):
 
 
 def _adaptive_avg_backward(ctx, grad):
-    g = torch.ops.avgpool.adaptive_avg_pool_backward(grad, ctx.input_shape, ctx.ndim, ctx.channels_last)
+    g = call.adaptive_avg_pool_backward(grad, ctx.input_shape, ctx.ndim, ctx.channels_last)
     return g, None, None
 
 
@@ -481,7 +510,7 @@ def _adaptive_avg_backward_setup(ctx, inputs, output):
 
 
 def _adaptive_avg_backward_backward(ctx, grad_grad):
-    return torch.ops.avgpool.adaptive_avg_pool(grad_grad, list(ctx.out), ctx.channels_last), None, None, None
+    return call.adaptive_avg_pool(grad_grad, list(ctx.out), ctx.channels_last), None, None, None
 
 
 adaptive_avg_pool.register_autograd(_adaptive_avg_backward, setup_context=_adaptive_avg_setup)
@@ -490,14 +519,18 @@ adaptive_avg_pool_backward.register_autograd(
 )
 
 
-@torch.library.custom_op("avgpool::adaptive_max_pool", mutates_args=(), device_types="cpu")
-def adaptive_max_pool(x: Tensor, output_size: list[int], channels_last: bool) -> tuple[Tensor, Tensor]:
+def _adaptive_max_pool_cpu(x: Tensor, output_size: list[int], channels_last: bool) -> tuple[Tensor, Tensor]:
     ndim = len(output_size)
     _check_rank(x, ndim)
     out = _adaptive_sizes(output_size, _spatial(x.shape, ndim, channels_last))
     v = to_numpy(x, ndim, channels_last)
     y, index = ops.adaptive_max_pool(v.array, out, True, channels_last=v.channels_last, ndim=ndim)
     return v.back(y), v.back(index)
+
+
+adaptive_max_pool = torch.library.custom_op(
+    "avgpool::adaptive_max_pool", _adaptive_max_pool_cpu, mutates_args=(), device_types="cpu"
+)
 
 
 @adaptive_max_pool.register_fake
@@ -518,7 +551,7 @@ def _adaptive_max_setup(ctx, inputs, output):
 
 def _adaptive_max_backward(ctx, grad, _grad_indices):
     (indices,) = ctx.saved_tensors
-    g = torch.ops.avgpool.max_pool_backward(grad, indices, ctx.input_shape, ctx.ndim, ctx.channels_last)
+    g = call.max_pool_backward(grad, indices, ctx.input_shape, ctx.ndim, ctx.channels_last)
     return g, None, None
 
 
@@ -528,8 +561,7 @@ adaptive_max_pool.register_autograd(_adaptive_max_backward, setup_context=_adapt
 # -- blur pooling ------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("avgpool::blur_pool", mutates_args=(), device_types="cpu")
-def blur_pool(
+def _blur_pool_cpu(
     x: Tensor, filt_size: int, stride: int, pad_type: str, pad_off: int, ndim: int, channels_last: bool
 ) -> Tensor:
     v = to_numpy(x, ndim, channels_last)
@@ -550,6 +582,9 @@ def blur_output(spatial, filt_size: int, stride: int, pad_off: int) -> list:
     return [(n + before + after - filt_size) // stride + 1 for n in spatial]
 
 
+blur_pool = torch.library.custom_op("avgpool::blur_pool", _blur_pool_cpu, mutates_args=(), device_types="cpu")
+
+
 @blur_pool.register_fake
 def _(x, filt_size, stride, pad_type, pad_off, ndim, channels_last):
     _check_rank(x, ndim)
@@ -557,8 +592,7 @@ def _(x, filt_size, stride, pad_type, pad_off, ndim, channels_last):
     return _new_empty(x, _with_spatial(x.shape, ndim, channels_last, out), ndim, channels_last)
 
 
-@torch.library.custom_op("avgpool::blur_pool_backward", mutates_args=(), device_types="cpu")
-def blur_pool_backward(
+def _blur_pool_backward_cpu(
     grad: Tensor,
     input_shape: list[int],
     filt_size: int,
@@ -583,6 +617,11 @@ def blur_pool_backward(
     return v.back(g)
 
 
+blur_pool_backward = torch.library.custom_op(
+    "avgpool::blur_pool_backward", _blur_pool_backward_cpu, mutates_args=(), device_types="cpu"
+)
+
+
 @blur_pool_backward.register_fake
 def _(grad, input_shape, filt_size, stride, pad_type, pad_off, ndim, channels_last):
     return _new_empty(grad, list(input_shape), ndim, channels_last)
@@ -594,7 +633,7 @@ def _blur_setup(ctx, inputs, output):
 
 
 def _blur_backward(ctx, grad):
-    g = torch.ops.avgpool.blur_pool_backward(grad, ctx.input_shape, *ctx.args)
+    g = call.blur_pool_backward(grad, ctx.input_shape, *ctx.args)
     return (g,) + (None,) * len(ctx.args)
 
 
@@ -603,11 +642,118 @@ def _blur_backward_setup(ctx, inputs, output):
 
 
 def _blur_backward_backward(ctx, grad_grad):
-    return (torch.ops.avgpool.blur_pool(grad_grad, *ctx.args), None) + (None,) * len(ctx.args)
+    return (call.blur_pool(grad_grad, *ctx.args), None) + (None,) * len(ctx.args)
 
 
 blur_pool.register_autograd(_blur_backward, setup_context=_blur_setup)
 blur_pool_backward.register_autograd(_blur_backward_backward, setup_context=_blur_backward_setup)
+
+
+# -- eager calls that skip the dispatcher ------------------------------------------------------
+
+
+def _dispatch_checks() -> tuple | None:
+    """The state queries `needs_dispatcher` makes; None (always dispatch) if this torch lacks one."""
+    try:
+        return (
+            torch.compiler.is_compiling,
+            torch.jit.is_tracing,
+            torch._C._len_torch_dispatch_stack,
+            torch._C._is_torch_function_mode_enabled,
+            torch._C._are_functorch_transforms_active,
+            torch._C._autograd._profiler_enabled,
+        )
+    except AttributeError:  # pragma: no cover (torch >= 2.3 has them all)
+        return None
+
+
+_CHECKS = _dispatch_checks()
+
+
+def needs_dispatcher(x: Tensor) -> bool:
+    """Whether a call on ``x`` must go through the dispatcher rather than straight to the kernel.
+
+    A Python custom op costs about 50 µs a call in the dispatcher (Python -> C++ -> Python, for
+    the autograd key and again for the CPU key), ten times the kernel on a small tensor. For
+    a plain CPU tensor in eager mode the dispatcher would only pick the CPU kernel and the
+    autograd formula registered here, so `call` runs those itself. Anything else goes through
+    it: compiling (dynamo, export), jit tracing (the TorchScript ONNX exporter), tensor
+    subclasses and fake tensors, other devices, dispatch and function modes (FakeTensorMode,
+    make_fx, FlopCounterMode, ``with torch.device``), vmap and grad transforms, and the
+    profiler, so that traces and profiles show the custom op.
+    """
+    checks = _CHECKS
+    if checks is None:
+        return True
+    compiling, tracing, dispatch_modes, function_modes, transforms, profiling = checks
+    return (
+        compiling()
+        or type(x) is not Tensor
+        or not x.is_cpu
+        or tracing()
+        or dispatch_modes() > 0
+        or function_modes()
+        or transforms()
+        or profiling()
+    )
+
+
+class _Calls:
+    """``torch.ops.avgpool``'s ops, each run without the dispatcher where that changes nothing.
+
+    ``call.avg_pool(x, ...)`` is ``torch.ops.avgpool.avg_pool(x, ...)``: the same kernel, the
+    same result, the same autograd formula (through a ``torch.autograd.Function`` made of this
+    module's setup_context and backward, whose backward calls these again, so double backward
+    works as through the dispatcher). See `needs_dispatcher` for when the dispatcher runs.
+    """
+
+    def add(self, name: str, kernel, setup_context, backward, tensors: int = 1) -> None:
+        op = getattr(torch.ops.avgpool, name)
+
+        # ctx in forward, not a separate setup_context: Function.apply binds the arguments to
+        # forward's signature (inspect.signature, ~10 µs) when setup_context is defined
+        def forward(ctx, *args):
+            output = kernel(*args)
+            setup_context(ctx, args, output)
+            return output
+
+        function = type(
+            f"EagerFor_avgpool_{name}",
+            (torch.autograd.Function,),
+            {"forward": staticmethod(forward), "backward": staticmethod(backward)},
+        )
+
+        def run(*args):
+            if needs_dispatcher(args[0]):
+                return op(*args)
+            log.debug("avgpool.torch: %s without the dispatcher (a plain CPU tensor, eager)", name)
+            if torch.is_grad_enabled() and (
+                args[0].requires_grad or (tensors > 1 and any(t.requires_grad for t in args[1:tensors]))
+            ):
+                return function.apply(*args)
+            return kernel(*args)
+
+        run.__name__ = run.__qualname__ = name
+        run.__doc__ = f"``torch.ops.avgpool.{name}``, without the dispatcher in plain eager calls."
+        setattr(self, name, run)
+
+
+call = _Calls()
+call.add("avg_pool", _avg_pool_cpu, _avg_setup, _avg_backward)
+call.add("avg_pool_backward", _avg_pool_backward_cpu, _avg_backward_setup, _avg_backward_backward)
+call.add("max_pool", _max_pool_cpu, _max_setup, _max_backward)
+call.add("max_pool_backward", _max_pool_backward_cpu, _max_backward_setup, _max_backward_backward, 2)
+call.add("lp_pool", _lp_pool_cpu, _lp_setup, _lp_backward)
+call.add("adaptive_avg_pool", _adaptive_avg_pool_cpu, _adaptive_avg_setup, _adaptive_avg_backward)
+call.add(
+    "adaptive_avg_pool_backward",
+    _adaptive_avg_pool_backward_cpu,
+    _adaptive_avg_backward_setup,
+    _adaptive_avg_backward_backward,
+)
+call.add("adaptive_max_pool", _adaptive_max_pool_cpu, _adaptive_max_setup, _adaptive_max_backward)
+call.add("blur_pool", _blur_pool_cpu, _blur_setup, _blur_backward)
+call.add("blur_pool_backward", _blur_pool_backward_cpu, _blur_backward_setup, _blur_backward_backward)
 
 
 # -- other devices -----------------------------------------------------------------------------

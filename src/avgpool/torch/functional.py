@@ -21,19 +21,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from avgpool import ops
 from avgpool import reference as ref
 from avgpool._errors import AvgPoolError
 from avgpool.conventions import from_torch
-from avgpool.torch._library import _spatial, lp_pool_grad, window_args
+from avgpool.torch._library import _spatial, call, lp_pool_grad, window_args
 from avgpool.window import Window, _as_int
 
 __all__ = list(ops.__all__)
-
-_ops = torch.ops.avgpool
 
 
 def _tensor(x: Any, name: str = "input") -> Tensor:
@@ -81,7 +78,7 @@ def avg_pool(
         divisor_override=divisor_override,
         channels_last=channels_last,
     )
-    return _finish(_ops.avg_pool(x, *window_args(w)), out)
+    return _finish(call.avg_pool(x, *window_args(w)), out)
 
 
 def avg_pool_backward(
@@ -114,7 +111,7 @@ def avg_pool_backward(
         channels_last=channels_last,
     )
     _check_grad(grad_output, w.output_shape(input_shape))
-    return _ops.avg_pool_backward(grad_output, input_shape, *window_args(w))
+    return call.avg_pool_backward(grad_output, input_shape, *window_args(w))
 
 
 def _check_grad(grad: Tensor, expected: Sequence[int]) -> None:
@@ -172,7 +169,7 @@ def _fixed_avg(ndim: int, name: str):
         )
         if window is None:
             _check_avg3d(input, w)
-        return _ops.avg_pool(input, *window_args(w))
+        return call.avg_pool(input, *window_args(w))
 
     pool.__name__ = pool.__qualname__ = name
     pool.__doc__ = f"{ndim}-d average pooling: ``torch.nn.functional.{name}``; see `avgpool.{name}`."
@@ -226,7 +223,7 @@ def max_pool(
     """N-d max pooling of a tensor; see `avgpool.max_pool`."""
     x = _tensor(x)
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
-    y, index = _ops.max_pool(x, *_max_args(w, nan_policy))
+    y, index = call.max_pool(x, *_max_args(w, nan_policy))
     y = _finish(y, out)
     return (y, index) if return_indices else y
 
@@ -247,9 +244,9 @@ def max_pool_backward(
     """Gradient of `max_pool`: each window's grad goes to its arg-max cell."""
     grad_output, x = _tensor(grad_output, "grad_output"), _tensor(x)
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
-    _, index = _ops.max_pool(x.detach(), *_max_args(w, nan_policy))
+    _, index = call.max_pool(x.detach(), *_max_args(w, nan_policy))
     _check_grad(grad_output, index.shape)
-    return _ops.max_pool_backward(grad_output, index, list(x.shape), w.ndim, w.channels_last)
+    return call.max_pool_backward(grad_output, index, list(x.shape), w.ndim, w.channels_last)
 
 
 def _fixed_max(ndim: int, name: str):
@@ -278,7 +275,7 @@ def _fixed_max(ndim: int, name: str):
             ceil_mode,
             channels_last=channels_last,
         )
-        y, index = _ops.max_pool(input, *_max_args(w, None))
+        y, index = call.max_pool(input, *_max_args(w, None))
         return (y, index) if return_indices else y
 
     pool.__name__ = pool.__qualname__ = name
@@ -319,7 +316,7 @@ def lp_pool(
     """N-d power-average pooling of a tensor; see `avgpool.lp_pool`."""
     x = _tensor(x)
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
-    return _ops.lp_pool(x, *_lp_args(x, norm_type, w, convention))
+    return call.lp_pool(x, *_lp_args(x, norm_type, w, convention))
 
 
 def lp_pool_backward(
@@ -357,7 +354,7 @@ def _fixed_lp(ndim: int, name: str):
         input = _tensor(input)
         w = from_torch(kernel_size, stride, 0, 1, ceil_mode, op="lp", ndim=ndim, channels_last=channels_last)
         _check_avg3d(input, w)
-        return _ops.lp_pool(input, *_lp_args(input, norm_type, w, "torch"))
+        return call.lp_pool(input, *_lp_args(input, norm_type, w, "torch"))
 
     pool.__name__ = pool.__qualname__ = name
     pool.__doc__ = f"{ndim}-d power-average pooling: ``torch.nn.functional.{name}`` exactly."
@@ -387,7 +384,7 @@ def adaptive_avg_pool(
 ) -> Tensor:
     """Average over PyTorch's adaptive windows; see `avgpool.adaptive_avg_pool`."""
     x = _tensor(x)
-    return _ops.adaptive_avg_pool(x, _adaptive_sizes(x, output_size, channels_last, ndim), channels_last)
+    return call.adaptive_avg_pool(x, _adaptive_sizes(x, output_size, channels_last, ndim), channels_last)
 
 
 def adaptive_avg_pool_backward(
@@ -402,7 +399,7 @@ def adaptive_avg_pool_backward(
             f"grad_output must have as many dimensions as input_shape {tuple(input_shape)}, "
             f"got shape {tuple(grad_output.shape)}"
         )
-    return _ops.adaptive_avg_pool_backward(grad_output, input_shape, ndim, channels_last)
+    return call.adaptive_avg_pool_backward(grad_output, input_shape, ndim, channels_last)
 
 
 def adaptive_max_pool(
@@ -415,7 +412,7 @@ def adaptive_max_pool(
 ):
     """Maximum over PyTorch's adaptive windows; see `avgpool.adaptive_max_pool`."""
     x = _tensor(x)
-    y, index = _ops.adaptive_max_pool(x, _adaptive_sizes(x, output_size, channels_last, ndim), channels_last)
+    y, index = call.adaptive_max_pool(x, _adaptive_sizes(x, output_size, channels_last, ndim), channels_last)
     return (y, index) if return_indices else y
 
 
@@ -426,9 +423,9 @@ def adaptive_max_pool_backward(
     grad_output, x = _tensor(grad_output, "grad_output"), _tensor(x)
     ndim = x.dim() - 2 if ndim is None else ndim
     sizes = _spatial(grad_output.shape, ndim, channels_last)
-    _, index = _ops.adaptive_max_pool(x.detach(), list(sizes), channels_last)
+    _, index = call.adaptive_max_pool(x.detach(), list(sizes), channels_last)
     _check_grad(grad_output, index.shape)
-    return _ops.max_pool_backward(grad_output, index, list(x.shape), ndim, channels_last)
+    return call.max_pool_backward(grad_output, index, list(x.shape), ndim, channels_last)
 
 
 def _fixed_adaptive(fn, ndim: int, name: str, with_indices: bool):
@@ -488,7 +485,7 @@ def global_avg_pool(
     """Mean over all spatial axes; see `avgpool.global_avg_pool`."""
     x = _tensor(x)
     w = ops._global_window(x.dim(), ndim, channels_last, window)
-    return _squeeze(_ops.avg_pool(x, *window_args(w)), w.ndim, w.channels_last, keepdims)
+    return _squeeze(call.avg_pool(x, *window_args(w)), w.ndim, w.channels_last, keepdims)
 
 
 def global_max_pool(
@@ -502,7 +499,7 @@ def global_max_pool(
     """Maximum over all spatial axes (NaN wins); see `avgpool.global_max_pool`."""
     x = _tensor(x)
     w = ops._global_window(x.dim(), ndim, channels_last, window)
-    y, _ = _ops.max_pool(x, *_max_args(w, "propagate"))
+    y, _ = call.max_pool(x, *_max_args(w, "propagate"))
     return _squeeze(y, w.ndim, w.channels_last, keepdims)
 
 
@@ -555,7 +552,7 @@ def blur_pool(
 ) -> Tensor:
     """Anti-aliased downsampling of a tensor; see `avgpool.blur_pool`."""
     x = _tensor(x)
-    return _ops.blur_pool(
+    return call.blur_pool(
         x, *_blur(x.dim(), x.shape, filt_size, stride, pad_type, pad_off, ndim, channels_last)
     )
 
@@ -575,7 +572,7 @@ def blur_pool_backward(
     grad_output = _tensor(grad_output, "grad_output")
     input_shape = [_as_int(s, "input_shape") for s in input_shape]
     args = _blur(len(input_shape), input_shape, filt_size, stride, pad_type, pad_off, ndim, channels_last)
-    return _ops.blur_pool_backward(grad_output, input_shape, *args)
+    return call.blur_pool_backward(grad_output, input_shape, *args)
 
 
 def _fixed_blur(ndim: int, name: str):
