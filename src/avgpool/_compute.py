@@ -87,7 +87,12 @@ def get_num_threads() -> int:
 KERNELS = {
     "avg_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes", "cpu_box.global_avg"),
     "avg_pool_backward": ("cpu_box.avg_backward", "cpu_box.avg_backward_planes"),
-    "max_pool": ("cpu_max.max_forward", "cpu_max.max_planes", "cpu_max.global_max"),
+    "max_pool": (
+        "cpu_max.max_forward",
+        "cpu_max.max_planes",
+        "cpu_max.max_planes_values",
+        "cpu_max.global_max",
+    ),
     "max_pool_backward": ("cpu_max.max_forward", "cpu_max.max_planes", "cpu_max.max_backward"),
     "lp_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes"),
     "lp_pool_backward": (
@@ -155,9 +160,13 @@ def avg_backward(g, layout: Layout, axes: Sequence[Axis], cip: bool, override):
 # -- max ---------------------------------------------------------------------------------------
 
 
-def max_forward(x, layout: Layout, axes: Sequence[Axis], nan_policy: str, floor: float, out=None):
+def max_forward(
+    x, layout: Layout, axes: Sequence[Axis], nan_policy: str, floor: float, out=None, with_index=True
+):
+    """(values, int64 indices); ``with_index=False`` lets a kernel skip the arg-max (indices
+    then may be None)."""
     if _fast("max_pool"):
-        return _cpu.max_forward(x, layout, axes, nan_policy, floor, out)
+        return _cpu.max_forward(x, layout, axes, nan_policy, floor, out, with_index)
     y, index = ref.max_pool(layout.to_work(x), axes, nan_policy, floor)
     return _into(out, layout.from_work(y, x.dtype)), layout.from_work(index, np.dtype(np.int64))
 

@@ -323,14 +323,35 @@ def max_forward(
     nan_policy: str,
     floor: float,
     out: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_index: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(values, indices); without ``with_index`` a channels-first 1-D/2-D window skips the
+    arg-max (separable, several times faster) and the indices are None."""
     from avgpool.kernels import cpu_max
 
-    x4, c, o4, i4, done = _with_index(x, layout, [a.out for a in axes], out)
-    lowest = _lowest(x4.dtype)
-    floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
     plan = _max_plan(tuple(axes))
     geo = plan.geo
+    out_spatial = [a.out for a in axes]
+    if not with_index and plan.planes and not layout.channels_last:
+        log.debug("max_pool: cpu_max.max_planes_values")
+        result, out_full = _alloc(layout, out_spatial, x.dtype, out)
+        work = _work_out(out_full)
+        x4, _ = _view4(_full(x, layout), False, layout.ndim)
+        o4, _ = _view4(work, False, layout.ndim)
+        lowest = _lowest(x4.dtype)
+        floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
+        cpu_max.max_planes_values(
+            x4.reshape(x4.shape[0], x4.shape[2], x4.shape[3]),
+            o4.reshape(o4.shape[0], o4.shape[2], o4.shape[3]),
+            geo,
+            nan_policy == "omit",
+            floor_value,
+            lowest,
+        )
+        return _finish(work, result, out_full), None
+    x4, c, o4, i4, done = _with_index(x, layout, out_spatial, out)
+    lowest = _lowest(x4.dtype)
+    floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
     if c == 1 and plan.planes:
         log.debug("max_pool: cpu_max.max_planes")
         planes = (x4.shape[0], x4.shape[2], x4.shape[3])

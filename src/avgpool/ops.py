@@ -349,7 +349,9 @@ def max_pool(
     if w.kernel_size is None and out is None:
         y, index = compute.global_max(x, layout, *_nan_args(nan_policy, w, x.dtype))
     else:
-        y, index = compute.max_forward(x, layout, axes, *_nan_args(nan_policy, w, x.dtype), out)
+        y, index = compute.max_forward(
+            x, layout, axes, *_nan_args(nan_policy, w, x.dtype), out, with_index=return_indices
+        )
     return (y, index) if return_indices else y
 
 

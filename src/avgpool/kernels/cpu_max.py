@@ -190,6 +190,71 @@ def max_planes(x, out, index, geo, omit_nan, floor, lowest):
 
 
 @njit(cache=True, inline="always")
+def _bigger(a, b):
+    """max(a, b) where a NaN wins (the propagating rule; NaN is replaced before under omit)."""
+    return b if (b > a) | (b != b) else a
+
+
+@njit(parallel=True, cache=True)
+def max_planes_values(x, out, geo, omit_nan, floor, lowest):
+    """`max_planes` without the arg-max: the values only (``max_pool`` without indices).
+
+    Separable, as a max needs no tie rule: the column maxima of the window's rows go into a
+    row buffer padded with ``lowest`` (one sweep per row), then each output takes the max of
+    its ``kw`` buffer cells. A NaN propagates (or, with ``omit_nan``, never wins and the
+    result is at least ``floor``); a window with no real cell gives ``lowest``.
+    """
+    n, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
+    kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
+    width = max(pw + W, (OW - 1) * sw + kw)
+    for o in prange(n):
+        Rp = np.full(width, lowest, dtype=x.dtype)
+        R = Rp[pw : pw + W]
+        for oh in range(OH):
+            start = oh * sh - ph
+            lo, hi = max(start, 0), min(start + kh, H)
+            if lo >= hi:
+                R[:] = lowest
+            else:
+                row = x[o, lo]
+                for i in range(W):
+                    v = row[i]
+                    R[i] = lowest if omit_nan and v != v else v
+                for ih in range(lo + 1, hi):
+                    row = x[o, ih]
+                    if omit_nan:
+                        for i in range(W):
+                            v = row[i]
+                            R[i] = _bigger(R[i], lowest if v != v else v)
+                    else:
+                        for i in range(W):
+                            R[i] = _bigger(R[i], row[i])
+            best = out[o, oh]
+            # literal strides: LLVM vectorises only with a known stride
+            if sw == 1:
+                _row_max(Rp, best, kw, 1)
+            elif sw == 2:
+                _row_max(Rp, best, kw, 2)
+            else:
+                _row_max(Rp, best, kw, sw)
+            if omit_nan:
+                for ow in range(OW):
+                    best[ow] = floor if best[ow] < floor else best[ow]
+
+
+@njit(cache=True, inline="always")
+def _row_max(Rp, best, kw, step):
+    """best[ow] = the max of Rp[ow * step : ow * step + kw] (tap by tap across the row)."""
+    for ow in range(best.shape[0]):
+        best[ow] = Rp[ow * step]
+    for j in range(1, kw):
+        for ow in range(best.shape[0]):
+            best[ow] = _bigger(best[ow], Rp[ow * step + j])
+
+
+@njit(cache=True, inline="always")
 def _take_taps(src, best, col, bidx, ih, j, step):
     """Offer tap src[ow * step] to every window ow of the row (row-major tie rules)."""
     for ow in range(best.shape[0]):
