@@ -18,9 +18,11 @@ AvgPool2d(kernel_size=3, stride=2, padding=same, convention=tensorflow)
 torch.Size([1, 1, 2, 2])
 
 `swap_pooling(model)` replaces every torch.nn pooling module of a model with avgpool's
-(identical outputs; state dicts load unchanged, pooling holds no state).
+(identical outputs; state dicts load unchanged, pooling holds no state; a BlurPool given its
+channels keeps antialiased-cnns' ``filt`` buffer, so that project's checkpoints load strictly).
 """
 
+import math
 from typing import Any
 
 import torch
@@ -550,6 +552,15 @@ class GlobalMaxPool(_MaxMixin, torch.nn.Module):
 # -- blur --------------------------------------------------------------------------------------
 
 
+def _binomial_filter(filt_size: int, ndim: int, channels: int) -> Tensor:
+    """antialiased-cnns' ``filt`` buffer: the normalised binomial filter, one copy per channel,
+    shaped (channels, 1, *[filt_size] * ndim)."""
+    row = torch.tensor([float(math.comb(filt_size - 1, k)) for k in range(filt_size)])
+    filt = row if ndim == 1 else row[:, None] * row[None, :]
+    filt = filt / filt.sum()
+    return filt.expand(channels, 1, *filt.shape).clone()
+
+
 def _blur_class(ndim: int) -> type:
     class BlurPool(torch.nn.Module):
         op = "blur"
@@ -573,6 +584,22 @@ def _blur_class(ndim: int) -> type:
             self.pad_type = _BLUR_PAD_TYPES[pad_type]
             self.filt_size, self.stride, self.pad_off = int(filt_size), int(stride), int(pad_off)
             self.ndim = ndim
+            if channels is not None and ndim <= 2:
+                # antialiased-cnns keeps its filter as a buffer: the same buffer here, so its
+                # checkpoints load with strict=True (the kernels compute the binomial blur; a
+                # loaded filter must be that one, see _load_from_state_dict)
+                self.register_buffer("filt", _binomial_filter(self.filt_size, ndim, int(channels)))
+
+        def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+            loaded = state_dict.get(prefix + "filt")
+            if loaded is not None and loaded.shape == self.filt.shape:
+                want = _binomial_filter(self.filt_size, self.ndim, loaded.shape[0]).to(loaded)
+                if not torch.allclose(loaded, want, rtol=1e-5, atol=1e-7):
+                    raise ValueError(
+                        f"{prefix}filt is not the {self.filt_size}-tap binomial filter that BlurPool "
+                        "computes; avgpool's BlurPool cannot run another filter"
+                    )
 
         def extra_repr(self) -> str:
             return (

@@ -108,6 +108,42 @@ def test_own_modules_values():
     np.testing.assert_allclose(blur.numpy(), avgpool.blur_pool2d(x.numpy(), 3, 2), rtol=1e-12)
 
 
+class _AntialiasedBlurPool(torch.nn.Module):
+    """antialiased-cnns' BlurPool, as that project writes it: a pad, then a depthwise conv with
+    the normalised binomial filter it keeps as the buffer ``filt``."""
+
+    def __init__(self, channels, pad_type="reflect", filt_size=4, stride=2):
+        super().__init__()
+        a = torch.tensor({2: [1.0, 1], 3: [1.0, 2, 1], 4: [1.0, 3, 3, 1], 5: [1.0, 4, 6, 4, 1]}[filt_size])
+        filt = a[:, None] * a[None, :]
+        self.register_buffer("filt", (filt / filt.sum())[None, None].repeat(channels, 1, 1, 1))
+        lo, hi = (filt_size - 1) // 2, filt_size - 1 - (filt_size - 1) // 2
+        self.pad = torch.nn.ReflectionPad2d((lo, hi, lo, hi)) if pad_type == "reflect" else None
+        self.stride, self.channels = stride, channels
+
+    def forward(self, x):
+        filt = self.filt.to(x.dtype)
+        return nn.functional.conv2d(self.pad(x), filt, stride=self.stride, groups=self.channels)
+
+
+@pytest.mark.parametrize("filt_size", [2, 3, 4, 5])
+def test_blurpool_loads_an_antialiased_cnns_state_dict_strictly(filt_size):
+    theirs = _AntialiasedBlurPool(4, filt_size=filt_size)
+    ours = apnn.BlurPool2d(4, filt_size=filt_size)
+    assert set(ours.state_dict()) == {"filt"}
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 4, 11, 10, dtype=torch.float64)
+    assert_close(ours(x), theirs(x))
+    assert apnn.BlurPool2d(filt_size=filt_size).state_dict() == {}  # no channels: no buffer
+
+
+def test_blurpool_refuses_a_filter_it_cannot_compute():
+    state = _AntialiasedBlurPool(4, filt_size=3).state_dict()
+    state["filt"] = torch.rand_like(state["filt"])
+    with pytest.raises(ValueError, match="filt is not the 3-tap binomial filter"):
+        apnn.BlurPool2d(4, filt_size=3).load_state_dict(state)
+
+
 @pytest.mark.parametrize("ours,theirs,shape", TWINS[:10], ids=IDS[:10])
 def test_script_and_trace_like_torch(ours, theirs, shape):
     x = _input(shape, "LP" in type(ours).__name__)
