@@ -325,8 +325,9 @@ def max_forward(
     out: np.ndarray | None = None,
     with_index: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(values, indices); without ``with_index`` a channels-first 1-D/2-D window skips the
-    arg-max (separable, several times faster) and the indices are None."""
+    """(values, indices); without ``with_index`` the arg-max is skipped (channels-first 1-D/2-D
+    windows: separable plane kernel; channels-last: row maxima, then width taps a C-vector at
+    a time; several times faster) and the indices are None."""
     from avgpool.kernels import cpu_max
 
     plan = _max_plan(tuple(axes))
@@ -348,6 +349,16 @@ def max_forward(
             floor_value,
             lowest,
         )
+        return _finish(work, result, out_full), None
+    if not with_index and layout.channels_last and layout.full_shape[-1] > 1:
+        log.debug("max_pool: cpu_max.max_values")
+        result, out_full = _alloc(layout, out_spatial, x.dtype, out)
+        work = _work_out(out_full)
+        x4, c = _view4(_full(x, layout), True, layout.ndim)
+        o4, _ = _view4(work, True, layout.ndim)
+        lowest = _lowest(x4.dtype)
+        floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
+        cpu_max.max_values(x4, o4, c, geo, nan_policy == "omit", floor_value, lowest)
         return _finish(work, result, out_full), None
     x4, c, o4, i4, done = _with_index(x, layout, out_spatial, out)
     lowest = _lowest(x4.dtype)

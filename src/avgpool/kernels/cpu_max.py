@@ -244,6 +244,71 @@ def max_planes_values(x, out, geo, omit_nan, floor, lowest):
                     best[ow] = floor if best[ow] < floor else best[ow]
 
 
+@njit(parallel=True, cache=True)
+def max_values(x, out, C, geo, omit_nan, floor, lowest):
+    """`max_forward` without the arg-max, for channels-last data (C > 1): values only.
+
+    Work items are output rows. The row's window rows (depth and height taps) are reduced
+    into a row buffer with an elementwise max over W*C (vectorised), then each output takes
+    the max of its width taps, a C-vector at a time. NaN propagates (or, with ``omit_nan``,
+    never wins and results are at least ``floor``); a window with no real cell gives ``lowest``.
+    """
+    n_outer, D, H, WC = x.shape
+    W = WC // C
+    OD, OH, OWC = out.shape[1], out.shape[2], out.shape[3]
+    OW = OWC // C
+    kd, sd, dd, pd = geo[0, 0], geo[0, 1], geo[0, 2], geo[0, 3]
+    kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
+    kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
+    for item in prange(n_outer * OD * OH):
+        o = item // (OD * OH)
+        od = (item // OH) % OD
+        oh = item % OH
+        best = out[o, od, oh]
+        R = np.empty(WC, dtype=x.dtype)
+        rows = 0
+        for jd in range(kd):
+            idp = od * sd - pd + jd * dd
+            if idp < 0 or idp >= D:
+                continue
+            for jh in range(kh):
+                ih = oh * sh - ph + jh * dh
+                if ih < 0 or ih >= H:
+                    continue
+                row = x[o, idp, ih]
+                if rows == 0:
+                    for i in range(WC):
+                        v = row[i]
+                        R[i] = lowest if omit_nan and v != v else v
+                elif omit_nan:
+                    for i in range(WC):
+                        v = row[i]
+                        R[i] = _bigger(R[i], lowest if v != v else v)
+                else:
+                    for i in range(WC):
+                        R[i] = _bigger(R[i], row[i])
+                rows += 1
+        for ow in range(OW):
+            cell = best[ow * C : ow * C + C]
+            taps = 0
+            for jw in range(kw):
+                iw = ow * sw - pw + jw * dw
+                if rows == 0 or iw < 0 or iw >= W:
+                    continue
+                src = R[iw * C : iw * C + C]
+                if taps == 0:
+                    cell[:] = src
+                else:
+                    for c in range(C):
+                        cell[c] = _bigger(cell[c], src[c])
+                taps += 1
+            if taps == 0:
+                cell[:] = lowest
+        if omit_nan:
+            for i in range(OWC):
+                best[i] = floor if best[i] < floor else best[i]
+
+
 @njit(cache=True, inline="always")
 def _row_max(Rp, best, kw, step):
     """best[ow] = the max of Rp[ow * step : ow * step + kw] (tap by tap across the row)."""
