@@ -210,6 +210,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _output_args(cmd: argparse.ArgumentParser, json_help: str = "machine-readable output") -> None:
+    """--json / --markdown, the output formats `_emit_table` renders."""
+    out = cmd.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help=json_help)
+    out.add_argument("--markdown", action="store_true", help="a markdown table (for CI comments)")
+
+
+def _progress_arg(cmd: argparse.ArgumentParser) -> None:
+    """--progress / --no-progress, for `_progress`."""
+    cmd.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: on a terminal)",
+    )
+
+
 def _model_args(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--input-shape",
@@ -218,9 +235,7 @@ def _model_args(cmd: argparse.ArgumentParser) -> None:
         metavar="[NAME:]SHAPE",
         help="e.g. 1x3x224x224, or image:1x3x224x224 per input; fixes dynamic dimensions",
     )
-    out = cmd.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="machine-readable output")
-    out.add_argument("--markdown", action="store_true", help="a markdown table (for CI comments)")
+    _output_args(cmd)
 
 
 def _model_commands(sub: Any) -> None:
@@ -400,15 +415,8 @@ def _monitor_commands(sub: Any) -> None:
         "--bins", type=int, default=DEFAULT_BINS, help=f"histogram bins (default {DEFAULT_BINS})"
     )
     profile.add_argument("--channel-hist", action="store_true", help="also keep one histogram per channel")
-    profile.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar (default: on a terminal)",
-    )
-    out = profile.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="machine-readable output")
-    out.add_argument("--markdown", action="store_true", help="a markdown table (for CI comments)")
+    _progress_arg(profile)
+    _output_args(profile)
     profile.set_defaults(func=_cmd_profile)
 
     drift = sub.add_parser(
@@ -444,9 +452,7 @@ def _monitor_commands(sub: Any) -> None:
         "--model-name", help="the model label in exported metrics (default: candidate file name)"
     )
     drift.add_argument("--model-version", default="", help="the version label in exported metrics")
-    out = drift.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="machine-readable output")
-    out.add_argument("--markdown", action="store_true", help="a markdown table (for CI comments)")
+    _output_args(drift)
     drift.set_defaults(func=_cmd_drift)
 
 

@@ -97,7 +97,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
 
 
 def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, threads: str) -> None:
-    from avgpool.cli import _ints
+    from avgpool.cli import _ints, _output_args, _progress_arg
 
     cmd.add_argument(
         "--batch-sizes",
@@ -117,15 +117,8 @@ def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, t
         help=f"stop timing a measurement after this many seconds of timed calls (default {budget:g})",
     )
     cmd.add_argument("--seed", type=int, default=0, help="seeds the random inputs and the bootstrap")
-    cmd.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: on a terminal)",
-    )
-    out = cmd.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="machine-readable output, every sample included")
-    out.add_argument("--markdown", action="store_true", help="a markdown table (for CI comments)")
+    _progress_arg(cmd)
+    _output_args(cmd, "machine-readable output, every sample included")
 
 
 def add_commands(sub: Any) -> None:

@@ -36,6 +36,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add the ``study`` subparser to the ``avgpool`` command's subparsers."""
+    from avgpool.cli import _output_args, _progress_arg
     from avgpool.study.variants import VARIANTS
 
     study = sub.add_parser(
@@ -71,13 +72,6 @@ def add_commands(sub: Any) -> None:
     study.add_argument(
         "--subset", type=int, metavar="N", help="train on the first N training images only (a quick look)"
     )
-    out = study.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="print results.json instead of the table")
-    out.add_argument("--markdown", action="store_true", help="the table in markdown")
-    study.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: on a terminal)",
-    )
+    _output_args(study, "print results.json instead of the table")
+    _progress_arg(study)
     study.set_defaults(func=_cmd_study)
