@@ -99,10 +99,16 @@ def test_installed_command_runs():
 
 
 def test_a_closed_pipe_ends_quietly():
-    """`avgpool ... | head -1`: no 'Broken pipe' error message, no traceback."""
+    """`avgpool ... | head -c 1` on a long output: no 'Broken pipe' error message, no traceback."""
+    long_output = (
+        "import avgpool.cli as cli\n"
+        "cli._cmd_shape = lambda args: print('x' * 4_000_000) or 0\n"  # far more than a pipe holds
+        "raise SystemExit(cli.main(['shape', '1x1x4x4', '-k', '2']))\n"
+    )
     result = subprocess.run(
-        f"{sys.executable} -m avgpool shape 1x1x64x64 -k 3 --json | head -c 1",
-        shell=True, capture_output=True, text=True, check=False,
+        f"{sys.executable} -c \"{long_output}\" | head -c 1; exit ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert result.stdout == "{"
+    assert result.stdout == "x"
     assert result.stderr == ""
+    assert result.returncode == 0

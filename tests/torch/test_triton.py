@@ -187,3 +187,21 @@ def test_random_geometries_match_the_cpu_kernels(case, force_passes):
         assert_close(dm.cpu(), apt.max_pool_backward(g.cpu(), x.cpu(), window=w.replace(convention="torch")))
     finally:
         cuda.DIRECT_TAPS = old
+
+
+@pytest.mark.parametrize("window", PASS_WINDOWS, ids=range(len(PASS_WINDOWS)))
+def test_passes_keep_inf_and_nan_to_their_own_windows(window):
+    # block prefix sums would spread one inf or NaN over its block: the counts must stop that
+    x, w = _input(window, "nchw", seed=3)
+    x = x.clone()
+    flat = x.view(-1)
+    flat[7], flat[40], flat[41], flat[90] = float("inf"), float("-inf"), float("inf"), float("nan")
+    args = window_args(w)
+    y = cuda.avg_pool(x, *args)
+    assert_close(y.cpu(), apt.avg_pool(x.cpu(), window=w))
+    g = torch.randn_like(y)
+    g.view(-1)[3] = float("inf")
+    assert_close(
+        cuda.avg_pool_backward(g, list(x.shape), *args).cpu(),
+        apt.avg_pool_backward(g.cpu(), x.shape, window=w),
+    )
