@@ -85,7 +85,7 @@ def get_num_threads() -> int:
 #: Every op with a compiled kernel: the kernel that serves it, and the layouts and dtypes it
 #: takes. tests/kernels walks this table, so no kernel escapes the comparison with the oracle.
 KERNELS = {
-    "avg_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes", "cpu_box.global_avg"),
+    "avg_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes", "cpu_box.avg_direct", "cpu_box.global_avg"),
     "avg_pool_backward": ("cpu_box.avg_backward", "cpu_box.avg_backward_planes"),
     "max_pool": (
         "cpu_max.max_forward",
@@ -95,7 +95,7 @@ KERNELS = {
         "cpu_max.global_max",
     ),
     "max_pool_backward": ("cpu_max.max_forward", "cpu_max.max_planes", "cpu_max.max_backward"),
-    "lp_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes"),
+    "lp_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes", "cpu_box.avg_direct"),
     "lp_pool_backward": (
         "cpu_box.avg_forward",
         "cpu_box.avg_planes",

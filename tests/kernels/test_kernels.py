@@ -7,6 +7,8 @@ NUMBA_BOUNDSCHECK=1, so an out-of-bounds read or write in a kernel fails loudly.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import avgpool as ap
+from avgpool import _cpu
 from avgpool._compute import KERNEL_DTYPES, KERNEL_LAYOUTS, KERNELS
 
 # Kernels vs the oracle, per dtype: float64 sums in another order; float32/16 rounded once.
@@ -89,6 +92,15 @@ def _avg(layout, dtype, problem, cip, override):
     window, shape, seed = problem
     w = _layout_window(window, layout, count_include_pad=cip, divisor_override=override)
     x = _array(shape, dtype, seed, layout)
+    _close(*_both(ap.avg_pool, x, window=w), dtype)
+
+
+@SETTINGS
+@given(problem=problems(), cip=st.booleans())
+def _avg_specials(layout, dtype, problem, cip):
+    window, shape, seed = problem
+    w = _layout_window(window, layout, count_include_pad=cip)
+    x = _array(shape, dtype, seed, layout, specials=True)
     _close(*_both(ap.avg_pool, x, window=w), dtype)
 
 
@@ -282,6 +294,16 @@ def test_every_kernel_has_a_comparison():
 @pytest.mark.parametrize("op", sorted(KERNELS))
 def test_kernel_matches_reference(op, layout, dtype):
     COMPARISONS[op](layout, np.dtype(dtype).type)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reads", [0, math.inf], ids=["running", "direct"])
+def test_channels_last_average_on_each_path(monkeypatch, reads, dtype):
+    """Channels-last averages take `avg_direct` or the running sums by how often a window
+    reads each cell: each path forced, against the oracle, also with inf and NaN."""
+    monkeypatch.setattr(_cpu, "DIRECT_READS", reads)
+    _avg("channels_last", dtype)
+    _avg_specials("channels_last", dtype)
 
 
 # -- accuracy, determinism, buffers ----------------------------------------------------------------

@@ -180,6 +180,74 @@ def _avg_chunk(x, out, C, geo, count, zero, real, scale_w, any_zero_w, empty, o,
     return np.sum(check) == 0.0
 
 
+@njit(parallel=True, cache=True)
+def avg_direct(x, out, C, geo, count, zero, empty):
+    """Channels-last windows of few taps, summed straight from the input a C-vector at a time.
+
+    One pass: each output cell's C sums (float64) add its window's taps in (depth, height,
+    width) order, read from the input where they lie (a small window's rows stay in cache), and
+    are scaled into the output; no row buffer, no running sum, so infinities and NaNs need no
+    second pass and windows entirely in padding sum to exactly 0. Its cost per output grows
+    with the taps, so the driver sends only small windows here (`DIRECT_TAPS`). Arguments as
+    `avg_forward` (no ``real``: a window without a real cell adds no tap, its sum is 0).
+    Parallel over (outer, output depth, output row).
+    """
+    n_outer, D, H = x.shape[0], x.shape[1], x.shape[2]
+    W = x.shape[3] // C
+    OD, OH, OW = out.shape[1], out.shape[2], out.shape[3] // C
+    kd, sd, dd, pd = geo[0, 0], geo[0, 1], geo[0, 2], geo[0, 3]
+    kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
+    kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
+    exact = out.itemsize == 8
+    for item in prange(n_outer * OD * OH):
+        o = item // (OD * OH)
+        od = (item // OH) % OD
+        oh = item % OH
+        orow = out[o, od, oh]
+        acc = np.empty(C, dtype=np.float64)
+        f_row = count[0, od] * count[1, oh]
+        zero_row = zero[0, od] or zero[1, oh]
+        for ow in range(OW):
+            cell = orow[ow * C : ow * C + C]
+            if zero_row or zero[2, ow]:
+                cell[:] = empty
+                continue
+            # the width taps inside the input: no bounds test per tap, slices that vectorise
+            start = ow * sw - pw
+            jw0 = max(0, (dw - 1 - start) // dw)
+            jw1 = min(kw, (W - 1 - start) // dw + 1)
+            first = True  # the first tap sets the sums (no zeroing pass)
+            for jd in range(kd):
+                idp = od * sd - pd + jd * dd
+                if idp < 0 or idp >= D:
+                    continue
+                for jh in range(kh):
+                    ih = oh * sh - ph + jh * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    row = x[o, idp, ih]
+                    for jw in range(jw0, jw1):
+                        at = (start + jw * dw) * C
+                        src = row[at : at + C]
+                        if first:
+                            for c in range(C):
+                                acc[c] = src[c]
+                            first = False
+                        else:
+                            for c in range(C):
+                                acc[c] += src[c]
+            if first:  # no real cell in the window
+                acc[:] = 0.0
+            div = f_row * count[2, ow]
+            if exact:  # float64 results divide: the quotient the oracle and PyTorch compute
+                for c in range(C):
+                    cell[c] = acc[c] / div
+            else:
+                inv = 1.0 / div
+                for c in range(C):
+                    cell[c] = acc[c] * inv
+
+
 @njit(cache=True)
 def _row_sums_one(R, tmp, prefix, W, OW, kw, sw, dw, pw, run_w):
     """tmp[ow] = sum of R over window ow, for one channel, with loops that vectorise.
