@@ -118,6 +118,7 @@ class _Plan(NamedTuple):
     geo: np.ndarray
     out: tuple[int, ...]
     planes: bool  #: the plane kernels apply (to channels-first data): 1-D/2-D, no dilation
+    undilated: bool  #: no axis is dilated (the average's plane kernel takes 3-D too)
     whole: bool  #: every window is the whole input (a global window): one output per plane
     reads: float  #: how many windows read an input cell: taps per window over the strides' product
     tables: tuple
@@ -137,6 +138,7 @@ def _plan_of(axes: tuple[Axis, ...], tables: tuple) -> _Plan:
         _read_only(_geo(axes)),
         tuple(a.out for a in axes),
         len(axes) <= 2 and all(a.dilation == 1 for a in axes),
+        all(a.dilation == 1 for a in axes),
         all(a.out == 1 and a.kernel == a.size and a.pad_before == a.pad_after == 0 for a in axes),
         math.prod(a.kernel for a in axes) / math.prod(a.stride for a in axes),
         _read_only(tables),
@@ -244,25 +246,10 @@ def avg_forward(
     work = _work_out(out_full)
     x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
     o4, _ = _view4(work, layout.channels_last, layout.ndim)
-    if c == 1 and plan.planes:
-        # channels-first 1-D/2-D without dilation: the plane kernel (simplest loops, fastest)
+    if c == 1 and plan.undilated:
+        # channels-first without dilation: the plane kernel (simplest loops, fastest)
         log.debug("avg_pool: cpu_box.avg_planes")
-        override = float(divisor_override or 0)
-        planes_out = o4.reshape(o4.shape[0], o4.shape[2], o4.shape[3])
-        cpu_box.avg_planes(
-            x4.reshape(x4.shape[0], x4.shape[2], x4.shape[3]),
-            planes_out,
-            geo,
-            factor[1],
-            factor[2],
-            zero[1],
-            zero[2],
-            real[1],
-            real[2],
-            override,
-            empty,
-            running,
-        )
+        cpu_box.avg_planes(x4, o4, geo, factor, zero, real, empty, running)
     elif c > 1 and plan.reads <= DIRECT_READS:
         log.debug("avg_pool: cpu_box.avg_direct")
         cpu_box.avg_direct(x4, o4, c, geo, factor, zero, empty)

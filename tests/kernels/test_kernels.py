@@ -45,12 +45,12 @@ def _close(fast, slow, dtype, scale=1.0):
 
 
 @st.composite
-def problems(draw, max_ndim=3, symmetric=False):
+def problems(draw, max_ndim=3, symmetric=False, min_ndim=1, dilated=True):
     """A random array and window: pads may exceed the kernel, windows may lie in padding."""
-    ndim = draw(st.integers(1, max_ndim))
+    ndim = draw(st.integers(min_ndim, max_ndim))
     kernel = draw(st.tuples(*[st.integers(1, 5)] * ndim))
     stride = draw(st.tuples(*[st.integers(1, 4)] * ndim))
-    dilation = draw(st.tuples(*[st.sampled_from([1, 1, 2, 3])] * ndim))
+    dilation = draw(st.tuples(*[st.sampled_from([1, 1, 2, 3] if dilated else [1])] * ndim))
     pads = draw(st.tuples(*[st.tuples(st.integers(0, 5), st.integers(0, 5))] * ndim))
     ceil_mode = draw(st.booleans())
     spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
@@ -294,6 +294,23 @@ def test_every_kernel_has_a_comparison():
 @pytest.mark.parametrize("op", sorted(KERNELS))
 def test_kernel_matches_reference(op, layout, dtype):
     COMPARISONS[op](layout, np.dtype(dtype).type)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplog):
+    @SETTINGS
+    @given(
+        problem=problems(min_ndim=3, dilated=False), cip=st.booleans(), override=st.sampled_from([None, 5])
+    )
+    def check(problem, cip, override):
+        window, shape, seed = problem
+        w = window.replace(count_include_pad=cip, divisor_override=override)
+        x = _array(shape, dtype, seed, "channels_first", specials=seed % 2 == 1)
+        _close(*_both(ap.avg_pool, x, window=w), dtype)
+
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        check()
+    assert "cpu_box.avg_planes" in caplog.text
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

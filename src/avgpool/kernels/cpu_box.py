@@ -448,48 +448,59 @@ def global_avg(x, out, divisor):
 
 
 @njit(parallel=True, cache=True)
-def avg_planes(x, out, geo, count_h, count_w, zero_h, zero_w, real_h, real_w, override, empty, running):
-    """Channels-first 1-D/2-D average pooling without dilation: one plane per work item.
+def avg_planes(x, out, geo, count, zero, real, empty, running):
+    """Channels-first average pooling without dilation: one plane (and output depth) per item.
 
     The common case gets a kernel of its own with the simplest loops: a float64 row buffer
     padded by ``pad_before`` zeros on the left (and enough on the right) so that every window
-    reads it without a bounds test, running sums down the plane (restarted every ``CHUNK``
-    rows; a leaving and an entering row are applied in one sweep), and a W pass fused with
-    the scaling for the common windows (2 or 3 wide, stride 1 or 2); other windows add each
-    tap across the row (or difference a prefix sum for windows longer than 8). The divisor is
-    a product of per-axis reciprocals (0 for a window with no real cell), ``empty`` patched in
-    where a count is 0. ``x`` (planes, H, W), ``out`` (planes, OH, OW); ``geo`` as
-    `avg_forward` (the D row unused). Non-finite chunks are summed again tap by tap.
+    reads it without a bounds test, holding the sum over the window's depth taps and rows:
+    running sums down the plane (restarted every ``CHUNK`` rows; a leaving and an entering row
+    are applied in one sweep), then a W pass fused with the scaling for the common windows (2
+    or 3 wide, stride 1 or 2); other windows add each tap across the row (or difference a
+    prefix sum for windows longer than 8). The divisor is a product of per-axis reciprocals (0
+    for a window with no real cell), ``empty`` patched in where a count is 0. ``x`` (planes, D,
+    H, W), ``out`` (planes, OD, OH, OW); ``geo``, ``count``, ``zero``, ``real`` as
+    `avg_forward`. Non-finite chunks are summed again tap by tap.
     """
-    n, W = x.shape[0], x.shape[2]
-    OH, OW = out.shape[1], out.shape[2]
+    n, D, W = x.shape[0], x.shape[1], x.shape[3]
+    OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+    kd, sd, pd = geo[0, 0], geo[0, 1], geo[0, 3]
     kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
     kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
     width = max(pw + W, (OW - 1) * sw + kw)
-    # per-axis divisors (a window with no real cell sums to 0; a zero count gets ``empty``)
-    div_h, div_w = np.ones(OH), np.ones(OW)
-    scale_h, scale_w = np.zeros(OH), np.zeros(OW)
+    # per-axis divisors (a window with no real cell sums to 0; a zero count gets ``empty``);
+    # a divisor override lives in the depth factor, the others are then 1
+    div_d, div_h, div_w = np.ones(OD), np.ones(OH), np.ones(OW)
+    scale_d, scale_h, scale_w = np.zeros(OD), np.zeros(OH), np.zeros(OW)
+    for od in range(OD):
+        if not zero[0, od]:
+            div_d[od] = count[0, od]
+            scale_d[od] = 1.0 / div_d[od] if real[0, od] else 0.0
     for oh in range(OH):
-        if not zero_h[oh]:
-            div_h[oh] = override if override > 0 else count_h[oh]
-            scale_h[oh] = 1.0 / div_h[oh] if real_h[oh] else 0.0
+        if not zero[1, oh]:
+            div_h[oh] = count[1, oh]
+            scale_h[oh] = 1.0 / div_h[oh] if real[1, oh] else 0.0
     any_zero_w = False
     for ow in range(OW):
-        if not zero_w[ow]:
-            div_w[ow] = 1.0 if override > 0 else count_w[ow]
-            scale_w[ow] = 1.0 / div_w[ow] if real_w[ow] else 0.0
-        any_zero_w |= zero_w[ow]
-    for o in prange(n):
+        if not zero[2, ow]:
+            div_w[ow] = count[2, ow]
+            scale_w[ow] = 1.0 / div_w[ow] if real[2, ow] else 0.0
+        any_zero_w |= zero[2, ow]
+    for item in prange(n * OD):
+        o, od = item // OD, item % OD
+        d0, d1 = max(od * sd - pd, 0), min(od * sd - pd + kd, D)
         Rp = np.zeros(width, dtype=np.float64)
         tmp = np.zeros(OW, dtype=np.float64)
         prefix = np.zeros(width + 1, dtype=np.float64)
+        depth = (d0, d1, div_d[od], scale_d[od], zero[0, od])
         for oh0 in range(0, OH, CHUNK):
             oh1 = min(OH, oh0 + CHUNK)
             run_h, run_w = running and sh < kh, running and sw < kw
             for _attempt in range(2):  # a second, tap-by-tap pass only if the first met inf/NaN
                 # fmt: off
-                ok = _plane_chunk(x, out, o, oh0, oh1, Rp, tmp, prefix, kh, sh, ph, kw, sw, pw, div_h,
-                                  div_w, scale_h, scale_w, zero_h, zero_w, any_zero_w, empty, run_h, run_w)
+                ok = _plane_chunk(x, out[o, od], o, depth, oh0, oh1, Rp, tmp, prefix, kh, sh, ph, kw, sw,
+                                  pw, div_h, div_w, scale_h, scale_w, zero[1], zero[2], any_zero_w, empty,
+                                  run_h, run_w)
                 # fmt: on
                 if ok or not (run_h or run_w):
                     break
@@ -497,31 +508,34 @@ def avg_planes(x, out, geo, count_h, count_w, zero_h, zero_w, real_h, real_w, ov
 
 
 @njit(cache=True)
-def _slide_rows(x, o, R, start, sh, kh, H, W):
+def _slide_rows(x, o, d0, d1, R, start, sh, kh, H, W):
     """Move the running column sums ``R`` down by ``sh`` rows: drop the rows that leave the
-    window and add the rows that enter, a leaving and an entering row in one sweep."""
+    window and add the rows that enter (each summed over depths d0..d1), a leaving and an
+    entering row in one sweep."""
     out_lo, out_hi = max(start - sh, 0), min(start, H)
     in_lo, in_hi = max(start - sh + kh, 0), min(start + kh, H)
     pairs = max(0, min(out_hi - out_lo, in_hi - in_lo))
-    for p in range(pairs):
-        a, b = x[o, out_lo + p], x[o, in_lo + p]
-        for i in range(W):
-            R[i] += np.float64(b[i]) - np.float64(a[i])
-    for ih in range(out_lo + pairs, out_hi):
-        row = x[o, ih]
-        for i in range(W):
-            R[i] -= row[i]
-    for ih in range(in_lo + pairs, in_hi):
-        row = x[o, ih]
-        for i in range(W):
-            R[i] += row[i]
+    for idp in range(d0, d1):
+        for p in range(pairs):
+            a, b = x[o, idp, out_lo + p], x[o, idp, in_lo + p]
+            for i in range(W):
+                R[i] += np.float64(b[i]) - np.float64(a[i])
+        for ih in range(out_lo + pairs, out_hi):
+            row = x[o, idp, ih]
+            for i in range(W):
+                R[i] -= row[i]
+        for ih in range(in_lo + pairs, in_hi):
+            row = x[o, idp, ih]
+            for i in range(W):
+                R[i] += row[i]
 
 
 @njit(cache=True)
 def _plane_chunk(
     x,
-    out,
+    oplane,
     o,
+    depth,
     oh0,
     oh1,
     Rp,
@@ -544,23 +558,26 @@ def _plane_chunk(
     run_h,
     run_w,
 ):
-    """Output rows oh0..oh1 of plane o; False if some output came out non-finite."""
-    H, W = x.shape[1], x.shape[2]
-    OW = out.shape[2]
+    """Output rows oh0..oh1 of ``oplane`` (plane o at one output depth, whose window spans the
+    input depths d0..d1); False if some output came out non-finite."""
+    H, W = x.shape[2], x.shape[3]
+    OW = oplane.shape[1]
+    d0, d1, div_d, scale_d, zero_d = depth
     R = Rp[pw : pw + W]
     bad = 0
     for oh in range(oh0, oh1):
         start = oh * sh - ph
         if oh == oh0 or not run_h:
             R[:] = 0.0
-            for ih in range(max(start, 0), min(start + kh, H)):
-                row = x[o, ih]
-                for i in range(W):
-                    R[i] += row[i]
+            for idp in range(d0, d1):
+                for ih in range(max(start, 0), min(start + kh, H)):
+                    row = x[o, idp, ih]
+                    for i in range(W):
+                        R[i] += row[i]
         else:
-            _slide_rows(x, o, R, start, sh, kh, H, W)
-        orow = out[o, oh]
-        sc, dh, exact = scale_h[oh], div_h[oh], out.itemsize == 8
+            _slide_rows(x, o, d0, d1, R, start, sh, kh, H, W)
+        orow = oplane[oh]
+        sc, dh, exact = scale_h[oh] * scale_d, div_h[oh] * div_d, oplane.itemsize == 8
         # the common windows, float32 results: W sums fused with the scaling, no row buffer
         # in between (float64 results divide, as PyTorch and the oracle do: the exact quotient)
         if not exact and kw == 2 and sw == 2:
@@ -614,9 +631,10 @@ def _plane_chunk(
                     v = tmp[ow]
                     bad |= v - v != 0.0
                     orow[ow] = v * (sc * scale_w[ow])
-        if zero_h[oh] or any_zero_w:
+        zero_row = zero_h[oh] or zero_d
+        if zero_row or any_zero_w:
             for ow in range(OW):
-                if zero_h[oh] or zero_w[ow]:
+                if zero_row or zero_w[ow]:
                     orow[ow] = empty
     return bad == 0
 
