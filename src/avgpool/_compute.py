@@ -85,7 +85,13 @@ def get_num_threads() -> int:
 #: Every op with a compiled kernel: the kernel that serves it, and the layouts and dtypes it
 #: takes. tests/kernels walks this table, so no kernel escapes the comparison with the oracle.
 KERNELS = {
-    "avg_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes", "cpu_box.avg_direct", "cpu_box.global_avg"),
+    "avg_pool": (
+        "cpu_box.avg_forward",
+        "cpu_box.avg_planes",
+        "cpu_box.avg_direct",
+        "cpu_box.global_avg",
+        "cpu_box.global_avg_planes",
+    ),
     "avg_pool_backward": ("cpu_box.avg_backward", "cpu_box.avg_backward_planes"),
     "max_pool": (
         "cpu_max.max_forward",
@@ -106,7 +112,7 @@ KERNELS = {
     "adaptive_avg_pool_backward": ("cpu_taps.taps_scatter",),
     "adaptive_max_pool": ("cpu_taps.taps_max",),
     "adaptive_max_pool_backward": ("cpu_taps.taps_max", "cpu_max.max_backward"),
-    "global_avg_pool": ("cpu_box.global_avg",),
+    "global_avg_pool": ("cpu_box.global_avg", "cpu_box.global_avg_planes"),
     # channels-first (or one channel): one value per plane, in NumPy (`_cpu._global_spread`)
     "global_avg_pool_backward": ("cpu_box.avg_backward",),
     "global_max_pool": ("cpu_max.global_max",),

@@ -432,7 +432,11 @@ def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:
     result, out_full = _alloc(layout, (1,) * layout.ndim, x.dtype, None)
     work = _work_out(out_full)
     x3 = _view3(_full(x, layout), layout.channels_last)
-    cpu_box.global_avg(x3, work.reshape(x3.shape[0], x3.shape[2]), float(x3.shape[1]))
+    outer, size, c = x3.shape
+    if c == 1:
+        cpu_box.global_avg_planes(x3.reshape(outer, size), work.reshape(outer), float(size))
+    else:
+        cpu_box.global_avg(x3, work.reshape(outer, c), float(size))
     return _finish(work, result, out_full)
 
 

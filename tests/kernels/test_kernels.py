@@ -323,6 +323,24 @@ def test_channels_last_average_on_each_path(monkeypatch, reads, dtype):
     _avg_specials("channels_last", dtype)
 
 
+@pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_average_keeps_infinities_and_nan(layout, dtype):
+    """The plane sums may be reassociated (vector lanes), but inf and NaN still propagate."""
+    x = _array((3, 4, 9, 13), dtype, 5, layout)
+    sl = (slice(None), 0) if layout == "channels_first" else (slice(None), slice(None), slice(None), 0)
+    x[sl][0].flat[[3, 50]] = np.inf  # +inf twice: inf
+    x[sl][1].flat[[7, 90]] = [np.inf, -np.inf]  # inf - inf: NaN
+    x[sl][2].flat[11] = np.nan
+    cl = layout == "channels_last"
+    fast, slow = _both(ap.global_avg_pool, x, channels_last=cl)
+    _close(fast, slow, dtype)
+    first, rest = (fast[..., 0], fast[..., 1:]) if cl else (fast[:, 0], fast[:, 1:])
+    first = first.ravel()
+    assert first[0] == np.inf and np.isnan(first[1]) and np.isnan(first[2])
+    assert np.isfinite(rest).all()
+
+
 # -- accuracy, determinism, buffers ----------------------------------------------------------------
 
 
