@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import numpy as np
@@ -141,3 +143,18 @@ def test_a_bad_environment_limit_names_the_variable(monkeypatch):
         _buffers._limit_from_env()
     monkeypatch.setenv("AVGPOOL_BUFFER_POOL", "0")
     assert _buffers._limit_from_env() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_takes_blocks_though_the_parent_held_the_lock():
+    with _buffers._lock:  # as if another thread were inside the pool at the fork
+        pid = os.fork()
+        if pid == 0:  # the child: a deadlock would end in SIGALRM after 20 s
+            signal.alarm(20)
+            ok = False
+            try:
+                ok = _buffers.empty((1 << 19,), np.float32).nbytes == 2 << 20
+            finally:
+                os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

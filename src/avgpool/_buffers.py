@@ -52,6 +52,16 @@ def _refs(blocks: list, i: int) -> int:
 
 
 _lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    """A forked child gets a fresh lock: another thread may have held the parent's at the fork."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 _blocks: list[np.ndarray] = []  # uint8 arrays owned by the pool; lent while referenced elsewhere
 _state = {"limit": None, "hits": 0, "misses": 0, "unpooled": 0}
 _CAN_POOL = hasattr(sys, "getrefcount")
