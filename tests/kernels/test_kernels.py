@@ -296,6 +296,16 @@ def test_kernel_matches_reference(op, layout, dtype):
     COMPARISONS[op](layout, np.dtype(dtype).type)
 
 
+@pytest.mark.parametrize("kw", range(1, 10))
+@pytest.mark.parametrize("specials", [False, True], ids=["finite", "inf-nan"])
+def test_every_fused_width_of_the_plane_kernel(kw, specials):
+    """`avg_planes` spells out the stride-1 W sums of windows 1-7 wide (float32 results): each
+    width, with padding and with inf and NaN (a chunk holding one is summed again)."""
+    x = _array((2, 3, 11, 29), np.float32, kw, "channels_first", specials=specials)
+    for pad in (0, kw // 2):
+        _close(*_both(ap.avg_pool, x, (3, kw), 1, pad, count_include_pad=False), np.float32)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplog):
     @SETTINGS
