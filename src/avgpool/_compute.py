@@ -98,6 +98,7 @@ KERNELS = {
         "cpu_max.max_planes",
         "cpu_max.max_planes_values",
         "cpu_max.max_values",
+        "cpu_max.max_values_large",
         "cpu_max.global_max",
     ),
     "max_pool_backward": ("cpu_max.max_forward", "cpu_max.max_planes", "cpu_max.max_backward"),

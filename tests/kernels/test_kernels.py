@@ -296,6 +296,26 @@ def test_kernel_matches_reference(op, layout, dtype):
     COMPARISONS[op](layout, np.dtype(dtype).type)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
+@pytest.mark.parametrize("large", [True, False], ids=["large-window-kernel", "taps"])
+def test_max_values_on_each_path(monkeypatch, large, layout, dtype):
+    """Max pooling without indices takes `max_values_large` or the tap kernels by how often a
+    window reads each cell: each path forced, on random geometries with ties, NaN and inf."""
+    monkeypatch.setattr(_cpu, "LARGE_MAX_READS", (0, 0) if large else (math.inf, math.inf))
+    _max(layout, dtype)
+
+
+@pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
+@pytest.mark.parametrize("kernel", [(9, 13), (15, 15), (1, 64), (13, 1)])
+def test_large_max_windows_match_the_reference(layout, kernel):
+    x = np.round(_array((2, 3, 40, 70), np.float32, sum(kernel), layout, specials=True), 1)
+    cl = layout == "channels_last"
+    for stride, pad, policy in ((1, 0, "propagate"), (3, (kernel[0] // 2, kernel[1] // 2), "omit")):
+        args = dict(channels_last=cl, ceil_mode=True, nan_policy=policy)
+        _close(*_both(ap.max_pool, x, kernel, stride, pad, **args), np.float32)
+
+
 @pytest.mark.parametrize("kw", range(1, 10))
 @pytest.mark.parametrize("specials", [False, True], ids=["finite", "inf-nan"])
 def test_every_fused_width_of_the_plane_kernel(kw, specials):

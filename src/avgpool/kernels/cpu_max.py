@@ -4,9 +4,12 @@ Arrays are 4-D views ``(outer, D, H, W*C)`` as in `cpu_box`. The taps are scanne
 (depth, row, column) order for every output at once, channels innermost: the first maximum
 wins, a NaN always wins (so the last NaN), and the first real cell starts the scan (a window
 of -inf points at its first real cell; a window with no real cell gives ``lowest`` and index
--1): PyTorch's tie rules. Each window costs kernel_d x kernel_h x kernel_w comparisons (max
-pooling windows are small in practice: 2x2, 3x3); work items are output rows, so any thread
-count gives the same bits.
+-1): PyTorch's tie rules. With indices, each window costs kernel_d x kernel_h x kernel_w
+comparisons; work items are output rows, so any thread count gives the same bits. Without
+indices no tie rule is needed and the reduction is separable: rows, then columns
+(`max_planes_values`, `max_values`), and for large windows `max_values_large`, whose cost per
+output does not grow with the window height (van Herk / Gil-Werman) and grows as log2 of its
+width.
 """
 
 from __future__ import annotations
@@ -346,3 +349,122 @@ def _max_window_plane(x, best, bidx, o, oh, ow, kh, sh, ph, kw, sw, pw, omit_nan
                 bi = ih * W + iw
     best[ow] = b
     bidx[ow] = bi
+
+
+@njit(cache=True)
+def _depth_row(x, o, od, r, dst, geo, omit_nan, lowest):
+    """dst = input row r reduced over output depth od's depth taps; ``lowest`` for a row outside
+    the input or without a depth tap inside it; NaN is ``lowest`` under omit."""
+    D, H, n = x.shape[1], x.shape[2], dst.shape[0]
+    kd, sd, dd, pd = geo[0, 0], geo[0, 1], geo[0, 2], geo[0, 3]
+    first = True
+    if 0 <= r < H:
+        for jd in range(kd):
+            idp = od * sd - pd + jd * dd
+            if idp < 0 or idp >= D:
+                continue
+            row = x[o, idp, r]
+            if first:
+                for i in range(n):
+                    v = row[i]
+                    dst[i] = lowest if omit_nan and v != v else v
+            else:
+                for i in range(n):
+                    v = row[i]
+                    dst[i] = _bigger(dst[i], lowest if omit_nan and v != v else v)
+            first = False
+    if first:
+        for i in range(n):
+            dst[i] = lowest
+
+
+@njit(parallel=True, cache=True)
+def max_values_large(x, out, C, geo, omit_nan, floor, lowest):
+    """Max pooling values over large windows (no dilation along H and W), either layout:
+    the cost per output does not grow with the window height and grows as log2 of its width.
+
+    Along H, van Herk / Gil-Werman: the padded rows fall into blocks of ``kh``; the window that
+    starts at row j of block m is the max of block m's rows j.. (suffix maxima ``S``, made
+    when the block is entered) and block m + 1's first j rows (``G``, grown one row at a time),
+    so each input row costs two row sweeps and each output row one, vectorised across W*C.
+    Along W, spans of 1, 2, 4, ... cells are built in sweeps (vectorised), and each output is
+    the max of two overlapping spans of the largest power of two in its width. A max needs no
+    tie rule, so the order does not change the value. NaN propagates (with ``omit_nan`` it
+    never wins and results are at least ``floor``); a window with no real cell is ``lowest``.
+    Depth taps are reduced into each row as it is read. Parallel over (outer, output depth).
+    Shifted operands are slices, not offsets inside an index (Numba tests a signed index for
+    wraparound on every element, and such loops do not vectorise).
+    """
+    n_outer, WC = x.shape[0], x.shape[3]
+    W = WC // C
+    OD, OH, OWC = out.shape[1], out.shape[2], out.shape[3]
+    OW = OWC // C
+    kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
+    kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
+    width = max(pw + W, (OW - 1) * sw + kw) * C
+    levels, span = 1, 1  # spans[lvl] holds spans of 2 ** (lvl + 1) cells
+    while 4 * span <= kw:
+        levels += 1
+        span *= 2
+    for item in prange(n_outer * OD):
+        o, od = item // OD, item % OD
+        S = np.empty((kh, WC), dtype=x.dtype)
+        G = np.empty(WC, dtype=x.dtype)
+        row = np.empty(WC, dtype=x.dtype)
+        Rp = np.full(width, lowest, dtype=x.dtype)
+        spans = np.empty((levels, width), dtype=x.dtype)
+        R = Rp[pw * C : pw * C + WC]
+        block, grown = -1, 0
+        for oh in range(OH):
+            p = oh * sh  # the window's first row in padded rows (input row p - ph)
+            m, j = p // kh, p % kh
+            if m != block:  # block m's suffix maxima
+                base = m * kh - ph
+                _depth_row(x, o, od, base + kh - 1, S[kh - 1], geo, omit_nan, lowest)
+                for jj in range(kh - 2, -1, -1):
+                    _depth_row(x, o, od, base + jj, row, geo, omit_nan, lowest)
+                    dst, nxt = S[jj], S[jj + 1]
+                    for i in range(WC):
+                        dst[i] = _bigger(nxt[i], row[i])
+                block, grown = m, 0
+            suffix = S[j]
+            if j == 0:
+                for i in range(WC):
+                    R[i] = suffix[i]
+            else:
+                if grown == 0:
+                    _depth_row(x, o, od, (m + 1) * kh - ph, G, geo, omit_nan, lowest)
+                    grown = 1
+                while grown < j:  # G = the max of block m + 1's first j rows
+                    _depth_row(x, o, od, (m + 1) * kh - ph + grown, row, geo, omit_nan, lowest)
+                    for i in range(WC):
+                        G[i] = _bigger(G[i], row[i])
+                    grown += 1
+                for i in range(WC):
+                    R[i] = _bigger(suffix[i], G[i])
+            best = out[o, od, oh]
+            if kw == 1:
+                top, span = Rp, 1
+            else:
+                top, ahead = spans[0], Rp[C:]
+                for i in range(width - C):
+                    top[i] = _bigger(Rp[i], ahead[i])
+                span = 2
+                for lvl in range(1, levels):
+                    src, top = spans[lvl - 1], spans[lvl]
+                    ahead = src[span * C :]
+                    for i in range(width - (2 * span - 1) * C):
+                        top[i] = _bigger(src[i], ahead[i])
+                    span *= 2
+            ahead = top[(kw - span) * C :]
+            if sw == 1:
+                for i in range(OWC):
+                    best[i] = _bigger(top[i], ahead[i])
+            else:
+                for ow in range(OW):
+                    a = ow * sw * C
+                    for c in range(C):
+                        best[ow * C + c] = _bigger(top[a + c], ahead[a + c])
+            if omit_nan:
+                for i in range(OWC):
+                    best[i] = floor if best[i] < floor else best[i]
