@@ -316,11 +316,12 @@ def test_large_max_windows_match_the_reference(layout, kernel):
         _close(*_both(ap.max_pool, x, kernel, stride, pad, **args), np.float32)
 
 
-@pytest.mark.parametrize("kw", range(1, 10))
+@pytest.mark.parametrize("kw", [*range(1, 10), 15, 24, 25])
 @pytest.mark.parametrize("specials", [False, True], ids=["finite", "inf-nan"])
-def test_every_fused_width_of_the_plane_kernel(kw, specials):
-    """`avg_planes` spells out the stride-1 W sums of windows 1-7 wide (float32 results): each
-    width, with padding and with inf and NaN (a chunk holding one is summed again)."""
+def test_every_w_pass_of_the_plane_kernel(kw, specials):
+    """`avg_planes` sums stride-1 rows by width: 1-7 spelled out (float32 results), 8-24 in
+    blocks of 4, longer ones by prefix sums. Each, with padding and with inf and NaN (a chunk
+    holding one is summed again)."""
     x = _array((2, 3, 11, 29), np.float32, kw, "channels_first", specials=specials)
     for pad in (0, kw // 2):
         _close(*_both(ap.avg_pool, x, (3, kw), 1, pad, count_include_pad=False), np.float32)

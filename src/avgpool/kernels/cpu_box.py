@@ -593,6 +593,37 @@ def _sum_rows(x, o, d0, d1, h0, h1, R):
 
 
 @njit(cache=True)
+def _tap_sweeps(Rp, tmp, kw, OW):
+    """tmp[ow] = sum of Rp[ow : ow + kw]: one vectorised sweep per tap, the first one setting."""
+    for i in range(OW):
+        tmp[i] = Rp[i]
+    for j in range(1, kw):
+        src = Rp[j:]
+        for i in range(OW):
+            tmp[i] += src[i]
+
+
+@njit(cache=True)
+def _block_sweeps(Rp, P4, tmp, kw, OW):
+    """tmp[ow] = sum of Rp[ow : ow + kw] for windows 8-24 wide: sums of 4 cells (one sweep,
+    literal offsets), then one vectorised sweep per 4 taps and per tap left over (15 wide:
+    7 sweeps; 30% faster than a prefix sum, whose adds form one chain along the row)."""
+    for i in range(Rp.shape[0] - 3):
+        P4[i] = Rp[i] + Rp[i + 1] + Rp[i + 2] + Rp[i + 3]
+    q = kw // 4
+    for i in range(OW):
+        tmp[i] = P4[i]
+    for t in range(1, q):
+        src = P4[4 * t :]
+        for i in range(OW):
+            tmp[i] += src[i]
+    for r in range(4 * q, kw):
+        src = Rp[r:]
+        for i in range(OW):
+            tmp[i] += src[i]
+
+
+@njit(cache=True)
 def _slide_rows(x, o, d0, d1, R, start, sh, kh, H, W):
     """Move the running column sums ``R`` down by ``sh`` rows: drop the rows that leave the
     window and add the rows that enter (each summed over depths d0..d1), a leaving and an
@@ -683,20 +714,21 @@ def _plane_chunk(
                 bad |= v - v != 0.0
                 orow[ow] = v * (sc * scale_w[ow])
         else:
-            if run_w and kw > 8:
+            # in functions of their own: the same loops inlined here run 1.5-2x slower
+            if sw == 1 and 8 <= kw <= 24:
+                _block_sweeps(Rp, prefix, tmp, kw, OW)
+            elif run_w and kw > 8:
                 prefix[0] = 0.0
                 for i in range(Rp.shape[0]):
                     prefix[i + 1] = prefix[i] + Rp[i]
                 for ow in range(OW):
                     tmp[ow] = prefix[ow * sw + kw] - prefix[ow * sw]
+            elif sw == 1:
+                _tap_sweeps(Rp, tmp, kw, OW)
             else:
                 tmp[:] = 0.0
                 for j in range(kw):
-                    if sw == 1:
-                        src = Rp[j : j + OW]
-                        for i in range(OW):
-                            tmp[i] += src[i]
-                    elif sw == 2:
+                    if sw == 2:
                         src = Rp[j : j + 2 * OW - 1]
                         for i in range(OW):
                             tmp[i] += src[2 * i]
