@@ -296,6 +296,8 @@ def _max_class(ndim: int, base: type) -> type:
 
         def forward(self, input: Tensor):
             if not torch.jit.is_scripting():
+                if not self.return_indices:  # inference skips the arg-max (values-only kernels)
+                    return call.max_pool_values(input, *self._max_args, "")
                 y, indices = call.max_pool(input, *self._max_args, "")
             else:
                 y, indices = torch.ops.avgpool.max_pool(
@@ -530,7 +532,7 @@ class GlobalMaxPool(_MaxMixin, torch.nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
-            y, _ = call.max_pool(input, *self._max_args, "propagate")
+            y = call.max_pool_values(input, *self._max_args, "propagate")
         else:
             y, _ = torch.ops.avgpool.max_pool(
                 input,

@@ -147,3 +147,43 @@ def test_fake_and_meta_tensors_get_the_fake_implementation():
         fake = apnn.MaxPool2d(3, 2, 1)(mode.from_tensor(x))
     meta = apnn.MaxPool2d(3, 2, 1)(x.to("meta"))
     assert fake.shape == meta.shape == real.shape and fake.stride() == meta.stride() == real.stride()
+
+
+@pytest.mark.parametrize(
+    "args", [args for op, args in CALLS if op == "max_pool"], ids=["dilated", "cl-memory"]
+)
+def test_max_values_without_a_gradient_skip_the_arg_max(args, caplog):
+    """Inference (no gradient, plain eager CPU tensor) runs the values-only kernels: the same
+    bits and strides as the op's values. With a gradient, the op runs and backward works."""
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        with torch.no_grad():
+            values = call.max_pool_values(*args)
+    assert "max_pool values only" in caplog.text
+    _same(values, torch.ops.avgpool.max_pool(*args)[0])
+
+    caplog.clear()
+    x = args[0].detach().requires_grad_()
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        y = call.max_pool_values(x, *args[1:])
+    assert "max_pool values only" not in caplog.text
+    y.sum().backward()
+    expected = torch.ops.avgpool.max_pool(args[0].detach().requires_grad_(), *args[1:])[0]
+    _same(y.detach(), expected.detach())
+    assert x.grad is not None and x.grad.sum() == y.numel()
+
+
+def test_max_pool_modules_and_functions_take_the_values_path_at_inference(caplog):
+    import avgpool.torch as aptorch
+
+    x = torch.randn(2, 3, 12, 11)
+    with caplog.at_level("DEBUG", logger="avgpool"), torch.no_grad():
+        y = apnn.MaxPool2d(3, 2, 1)(x)
+        f = aptorch.max_pool(x, 3, 2, 1)
+        g = aptorch.global_max_pool(x)
+        yi, index = apnn.MaxPool2d(3, 2, 1, return_indices=True)(x)
+    assert caplog.text.count("max_pool values only") == 3
+    expected, expected_index = torch.nn.functional.max_pool2d(x, 3, 2, 1, return_indices=True)
+    for got in (y, f, yi):
+        assert torch.equal(got, expected)
+    assert torch.equal(index, expected_index)
+    assert torch.equal(g, x.amax(dim=(2, 3), keepdim=True))

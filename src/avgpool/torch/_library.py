@@ -267,23 +267,32 @@ def _max_pool_cpu(
     convention: str,
     nan_policy: str,
 ) -> tuple[Tensor, Tensor]:
-    w = window_of(
-        kernel_size,
-        stride,
-        padding,
-        padding_mode,
-        dilation,
-        ceil_mode,
-        False,
-        None,
-        channels_last,
-        convention,
-    )
+    args = (kernel_size, stride, padding, padding_mode, dilation, ceil_mode, channels_last, convention)
+    return _max_pool_numpy(x, *args, nan_policy, return_indices=True)
+
+
+def _max_pool_numpy(
+    x, kernel_size, stride, padding, mode, dilation, ceil, cl, convention, nan_policy, *, return_indices
+):
+    """`ops.max_pool` on the tensor's memory: (values, indices), or the values alone (the
+    values-only kernels, several times faster) without ``return_indices``."""
+    w = window_of(kernel_size, stride, padding, mode, dilation, ceil, False, None, cl, convention)
     v = to_numpy(x, w.ndim, w.channels_last)
-    y, index = ops.max_pool(
-        v.array, window=_numpy_window(w, v.channels_last), return_indices=True, nan_policy=nan_policy or None
-    )
+    window, policy = _numpy_window(w, v.channels_last), nan_policy or None
+    if not return_indices:
+        return v.back(ops.max_pool(v.array, window=window, nan_policy=policy))
+    y, index = ops.max_pool(v.array, window=window, return_indices=True, nan_policy=policy)
     return v.back(y), v.back(index)
+
+
+def _max_pool_values(x: Tensor, *args) -> Tensor:
+    """The values of ``call.max_pool(x, *args)``. Where nothing needs the arg-max (a plain eager
+    CPU tensor that no gradient flows through: inference) the values-only kernels run; else the
+    op, whose indices autograd, tracing and other devices use."""
+    if needs_dispatcher(x) or (torch.is_grad_enabled() and x.requires_grad):
+        return call.max_pool(x, *args)[0]
+    log.debug("avgpool.torch: max_pool values only (no gradient, eager CPU)")
+    return _max_pool_numpy(x, *args, return_indices=False)
 
 
 max_pool = torch.library.custom_op("avgpool::max_pool", _max_pool_cpu, mutates_args=(), device_types="cpu")
@@ -742,6 +751,7 @@ call = _Calls()
 call.add("avg_pool", _avg_pool_cpu, _avg_setup, _avg_backward)
 call.add("avg_pool_backward", _avg_pool_backward_cpu, _avg_backward_setup, _avg_backward_backward)
 call.add("max_pool", _max_pool_cpu, _max_setup, _max_backward)
+call.max_pool_values = _max_pool_values
 call.add("max_pool_backward", _max_pool_backward_cpu, _max_backward_setup, _max_backward_backward, 2)
 call.add("lp_pool", _lp_pool_cpu, _lp_setup, _lp_backward)
 call.add("adaptive_avg_pool", _adaptive_avg_pool_cpu, _adaptive_avg_setup, _adaptive_avg_backward)

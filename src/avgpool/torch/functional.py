@@ -223,9 +223,10 @@ def max_pool(
     """N-d max pooling of a tensor; see `avgpool.max_pool`."""
     x = _tensor(x)
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
+    if not return_indices:
+        return _finish(call.max_pool_values(x, *_max_args(w, nan_policy)), out)
     y, index = call.max_pool(x, *_max_args(w, nan_policy))
-    y = _finish(y, out)
-    return (y, index) if return_indices else y
+    return _finish(y, out), index
 
 
 def max_pool_backward(
@@ -499,7 +500,7 @@ def global_max_pool(
     """Maximum over all spatial axes (NaN wins); see `avgpool.global_max_pool`."""
     x = _tensor(x)
     w = ops._global_window(x.dim(), ndim, channels_last, window)
-    y, _ = call.max_pool(x, *_max_args(w, "propagate"))
+    y = call.max_pool_values(x, *_max_args(w, "propagate"))
     return _squeeze(y, w.ndim, w.channels_last, keepdims)
 
 
