@@ -333,9 +333,10 @@ def max_forward(
     out: np.ndarray | None = None,
     with_index: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(values, indices); without ``with_index`` the arg-max is skipped (channels-first 1-D/2-D
-    windows: separable plane kernel; channels-last: row maxima, then width taps a C-vector at
-    a time; several times faster) and the indices are None."""
+    """(values, indices); without ``with_index`` the arg-max is skipped and the indices are
+    None (several times faster): large windows (`LARGE_MAX_READS`) run van Herk / Gil-Werman
+    along H and span doubling along W; others, channels-first 1-D/2-D, a separable plane
+    kernel; channels-last, row maxima, then width taps a C-vector at a time."""
     from avgpool.kernels import cpu_max
 
     plan = _max_plan(tuple(axes))
