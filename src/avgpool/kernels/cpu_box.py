@@ -188,7 +188,7 @@ def avg_direct(x, out, C, geo, count, zero, empty):
     width) order, read from the input where they lie (a small window's rows stay in cache), and
     are scaled into the output; no row buffer, no running sum, so infinities and NaNs need no
     second pass and windows entirely in padding sum to exactly 0. Its cost per output grows
-    with the taps, so the driver sends only small windows here (`DIRECT_TAPS`). Arguments as
+    with the taps, so the driver sends only small windows here (`_cpu.DIRECT_READS`). Arguments as
     `avg_forward` (no ``real``: a window without a real cell adds no tap, its sum is 0).
     Parallel over (outer, output depth, output row).
     """
