@@ -125,11 +125,15 @@ class _Plan(NamedTuple):
 
     geo: np.ndarray
     out: tuple[int, ...]
-    planes: bool  #: the plane kernels apply (to channels-first data): 1-D/2-D, no dilation
     undilated: bool  #: no axis is dilated (the average's plane kernel takes 3-D too)
     whole: bool  #: every window is the whole input (a global window): one output per plane
     reads: float  #: how many windows read an input cell: taps per window over the strides' product
     tables: tuple
+
+    @property
+    def planes(self) -> bool:
+        """The 1-D/2-D plane kernels apply (to channels-first data): at most 2 axes, undilated."""
+        return self.undilated and len(self.out) <= 2
 
 
 def _read_only(value):
@@ -145,7 +149,6 @@ def _plan_of(axes: tuple[Axis, ...], tables: tuple) -> _Plan:
     return _Plan(
         _read_only(_geo(axes)),
         tuple(a.out for a in axes),
-        len(axes) <= 2 and all(a.dilation == 1 for a in axes),
         all(a.dilation == 1 for a in axes),
         all(a.out == 1 and a.kernel == a.size and a.pad_before == a.pad_after == 0 for a in axes),
         math.prod(a.kernel for a in axes) / math.prod(a.stride for a in axes),
@@ -323,6 +326,13 @@ def _lowest(dtype: np.dtype):
     return dtype.type(-np.inf) if dtype.kind == "f" else np.iinfo(dtype).min
 
 
+def _lowest_and_floor(dtype: np.dtype, floor: float) -> tuple:
+    """(the dtype's lowest value, ``floor`` as that dtype, at least the lowest; integers: the
+    lowest) for the max kernels."""
+    lowest = _lowest(dtype)
+    return lowest, (dtype.type(max(floor, lowest)) if dtype.kind == "f" else lowest)
+
+
 @_threads_by_size
 def max_forward(
     x: np.ndarray,
@@ -342,47 +352,32 @@ def max_forward(
     plan = _max_plan(tuple(axes))
     geo = plan.geo
     out_spatial = [a.out for a in axes]
-    large = LARGE_MAX_READS[layout.channels_last and layout.full_shape[-1] > 1]
-    if not with_index and plan.reads >= large and geo[1, 2] == geo[2, 2] == 1:
-        log.debug("max_pool: cpu_max.max_values_large")
+    omit = nan_policy == "omit"
+    vectors = layout.channels_last and layout.full_shape[-1] > 1  # channels-last, C > 1
+    values_kernel = None
+    if with_index:
+        pass
+    elif plan.reads >= LARGE_MAX_READS[vectors] and geo[1, 2] == geo[2, 2] == 1:
+        values_kernel = "max_values_large"
+    elif plan.planes and not layout.channels_last:
+        values_kernel = "max_planes_values"
+    elif vectors:
+        values_kernel = "max_values"
+    if values_kernel is not None:
+        log.debug("max_pool: cpu_max.%s", values_kernel)
         result, out_full = _alloc(layout, out_spatial, x.dtype, out)
         work = _work_out(out_full)
         x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
         o4, _ = _view4(work, layout.channels_last, layout.ndim)
-        lowest = _lowest(x4.dtype)
-        floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
-        cpu_max.max_values_large(x4, o4, c, geo, nan_policy == "omit", floor_value, lowest)
-        return _finish(work, result, out_full), None
-    if not with_index and plan.planes and not layout.channels_last:
-        log.debug("max_pool: cpu_max.max_planes_values")
-        result, out_full = _alloc(layout, out_spatial, x.dtype, out)
-        work = _work_out(out_full)
-        x4, _ = _view4(_full(x, layout), False, layout.ndim)
-        o4, _ = _view4(work, False, layout.ndim)
-        lowest = _lowest(x4.dtype)
-        floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
-        cpu_max.max_planes_values(
-            x4.reshape(x4.shape[0], x4.shape[2], x4.shape[3]),
-            o4.reshape(o4.shape[0], o4.shape[2], o4.shape[3]),
-            geo,
-            nan_policy == "omit",
-            floor_value,
-            lowest,
-        )
-        return _finish(work, result, out_full), None
-    if not with_index and layout.channels_last and layout.full_shape[-1] > 1:
-        log.debug("max_pool: cpu_max.max_values")
-        result, out_full = _alloc(layout, out_spatial, x.dtype, out)
-        work = _work_out(out_full)
-        x4, c = _view4(_full(x, layout), True, layout.ndim)
-        o4, _ = _view4(work, True, layout.ndim)
-        lowest = _lowest(x4.dtype)
-        floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
-        cpu_max.max_values(x4, o4, c, geo, nan_policy == "omit", floor_value, lowest)
+        lowest, floor_value = _lowest_and_floor(x4.dtype, floor)
+        if values_kernel == "max_planes_values":
+            x3, o3 = x4.reshape(x4.shape[0], *x4.shape[2:]), o4.reshape(o4.shape[0], *o4.shape[2:])
+            cpu_max.max_planes_values(x3, o3, geo, omit, floor_value, lowest)
+        else:
+            getattr(cpu_max, values_kernel)(x4, o4, c, geo, omit, floor_value, lowest)
         return _finish(work, result, out_full), None
     x4, c, o4, i4, done = _with_index(x, layout, out_spatial, out)
-    lowest = _lowest(x4.dtype)
-    floor_value = x4.dtype.type(max(floor, lowest)) if x4.dtype.kind == "f" else lowest
+    lowest, floor_value = _lowest_and_floor(x4.dtype, floor)
     if c == 1 and plan.planes:
         log.debug("max_pool: cpu_max.max_planes")
         planes = (x4.shape[0], x4.shape[2], x4.shape[3])
@@ -392,12 +387,12 @@ def max_forward(
             o4.reshape(out_planes),
             i4.reshape(out_planes),
             geo,
-            nan_policy == "omit",
+            omit,
             floor_value,
             lowest,
         )
     else:
-        cpu_max.max_forward(x4, o4, i4, c, geo, nan_policy == "omit", floor_value, lowest)
+        cpu_max.max_forward(x4, o4, i4, c, geo, omit, floor_value, lowest)
     return done()
 
 
@@ -469,8 +464,7 @@ def global_max(x: np.ndarray, layout: Layout, nan_policy: str, floor: float) -> 
     index, index_full = _alloc(layout, (1,) * layout.ndim, np.dtype(np.int64), None)
     full = _full(x, layout)
     x3 = _view3(full, layout.channels_last)
-    lowest = _lowest(full.dtype)
-    floor_value = full.dtype.type(max(floor, lowest)) if full.dtype.kind == "f" else lowest
+    lowest, floor_value = _lowest_and_floor(full.dtype, floor)
     shape2 = (x3.shape[0], x3.shape[2])
     cpu_max.global_max(
         x3, work.reshape(shape2), index_full.reshape(shape2), nan_policy == "omit", floor_value, lowest

@@ -299,11 +299,13 @@ def test_kernel_matches_reference(op, layout, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
 @pytest.mark.parametrize("large", [True, False], ids=["large-window-kernel", "taps"])
-def test_max_values_on_each_path(monkeypatch, large, layout, dtype):
+def test_max_values_on_each_path(monkeypatch, caplog, large, layout, dtype):
     """Max pooling without indices takes `max_values_large` or the tap kernels by how often a
     window reads each cell: each path forced, on random geometries with ties, NaN and inf."""
     monkeypatch.setattr(_cpu, "LARGE_MAX_READS", (0, 0) if large else (math.inf, math.inf))
-    _max(layout, dtype)
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        _max(layout, dtype)
+    assert ("cpu_max.max_values_large" in caplog.text) == large
 
 
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
@@ -346,12 +348,14 @@ def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplo
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reads", [0, math.inf], ids=["running", "direct"])
-def test_channels_last_average_on_each_path(monkeypatch, reads, dtype):
+def test_channels_last_average_on_each_path(monkeypatch, caplog, reads, dtype):
     """Channels-last averages take `avg_direct` or the running sums by how often a window
     reads each cell: each path forced, against the oracle, also with inf and NaN."""
     monkeypatch.setattr(_cpu, "DIRECT_READS", reads)
-    _avg("channels_last", dtype)
-    _avg_specials("channels_last", dtype)
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        _avg("channels_last", dtype)
+        _avg_specials("channels_last", dtype)
+    assert ("cpu_box.avg_direct" in caplog.text) == (reads > 0)
 
 
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
