@@ -199,6 +199,12 @@ def avg_direct(x, out, C, geo, count, zero, empty):
     kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
     kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
     exact = out.itemsize == 8
+    # each output column's width taps inside the input, once (not two divisions per cell)
+    jw_lo, jw_hi = np.empty(OW, np.int64), np.empty(OW, np.int64)
+    for ow in range(OW):
+        start = ow * sw - pw
+        jw_lo[ow] = max(0, (dw - 1 - start) // dw)
+        jw_hi[ow] = min(kw, (W - 1 - start) // dw + 1)
     for item in prange(n_outer * OD * OH):
         o = item // (OD * OH)
         od = (item // OH) % OD
@@ -213,9 +219,7 @@ def avg_direct(x, out, C, geo, count, zero, empty):
                 cell[:] = empty
                 continue
             # the width taps inside the input: no bounds test per tap, slices that vectorise
-            start = ow * sw - pw
-            jw0 = max(0, (dw - 1 - start) // dw)
-            jw1 = min(kw, (W - 1 - start) // dw + 1)
+            start, jw0, jw1 = ow * sw - pw, jw_lo[ow], jw_hi[ow]
             first = True  # the first tap sets the sums (no zeroing pass)
             for jd in range(kd):
                 idp = od * sd - pd + jd * dd
