@@ -36,6 +36,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=str(Path(__file__).parent / "results"), help="output directory")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every library")
     p.add_argument("--repeats", type=int, help="timed calls per measurement (default 10, quick 3)")
+    p.add_argument(
+        "--warmup", type=int, help="untimed calls before timing (default: one pass over the inputs)"
+    )
     p.add_argument("--budget", type=float, help="seconds of timed calls per measurement (default 3, quick 1)")
     p.add_argument(
         "--scale", choices=("full", "quick", "tiny"), help="input sizes (default full, quick: quick)"
@@ -43,7 +46,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--llc-mib", type=float, help="last-level cache size (default: sysfs, at least 32)")
     p.add_argument("--bandwidth-mib", type=float, help="streaming-rate array size (default 4x the cache)")
     p.add_argument("--in-process", action="store_true", help="measure avgpool in this process")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.warmup is not None and args.warmup < 1:
+        p.error(f"--warmup must be >= 1 (the first call is always untimed), got {args.warmup}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         llc_bytes=llc,
         rotate_bytes=4 * MIB if args.quick else 2 * llc,
         repeats=args.repeats or (3 if args.quick else 10),
+        warmup=args.warmup,
         budget_s=args.budget if args.budget is not None else (1.0 if args.quick else 3.0),
         isolate=not (args.quick or args.in_process),
         bandwidth_repeats=2 if args.quick else 5,

@@ -17,6 +17,8 @@ import pytest
 from avgpool.bench import (
     PEERS,
     Bandwidth,
+    Peer,
+    Prepared,
     Settings,
     avgpool_call,
     floor_seconds,
@@ -106,6 +108,16 @@ def test_time_calls_stops_at_the_budget_and_says_so():
     assert timing.n == 2 and timing.budget_limited  # 2 s, then 4 s >= 3 s
     one = time_calls(lambda _: None, [0], repeats=10, warmup=0, budget_s=0.0, clock=fake_clock(9.0))
     assert one.n == 1 and one.budget_limited  # never fewer than one timed call
+
+
+def test_time_calls_stops_warming_at_its_budget():
+    seen = []
+    timing = time_calls(
+        seen.append, list("abcde"), repeats=1, warmup=5, warmup_budget_s=2.0, clock=fake_clock(1.0)
+    )
+    assert seen == ["a", "b", "c"] and timing.warmup == 2  # warm-up stopped once 2 s had passed
+    full = time_calls(lambda _: None, list("abc"), repeats=1, warmup=3, warmup_budget_s=99.0)
+    assert full.warmup == 3
 
 
 # -- the case table ----------------------------------------------------------------------------
@@ -229,6 +241,42 @@ def test_run_case_records_ratios_and_agreement():
     best = min(("torch", "onnxruntime", "cv2", "scipy"), key=lambda n: row["peers"][n]["median_ms"])
     assert row["best_peer"] == best
     assert row["avgpool_vs_best"] == pytest.approx(row["avgpool"]["median_ms"] / row["best_peer_ms"])
+
+
+class _Recorder(Peer):
+    """A peer that computes avgpool's own result and records which input each call got."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.calls = []
+
+    def applies(self, case):
+        return None
+
+    def prepare(self, case, arrays, threads):
+        fn = avgpool_call(case)
+
+        def call(x):
+            self.calls.append(next(i for i, a in enumerate(arrays) if a is x))
+            return fn(x)
+
+        return Prepared("recorder", list(arrays), call, np.asarray, threads)
+
+
+def test_every_library_uses_each_input_once_before_its_clock_starts():
+    """Pages left idle come back slowly on a virtual machine, so the default warm-up is one pass
+    over the rotation (first call included), then the timed calls go on where it stopped."""
+    case = next(c for c in TINY if c.id == "avg2x2s2/cf")
+    recorder = _Recorder()
+    row = run_case(case, settings(), BW, peers=[recorder])
+    k = row["rotation"]
+    assert k >= 2 and recorder.calls == [*range(k), 0]  # k untimed calls, then repeats=1 timed
+    assert row["peers"]["recorder"]["warmup"] == k - 1  # the first call is counted apart
+    assert row["avgpool"]["warmup"] == k - 1
+    recorder.calls.clear()
+    run_case(case, settings(warmup=1), BW, peers=[recorder])
+    assert recorder.calls == [0, 1]
 
 
 def test_avgpool_in_a_child_process():

@@ -44,6 +44,7 @@ def measure_avgpool(case: Case, spec: dict[str, Any]) -> tuple[dict[str, Any], n
             repeats=spec["repeats"],
             warmup=max(0, spec["warmup"] - 1),  # the first call was a warm-up too
             budget_s=spec["budget_s"],
+            warmup_budget_s=spec["budget_s"],
         )
     except Exception as error:  # any failure (MemoryError included) is one row of the table
         message = f"{type(error).__name__}: {error}".strip()

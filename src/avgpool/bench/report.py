@@ -178,6 +178,12 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f}".rstrip("0").rstrip(".")
 
 
+def _warmup_text(settings: dict[str, Any]) -> str:
+    if settings.get("warmup") is None:
+        return f"one untimed pass over the inputs (each used once, at most {settings['budget_s']:g} s)"
+    return f"{settings['warmup']} warm-up call(s)"
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """The results as a markdown page: machine facts, the table, notes and the done-when checks."""
     m, s, bw = results["machine"], results["settings"], results["bandwidth"]
@@ -199,7 +205,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"A plain copy ran at {bw['copy_gb_per_s']:.1f} GB/s, {bw['copy_vs_floor']:.2f}x its floor: reads "
         "and writes overlap here, so the floor is a yardstick, not a hard bound.",
         "",
-        f"Timing: median (nearest rank) of up to {s['repeats']} calls after {s['warmup']} warm-up call(s), "
+        f"Timing: median (nearest rank) of up to {s['repeats']} calls after {_warmup_text(s)}, "
         f"inputs rotated among copies totalling > {_mib(s['rotate_bytes'])} MiB; a measurement stops adding "
         f"calls after {s['budget_s']:g} s (marked †). Cells: median ms (median / floor). "
         "≠: output differs from avgpool's beyond float32 tolerance. "

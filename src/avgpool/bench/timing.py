@@ -112,9 +112,10 @@ def time_calls(
     repeats: int = 10,
     warmup: int = 1,
     budget_s: float = 3.0,
+    warmup_budget_s: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Timing:
-    """Time ``fn`` over rotating ``inputs``: ``warmup`` untimed calls, then up to ``repeats``.
+    """Time ``fn`` over rotating ``inputs``: up to ``warmup`` untimed calls, then up to ``repeats``.
 
     Parameters
     ----------
@@ -126,6 +127,9 @@ def time_calls(
         Timed calls wanted (at least 1), untimed calls first.
     budget_s : float
         Stop timing once this many seconds of timed calls have passed (after >= 1 call).
+    warmup_budget_s : float, optional
+        Stop warming up once this many seconds of warm-up calls have passed (after >= 1 call);
+        ``Timing.warmup`` is the number of warm-up calls made.
 
     Examples
     --------
@@ -133,17 +137,24 @@ def time_calls(
     >>> t = time_calls(seen.append, ["a", "b"], repeats=3, warmup=1)
     >>> seen, t.n, t.budget_limited
     (['a', 'b', 'a', 'b'], 3, False)
+    >>> ticks = iter(range(100))
+    >>> time_calls(len, ["ab"], warmup=5, warmup_budget_s=2, clock=lambda: next(ticks)).warmup
+    2
     """
     if not inputs:
         raise ValueError("inputs must not be empty")
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
     k = len(inputs)
-    for i in range(warmup):
-        fn(inputs[i % k])
+    warmed, start = 0, (clock() if warmup_budget_s is not None else 0.0)
+    while warmed < warmup:
+        fn(inputs[warmed % k])
+        warmed += 1
+        if warmup_budget_s is not None and clock() - start >= warmup_budget_s:
+            break
     samples: list[float] = []
     spent = 0.0
-    for i in range(warmup, warmup + repeats):
+    for i in range(warmed, warmed + repeats):
         arg = inputs[i % k]
         start = clock()
         result = fn(arg)
@@ -153,4 +164,4 @@ def time_calls(
         spent += elapsed
         if spent >= budget_s:
             break
-    return Timing(tuple(samples), warmup, repeats, len(samples) < repeats)
+    return Timing(tuple(samples), warmed, repeats, len(samples) < repeats)
