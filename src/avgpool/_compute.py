@@ -88,6 +88,7 @@ KERNELS = {
     "avg_pool": (
         "cpu_box.avg_forward",
         "cpu_box.avg_planes",
+        "cpu_box.avg_planes_direct",
         "cpu_box.avg_direct",
         "cpu_box.global_avg",
         "cpu_box.global_avg_planes",
@@ -102,10 +103,16 @@ KERNELS = {
         "cpu_max.global_max",
     ),
     "max_pool_backward": ("cpu_max.max_forward", "cpu_max.max_planes", "cpu_max.max_backward"),
-    "lp_pool": ("cpu_box.avg_forward", "cpu_box.avg_planes", "cpu_box.avg_direct"),
+    "lp_pool": (
+        "cpu_box.avg_forward",
+        "cpu_box.avg_planes",
+        "cpu_box.avg_planes_direct",
+        "cpu_box.avg_direct",
+    ),
     "lp_pool_backward": (
         "cpu_box.avg_forward",
         "cpu_box.avg_planes",
+        "cpu_box.avg_planes_direct",
         "cpu_box.avg_backward",
         "cpu_box.avg_backward_planes",
     ),

@@ -111,6 +111,13 @@ DIRECT_READS = 4
 #: 30 -> 22 ms, but 3x3 windows 2-3x slower (short rows: its fixed cost per row dominates).
 LARGE_MAX_READS = (81, 4)
 
+
+def fused_w_window(kw: int, sw: int) -> bool:
+    """Whether `cpu_box._fused_w` spells out a W pass for this window width and stride: 2 or 3
+    wide at stride 1 or 2, or 1 and 4-7 wide at stride 1 (one sweep, fused with the scaling)."""
+    return (kw in (2, 3) and sw in (1, 2)) or (sw == 1 and (kw == 1 or 4 <= kw <= 7))
+
+
 #: Resolved geometries whose kernel tables are kept (each entry holds a few small arrays).
 _TABLES_CACHED = 1024
 
@@ -257,7 +264,13 @@ def avg_forward(
     work = _work_out(out_full)
     x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
     o4, _ = _view4(work, layout.channels_last, layout.ndim)
-    if c == 1 and plan.undilated:
+    (kh, sh), (kw, sw) = geo[1, :2], geo[2, :2]
+    direct_rows = work.dtype == np.float32 and not (running and sh < kh) and fused_w_window(kw, sw)
+    if c == 1 and plan.undilated and direct_rows:
+        # channels-first, windows that do not overlap down the plane: every row summed afresh
+        log.debug("avg_pool: cpu_box.avg_planes_direct")
+        cpu_box.avg_planes_direct(x4, o4, geo, factor, zero, real, empty)
+    elif c == 1 and plan.undilated:
         # channels-first without dilation: the plane kernel (simplest loops, fastest)
         log.debug("avg_pool: cpu_box.avg_planes")
         cpu_box.avg_planes(x4, o4, geo, factor, zero, real, empty, running)

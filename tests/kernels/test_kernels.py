@@ -346,6 +346,36 @@ def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplo
     assert "cpu_box.avg_planes" in caplog.text
 
 
+FUSED_W = [(1, 1), (2, 2), (3, 2), (2, 1), (3, 1), (4, 1), (5, 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_windows_that_do_not_overlap_down_the_plane_take_the_direct_plane_kernel(dtype, caplog):
+    """Channels-first windows with stride >= kernel along H and a W pass that `_fused_w` spells
+    out sum each row afresh (`avg_planes_direct`, float32 work); float64 results divide, in
+    `avg_planes`. 1-3 spatial dims, padding, ceil mode, windows in padding, inf and NaN."""
+
+    @SETTINGS
+    @given(problem=problems(dilated=False), cip=st.booleans(), override=st.sampled_from([None, 5]))
+    def check(problem, cip, override):
+        window, shape, seed = problem
+        kernel, stride = list(window.kernel_size), list(window.stride)
+        if len(kernel) > 1:
+            stride[-2] = max(stride[-2], kernel[-2])  # no overlap down the plane
+            fused = [(kw, sw) for kw, sw in FUSED_W if kw <= kernel[-1]]  # inputs fit the kernel
+            kernel[-1], stride[-1] = fused[seed % len(fused)]
+        w = window.replace(
+            kernel_size=tuple(kernel), stride=tuple(stride), count_include_pad=cip, divisor_override=override
+        )
+        x = _array(shape, dtype, seed, "channels_first", specials=seed % 3 == 0)
+        _close(*_both(ap.avg_pool, x, window=w), dtype)
+
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        check()
+    taken = "cpu_box.avg_planes_direct" in caplog.text
+    assert taken == (dtype != np.float64)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reads", [0, math.inf], ids=["running", "direct"])
 def test_channels_last_average_on_each_path(monkeypatch, caplog, reads, dtype):

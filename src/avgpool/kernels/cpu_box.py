@@ -493,39 +493,12 @@ def avg_planes(x, out, geo, count, zero, real, empty, running):
     kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
     kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
     width = max(pw + W, (OW - 1) * sw + kw)
-    # per-axis divisors (a window with no real cell sums to 0; a zero count gets ``empty``);
-    # a divisor override lives in the depth factor, the others are then 1
-    div_d, div_h, div_w = np.ones(OD), np.ones(OH), np.ones(OW)
-    scale_d, scale_h, scale_w = np.zeros(OD), np.zeros(OH), np.zeros(OW)
-    for od in range(OD):
-        if not zero[0, od]:
-            div_d[od] = count[0, od]
-            scale_d[od] = 1.0 / div_d[od] if real[0, od] else 0.0
-    for oh in range(OH):
-        if not zero[1, oh]:
-            div_h[oh] = count[1, oh]
-            scale_h[oh] = 1.0 / div_h[oh] if real[1, oh] else 0.0
-    any_zero_w = False
-    for ow in range(OW):
-        if not zero[2, ow]:
-            div_w[ow] = count[2, ow]
-            scale_w[ow] = 1.0 / div_w[ow] if real[2, ow] else 0.0
-        any_zero_w |= zero[2, ow]
-    # windows that do not overlap down the plane, float32 results, a fused W pass: every row's
-    # taps summed afresh (nothing to restart or redo) by loops inlined into this body. Against
-    # the same work behind `_plane_chunk`'s call: 2x2x2/2 on 64-wide rows 23% less time, 2x2/2
-    # on 128-wide rows 15% (with the W pass behind a call: 10% and 2%)
-    direct = not (running and sh < kh) and out.itemsize == 4 and _fused_w_kind(kw, sw)
+    (div_d, div_h, div_w), (scale_d, scale_h, scale_w) = _plane_divisors(count, zero, real, OD, OH, OW)
+    any_zero_w = zero[2, :OW].any()
     for item in prange(n * OD):
         o, od = item // OD, item % OD
         d0, d1 = max(od * sd - pd, 0), min(od * sd - pd + kd, D)
         Rp = np.zeros(width, dtype=np.float64)
-        if direct:
-            # fmt: off
-            _direct_rows(x, out[o, od], o, d0, d1, scale_d[od], zero[0, od], Rp, kh, sh, ph, kw, sw, pw,
-                         scale_h, scale_w, zero[1], zero[2], any_zero_w, empty)
-            # fmt: on
-            continue
         tmp = np.zeros(OW, dtype=np.float64)
         prefix = np.zeros(width + 1, dtype=np.float64)
         depth = (d0, d1, div_d[od], scale_d[od], zero[0, od])
@@ -544,19 +517,64 @@ def avg_planes(x, out, geo, count, zero, real, empty, running):
 
 
 @njit(cache=True)
-def _fused_w_kind(kw, sw):
-    """Whether `_fused_w` has a loop for this window: 2 or 3 wide at stride 1 or 2, or 1 and
-    4-7 wide at stride 1."""
-    return ((kw == 2 or kw == 3) and (sw == 1 or sw == 2)) or (sw == 1 and (kw == 1 or 4 <= kw <= 7))
+def _plane_divisors(count, zero, real, OD, OH, OW):
+    """Per-axis divisors and their reciprocals (0 for a window with no real cell: it sums to
+    0; a zero count keeps divisor 1 and gets ``empty`` later). A divisor override lives in the
+    depth factor, the others are then 1."""
+    div = (np.ones(OD), np.ones(OH), np.ones(OW))
+    scale = (np.zeros(OD), np.zeros(OH), np.zeros(OW))
+    for axis in range(3):
+        for i in range(div[axis].shape[0]):
+            if not zero[axis, i]:
+                div[axis][i] = count[axis, i]
+                scale[axis][i] = 1.0 / div[axis][i] if real[axis, i] else 0.0
+    return div, scale
+
+
+@njit(parallel=True, cache=True)
+def avg_planes_direct(x, out, geo, count, zero, real, empty):
+    """`avg_planes` for windows that do not overlap down the plane (or ``running=False``),
+    float32 results and a W window `_fused_w` spells out (`_cpu.fused_w_window`): every output
+    row's taps summed afresh, four input rows per sweep, then one fused W pass.
+
+    Nothing runs or restarts, so there is no second pass for inf and NaN. A kernel of its own,
+    with its loops inlined into the item body: against the same work behind `avg_planes`'s
+    per-chunk call, 2x2x2/2 on 64-wide rows takes 23% less time and 2x2/2 on 128-wide rows 15%
+    (with the W pass behind a call: 10% and 2%). Arguments as `avg_planes`.
+    """
+    n, D, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+    kd, sd, pd = geo[0, 0], geo[0, 1], geo[0, 3]
+    kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
+    kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
+    width = max(pw + W, (OW - 1) * sw + kw)
+    _, (scale_d, scale_h, scale_w) = _plane_divisors(count, zero, real, OD, OH, OW)
+    any_zero_w = zero[2, :OW].any()
+    for item in prange(n * OD):
+        o, od = item // OD, item % OD
+        d0, d1 = max(od * sd - pd, 0), min(od * sd - pd + kd, D)
+        Rp = np.zeros(width, dtype=np.float64)  # zeros left and right of R: the padding
+        R = Rp[pw : pw + W]
+        oplane, zero_d = out[o, od], zero[0, od]
+        for oh in range(OH):
+            start = oh * sh - ph
+            _sum_rows(x, o, d0, d1, max(start, 0), min(start + kh, H), R)
+            orow = oplane[oh]
+            _fused_w(Rp, orow, OW, kw, sw, scale_h[oh] * scale_d[od], scale_w)
+            zero_row = zero[1, oh] or zero_d
+            if zero_row or any_zero_w:
+                for ow in range(OW):
+                    if zero_row or zero[2, ow]:
+                        orow[ow] = empty
 
 
 @njit(cache=True, inline="always")
 def _fused_w(Rp, orow, OW, kw, sw, sc, scale_w):
-    """orow = the W sums of Rp scaled by ``sc * scale_w``, for the windows of `_fused_w_kind`;
-    1 if some is not finite. Windows 2-3 wide are spelled out here, the others in
-    `_fused_w_stride1`. For `_direct_rows` only: `_plane_chunk` spells the same loops out in its
-    own body, where this function, inlined or called, made the running windows 8-30% slower
-    (3x3/1 and 7x7/1, measured)."""
+    """orow = the W sums of Rp scaled by ``sc * scale_w``, for the windows
+    `_cpu.fused_w_window` admits; 1 if some is not finite. Windows 2-3 wide are spelled out
+    here, the others in `_fused_w_stride1`. For `avg_planes_direct` only: `_plane_chunk`
+    spells the same loops out in its own body, where this function, inlined or called, made
+    the running windows 8-30% slower (3x3/1 and 7x7/1, measured)."""
     bad = 0
     if kw == 2 and sw == 2:
         for ow in range(OW):
@@ -581,47 +599,6 @@ def _fused_w(Rp, orow, OW, kw, sw, sc, scale_w):
     else:
         bad = _fused_w_stride1(Rp, orow, OW, kw, sc, scale_w)
     return bad
-
-
-@njit(cache=True, inline="always")
-def _direct_rows(
-    x,
-    oplane,
-    o,
-    d0,
-    d1,
-    scale_d,
-    zero_d,
-    Rp,
-    kh,
-    sh,
-    ph,
-    kw,
-    sw,
-    pw,
-    scale_h,
-    scale_w,
-    zero_h,
-    zero_w,
-    any_zero_w,
-    empty,
-):
-    """Every row of ``oplane`` (float32; plane o at one output depth) from its taps summed
-    afresh, for windows that `avg_planes` sends here (no running sum, so nothing to redo when a
-    sum is not finite)."""
-    H, W = x.shape[2], x.shape[3]
-    OH, OW = oplane.shape[0], oplane.shape[1]
-    R = Rp[pw : pw + W]
-    for oh in range(OH):
-        start = oh * sh - ph
-        _sum_rows(x, o, d0, d1, max(start, 0), min(start + kh, H), R)
-        orow = oplane[oh]
-        _fused_w(Rp, orow, OW, kw, sw, scale_h[oh] * scale_d, scale_w)
-        zero_row = zero_h[oh] or zero_d
-        if zero_row or any_zero_w:
-            for ow in range(OW):
-                if zero_row or zero_w[ow]:
-                    orow[ow] = empty
 
 
 @njit(cache=True)
