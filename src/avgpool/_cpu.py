@@ -112,6 +112,18 @@ DIRECT_READS = 4
 LARGE_MAX_READS = (81, 4)
 
 
+#: Parallel kernels whose items need scratch buffers split them into this many runs per thread,
+#: each allocating its buffers once; more than one per thread evens out the threads' loads.
+BLOCKS_PER_THREAD = 4
+
+
+def scratch_blocks() -> int:
+    """How many runs a kernel with per-item scratch buffers splits its items into."""
+    import numba
+
+    return BLOCKS_PER_THREAD * numba.get_num_threads()
+
+
 def fused_w_window(kw: int, sw: int) -> bool:
     """Whether `cpu_box._fused_w` spells out a W pass for this window width and stride: 2 or 3
     wide at stride 1 or 2, or 1 and 4-7 wide at stride 1 (one sweep, fused with the scaling)."""
@@ -269,11 +281,11 @@ def avg_forward(
     if c == 1 and plan.undilated and direct_rows:
         # channels-first, windows that do not overlap down the plane: every row summed afresh
         log.debug("avg_pool: cpu_box.avg_planes_direct")
-        cpu_box.avg_planes_direct(x4, o4, geo, factor, zero, real, empty)
+        cpu_box.avg_planes_direct(x4, o4, geo, factor, zero, real, empty, scratch_blocks())
     elif c == 1 and plan.undilated:
         # channels-first without dilation: the plane kernel (simplest loops, fastest)
         log.debug("avg_pool: cpu_box.avg_planes")
-        cpu_box.avg_planes(x4, o4, geo, factor, zero, real, empty, running)
+        cpu_box.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())
     elif c > 1 and plan.reads <= DIRECT_READS:
         log.debug("avg_pool: cpu_box.avg_direct")
         cpu_box.avg_direct(x4, o4, c, geo, factor, zero, empty)

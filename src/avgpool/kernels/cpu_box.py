@@ -472,8 +472,16 @@ def global_avg_planes(x, out, divisor):
         out[o] = acc / divisor
 
 
+@njit(cache=True)
+def _runs(items, blocks):
+    """(runs, items per run): ``items`` split into at most ``blocks`` runs of equal length."""
+    runs = max(1, min(blocks, items))
+    per = -(-items // runs)
+    return (-(-items // per) if per else 0), per
+
+
 @njit(parallel=True, cache=True)
-def avg_planes(x, out, geo, count, zero, real, empty, running):
+def avg_planes(x, out, geo, count, zero, real, empty, running, blocks):
     """Channels-first average pooling without dilation: one plane (and output depth) per item.
 
     The common case gets a kernel of its own with the simplest loops: a float64 row buffer
@@ -486,6 +494,10 @@ def avg_planes(x, out, geo, count, zero, real, empty, running):
     for a window with no real cell), ``empty`` patched in where a count is 0. ``x`` (planes, D,
     H, W), ``out`` (planes, OD, OH, OW); ``geo``, ``count``, ``zero``, ``real`` as
     `avg_forward`. Non-finite chunks are summed again tap by tap.
+
+    The items are split into at most ``blocks`` runs (`_cpu.scratch_blocks`: a few per thread),
+    each allocating its row buffers once: allocating them per item cost 16% on 16384-wide
+    rows (k=64 in 1-D), more than the buffers' work there.
     """
     n, D, W = x.shape[0], x.shape[1], x.shape[3]
     OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
@@ -495,25 +507,28 @@ def avg_planes(x, out, geo, count, zero, real, empty, running):
     width = max(pw + W, (OW - 1) * sw + kw)
     (div_d, div_h, div_w), (scale_d, scale_h, scale_w) = _plane_divisors(count, zero, real, OD, OH, OW)
     any_zero_w = zero[2, :OW].any()
-    for item in prange(n * OD):
-        o, od = item // OD, item % OD
-        d0, d1 = max(od * sd - pd, 0), min(od * sd - pd + kd, D)
+    items = n * OD
+    runs, per = _runs(items, blocks)
+    for block in prange(runs):
         Rp = np.zeros(width, dtype=np.float64)
         tmp = np.zeros(OW, dtype=np.float64)
         prefix = np.zeros(width + 1, dtype=np.float64)
-        depth = (d0, d1, div_d[od], scale_d[od], zero[0, od])
-        for oh0 in range(0, OH, CHUNK):
-            oh1 = min(OH, oh0 + CHUNK)
-            run_h, run_w = running and sh < kh, running and sw < kw
-            for _attempt in range(2):  # a second, tap-by-tap pass only if the first met inf/NaN
-                # fmt: off
-                ok = _plane_chunk(x, out[o, od], o, depth, oh0, oh1, Rp, tmp, prefix, kh, sh, ph, kw, sw,
-                                  pw, div_h, div_w, scale_h, scale_w, zero[1], zero[2], any_zero_w, empty,
-                                  run_h, run_w)
-                # fmt: on
-                if ok or not (run_h or run_w):
-                    break
-                run_h = run_w = False
+        for item in range(block * per, min(items, (block + 1) * per)):
+            o, od = item // OD, item % OD
+            d0, d1 = max(od * sd - pd, 0), min(od * sd - pd + kd, D)
+            depth = (d0, d1, div_d[od], scale_d[od], zero[0, od])
+            for oh0 in range(0, OH, CHUNK):
+                oh1 = min(OH, oh0 + CHUNK)
+                run_h, run_w = running and sh < kh, running and sw < kw
+                for _attempt in range(2):  # a second, tap-by-tap pass only if the first met inf/NaN
+                    # fmt: off
+                    ok = _plane_chunk(x, out[o, od], o, depth, oh0, oh1, Rp, tmp, prefix, kh, sh, ph, kw,
+                                      sw, pw, div_h, div_w, scale_h, scale_w, zero[1], zero[2], any_zero_w,
+                                      empty, run_h, run_w)
+                    # fmt: on
+                    if ok or not (run_h or run_w):
+                        break
+                    run_h = run_w = False
 
 
 @njit(cache=True)
@@ -532,7 +547,7 @@ def _plane_divisors(count, zero, real, OD, OH, OW):
 
 
 @njit(parallel=True, cache=True)
-def avg_planes_direct(x, out, geo, count, zero, real, empty):
+def avg_planes_direct(x, out, geo, count, zero, real, empty, blocks):
     """`avg_planes` for windows that do not overlap down the plane (or ``running=False``),
     float32 results and a W window `_fused_w` spells out (`_cpu.fused_w_window`): every output
     row's taps summed afresh, four input rows per sweep, then one fused W pass.
@@ -550,22 +565,25 @@ def avg_planes_direct(x, out, geo, count, zero, real, empty):
     width = max(pw + W, (OW - 1) * sw + kw)
     _, (scale_d, scale_h, scale_w) = _plane_divisors(count, zero, real, OD, OH, OW)
     any_zero_w = zero[2, :OW].any()
-    for item in prange(n * OD):
-        o, od = item // OD, item % OD
-        d0, d1 = max(od * sd - pd, 0), min(od * sd - pd + kd, D)
+    items = n * OD
+    runs, per = _runs(items, blocks)
+    for block in prange(runs):
         Rp = np.zeros(width, dtype=np.float64)  # zeros left and right of R: the padding
         R = Rp[pw : pw + W]
-        oplane, zero_d = out[o, od], zero[0, od]
-        for oh in range(OH):
-            start = oh * sh - ph
-            _sum_rows(x, o, d0, d1, max(start, 0), min(start + kh, H), R)
-            orow = oplane[oh]
-            _fused_w(Rp, orow, OW, kw, sw, scale_h[oh] * scale_d[od], scale_w)
-            zero_row = zero[1, oh] or zero_d
-            if zero_row or any_zero_w:
-                for ow in range(OW):
-                    if zero_row or zero[2, ow]:
-                        orow[ow] = empty
+        for item in range(block * per, min(items, (block + 1) * per)):
+            o, od = item // OD, item % OD
+            d0, d1 = max(od * sd - pd, 0), min(od * sd - pd + kd, D)
+            oplane, zero_d = out[o, od], zero[0, od]
+            for oh in range(OH):
+                start = oh * sh - ph
+                _sum_rows(x, o, d0, d1, max(start, 0), min(start + kh, H), R)
+                orow = oplane[oh]
+                _fused_w(Rp, orow, OW, kw, sw, scale_h[oh] * scale_d[od], scale_w)
+                zero_row = zero[1, oh] or zero_d
+                if zero_row or any_zero_w:
+                    for ow in range(OW):
+                        if zero_row or zero[2, ow]:
+                            orow[ow] = empty
 
 
 @njit(cache=True, inline="always")
