@@ -322,11 +322,12 @@ def test_large_max_windows_match_the_reference(layout, kernel):
 @pytest.mark.parametrize("specials", [False, True], ids=["finite", "inf-nan"])
 def test_every_w_pass_of_the_plane_kernel(kw, specials):
     """`avg_planes` sums stride-1 rows by width: 1-7 spelled out (float32 results), 8-24 in
-    blocks of 4, longer ones by prefix sums. Each, with padding and with inf and NaN (a chunk
-    holding one is summed again)."""
+    blocks of 4, longer ones by prefix sums (also at stride 3). Each, with padding and with inf
+    and NaN (a chunk holding one is summed again)."""
     x = _array((2, 3, 11, 29), np.float32, kw, "channels_first", specials=specials)
     for pad in (0, kw // 2):
-        _close(*_both(ap.avg_pool, x, (3, kw), 1, pad, count_include_pad=False), np.float32)
+        for stride in (1, (1, 3)):
+            _close(*_both(ap.avg_pool, x, (3, kw), stride, pad, count_include_pad=False), np.float32)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

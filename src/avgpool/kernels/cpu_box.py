@@ -620,6 +620,28 @@ def _fused_w(Rp, orow, OW, kw, sw, sc, scale_w):
 
 
 @njit(cache=True)
+def _prefix_w(Rp, prefix, orow, OW, kw, sw, sc, scale_w):
+    """orow = the W sums of Rp for windows longer than 24, as differences of a prefix sum,
+    fused with the scaling (no row buffer between); 1 if some is not finite."""
+    prefix[0] = 0.0
+    for i in range(Rp.shape[0]):
+        prefix[i + 1] = prefix[i] + Rp[i]
+    bad = 0
+    hi, lo = prefix[kw:], prefix[:]
+    if sw == 1:
+        for ow in range(OW):
+            v = hi[ow] - lo[ow]
+            bad |= v - v != 0.0
+            orow[ow] = v * (sc * scale_w[ow])
+    else:
+        for ow in range(OW):
+            v = hi[ow * sw] - lo[ow * sw]
+            bad |= v - v != 0.0
+            orow[ow] = v * (sc * scale_w[ow])
+    return bad
+
+
+@njit(cache=True)
 def _fused_w_stride1(Rp, orow, OW, kw, sc, scale_w):
     """orow = the stride-1 W sums of Rp for windows 1 or 4-7 wide, scaled; 1 if some is not
     finite (2 and 3 have branches of their own in `_plane_chunk`).
@@ -829,6 +851,8 @@ def _plane_chunk(
                 v = Rp[ow] + Rp[ow + 1]
                 bad |= v - v != 0.0
                 orow[ow] = v * (sc * scale_w[ow])
+        elif not exact and run_w and kw > 24:
+            bad |= _prefix_w(Rp, prefix, orow, OW, kw, sw, sc, scale_w)
         else:
             # in functions of their own: the same loops inlined here run 1.5-2x slower
             if sw == 1 and 8 <= kw <= 24:
