@@ -321,13 +321,15 @@ def test_large_max_windows_match_the_reference(layout, kernel):
 @pytest.mark.parametrize("kw", [*range(1, 10), 15, 24, 25])
 @pytest.mark.parametrize("specials", [False, True], ids=["finite", "inf-nan"])
 def test_every_w_pass_of_the_plane_kernel(kw, specials):
-    """`avg_planes` sums stride-1 rows by width: 1-7 spelled out (float32 results), 8-24 in
-    blocks of 4, longer ones by prefix sums (also at stride 3). Each, with padding and with inf
-    and NaN (a chunk holding one is summed again)."""
-    x = _array((2, 3, 11, 29), np.float32, kw, "channels_first", specials=specials)
-    for pad in (0, kw // 2):
-        for stride in (1, (1, 3)):
-            _close(*_both(ap.avg_pool, x, (3, kw), stride, pad, count_include_pad=False), np.float32)
+    """`avg_planes` sums rows by width: float32 results spell out 1-7 and take prefix sums
+    fused with the scaling beyond; float64 results sum 8-24 in blocks of 4 and take prefix sums
+    beyond (also at stride 3). Each, with padding and with inf and NaN (a chunk holding one is
+    summed again)."""
+    for dtype in (np.float32, np.float64):
+        x = _array((2, 3, 11, 29), dtype, kw, "channels_first", specials=specials)
+        for pad in (0, kw // 2):
+            for stride in (1, (1, 3)):
+                _close(*_both(ap.avg_pool, x, (3, kw), stride, pad, count_include_pad=False), dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
