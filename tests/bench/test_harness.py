@@ -222,6 +222,7 @@ def test_torch_shares_the_numpy_buffers():
 
 
 def settings(**kw):
+    kw = {"rounds": 1, **kw}
     return Settings(threads=2, llc_bytes=MIB, rotate_bytes=MIB, repeats=1, budget_s=0.5, isolate=False, **kw)
 
 
@@ -277,6 +278,18 @@ def test_every_library_uses_each_input_once_before_its_clock_starts():
     recorder.calls.clear()
     run_case(case, settings(warmup=1), BW, peers=[recorder])
     assert recorder.calls == [0, 1]
+
+
+def test_each_library_keeps_its_fastest_round():
+    """Rounds run in turns (avgpool, the peers, avgpool, ...); a cell keeps the lowest median."""
+    case = next(c for c in TINY if c.id == "avg2x2s2/cf")
+    recorder = _Recorder()
+    row = run_case(case, settings(rounds=3, warmup=1), BW, peers=[recorder])
+    assert recorder.calls == [0, 1] * 3  # one untimed and one timed call per round
+    for record in (row["avgpool"], row["peers"]["recorder"]):
+        assert len(record["round_medians_ms"]) == 3
+        assert record["median_ms"] == min(record["round_medians_ms"])
+    assert row["peers"]["recorder"]["agrees"] is True
 
 
 def test_avgpool_in_a_child_process():

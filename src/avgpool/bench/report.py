@@ -206,6 +206,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "and writes overlap here, so the floor is a yardstick, not a hard bound.",
         "",
         f"Timing: median (nearest rank) of up to {s['repeats']} calls after {_warmup_text(s)}, "
+        f"the lowest of {s.get('rounds', 1)} such measurement(s) taken in turns (avgpool, the peers, "
+        "avgpool again, ...), "
         f"inputs rotated among copies totalling > {_mib(s['rotate_bytes'])} MiB; a measurement stops adding "
         f"calls after {s['budget_s']:g} s (marked †). Cells: median ms (median / floor). "
         "≠: output differs from avgpool's beyond float32 tolerance. "
