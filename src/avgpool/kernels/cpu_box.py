@@ -488,16 +488,18 @@ def avg_planes(x, out, geo, count, zero, real, empty, running, blocks):
     padded by ``pad_before`` zeros on the left (and enough on the right) so that every window
     reads it without a bounds test, holding the sum over the window's depth taps and rows:
     running sums down the plane (restarted every ``CHUNK`` rows; a leaving and an entering row
-    are applied in one sweep), then a W pass fused with the scaling for the common windows (2
-    or 3 wide, stride 1 or 2); other windows add each tap across the row (or difference a
-    prefix sum for windows longer than 8). The divisor is a product of per-axis reciprocals (0
-    for a window with no real cell), ``empty`` patched in where a count is 0. ``x`` (planes, D,
-    H, W), ``out`` (planes, OD, OH, OW); ``geo``, ``count``, ``zero``, ``real`` as
-    `avg_forward`. Non-finite chunks are summed again tap by tap.
+    are applied in one sweep), then a W pass fused with the scaling: float32 results spell
+    out windows 1-7 wide (`_fused_w_stride1`, and 2-3 wide at stride 2) and difference a prefix
+    sum for longer ones (`_prefix_w`); float64 results sum 8-24 wide windows in blocks of 4,
+    longer ones by a prefix sum, others tap by tap, and divide. The divisor is a product of
+    per-axis reciprocals (0 for a window with no real cell), ``empty`` patched in where a count
+    is 0. ``x`` (planes, D, H, W), ``out`` (planes, OD, OH, OW); ``geo``, ``count``, ``zero``,
+    ``real`` as `avg_forward`. Non-finite chunks are summed again tap by tap. Windows that do
+    not overlap down the plane, with float32 results, go to `avg_planes_direct` instead.
 
     The items are split into at most ``blocks`` runs (`_cpu.scratch_blocks`: a few per thread),
-    each allocating its row buffers once: allocating them per item cost 16% on 16384-wide
-    rows (k=64 in 1-D), more than the buffers' work there.
+    each allocating its row buffers once: allocating them per item cost 11-16% on
+    16384-wide rows (k=64 in 1-D).
     """
     n, D, W = x.shape[0], x.shape[1], x.shape[3]
     OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
