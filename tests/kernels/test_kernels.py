@@ -352,6 +352,21 @@ def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplo
 FUSED_W = [(1, 1), (2, 2), (3, 2), (2, 1), (3, 1), (4, 1), (5, 1)]
 
 
+def test_every_width_the_direct_plane_kernel_admits_is_summed_right(caplog):
+    """`_cpu.fused_w_window` sends a (width, stride) to `avg_planes_direct` only if
+    `cpu_box._fused_w` spells that window out: every pair up to 10 wide and stride 4, checked
+    against the oracle, with the kernel that ran."""
+    from avgpool._cpu import fused_w_window
+
+    x = _array((2, 3, 6, 31), np.float32, 0, "channels_first", specials=True)
+    for kw in range(1, 11):
+        for sw in range(1, 5):
+            caplog.clear()
+            with caplog.at_level("DEBUG", logger="avgpool"):
+                _close(*_both(ap.avg_pool, x, (2, kw), (2, sw), (0, kw // 2)), np.float32)
+            assert ("cpu_box.avg_planes_direct" in caplog.text) == fused_w_window(kw, sw), (kw, sw)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
 def test_windows_that_do_not_overlap_down_the_plane_take_the_direct_plane_kernel(dtype, caplog):
     """Channels-first windows with stride >= kernel along H and a W pass that `_fused_w` spells
