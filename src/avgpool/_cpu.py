@@ -277,15 +277,15 @@ def avg_forward(
     x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
     o4, _ = _view4(work, layout.channels_last, layout.ndim)
     (kh, sh), (kw, sw) = geo[1, :2], geo[2, :2]
-    direct_rows = work.dtype == np.float32 and not (running and sh < kh) and fused_w_window(kw, sw)
-    if c == 1 and plan.undilated and direct_rows:
-        # channels-first, windows that do not overlap down the plane: every row summed afresh
-        log.debug("avg_pool: cpu_box.avg_planes_direct")
-        cpu_box.avg_planes_direct(x4, o4, geo, factor, zero, real, empty, scratch_blocks())
-    elif c == 1 and plan.undilated:
-        # channels-first without dilation: the plane kernel (simplest loops, fastest)
-        log.debug("avg_pool: cpu_box.avg_planes")
-        cpu_box.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())
+    if c == 1 and plan.undilated:
+        # channels-first without dilation: the plane kernels (simplest loops, fastest); windows
+        # that do not overlap down the plane, float32 results: every row summed afresh
+        if work.dtype == np.float32 and not (running and sh < kh) and fused_w_window(kw, sw):
+            log.debug("avg_pool: cpu_box.avg_planes_direct")
+            cpu_box.avg_planes_direct(x4, o4, geo, factor, zero, real, empty, scratch_blocks())
+        else:
+            log.debug("avg_pool: cpu_box.avg_planes")
+            cpu_box.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())
     elif c > 1 and plan.reads <= DIRECT_READS:
         log.debug("avg_pool: cpu_box.avg_direct")
         cpu_box.avg_direct(x4, o4, c, geo, factor, zero, empty)
