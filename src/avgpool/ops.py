@@ -2,7 +2,8 @@
 
 Argument names and defaults follow ``torch.nn.functional``. Every windowed op also takes
 ``window=`` (a `Window` from any convention) in place of the geometry arguments. Outputs have
-the input's dtype; float16 and float32 are computed in float64 and rounded once.
+the input's dtype; float16 and float32 are computed in float64 and rounded once, except
+averages over windows of at most `_cpu.F32_SUM_TAPS` taps, which sum in float32.
 """
 
 from __future__ import annotations

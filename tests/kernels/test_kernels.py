@@ -407,6 +407,84 @@ def test_channels_last_average_on_each_path(monkeypatch, caplog, reads, dtype):
 
 
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
+@pytest.mark.parametrize("limit", [0, 10**6], ids=["float64-sums", "float32-sums"])
+def test_float32_average_on_each_side_of_the_float32_sum_limit(monkeypatch, layout, limit):
+    """Float32 averages over at most `_cpu.F32_SUM_TAPS` taps sum in float32 in the direct
+    kernels: no window, then every window, forced there, against the oracle, with inf and NaN."""
+    monkeypatch.setattr(_cpu, "F32_SUM_TAPS", limit)
+    _avg(layout, np.float32)
+    _avg_specials(layout, np.float32)
+
+
+def test_float32_sums_only_for_float32_results_of_few_taps():
+    assert _cpu.sum_dtype(np.dtype(np.float32), _cpu.F32_SUM_TAPS) == np.float32
+    assert _cpu.sum_dtype(np.dtype(np.float32), _cpu.F32_SUM_TAPS + 1) == np.float64
+    assert _cpu.sum_dtype(np.dtype(np.float64), 1) == np.float64
+
+
+@pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
+@pytest.mark.parametrize(
+    "kernel, stride, pad",
+    [((2, 2), 2, 0), ((3, 3), 2, 1), ((3, 3), 1, 1), ((1, 9), 1, 0), ((2, 2, 2), 2, 0), ((3, 3), 3, 1)],
+)
+def test_float32_sums_stay_within_1e_6_of_the_windows_mean_magnitude(layout, kernel, stride, pad):
+    """The kernels issue's accuracy bound where it is tightest: float32 sums (windows of at
+    most `_cpu.F32_SUM_TAPS` taps) of +/-(1e4 +/- 1), whose means nearly cancel, stay within
+    1e-6 of the mean magnitude of each window (that of |x|, with the same divisor)."""
+    assert _cpu.sum_dtype(np.dtype(np.float32), math.prod(kernel)) == np.float32
+    rng = np.random.default_rng(3)
+    shape = (2, 5) + (9,) * (len(kernel) - 1) + (33,)
+    x = (rng.choice([-1.0, 1.0], shape) * (1e4 + rng.uniform(-1, 1, shape))).astype(np.float32)
+    cl = layout == "channels_last"
+    x = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if cl else x
+    args = dict(kernel_size=kernel, stride=stride, padding=pad, channels_last=cl)
+    fast = ap.avg_pool(x, **args, count_include_pad=False)
+    with ap.use_backend("reference"):
+        exact = ap.avg_pool(x.astype(np.float64), **args, count_include_pad=False)
+        magnitude = ap.avg_pool(np.abs(x.astype(np.float64)), **args, count_include_pad=False)
+    assert (np.abs(fast - exact) <= 1e-6 * magnitude).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_of_disjoint_windows_takes_its_kernel_and_the_same_bits(monkeypatch, caplog, dtype):
+    """Channels-first windows no wider and no taller than their strides backpropagate through
+    `avg_backward_planes_disjoint`: one product per output, bit for bit what the running
+    transpose `avg_backward_planes` gives, also with padding, ceil mode, uncounted padding, a
+    divisor override, gaps between windows and inf/NaN."""
+    from avgpool.kernels import cpu_box
+
+    cases = [
+        (2, 2, 0, {}),
+        ((2, 3), (3, 3), (1, 1), {"ceil_mode": True}),
+        (3, 4, 1, {"count_include_pad": False}),
+        ((2, 2), 2, 0, {"divisor_override": 3, "ceil_mode": True}),
+        ((3,), (5,), (2,), {}),
+    ]
+    for i, (k, s, p, kwargs) in enumerate(cases):
+        ndim = len(k) if isinstance(k, tuple) else 2
+        x = _array((2, 3) + (11,) * (ndim - 1) + (13,), dtype, i, "channels_first", specials=True)
+        w = ap.Window(k, s, p, ndim=ndim, **kwargs)
+        g = _noise(ap.avg_pool(x, window=w).shape, dtype, i)
+        g.flat[:3] = [np.inf, np.nan, -np.inf]
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="avgpool"):
+            fast, slow = _both(ap.avg_pool_backward, g, x.shape, window=w)
+        assert "cpu_box.avg_backward_planes_disjoint" in caplog.text
+        _close(fast, slow, dtype)
+        with monkeypatch.context() as m:
+            running = lambda *a: cpu_box.avg_backward_planes(*a, True)  # noqa: E731
+            m.setattr(cpu_box, "avg_backward_planes_disjoint", running)
+            np.testing.assert_array_equal(ap.avg_pool_backward(g, x.shape, window=w), fast)
+
+
+def test_overlapping_windows_backward_keeps_the_running_transpose(caplog):
+    g = _noise((2, 3, 5, 5), np.float32, 0)
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        _close(*_both(ap.avg_pool_backward, g, (2, 3, 11, 11), 3, 2), np.float32)
+    assert "cpu_box.avg_backward_planes" in caplog.text and "disjoint" not in caplog.text
+
+
+@pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_global_average_keeps_infinities_and_nan(layout, dtype):
     """The plane sums may be reassociated (vector lanes), but inf and NaN still propagate."""
