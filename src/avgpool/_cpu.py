@@ -100,7 +100,9 @@ def _counts(axes: Sequence[Axis], count_include_pad: bool) -> list[np.ndarray]:
 #: over the product of the strides) sum every tap straight from the input
 #: (`cpu_box.avg_direct`: one pass, no row buffer); denser windows use running sums, whose cost
 #: per output does not grow with the window. Measured here: 2x2/2, 3x3/2, 2x2/1, 3/1 and
-#: 3x3x3/2 run 1.5-3x faster direct; 3x3/1 (9 reads) and 2x2x2/1 (8) do not.
+#: 3x3x3/2 run 1.5-3x faster direct; 3x3/1 (9 reads) and 2x2x2/1 (8) do not with float64
+#: sums, but do (25%) with float32 sums: windows that sum in float32 (`sum_dtype`) always
+#: go direct.
 DIRECT_READS = 4
 
 #: Max pooling without indices whose windows read each cell at least this many times
@@ -124,12 +126,12 @@ def scratch_blocks() -> int:
     return BLOCKS_PER_THREAD * numba.get_num_threads()
 
 
-#: Float32 averages over windows of at most this many taps sum (and scale) in float32: n
-#: float32 additions, a rounded reciprocal and a product stay within (n + 2) * 2**-24 of the
-#: window's mean magnitude (6.6e-7 at 9 taps, inside the kernels issue's 1e-6). Larger windows,
-#: and running sums (whose error grows with the row), sum in float64. Float32 sums read and
-#: add twice as many values per instruction as float64 ones, with no conversion: 2x2/2 and
-#: 3x3/2 ran 25-35% faster, here.
+#: Float32 averages over windows of at most this many taps sum (and scale) in float32: n - 1
+#: float32 additions and at most four roundings in the scaling (per-axis reciprocals, their
+#: product, the result) stay within (n + 3) * 2**-24 of the window's mean magnitude (7.2e-7
+#: at 9 taps, inside the kernels issue's 1e-6). Larger windows and running sums (whose error
+#: grows with the row) sum in float64. Float32 sums read and add twice as many values per
+#: instruction as float64 ones, with no conversion: 2x2/2 and 3x3/2 ran 25-35% faster here.
 F32_SUM_TAPS = 9
 
 
@@ -306,7 +308,8 @@ def avg_forward(
         else:
             log.debug("avg_pool: cpu_box.avg_planes")
             cpu_box.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())
-    elif c > 1 and plan.reads <= DIRECT_READS:
+    elif c > 1 and (plan.reads <= DIRECT_READS or acc == np.float32):
+        # channels-last windows read by few outputs, or summed in float32 (3x3/1: 25% faster)
         log.debug("avg_pool: cpu_box.avg_direct")
         cpu_box.avg_direct(x4, o4, c, geo, factor, zero, empty, np.empty(0, acc))
     else:
@@ -342,6 +345,9 @@ def avg_backward(
         else:
             log.debug("avg_pool_backward: cpu_box.avg_backward_planes")
             cpu_box.avg_backward_planes(g4.reshape(planes), grad_planes, geo, inv_h, inv[2], cover_h, True)
+    elif plan.undilated and (geo[:, 0] <= geo[:, 1]).all():
+        log.debug("avg_pool_backward: cpu_box.avg_backward_disjoint")
+        cpu_box.avg_backward_disjoint(g4, grad4, c, geo, *inv)
     else:
         cpu_box.avg_backward(g4, grad4, c, geo, *inv, cover_h, cover_w)
     return _finish(work, result, grad_full)

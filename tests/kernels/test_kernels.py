@@ -398,8 +398,11 @@ def test_windows_that_do_not_overlap_down_the_plane_take_the_direct_plane_kernel
 @pytest.mark.parametrize("reads", [0, math.inf], ids=["running", "direct"])
 def test_channels_last_average_on_each_path(monkeypatch, caplog, reads, dtype):
     """Channels-last averages take `avg_direct` or the running sums by how often a window
-    reads each cell: each path forced, against the oracle, also with inf and NaN."""
+    reads each cell and whether it sums in float32: each path forced, against the oracle, also
+    with inf and NaN."""
     monkeypatch.setattr(_cpu, "DIRECT_READS", reads)
+    if reads == 0:  # float32 sums always go direct: none, for the running path
+        monkeypatch.setattr(_cpu, "F32_SUM_TAPS", 0)
     with caplog.at_level("DEBUG", logger="avgpool"):
         _avg("channels_last", dtype)
         _avg_specials("channels_last", dtype)
@@ -475,6 +478,52 @@ def test_backward_of_disjoint_windows_takes_its_kernel_and_the_same_bits(monkeyp
             running = lambda *a: cpu_box.avg_backward_planes(*a, True)  # noqa: E731
             m.setattr(cpu_box, "avg_backward_planes_disjoint", running)
             np.testing.assert_array_equal(ap.avg_pool_backward(g, x.shape, window=w), fast)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_of_disjoint_windows_in_any_layout_takes_its_kernel(monkeypatch, caplog, dtype):
+    """Channels-last and 3-D windows no larger than their strides backpropagate through
+    `avg_backward_disjoint` (one product per output, written into the cells it covers): against
+    the oracle and the running transpose `avg_backward`, with padding, ceil mode, uncounted
+    padding, a divisor override, gaps between windows, 1-3 dims and inf/NaN."""
+    from avgpool.kernels import cpu_box
+
+    cases = [
+        ("channels_last", 2, 2, 0, {}),
+        ("channels_last", (2, 3), (3, 3), (1, 1), {"ceil_mode": True}),
+        ("channels_last", (3,), (4,), (1,), {"count_include_pad": False}),
+        ("channels_last", (2, 1, 3), (2, 1, 3), (1, 0, 1), {"divisor_override": 3, "ceil_mode": True}),
+        ("channels_first", (2, 2, 2), (2, 3, 2), (0, 1, 1), {"count_include_pad": False}),
+    ]
+    for i, (layout, k, s, p, kwargs) in enumerate(cases):
+        ndim = len(k) if isinstance(k, tuple) else 2
+        x = _array((2, 3) + (7,) * (ndim - 1) + (9,), dtype, i, layout)
+        w = ap.Window(k, s, p, ndim=ndim, channels_last=layout == "channels_last", **kwargs)
+        g = _noise(ap.avg_pool(x, window=w).shape, dtype, i)
+        g.flat[:3] = [np.inf, np.nan, -np.inf]
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="avgpool"):
+            fast, slow = _both(ap.avg_pool_backward, g, x.shape, window=w)
+        assert "cpu_box.avg_backward_disjoint" in caplog.text, (layout, k)
+        _close(fast, slow, dtype)
+        with monkeypatch.context() as m:
+            m.setattr(cpu_box, "avg_backward_disjoint", _running_backward)
+            np.testing.assert_array_equal(ap.avg_pool_backward(g, x.shape, window=w), fast)
+
+
+def _running_backward(g, grad, C, geo, inv_d, inv_h, inv_w):
+    """`cpu_box.avg_backward` with the cover tables the disjoint kernel does without."""
+    from avgpool.kernels import cpu_box
+
+    def cover(axis, size, out):
+        k, s, p = geo[axis, 0], geo[axis, 1], geo[axis, 3]
+        i = np.arange(size)
+        lo = np.maximum(-((k - 1 - i - p) // s), 0)
+        return np.stack([lo, np.minimum((i + p) // s, out - 1)], axis=1).astype(np.int64)
+
+    W, OW = grad.shape[3] // C, g.shape[3] // C
+    cover_h, cover_w = cover(1, grad.shape[2], g.shape[2]), cover(2, W, OW)
+    cpu_box.avg_backward(g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w)
 
 
 def test_overlapping_windows_backward_keeps_the_running_transpose(caplog):

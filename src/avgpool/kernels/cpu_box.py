@@ -1000,6 +1000,44 @@ def avg_backward_planes_disjoint(g, grad, geo, inv_h, inv_w, cover_h):
                 grow[:] = spread[pw : pw + W]
 
 
+@njit(parallel=True, cache=True)
+def avg_backward_disjoint(g, grad, C, geo, inv_d, inv_h, inv_w):
+    """`avg_backward` for undilated windows that do not overlap (kernel <= stride on every
+    axis), any layout: each input cell takes ``g * inv_d * inv_h * inv_w`` of the one output
+    covering it (``(i + pad) // stride``, if its window reaches ``i``), or 0.
+
+    One float64 product per output cell and row, a C-vector written per input cell: no running
+    sums over the covering outputs, so no chunks and no second pass for inf and NaN.
+    Channels-last 2x2/2 ran 1.5x faster than through `avg_backward`. Parallel over (outer,
+    input depth, input row); arguments as `avg_backward` (no cover tables).
+    """
+    n_outer, D, H = grad.shape[0], grad.shape[1], grad.shape[2]
+    W = grad.shape[3] // C
+    OD, OH, OW = g.shape[1], g.shape[2], g.shape[3] // C
+    kd, sd, pd = geo[0, 0], geo[0, 1], geo[0, 3]
+    kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
+    kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
+    for item in prange(n_outer * D * H):
+        o = item // (D * H)
+        idp = (item // H) % D
+        ih = item % H
+        grow = grad[o, idp, ih]
+        od, oh = (idp + pd) // sd, (ih + ph) // sh
+        if od >= OD or idp + pd - od * sd >= kd or oh >= OH or ih + ph - oh * sh >= kh:
+            grow[:] = 0.0
+            continue
+        f, grow_g = inv_d[od] * inv_h[oh], g[o, od, oh]
+        for iw in range(W):
+            ow = (iw + pw) // sw
+            cell = grow[iw * C : iw * C + C]
+            if ow >= OW or iw + pw - ow * sw >= kw:
+                cell[:] = 0.0
+                continue
+            s, src = f * inv_w[ow], grow_g[ow * C : ow * C + C]
+            for c in range(C):
+                cell[c] = src[c] * s
+
+
 @njit(cache=True)
 def _backward_plane_chunk(g, grad, o, ih0, ih1, T, spread, inv_h, inv_w, cover_h, kw, sw, pw, run):
     """Input rows ih0..ih1 of plane o; False if some gradient came out non-finite."""
