@@ -562,6 +562,9 @@ def test_float32_running_sums_stay_accurate_on_long_rows_with_an_offset():
     np.testing.assert_allclose(fast, slow, rtol=1e-6)
     fast, slow = _both(ap.avg_pool, x.reshape(2, 3, 400, 500), 15, 1, 7)
     np.testing.assert_allclose(fast, slow, rtol=1e-6)
+    last = np.ascontiguousarray(np.moveaxis(x, 1, -1))  # channels-last rows, summed in place
+    fast, slow = _both(ap.avg_pool1d, last, 64, 1, channels_last=True)
+    np.testing.assert_allclose(fast, slow, rtol=1e-6)
 
 
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
