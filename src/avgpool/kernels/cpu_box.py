@@ -93,6 +93,7 @@ def _avg_chunk(x, out, C, geo, count, zero, real, scale_w, any_zero_w, empty, o,
     kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
     kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
     single = C > 1 and kh == 1 and geo[0, 0] == 1  # one row per window: no row buffer
+    tables = (count, zero, real)
     R = np.zeros(0 if single else x.shape[3], dtype=np.float64)
     acc = np.zeros(C, dtype=np.float64)
     tmp = np.zeros(OW, dtype=np.float64)
@@ -142,62 +143,25 @@ def _avg_chunk(x, out, C, geo, count, zero, real, scale_w, any_zero_w, empty, o,
             ih, idp = start, od * geo[0, 1] - geo[0, 3]
             inside = 0 <= ih < x.shape[2] and 0 <= idp < x.shape[1]
             src = x[o, idp, ih] if inside else x[o, 0, 0]  # no real cell: outputs 0 or empty
-            # fmt: off
-            _w_vectors(src, orow, acc, check, C, W, OW, kw, sw, dw, pw, run_w, f_row, zero_row, real_row,
-                       count, zero, real, empty)
+            bad = _w_vectors(src, orow, acc, C, geo, run_w, (f_row, zero_row, real_row), tables, empty)
         else:
-            _w_vectors(
-                R,
-                orow,
-                acc,
-                check,
-                C,
-                W,
-                OW,
-                kw,
-                sw,
-                dw,
-                pw,
-                run_w,
-                f_row,
-                zero_row,
-                real_row,
-                count,
-                zero,
-                real,
-                empty,
-            )
-            # fmt: on
+            bad = _w_vectors(R, orow, acc, C, geo, run_w, (f_row, zero_row, real_row), tables, empty)
+        if bad:
+            check[0] = np.nan
     return np.sum(check) == 0.0
 
 
 @njit(cache=True)
-def _w_vectors(
-    src,
-    orow,
-    acc,
-    check,
-    C,
-    W,
-    OW,
-    kw,
-    sw,
-    dw,
-    pw,
-    run_w,
-    f_row,
-    zero_row,
-    real_row,
-    count,
-    zero,
-    real,
-    empty,
-):
+def _w_vectors(src, orow, acc, C, geo, run_w, row, tables, empty):
     """One output row of channels-last sums along W, a C-vector at a time, from ``src`` (the
     row of sums over the window's rows, or the input row itself when the window has one
-    row): a running sum (``run_w``) or tap by tap, scaled into ``orow``; ``check[0]`` becomes
-    NaN if some sum is not finite."""
-    exact = orow.itemsize == 8
+    row): a running sum (``run_w``) or tap by tap, scaled into ``orow``; 1 if some sum is not
+    finite. ``row`` is the output row's (depth x height divisor factor, zero divisor, has a
+    real cell), ``tables`` `avg_forward`'s (count, zero, real)."""
+    W, OW, exact = src.shape[0] // C, orow.shape[0] // C, orow.itemsize == 8
+    (f_row, zero_row, real_row), (count, zero, real) = row, tables
+    any_bad = 0
+    kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
     for ow in range(OW):
         wstart = ow * sw - pw
         if ow == 0 or not run_w:
@@ -239,8 +203,8 @@ def _w_vectors(
                     v = acc[c]
                     bad |= v - v != 0.0
                     cell[c] = v * inv
-            if bad:
-                check[0] = np.nan
+            any_bad |= bad
+    return any_bad
 
 
 @njit(parallel=True, cache=True)
