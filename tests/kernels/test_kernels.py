@@ -332,6 +332,53 @@ def test_every_w_pass_of_the_plane_kernel(kw, specials):
                 _close(*_both(ap.avg_pool, x, (3, kw), stride, pad, count_include_pad=False), dtype)
 
 
+@settings(SETTINGS, max_examples=80)
+@given(
+    kh=st.integers(1, 9),
+    sh=st.sampled_from([1, 1, 2, 3]),
+    ph=st.integers(0, 4),
+    kw=st.integers(8, 20),
+    sw=st.integers(1, 3),
+    pw=st.integers(0, 7),
+    depths=st.sampled_from([(0, 1), (0, 1), (0, 2), (1, 3), (2, 2)]),
+    rows=st.tuples(st.integers(0, 40), st.integers(1, 40)),
+    specials=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_four_row_prefix_chunk_is_the_one_row_chunk_to_the_bit(
+    kh, sh, ph, kw, sw, pw, depths, rows, specials, seed
+):
+    """`cpu_box._prefix_chunk` (float32 results, W windows longer than 7: four rows' prefix
+    sums side by side) against `_plane_chunk` on the same chunk: the same bits and the same
+    verdict on non-finite outputs, for partial groups of four, strides down the plane that
+    copy and slide, depth taps, rows in padding and zeroed rows."""
+    from avgpool.kernels import cpu_box
+
+    rng = np.random.default_rng(seed)
+    D, H, W = 3, rng.integers(1, 60), rng.integers(max(1, kw - pw), 40)
+    x = _array((2, D, H, W), np.float32, seed, "channels_first", specials=specials)
+    OW = (W + 2 * pw - kw) // sw + 1
+    OH = max((H + 2 * ph - kh) // sh + 1, 1)
+    oh0 = min(rows[0], OH - 1)
+    oh1 = min(oh0 + rows[1], OH)
+    width = max(pw + W, (OW - 1) * sw + kw)
+    scale_h, scale_w = rng.uniform(0.01, 1, OH), rng.uniform(0.01, 1, OW)
+    zero_h, zero_w = rng.random(OH) < 0.1, rng.random(OW) < 0.1
+    depth = (*depths, 1.0, 0.5, False)
+    run_h = sh < kh
+    one = np.full((OH, OW), -1, np.float32)
+    four = one.copy()
+    common = (kh, sh, ph, kw, sw, pw)
+    tables = (scale_h, scale_w, zero_h, zero_w, zero_w.any(), np.float32(7), run_h)
+    row_buffers = (np.zeros(width), np.zeros(OW), np.zeros(width + 1))
+    divisors = (np.ones(OH), np.ones(OW))
+    ok_one = cpu_box._plane_chunk(x, one, 1, depth, oh0, oh1, *row_buffers, *common, *divisors, *tables, True)
+    group_buffers = (np.zeros((4, width)), np.zeros((4, width + 1)))
+    ok_four = cpu_box._prefix_chunk(x, four, 1, depth, oh0, oh1, *group_buffers, *common, *tables)
+    assert ok_one == ok_four
+    np.testing.assert_array_equal(four.view(np.uint32), one.view(np.uint32))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplog):
     @SETTINGS

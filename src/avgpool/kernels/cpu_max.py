@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from avgpool.kernels._prefetch import prefetch_ahead
+
 
 @njit(parallel=True, cache=True)
 def max_forward(x, out, index, C, geo, omit_nan, floor, lowest):
@@ -169,6 +171,7 @@ def max_planes(x, out, index, geo, omit_nan, floor, lowest):
             col[:] = -1
             bidx[:] = -1
             start = oh * sh - ph
+            prefetch_ahead(x[o, min(max(start, 0), H - 1)], 0, sh * W)
             for ih in range(max(start, 0), min(start + kh, H)):
                 row = x[o, ih]
                 for i in range(W):
@@ -218,6 +221,7 @@ def max_planes_values(x, out, geo, omit_nan, floor, lowest):
         for oh in range(OH):
             start = oh * sh - ph
             lo, hi = max(start, 0), min(start + kh, H)
+            prefetch_ahead(x[o, min(max(start, 0), H - 1)], 0, sh * W)
             if lo >= hi:
                 R[:] = lowest
             else:
