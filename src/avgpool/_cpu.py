@@ -400,7 +400,7 @@ def max_forward(
     """(values, indices); without ``with_index`` the arg-max is skipped and the indices are
     None (several times faster): large windows (`LARGE_MAX_READS`) run van Herk / Gil-Werman
     along H and span doubling along W; others, channels-first 1-D/2-D, a separable plane
-    kernel; channels-last, row maxima, then width taps a C-vector at a time."""
+    kernel; channels-last, each window's taps read straight from the input a C-vector at a time."""
     from avgpool.kernels import cpu_max
 
     plan = _max_plan(tuple(axes))

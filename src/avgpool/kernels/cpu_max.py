@@ -255,65 +255,69 @@ def max_planes_values(x, out, geo, omit_nan, floor, lowest):
 def max_values(x, out, C, geo, omit_nan, floor, lowest):
     """`max_forward` without the arg-max, for channels-last data (C > 1): values only.
 
-    Work items are output rows. The row's window rows (depth and height taps) are reduced
-    into a row buffer with an elementwise max over W*C (vectorised), then each output takes
-    the max of its width taps, a C-vector at a time. NaN propagates (or, with ``omit_nan``,
-    never wins and results are at least ``floor``); a window with no real cell gives ``lowest``.
+    Work items are output rows. Each output cell's C maxima take its window's taps in (depth,
+    height, width) order, read straight from the input a C-vector at a time (the way
+    `cpu_box.avg_direct` sums). The driver sends windows that
+    read each input cell fewer than `_cpu.LARGE_MAX_READS` times here, so the taps per output
+    stay few. Against a row buffer of the window rows' maxima (then width taps from it), this
+    took a third less time on 3x3/2 and 2x2/2, a quarter on 2x2x2/2. NaN propagates (or, with
+    ``omit_nan``, never wins and results are at least ``floor``); a window with no real cell
+    gives ``lowest``.
     """
     n_outer, D, H, WC = x.shape
     W = WC // C
-    OD, OH, OWC = out.shape[1], out.shape[2], out.shape[3]
-    OW = OWC // C
+    OD, OH, OW = out.shape[1], out.shape[2], out.shape[3] // C
     kd, sd, dd, pd = geo[0, 0], geo[0, 1], geo[0, 2], geo[0, 3]
     kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
     kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
+    # each output column's width taps inside the input, once
+    jw_lo, jw_hi = np.empty(OW, np.int64), np.empty(OW, np.int64)
+    for ow in range(OW):
+        start = ow * sw - pw
+        jw_lo[ow] = max(0, (dw - 1 - start) // dw)
+        jw_hi[ow] = min(kw, (W - 1 - start) // dw + 1)
     for item in prange(n_outer * OD * OH):
         o = item // (OD * OH)
         od = (item // OH) % OD
         oh = item % OH
-        best = out[o, od, oh]
-        R = np.empty(WC, dtype=x.dtype)
-        rows = 0
-        for jd in range(kd):
-            idp = od * sd - pd + jd * dd
-            if idp < 0 or idp >= D:
-                continue
-            for jh in range(kh):
-                ih = oh * sh - ph + jh * dh
-                if ih < 0 or ih >= H:
-                    continue
-                row = x[o, idp, ih]
-                if rows == 0:
-                    for i in range(WC):
-                        v = row[i]
-                        R[i] = lowest if omit_nan and v != v else v
-                elif omit_nan:
-                    for i in range(WC):
-                        v = row[i]
-                        R[i] = _bigger(R[i], lowest if v != v else v)
-                else:
-                    for i in range(WC):
-                        R[i] = _bigger(R[i], row[i])
-                rows += 1
+        orow = out[o, od, oh]
         for ow in range(OW):
-            cell = best[ow * C : ow * C + C]
-            taps = 0
-            for jw in range(kw):
-                iw = ow * sw - pw + jw * dw
-                if rows == 0 or iw < 0 or iw >= W:
+            best = orow[ow * C : ow * C + C]
+            start, jw0, jw1 = ow * sw - pw, jw_lo[ow], jw_hi[ow]
+            first = True  # the first tap sets the maxima
+            for jd in range(kd):
+                idp = od * sd - pd + jd * dd
+                if idp < 0 or idp >= D:
                     continue
-                src = R[iw * C : iw * C + C]
-                if taps == 0:
-                    cell[:] = src
-                else:
-                    for c in range(C):
-                        cell[c] = _bigger(cell[c], src[c])
-                taps += 1
-            if taps == 0:
-                cell[:] = lowest
-        if omit_nan:
-            for i in range(OWC):
-                best[i] = floor if best[i] < floor else best[i]
+                for jh in range(kh):
+                    ih = oh * sh - ph + jh * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    row = x[o, idp, ih]
+                    for jw in range(jw0, jw1):
+                        at = (start + jw * dw) * C
+                        src = row[at : at + C]
+                        if first:
+                            if omit_nan:
+                                for c in range(C):
+                                    v = src[c]
+                                    best[c] = lowest if v != v else v
+                            else:
+                                for c in range(C):
+                                    best[c] = src[c]
+                            first = False
+                        elif omit_nan:
+                            for c in range(C):
+                                v = src[c]
+                                best[c] = _bigger(best[c], lowest if v != v else v)
+                        else:
+                            for c in range(C):
+                                best[c] = _bigger(best[c], src[c])
+            if first:  # no real cell in the window
+                best[:] = lowest
+            if omit_nan:
+                for c in range(C):
+                    best[c] = floor if best[c] < floor else best[c]
 
 
 @njit(cache=True, inline="always")
