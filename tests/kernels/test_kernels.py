@@ -379,6 +379,30 @@ def test_four_row_prefix_chunk_is_the_one_row_chunk_to_the_bit(
     np.testing.assert_array_equal(four.view(np.uint32), one.view(np.uint32))
 
 
+def test_prefetch_hints_past_the_end_of_an_array_are_harmless_and_compiled():
+    """`_prefetch.prefetch_ahead` hints lines far past the array (as the kernels' last rows
+    do): nothing faults, nothing changes, also under NUMBA_BOUNDSCHECK; the machine code holds
+    the prefetch instructions; anything but an array and an integer is a typing error."""
+    from avgpool.kernels._prefetch import prefetch, prefetch_ahead
+
+    @numba.njit
+    def hint(a, far):
+        prefetch_ahead(a, far, 4096)
+        prefetch(a, -far)
+        return a.sum()
+
+    a = np.arange(10, dtype=np.float32)
+    assert hint(a, 10**9) == 45.0 and np.array_equal(a, np.arange(10, dtype=np.float32))
+    assert "prefetch" in hint.inspect_asm(hint.signatures[0])
+
+    @numba.njit
+    def wrong(a):
+        prefetch(a, 0.5)
+
+    with pytest.raises(numba.core.errors.TypingError):
+        wrong(a)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplog):
     @SETTINGS

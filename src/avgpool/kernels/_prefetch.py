@@ -2,15 +2,15 @@
 
 A kernel that reads its input as rows of a few hundred bytes (channels-first planes, global
 averages of 7x7 planes) streams well below the machine's read rate, though its reads are in
-memory order: the likely cause is that the hardware prefetchers follow a stream within a 4
-KiB page and start over at the next one, and short rows leave them little to follow. Hinting the cache lines
-`PREFETCH_BYTES` ahead of the reading front closes most of that gap. Measured on this
-project's test machine in interleaved A/Bs of the kernels alone, channels-first: 2x2/2 25%
-less time, 3x3/2 40%, the global average of 7x7 planes 30%, max 3x3/2 35%, 2x2x2/2 about
-10%, the running 7x7/1 and 15x15/1 about 5%. Channels-last kernels read rows of 8-32 KiB,
-which the hardware follows well: there, hints ranged from 12% faster (2x2/2) to 10-20%
-slower (2x2x2/2, 3x3/1, the global average), so they do not hint; nor do 1-D rows
-(`cpu_box.PREFETCH_MAX_STEP`).
+memory order: the likely cause is that the hardware prefetchers follow a stream within a 4 KiB
+page and start over at the next one, and short rows leave them little to follow. Hinting the
+cache lines `PREFETCH_BYTES` ahead of the reading front closes most of that gap. Measured on
+this project's test machine in interleaved A/Bs of the kernels alone, channels-first: 2x2/2
+25% less time, 3x3/2 40%, the global average of 7x7 planes 30%, max 3x3/2 35%, 2x2x2/2 10-15%
+(its hints skip to the depth slice a tap reads next, not the next one in memory), the running
+7x7/1 and 15x15/1 about 5%. Channels-last kernels read rows of 8-32 KiB, which the hardware
+follows well: there, hints ranged from 12% faster (2x2/2) to 10-20% slower (2x2x2/2, 3x3/1,
+the global average), so they do not hint; nor do 1-D rows (`cpu_box.PREFETCH_MAX_STEP`).
 
 A prefetch is a hint: it never faults and never changes a result, so an address past the
 end of the array (the last rows of the last plane) is harmless, and bounds checking

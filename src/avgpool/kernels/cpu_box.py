@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from avgpool.kernels._prefetch import prefetch_ahead
+from avgpool.kernels._prefetch import PREFETCH_BYTES, prefetch_ahead
 
 #: Rows per work item; the running sums restart at each chunk.
 CHUNK = 32
@@ -624,6 +624,7 @@ def avg_planes_direct(x, out, geo, count, zero, real, empty, blocks, acc):
     any_zero_w = zero[2, :OW].any()
     pairs = acc.itemsize == 4 and kw == 2 and sw == 2 and pw == 0 and 2 * OW <= W
     items = n * OD
+    HW, ahead = H * W, PREFETCH_BYTES // x.itemsize
     runs, per = _runs(items, blocks)
     for block in prange(runs):
         Rp = np.zeros(width, dtype=acc.dtype)  # zeros left and right of R: the padding
@@ -637,9 +638,12 @@ def avg_planes_direct(x, out, geo, count, zero, real, empty, blocks, acc):
                 h0, h1 = max(start, 0), min(start + kh, H)
                 rows = max(d1 - d0, 0) * max(h1 - h0, 0)
                 orow, sc = oplane[oh], t(scale_h[oh] * scale_d[od])
-                if rows > 0:
+                if rows > 0:  # hint the lines each depth's rows read next
+                    at = h0 * W
+                    if at + ahead >= HW:  # past this slice: the slice this tap reads next
+                        at += (sd - 1) * HW
                     for d in range(d0, d1):
-                        prefetch_ahead(x[o, d, h0], 0, sh * W)
+                        prefetch_ahead(x[o, d], at, sh * W)
                 if pairs and (rows == 2 or rows == 4):
                     a = x[o, d0, h0]
                     d, h = _next_row(d0, h0, h0, h1)
