@@ -215,6 +215,18 @@ def _w_vectors(src, orow, acc, C, geo, run_w, row, tables, empty):
     return any_bad
 
 
+@njit(cache=True)
+def width_taps(W, OW, kw, sw, dw, pw):
+    """(first, end): for each output column, the range of its width taps that read the input
+    (not padding), once per call rather than two divisions per output cell."""
+    jw_lo, jw_hi = np.empty(OW, np.int64), np.empty(OW, np.int64)
+    for ow in range(OW):
+        start = ow * sw - pw
+        jw_lo[ow] = max(0, (dw - 1 - start) // dw)
+        jw_hi[ow] = min(kw, (W - 1 - start) // dw + 1)
+    return jw_lo, jw_hi
+
+
 @njit(parallel=True, cache=True)
 def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
     """Channels-last windows of few taps, summed straight from the input a C-vector at a time.
@@ -236,12 +248,7 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
     kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
     kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
     exact = out.itemsize == 8
-    # each output column's width taps inside the input, once (not two divisions per cell)
-    jw_lo, jw_hi = np.empty(OW, np.int64), np.empty(OW, np.int64)
-    for ow in range(OW):
-        start = ow * sw - pw
-        jw_lo[ow] = max(0, (dw - 1 - start) // dw)
-        jw_hi[ow] = min(kw, (W - 1 - start) // dw + 1)
+    jw_lo, jw_hi = width_taps(W, OW, kw, sw, dw, pw)
     for item in prange(n_outer * OD * OH):
         o = item // (OD * OH)
         od = (item // OH) % OD
@@ -716,8 +723,16 @@ def _prefix_w(Rp, prefix, orow, OW, kw, sw, sc, scale_w):
     prefix[0] = 0.0
     for i in range(Rp.shape[0]):
         prefix[i + 1] = prefix[i] + Rp[i]
+    return _scaled_differences(prefix, orow, OW, kw, sw, sc, scale_w)
+
+
+@njit(cache=True, inline="always")
+def _scaled_differences(prefix, orow, OW, kw, sw, sc, scale_w):
+    """orow = differences of ``prefix`` ``kw`` apart (one per output, ``sw`` apart), scaled by
+    ``sc * scale_w``; 1 if some is not finite. Inlined: called per row, a call cost as much
+    as the loop (0.38 against 0.22 ns per cell on 128-wide rows)."""
     bad = 0
-    hi, lo = prefix[kw:], prefix[:]
+    hi, lo = prefix[kw:], prefix[:]  # two views: 8-10% faster than offsets on 16384-wide rows
     if sw == 1:
         for ow in range(OW):
             v = hi[ow] - lo[ow]
@@ -754,17 +769,7 @@ def _prefix_rows4(R4, P4, oplane, g0, OW, kw, sw, sc, scale_w):
         pe[i + 1] = se
     bad = 0
     for k in range(4):
-        prefix, orow, f = P4[k], oplane[g0 + k], sc[k]
-        if sw == 1:
-            for ow in range(OW):
-                v = prefix[ow + kw] - prefix[ow]
-                bad |= v - v != 0.0
-                orow[ow] = v * (f * scale_w[ow])
-        else:
-            for ow in range(OW):
-                v = prefix[ow * sw + kw] - prefix[ow * sw]
-                bad |= v - v != 0.0
-                orow[ow] = v * (f * scale_w[ow])
+        bad |= _scaled_differences(P4[k], oplane[g0 + k], OW, kw, sw, sc[k], scale_w)
     return bad
 
 

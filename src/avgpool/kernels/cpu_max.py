@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from avgpool.kernels._prefetch import prefetch_ahead
+from avgpool.kernels.cpu_box import width_taps
 
 
 @njit(parallel=True, cache=True)
@@ -257,12 +258,11 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
 
     Work items are output rows. Each output cell's C maxima take its window's taps in (depth,
     height, width) order, read straight from the input a C-vector at a time (the way
-    `cpu_box.avg_direct` sums). The driver sends windows that
-    read each input cell fewer than `_cpu.LARGE_MAX_READS` times here, so the taps per output
-    stay few. Against a row buffer of the window rows' maxima (then width taps from it), this
-    took a third less time on 3x3/2 and 2x2/2, a quarter on 2x2x2/2. NaN propagates (or, with
-    ``omit_nan``, never wins and results are at least ``floor``); a window with no real cell
-    gives ``lowest``.
+    `cpu_box.avg_direct` sums). The driver sends windows that read each input cell fewer than
+    `_cpu.LARGE_MAX_READS` times here, so the taps per output stay few. Against a row buffer of
+    the window rows' maxima (then width taps from it), this took a third less time on 3x3/2 and
+    2x2/2, a quarter on 2x2x2/2. NaN propagates (or, with ``omit_nan``, never wins and results
+    are at least ``floor``); a window with no real cell gives ``lowest``.
     """
     n_outer, D, H, WC = x.shape
     W = WC // C
@@ -270,12 +270,7 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
     kd, sd, dd, pd = geo[0, 0], geo[0, 1], geo[0, 2], geo[0, 3]
     kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
     kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
-    # each output column's width taps inside the input, once
-    jw_lo, jw_hi = np.empty(OW, np.int64), np.empty(OW, np.int64)
-    for ow in range(OW):
-        start = ow * sw - pw
-        jw_lo[ow] = max(0, (dw - 1 - start) // dw)
-        jw_hi[ow] = min(kw, (W - 1 - start) // dw + 1)
+    jw_lo, jw_hi = width_taps(W, OW, kw, sw, dw, pw)
     for item in prange(n_outer * OD * OH):
         o = item // (OD * OH)
         od = (item // OH) % OD
