@@ -39,7 +39,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--warmup", type=int, help="untimed calls before timing (default: one pass over the inputs)"
     )
-    p.add_argument("--rounds", type=int, help="measurements per library, in turns (default 2, quick 1)")
+    p.add_argument("--rounds", type=int, help="measurements per library, in turns (default 3, quick 1)")
     p.add_argument("--budget", type=float, help="seconds of timed calls per measurement (default 3, quick 1)")
     p.add_argument(
         "--scale", choices=("full", "quick", "tiny"), help="input sizes (default full, quick: quick)"
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         rotate_bytes=4 * MIB if args.quick else 2 * llc,
         repeats=args.repeats or (3 if args.quick else 10),
         warmup=args.warmup,
-        rounds=args.rounds or (1 if args.quick else 2),
+        rounds=args.rounds or (1 if args.quick else 3),
         budget_s=args.budget if args.budget is not None else (1.0 if args.quick else 3.0),
         isolate=not (args.quick or args.in_process),
         bandwidth_repeats=2 if args.quick else 5,

@@ -302,6 +302,29 @@ def test_avgpool_in_a_child_process():
     assert failed["status"] == "failed" and failed["error"]
 
 
+def test_a_cases_rounds_share_one_jit_cache_that_the_first_fills(monkeypatch):
+    """The first child compiles into the case's cache (its first call is the compile the table
+    reports); the next loads from it and compiles nothing; the cache goes with the case."""
+    from avgpool.bench import runner
+
+    child, seen = runner._avgpool_in_child, []
+
+    def spy(case, settings, rotation, want_output=True, jit_cache=None):
+        record = child(case, settings, rotation, want_output, jit_cache)
+        files = sorted((p.name, p.stat().st_size) for p in Path(jit_cache).rglob("*") if p.is_file())
+        seen.append((jit_cache, files))
+        return record
+
+    monkeypatch.setattr(runner, "_avgpool_in_child", spy)
+    case = next(c for c in TINY if c.id == "avg2x2s2/cf")
+    row = run_case(case, Settings(**{**settings(rounds=2).to_dict(), "isolate": True}), BW, peers=[])
+    assert row["avgpool"]["status"] == "ok" and len(row["avgpool"]["round_medians_ms"]) == 2
+    (first, compiled), (second, after) = seen
+    assert first == second and any(name.endswith(".nbi") for name, _ in compiled)
+    assert after == compiled  # the second round compiled nothing new
+    assert not Path(first).exists()
+
+
 def fake_results():
     cases = standard_cases("full")
     rows = []

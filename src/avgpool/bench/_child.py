@@ -1,8 +1,9 @@
 """Measure avgpool on one case, in a process of its own (``python -m avgpool.bench._child``).
 
-The runner starts one child per case so that (1) the first call compiles from nothing: the
-child gets an empty ``NUMBA_CACHE_DIR``, so the first-call time is the JIT compile of exactly
-the kernels this case needs, whatever ran before; (2) a call that needs more memory than the
+The runner starts one child per case and round so that (1) the first call compiles from
+nothing: a case's first child gets an empty ``NUMBA_CACHE_DIR``, so its first-call time is the
+JIT compile of exactly the kernels this case needs, whatever ran before (the case's later
+rounds load what it compiled); (2) a call that needs more memory than the
 limit fails with MemoryError instead of swapping a shared machine, and a call that hangs is
 killed at the timeout; (3) a crashing kernel costs one row of the table, not the run.
 The spec arrives as JSON on stdin; the result is one JSON line on stdout. The same

@@ -212,8 +212,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"calls after {s['budget_s']:g} s (marked †). Cells: median ms (median / floor). "
         "≠: output differs from avgpool's beyond float32 tolerance. "
         + (
-            "avgpool runs in a child process per case with an empty Numba cache, so *first call* "
-            "includes the JIT compile of that case's kernels."
+            "avgpool runs in a child process per case and round, the first with an empty Numba "
+            "cache, so *first call* includes the JIT compile of that case's kernels."
             if s["isolate"]
             else "avgpool runs in this process: *first call* includes compiling only kernels no earlier "
             "case compiled."
