@@ -505,7 +505,7 @@ def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:
     if c == 1:
         cpu_box.global_avg_planes(x3.reshape(outer, size), work.reshape(outer), float(size))
     else:
-        cpu_box.global_avg(x3, work.reshape(outer, c), float(size))
+        cpu_box.global_avg(x3, work.reshape(outer, c), float(size), scratch_blocks())
     return _finish(work, result, out_full)
 
 
