@@ -148,6 +148,65 @@ def fused_w_window(kw: int, sw: int) -> bool:
     return (kw in (2, 3) and sw in (1, 2)) or (sw == 1 and (kw == 1 or 4 <= kw <= 7))
 
 
+#: The shapes of `cpu_box._tree` by number of terms: each term's depth in the tree.
+TREE_SHAPES = {
+    1: (0,),
+    2: (1, 1),
+    3: (2, 2, 1),
+    4: (2, 2, 2, 2),
+    5: (2, 2, 3, 3, 2),
+    6: (3, 3, 3, 3, 2, 2),
+    7: (3, 3, 3, 3, 3, 3, 2),
+}
+#: `cpu_box.avg_planes_tree`'s windows: each output is a tree of float32 additions at most this
+#: deep (both axes), then three roundings in the scaling and one in the float32 divisor: its
+#: error stays within 16 * 2**-24 = 9.5e-7 of the window's mean magnitude (the kernels issue
+#: asks 1e-6). 15x15 is 5 + 5 deep; 31x31 (7 + 7) goes to `cpu_box.avg_planes`.
+TREE_DEPTH = 12
+#: ... and each axis at most this long (a ring of rows per block level down the plane).
+TREE_MAX = 64
+
+
+def tree_plan(k: int) -> np.ndarray:
+    """How `cpu_box.avg_planes_tree` sums a window of ``k`` cells along an axis:
+    ``[levels, terms, (level, offset) per term]``, padded to 16. Terms are blocks of ``4 << j``
+    cells (level ``j + 1``), largest first, then up to three single cells (level 0).
+
+    >>> tree_plan(15)[:12].tolist()  # 15 = 8 + 4 + 1 + 1 + 1
+    [2, 5, 2, 0, 1, 8, 0, 12, 0, 13, 0, 14]
+    """
+    terms = [(j + 1, 4 << j) for j in range((k >> 2).bit_length() - 1, -1, -1) if k >> (j + 2) & 1]
+    terms += [(0, 1)] * (k & 3)
+    plan = [(k >> 2).bit_length(), len(terms)]
+    at = 0
+    for level, size in terms:
+        plan += [level, at]
+        at += size
+    return np.array(plan + [0] * (16 - len(plan)), dtype=np.int64)
+
+
+def tree_depth(k: int) -> int:
+    """How many float32 additions deep `cpu_box.avg_planes_tree`'s sum of ``k`` cells is.
+
+    >>> tree_depth(15), tree_depth(7), tree_depth(64), tree_depth(1)
+    (5, 4, 6, 0)
+    """
+    plan = tree_plan(k)
+    levels = plan[2 : 2 + 2 * plan[1] : 2]
+    own = [level + 1 if level else 0 for level in levels]  # a block of 4 << j: j + 2 deep
+    return max(a + b for a, b in zip(own, TREE_SHAPES[int(plan[1])], strict=True))
+
+
+def tree_window(geo: np.ndarray) -> bool:
+    """Whether `cpu_box.avg_planes_tree` takes a channels-first float32 window: one depth deep,
+    stride 1 along W, 4 or more cells along H or W, at most ``TREE_MAX`` along each, and sums
+    no deeper than ``TREE_DEPTH``."""
+    kd, (kh, kw, sw) = geo[0, 0], (int(geo[1, 0]), int(geo[2, 0]), geo[2, 1])
+    if kd != 1 or sw != 1 or max(kh, kw) < 4 or max(kh, kw) > TREE_MAX:
+        return False
+    return tree_depth(kh) + tree_depth(kw) <= TREE_DEPTH
+
+
 #: Resolved geometries whose kernel tables are kept (each entry holds a few small arrays).
 _TABLES_CACHED = 1024
 
@@ -305,6 +364,11 @@ def avg_forward(
             log.debug("avg_pool: cpu_box.avg_planes_direct")
             blocks = scratch_blocks()
             cpu_box.avg_planes_direct(x4, o4, geo, factor, zero, real, empty, blocks, np.empty(0, acc))
+        elif work.dtype == np.float32 and running and tree_window(geo):
+            # wider or running windows, float32 results: float32 sums as trees of blocks
+            log.debug("avg_pool: cpu_box.avg_planes_tree")
+            plans = tree_plan(int(kh)), tree_plan(int(kw))
+            cpu_box.avg_planes_tree(x4, o4, geo, factor, zero, real, empty, scratch_blocks(), *plans)
         else:
             log.debug("avg_pool: cpu_box.avg_planes")
             cpu_box.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())

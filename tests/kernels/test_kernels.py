@@ -12,7 +12,7 @@ import math
 import numba
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import avgpool as ap
@@ -322,9 +322,9 @@ def test_large_max_windows_match_the_reference(layout, kernel):
 @pytest.mark.parametrize("specials", [False, True], ids=["finite", "inf-nan"])
 def test_every_w_pass_of_the_plane_kernel(kw, specials):
     """`avg_planes` sums rows by width: float32 results spell out 1-7 and take prefix sums
-    fused with the scaling beyond; float64 results sum 8-24 in blocks of 4 and take prefix sums
-    beyond (also at stride 3). Each, with padding and with inf and NaN (a chunk holding one is
-    summed again)."""
+    fused with the scaling beyond (at stride 3; at stride 1 `avg_planes_tree` takes them);
+    float64 results sum 8-24 in blocks of 4 and take prefix sums beyond (also at stride 3).
+    Each, with padding and with inf and NaN (a chunk holding one is summed again)."""
     for dtype in (np.float32, np.float64):
         x = _array((2, 3, 11, 29), dtype, kw, "channels_first", specials=specials)
         for pad in (0, kw // 2):
@@ -418,6 +418,85 @@ def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplo
     with caplog.at_level("DEBUG", logger="avgpool"):
         check()
     assert "cpu_box.avg_planes" in caplog.text
+
+
+def test_tree_plans_sum_each_window_once_within_the_depth_the_shapes_give():
+    """`_cpu.tree_plan` covers a window of k cells with blocks of 4 << j, largest first, and up
+    to three single cells, end to end; `_cpu.tree_depth` is the deepest term's blocks plus its
+    place in `_cpu.TREE_SHAPES`."""
+    for k in range(1, _cpu.TREE_MAX + 1):
+        plan = _cpu.tree_plan(k)
+        levels, offsets = plan[2 : 2 + 2 * plan[1] : 2], plan[3 : 3 + 2 * plan[1] : 2]
+        sizes = [4 << (level - 1) if level else 1 for level in levels]
+        assert list(offsets) == [sum(sizes[:i]) for i in range(len(sizes))] and sum(sizes) == k
+        assert sizes == sorted(sizes, reverse=True) and sizes.count(1) == k % 4
+        assert plan[0] == max(levels) and 1 <= plan[1] <= 7
+    assert [_cpu.tree_depth(k) for k in (1, 2, 3, 4, 5, 7, 8, 15, 31, 32, 63, 64)] == [
+        0, 1, 2, 2, 3, 4, 3, 5, 7, 5, 8, 6
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kernel, takes",
+    [((15, 15), True), ((7, 7), True), ((1, 64), True), ((3, 9), True), ((31, 31), False), ((1, 65), False)],
+)
+def test_float32_windows_take_the_tree_kernel_within_its_depth(kernel, takes, caplog):
+    x = _array((1, 2, 70, 70), np.float32, 0, "channels_first")
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        _close(*_both(ap.avg_pool, x, kernel, 1), np.float32)
+    assert ("cpu_box.avg_planes_tree" in caplog.text) == takes
+
+
+def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
+    """`cpu_box.avg_planes_tree` on random windows it takes (up to its depth limit, strides
+    down the plane, padding as wide as the window, ceil mode, windows in padding, 3-D with a
+    kernel one deep and depth padding; several planes per run of its ring of rows), on
+    +/-(1e4 +/- 1), whose means nearly cancel: within 1e-6 of each window's mean magnitude."""
+
+    @settings(SETTINGS, max_examples=60)
+    @given(
+        kernel=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+        sh=st.sampled_from([1, 1, 2, 3, 17]),
+        pads=st.tuples(*[st.tuples(st.integers(0, 39), st.integers(0, 39))] * 2),
+        ceil_mode=st.booleans(),
+        cip=st.booleans(),
+        deep=st.booleans(),
+        extra=st.tuples(st.integers(0, 30), st.integers(0, 30)),
+        seed=st.integers(0, 2**16),
+    )
+    def check(kernel, sh, pads, ceil_mode, cip, deep, extra, seed):
+        kh, kw = kernel
+        assume(_cpu.tree_window(np.array([[1, 1, 1, 0], [kh, sh, 1, 0], [kw, 1, 1, 0]])))
+        direct = kh * kw <= _cpu.F32_SUM_TAPS or sh >= kh  # `avg_planes_direct`'s, if it spells kw out
+        assume(not (direct and _cpu.fused_w_window(kw, 1)))
+        pads = tuple((min(a, k - 1), min(b, k - 1)) for (a, b), k in zip(pads, kernel))
+        spatial, kernel, stride = (kh + extra[0], kw + extra[1]), (kh, kw), (sh, 1)
+        if deep:  # a third, outer axis: kernel 1, stride 2, a padding row on each side
+            spatial, kernel, stride, pads = (3, *spatial), (1, *kernel), (2, *stride), ((1, 1), *pads)
+        window = ap.Window(kernel, stride, pads, ceil_mode=ceil_mode, count_include_pad=cip)
+        rng = np.random.default_rng(seed)
+        shape = (2, 3, *spatial)
+        x = (rng.choice([-1.0, 1.0], shape) * (1e4 + rng.uniform(-1, 1, shape))).astype(np.float32)
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="avgpool"):
+            fast = ap.avg_pool(x, window=window)
+        assert "cpu_box.avg_planes_tree" in caplog.text
+        with ap.use_backend("reference"):
+            exact = ap.avg_pool(x.astype(np.float64), window=window)
+            magnitude = ap.avg_pool(np.abs(x.astype(np.float64)), window=window)
+        assert (np.abs(fast - exact) <= 1e-6 * magnitude).all()
+
+    check()
+
+
+@pytest.mark.parametrize("kernel", [(15, 15), (4, 9), (1, 64)])
+def test_tree_kernel_keeps_infinities_and_nan_as_a_tap_by_tap_sum(kernel):
+    x = _array((2, 3, 40, 80), np.float32, 5, "channels_first")
+    x[0, 0, 10, 20], x[0, 1, 5, 5], x[0, 1, 5, 9], x[1, 2, 30, 70] = np.inf, np.inf, -np.inf, np.nan
+    _close(
+        *_both(ap.avg_pool, x, kernel, 1, (kernel[0] // 2, kernel[1] // 2), count_include_pad=False),
+        np.float32,
+    )
 
 
 FUSED_W = [(1, 1), (2, 2), (3, 2), (2, 1), (3, 1), (4, 1), (5, 1)]
@@ -645,6 +724,7 @@ def test_results_are_bitwise_identical_for_any_thread_count(layout):
     g = np.ones(ap.avg_pool(x, 7, 2, 1, channels_last=cl).shape, np.float32)
     calls = [
         lambda: ap.avg_pool(x, 7, 1, 3, channels_last=cl),
+        lambda: ap.avg_pool(x, 15, 1, 0, channels_last=cl),
         lambda: ap.avg_pool_backward(g, x.shape, 7, 2, 1, channels_last=cl),
         lambda: ap.max_pool(x, 3, 2, 1, channels_last=cl),
     ]
