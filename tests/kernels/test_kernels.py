@@ -403,6 +403,56 @@ def test_prefetch_hints_past_the_end_of_an_array_are_harmless_and_compiled():
         wrong(a)
 
 
+def test_unowned_views_are_the_same_memory_without_a_reference_count():
+    """`_nrt.unowned` gives the array's data, shape and strides with no owner: views of it
+    read and write the array itself and have no reference count to update, where views of the
+    owned array share its count. A scratch array behind `keep_alive` outlives the unowned
+    views of it."""
+    from numba.extending import intrinsic
+
+    from avgpool.kernels._nrt import keep_alive, unowned
+
+    @numba.njit
+    def fill(a):
+        u = unowned(a)
+        for i in range(u.shape[0]):
+            row = u[i]
+            row[:] = i
+        scratch_ = np.zeros(u.shape[1])
+        scratch = unowned(scratch_)
+        for i in range(u.shape[0]):
+            scratch += u[i]
+        keep_alive(scratch_)
+        return scratch.sum(), u.shape, u.strides
+
+    a = np.zeros((4, 3))[:, ::-1]  # negative strides too
+    total, shape, strides = fill(a)
+    assert total == 18.0 and shape == a.shape and strides == a.strides
+    assert np.array_equal(a, np.repeat(np.arange(4.0), 3).reshape(4, 3))
+
+    @intrinsic
+    def owner(typingctx, a):  # the address of the array's reference count (0: none)
+        def codegen(context, builder, sig, args):
+            meminfo = context.make_array(a)(context, builder, value=args[0]).meminfo
+            return builder.ptrtoint(meminfo, context.get_value_type(numba.types.intp))
+
+        return numba.types.intp(a), codegen
+
+    @numba.njit
+    def owners(a):
+        return owner(a), owner(a[0]), owner(unowned(a)), owner(unowned(a)[0])
+
+    counted, counted_view, none, none_view = owners(np.zeros((2, 2)))
+    assert counted != 0 and counted_view == counted and none == none_view == 0
+
+    @numba.njit
+    def wrong(x):
+        return unowned(x)
+
+    with pytest.raises(numba.core.errors.TypingError):
+        wrong(1.0)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplog):
     @SETTINGS
