@@ -261,8 +261,10 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
         o = item // (OD * OH)
         od = (item // OH) % OD
         oh = item % OH
-        orow = out[o, od, oh]
-        acc = np.empty(C, dtype=acc_like.dtype)
+        xu = unowned(x)  # views with no reference count (`_nrt`): 3x3/2 8% faster
+        orow = unowned(out)[o, od, oh]
+        acc_ = np.empty(C, dtype=acc_like.dtype)
+        acc = unowned(acc_)
         f_row = count[0, od] * count[1, oh]
         zero_row = zero[0, od] or zero[1, oh]
         for ow in range(OW):
@@ -281,7 +283,7 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
                     ih = oh * sh - ph + jh * dh
                     if ih < 0 or ih >= H:
                         continue
-                    row = x[o, idp, ih]
+                    row = xu[o, idp, ih]
                     for jw in range(jw0, jw1):
                         at = (start + jw * dw) * C
                         src = row[at : at + C]
@@ -302,6 +304,7 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
                 inv = acc_like.dtype.type(1.0 / div)
                 for c in range(C):
                     cell[c] = acc[c] * inv
+        keep_alive(acc_)
 
 
 @njit(cache=True)
@@ -649,12 +652,14 @@ def avg_planes_direct(x, out, geo, count, zero, real, empty, blocks, acc):
     HW, ahead = H * W, PREFETCH_BYTES // x.itemsize
     runs, per = _runs(items, blocks)
     for block in prange(runs):
-        Rp = np.zeros(width, dtype=acc.dtype)  # zeros left and right of R: the padding
+        Rp_ = np.zeros(width, dtype=acc.dtype)  # zeros left and right of R: the padding
+        Rp = unowned(Rp_)  # views with no reference count (`_nrt`): 3x3/1 10% faster
         R = Rp[pw : pw + W]
+        xu, ou, zu, swu = unowned(x), unowned(out), unowned(zero), unowned(scale_wt)
         for item in range(block * per, min(items, (block + 1) * per)):
             o, od = item // OD, item % OD
             d0, d1 = max(od * sd - pd, 0), min(od * sd - pd + kd, D)
-            oplane, zero_d = out[o, od], zero[0, od]
+            oplane, zero_d = ou[o, od], zu[0, od]
             for oh in range(OH):
                 start = oh * sh - ph
                 h0, h1 = max(start, 0), min(start + kh, H)
@@ -665,35 +670,36 @@ def avg_planes_direct(x, out, geo, count, zero, real, empty, blocks, acc):
                     if at + ahead >= HW:  # past this slice: the slice this tap reads next
                         at += (sd - 1) * HW
                     for d in range(d0, d1):
-                        prefetch_ahead(x[o, d], at, sh * W)
+                        prefetch_ahead(xu[o, d], at, sh * W)
                 if pairs and (rows == 2 or rows == 4):
-                    a = x[o, d0, h0]
+                    a = xu[o, d0, h0]
                     d, h = _next_row(d0, h0, h0, h1)
-                    b = x[o, d, h]
+                    b = xu[o, d, h]
                     if rows == 2:
                         for ow in range(OW):
                             i = 2 * ow
                             v = (t(a[i]) + t(a[i + 1])) + (t(b[i]) + t(b[i + 1]))
-                            orow[ow] = v * (sc * scale_wt[ow])
+                            orow[ow] = v * (sc * swu[ow])
                     else:
                         d, h = _next_row(d, h, h0, h1)
-                        c = x[o, d, h]
+                        c = xu[o, d, h]
                         d, h = _next_row(d, h, h0, h1)
-                        e = x[o, d, h]
+                        e = xu[o, d, h]
                         for ow in range(OW):
                             i = 2 * ow
                             v = ((t(a[i]) + t(a[i + 1])) + (t(b[i]) + t(b[i + 1]))) + (
                                 (t(c[i]) + t(c[i + 1])) + (t(e[i]) + t(e[i + 1]))
                             )
-                            orow[ow] = v * (sc * scale_wt[ow])
+                            orow[ow] = v * (sc * swu[ow])
                 else:
-                    _sum_rows(x, o, d0, d1, h0, h1, R)
-                    _fused_w(Rp, orow, OW, kw, sw, sc, scale_wt)
-                zero_row = zero[1, oh] or zero_d
+                    _sum_rows(xu, o, d0, d1, h0, h1, R)
+                    _fused_w(Rp, orow, OW, kw, sw, sc, swu)
+                zero_row = zu[1, oh] or zero_d
                 if zero_row or any_zero_w:
                     for ow in range(OW):
-                        if zero_row or zero[2, ow]:
+                        if zero_row or zu[2, ow]:
                             orow[ow] = empty
+        keep_alive(Rp_)
 
 
 @njit(parallel=True, cache=True)
