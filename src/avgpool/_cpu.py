@@ -193,7 +193,7 @@ def tree_depth(k: int) -> int:
     """
     plan = tree_plan(k)
     levels = plan[2 : 2 + 2 * plan[1] : 2]
-    own = [level + 1 if level else 0 for level in levels]  # a block of 4 << j: j + 2 deep
+    own = [int(level) + 1 if level else 0 for level in levels]  # a block of 4 << j: j + 2 deep
     return max(a + b for a, b in zip(own, TREE_SHAPES[int(plan[1])], strict=True))
 
 

@@ -719,11 +719,14 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
     kernels issue's 1e-6 of the window's mean magnitude; a large value adds to its neighbours
     and is never subtracted from them, and inf and NaN come out as in a tap-by-tap sum.
 
-    Input rows are copied into a ring between zeros (the padding), so the windows need no
-    bounds. Against `avg_planes`'s float64 running sums and prefix sums: 15x15/1 on 128-wide
-    planes 1.65 -> 1.0 ns per output (one thread, in cache). The loops are small functions
-    over views of `_nrt.unowned` arrays: views of owned arrays spent 4-6x the sums' time on
-    their reference counts. Other arguments as `avg_planes`.
+    Rows with W padding are copied into a ring between zeros; others are read in place (a
+    row of zeros stands for H padding), so the windows need no bounds. Against `avg_planes`'s
+    float64 running sums and prefix sums, one thread in cache: 15x15/1 on 128-wide planes
+    1.39 -> 1.18 ns per output, 7x7/1 1.11 -> 0.82; two threads on (16, 64, 128, 128): 11.0 ->
+    9.4 ms and 10.3 -> 8.6-9.0 ms (interleaved A/Bs). The loops are inlined functions over
+    views of `_nrt.unowned` arrays (views of owned arrays: a row of four-row sums took 97 ns,
+    not 16) in the parallel loop's body: the same body in a function called per plane ran
+    3x slower, though it compiles in 17 s, not 40. Other arguments as `avg_planes`.
     """
     n, D, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
@@ -747,9 +750,8 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
     for block in prange(runs):
         rows_ = np.zeros((hplan[0] + 1, ring, pitch), dtype=np.float32)  # [0]: the copied rows
         cols_ = np.zeros((wplan[0] + 1, cells), dtype=np.float32)  # [0]: column sums, end to end
-        ones_ = np.ones(pitch, dtype=np.float32)
         zrow_ = np.zeros(pitch, dtype=np.float32)
-        rows, cols, ones, zrow = unowned(rows_), unowned(cols_), unowned(ones_), unowned(zrow_)
+        rows, cols, zrow = unowned(rows_), unowned(cols_), unowned(zrow_)
         xu, ou, zu, swt = unowned(x), unowned(out), unowned(zero), unowned(scale_wt)
         for item in range(block * per, min(items, (block + 1) * per)):
             o, od = item // OD, item % OD
@@ -776,7 +778,7 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
                     continue
                 if got == 0:
                     oh0 = s // sh
-                _ring_terms(inputs, s, hplan, cols[0, got * pitch : (got + 1) * pitch], ones)
+                _ring_terms(inputs, s, hplan, cols[0, got * pitch : (got + 1) * pitch])
                 got += 1
                 if got == batch or s // sh == OH - 1:
                     _w_pass(cols, got * pitch, wplan)
@@ -792,7 +794,6 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
                     got = 0
         keep_alive(rows_)
         keep_alive(cols_)
-        keep_alive(ones_)
         keep_alive(zrow_)
 
 
@@ -862,7 +863,7 @@ def _ring_term(inputs, s, plan, t):
 
 
 @njit(cache=True, inline="always")
-def _ring_terms(inputs, s, plan, dst, ones):
+def _ring_terms(inputs, s, plan, dst):
     """dst = the column sums of the window whose first row is ``s`` (`_cpu.tree_plan`)."""
     nt = plan[1]
     a = _ring_term(inputs, s, plan, 0)
@@ -872,7 +873,7 @@ def _ring_terms(inputs, s, plan, dst, ones):
     e = _ring_term(inputs, s, plan, 4) if nt > 4 else a
     f = _ring_term(inputs, s, plan, 5) if nt > 5 else a
     g = _ring_term(inputs, s, plan, 6) if nt > 6 else a
-    _tree(dst, nt, a, b, c, d, e, f, g, ones, np.float32(1.0))
+    _tree(dst, nt, a, b, c, d, e, f, g, None, 1.0)
 
 
 @njit(cache=True, inline="always")
@@ -893,28 +894,36 @@ def _row_terms(cols, at, plan, orow, scale, k):
 @njit(cache=True, inline="always")
 def _tree(dst, nt, a, b, c, d, e, f, g, scale, k):
     """dst = the sum of the first ``nt`` of a..g, a balanced tree (`_cpu.TREE_SHAPES`), times
-    ``k * scale`` (ones and 1 for the column sums: exact)."""
+    ``k * scale`` (no scaling if ``scale`` is None)."""
     if nt == 1:
         for i in range(dst.shape[0]):
-            dst[i] = a[i] * (k * scale[i])
+            dst[i] = _scaled(a[i], scale, k, i)
     elif nt == 2:
         for i in range(dst.shape[0]):
-            dst[i] = (a[i] + b[i]) * (k * scale[i])
+            dst[i] = _scaled(a[i] + b[i], scale, k, i)
     elif nt == 3:
         for i in range(dst.shape[0]):
-            dst[i] = ((a[i] + b[i]) + c[i]) * (k * scale[i])
+            dst[i] = _scaled((a[i] + b[i]) + c[i], scale, k, i)
     elif nt == 4:
         for i in range(dst.shape[0]):
-            dst[i] = ((a[i] + b[i]) + (c[i] + d[i])) * (k * scale[i])
+            dst[i] = _scaled((a[i] + b[i]) + (c[i] + d[i]), scale, k, i)
     elif nt == 5:
         for i in range(dst.shape[0]):
-            dst[i] = ((a[i] + b[i]) + ((c[i] + d[i]) + e[i])) * (k * scale[i])
+            dst[i] = _scaled((a[i] + b[i]) + ((c[i] + d[i]) + e[i]), scale, k, i)
     elif nt == 6:
         for i in range(dst.shape[0]):
-            dst[i] = (((a[i] + b[i]) + (c[i] + d[i])) + (e[i] + f[i])) * (k * scale[i])
+            dst[i] = _scaled(((a[i] + b[i]) + (c[i] + d[i])) + (e[i] + f[i]), scale, k, i)
     else:
         for i in range(dst.shape[0]):
-            dst[i] = (((a[i] + b[i]) + (c[i] + d[i])) + ((e[i] + f[i]) + g[i])) * (k * scale[i])
+            dst[i] = _scaled(((a[i] + b[i]) + (c[i] + d[i])) + ((e[i] + f[i]) + g[i]), scale, k, i)
+
+
+@njit(cache=True, inline="always")
+def _scaled(v, scale, k, i):
+    """v * (k * scale[i]), or v if ``scale`` is None (decided when compiling)."""
+    if scale is None:
+        return v
+    return v * (k * scale[i])
 
 
 @njit(cache=True, inline="always")
