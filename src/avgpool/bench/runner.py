@@ -125,6 +125,8 @@ def _avgpool_in_child(
 def _avgpool_in_process(
     case: Case, settings: Settings, rotation: int, want_output: bool = True, jit_cache: str | None = None
 ) -> tuple[dict, np.ndarray | None]:
+    """avgpool's timing in this process (and its Numba cache: ``jit_cache`` is unused, there
+    to match `_avgpool_in_child`)."""
     from avgpool.bench._child import measure_avgpool
 
     try:
