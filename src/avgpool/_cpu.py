@@ -167,9 +167,11 @@ TREE_DEPTH = 12
 TREE_MAX = 64
 
 
+@functools.lru_cache(maxsize=2 * TREE_MAX)
 def tree_plan(k: int) -> np.ndarray:
     """How `cpu_box.avg_planes_tree` sums a window of ``k`` cells along an axis:
-    ``[levels, terms, (level, offset) per term]``, padded to 16. Terms are blocks of ``4 << j``
+    ``[levels, terms, (level, offset) per term]``, padded to 16 (read-only: one per ``k``,
+    kept, as building it on every call cost the driver 16 us). Terms are blocks of ``4 << j``
     cells (level ``j + 1``), largest first, then up to three single cells (level 0).
 
     >>> tree_plan(15)[:12].tolist()  # 15 = 8 + 4 + 1 + 1 + 1
@@ -182,9 +184,12 @@ def tree_plan(k: int) -> np.ndarray:
     for level, size in terms:
         plan += [level, at]
         at += size
-    return np.array(plan + [0] * (16 - len(plan)), dtype=np.int64)
+    plan = np.array(plan + [0] * (16 - len(plan)), dtype=np.int64)
+    plan.flags.writeable = False
+    return plan
 
 
+@functools.lru_cache(maxsize=2 * TREE_MAX)
 def tree_depth(k: int) -> int:
     """How many float32 additions deep `cpu_box.avg_planes_tree`'s sum of ``k`` cells is.
 
