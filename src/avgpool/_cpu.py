@@ -163,7 +163,7 @@ TREE_SHAPES = {
 #: error stays within 16 * 2**-24 = 9.5e-7 of the window's mean magnitude (the kernels issue
 #: asks 1e-6). 15x15 is 5 + 5 deep; 31x31 (7 + 7) goes to `cpu_box.avg_planes`.
 TREE_DEPTH = 12
-#: ... and each axis at most this long (a ring of rows per block level down the plane).
+#: ... and each axis at most this long (a buffer of rows per block level down a strip).
 TREE_MAX = 64
 
 

@@ -403,6 +403,27 @@ def test_prefetch_hints_past_the_end_of_an_array_are_harmless_and_compiled():
         wrong(a)
 
 
+def test_write_hints_change_nothing_and_compile_to_prefetchw():
+    """`_prefetch.prefetch_write_row` hints a row's lines for writing (the tree kernel's next
+    output rows): the values stay, the machine code holds PREFETCHW, and a row past the
+    array's end (a view of no cells) hints nothing."""
+    import llvmlite.binding
+
+    from avgpool.kernels._prefetch import prefetch_write, prefetch_write_row
+
+    @numba.njit
+    def hint(a):
+        prefetch_write_row(a[3:])
+        prefetch_write_row(a[a.shape[0] :])
+        prefetch_write(a, 10**9)
+        return a.sum()
+
+    a = np.arange(100, dtype=np.float32)
+    assert hint(a) == 4950.0 and np.array_equal(a, np.arange(100, dtype=np.float32))
+    if llvmlite.binding.get_host_cpu_features().get("prfchw"):  # else LLVM may drop the hint
+        assert "prefetchw" in hint.inspect_asm(hint.signatures[0])
+
+
 def test_unowned_views_are_the_same_memory_without_a_reference_count():
     """`_nrt.unowned` gives the array's data, shape and strides with no owner: views of it
     read and write the array itself and have no reference count to update, where views of the
@@ -500,7 +521,7 @@ def test_float32_windows_take_the_tree_kernel_within_its_depth(kernel, takes, ca
 def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
     """`cpu_box.avg_planes_tree` on random windows it takes (up to its depth limit, strides
     down the plane, padding as wide as the window, ceil mode, windows in padding, 3-D with a
-    kernel one deep and depth padding; several planes per run of its ring of rows), on
+    kernel one deep and depth padding; several strips a plane and planes a run), on
     +/-(1e4 +/- 1), whose means nearly cancel: within 1e-6 of each window's mean magnitude."""
 
     @settings(SETTINGS, max_examples=60)

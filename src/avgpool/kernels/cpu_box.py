@@ -21,8 +21,9 @@ Forward, per work item (one outer slice, one output depth, one chunk of output r
   they read (`_prefetch`);
 * float32 results of channels-first windows one depth deep, at stride 1 along W and 4-64
   cells along an axis (7x7/1, 15x15/1, 1-D k=64), take none of the above: `avg_planes_tree`
-  sums blocks of 4, 8, 16, ... cells as trees of float32 additions, one level per sweep (no
-  float64, no subtraction, within 1e-6 of the window's mean magnitude by construction).
+  sums blocks of 4, 8, 16, ... cells as trees of float32 additions, in strips of output rows,
+  one level a loop over the strip (no float64, no subtraction, within 1e-6 of the window's
+  mean magnitude by construction).
 
 The backward is the transpose, with running sums over the outputs that cover each input cell.
 Running sums restart at every chunk of ``CHUNK`` rows: that bounds float drift and fixes the
@@ -33,19 +34,20 @@ axis is summed tap by tap (its cost grows with the kernel depth; H and W do not)
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from avgpool.kernels._nrt import keep_alive, unowned
-from avgpool.kernels._prefetch import PREFETCH_BYTES, prefetch_ahead
+from avgpool.kernels._prefetch import PREFETCH_BYTES, prefetch_ahead, prefetch_write_row
 
 #: Rows per work item; the running sums restart at each chunk.
 CHUNK = 32
 #: Channels-first planes prefetch ahead (`_prefetch`) when an output row's step down the
 #: plane reads at most this many bytes: longer runs (1-D rows) gain nothing from it.
 PREFETCH_MAX_STEP = 4096
-#: Cells `avg_planes_tree` sums along W per pass (a few rows end to end): its level buffers
-#: stay in the L1 cache, and a sweep is long enough to pay for its set-up.
-WIDE_CELLS = 1024
+#: Column sums per strip of `avg_planes_tree` (output rows x their padded width): 1024-4096
+#: measured alike on 128-wide 15x15 planes; its buffers stay in the L1 and L2 caches.
+STRIP_CELLS = 2048
 
 
 @njit(cache=True)
@@ -710,23 +712,28 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
 
     A window of k cells along an axis is a few blocks of 4 * 2**j cells and up to three single
     cells (15 = 8 + 4 + 1 + 1 + 1; ``hplan``/``wplan``: `_cpu.tree_plan`), added as a balanced
-    tree. Down the plane each block level is a ring of rows: a row of blocks of 4 when the
-    input row that ends it arrives, a row of blocks of 8 from two of those, and so on, so each
-    level costs one sweep per input row whatever the window's height; an output row's column
-    sums are its blocks and single rows added. Along W the same, over ``WIDE_CELLS`` cells of
-    column-sum rows at a time, end to end (a block running off a row's end gives a value no
-    output reads). Each sum is a tree at most `_cpu.TREE_DEPTH` additions deep, within the
-    kernels issue's 1e-6 of the window's mean magnitude; a large value adds to its neighbours
-    and is never subtracted from them, and inf and NaN come out as in a tap-by-tap sum.
+    tree. A plane is summed in strips of output rows (``STRIP_CELLS`` cells of column sums):
 
-    Rows with W padding are copied into a ring between zeros; others are read in place (a
-    row of zeros stands for H padding), so the windows need no bounds. Against `avg_planes`'s
-    float64 running sums and prefix sums, one thread in cache: 15x15/1 on 128-wide planes
-    1.39 -> 1.18 ns per output, 7x7/1 1.11 -> 0.82; two threads on (16, 64, 128, 128): 11.0 ->
-    9.4 ms and 10.3 -> 8.6-9.0 ms (interleaved A/Bs). The loops are inlined functions over
-    views of `_nrt.unowned` arrays (views of owned arrays: a row of four-row sums took 97 ns,
-    not 16) in the parallel loop's body: the same body in a function called per plane ran
-    3x slower, though it compiles in 17 s, not 40. Other arguments as `avg_planes`.
+    * down the strip, each block level is a buffer of rows: blocks of 4 input rows, then blocks
+      of two blocks of the level below (`_strip_levels`), each level one loop over the strip's
+      rows end to end; the top level's one block is added from two blocks of the level below
+      as the column sums are (`_col_sums`), never stored;
+    * along W the same over the strip's column sums end to end (`_w_levels`; a block running
+      off a row's end gives a value no output reads), then each output row's terms, scaled
+      (`_row_terms`).
+
+    Each sum is a tree at most `_cpu.TREE_DEPTH` additions deep, within the kernels issue's
+    1e-6 of the window's mean magnitude; a large value adds to its neighbours and is never
+    subtracted from them, and inf and NaN come out as in a tap-by-tap sum. The bits are those
+    of the ring-of-rows kernel this replaced (its sums, in the same order), which did the same
+    additions a row at a time: a loop per row of 128 cells cost as much again as its sums.
+
+    A strip whose input rows are all real and have no W padding is read in place; others are
+    copied between zeros, so the windows need no bounds. The output rows of the next strip are
+    hinted for writing a row at a time (5% less time on (16, 64, 128, 128) 15x15/1; hints of
+    the input, at once or a row at a time, and non-temporal stores of the output were 5-20%
+    slower: `_prefetch`). The loops are inlined functions over views of `_nrt.unowned` arrays
+    in the parallel loop's body. Other arguments as `avg_planes`.
     """
     n, D, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
@@ -734,109 +741,149 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
     kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
     kw, pw = geo[2, 0], geo[2, 3]
     pitch = max(pw + W, OW - 1 + kw)  # a row between its padding
-    last = (OH - 1) * sh + kh  # input rows (padding included) the windows read
-    ring = 1
-    while ring <= kh:
-        ring *= 2
-    batch = max(1, min(OH, WIDE_CELLS // pitch))  # column-sum rows per W pass
-    cells = batch * pitch
-    cells += (512 - cells % 1024) % 1024  # levels 2 KiB apart modulo 4 KiB (4K aliasing)
+    staged = pitch != W  # rows with W padding are copied between zeros
+    strip = max(1, min(OH, STRIP_CELLS // pitch))  # output rows per strip
+    hcells = _level_cells(((strip - 1) * sh + kh) * pitch)
+    cells = _level_cells(strip * pitch)
     _, (scale_d, scale_h, scale_w) = _plane_divisors(count, zero, real, OD, OH, OW)
     scale_wt = scale_w.astype(np.float32)
+    uniform = OW == 0 or (scale_wt[:OW] == scale_wt[0]).all()  # then one product per row
     any_zero_w = zero[2, :OW].any()
     items = n * OD
     runs, per = _runs(items, blocks)
-    staged = pitch != W  # rows with W padding are copied between zeros; others read in place
+    x3 = x.reshape((n, D, H * W))  # planes end to end: a strip's rows are one run
     for block in prange(runs):
-        rows_ = np.zeros((hplan[0] + 1, ring, pitch), dtype=np.float32)  # [0]: the copied rows
-        cols_ = np.zeros((wplan[0] + 1, cells), dtype=np.float32)  # [0]: column sums, end to end
-        zrow_ = np.zeros(pitch, dtype=np.float32)
-        rows, cols, zrow = unowned(rows_), unowned(cols_), unowned(zrow_)
-        xu, ou, zu, swt = unowned(x), unowned(out), unowned(zero), unowned(scale_wt)
+        hrows_ = np.zeros((_kept(hplan) + 1, hcells), dtype=np.float32)  # [0]: copied rows
+        cols_ = np.zeros((_kept(wplan) + 1, cells), dtype=np.float32)  # [0]: column sums
+        need_ = np.zeros(hplan[0] + 1, dtype=np.int64)
+        hrows, cols, need = unowned(hrows_), unowned(cols_), unowned(need_)
+        xu, ou, zu, swt = unowned(x3), unowned(out), unowned(zero), unowned(scale_wt)
         for item in range(block * per, min(items, (block + 1) * per)):
             o, od = item // OD, item % OD
             d = od * sd - pd
             live = 0 <= d < D  # else the window's depth is all padding: every row is zeros
             xp, oplane = xu[o, min(max(d, 0), D - 1)], ou[o, od]
-            got, oh0 = 0, 0  # column-sum rows waiting for their W pass, the first one's output row
-            for r in range(last):
-                ih = r - ph
-                if live and 0 <= ih < H:
-                    prefetch_ahead(xp, ih * W, W)  # the rows read next (runs too short to stream)
-                if staged:
-                    row = rows[0, r & (ring - 1), pw : pw + W]
-                    if live and 0 <= ih < H:
-                        src = xp[ih]
-                        for i in range(W):
-                            row[i] = src[i]
+            for oh0 in range(0, OH, strip):
+                ns = min(strip, OH - oh0)
+                nin = (ns - 1) * sh + kh  # input rows the strip's windows read
+                i0 = oh0 * sh - ph  # the first of them
+                if not staged and live and i0 >= 0 and i0 + nin <= H:
+                    X = xp[i0 * W : (i0 + nin) * W]
+                else:
+                    X = hrows[0]
+                    _copy_rows(X, xp, i0, nin, H, W, pw, pitch, live)
+                _strip_levels(X, hrows, need, hplan, ns, sh, pitch)
+                calls, span = (1, ns * pitch) if sh == 1 else (ns, pitch)  # the rows at once if they all sum
+                for q in range(calls):
+                    _col_sums(X, hrows, hplan, q * sh, pitch, cols[0, q * pitch : q * pitch + span])
+                _w_levels(cols, ns * pitch, wplan)
+                for q in range(ns):
+                    oh = oh0 + q
+                    orow = oplane[oh]
+                    if oh + ns < OH:
+                        prefetch_write_row(oplane[oh + ns])
+                    k = np.float32(scale_d[od] * scale_h[oh])
+                    if uniform:
+                        _row_terms(cols, q * pitch, wplan, orow, k * swt[0], k)
                     else:
-                        row[:] = 0.0
-                inputs = (rows, ring, xp, ph, live, staged, zrow)
-                _tree_levels(inputs, r, hplan[0])
-                s = r - kh + 1  # the first row of the window that ends here
-                if s < 0 or s % sh:
-                    continue
-                if got == 0:
-                    oh0 = s // sh
-                _ring_terms(inputs, s, hplan, cols[0, got * pitch : (got + 1) * pitch])
-                got += 1
-                if got == batch or s // sh == OH - 1:
-                    _w_pass(cols, got * pitch, wplan)
-                    for q in range(got):
-                        oh = oh0 + q
-                        orow = oplane[oh]
-                        _row_terms(cols, q * pitch, wplan, orow, swt, np.float32(scale_d[od] * scale_h[oh]))
-                        zero_row = zu[1, oh] or zu[0, od]
-                        if zero_row or any_zero_w:
-                            for i in range(OW):
-                                if zero_row or zu[2, i]:
-                                    orow[i] = empty
-                    got = 0
-        keep_alive(rows_)
+                        _row_terms(cols, q * pitch, wplan, orow, swt, k)
+                    zero_row = zu[1, oh] or zu[0, od]
+                    if zero_row or any_zero_w:
+                        for i in range(OW):
+                            if zero_row or zu[2, i]:
+                                orow[i] = empty
+        keep_alive(hrows_)
         keep_alive(cols_)
-        keep_alive(zrow_)
+        keep_alive(need_)
+
+
+@njit(cache=True)
+def _level_cells(cells):
+    """A level buffer's length for ``cells`` cells: levels 2 KiB apart modulo 4 KiB (a pitch
+    of a multiple of 4 KiB cost 1.7x: 4K aliasing between a level's loads and stores)."""
+    return cells + (512 - cells % 1024) % 1024
 
 
 @njit(cache=True, inline="always")
-def _input_row(inputs, r):
-    """Row ``r`` of the plane between its padding (row 0: the first padding row): the copy
-    in ``rows[0]``'s ring, or with no W padding the input row itself (zeros outside)."""
-    rows, ring, xp, ph, live, staged, zrow = inputs
-    if staged:
-        return rows[0, r & (ring - 1)]
-    ih = r - ph
-    if live and 0 <= ih < xp.shape[0]:
-        return xp[ih]
-    return zrow
+def _copy_rows(X, xp, i0, nin, H, W, pw, pitch, live):
+    """X's first ``nin`` rows (``pitch`` cells each) = the plane's rows ``i0``, ``i0 + 1``, ...
+    with ``pw`` zeros before and the rest of the pitch after; zeros for rows outside it."""
+    H = xp.shape[0] // W
+    for r in range(nin):
+        row = X[r * pitch : (r + 1) * pitch]
+        ih = i0 + r
+        if live and 0 <= ih < H:
+            src = xp[ih * W : (ih + 1) * W]
+            for i in range(pw):
+                row[i] = 0.0
+            for i in range(W):
+                row[pw + i] = src[i]
+            for i in range(pw + W, pitch):
+                row[i] = 0.0
+        else:
+            row[:] = 0.0
 
 
 @njit(cache=True, inline="always")
-def _tree_levels(inputs, r, nlev):
-    """The rows of block sums that input row ``r`` ends: a row of blocks of 4 input rows in
-    ``rows[1]``, then each level's blocks of two blocks of the level below."""
-    rows, ring = inputs[0], inputs[1]
-    m = ring - 1
-    if nlev >= 1 and r >= 3:
-        a, b = _input_row(inputs, r - 3), _input_row(inputs, r - 2)
-        c, d = _input_row(inputs, r - 1), _input_row(inputs, r)
-        _sum4(rows[1, (r - 3) & m], a, b, c, d)
-    for j in range(1, nlev):
-        size = 4 << j
-        s = r - size + 1
-        if s >= 0:
-            _sum2(rows[j + 1, s & m], rows[j, s & m], rows[j, (s + size // 2) & m])
+def _kept(plan):
+    """How many block levels of ``plan`` are kept in buffers: all but the top one, whose one
+    block its term adds from two of the level below (blocks of 4, level 1, are kept)."""
+    return plan[0] - 1 if plan[0] >= 2 else plan[0]
 
 
 @njit(cache=True, inline="always")
-def _w_pass(cols, n, plan):
-    """The block sums along W of the first ``n`` cells of ``cols[0]``, level by level."""
-    if plan[0] >= 1:
-        a = cols[0]
-        _sum4(cols[1, : n - 3], a, a[1:], a[2:], a[3:])
-    for j in range(1, plan[0]):
-        b = 4 << j
+def _strip_levels(X, hrows, need, plan, ns, sh, p):
+    """The kept block levels of a strip of ``ns`` output rows, each for the rows (``p`` cells
+    each) that the column sums or the level above read (``need``: rows per level)."""
+    top, kept = plan[0], _kept(plan)
+    if kept == 0:
+        return
+    for j in range(top + 1):
+        need[j] = 0
+    for t in range(plan[1]):
+        level, off = plan[2 + 2 * t], plan[3 + 2 * t]
+        need[level] = max(need[level], off + (ns - 1) * sh + 1)
+    for j in range(top, 1, -1):  # a block of level j is two of level j - 1, 2**j rows apart
+        need[j - 1] = max(need[j - 1], need[j] + (2 << (j - 1)))
+    _sum4_rows(hrows[1], X, need[1], p)
+    for j in range(1, kept):
+        a = hrows[j]
+        _sum2(hrows[j + 1, : need[j + 1] * p], a, a[(2 << j) * p :])
+
+
+@njit(cache=True, inline="always")
+def _sum4_rows(dst, X, rows, p):
+    """dst's first ``rows`` rows (``p`` cells each) = the blocks of four rows of X starting at
+    each, summed as `_sum4` does; four rows at a time, which read seven rows of X, not 16."""
+    r = 0
+    while r + 4 <= rows:
+        x0, x1, x2, x3 = X[r * p :], X[(r + 1) * p :], X[(r + 2) * p :], X[(r + 3) * p :]
+        x4, x5, x6 = X[(r + 4) * p :], X[(r + 5) * p :], X[(r + 6) * p :]
+        d0, d1 = dst[r * p : (r + 1) * p], dst[(r + 1) * p : (r + 2) * p]
+        d2, d3 = dst[(r + 2) * p : (r + 3) * p], dst[(r + 3) * p : (r + 4) * p]
+        for i in range(p):
+            b, c, d, e, f = x1[i], x2[i], x3[i], x4[i], x5[i]
+            cd, de, ef = c + d, d + e, e + f
+            d0[i] = (x0[i] + b) + cd
+            d1[i] = (b + c) + de
+            d2[i] = cd + ef
+            d3[i] = de + (f + x6[i])
+        r += 4
+    _sum4(dst[r * p : rows * p], X[r * p :], X[(r + 1) * p :], X[(r + 2) * p :], X[(r + 3) * p :])
+
+
+@njit(cache=True, inline="always")
+def _w_levels(cols, n, plan):
+    """The kept block levels along W of the first ``n`` cells of ``cols[0]``."""
+    kept = _kept(plan)
+    if kept == 0:
+        return
+    a = cols[0]
+    _sum4(cols[1, : n - 3], a, a[1:], a[2:], a[3:])
+    for j in range(1, kept):
+        b = 2 << j
         a = cols[j]
-        _sum2(cols[j + 1, : n - b + 1], a, a[b // 2 :])
+        _sum2(cols[j + 1, : n - b + 1], a, a[b:])
 
 
 @njit(cache=True, inline="always")
@@ -854,76 +901,105 @@ def _sum2(dst, a, b):
 
 
 @njit(cache=True, inline="always")
-def _ring_term(inputs, s, plan, t):
-    """Term ``t`` of the window whose first row is ``s``: a row of blocks, or an input row."""
-    level, at = plan[2 + 2 * t], s + plan[3 + 2 * t]
+def _col_term(X, hrows, plan, t, row0, p):
+    """Term ``t`` of the windows whose first row is ``row0``: rows of a kept level, or of X."""
+    level, off = plan[2 + 2 * t], plan[3 + 2 * t]
     if level == 0:
-        return _input_row(inputs, at)
-    return inputs[0][level, at & (inputs[1] - 1)]
+        return X[(row0 + off) * p :]
+    return hrows[level, (row0 + off) * p :]
 
 
 @njit(cache=True, inline="always")
-def _ring_terms(inputs, s, plan, dst):
-    """dst = the column sums of the window whose first row is ``s`` (`_cpu.tree_plan`)."""
+def _col_sums(X, hrows, plan, row0, p, dst):
+    """dst = the column sums of the windows whose first row is ``row0`` (and of those after
+    it, ``p`` cells a row, over dst's length)."""
     nt = plan[1]
-    a = _ring_term(inputs, s, plan, 0)
-    b = _ring_term(inputs, s, plan, 1) if nt > 1 else a
-    c = _ring_term(inputs, s, plan, 2) if nt > 2 else a
-    d = _ring_term(inputs, s, plan, 3) if nt > 3 else a
-    e = _ring_term(inputs, s, plan, 4) if nt > 4 else a
-    f = _ring_term(inputs, s, plan, 5) if nt > 5 else a
-    g = _ring_term(inputs, s, plan, 6) if nt > 6 else a
-    _tree(dst, nt, a, b, c, d, e, f, g, None, 1.0)
+    b = _col_term(X, hrows, plan, 1, row0, p) if nt > 1 else X
+    c = _col_term(X, hrows, plan, 2, row0, p) if nt > 2 else X
+    d = _col_term(X, hrows, plan, 3, row0, p) if nt > 3 else X
+    e = _col_term(X, hrows, plan, 4, row0, p) if nt > 4 else X
+    f = _col_term(X, hrows, plan, 5, row0, p) if nt > 5 else X
+    g = _col_term(X, hrows, plan, 6, row0, p) if nt > 6 else X
+    top = plan[0]
+    if top >= 2:  # the top block: two blocks of the level below, 2**top rows apart
+        h, at = hrows[top - 1], row0 + plan[3]
+        _tree(dst, nt, h[at * p :], h[(at + (2 << (top - 1))) * p :], b, c, d, e, f, g, None, 1.0)
+    else:
+        _tree(dst, nt, _col_term(X, hrows, plan, 0, row0, p), None, b, c, d, e, f, g, None, 1.0)
 
 
 @njit(cache=True, inline="always")
 def _row_terms(cols, at, plan, orow, scale, k):
-    """orow = the W sums of the windows starting at cells at, at+1, ... of ``cols[0]``, times
-    ``k * scale``."""
+    """orow = the W sums of the windows starting at cells at, at+1, ... of ``cols[0]``, scaled
+    (`_scaled`)."""
     nt = plan[1]
-    a = cols[plan[2], at + plan[3] :]
-    b = cols[plan[4], at + plan[5] :] if nt > 1 else a
-    c = cols[plan[6], at + plan[7] :] if nt > 2 else a
-    d = cols[plan[8], at + plan[9] :] if nt > 3 else a
-    e = cols[plan[10], at + plan[11] :] if nt > 4 else a
-    f = cols[plan[12], at + plan[13] :] if nt > 5 else a
-    g = cols[plan[14], at + plan[15] :] if nt > 6 else a
-    _tree(orow, nt, a, b, c, d, e, f, g, scale, k)
+    b = cols[plan[4], at + plan[5] :] if nt > 1 else cols[0]
+    c = cols[plan[6], at + plan[7] :] if nt > 2 else cols[0]
+    d = cols[plan[8], at + plan[9] :] if nt > 3 else cols[0]
+    e = cols[plan[10], at + plan[11] :] if nt > 4 else cols[0]
+    f = cols[plan[12], at + plan[13] :] if nt > 5 else cols[0]
+    g = cols[plan[14], at + plan[15] :] if nt > 6 else cols[0]
+    top = plan[0]
+    if top >= 2:
+        h, s = cols[top - 1], at + plan[3]
+        _tree(orow, nt, h[s:], h[s + (2 << (top - 1)) :], b, c, d, e, f, g, scale, k)
+    else:
+        _tree(orow, nt, cols[plan[2], at + plan[3] :], None, b, c, d, e, f, g, scale, k)
 
 
 @njit(cache=True, inline="always")
-def _tree(dst, nt, a, b, c, d, e, f, g, scale, k):
-    """dst = the sum of the first ``nt`` of a..g, a balanced tree (`_cpu.TREE_SHAPES`), times
-    ``k * scale`` (no scaling if ``scale`` is None)."""
+def _tree(dst, nt, a, a2, b, c, d, e, f, g, scale, k):
+    """dst = the sum of the first ``nt`` terms, a balanced tree (`_cpu.TREE_SHAPES`), scaled
+    (`_scaled`); the first term is a, or the block a + a2 (`_head`)."""
     if nt == 1:
         for i in range(dst.shape[0]):
-            dst[i] = _scaled(a[i], scale, k, i)
+            dst[i] = _scaled(_head(a, a2, i), scale, k, i)
     elif nt == 2:
         for i in range(dst.shape[0]):
-            dst[i] = _scaled(a[i] + b[i], scale, k, i)
+            dst[i] = _scaled(_head(a, a2, i) + b[i], scale, k, i)
     elif nt == 3:
         for i in range(dst.shape[0]):
-            dst[i] = _scaled((a[i] + b[i]) + c[i], scale, k, i)
+            dst[i] = _scaled((_head(a, a2, i) + b[i]) + c[i], scale, k, i)
     elif nt == 4:
         for i in range(dst.shape[0]):
-            dst[i] = _scaled((a[i] + b[i]) + (c[i] + d[i]), scale, k, i)
+            dst[i] = _scaled((_head(a, a2, i) + b[i]) + (c[i] + d[i]), scale, k, i)
     elif nt == 5:
         for i in range(dst.shape[0]):
-            dst[i] = _scaled((a[i] + b[i]) + ((c[i] + d[i]) + e[i]), scale, k, i)
+            dst[i] = _scaled((_head(a, a2, i) + b[i]) + ((c[i] + d[i]) + e[i]), scale, k, i)
     elif nt == 6:
         for i in range(dst.shape[0]):
-            dst[i] = _scaled(((a[i] + b[i]) + (c[i] + d[i])) + (e[i] + f[i]), scale, k, i)
+            dst[i] = _scaled(((_head(a, a2, i) + b[i]) + (c[i] + d[i])) + (e[i] + f[i]), scale, k, i)
     else:
         for i in range(dst.shape[0]):
-            dst[i] = _scaled(((a[i] + b[i]) + (c[i] + d[i])) + ((e[i] + f[i]) + g[i]), scale, k, i)
+            v = ((_head(a, a2, i) + b[i]) + (c[i] + d[i])) + ((e[i] + f[i]) + g[i])
+            dst[i] = _scaled(v, scale, k, i)
 
 
 @njit(cache=True, inline="always")
+def _head(a, a2, i):
+    """a[i], or the block a[i] + a2[i] if ``a2`` is not None (decided when compiling)."""
+    if a2 is None:
+        return a[i]
+    return a[i] + a2[i]
+
+
 def _scaled(v, scale, k, i):
-    """v * (k * scale[i]), or v if ``scale`` is None (decided when compiling)."""
+    """v * (k * scale[i]) for an array ``scale``; v * scale for a number (the same product
+    for every i, worked out once); v for None. Which one is decided when compiling."""
     if scale is None:
         return v
+    if np.ndim(scale) == 0:
+        return v * scale
     return v * (k * scale[i])
+
+
+@overload(_scaled, inline="always")
+def _scaled_compiled(v, scale, k, i):
+    if isinstance(scale, types.NoneType):
+        return lambda v, scale, k, i: v
+    if isinstance(scale, types.Number):
+        return lambda v, scale, k, i: v * scale
+    return lambda v, scale, k, i: v * (k * scale[i])
 
 
 @njit(cache=True, inline="always")
