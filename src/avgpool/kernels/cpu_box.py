@@ -34,8 +34,7 @@ axis is summed tap by tap (its cost grows with the kernel depth; H and W do not)
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit, prange
 
 from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels._prefetch import PREFETCH_BYTES, prefetch_ahead, prefetch_write_row
@@ -747,7 +746,6 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
     cells = _level_cells(strip * pitch)
     _, (scale_d, scale_h, scale_w) = _plane_divisors(count, zero, real, OD, OH, OW)
     scale_wt = scale_w.astype(np.float32)
-    uniform = OW == 0 or (scale_wt[:OW] == scale_wt[0]).all()  # then one product per row
     any_zero_w = zero[2, :OW].any()
     items = n * OD
     runs, per = _runs(items, blocks)
@@ -782,11 +780,7 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
                     orow = oplane[oh]
                     if oh + ns < OH:
                         prefetch_write_row(oplane[oh + ns])
-                    k = np.float32(scale_d[od] * scale_h[oh])
-                    if uniform:
-                        _row_terms(cols, q * pitch, wplan, orow, k * swt[0], k)
-                    else:
-                        _row_terms(cols, q * pitch, wplan, orow, swt, k)
+                    _row_terms(cols, q * pitch, wplan, orow, swt, np.float32(scale_d[od] * scale_h[oh]))
                     zero_row = zu[1, oh] or zu[0, od]
                     if zero_row or any_zero_w:
                         for i in range(OW):
@@ -983,23 +977,12 @@ def _head(a, a2, i):
     return a[i] + a2[i]
 
 
+@njit(cache=True, inline="always")
 def _scaled(v, scale, k, i):
-    """v * (k * scale[i]) for an array ``scale``; v * scale for a number (the same product
-    for every i, worked out once); v for None. Which one is decided when compiling."""
+    """v * (k * scale[i]), or v if ``scale`` is None (decided when compiling)."""
     if scale is None:
         return v
-    if np.ndim(scale) == 0:
-        return v * scale
     return v * (k * scale[i])
-
-
-@overload(_scaled, inline="always")
-def _scaled_compiled(v, scale, k, i):
-    if isinstance(scale, types.NoneType):
-        return lambda v, scale, k, i: v
-    if isinstance(scale, types.Number):
-        return lambda v, scale, k, i: v * scale
-    return lambda v, scale, k, i: v * (k * scale[i])
 
 
 @njit(cache=True, inline="always")
