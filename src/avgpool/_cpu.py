@@ -142,6 +142,23 @@ def sum_dtype(work: np.dtype, taps: int) -> np.dtype:
     return np.dtype(np.float32 if small else np.float64)
 
 
+#: Channels-last float32 global averages over at most this many cells sum in float32
+#: (`cpu_box.global_avg`): blocks of 8 cells three additions deep, then at most 8 blocks in a
+#: row, (3 + 8) * 2**-24 of the mean magnitude and one rounding of the division: 7.2e-7, inside
+#: the kernels issue's 1e-6. Larger windows sum in float64.
+F32_GLOBAL_CELLS = 64
+
+
+def global_sum_dtype(work: np.dtype, cells: int) -> np.dtype:
+    """The dtype `cpu_box.global_avg` sums a channels-last global window of ``cells`` cells in.
+
+    >>> global_sum_dtype(np.dtype(np.float32), 49), global_sum_dtype(np.dtype(np.float32), 65)
+    (dtype('float32'), dtype('float64'))
+    """
+    small = work == np.float32 and cells <= F32_GLOBAL_CELLS
+    return np.dtype(np.float32 if small else np.float64)
+
+
 def fused_w_window(kw: int, sw: int) -> bool:
     """Whether `cpu_box._fused_w` spells out a W pass for this window width and stride: 2 or 3
     wide at stride 1 or 2, or 1 and 4-7 wide at stride 1 (one sweep, fused with the scaling)."""
@@ -574,7 +591,8 @@ def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:
     if c == 1:
         cpu_box.global_avg_planes(x3.reshape(outer, size), work.reshape(outer), float(size))
     else:
-        cpu_box.global_avg(x3, work.reshape(outer, c), float(size), scratch_blocks())
+        acc = np.empty(0, global_sum_dtype(work.dtype, size))
+        cpu_box.global_avg(x3, work.reshape(outer, c), float(size), scratch_blocks(), acc)
     return _finish(work, result, out_full)
 
 

@@ -772,6 +772,28 @@ def test_global_average_keeps_infinities_and_nan(layout, dtype):
     assert np.isfinite(rest).all()
 
 
+@pytest.mark.parametrize("spatial", [(7, 7), (8, 8), (5, 13), (1, 3)])
+def test_channels_last_global_average_of_few_cells_sums_in_float32_within_1e_6(spatial):
+    """Float32 channels-last global windows of at most `_cpu.F32_GLOBAL_CELLS` cells sum in
+    float32 (65 cells: float64): on +/-(1e4 +/- 1), whose means nearly cancel, each output is
+    within 1e-6 of its window's mean magnitude; inf and NaN propagate on either path."""
+    cells = spatial[0] * spatial[1]
+    assert (_cpu.global_sum_dtype(np.dtype(np.float32), cells) == np.float32) == (cells <= 64)
+    rng = np.random.default_rng(cells)
+    shape = (3, *spatial, 40)
+    x = (rng.choice([-1.0, 1.0], shape) * (1e4 + rng.uniform(-1, 1, shape))).astype(np.float32)
+    fast = ap.global_avg_pool(x, channels_last=True)
+    with ap.use_backend("reference"):
+        exact = ap.global_avg_pool(x.astype(np.float64), channels_last=True)
+        magnitude = ap.global_avg_pool(np.abs(x.astype(np.float64)), channels_last=True)
+    assert fast.dtype == np.float32 and (np.abs(fast - exact) <= 1e-6 * magnitude).all()
+    x[0, 0, 0, 1], x[1, -1, -1, 2], x[2, 0, -1, 3] = np.inf, np.nan, -np.inf
+    x[2, -1, 0, 3] = np.inf
+    out = ap.global_avg_pool(x, channels_last=True).reshape(3, 40)
+    assert out[0, 1] == np.inf and np.isnan(out[1, 2]) and np.isnan(out[2, 3])
+    assert np.isfinite(np.delete(out.ravel(), [1, 40 + 2, 80 + 3])).all()
+
+
 # -- accuracy, determinism, buffers ----------------------------------------------------------------
 
 
