@@ -89,6 +89,7 @@ KERNELS = {
         "cpu_box.avg_forward",
         "cpu_box.avg_planes",
         "cpu_box.avg_planes_direct",
+        "cpu_box.avg_planes_tree",
         "cpu_box.avg_direct",
         "cpu_box.global_avg",
         "cpu_box.global_avg_planes",
@@ -107,6 +108,7 @@ KERNELS = {
         "cpu_box.avg_forward",
         "cpu_box.avg_planes",
         "cpu_box.avg_planes_direct",
+        "cpu_box.avg_planes_tree",
         "cpu_box.avg_direct",
     ),
     "lp_pool_backward": (
