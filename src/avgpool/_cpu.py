@@ -135,28 +135,24 @@ def scratch_blocks() -> int:
 F32_SUM_TAPS = 9
 
 
-def sum_dtype(work: np.dtype, taps: int) -> np.dtype:
+def sum_dtype(work: np.dtype, taps: int, most: int | None = None) -> np.dtype:
     """The dtype a direct (not running) average sums in: float32 for float32 results over at
-    most `F32_SUM_TAPS` taps, else float64."""
-    small = work == np.float32 and taps <= F32_SUM_TAPS
+    most ``most`` taps (by default `F32_SUM_TAPS`; `F32_GLOBAL_CELLS` for channels-last global
+    averages), else float64.
+
+    >>> sum_dtype(np.dtype(np.float32), 56, F32_GLOBAL_CELLS), sum_dtype(np.dtype(np.float32), 57, 56)
+    (dtype('float32'), dtype('float64'))
+    """
+    small = work == np.float32 and taps <= (F32_SUM_TAPS if most is None else most)
     return np.dtype(np.float32 if small else np.float64)
 
 
 #: Channels-last float32 global averages over at most this many cells sum in float32
-#: (`cpu_box.global_avg`): blocks of 8 cells three additions deep, then at most 8 blocks in a
-#: row, (3 + 8) * 2**-24 of the mean magnitude and one rounding of the division: 7.2e-7, inside
-#: the kernels issue's 1e-6. Larger windows sum in float64.
-F32_GLOBAL_CELLS = 64
-
-
-def global_sum_dtype(work: np.dtype, cells: int) -> np.dtype:
-    """The dtype `cpu_box.global_avg` sums a channels-last global window of ``cells`` cells in.
-
-    >>> global_sum_dtype(np.dtype(np.float32), 49), global_sum_dtype(np.dtype(np.float32), 65)
-    (dtype('float32'), dtype('float64'))
-    """
-    small = work == np.float32 and cells <= F32_GLOBAL_CELLS
-    return np.dtype(np.float32 if small else np.float64)
+#: (`cpu_box.global_avg`): blocks of 8 cells three additions deep, then the blocks and the
+#: last cells one after another, at most 12 more additions (55 cells: 6 blocks and 7 cells),
+#: and one rounding of the division: within 16 * 2**-24 = 9.5e-7 of the mean magnitude,
+#: inside the kernels issue's 1e-6 (63 cells would be 17 deep). Larger windows sum in float64.
+F32_GLOBAL_CELLS = 56
 
 
 def fused_w_window(kw: int, sw: int) -> bool:
@@ -591,7 +587,7 @@ def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:
     if c == 1:
         cpu_box.global_avg_planes(x3.reshape(outer, size), work.reshape(outer), float(size))
     else:
-        acc = np.empty(0, global_sum_dtype(work.dtype, size))
+        acc = np.empty(0, sum_dtype(work.dtype, size, F32_GLOBAL_CELLS))
         cpu_box.global_avg(x3, work.reshape(outer, c), float(size), scratch_blocks(), acc)
     return _finish(work, result, out_full)
 

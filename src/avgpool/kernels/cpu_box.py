@@ -493,8 +493,8 @@ def global_avg(x, out, divisor, blocks, acc_like):
 
     Eight rows are added in the input's dtype (a tree three additions deep) before their sum
     joins the sums of a C-vector, in ``acc_like``'s dtype: float64, or the input's float32
-    where `_cpu.global_sum_dtype` says so (few rows: each sum within (3 + S / 8) * 2**-24 of its
-    magnitude; no conversions, half the bytes of sums to read and write per eight rows: global
+    for at most `_cpu.F32_GLOBAL_CELLS` rows (each sum within (2 + S // 8 + S % 8) * 2**-24 of
+    its magnitude; no conversions, half the bytes of sums to read and write per eight rows: global
     7x7 on (128, 7, 7, 2048) 1.88 -> 1.76 ms in interleaved A/Bs, 0.069 -> 0.064 ns per cell
     in cache on one thread). One pass over the sums per eight rows, where a conversion per
     cell cost 3-5%. A fixed order, so the same bits on any thread count. The items are split
