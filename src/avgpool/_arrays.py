@@ -7,9 +7,11 @@ the result back into the user's layout and dtype.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,15 @@ INT_DTYPES = tuple(
 
 
 def as_array(x: Any, name: str = "input", allow_int: bool = False) -> np.ndarray:
-    """`x` as an ndarray of a supported dtype, or a TypeError that names what is allowed."""
+    """`x` as an ndarray of a supported dtype, or a TypeError that names what is allowed.
+
+    Masked arrays are refused: pooling would read the hidden values as if they were data.
+    """
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array; pooling has no masked semantics. Pass "
+            f"{name}.filled(value) (or np.asarray({name}) to pool the hidden values too)"
+        )
     if not isinstance(x, np.ndarray):
         if not isinstance(x, (list, tuple)) and not np.isscalar(x):
             raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
@@ -34,6 +44,28 @@ def as_array(x: Any, name: str = "input", allow_int: bool = False) -> np.ndarray
         names = ", ".join(str(d) for d in allowed)
         raise TypeError(f"{name} dtype must be one of {names}; got {x.dtype}")
     return x
+
+
+@cache
+def allocation_limit() -> int:
+    """The most bytes one result may take: this machine's physical memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf here: only int64 bounds it
+        return 2**63 - 1
+
+
+def check_allocation(shape: Sequence[int], dtype: Any, what: str) -> None:
+    """Refuse, before allocating, a result larger than `allocation_limit`, naming its size."""
+    count = math.prod(shape)
+    nbytes = count * np.dtype(dtype).itemsize
+    limit = allocation_limit()
+    if nbytes > limit:
+        raise AvgPoolError(
+            f"{what} would have shape {tuple(shape)}: {count} elements of {np.dtype(dtype)}, "
+            f"{nbytes / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB of memory this "
+            "machine has"
+        )
 
 
 @dataclass(frozen=True)
@@ -114,6 +146,11 @@ class Layout:
 
 @lru_cache(maxsize=1024)
 def _layout_of(shape: tuple[int, ...], ndim: int, channels_last: bool, name: str) -> Layout:
+    if not 1 <= ndim <= 3:
+        raise AvgPoolError(
+            f"the spatial rank must be 1, 2 or 3, got {ndim} for {name} of shape {shape}: give "
+            "ndim= (or a tuple output_size) when the input has no batch and channel axes to infer it from"
+        )
     if len(shape) not in (ndim + 1, ndim + 2):
         layout = "(N, *spatial, C)" if channels_last else "(N, C, *spatial)"
         raise AvgPoolError(

@@ -9,12 +9,9 @@ taken or skipped silently.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import logging
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,6 +19,14 @@ from avgpool import _cpu
 from avgpool import reference as ref
 from avgpool._arrays import Layout
 from avgpool._errors import AvgPoolError
+from avgpool._settings import (
+    BACKENDS,
+    get_backend,
+    get_num_threads,
+    set_backend,
+    set_num_threads,
+    use_backend,
+)
 from avgpool.window import Axis
 
 __all__ = [
@@ -34,52 +39,7 @@ __all__ = [
     "use_backend",
 ]
 
-BACKENDS = ("numba", "reference")
 log = logging.getLogger("avgpool")
-_state = {"backend": os.environ.get("AVGPOOL_BACKEND", "numba")}
-
-
-def set_backend(name: str) -> None:
-    """Run every op on ``"numba"`` (the default: compiled kernels) or ``"reference"``."""
-    if name not in BACKENDS:
-        raise AvgPoolError(f"backend must be one of {BACKENDS}, got {name!r}")
-    _state["backend"] = name
-
-
-def get_backend() -> str:
-    """The backend ops run on now."""
-    if _state["backend"] not in BACKENDS:
-        raise AvgPoolError(f"AVGPOOL_BACKEND must be one of {BACKENDS}, got {_state['backend']!r}")
-    return _state["backend"]
-
-
-@contextlib.contextmanager
-def use_backend(name: str) -> Iterator[None]:
-    """Temporarily run ops on another backend: ``with use_backend("reference"): ...``."""
-    previous = get_backend()
-    set_backend(name)
-    try:
-        yield
-    finally:
-        set_backend(previous)
-
-
-def set_num_threads(n: int) -> None:
-    """Threads the kernels use (default: every core). Results do not depend on it."""
-    import numba
-
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
-        raise AvgPoolError(
-            f"threads must be an int between 1 and {numba.config.NUMBA_NUM_THREADS}, got {n!r}"
-        )
-    numba.set_num_threads(n)
-
-
-def get_num_threads() -> int:
-    """Threads the kernels use now."""
-    import numba
-
-    return numba.get_num_threads()
 
 
 #: Every op with a compiled kernel: the kernel that serves it, and the layouts and dtypes it
@@ -136,13 +96,19 @@ KERNEL_LAYOUTS = ("channels_first", "channels_last")
 KERNEL_DTYPES = ("float16", "float32", "float64")
 
 
-def _fast(op: str) -> bool:
+def _fast(op: str, array: np.ndarray) -> bool:
+    """Whether the kernels run ``op``; an empty array goes to the reference, which has no
+    work to do (the kernels size their loops from the channels and would divide by 0)."""
     backend = get_backend()
+    if array.size == 0:
+        log.debug("%s: float64 reference (empty array)", op)
+        return False
     log.debug("%s: %s", op, "numba kernel" if backend == "numba" else "float64 reference")
     return backend == "numba"
 
 
-def _into(out: np.ndarray | None, y: np.ndarray) -> np.ndarray:
+def into(out: np.ndarray | None, y: np.ndarray) -> np.ndarray:
+    """``y`` copied into ``out`` (checked for shape and dtype), or ``y`` itself."""
     if out is None:
         return y
     if not isinstance(out, np.ndarray) or out.shape != y.shape or out.dtype != y.dtype:
@@ -161,14 +127,14 @@ def _grad_layout(layout: Layout, out_spatial: Sequence[int]) -> Layout:
 def avg_forward(
     x, layout: Layout, axes: Sequence[Axis], cip: bool, override, empty: float, out=None, running=True
 ):
-    if _fast("avg_pool"):
+    if _fast("avg_pool", x):
         return _cpu.avg_forward(x, layout, axes, cip, override, empty, out, running)
     y = ref.avg_pool(layout.to_work(x), axes, cip, override, empty)
-    return _into(out, layout.from_work(y, x.dtype))
+    return into(out, layout.from_work(y, x.dtype))
 
 
 def avg_backward(g, layout: Layout, axes: Sequence[Axis], cip: bool, override):
-    if _fast("avg_pool_backward"):
+    if _fast("avg_pool_backward", g):
         return _cpu.avg_backward(g, layout, axes, cip, override)
     work = _grad_layout(layout, [a.out for a in axes]).to_work(g)
     return layout.from_work(ref.avg_pool_backward(work, axes, cip, override), g.dtype)
@@ -182,14 +148,14 @@ def max_forward(
 ):
     """(values, int64 indices); ``with_index=False`` lets a kernel skip the arg-max (indices
     then may be None)."""
-    if _fast("max_pool"):
+    if _fast("max_pool", x):
         return _cpu.max_forward(x, layout, axes, nan_policy, floor, out, with_index)
     y, index = ref.max_pool(layout.to_work(x), axes, nan_policy, floor)
-    return _into(out, layout.from_work(y, x.dtype)), layout.from_work(index, np.dtype(np.int64))
+    return into(out, layout.from_work(y, x.dtype)), layout.from_work(index, np.dtype(np.int64))
 
 
 def max_backward(g, index, layout: Layout, out_spatial: Sequence[int]):
-    if _fast("max_pool_backward"):
+    if _fast("max_pool_backward", g):
         return _cpu.scatter_to_index(g, index, layout, out_spatial)
     grad_layout = _grad_layout(layout, out_spatial)
     index_work = grad_layout.to_work(index).astype(np.int64)
@@ -213,7 +179,7 @@ def _lp_sum(x64, layout: Layout, axes: Sequence[Axis], p: float, convention: str
 
 
 def lp_forward(x, layout: Layout, axes: Sequence[Axis], p: float, convention: str):
-    if not _fast("lp_pool"):
+    if not _fast("lp_pool", x):
         return layout.from_work(ref.lp_pool(layout.to_work(x), p, axes, convention), x.dtype)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         total = _lp_sum(x.astype(np.float64), layout, axes, p, convention)
@@ -221,7 +187,7 @@ def lp_forward(x, layout: Layout, axes: Sequence[Axis], p: float, convention: st
 
 
 def lp_backward(g, x, layout: Layout, axes: Sequence[Axis], p: float, convention: str):
-    if not _fast("lp_pool_backward"):
+    if not _fast("lp_pool_backward", g):
         work = _grad_layout(layout, [a.out for a in axes]).to_work(g)
         grad = ref.lp_pool_backward(work, layout.to_work(x), p, axes, convention)
         return layout.from_work(grad, g.dtype)
@@ -242,15 +208,10 @@ def lp_backward(g, x, layout: Layout, axes: Sequence[Axis], p: float, convention
 # -- adaptive, global, blur --------------------------------------------------------------------
 
 
-def _mean_weights(taps: Sequence[ref.Taps]) -> list[ref.Taps]:
-    """Adaptive windows with weight 1/len per axis: their product is 1 / window size."""
-    return [dataclasses.replace(t, weight=t.real / t.real.sum(axis=1, keepdims=True)) for t in taps]
-
-
 @functools.lru_cache(maxsize=_cpu._TABLES_CACHED)
 def _adaptive_tables(spatial: tuple[int, ...], out_sizes: tuple[int, ...]) -> _cpu.TapTables:
     """The kernels' adaptive tables (mean weights, real taps), kept per geometry."""
-    return _cpu.tap_tables(_mean_weights(ref.adaptive_tables(spatial, out_sizes)))
+    return _cpu.tap_tables(ref.adaptive_mean_weights(ref.adaptive_tables(spatial, out_sizes)))
 
 
 @functools.lru_cache(maxsize=_cpu._TABLES_CACHED)
@@ -262,34 +223,34 @@ def _blur_tables(
 
 
 def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
-    if not _fast("adaptive_avg_pool"):
+    if not _fast("adaptive_avg_pool", x):
         return layout.from_work(ref.adaptive_avg_pool(layout.to_work(x), out_sizes), x.dtype)
     return _cpu.taps_sum(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
-    if not _fast("adaptive_avg_pool_backward"):
+    if not _fast("adaptive_avg_pool_backward", g):
         work = _grad_layout(layout, out_sizes).to_work(g)
         return layout.from_work(ref.adaptive_avg_pool_backward(work, layout.spatial), g.dtype)
     return _cpu.taps_scatter(g, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def adaptive_max_forward(x, layout: Layout, out_sizes: Sequence[int]):
-    if not _fast("adaptive_max_pool"):
+    if not _fast("adaptive_max_pool", x):
         y, index = ref.adaptive_max_pool(layout.to_work(x), out_sizes)
         return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))
     return _cpu.taps_max(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def global_avg(x, layout: Layout, empty: float):
-    if _fast("global_avg_pool"):
+    if _fast("global_avg_pool", x):
         return _cpu.global_avg(x, layout)
     axes = [Axis(n, n, 1, 1, 0, 0, 1) for n in layout.spatial]
     return layout.from_work(ref.avg_pool(layout.to_work(x), axes, True, None, empty), x.dtype)
 
 
 def global_max(x, layout: Layout, nan_policy: str, floor: float):
-    if _fast("global_max_pool"):
+    if _fast("global_max_pool", x):
         return _cpu.global_max(x, layout, nan_policy, floor)
     axes = [Axis(n, n, 1, 1, 0, 0, 1) for n in layout.spatial]
     y, index = ref.max_pool(layout.to_work(x), axes, nan_policy, floor)
@@ -297,14 +258,14 @@ def global_max(x, layout: Layout, nan_policy: str, floor: float):
 
 
 def blur_forward(x, layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int):
-    if not _fast("blur_pool"):
+    if not _fast("blur_pool", x):
         y = ref.blur_pool(layout.to_work(x), filt_size, stride, mode, pad_off)
         return layout.from_work(y, x.dtype)
     return _cpu.taps_sum(x, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
 
 
 def blur_backward(g, layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int):
-    if not _fast("blur_pool_backward"):
+    if not _fast("blur_pool_backward", g):
         taps = ref.blur_tables(layout.spatial, filt_size, stride, mode, pad_off)
         work = _grad_layout(layout, [t.out for t in taps]).to_work(g)
         grad = ref.blur_pool_backward(work, layout.spatial, filt_size, stride, mode, pad_off)

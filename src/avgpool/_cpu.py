@@ -24,6 +24,7 @@ import numpy as np
 from avgpool import _buffers
 from avgpool._arrays import Layout
 from avgpool._errors import AvgPoolError
+from avgpool._settings import get_num_threads
 from avgpool.window import Axis
 
 log = logging.getLogger("avgpool")
@@ -36,18 +37,21 @@ SERIAL_BELOW = 1 << 16
 
 
 def _threads_by_size(fn):
-    """Run the driver single-threaded when its first array is small."""
+    """Run the driver on `get_num_threads` threads, or on one when its first array is small.
+
+    Numba's own thread count is kept per thread; setting it for each call makes the
+    process-wide setting hold in every thread that runs a kernel.
+    """
 
     @functools.wraps(fn)
     def driver(x, *args, **kwargs):
-        if x.size >= SERIAL_BELOW:
-            return fn(x, *args, **kwargs)
         import numba
 
+        wanted = get_num_threads() if x.size >= SERIAL_BELOW else 1
         before = numba.get_num_threads()
-        if before == 1:
+        if before == wanted:
             return fn(x, *args, **kwargs)
-        numba.set_num_threads(1)
+        numba.set_num_threads(wanted)
         try:
             return fn(x, *args, **kwargs)
         finally:
@@ -90,9 +94,13 @@ def _counts(axes: Sequence[Axis], count_include_pad: bool) -> list[np.ndarray]:
     """Per-axis number of counted taps of each window (the divisor is their product)."""
     counts = [np.ones(1)] * (3 - len(axes))
     for a in axes:
-        pos = (np.arange(a.out) * a.stride - a.pad_before)[:, None] + np.arange(a.kernel) * a.dilation
+        # taps j < kernel with lo <= start + j*dilation < hi, counted by arithmetic: a table
+        # of every tap would take out*kernel memory
+        start = np.arange(a.out, dtype=np.int64) * a.stride - a.pad_before
         lo, hi = (-a.pad_before, a.size + a.pad_after) if count_include_pad else (0, a.size)
-        counts.append(((pos >= lo) & (pos < hi)).sum(axis=1).astype(np.float64))
+        first = np.maximum(0, -((start - lo) // a.dilation))
+        last = np.minimum(a.kernel - 1, (hi - 1 - start) // a.dilation)
+        counts.append(np.maximum(last - first + 1, 0).astype(np.float64))
     return counts
 
 

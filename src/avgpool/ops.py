@@ -18,10 +18,10 @@ import numpy as np
 
 from avgpool import _compute as compute
 from avgpool import reference as ref
-from avgpool._arrays import Layout, as_array
+from avgpool._arrays import Layout, as_array, check_allocation
 from avgpool._errors import AvgPoolError
 from avgpool.conventions import EMPTY_AVERAGE, MAX_NAN_POLICY, from_torch
-from avgpool.window import Axis, Window, _as_int, _rank_of, kept_windows
+from avgpool.window import MAX_AXIS, Axis, Window, _as_int, _rank_of, kept_windows
 
 __all__ = [
     "adaptive_avg_pool",
@@ -107,12 +107,27 @@ def _geometry(shape: tuple[int, ...], window: Window, name: str = "input") -> tu
     kept: a model calls each of its pooling layers with the same shapes again and again.
     """
     layout = Layout.of(shape, window.ndim, window.channels_last, name)
-    return layout, window.resolve(layout.spatial)
+    return layout, tuple(a.bounded() for a in window.resolve(layout.spatial))
+
+
+def _out_arg(out: Any, x: np.ndarray) -> tuple[Any, np.ndarray | None]:
+    """(``out`` for the kernels to write into, an array to copy the result into afterwards).
+
+    An ``out`` that shares memory with the input would be overwritten while windows still
+    read it, so the result is computed apart and copied; a read-only one is refused.
+    """
+    if isinstance(out, np.ndarray):
+        if not out.flags.writeable:
+            raise AvgPoolError("out must be a writeable array, got a read-only one")
+        if np.may_share_memory(out, x):
+            return None, out
+    return out, None
 
 
 def _prepare(x: Any, window: Window, allow_int: bool = False):
     x = as_array(x, allow_int=allow_int)
     layout, axes = _geometry(x.shape, window)
+    check_allocation(layout.out_shape([a.out for a in axes]), x.dtype, "the output")
     return x, layout, axes
 
 
@@ -180,9 +195,12 @@ def avg_pool(
     )
     x, layout, axes = _prepare(x, w)
     empty = EMPTY_AVERAGE.get(w.convention, 0.0)
+    out, later = _out_arg(out, x)
     if w.kernel_size is None and out is None:
-        return compute.global_avg(x, layout, empty)
-    return compute.avg_forward(x, layout, axes, w.count_include_pad, w.divisor_override, empty, out)
+        y = compute.global_avg(x, layout, empty)
+    else:
+        y = compute.avg_forward(x, layout, axes, w.count_include_pad, w.divisor_override, empty, out)
+    return compute.into(later, y)
 
 
 def avg_pool_backward(
@@ -223,6 +241,7 @@ def avg_pool_backward(
     grad_output = as_array(grad_output, "grad_output")
     layout, axes = _geometry(input_shape, w, "input_shape")
     layout.check_grad_shape(grad_output, [a.out for a in axes])
+    check_allocation(input_shape, grad_output.dtype, "the gradient (input_shape)")
     return compute.avg_backward(grad_output, layout, axes, w.count_include_pad, w.divisor_override)
 
 
@@ -347,12 +366,14 @@ def max_pool(
     """
     w = _max_window(x, kernel_size, stride, padding, dilation, ceil_mode, channels_last, window)
     x, layout, axes = _prepare(x, w, allow_int=True)
+    out, later = _out_arg(out, x)
     if w.kernel_size is None and out is None:
         y, index = compute.global_max(x, layout, *_nan_args(nan_policy, w, x.dtype))
     else:
         y, index = compute.max_forward(
             x, layout, axes, *_nan_args(nan_policy, w, x.dtype), out, with_index=return_indices
         )
+    y = compute.into(later, y)
     return (y, index) if return_indices else y
 
 
@@ -528,6 +549,8 @@ def _output_size(output_size: Any, spatial: Sequence[int]) -> tuple[int, ...]:
     out = tuple(n if s is None else _as_int(s, "output_size") for s, n in zip(sizes, spatial))
     if any(o < 1 for o in out):
         raise AvgPoolError(f"output_size must be >= 1 on every axis, got {output_size!r}")
+    if any(o > MAX_AXIS for o in out):
+        raise AvgPoolError(f"output_size must be at most {MAX_AXIS} on every axis, got {output_size!r}")
     return out
 
 
@@ -550,6 +573,7 @@ def adaptive_avg_pool(x: Any, output_size: Any, *, channels_last: bool = False, 
     x = as_array(x)
     layout = Layout.of(x.shape, _spatial_rank(x.ndim, output_size, ndim), channels_last)
     out = _output_size(output_size, layout.spatial)
+    check_allocation(layout.out_shape(out), x.dtype, "the output")
     return compute.adaptive_avg_forward(x, layout, out)
 
 
@@ -562,6 +586,7 @@ def adaptive_avg_pool_backward(
     layout = Layout.of(input_shape, len(input_shape) - 2 if ndim is None else ndim, channels_last)
     out = Layout.of(grad_output.shape, layout.ndim, channels_last, "grad_output").spatial
     layout.check_grad_shape(grad_output, out)
+    check_allocation(input_shape, grad_output.dtype, "the gradient (input_shape)")
     return compute.adaptive_avg_backward(grad_output, layout, out)
 
 
@@ -577,6 +602,7 @@ def adaptive_max_pool(
     x = as_array(x, allow_int=True)
     layout = Layout.of(x.shape, _spatial_rank(x.ndim, output_size, ndim), channels_last)
     out = _output_size(output_size, layout.spatial)
+    check_allocation(layout.out_shape(out), np.int64, "the output with its indices")
     y, index = compute.adaptive_max_forward(x, layout, out)
     return (y, index) if return_indices else y
 
@@ -788,6 +814,7 @@ def blur_pool_backward(
     args = _blur_args(filt_size, stride, pad_type, pad_off, layout.spatial)
     out = Layout.of(grad_output.shape, layout.ndim, channels_last, "grad_output").spatial
     layout.check_grad_shape(grad_output, out)
+    check_allocation(input_shape, grad_output.dtype, "the gradient (input_shape)")
     return compute.blur_backward(grad_output, layout, *args)
 
 

@@ -13,11 +13,13 @@ float64; `avgpool.ops` adapts layouts and dtypes at the edge.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from avgpool._errors import AvgPoolError
 from avgpool.window import Axis
 
 __all__ = [
@@ -47,8 +49,19 @@ class Taps:
         return self.pos.shape[0]
 
 
+#: The most taps (outputs x kernel) the reference tabulates on one axis: its tables are its
+#: scratch memory (about 18 bytes a tap), and the compiled kernels need no such table.
+REFERENCE_TAPS = 2**24
+
+
 def pool_taps(axis: Axis) -> Taps:
     """Taps of a strided, dilated, padded window (`avgpool.window` defines the semantics)."""
+    if axis.out * axis.kernel > REFERENCE_TAPS:
+        raise AvgPoolError(
+            f"the float64 reference would tabulate {axis.out} outputs x {axis.kernel} taps on one "
+            f"axis, more than its limit of {REFERENCE_TAPS}; the compiled kernels (backend "
+            "'numba') take this geometry"
+        )
     pos = (np.arange(axis.out) * axis.stride - axis.pad_before)[:, None] + (
         np.arange(axis.kernel) * axis.dilation
     )[None, :]
@@ -145,7 +158,8 @@ def weighted_sum(x: np.ndarray, taps: Sequence[Taps]) -> np.ndarray:
     """sum_j weight_j * x[pos_j] over each window (pads and zero weights contribute 0)."""
     values = _gather(x, taps)
     weight = _table(taps, "weight")
-    with np.errstate(invalid="ignore"):  # inf + -inf in one window is NaN, as in every framework
+    # inf + -inf in one window is NaN, and a sum past float64's range inf, as in every framework
+    with np.errstate(invalid="ignore", over="ignore"):
         return np.where(weight != 0, values * weight, 0.0).sum(axis=-1)
 
 
@@ -265,7 +279,7 @@ def max_pool_backward(grad_out: np.ndarray, index: np.ndarray, spatial: Sequence
 
 def check_lp_convention(convention: str) -> None:
     if convention not in ("torch", "onnx"):
-        raise ValueError(f"convention must be 'torch' or 'onnx' for lp pooling, got {convention!r}")
+        raise AvgPoolError(f"convention must be 'torch' or 'onnx' for lp pooling, got {convention!r}")
 
 
 def lp_pool(x: np.ndarray, p: float, axes: Sequence[Axis], convention: str = "torch") -> np.ndarray:
@@ -310,10 +324,18 @@ def adaptive_tables(spatial: Sequence[int], out_sizes: Sequence[int]) -> list[Ta
     return [adaptive_taps(n, o) for n, o in zip(spatial, out_sizes)]
 
 
+def adaptive_mean_weights(taps: Sequence[Taps]) -> list[Taps]:
+    """Adaptive windows with weight 1/len per axis: their product is 1 / window size."""
+    return [dataclasses.replace(t, weight=t.real / t.real.sum(axis=1, keepdims=True)) for t in taps]
+
+
 def adaptive_avg_pool(x: np.ndarray, out_sizes: Sequence[int]) -> np.ndarray:
-    """Mean over PyTorch's adaptive windows."""
-    taps = adaptive_tables(x.shape[1:], out_sizes)
-    return weighted_sum(x, taps) / divisor(taps, False)
+    """Mean over PyTorch's adaptive windows, each cell weighted by 1/len per axis.
+
+    The same numbers as PyTorch's sum-then-divide, but for windows whose float64 sum would
+    overflow (values near 1.8e308): their mean stays finite here, where PyTorch gives inf.
+    """
+    return weighted_sum(x, adaptive_mean_weights(adaptive_tables(x.shape[1:], out_sizes)))
 
 
 def adaptive_avg_pool_backward(grad_out: np.ndarray, spatial: Sequence[int]) -> np.ndarray:

@@ -27,9 +27,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from avgpool._errors import AvgPoolError
 
-__all__ = ["PADDING_MODES", "Axis", "Window"]
+__all__ = ["MAX_AXIS", "PADDING_MODES", "Axis", "Window"]
+
+#: The longest spatial axis, padding included, and the longest output axis: every index the
+#: kernels compute on an axis then fits int64 with room to spare, even multiplied by a row
+#: length. Geometry arguments themselves may be any int up to 2**63 - 1 (a stride longer
+#: than the padded input simply gives one window).
+MAX_AXIS = 2**31 - 1
+_INT64_MAX = 2**63 - 1
 
 #: Padding strings accepted everywhere (case-insensitive); "same" extends at the end like
 #: TensorFlow 'SAME' and ONNX SAME_UPPER, "same_lower" at the start like ONNX SAME_LOWER.
@@ -58,11 +67,38 @@ class Axis:
         """Index of the first input cell after the last window's last tap (``size`` if none)."""
         return min(self.size, (self.out - 1) * self.stride - self.pad_before + self.span)
 
+    def bounded(self) -> Axis:
+        """The same windows, described with no number larger than the padded input.
+
+        A single window's stride is never used, so it becomes 1; a single tap's dilation
+        likewise. The kernel is kept: Lp pooling scales by it, and a window that hangs past
+        the padded input (ceil mode) is at most a stride longer than it. What the kernels
+        compute is unchanged; their index arithmetic then stays far from int64's limits,
+        whatever stride or dilation the caller gave.
+        """
+        stride = self.stride if self.out > 1 else 1
+        dilation = self.dilation if self.kernel > 1 else 1
+        if (stride, dilation) == (self.stride, self.dilation):
+            return self
+        return Axis(self.size, self.kernel, stride, dilation, self.pad_before, self.pad_after, self.out)
+
 
 def _as_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
+    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
         raise TypeError(f"{name} must be an int or a tuple of ints, got {value!r}")
-    return operator.index(value)
+    value = operator.index(value)
+    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise AvgPoolError(f"{name} must fit a 64-bit integer (|value| < 2**63), got {value}")
+    return value
+
+
+def as_flag(value: Any, name: str) -> bool:
+    """A bool, NumPy's bool, or 0/1; anything else is a TypeError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value in (0, 1)
+    ):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
 def _per_axis(value: Any, name: str, ndim: int | None) -> tuple[int, ...]:
@@ -243,13 +279,9 @@ class Window:
             divisor_override = _as_int(divisor_override, "divisor_override")
             if divisor_override < 1:
                 raise AvgPoolError(f"divisor_override must be >= 1 or None, got {divisor_override}")
-        for name, flag in (
-            ("ceil_mode", ceil_mode),
-            ("count_include_pad", count_include_pad),
-            ("channels_last", channels_last),
-        ):
-            if not isinstance(flag, (bool, int)) or flag not in (0, 1):
-                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        ceil_mode = as_flag(ceil_mode, "ceil_mode")
+        count_include_pad = as_flag(count_include_pad, "count_include_pad")
+        channels_last = as_flag(channels_last, "channels_last")
         set_ = object.__setattr__
         set_(self, "kernel_size", kernel)
         set_(self, "stride", strides)
@@ -297,6 +329,11 @@ class Window:
                 after = total - before
             else:
                 before, after = self.padding[i]
+            if n + before + after > MAX_AXIS:
+                raise AvgPoolError(
+                    f"spatial axis {i} is too long: {n} cells + padding {before} + {after} "
+                    f"exceeds the limit of {MAX_AXIS} cells per axis"
+                )
             room = n + before + after - span
             if self.ceil_mode and not isinstance(self.padding, str):
                 # ceil admits one partial window even when the span exceeds the padded input
@@ -310,6 +347,11 @@ class Window:
                 raise AvgPoolError(
                     f"the window (span {span} = dilation*(kernel_size-1)+1) is larger than the "
                     f"padded input ({n}+{before}+{after}) on spatial axis {i}: no window fits"
+                )
+            if span > MAX_AXIS:  # ceil mode admits a window up to a stride past the input
+                raise AvgPoolError(
+                    f"the window's span on spatial axis {i} ({span} cells) exceeds the limit of "
+                    f"{MAX_AXIS} cells per axis"
                 )
             axes.append(Axis(n, k, s, d, before, after, out))
         return tuple(axes)

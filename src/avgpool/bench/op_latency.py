@@ -158,11 +158,11 @@ def _window_dict(window: Any, shape: tuple[int, ...]) -> dict[str, Any]:
 
 
 def _set_numba_threads(threads: int) -> None:
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a core dependency
-        return
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    import numba
+
+    from avgpool._settings import set_num_threads
+
+    set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
 def bench_op(

@@ -127,14 +127,12 @@ def _avgpool_in_process(
 ) -> tuple[dict, np.ndarray | None]:
     """avgpool's timing in this process (and its Numba cache: ``jit_cache`` is unused, there
     to match `_avgpool_in_child`)."""
+    import numba
+
+    from avgpool._settings import set_num_threads
     from avgpool.bench._child import measure_avgpool
 
-    try:
-        import numba
-
-        numba.set_num_threads(min(settings.threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    set_num_threads(min(settings.threads, numba.config.NUMBA_NUM_THREADS))
     return measure_avgpool(case, _spec(case, settings, rotation))
 
 

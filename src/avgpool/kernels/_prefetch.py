@@ -32,6 +32,8 @@ from numba.extending import intrinsic
 PREFETCH_BYTES = 16384
 #: A cache line (bytes): one hint per line.
 LINE_BYTES = 64
+#: The most bytes one `prefetch_ahead` call hints (far more than any measured step).
+PREFETCH_MOST = 1 << 20
 
 
 def _prefetch_codegen(rw):
@@ -74,9 +76,11 @@ def prefetch_ahead(a, i, n):
     """Hint the ``n`` elements that start `PREFETCH_BYTES` past ``a``'s element ``i`` (in
     memory order: the rows after it, for C-contiguous data), one hint per cache line. Called
     once per step of a kernel whose reading front advances by ``n`` elements a step, it keeps
-    the lines a fixed distance ahead of that front."""
+    the lines a fixed distance ahead of that front. At most `PREFETCH_MOST` bytes are
+    hinted a call, so the loop stays short whatever stride the caller steps by."""
     itemsize = a.itemsize
     first = i + PREFETCH_BYTES // itemsize
+    n = min(n, PREFETCH_MOST // itemsize)
     for j in range(first, first + n, LINE_BYTES // itemsize):
         prefetch(a, j)
 

@@ -1118,7 +1118,7 @@ def _prefix_chunk(
     H, W = x.shape[2], x.shape[3]
     OW = oplane.shape[1]
     d0, d1, _, scale_d, zero_d = depth
-    hint = sh * W if sh * W * x.itemsize <= PREFETCH_MAX_STEP else 0
+    hint = sh * W if sh <= PREFETCH_MAX_STEP // (W * x.itemsize) else 0  # no overflow: sh may be large
     sc = np.empty(4)
     bad = 0
     for g0 in range(oh0, oh1, 4):
@@ -1338,7 +1338,7 @@ def _plane_chunk(
     d0, d1, div_d, scale_d, zero_d = depth
     R = Rp[pw : pw + W]
     bad = 0
-    hint = sh * W if sh * W * x.itemsize <= PREFETCH_MAX_STEP else 0
+    hint = sh * W if sh <= PREFETCH_MAX_STEP // (W * x.itemsize) else 0  # no overflow: sh may be large
     for oh in range(oh0, oh1):
         start = oh * sh - ph
         for d in range(d0, d1):
