@@ -309,7 +309,11 @@ def test_torch_factory_spec_and_pt_file(tmp_path):
     assert model["size_bytes"] == saved.stat().st_size  # the state_dict's serialized size
     module = tmp_path / "tiny.pt"
     torch.save(tiny_net(), module)
-    from_file = bench_model(str(module), input_shapes={"": (1, 3, 8, 8)}, batch_sizes=(1,), settings=QUICK)
+    with pytest.raises(AvgPoolError, match="--trust-file"):
+        bench_model(str(module), input_shapes={"": (1, 3, 8, 8)}, batch_sizes=(1,), settings=QUICK)
+    from_file = bench_model(
+        str(module), input_shapes={"": (1, 3, 8, 8)}, batch_sizes=(1,), settings=QUICK, trust=True
+    )
     assert from_file.model["size_bytes"] == module.stat().st_size
     assert from_file.model["size_files"] == [str(module)]
     with pytest.raises(AvgPoolError, match="--input-shape"):

@@ -109,7 +109,9 @@ def test_needs_an_input_shape_and_a_working_one(torch_models):
 def test_pt_files_and_specs(tmp_path, torch_models):
     path = tmp_path / "resnet.pt"
     torch.save(torch_models["resnet"], path)
-    inv = read_model(path, {"": SHAPES["resnet"]})
+    with pytest.raises(ModelError, match="--trust-file"):
+        read_model(path, {"": SHAPES["resnet"]})
+    inv = read_model(path, {"": SHAPES["resnet"]}, trust=True)
     assert [layer.name for layer in inv] == ["maxpool", "down.pool", "avgpool"]
     torch.save(torch_models["resnet"].state_dict(), tmp_path / "weights.pt")
     with pytest.raises(ModelError, match=r"not an nn\.Module"):

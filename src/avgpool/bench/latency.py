@@ -109,6 +109,7 @@ def _prepare(
     inputs: Mapping[str, np.ndarray] | None,
     threads: int | None,
     device: str,
+    trust: bool = False,
 ) -> tuple[TimedModel, int, str]:
     """(the loaded model, the RSS baseline, what the baseline is)."""
     dtypes = None
@@ -117,7 +118,9 @@ def _prepare(
             raise AvgPoolError("give input shapes or sample inputs, not both")
         input_shapes, dtypes = shapes_of(inputs)
     start = rss_bytes()
-    loaded = load_model(model, input_shapes=input_shapes, input_dtypes=dtypes, threads=threads, device=device)
+    loaded = load_model(
+        model, input_shapes=input_shapes, input_dtypes=dtypes, threads=threads, device=device, trust=trust
+    )
     if loaded.rss_before_load_bytes is None:
         return loaded, start, "at the start: the model was passed in already loaded, its weights not counted"
     return (
@@ -150,6 +153,7 @@ def bench_model(
     inputs: Mapping[str, np.ndarray] | None = None,
     threads: int | None = None,
     device: str = "cpu",
+    trust: bool = False,
     settings: LatencySettings | None = None,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.perf_counter,
@@ -179,7 +183,7 @@ def bench_model(
         ``input_bytes`` and ``cuda_peak_bytes`` (None off CUDA).
     """
     settings = settings or LatencySettings()
-    loaded, baseline, what = _prepare(model, input_shapes, inputs, threads, device)
+    loaded, baseline, what = _prepare(model, input_shapes, inputs, threads, device, trust)
     sizes = _model_sizes(batch_sizes, [loaded])
     if inputs is not None:
         inputs = match_inputs(loaded.inputs, inputs)
@@ -254,6 +258,7 @@ def compare_models(
     inputs: Mapping[str, np.ndarray] | None = None,
     threads: int | None = None,
     device: str = "cpu",
+    trust: bool = False,
     settings: LatencySettings | None = None,
     confidence: float = 0.95,
     resamples: int = 2000,
@@ -273,8 +278,8 @@ def compare_models(
     """
     settings = settings or LatencySettings()
     ratio_of_medians([1.0], [1.0], confidence=confidence, resamples=resamples)  # validates both first
-    model_a, _, _ = _prepare(a, input_shapes, inputs, threads, device)
-    model_b, _, _ = _prepare(b, input_shapes, inputs, threads, device)
+    model_a, _, _ = _prepare(a, input_shapes, inputs, threads, device, trust)
+    model_b, _, _ = _prepare(b, input_shapes, inputs, threads, device, trust)
     sizes = _model_sizes(batch_sizes, [model_a, model_b])
     shared = _same_signature(model_a.inputs, model_b.inputs)
     files = {}

@@ -1,8 +1,9 @@
 """Models made ready to time: an ONNX model in ONNX Runtime, or a PyTorch module, behind one call.
 
-`load_model` takes the model forms `avgpool inspect` takes (an ``.onnx`` file, a pickled module
-``.pt``/``.pth`` loaded with ``weights_only=False`` so only open files you trust, a
-``package.module:factory`` spec, or a loaded ``onnx.ModelProto`` / ``torch.nn.Module``) and
+`load_model` takes the model forms `avgpool inspect` takes (an ``.onnx`` file, a PyTorch file:
+ExportedProgram ``.pt2``, TorchScript, or a pickled module ``.pt``/``.pth`` that loads only with
+``trust=True``; a ``package.module:factory`` spec, or a loaded ``onnx.ModelProto`` /
+``torch.nn.Module``) and
 returns a `TimedModel`: its inputs (name, per-sample shape, dtype), its size on disk, the RSS its
 loading added, ``native`` (the conversion of NumPy inputs to what the runtime takes, done before
 timing) and the timed call itself.
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from avgpool._errors import AvgPoolError
+from avgpool._loading import TORCH_SUFFIXES, is_torch_source, load_torch_model
 from avgpool.bench.memory import rss_bytes
 
 __all__ = [
@@ -112,10 +114,6 @@ class TimedModel:
         }
 
 
-def _is_torch_source(text: str) -> bool:
-    return text.endswith((".pt", ".pth")) or (not os.path.exists(text) and ":" in text)
-
-
 def load_model(
     model: Any,
     *,
@@ -123,6 +121,7 @@ def load_model(
     input_dtypes: Mapping[str, str] | None = None,
     threads: int | None = None,
     device: str = "cpu",
+    trust: bool = False,
 ) -> TimedModel:
     """Load ``model`` for timing (see the module docstring for the forms and the shapes).
 
@@ -131,6 +130,8 @@ def load_model(
     names (default float32; an ONNX model declares its own). ``threads`` sets ONNX Runtime's
     intra-op threads or ``torch.set_num_threads`` (None: the runtime's default). ``device`` is
     "cpu" or "cuda". A module passed in is put in eval mode and moved to ``device``.
+    ``trust=True`` lets a ``.pt``/``.pth`` holding a pickled module be unpickled (it can run code
+    from the file).
     """
     if threads is not None and threads < 1:
         raise AvgPoolError(f"threads must be >= 1, got {threads}")
@@ -142,8 +143,8 @@ def load_model(
             raise AvgPoolError(f"input shape for {name or 'the input'!r} must be sizes >= 1, got {shape}")
     if isinstance(model, (str, os.PathLike)):
         text = os.fspath(model)
-        if _is_torch_source(text):
-            return _load_torch(text, shapes, input_dtypes or {}, threads, device)
+        if is_torch_source(text):
+            return _load_torch(text, shapes, input_dtypes or {}, threads, device, trust)
         return _load_onnx(text, shapes, threads, device)
     kind = type(model).__module__
     if kind.startswith("onnx"):
@@ -335,12 +336,12 @@ def _load_torch(
     dtypes: Mapping[str, str],
     threads: int | None,
     device: str,
+    trust: bool = False,
 ) -> TimedModel:
     try:
         import torch
     except ImportError:
         raise AvgPoolError("benchmarking a PyTorch model needs torch: pip install 'avgpool[torch]'") from None
-    from avgpool.monitor.collectors import load_torch_model
 
     if device != "cpu" and not torch.cuda.is_available():
         raise AvgPoolError(f"device {device!r}: torch sees no CUDA device")
@@ -348,14 +349,18 @@ def _load_torch(
         torch.set_num_threads(threads)
     if isinstance(model, str):
         before: int | None = rss_bytes()
-        module, _ = load_torch_model(model)
-        source = model
+        loaded_model = load_torch_model(model, trust=trust)
+        module, source = loaded_model.module, model
+        kind = loaded_model.format
     else:
-        before, module, source = None, model, type(model).__name__
-    module.eval()
-    module.to(device)
+        before, module, source, kind = None, model, type(model).__name__, "module"
+    if kind != "exported":  # an ExportedProgram's module is fixed in inference form
+        module.eval()
+        module.to(device)
+    elif device != "cpu":
+        raise AvgPoolError(f"{source}: an ExportedProgram runs on the device it was exported on (cpu here)")
     loaded = None if before is None else rss_bytes() - before
-    if isinstance(model, str) and model.endswith((".pt", ".pth")):
+    if isinstance(model, str) and model.endswith(TORCH_SUFFIXES):
         files: tuple[str, ...] = (model,)
         size = os.path.getsize(model)
     else:

@@ -181,7 +181,9 @@ def _shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from avgpool.inspect import inspect_model
 
-    report = inspect_model(args.model, _shapes(args), target=args.target, disable=args.disable)
+    report = inspect_model(
+        args.model, _shapes(args), target=args.target, disable=args.disable, trust=args.trust_file
+    )
     _emit(report, args)
     return 1 if report.fails(args.fail_on) else 0
 
@@ -190,8 +192,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     from avgpool.inspect import ModelError, diff, read_model
 
     shapes = _shapes(args)
-    old = read_model(args.old, shapes)
-    new = read_model(args.new, shapes)
+    old = read_model(args.old, shapes, trust=args.trust_file)
+    new = read_model(args.new, shapes, trust=args.trust_file)
     if not old.layers and not new.layers:
         raise ModelError(f"neither {old.source} nor {new.source} has pooling layers")
     allowed = args.allow if args.strict is False else []
@@ -227,7 +229,17 @@ def _progress_arg(cmd: argparse.ArgumentParser) -> None:
     )
 
 
-def _model_args(cmd: argparse.ArgumentParser) -> None:
+def trust_file_arg(cmd: argparse.ArgumentParser) -> None:
+    """--trust-file: unpickle a .pt/.pth that holds a whole module (that can run its code)."""
+    cmd.add_argument(
+        "--trust-file",
+        action="store_true",
+        help="load a .pt/.pth that holds a pickled nn.Module: unpickling it runs any code the file "
+        "contains, so only for files you trust (ExportedProgram .pt2 and TorchScript files need no trust)",
+    )
+
+
+def _model_args(cmd: argparse.ArgumentParser, *, torch_files: bool = True) -> None:
     cmd.add_argument(
         "--input-shape",
         "-i",
@@ -235,6 +247,8 @@ def _model_args(cmd: argparse.ArgumentParser) -> None:
         metavar="[NAME:]SHAPE",
         help="e.g. 1x3x224x224, or image:1x3x224x224 per input; fixes dynamic dimensions",
     )
+    if torch_files:
+        trust_file_arg(cmd)
     _output_args(cmd)
 
 
@@ -246,7 +260,8 @@ def _model_commands(sub: Any) -> None:
         "inspect",
         help="the pooling layers of an ONNX or PyTorch model, and lint findings",
         description="List every pooling layer of a model (geometry, shapes, receptive field) and lint it. "
-        "MODEL: an .onnx file, a pickled nn.Module (.pt/.pth) or package.module:factory.",
+        "MODEL: an .onnx file, an ExportedProgram (.pt2), a TorchScript file, a pickled nn.Module "
+        "(.pt/.pth, with --trust-file) or package.module:factory.",
     )
     inspect.add_argument("model")
     inspect.add_argument("--target", "-t", choices=tuple(TARGETS), help="where the model is going")
@@ -295,7 +310,7 @@ def _model_commands(sub: Any) -> None:
         "--random", type=int, default=1, metavar="N", help="N seeded random input sets (default 1)"
     )
     verify.add_argument("--seed", type=int, default=0)
-    _model_args(verify)
+    _model_args(verify, torch_files=False)
     verify.set_defaults(func=_cmd_verify)
 
 
@@ -334,6 +349,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         bins=args.bins,
         channel_hist=args.channel_hist,
         progress=_progress(args.progress, f"profiling {len(batches)} batches"),
+        trust=args.trust_file,
     )
     profile.save(args.output)
     _emit_table(profile.to_dict(), profile_table(profile, args.output), args)
@@ -392,8 +408,9 @@ def _monitor_commands(sub: Any) -> None:
     profile = sub.add_parser(
         "profile",
         help="activation statistics at a model's pooling layers, saved as a profile file",
-        description="Run a model (ONNX, .pt or package.module:factory) on sample inputs and save per-layer, "
-        "per-channel activation statistics at its pooling layers (or --layers) to a .avgprof file.",
+        description="Run a model (ONNX, .pt2, TorchScript, .pt or package.module:factory) on sample inputs "
+        "and save per-layer, per-channel activation statistics at its pooling layers (or --layers) "
+        "to a .avgprof file.",
     )
     profile.add_argument("model")
     profile.add_argument(
@@ -415,6 +432,7 @@ def _monitor_commands(sub: Any) -> None:
         "--bins", type=int, default=DEFAULT_BINS, help=f"histogram bins (default {DEFAULT_BINS})"
     )
     profile.add_argument("--channel-hist", action="store_true", help="also keep one histogram per channel")
+    trust_file_arg(profile)
     _progress_arg(profile)
     _output_args(profile)
     profile.set_defaults(func=_cmd_profile)

@@ -82,6 +82,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
         "inputs": arrays,
         "threads": args.threads,
         "device": args.device,
+        "trust": args.trust_file,
         "settings": _settings(args),
         "progress": _progress(args.progress, "timing batch sizes"),
     }
@@ -123,7 +124,7 @@ def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, t
 
 def add_commands(sub: Any) -> None:
     """Add the ``bench`` subparser to the ``avgpool`` command's subparsers."""
-    from avgpool.cli import _geometry_args
+    from avgpool.cli import _geometry_args, trust_file_arg
 
     bench = sub.add_parser(
         "bench",
@@ -156,8 +157,8 @@ def add_commands(sub: Any) -> None:
         "model",
         help="an ONNX model in ONNX Runtime or a PyTorch model, over batch sizes; --against for A/B",
         description="Time a model over a sweep of batch sizes: latency percentiles, throughput, peak RSS "
-        "(and CUDA) memory, size on disk. MODEL: an .onnx file, a pickled nn.Module (.pt/.pth, "
-        "loaded with weights_only=False: only files you trust) or package.module:factory. With "
+        "(and CUDA) memory, size on disk. MODEL: an .onnx file, an ExportedProgram (.pt2), a "
+        "TorchScript file, a pickled nn.Module (.pt/.pth, with --trust-file) or package.module:factory. With "
         "--against, time both in interleaved pairs and report B/A with a bootstrap interval. "
         "Threads: the runtime's default unless --threads.",
     )
@@ -178,6 +179,7 @@ def add_commands(sub: Any) -> None:
         "--rotate", type=int, default=4, help="different input sets per batch size, used in turn (default 4)"
     )
     model.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    trust_file_arg(model)
     model.add_argument(
         "--confidence", type=float, default=0.95, help="A/B: the interval's coverage (default 0.95)"
     )

@@ -1,9 +1,10 @@
 """One entry point for any model: `read_model` picks the reader, `inspect_model` adds lint.
 
-A model is an ONNX file (``.onnx``), a pickled PyTorch module (``.pt``/``.pth``, loaded with
-``weights_only=False``: only open files you trust), a ``package.module:attribute`` spec naming
-a module or a function that builds one, or an already loaded ``onnx.ModelProto`` or
-``torch.nn.Module``.
+A model is an ONNX file (``.onnx``), a PyTorch file (an ExportedProgram ``.pt2``, a TorchScript
+archive, or a ``.pt``/``.pth`` whose pickled module loads only with ``trust=True``; see
+`avgpool._loading`), a ``package.module:attribute`` spec naming a module or a function that
+builds one, or an already loaded ``onnx.ModelProto`` or ``torch.nn.Module``. ExportedPrograms
+and TorchScript models are read through PyTorch's ONNX export.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from avgpool._loading import is_torch_source, load_torch_model, to_onnx
 from avgpool.inspect.layers import Inventory, ModelError
 from avgpool.inspect.lint import Finding, exceeds, lint
 
 __all__ = ["InspectReport", "inspect_model", "read_model"]
-
-_TORCH_SUFFIXES = (".pt", ".pth")
 
 
 def read_model(
@@ -26,24 +26,25 @@ def read_model(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     *,
     require_pooling: bool = False,
+    trust: bool = False,
 ) -> Inventory:
     """The pooling inventory of an ONNX or PyTorch model (see the module docstring for forms).
 
-    ``require_pooling=True`` raises ModelError for a model without any pooling layer.
+    ``require_pooling=True`` raises ModelError for a model without any pooling layer;
+    ``trust=True`` lets a ``.pt``/``.pth`` holding a pickled module be unpickled, which can
+    run code from the file.
     """
-    inventory = _read(model, input_shapes)
+    inventory = _read(model, input_shapes, trust)
     if require_pooling and not inventory.layers:
         raise ModelError(f"{inventory.source}: no pooling layers found")
     return inventory
 
 
-def _read(model: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> Inventory:
+def _read(model: Any, input_shapes: Mapping[str, Sequence[int]] | None, trust: bool) -> Inventory:
     if isinstance(model, (str, os.PathLike)):
         text = os.fspath(model)
-        if not os.path.exists(text) and ":" in text and not text.endswith((".onnx", *_TORCH_SUFFIXES)):
-            return _read_spec(text, input_shapes)
-        if text.endswith(_TORCH_SUFFIXES):
-            return _read_torch_file(text, input_shapes)
+        if is_torch_source(text):
+            return _read_torch_source(text, input_shapes, trust)
         from avgpool.inspect.onnx_reader import read_onnx
 
         return read_onnx(text, input_shapes)
@@ -59,42 +60,15 @@ def _read(model: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> Inven
     raise ModelError(f"cannot read a {type(model).__name__}: give an ONNX file, a .pt module or an nn.Module")
 
 
-def _read_torch_file(path: str, input_shapes: Any) -> Inventory:
-    from avgpool.inspect.torch_reader import _torch, read_torch
+def _read_torch_source(text: str, input_shapes: Any, trust: bool) -> Inventory:
+    loaded = load_torch_model(text, trust=trust, error=ModelError)
+    if loaded.opaque:
+        from avgpool.inspect.onnx_reader import read_onnx
 
-    torch = _torch()
-    if not os.path.exists(path):
-        raise ModelError(f"{path}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ModelError(f"{path}: not a loadable PyTorch file ({type(exc).__name__}: {exc})") from None
-    if isinstance(obj, torch.jit.ScriptModule):
-        raise ModelError(f"{path}: TorchScript is not supported; export it to ONNX, or save the nn.Module")
-    if not isinstance(obj, torch.nn.Module):
-        raise ModelError(
-            f"{path}: holds a {type(obj).__name__}, not an nn.Module (a state_dict needs its model: "
-            "use package.module:factory)"
-        )
-    return read_torch(obj, input_shapes, source=path)
-
-
-def _read_spec(spec: str, input_shapes: Any) -> Inventory:
-    from avgpool._specs import import_spec, is_factory
+        return read_onnx(to_onnx(loaded, input_shapes, ModelError), input_shapes, source=text)
     from avgpool.inspect.torch_reader import read_torch
 
-    try:
-        target = import_spec(spec)
-    except (ImportError, AttributeError) as exc:
-        raise ModelError(f"{spec}: no such model ({exc})") from None
-    if is_factory(target):
-        try:
-            target = target()
-        except Exception as exc:
-            raise ModelError(
-                f"{spec}: calling it to build the model failed ({type(exc).__name__}: {exc})"
-            ) from None
-    return read_torch(target, input_shapes, source=spec)
+    return read_torch(loaded.module, input_shapes, source=text)
 
 
 @dataclass(frozen=True)
@@ -124,7 +98,8 @@ def inspect_model(
     *,
     target: str | None = None,
     disable: Sequence[str] = (),
+    trust: bool = False,
 ) -> InspectReport:
     """`read_model` (a model must have pooling) and `lint` in one call."""
-    inventory = read_model(model, input_shapes, require_pooling=True)
+    inventory = read_model(model, input_shapes, require_pooling=True, trust=trust)
     return InspectReport(inventory, lint(inventory, target, disable=disable), target)

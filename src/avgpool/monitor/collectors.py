@@ -11,12 +11,15 @@ module to hook and are listed in the profile's notes. ONNX: a node name, its cle
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from avgpool._errors import AvgPoolError
+from avgpool._loading import is_torch_source, load_torch_model, to_onnx
 from avgpool.monitor.profile import DEFAULT_BINS, Profile, ProfileError
 
 __all__ = [
@@ -337,7 +340,17 @@ def profile_onnx(
         shapes = {graph_inputs[0].name: tuple(next(iter(first.values())).shape)}
     else:
         shapes = {i.name: tuple(first[i.name].shape) for i in graph_inputs if i.name in first}
-    inventory = read_onnx(proto, shapes, source=source)
+    for i in graph_inputs:  # a fixed batch axis runs the batches in chunks of it (below)
+        dims = i.type.tensor_type.shape.dim
+        if i.name in shapes and dims and dims[0].HasField("dim_value") and shapes[i.name]:
+            shapes[i.name] = (dims[0].dim_value, *shapes[i.name][1:])
+    try:
+        inventory = read_onnx(proto, shapes, source=source)
+    except ProfileError:
+        raise
+    except AvgPoolError as exc:
+        message = str(exc).replace("--input-shape", "the inputs' shape").replace("gives", "is")
+        raise ProfileError(f"{source}: the inputs do not fit the model: {message}") from None
     targets = _onnx_targets(proto, inventory, layers)
     if not targets:
         raise ProfileError(f"{source}: no pooling layers to profile; pass layers=")
@@ -409,30 +422,6 @@ def _feeds(metas: Sequence[Any], batch: Mapping[str, Any]) -> dict[str, np.ndarr
 # --------------------------------------------------------------------------- any model
 
 
-def load_torch_model(spec: str) -> tuple[Any, str | None]:
-    """(module, sha256 of the file or None) from a .pt/.pth path or ``package.module:attr``."""
-    if spec.endswith((".pt", ".pth")):
-        torch = _torch()
-        if not os.path.exists(spec):
-            raise ProfileError(f"{spec}: no such file")
-        try:
-            obj = torch.load(spec, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise ProfileError(f"{spec}: not a loadable PyTorch file ({type(exc).__name__}: {exc})") from None
-        if not isinstance(obj, torch.nn.Module):
-            raise ProfileError(f"{spec}: holds a {type(obj).__name__}, not an nn.Module")
-        return obj, _sha256_file(spec)
-    from avgpool._specs import import_spec, is_factory
-
-    try:
-        target = import_spec(spec)
-    except (ImportError, AttributeError) as exc:
-        raise ProfileError(f"{spec}: no such model ({exc})") from None
-    if is_factory(target):
-        target = target()
-    return target, None
-
-
 def profile_model(
     model: Any,
     batches: Iterable[Mapping[str, Any]],
@@ -442,9 +431,15 @@ def profile_model(
     bins: int = DEFAULT_BINS,
     channel_hist: bool = False,
     progress: Progress | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    trust: bool = False,
 ) -> Profile:
-    """Profile an ONNX file or ``ModelProto``, an ``nn.Module``, a ``.pt`` file or a
-    ``package.module:factory`` spec (the forms `avgpool.inspect.read_model` takes)."""
+    """Profile an ONNX file or ``ModelProto``, an ``nn.Module``, a PyTorch file or a
+    ``package.module:factory`` spec (the forms `avgpool.inspect.read_model` takes).
+
+    ``trust=True`` lets a ``.pt``/``.pth`` holding a pickled module be unpickled (it can run
+    code from the file). ExportedProgram and TorchScript files are profiled through their
+    standard ONNX export (a TorchScript model needs ``input_shapes`` for it)."""
     options = {
         "layers": layers,
         "like": like,
@@ -454,9 +449,18 @@ def profile_model(
     }
     if isinstance(model, (str, os.PathLike)):
         text = os.fspath(model)
-        if text.endswith((".pt", ".pth")) or (not os.path.exists(text) and ":" in text):
-            module, sha = load_torch_model(text)
-            return profile_torch(module, batches, source=text, sha256=sha, **options)
+        if is_torch_source(text):
+            loaded = load_torch_model(text, trust=trust, error=ProfileError)
+            if loaded.opaque:  # shapes for the export from the first batch, unless given
+                batches = iter(batches)
+                first = next(batches, None)
+                if input_shapes is None and isinstance(first, Mapping):
+                    input_shapes = {str(k): np.shape(v) for k, v in first.items()}
+                proto = to_onnx(loaded, input_shapes, ProfileError)
+                return profile_onnx(
+                    proto, itertools.chain([] if first is None else [first], batches), **options
+                )
+            return profile_torch(loaded.module, batches, source=text, sha256=loaded.sha256, **options)
         if not os.path.exists(text):
             raise ProfileError(f"{text}: no such model file")
         return profile_onnx(text, batches, **options)
