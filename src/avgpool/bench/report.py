@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from avgpool._files import write_atomically
 from avgpool.bench.timing import nearest_rank
 
 __all__ = ["detect_llc_bytes", "machine_facts", "render_markdown", "summarize", "write_results"]
@@ -137,12 +138,14 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_results(results: dict[str, Any], out_dir: str | Path, stem: str = "latest") -> tuple[Path, Path]:
-    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir``; returns both paths."""
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir`` (each atomically); returns both."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-    json_path.write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
-    md_path.write_text(render_markdown(results))
+    json_text = json.dumps(results, indent=1, default=_jsonable) + "\n"
+    md_text = render_markdown(results)  # both rendered before either file is replaced
+    write_atomically(json_path, json_text)
+    write_atomically(md_path, md_text)
     return json_path, md_path
 
 

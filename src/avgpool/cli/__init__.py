@@ -339,6 +339,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from avgpool.monitor import Profile, iter_batches, load_inputs, profile_model
     from avgpool.monitor.render import profile_table
 
+    _check_outputs(args.output)  # before the model runs, not after
     like = Profile.load(args.baseline) if args.baseline else None
     batches = iter_batches(load_inputs(args.inputs), args.batch_size)
     profile = profile_model(
@@ -362,6 +363,7 @@ def _cmd_drift(args: argparse.Namespace) -> int:
 
     thresholds = dict(parse_threshold(t) for t in args.threshold)
     baseline, candidate = Profile.load(args.baseline), Profile.load(args.candidate)
+    _check_outputs(args.plot, args.prometheus_textfile, directories=[args.tensorboard])
     report = compare(baseline, candidate, thresholds=thresholds, metrics=args.metric, channels=args.channels)
     table = drift_table(report, args.fail_on)
     extra = {}
@@ -386,6 +388,20 @@ def _cmd_drift(args: argparse.Namespace) -> int:
         table[3].append(f"tensorboard: {event}")
     _emit_table({**report.to_dict(), **extra}, table, args)
     return 1 if report.fails(args.fail_on) else 0
+
+
+def _check_outputs(*paths: str | None, directories: Sequence[str | None] = ()) -> None:
+    """Refuse (OSError: one line, exit 2) before anything is written if any output cannot be."""
+    from avgpool._files import check_writable
+
+    for path in paths:
+        if path:
+            check_writable(path)
+    for directory in directories:
+        if directory:
+            parent = os.path.dirname(os.path.abspath(directory))
+            if not os.path.isdir(directory) and not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"{directory}: cannot create this directory")
 
 
 def _emit_table(data: dict[str, Any], table: Any, args: argparse.Namespace) -> None:

@@ -25,12 +25,12 @@ import datetime
 import io
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from avgpool._files import write_atomically
 from avgpool.monitor.profile import LayerStats, Profile, ProfileError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_profile", "save_profile"]
@@ -84,21 +84,14 @@ def save_profile(profile: Profile, path: Any) -> None:
         "model": clean(dict(profile.model)),
         "layers": layers,
     }
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-                zf.writestr("header.json", json.dumps(header, indent=1))
-                for name, data in members:
-                    zf.writestr(name, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def write(f: Any) -> None:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("header.json", json.dumps(header, indent=1))
+            for name, data in members:
+                zf.writestr(name, data)
+
+    write_atomically(path, write)
 
 
 def load_profile(path: Any) -> Profile:
@@ -151,6 +144,24 @@ def _array(zf: zipfile.ZipFile, name: str, path: str) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+def _check_values(fields: dict[str, np.ndarray], channel_hist: Any, name: str, path: str) -> None:
+    """Statistics of finite values are finite, counts are not negative, edges ascend: a file
+    that says otherwise was damaged or forged, and a drift gate must not judge it."""
+    seen = fields["count"] > 0
+    problems = [f"{f} is negative" for f in ("hist", *_INT_FIELDS) if (fields[f] < 0).any()]
+    if channel_hist is not None and (channel_hist < 0).any():
+        problems.append("channel_hist is negative")
+    problems += [
+        f"{f} is not finite" for f in ("mean", "m2", "min", "max") if not np.isfinite(fields[f][seen]).all()
+    ]
+    if (fields["m2"][seen] < 0).any():
+        problems.append("m2 is negative")
+    if not np.isfinite(fields["edges"]).all() or (np.diff(fields["edges"]) < 0).any():
+        problems.append("edges are not finite and ascending")
+    if problems:
+        raise ProfileError(f"{path}: corrupted avgpool profile (layer {name!r}: {'; '.join(problems)})")
+
+
 def _profile(zf: zipfile.ZipFile, header: dict[str, Any], path: str) -> Profile:
     bins = int(header["bins"])
     profile = Profile(
@@ -179,6 +190,7 @@ def _profile(zf: zipfile.ZipFile, header: dict[str, Any], path: str) -> Profile:
                 )
         if channel_hist is not None and channel_hist.shape != (c, bins + 2):
             raise ProfileError(f"{path}: corrupted avgpool profile (layer {entry['name']!r} channel_hist)")
+        _check_values(fields, channel_hist, entry["name"], path)
         layer = LayerStats(
             name=entry["name"],
             channel_hist=None if channel_hist is None else channel_hist.astype(np.int64),

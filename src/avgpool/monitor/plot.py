@@ -3,11 +3,11 @@ layers, overlaid on the baseline's bins, with the statistics that decided each v
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
+from avgpool._files import write_atomically
 from avgpool.monitor.drift import DriftReport, LayerDrift
 from avgpool.monitor.profile import ProfileError
 
@@ -79,7 +79,7 @@ def _panel(ax: Any, d: LayerDrift) -> None:
 def plot_drift(report: DriftReport, path: Any, *, top: int = 4, dpi: int = 110) -> list[str]:
     """Draw the ``top`` most drifted layers of ``report`` into a PNG at ``path``.
 
-    Returns the names of the layers drawn. The file is written to a temporary name and renamed.
+    Returns the names of the layers drawn. The file is written atomically (`write_atomically`).
     """
     try:
         import matplotlib
@@ -106,13 +106,8 @@ def plot_drift(report: DriftReport, path: Any, *, top: int = 4, dpi: int = 110) 
         fontsize=11,
     )
     fig.tight_layout()
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return [d.name for d in layers]

@@ -29,7 +29,6 @@ another address is given.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -194,13 +193,15 @@ def write_textfile(
     baseline: Profile | None = None,
     per_channel: bool = False,
 ) -> None:
-    """Write the metrics for node_exporter's textfile collector (atomically: temp + rename)."""
+    """Write the metrics for node_exporter's textfile collector (atomically, `write_atomically`)."""
+    from avgpool._files import write_atomically
+
     client = _client()
     registry = client.CollectorRegistry()
     registry.register(
         ProfileCollector(profile, model=model, version=version, baseline=baseline, per_channel=per_channel)
     )
-    client.write_to_textfile(os.fspath(path), registry)
+    write_atomically(path, client.generate_latest(registry))
 
 
 def serve(registry: Any = None, *, port: int = 0, addr: str = "127.0.0.1") -> tuple[Any, int]:

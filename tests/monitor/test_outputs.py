@@ -1,0 +1,116 @@
+"""What the tools write: whole files with the umask's mode, no leftovers, no forged statistics,
+and nothing at all when one of a command's outputs cannot be written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from avgpool._files import write_atomically
+from avgpool.cli import main
+from avgpool.monitor import Profile, ProfileError
+
+
+@pytest.fixture
+def profile():
+    p = Profile(bins=8)
+    p.update_many({"pool": np.random.default_rng(0).standard_normal((4, 3, 5, 5))}, {"pool": "AveragePool"})
+    return p
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_get_the_mode_the_umask_gives(tmp_path, umask):
+    before = os.umask(umask)
+    try:
+        path = tmp_path / "f.bin"
+        write_atomically(path, b"data")
+        assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
+        assert path.read_bytes() == b"data"
+    finally:
+        os.umask(before)
+
+
+def test_a_failed_write_leaves_the_old_file_and_nothing_else(tmp_path):
+    path = tmp_path / "f.txt"
+    write_atomically(path, "old")
+
+    def broken(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, broken)
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["f.txt"]
+
+
+def test_a_process_killed_mid_write_leaves_no_temporary_file(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from avgpool._files import write_atomically
+        def write(f):
+            f.write(b"x" * 1000)
+            os.kill(os.getpid(), signal.SIGKILL)
+        write_atomically({str(tmp_path / "out.bin")!r}, write)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert result.returncode == -9
+    assert os.listdir(tmp_path) == []
+
+
+def test_profiles_are_written_with_the_umask_mode(tmp_path, profile):
+    before = os.umask(0o022)
+    try:
+        profile.save(tmp_path / "p.avgprof")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "p.avgprof").stat().st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == ["p.avgprof"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [("mean", np.nan, "mean is not finite"), ("m2", np.inf, "m2 is not finite"), ("count", -1, "negative")],
+)
+def test_forged_statistics_are_refused_on_load_and_by_the_drift_gate(
+    tmp_path, profile, capsys, field, value, problem
+):
+    good, bad = tmp_path / "good.avgprof", tmp_path / "bad.avgprof"
+    profile.save(good)
+    getattr(profile["pool"], field)[:] = value
+    profile.save(bad)
+    with pytest.raises(ProfileError, match=problem):
+        Profile.load(bad)
+    assert main(["drift", str(good), str(bad)]) == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_drift_writes_nothing_when_one_output_cannot_be_written(tmp_path, profile, capsys):
+    base = tmp_path / "base.avgprof"
+    profile.save(base)
+    plot = tmp_path / "ok.png"
+    code = main(["drift", str(base), str(base), "--plot", str(plot), "--prometheus-textfile", "nodir/x.prom"])
+    assert code == 2 and "nodir" in capsys.readouterr().err
+    assert not plot.exists()
+
+
+def test_profile_checks_its_output_before_running_the_model(tmp_path, capsys):
+    code = main(
+        ["profile", "no-such-model.onnx", "--inputs", "x.npz", "-o", str(tmp_path / "nodir" / "p.avgprof")]
+    )
+    assert code == 2 and "no such directory" in capsys.readouterr().err
+
+
+def test_without_an_unnamed_file_the_write_is_still_whole(tmp_path, monkeypatch):
+    import avgpool._files as files
+
+    monkeypatch.setattr(files, "_link_unnamed", lambda *args: None)
+    write_atomically(tmp_path / "a.bin", b"first")
+    write_atomically(tmp_path / "a.bin", lambda f: f.write(b"second"))
+    assert (tmp_path / "a.bin").read_bytes() == b"second" and os.listdir(tmp_path) == ["a.bin"]
