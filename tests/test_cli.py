@@ -112,3 +112,22 @@ def test_a_closed_pipe_ends_quietly():
     assert result.stdout == "x"
     assert result.stderr == ""
     assert result.returncode == 0
+
+
+def test_shape_of_any_size_is_arithmetic(capsys):
+    code, out, _ = run(capsys, "shape", "64x256x1024x1024", "-k", "2", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["output_shape"] == [64, 256, 512, 512]
+    code, out, _ = run(capsys, "shape", "1x1x2000000", "-k", "2", "-s", "3")
+    assert code == 0 and "L: not listed (longer than 1048576 cells)" in out
+
+
+def test_shape_counts_differences_over_every_plane():
+    small = shape_report((2, 3, 9, 9), 3, 2, "same", convention="tensorflow")
+    flax = next(c for c in small.others if c.convention == "flax")
+    one = shape_report((1, 1, 9, 9), 3, 2, "same", convention="tensorflow")
+    per_plane = next(c for c in one.others if c.convention == "flax").cells_differing
+    assert per_plane > 0 and flax.cells_differing == 6 * per_plane
+    big = shape_report((1, 1, 2048, 1024), 3, 2, "same", convention="tensorflow")
+    verdicts = {c.convention: c.verdict for c in big.others}
+    assert verdicts["flax"] == "different" and verdicts["onnx"] == "same"

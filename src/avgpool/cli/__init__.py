@@ -68,6 +68,8 @@ def _ranges(cells: Sequence[int]) -> str:
 
 
 def _render_shape(report: Any) -> str:
+    from avgpool.inspect.shape import COMPARED_CELLS
+
     names = {1: "L", 2: "HW", 3: "DHW"}[len(report.axes)]
     w = report.window
     dims = ("N", *names, "C") if w.channels_last else ("N", "C", *names)
@@ -87,9 +89,11 @@ def _render_shape(report: Any) -> str:
         + "   ".join(f"{n}: {a.pad_before} before, {a.pad_after} after" for n, a in zip(names, report.axes)),
     ]
     skipped = [
-        f"{n}: {len(u)} of {a.size} never read ({_ranges(u)})"
+        f"{n}: not listed (longer than {COMPARED_CELLS} cells)"
+        if u is None
+        else f"{n}: {len(u)} of {a.size} never read ({_ranges(u)})"
         for n, a, u in zip(names, report.axes, report.uncovered)
-        if u
+        if u is None or u
     ]
     lines.append("uncovered  " + ("   ".join(skipped) if skipped else "none: every input cell is read"))
     lines.append("")
