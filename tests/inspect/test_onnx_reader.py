@@ -281,3 +281,23 @@ def test_missing_external_data(tmp_path, onnx_models):
     (tmp_path / "ext.bin").unlink()
     with pytest.raises(ModelError, match=r"external data file 'ext\.bin' is missing"):
         read_onnx(path)
+
+
+def _pool_model(kernel, input_shape, output_shape=None):
+    h = onnx.helper
+    node = h.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=kernel)
+    y = h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, output_shape)
+    graph = h.make_graph(
+        [node], "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, input_shape)], [y]
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+def test_a_kernel_of_another_rank_than_the_input_is_refused():
+    with pytest.raises(ModelError, match=r"kernel_shape has 3 entries but the input has 2 spatial axes"):
+        read_onnx(_pool_model([2, 2, 2], [1, 3, 8, 8]))
+
+
+def test_negative_dimensions_are_refused_not_shown():
+    with pytest.raises(ModelError, match="negative dimension"):
+        read_onnx(_pool_model([2, 2], [1, 3, 8, 8], [1, 3, -3, 4]))

@@ -412,8 +412,19 @@ def _layer(node: Any, graph: _Graph, fields: Mapping[str, Any]) -> PoolLayer | N
     else:
         try:
             window = from_onnx(attrs, op_type=node.op_type)
+            if rank is not None and window.ndim != rank - 2:  # ONNX Runtime refuses these too
+                raise AvgPoolError(
+                    f"kernel_shape has {window.ndim} entries but the input has {rank - 2} spatial axes "
+                    f"(rank {rank})"
+                )
         except AvgPoolError as exc:
             raise ModelError(f"node {node.name or node.output[0]!r} ({node.op_type}): {exc}") from None
+    for shape in (in_shape, out_shape):
+        if shape and any(isinstance(d, int) and d < 0 for d in shape):
+            raise ModelError(
+                f"node {node.name or node.output[0]!r} ({node.op_type}): shape {list(shape)} has a "
+                "negative dimension: the model's geometry does not fit its input"
+            )
     pad = None
     producer = graph.producer.get(x)
     if producer is not None and producer.op_type == "Pad" and rank:
