@@ -144,3 +144,19 @@ def test_a_factory_in_the_current_directory_is_found(tmp_path, monkeypatch):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert [layer["op"] for layer in json.loads(result.stdout)["layers"]] == ["avg"]
+
+
+def test_control_characters_in_names_are_escaped_in_every_output(tmp_path, capsys):
+    from .conftest import onnx
+    from .test_onnx_reader import _pool_model
+
+    model = _pool_model([2, 2], [1, 3, 8, 8])
+    model.graph.node[0].name = "pool\nverdict: PASS \x1b[2K\u202e"
+    path = tmp_path / "hostile.onnx"
+    onnx.save(model, str(path))
+    for extra in ([], ["--markdown"]):
+        assert main(["inspect", str(path), *extra]) in (0, 1)
+        out = capsys.readouterr().out
+        assert "\\nverdict: PASS \\x1b[2K\\u202e" in out
+        assert "\x1b" not in out and "\u202e" not in out
+        assert not any(line.startswith("verdict: PASS") for line in out.splitlines())

@@ -512,6 +512,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: str) -> str:
+    from avgpool.inspect.render import printable
+
+    return printable(message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``avgpool`` command; returns the exit code."""
     parser = _parser()
@@ -524,14 +530,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except (AvgPoolError, TypeError, OSError) as exc:
-        print(f"avgpool {args.command}: error: {exc}", file=sys.stderr)
+        print(f"avgpool {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:
         # a model file can fail inside onnx, onnxruntime or torch in ways no reader foresaw:
         # still one line, not a traceback (AVGPOOL_DEBUG=1 shows it)
         if args.command == "shape" or os.environ.get("AVGPOOL_DEBUG"):
             raise
-        print(f"avgpool {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"avgpool {args.command}: error: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
         return 2
 
 

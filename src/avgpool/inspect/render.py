@@ -14,9 +14,28 @@ from avgpool.inspect.layers import PoolLayer
 from avgpool.inspect.model import InspectReport
 from avgpool.inspect.verify import VerifyReport
 
-__all__ = ["render", "tables"]
+__all__ = ["printable", "render", "tables"]
 
 Table = tuple[str, list[str], list[list[str]], list[str]]
+
+
+def printable(text: str) -> str:
+    """``text`` with control and bidi-override characters written as escapes (``\\n``,
+    ``\\x1b``, ``\\u202e``): a name read from a model file can hold them, and printed raw they
+    forge lines in a CI log, move the cursor or reorder what a reader sees."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _printable(table: Table) -> Table:
+    title, headers, rows, footer = table
+    return (
+        printable(title),
+        [printable(h) for h in headers],
+        [[printable(c) for c in r] for r in rows],
+        [printable(line) for line in footer],
+    )
 
 
 def _x(values: Sequence[Any] | None) -> str:
@@ -163,7 +182,7 @@ def tables(report: Any) -> Table:
 
 
 def text(table: Table) -> str:
-    title, headers, rows, footer = table
+    title, headers, rows, footer = _printable(table)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = [title, ""]
     lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
@@ -173,7 +192,7 @@ def text(table: Table) -> str:
 
 
 def markdown(table: Table) -> str:
-    title, headers, rows, footer = table
+    title, headers, rows, footer = _printable(table)
 
     def cell(c: str) -> str:
         return c.replace("|", "\\|")
@@ -189,7 +208,7 @@ def rich_print(table: Table, file: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    title, headers, rows, footer = table
+    title, headers, rows, footer = _printable(table)
     console = Console(file=file)
     t = RichTable(title=title, title_justify="left")
     for h in headers:
