@@ -115,3 +115,9 @@ def test_the_reference_refuses_tables_past_its_scratch_limit():
     with ap.use_backend("reference"), pytest.raises(ap.AvgPoolError, match="compiled kernels"):
         ap.avg_pool(x, 2**12, 1)
     assert ap.avg_pool(x, 2**12, 1).shape == (1, 1, 2**12 + 1)
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 1), (1, 1, 1)])
+def test_adaptive_tables_past_the_limit_are_refused_not_allocated(shape):
+    with pytest.raises(ap.AvgPoolError, match="needs a table of about"):
+        ap.adaptive_avg_pool(np.zeros(shape, np.float32), 2**31 - 1)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
-from avgpool._errors import AvgPoolError
+from avgpool._errors import AvgPoolError, TorchPoolError, torch_errors
 from avgpool.conventions import CONVENTIONS, from_torch
 from avgpool.torch._library import call, window_args
 from avgpool.window import Window
@@ -612,7 +612,7 @@ def _blur_class(ndim: int) -> type:
         def forward(self, input: Tensor) -> Tensor:
             channels = self.channels
             if channels is not None and input.shape[input.dim() - self.ndim - 1] != channels:
-                raise ValueError(f"expected {channels} channels, got input of shape {input.shape}")
+                raise TorchPoolError(f"expected {channels} channels, got input of shape {input.shape}")
             if not torch.jit.is_scripting():
                 return call.blur_pool(
                     input, self.filt_size, self.stride, self.pad_type, self.pad_off, self.ndim, False
@@ -698,3 +698,19 @@ def swap_pooling(model: torch.nn.Module) -> torch.nn.Module:
         else:
             swap_pooling(child)
     return model
+
+
+def _raise_torch_errors(classes: list[type]) -> None:
+    """Construction errors as `TorchPoolError`s: RuntimeErrors, like torch.nn's (forward errors
+    already are: they come from the ops). forward itself stays unwrapped for TorchScript."""
+    done: set[type] = set()
+    for cls in classes:
+        for owner in cls.__mro__:
+            if owner.__module__ != __name__ or owner in done:
+                continue
+            done.add(owner)
+            if "__init__" in vars(owner):
+                owner.__init__ = torch_errors(vars(owner)["__init__"])
+
+
+_raise_torch_errors([c for c in map(globals().get, __all__) if isinstance(c, type)])

@@ -50,7 +50,9 @@ class Taps:
 
 
 #: The most taps (outputs x kernel) the reference tabulates on one axis: its tables are its
-#: scratch memory (about 18 bytes a tap), and the compiled kernels need no such table.
+#: scratch memory (about 18 bytes a tap). The compiled kernels need no such table for
+#: windowed pooling; adaptive pooling's kernels share the reference's tables, so the limit
+#: holds for them too.
 REFERENCE_TAPS = 2**24
 
 
@@ -72,6 +74,12 @@ def pool_taps(axis: Axis) -> Taps:
 
 def adaptive_taps(size: int, out: int) -> Taps:
     """PyTorch's adaptive windows: ``[floor(o*n/out), ceil((o+1)*n/out))``."""
+    longest = -(-size // out) + 1  # no adaptive window spans more cells
+    if out * min(longest, size) > REFERENCE_TAPS:
+        raise AvgPoolError(
+            f"adaptive pooling to {out} outputs from {size} cells needs a table of about "
+            f"{out * min(longest, size)} taps on one axis, more than the limit of {REFERENCE_TAPS}"
+        )
     o = np.arange(out)
     start = (o * size) // out
     end = -((-(o + 1) * size) // out)

@@ -208,7 +208,8 @@ class Window:
     count_include_pad : bool
         Whether padded cells count in the average's divisor.
     divisor_override : int, optional
-        A constant divisor for the average, as PyTorch's.
+        A constant non-zero divisor for the average, as PyTorch's (a negative one flips the
+        sign, as there).
     channels_last : bool
         Arrays are (N, *spatial, C) rather than (N, C, *spatial).
     ndim : int, optional
@@ -277,8 +278,8 @@ class Window:
             raise AvgPoolError("a global window (kernel_size=None) takes no stride or padding")
         if divisor_override is not None:
             divisor_override = _as_int(divisor_override, "divisor_override")
-            if divisor_override < 1:
-                raise AvgPoolError(f"divisor_override must be >= 1 or None, got {divisor_override}")
+            if divisor_override == 0:  # a negative one divides by it, as PyTorch's does
+                raise AvgPoolError("divisor_override must be a non-zero int or None, got 0")
         ceil_mode = as_flag(ceil_mode, "ceil_mode")
         count_include_pad = as_flag(count_include_pad, "count_include_pad")
         channels_last = as_flag(channels_last, "channels_last")

@@ -94,3 +94,50 @@ def to_numpy(x: torch.Tensor, ndim: int, channels_last: bool) -> View:
 def permute_shape(shape, ndim: int) -> tuple[int, ...]:
     """A batched channels-first shape as the channels-last shape of the same tensor."""
     return tuple(shape[i] for i in _cl_order(ndim))
+
+
+def _format_of(u: torch.Tensor, exact_first: bool) -> torch.memory_format:
+    """PyTorch's suggested memory format of a batched tensor (its pooling picks its output's
+    format so); ``exact_first`` tries the channels-last contiguity test first, as max_pool3d's
+    CPU kernel does."""
+    from torch._prims_common import suggest_memory_format
+
+    if exact_first and not u.is_contiguous():
+        cl = torch.channels_last if u.dim() == 4 else torch.channels_last_3d
+        if u.is_contiguous(memory_format=cl):
+            return cl
+    return suggest_memory_format(u)
+
+
+def torch_output_strides(x: torch.Tensor, ndim: int, kind: str, out_shape) -> tuple[int, ...]:
+    """The strides PyTorch's own CPU pooling gives its output for input ``x`` (channels-first).
+
+    ``kind``: "avg", "lp", "adaptive" (average or max), "max" (with indices) or "max_values".
+    PyTorch keeps a channels-last input's layout, sliced or unbatched ones included, except
+    where its 3-D averages and adaptive pools and its 1-D values-only max return contiguous
+    results; 1-D pools run as 2-D pools over a height of 1.
+    """
+    out_shape = list(out_shape)
+    if (ndim == 3 and kind not in ("max", "max_values")) or (ndim == 1 and kind == "max_values"):
+        return torch.empty(out_shape, device="meta").stride()
+    u = x.unsqueeze(-2) if ndim == 1 else x
+    batched = u.dim() == max(ndim, 2) + 2
+    if not batched:
+        u = u.unsqueeze(0)
+    shape = [*out_shape[:-1], 1, out_shape[-1]] if ndim == 1 else out_shape
+    if not batched:
+        shape = [1, *shape]
+    fmt = _format_of(u, exact_first=ndim == 3)
+    o = torch.empty(shape, device="meta", memory_format=fmt)
+    if ndim == 1:
+        o = o.squeeze(-2)
+    return (o if batched else o[0]).stride()
+
+
+def as_torch_gives(y: torch.Tensor, x: torch.Tensor, ndim: int, kind: str) -> torch.Tensor:
+    """``y`` (an output for input ``x``) in the memory layout PyTorch's pooling would give it."""
+    strides = torch_output_strides(x, ndim, kind, y.shape)
+    if y.stride() == strides or y.numel() <= 1:
+        return y
+    out = torch.empty_strided(y.shape, strides, dtype=y.dtype, device=y.device)
+    return out.copy_(y)

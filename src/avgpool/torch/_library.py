@@ -31,7 +31,16 @@ from torch import Tensor
 from avgpool import _compute, ops
 from avgpool import reference as ref
 from avgpool._arrays import Layout
-from avgpool.torch._arrays import _cf_order, _cl_order, memory_channels_last, permute_shape, to_numpy
+from avgpool._errors import AvgPoolError, torch_errors
+from avgpool.torch._arrays import (
+    _cf_order,
+    _cl_order,
+    as_torch_gives,
+    memory_channels_last,
+    permute_shape,
+    to_numpy,
+    torch_output_strides,
+)
 from avgpool.window import Window
 
 log = logging.getLogger("avgpool")
@@ -111,18 +120,28 @@ def _with_spatial(shape, ndim: int, channels_last: bool, spatial) -> list:
 
 def _check_rank(x: Tensor, ndim: int, name: str = "input") -> None:
     if x.dim() not in (ndim + 1, ndim + 2):
-        raise ValueError(
+        raise AvgPoolError(
             f"{name} must have {ndim + 2} dimensions (batched) or {ndim + 1} (unbatched) for "
             f"{ndim}-d pooling, got shape {tuple(x.shape)}"
         )
 
 
-def _new_empty(like: Tensor, shape, ndim: int, channels_last: bool, dtype=None) -> Tensor:
-    """An empty result with the memory format the CPU kernels give for input ``like``."""
+def _new_empty(
+    like: Tensor, shape, ndim: int, channels_last: bool, dtype=None, kind: str | None = None
+) -> Tensor:
+    """An empty result with the memory format the CPU kernels give for input ``like``: for a
+    forward ``kind`` of pooling, PyTorch's own (`torch_output_strides`)."""
     dtype = like.dtype if dtype is None else dtype
+    if kind is not None and not channels_last:
+        return like.new_empty_strided(shape, torch_output_strides(like, ndim, kind, shape), dtype=dtype)
     if not channels_last and memory_channels_last(like, ndim) and len(shape) == ndim + 2:
         return like.new_empty(permute_shape(shape, ndim), dtype=dtype).permute(*_cf_order(ndim))
     return like.new_empty(shape, dtype=dtype)
+
+
+def _torch_layout(y: Tensor, x: Tensor, w: Window, kind: str) -> Tensor:
+    """A channels-first result in the memory layout PyTorch's pooling gives (`as_torch_gives`)."""
+    return y if w.channels_last else as_torch_gives(y, x, w.ndim, kind)
 
 
 def _numpy_window(w: Window, channels_last: bool) -> Window:
@@ -172,7 +191,7 @@ def _avg_pool_cpu(
         convention,
     )
     v = to_numpy(x, w.ndim, w.channels_last)
-    return v.back(ops.avg_pool(v.array, window=_numpy_window(w, v.channels_last)))
+    return _torch_layout(v.back(ops.avg_pool(v.array, window=_numpy_window(w, v.channels_last))), x, w, "avg")
 
 
 avg_pool = torch.library.custom_op("avgpool::avg_pool", _avg_pool_cpu, mutates_args=(), device_types="cpu")
@@ -185,7 +204,7 @@ def _(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cip, o
     )
     _check_rank(x, w.ndim)
     out = [a.out for a in w.resolve(_spatial(x.shape, w.ndim, cl))]
-    return _new_empty(x, _with_spatial(x.shape, w.ndim, cl, out), w.ndim, cl)
+    return _new_empty(x, _with_spatial(x.shape, w.ndim, cl, out), w.ndim, cl, kind="avg")
 
 
 def _avg_pool_backward_cpu(
@@ -280,9 +299,11 @@ def _max_pool_numpy(
     v = to_numpy(x, w.ndim, w.channels_last)
     window, policy = _numpy_window(w, v.channels_last), nan_policy or None
     if not return_indices:
-        return v.back(ops.max_pool(v.array, window=window, nan_policy=policy))
+        return _torch_layout(
+            v.back(ops.max_pool(v.array, window=window, nan_policy=policy)), x, w, "max_values"
+        )
     y, index = ops.max_pool(v.array, window=window, return_indices=True, nan_policy=policy)
-    return v.back(y), v.back(index)
+    return _torch_layout(v.back(y), x, w, "max"), _torch_layout(v.back(index), x, w, "max")
 
 
 def _max_pool_values(x: Tensor, *args) -> Tensor:
@@ -305,7 +326,7 @@ def _(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cl, co
     )
     _check_rank(x, w.ndim)
     shape = _with_spatial(x.shape, w.ndim, cl, [a.out for a in w.resolve(_spatial(x.shape, w.ndim, cl))])
-    return _new_empty(x, shape, w.ndim, cl), _new_empty(x, shape, w.ndim, cl, torch.int64)
+    return _new_empty(x, shape, w.ndim, cl, kind="max"), _new_empty(x, shape, w.ndim, cl, torch.int64, "max")
 
 
 def _max_pool_backward_cpu(
@@ -395,9 +416,8 @@ def _lp_pool_cpu(
         kernel_size, stride, padding, padding_mode, dilation, ceil_mode, True, None, channels_last, "torch"
     )
     v = to_numpy(x, w.ndim, w.channels_last)
-    return v.back(
-        ops.lp_pool(v.array, norm_type, window=_numpy_window(w, v.channels_last), convention=convention)
-    )
+    y = ops.lp_pool(v.array, norm_type, window=_numpy_window(w, v.channels_last), convention=convention)
+    return _torch_layout(v.back(y), x, w, "lp")
 
 
 lp_pool = torch.library.custom_op("avgpool::lp_pool", _lp_pool_cpu, mutates_args=(), device_types="cpu")
@@ -408,7 +428,7 @@ def _(x, norm_type, kernel_size, stride, padding, padding_mode, dilation, ceil_m
     w = window_of(kernel_size, stride, padding, padding_mode, dilation, ceil_mode, True, None, cl, "torch")
     _check_rank(x, w.ndim)
     out = [a.out for a in w.resolve(_spatial(x.shape, w.ndim, cl))]
-    return _new_empty(x, _with_spatial(x.shape, w.ndim, cl, out), w.ndim, cl)
+    return _new_empty(x, _with_spatial(x.shape, w.ndim, cl, out), w.ndim, cl, kind="lp")
 
 
 def lp_pool_grad(grad: Tensor, x: Tensor, norm_type: float, geometry: tuple, convention: str) -> Tensor:
@@ -465,7 +485,8 @@ def _adaptive_avg_pool_cpu(x: Tensor, output_size: list[int], channels_last: boo
     _check_rank(x, ndim)
     out = _adaptive_sizes(output_size, _spatial(x.shape, ndim, channels_last))
     v = to_numpy(x, ndim, channels_last)
-    return v.back(ops.adaptive_avg_pool(v.array, out, channels_last=v.channels_last, ndim=ndim))
+    y = v.back(ops.adaptive_avg_pool(v.array, out, channels_last=v.channels_last, ndim=ndim))
+    return y if channels_last else as_torch_gives(y, x, ndim, "adaptive")
 
 
 adaptive_avg_pool = torch.library.custom_op(
@@ -479,7 +500,9 @@ def _(x, output_size, channels_last):
     _check_rank(x, ndim)
     spatial = _spatial(x.shape, ndim, channels_last)
     out = _adaptive_sizes(output_size, spatial)
-    return _new_empty(x, _with_spatial(x.shape, ndim, channels_last, out), ndim, channels_last)
+    return _new_empty(
+        x, _with_spatial(x.shape, ndim, channels_last, out), ndim, channels_last, kind="adaptive"
+    )
 
 
 def _adaptive_avg_pool_backward_cpu(
@@ -534,7 +557,9 @@ def _adaptive_max_pool_cpu(x: Tensor, output_size: list[int], channels_last: boo
     out = _adaptive_sizes(output_size, _spatial(x.shape, ndim, channels_last))
     v = to_numpy(x, ndim, channels_last)
     y, index = ops.adaptive_max_pool(v.array, out, True, channels_last=v.channels_last, ndim=ndim)
-    return v.back(y), v.back(index)
+    if channels_last:
+        return v.back(y), v.back(index)
+    return as_torch_gives(v.back(y), x, ndim, "adaptive"), as_torch_gives(v.back(index), x, ndim, "adaptive")
 
 
 adaptive_max_pool = torch.library.custom_op(
@@ -548,7 +573,10 @@ def _(x, output_size, channels_last):
     _check_rank(x, ndim)
     out = _adaptive_sizes(output_size, _spatial(x.shape, ndim, channels_last))
     shape = _with_spatial(x.shape, ndim, channels_last, out)
-    return _new_empty(x, shape, ndim, channels_last), _new_empty(x, shape, ndim, channels_last, torch.int64)
+    return (
+        _new_empty(x, shape, ndim, channels_last, kind="adaptive"),
+        _new_empty(x, shape, ndim, channels_last, torch.int64, "adaptive"),
+    )
 
 
 def _adaptive_max_setup(ctx, inputs, output):
@@ -744,14 +772,14 @@ class _Calls:
 
         run.__name__ = run.__qualname__ = name
         run.__doc__ = f"``torch.ops.avgpool.{name}``, without the dispatcher in plain eager calls."
-        setattr(self, name, run)
+        setattr(self, name, torch_errors(run))
 
 
 call = _Calls()
 call.add("avg_pool", _avg_pool_cpu, _avg_setup, _avg_backward)
 call.add("avg_pool_backward", _avg_pool_backward_cpu, _avg_backward_setup, _avg_backward_backward)
 call.add("max_pool", _max_pool_cpu, _max_setup, _max_backward)
-call.max_pool_values = _max_pool_values
+call.max_pool_values = torch_errors(_max_pool_values)
 call.add("max_pool_backward", _max_pool_backward_cpu, _max_backward_setup, _max_backward_backward, 2)
 call.add("lp_pool", _lp_pool_cpu, _lp_setup, _lp_backward)
 call.add("adaptive_avg_pool", _adaptive_avg_pool_cpu, _adaptive_avg_setup, _adaptive_avg_backward)

@@ -175,7 +175,7 @@ def _fallback(name: str, *tensors: torch.Tensor, args: tuple):
 
 def avg_pool(x, *geometry):
     """``avgpool::avg_pool`` on a CUDA tensor (any tensor under ``TRITON_INTERPRET=1``)."""
-    from avgpool.torch._library import _new_empty, _with_spatial, window_of
+    from avgpool.torch._library import _new_empty, _torch_layout, _with_spatial, window_of
 
     w = window_of(*geometry)
     if not _fits(x, w):
@@ -187,10 +187,10 @@ def avg_pool(x, *geometry):
     if not _direct(w, axes):
         dims = _spatial_dims(x, w.ndim, w.channels_last)
         _run_passes(x, y, dims, axes[-w.ndim :], op="sum", scales=list(inv[-w.ndim :]))
-        return y
-    x4, y4 = _as_nchw(x, w.ndim, w.channels_last), _as_nchw(y, w.ndim, w.channels_last)
-    _kernels().avg_forward(x4, y4, *inv, _geometry(axes), _channels_inner(x4))
-    return y
+    else:
+        x4, y4 = _as_nchw(x, w.ndim, w.channels_last), _as_nchw(y, w.ndim, w.channels_last)
+        _kernels().avg_forward(x4, y4, *inv, _geometry(axes), _channels_inner(x4))
+    return _torch_layout(y, x, w, "avg")
 
 
 def avg_pool_backward(grad, input_shape, *geometry):
@@ -214,7 +214,7 @@ def avg_pool_backward(grad, input_shape, *geometry):
 
 def max_pool(x, kernel, stride, padding, mode, dilation, ceil, cl, convention, nan_policy):
     """``avgpool::max_pool`` on a CUDA tensor."""
-    from avgpool.torch._library import _new_empty, _with_spatial, window_of
+    from avgpool.torch._library import _new_empty, _torch_layout, _with_spatial, window_of
 
     w = window_of(kernel, stride, padding, mode, dilation, ceil, False, None, cl, convention)
     policy = nan_policy or MAX_NAN_POLICY.get(convention, "propagate")
@@ -228,10 +228,10 @@ def max_pool(x, kernel, stride, padding, mode, dilation, ceil, cl, convention, n
     if not _direct(w, axes):
         dims = _spatial_dims(x, w.ndim, cl)
         _run_passes(x, y, dims, axes[-w.ndim :], op="max", index=index)
-        return y, index
-    x4, y4, i4 = (_as_nchw(t, w.ndim, cl) for t in (x, y, index))
-    _kernels().max_forward(x4, y4, i4, _geometry(axes), _channels_inner(x4))
-    return y, index
+    else:
+        x4, y4, i4 = (_as_nchw(t, w.ndim, cl) for t in (x, y, index))
+        _kernels().max_forward(x4, y4, i4, _geometry(axes), _channels_inner(x4))
+    return _torch_layout(y, x, w, "max"), _torch_layout(index, x, w, "max")
 
 
 def max_pool_backward(grad, indices, input_shape, ndim, channels_last):

@@ -21,12 +21,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from avgpool import ops
 from avgpool import reference as ref
-from avgpool._errors import AvgPoolError
+from avgpool._errors import AvgPoolError, torch_errors
 from avgpool.conventions import from_torch
+from avgpool.torch import _checks
 from avgpool.torch._library import _spatial, call, lp_pool_grad, window_args
 from avgpool.window import Window, _as_int
 
@@ -153,6 +155,8 @@ def _fixed_avg(ndim: int, name: str):
         window: Window | None = None,
     ) -> Tensor:
         input = _tensor(input)
+        if window is None and not channels_last:
+            _checks.pooling("avg", ndim, input, kernel_size, stride, padding, 1, ceil_mode, divisor_override)
         w = _fixed_window(
             input,
             window,
@@ -264,6 +268,8 @@ def _fixed_max(ndim: int, name: str):
         window: Window | None = None,
     ):
         input = _tensor(input)
+        if window is None and not channels_last:
+            _checks.pooling("max", ndim, input, kernel_size, stride, padding, dilation, ceil_mode)
         w = _fixed_window(
             input,
             window,
@@ -277,7 +283,11 @@ def _fixed_max(ndim: int, name: str):
             channels_last=channels_last,
         )
         y, index = call.max_pool(input, *_max_args(w, None))
-        return (y, index) if return_indices else y
+        if return_indices:
+            return y, index
+        if ndim == 1 and not w.channels_last and not (input.requires_grad and torch.is_grad_enabled()):
+            return y.contiguous()  # PyTorch's values-only max_pool1d returns a contiguous tensor
+        return y
 
     pool.__name__ = pool.__qualname__ = name
     pool.__doc__ = f"{ndim}-d max pooling: ``torch.nn.functional.{name}``; see `avgpool.{name}`."
@@ -353,6 +363,8 @@ def _fixed_lp(ndim: int, name: str):
         channels_last: bool = False,
     ) -> Tensor:
         input = _tensor(input)
+        if not channels_last:
+            _checks.pooling("lp", ndim, input, kernel_size, stride, 0, 1, ceil_mode)
         w = from_torch(kernel_size, stride, 0, 1, ceil_mode, op="lp", ndim=ndim, channels_last=channels_last)
         _check_avg3d(input, w)
         return call.lp_pool(input, *_lp_args(input, norm_type, w, "torch"))
@@ -435,11 +447,15 @@ def _fixed_adaptive(fn, ndim: int, name: str, with_indices: bool):
         def pool(
             input: Tensor, output_size: Any, return_indices: bool = False, *, channels_last: bool = False
         ):
+            if not channels_last:
+                _checks.adaptive("max", ndim, _tensor(input), output_size)
             return fn(input, output_size, return_indices, channels_last=channels_last, ndim=ndim)
 
     else:
 
         def pool(input: Tensor, output_size: Any, *, channels_last: bool = False):
+            if not channels_last:
+                _checks.adaptive("avg", ndim, _tensor(input), output_size)
             return fn(input, output_size, channels_last=channels_last, ndim=ndim)
 
     pool.__name__ = pool.__qualname__ = name
@@ -604,3 +620,9 @@ def _fixed_blur(ndim: int, name: str):
 blur_pool1d = _fixed_blur(1, "blur_pool1d")
 blur_pool2d = _fixed_blur(2, "blur_pool2d")
 blur_pool3d = _fixed_blur(3, "blur_pool3d")
+
+
+# Errors from the torch front end are RuntimeErrors too, as PyTorch's own are.
+for _name in __all__:
+    globals()[_name] = torch_errors(globals()[_name])
+del _name
