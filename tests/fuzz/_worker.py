@@ -118,7 +118,7 @@ def _serve(conn: Any) -> None:
         spec = conn.recv()
         if spec is None:
             return
-        conn.send(run(spec))
+        conn.send(run_torch(spec) if spec.get("torch") else run(spec))
 
 
 class Worker:
@@ -161,3 +161,66 @@ class Worker:
                 self._proc.kill()
         self._proc.join(30)
         self._proc = self._conn = None
+
+
+def _torch_input(spec: dict[str, Any]) -> Any:
+    import torch
+
+    x = build_array({**spec, "layout": "contiguous", "readonly": False})
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    layout = spec["layout"]
+    if layout == "channels_last" and t.dim() in (4, 5):
+        fmt = torch.channels_last if t.dim() == 4 else torch.channels_last_3d
+        t = t.contiguous(memory_format=fmt)
+    elif layout == "channels_last_sliced" and t.dim() in (4, 5):
+        fmt = torch.channels_last if t.dim() == 4 else torch.channels_last_3d
+        t = t.repeat_interleave(2, dim=1).contiguous(memory_format=fmt)[:, ::2]
+    elif layout == "strided" and t.dim():
+        t = t.repeat_interleave(2, dim=-1)[..., ::2]
+    return t
+
+
+def layout_of(t: Any) -> tuple:
+    """The strides that matter: those of axes longer than 1 (a length-1 axis's is arbitrary)."""
+    return tuple(st for n, st in zip(t.shape, t.stride()) if n > 1)
+
+
+def run_torch(spec: dict[str, Any]) -> tuple[str, str]:
+    """avgpool.torch's function against torch.nn.functional's on the same call: the same
+    values and strides, or errors of the same built-in class."""
+    import torch
+    import torch.nn.functional as F
+
+    import avgpool.torch as apt
+
+    outcomes = []
+    for module in (F, apt):
+        x = _torch_input(spec["array"])
+        try:
+            outcomes.append(("ok", getattr(module, spec["op"])(x, *spec["args"], **spec["kwargs"])))
+        except Exception as exc:
+            outcomes.append(("error", exc))
+    (theirs, expected), (ours, got) = outcomes
+    if theirs == "error" and ours == "error":
+        for base in (TypeError, IndexError, RuntimeError, ValueError):
+            if isinstance(expected, base) and not isinstance(got, base):
+                return "wrong", f"torch raised {type(expected).__name__}, avgpool {type(got).__name__}: {got}"
+        return "ok", ""
+    if theirs != ours:
+        if ours == "error":
+            return "mismatch", f"avgpool refused a call torch answers: {got}"
+        return "mismatch", f"avgpool answered a call torch refuses: {expected}"
+    pairs = zip(expected, got) if isinstance(expected, tuple) else [(expected, got)]
+    for e, g in pairs:
+        if e.shape != g.shape or e.dtype != g.dtype:
+            return "wrong", f"shape/dtype {tuple(g.shape)} {g.dtype} vs torch {tuple(e.shape)} {e.dtype}"
+        if e.is_floating_point():
+            scale = 1 + (e[e.isfinite()].abs().max().item() if e.isfinite().any() else 0)
+            tol = (2e-5 if e.dtype == torch.float32 else 1e-10) * scale
+            if not torch.allclose(e, g, rtol=0, atol=tol, equal_nan=True):
+                return "wrong", "values differ from torch's"
+        elif not torch.equal(e, g):
+            return "wrong", "values differ from torch's"
+        if e.numel() > 1 and layout_of(e) != layout_of(g):
+            return "wrong", f"strides {g.stride()} vs torch's {e.stride()}"
+    return "ok", ""

@@ -4,7 +4,7 @@ reference's answer or an AvgPoolError / TypeError.
 Geometry values reach the extremes (0, negatives, 2**31, 2**63 - 1, past int64), arrays are
 empty, non-contiguous, reversed or read-only, of every dtype, with NaN and inf. Each call runs
 in a worker process with a deadline (`_worker.DEADLINE_S`): a hang or a crash fails its
-example. ``AVGPOOL_FUZZ_EXAMPLES`` sets the examples per test (default 60; derandomized, so a
+example. ``AVGPOOL_FUZZ_EXAMPLES`` sets the examples per test (default 150; derandomized, so a
 run is repeatable).
 """
 

@@ -145,7 +145,9 @@ def adaptive(kind: str, ndim: int, x: torch.Tensor, output_size: Any) -> None:
         raise TorchPoolError(
             f"elements of output_size must be greater than or equal to 0 but received {sizes}"
         )
-    rest = x.shape[1:] if x.dim() == ndim + 2 else x.shape
+    # PyTorch: every spatial axis non-empty; for max pooling, batched channels too
+    batched = x.dim() == ndim + 2
+    rest = x.shape[1:] if batched and kind == "max" else x.shape[-ndim:]
     if any(n == 0 for n in rest):
         raise TorchPoolError(
             f"{name}(): Expected input to have non-zero size for non-batch dimensions, but input has sizes "
