@@ -30,7 +30,7 @@ from typing import Any
 
 from avgpool._errors import AvgPoolError
 
-__all__ = ["TORCH_SUFFIXES", "LoadedModel", "is_torch_source", "load_torch_model", "to_onnx"]
+__all__ = ["TORCH_SUFFIXES", "LoadedModel", "is_torch_source", "load_torch_model", "sha256_file", "to_onnx"]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 
@@ -73,7 +73,8 @@ def _torch(error: type[AvgPoolError]) -> Any:
     return torch
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path: str) -> str:
+    """The file's sha256, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -113,12 +114,12 @@ def load_torch_model(
     try:
         if kind == "exported":
             program = torch.export.load(spec)
-            return LoadedModel(program.module(), kind, spec, _sha256(spec), program)
+            return LoadedModel(program.module(), kind, spec, sha256_file(spec), program)
         if kind == "torchscript":
             with warnings.catch_warnings():  # deprecated for writing new models; old files abound
                 warnings.simplefilter("ignore", DeprecationWarning)
                 module = torch.jit.load(spec, map_location="cpu")
-            return LoadedModel(module, kind, spec, _sha256(spec))
+            return LoadedModel(module, kind, spec, sha256_file(spec))
         obj = _unpickle(torch, spec, trust, error)
     except AvgPoolError:
         raise
@@ -129,7 +130,7 @@ def load_torch_model(
             " (a state_dict needs its model: use package.module:factory)" if isinstance(obj, Mapping) else ""
         )
         raise error(f"{spec}: holds a {type(obj).__name__}, not an nn.Module{hint}")
-    return LoadedModel(obj, "pickle", spec, _sha256(spec))
+    return LoadedModel(obj, "pickle", spec, sha256_file(spec))
 
 
 def _unpickle(torch: Any, path: str, trust: bool, error: type[AvgPoolError]) -> Any:

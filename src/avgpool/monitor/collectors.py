@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from avgpool._errors import AvgPoolError
-from avgpool._loading import is_torch_source, load_torch_model, to_onnx
+from avgpool._loading import is_torch_source, load_torch_model, sha256_file, to_onnx
 from avgpool.monitor.profile import DEFAULT_BINS, Profile, ProfileError
 
 __all__ = [
@@ -63,14 +63,6 @@ def iter_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> list[dict
         raise ProfileError(f"batch_size must be >= 1, got {batch_size}")
     n = next(iter(arrays.values())).shape[0]
     return [{k: v[i : i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _identity(source: str, fmt: str, sha256: str | None, inventory: Any) -> dict[str, Any]:
@@ -377,7 +369,7 @@ def profile_onnx(
         raise ProfileError(f"{source}: ONNX Runtime refuses the model: {str(exc).splitlines()[0]}") from None
     profile = _start(None, like, bins, channel_hist)
     sha = (
-        _sha256_file(source)
+        sha256_file(source)
         if os.path.isfile(source)
         else hashlib.sha256(proto.SerializeToString()).hexdigest()
     )
