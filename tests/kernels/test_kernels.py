@@ -305,6 +305,10 @@ def test_max_values_on_each_path(monkeypatch, caplog, large, layout, dtype):
     monkeypatch.setattr(_cpu, "LARGE_MAX_READS", (0, 0) if large else (math.inf, math.inf))
     with caplog.at_level("DEBUG", logger="avgpool"):
         _max(layout, dtype)
+        # one example sure to qualify (the drawn ones may all be empty, dilated or with indices)
+        x = _array((2, 3, 9, 8), dtype, 0, layout, specials=True)
+        w = _layout_window(ap.Window(3, 1, 1, ndim=2), layout)
+        _close(*_both(ap.max_pool, x, window=w), dtype)
     assert ("cpu_max.max_values_large" in caplog.text) == large
 
 
