@@ -31,6 +31,7 @@ from torch import Tensor
 import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
 from avgpool._errors import AvgPoolError, TorchPoolError, torch_errors
 from avgpool.conventions import CONVENTIONS, from_torch
+from avgpool.torch import _checks
 from avgpool.torch._library import call, window_args
 from avgpool.window import Window
 
@@ -217,6 +218,8 @@ def _avg_class(ndim: int, base: type) -> type:
 
         def forward(self, input: Tensor) -> Tensor:
             if not torch.jit.is_scripting():
+                if self._convention == "torch":
+                    _checks.input_of("avg", ndim, input)
                 return call.avg_pool(input, *self._avg_args)
             return torch.ops.avgpool.avg_pool(
                 input,
@@ -296,6 +299,8 @@ def _max_class(ndim: int, base: type) -> type:
 
         def forward(self, input: Tensor):
             if not torch.jit.is_scripting():
+                if self._convention == "torch":
+                    _checks.input_of("max", ndim, input)
                 if not self.return_indices:  # inference skips the arg-max (values-only kernels)
                     return call.max_pool_values(input, *self._max_args, "")
                 y, indices = call.max_pool(input, *self._max_args, "")
@@ -364,6 +369,8 @@ def _lp_class(ndim: int, base: type) -> type:
 
         def forward(self, input: Tensor) -> Tensor:
             if not torch.jit.is_scripting():
+                if self._convention == "torch":
+                    _checks.input_of("lp", ndim, input)
                 return call.lp_pool(input, self._norm, *self._max_args)
             return torch.ops.avgpool.lp_pool(
                 input,
@@ -440,6 +447,7 @@ def _adaptive_class(ndim: int, base: type, kind: str) -> type:
 
             def forward(self, input: Tensor) -> Tensor:
                 if not torch.jit.is_scripting():
+                    _checks.adaptive("avg", ndim, input, self.output_size)
                     return call.adaptive_avg_pool(input, self._sizes, False)
                 return torch.ops.avgpool.adaptive_avg_pool(input, self._sizes, False)
 
@@ -447,6 +455,7 @@ def _adaptive_class(ndim: int, base: type, kind: str) -> type:
 
             def forward(self, input: Tensor):
                 if not torch.jit.is_scripting():
+                    _checks.adaptive("max", ndim, input, self.output_size)
                     y, indices = call.adaptive_max_pool(input, self._sizes, False)
                 else:
                     y, indices = torch.ops.avgpool.adaptive_max_pool(input, self._sizes, False)

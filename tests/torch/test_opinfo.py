@@ -79,3 +79,35 @@ def test_samples_match_pytorch_values_and_layout(opinfos):
                             f"{g.stride()} vs {e.stride()}"
                         )
     assert checked > 100 and not failures, "\n".join(failures[:40])
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "x"),
+    [
+        ("AvgPool2d", (2,), (1, 0, 4, 4)),
+        ("MaxPool2d", (2,), (1, 0, 4, 4)),
+        ("MaxPool3d", (2,), (2, 1, 0, 4, 4)),
+        ("LPPool2d", (2, 2), (1, 3, 0, 4)),
+        ("AdaptiveAvgPool2d", (2,), (1, 2, 0, 4)),
+        ("AdaptiveMaxPool2d", (2,), (1, 0, 4, 4)),
+    ],
+)
+def test_modules_refuse_what_torch_nn_refuses(name, args, x):
+    import avgpool.nn as apnn
+
+    x = torch.zeros(x)
+    with pytest.raises(RuntimeError):
+        getattr(torch.nn, name)(*args)(x)
+    with pytest.raises(RuntimeError) as ours:
+        getattr(apnn, name)(*args)(x)
+    assert isinstance(ours.value, ValueError)  # and an AvgPoolError
+
+
+def test_modules_refuse_integer_adaptive_max_as_torch_nn_does():
+    import avgpool.nn as apnn
+
+    x = torch.zeros(1, 2, 4, 4, dtype=torch.int64)
+    with pytest.raises(RuntimeError, match="not implemented for 'Long'"):
+        torch.nn.AdaptiveMaxPool2d(2)(x)
+    with pytest.raises(RuntimeError, match="not implemented for 'Long'"):
+        apnn.AdaptiveMaxPool2d(2)(x)

@@ -84,7 +84,7 @@ def pooling(
             )
     if divisor_override is not None and divisor_override == 0:
         raise TorchPoolError("divisor must be not zero")
-    _input(op, ndim, x)
+    input_of(op, ndim, x)
     for axis, (n, k, s, p, d) in enumerate(zip(x.shape[-ndim:], kernel, strides, pads, dilations)):
         room = n + 2 * p - d * (k - 1) - 1
         out = (-(-room // s) if ceil_mode else room // s) + 1
@@ -99,8 +99,9 @@ def pooling(
             )
 
 
-def _input(op: str, ndim: int, x: torch.Tensor) -> None:
-    """The input's rank, and no empty dimension but the batch."""
+def input_of(op: str, ndim: int, x: torch.Tensor) -> None:
+    """The input's rank, and no empty dimension but the batch (also what torch.nn's modules
+    check on each call)."""
     ranks = f"{ndim + 1}D or {ndim + 2}D"
     batched = x.dim() == ndim + 2
     rest = x.shape[1:] if batched else x.shape
