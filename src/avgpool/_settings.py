@@ -62,9 +62,8 @@ def _most_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Threads the kernels use, in every thread that calls an op (default: every core).
-
-    Results do not depend on it.
+    """Threads the kernels use, in every thread that calls an op, threads started later
+    included (default: each thread's Numba setting, every core). Results do not depend on it.
     """
     most = _most_threads()
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= most:
@@ -73,6 +72,11 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Threads the kernels use now (`set_num_threads`'s number, else every core)."""
+    """Threads the kernels use now: `set_num_threads`'s number, else the calling thread's
+    Numba setting (every core unless ``numba.set_num_threads`` said otherwise)."""
     threads = _process["threads"]
-    return _most_threads() if threads is None else threads
+    if threads is not None:
+        return threads
+    import numba
+
+    return numba.get_num_threads()
