@@ -2,14 +2,17 @@
 
 Forms, and what loading each can run:
 
-* ``.pt2``: a `torch.export` ExportedProgram (``torch.export.save``): a graph of ATen ops and
-  its weights, no pickled Python objects.
 * a TorchScript archive (``torch.jit.save``, whatever the file is named, often ``.pt``):
-  TorchScript code that `torch.jit.load` compiles, no pickled Python objects.
+  TorchScript code that `torch.jit.load` compiles with its own loader, which builds no
+  Python objects.
 * ``.pt``/``.pth`` otherwise: ``torch.load(weights_only=True)``, which builds tensors and
   plain containers only. A pickled ``nn.Module`` (``torch.save(model)``) is a pickle that can
   run any code as it loads, so it is refused unless the caller trusts the file
   (``trust=True``, ``--trust-file`` on the command line).
+* ``.pt2``: a `torch.export` ExportedProgram (``torch.export.save``). `torch.export.load`
+  unpickles parts of the archive (weights saved with pickle, opaque objects: the archive's
+  own config says which) without ``weights_only``, so a ``.pt2`` can run code as it loads
+  and needs ``trust=True`` too.
 * ``package.module:attr``: importing the named code is what the caller asked for.
 
 TorchScript and ExportedProgram modules hide their pooling layers' Python classes and take no
@@ -37,8 +40,13 @@ TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 _REFUSED = (
     "holds pickled Python objects (torch.save of a whole module), and unpickling them can run "
     "any code the file contains: pass --trust-file (trust=True in Python) only if you trust the "
-    "file, or save the model as TorchScript (torch.jit.save) or with torch.export.save (.pt2), "
-    "which load without running code"
+    "file, or export the model to ONNX (torch.onnx.export), which loads without running code"
+)
+_REFUSED_PT2 = (
+    "is an ExportedProgram, and torch.export.load unpickles parts of it (pickled weights, opaque "
+    "objects) without weights_only, which can run any code the file contains: pass --trust-file "
+    "(trust=True in Python) only if you trust the file, or export the model to ONNX "
+    "(torch.onnx.export), which loads without running code"
 )
 
 
@@ -103,7 +111,8 @@ def load_torch_model(
     """Load ``spec`` (see the module docstring); failures raise ``error`` with one line.
 
     ``trust=True`` lets a ``.pt``/``.pth`` that holds pickled Python objects (a whole
-    ``nn.Module``) be unpickled: only for files you trust, since that can run their code.
+    ``nn.Module``), or a ``.pt2``, be loaded: only for files you trust, since that can run
+    their code.
     """
     torch = _torch(error)
     if not spec.endswith(TORCH_SUFFIXES) and not os.path.exists(spec) and ":" in spec:
@@ -111,6 +120,8 @@ def load_torch_model(
     if not os.path.exists(spec):
         raise error(f"{spec}: no such file")
     kind = "exported" if spec.endswith(".pt2") else _archive_kind(spec)
+    if kind == "exported" and not trust:
+        raise error(f"{spec}: {_REFUSED_PT2}")
     try:
         if kind == "exported":
             program = torch.export.load(spec)

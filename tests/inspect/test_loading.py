@@ -95,13 +95,22 @@ def compiled(tmp_path_factory, torch_models):
     return {"exported": root / "resnet.pt2", "torchscript": root / "traced.pt"}
 
 
+def test_an_exported_program_needs_trust(compiled, capsys):
+    # torch.export.load unpickles parts of a .pt2 (pickled weights, opaque objects) itself
+    with pytest.raises(ModelError, match=r"ExportedProgram.*--trust-file"):
+        load_torch_model(str(compiled["exported"]), error=ModelError)
+    assert main(["inspect", str(compiled["exported"])]) == 2
+    assert "--trust-file" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kind", ["exported", "torchscript"])
-def test_compiled_formats_load_without_trust_and_show_their_pooling(kind, compiled, torch_models):
-    loaded = load_torch_model(str(compiled[kind]))
+def test_compiled_formats_load_and_show_their_pooling(kind, compiled, torch_models):
+    trust = kind == "exported"
+    loaded = load_torch_model(str(compiled[kind]), trust=trust)
     assert loaded.format == kind and loaded.sha256
     x = torch.randn(*SHAPES["resnet"])
     torch.testing.assert_close(loaded.module(x), torch_models["resnet"](x))
-    inv = read_model(compiled[kind], {"": SHAPES["resnet"]})
+    inv = read_model(compiled[kind], {"": SHAPES["resnet"]}, trust=trust)
     ops = [layer.op for layer in inv.layers]
     assert ops == ["max", "avg", "global_avg"]
 
@@ -109,5 +118,6 @@ def test_compiled_formats_load_without_trust_and_show_their_pooling(kind, compil
 @pytest.mark.parametrize("kind", ["exported", "torchscript"])
 def test_compiled_formats_profile_and_bench(kind, compiled, inputs, tmp_path, capsys):
     argv = _commands(str(compiled[kind]), inputs, tmp_path)
-    assert main([*argv["profile"], "--json"]) == 0, capsys.readouterr().err
-    assert main([*argv["bench model"], "--json"]) == 0, capsys.readouterr().err
+    trust = ["--trust-file"] if kind == "exported" else []
+    assert main([*argv["profile"], "--json", *trust]) == 0, capsys.readouterr().err
+    assert main([*argv["bench model"], "--json", *trust]) == 0, capsys.readouterr().err

@@ -1,8 +1,8 @@
 """Models made ready to time: an ONNX model in ONNX Runtime, or a PyTorch module, behind one call.
 
 `load_model` takes the model forms `avgpool inspect` takes (an ``.onnx`` file, a PyTorch file:
-ExportedProgram ``.pt2``, TorchScript, or a pickled module ``.pt``/``.pth`` that loads only with
-``trust=True``; a ``package.module:factory`` spec, or a loaded ``onnx.ModelProto`` /
+TorchScript, or an ExportedProgram ``.pt2`` or a pickled module ``.pt``/``.pth``, these two
+only with ``trust=True``; a ``package.module:factory`` spec, or a loaded ``onnx.ModelProto`` /
 ``torch.nn.Module``) and
 returns a `TimedModel`: its inputs (name, per-sample shape, dtype), its size on disk, the RSS its
 loading added, ``native`` (the conversion of NumPy inputs to what the runtime takes, done before

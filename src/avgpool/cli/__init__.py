@@ -239,7 +239,8 @@ def trust_file_arg(cmd: argparse.ArgumentParser) -> None:
         "--trust-file",
         action="store_true",
         help="load a .pt/.pth that holds a pickled nn.Module: unpickling it runs any code the file "
-        "contains, so only for files you trust (ExportedProgram .pt2 and TorchScript files need no trust)",
+        "contains, so only for files you trust (torch.export's .pt2 files need it too; TorchScript and "
+        "ONNX files do not)",
     )
 
 
@@ -264,8 +265,8 @@ def _model_commands(sub: Any) -> None:
         "inspect",
         help="the pooling layers of an ONNX or PyTorch model, and lint findings",
         description="List every pooling layer of a model (geometry, shapes, receptive field) and lint it. "
-        "MODEL: an .onnx file, an ExportedProgram (.pt2), a TorchScript file, a pickled nn.Module "
-        "(.pt/.pth, with --trust-file) or package.module:factory.",
+        "MODEL: an .onnx file, a TorchScript file, an ExportedProgram (.pt2) or a pickled nn.Module "
+        "(.pt/.pth), these two with --trust-file, or package.module:factory.",
     )
     inspect.add_argument("model")
     inspect.add_argument("--target", "-t", choices=tuple(TARGETS), help="where the model is going")

@@ -157,8 +157,9 @@ def add_commands(sub: Any) -> None:
         "model",
         help="an ONNX model in ONNX Runtime or a PyTorch model, over batch sizes; --against for A/B",
         description="Time a model over a sweep of batch sizes: latency percentiles, throughput, peak RSS "
-        "(and CUDA) memory, size on disk. MODEL: an .onnx file, an ExportedProgram (.pt2), a "
-        "TorchScript file, a pickled nn.Module (.pt/.pth, with --trust-file) or package.module:factory. With "
+        "(and CUDA) memory, size on disk. MODEL: an .onnx file, a TorchScript file, an "
+        "ExportedProgram (.pt2) or a pickled nn.Module (.pt/.pth), these two with --trust-file, or "
+        "package.module:factory. With "
         "--against, time both in interleaved pairs and report B/A with a bootstrap interval. "
         "Threads: the runtime's default unless --threads.",
     )

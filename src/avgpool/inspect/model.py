@@ -1,10 +1,11 @@
 """One entry point for any model: `read_model` picks the reader, `inspect_model` adds lint.
 
-A model is an ONNX file (``.onnx``), a PyTorch file (an ExportedProgram ``.pt2``, a TorchScript
-archive, or a ``.pt``/``.pth`` whose pickled module loads only with ``trust=True``; see
-`avgpool._loading`), a ``package.module:attribute`` spec naming a module or a function that
-builds one, or an already loaded ``onnx.ModelProto`` or ``torch.nn.Module``. ExportedPrograms
-and TorchScript models are read through PyTorch's ONNX export.
+A model is an ONNX file (``.onnx``), a PyTorch file (a TorchScript archive, or an
+ExportedProgram ``.pt2`` or a ``.pt``/``.pth`` pickled module, these two only with
+``trust=True``; see `avgpool._loading`), a ``package.module:attribute`` spec naming a module
+or a function that builds one, or an already loaded ``onnx.ModelProto`` or
+``torch.nn.Module``. ExportedPrograms and TorchScript models are read through PyTorch's ONNX
+export.
 """
 
 from __future__ import annotations
