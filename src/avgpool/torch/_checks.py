@@ -55,6 +55,8 @@ def pooling(
     divisor_override: Any = None,
 ) -> None:
     """avg/max/lp pooling's checks (``op``: "avg", "max" or "lp")."""
+    if torch.jit.is_tracing():  # sizes are traced tensors; the op itself still checks
+        return
     kernel = _ints(kernel_size, ndim)
     strides = (
         kernel if stride is None or (isinstance(stride, Sequence) and not stride) else _ints(stride, ndim)
@@ -102,6 +104,8 @@ def pooling(
 def input_of(op: str, ndim: int, x: torch.Tensor) -> None:
     """The input's rank, and no empty dimension but the batch (also what torch.nn's modules
     check on each call)."""
+    if torch.jit.is_tracing():  # sizes are traced tensors; the op itself still checks
+        return
     ranks = f"{ndim + 1}D or {ndim + 2}D"
     batched = x.dim() == ndim + 2
     rest = x.shape[1:] if batched else x.shape
@@ -122,6 +126,8 @@ def input_of(op: str, ndim: int, x: torch.Tensor) -> None:
 
 def adaptive(kind: str, ndim: int, x: torch.Tensor, output_size: Any) -> None:
     """adaptive_avg/max_pool's checks (``kind``: "avg" or "max")."""
+    if torch.jit.is_tracing():  # sizes are traced tensors; the op itself still checks
+        return
     name = f"adaptive_{kind}_pool{ndim}d"
     if x.dim() <= ndim:
         raise TorchPoolError(f"Input dimension should be at least {ndim + 1}")
