@@ -114,3 +114,55 @@ def test_without_an_unnamed_file_the_write_is_still_whole(tmp_path, monkeypatch)
     write_atomically(tmp_path / "a.bin", b"first")
     write_atomically(tmp_path / "a.bin", lambda f: f.write(b"second"))
     assert (tmp_path / "a.bin").read_bytes() == b"second" and os.listdir(tmp_path) == ["a.bin"]
+
+
+def _rewrite(src, dst, change):
+    """Copy the profile ZIP ``src`` to ``dst``, passing each member through ``change``."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            name, data, compression = change(info.filename, zin.read(info))
+            zout.writestr(name, data, compress_type=compression)
+
+
+def test_a_compressed_member_is_refused_before_it_is_inflated(tmp_path, profile, capsys):
+    import zipfile
+
+    good, bomb = tmp_path / "good.avgprof", tmp_path / "bomb.avgprof"
+    profile.save(good)
+    # 64 MiB of zeros deflate to ~64 KiB: a small file must not become a large allocation
+    zeros = np.zeros(8 << 20)
+
+    def inflate(name, data):
+        if name.endswith("/mean.npy"):
+            buf = __import__("io").BytesIO()
+            np.save(buf, zeros)
+            data = buf.getvalue()
+        return name, data, zipfile.ZIP_DEFLATED
+
+    _rewrite(good, bomb, inflate)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(ProfileError, match="is compressed"):
+        Profile.load(bomb)
+    assert main(["drift", str(good), str(bomb)]) == 2
+    assert "compressed" in capsys.readouterr().err
+
+
+def test_statistics_of_the_wrong_dtype_are_refused(tmp_path, profile):
+    import io
+    import zipfile
+
+    good, bad = tmp_path / "good.avgprof", tmp_path / "bad.avgprof"
+    profile.save(good)
+
+    def floats(name, data):
+        if name.endswith("/count.npy"):  # a float count of NaN cast to int64 reads as a huge count
+            buf = io.BytesIO()
+            np.save(buf, np.full(3, np.nan))
+            data = buf.getvalue()
+        return name, data, zipfile.ZIP_STORED
+
+    _rewrite(good, bad, floats)
+    with pytest.raises(ProfileError, match="count of the wrong dtype"):
+        Profile.load(bad)
