@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["check_writable", "write_atomically"]
+__all__ = ["check_directory", "check_writable", "write_atomically"]
 
 
 def _umask() -> int:
@@ -30,17 +30,36 @@ def _umask() -> int:
     return mask
 
 
-def check_writable(path: Any) -> None:
+def check_writable(path: Any, *, parents: bool = False) -> None:
     """Raise OSError now if ``path`` could not be written (no such directory, no permission),
-    so a command with several outputs can refuse before it writes any of them."""
+    so a command with several outputs can refuse before it writes any of them. With
+    ``parents``, directories that do not exist yet are fine if they could be created."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
+    if parents:
+        check_directory(directory)
+    elif not os.path.isdir(directory):
         raise FileNotFoundError(f"{path}: no such directory {directory}")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a directory")
+    if not os.path.isdir(directory):
+        return  # to be created: nothing in it to refuse
     if not os.access(directory, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise PermissionError(f"{path}: not writable")
+
+
+def check_directory(path: Any) -> None:
+    """Raise OSError now if files could not be written into the directory ``path``: it is not a
+    directory, or it is missing and could not be created (``mkdir -p``) where it would be."""
+    path = os.fspath(path)
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"{path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == os.path.abspath(path) else f" (cannot create directories in {existing})"
+        raise PermissionError(f"{path}: not writable{where}")
 
 
 def write_atomically(path: Any, content: bytes | str | Callable[[IO[bytes]], None]) -> None:

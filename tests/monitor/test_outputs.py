@@ -166,3 +166,58 @@ def test_statistics_of_the_wrong_dtype_are_refused(tmp_path, profile):
     _rewrite(good, bad, floats)
     with pytest.raises(ProfileError, match="count of the wrong dtype"):
         Profile.load(bad)
+
+
+def test_drift_refuses_a_tensorboard_directory_that_is_a_file_before_writing_the_plot(
+    tmp_path, profile, capsys
+):
+    base = tmp_path / "base.avgprof"
+    profile.save(base)
+    (tmp_path / "taken").write_text("a file, not a log directory")
+    plot = tmp_path / "ok.png"
+    args = [
+        "drift",
+        str(base),
+        str(base),
+        "--plot",
+        str(plot),
+        "--tensorboard",
+        str(tmp_path / "taken" / "tb"),
+    ]
+    assert main(args) == 2
+    assert "is not a directory" in capsys.readouterr().err and not plot.exists()
+
+
+def test_drift_refuses_one_path_for_two_outputs(tmp_path, profile, capsys):
+    base = tmp_path / "base.avgprof"
+    profile.save(base)
+    out = str(tmp_path / "out")
+    assert main(["drift", str(base), str(base), "--plot", out, "--prometheus-textfile", out]) == 2
+    assert "two outputs" in capsys.readouterr().err and os.listdir(tmp_path) == ["base.avgprof"]
+
+
+def test_directories_to_be_created_are_checked_where_they_would_be(tmp_path):
+    from avgpool._files import check_directory, check_writable
+
+    check_directory(tmp_path / "new" / "deeper")  # mkdir -p would make it
+    check_writable(tmp_path / "new" / "deeper" / "f.json", parents=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        check_directory(tmp_path / "file" / "sub")
+    with pytest.raises(IsADirectoryError):
+        check_writable(tmp_path, parents=True)
+
+
+def test_bench_results_are_checked_before_either_is_written(tmp_path):
+    from avgpool.bench.report import write_results
+
+    (tmp_path / "latest.md").mkdir()  # the second output cannot be written
+    with pytest.raises(IsADirectoryError):
+        write_results({"cases": []}, tmp_path)
+    assert not (tmp_path / "latest.json").exists()
+
+
+def test_study_refuses_its_folder_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["study", "--out", str(tmp_path / "file" / "report"), "--subset", "10"]) == 2
+    assert "is not a directory" in capsys.readouterr().err

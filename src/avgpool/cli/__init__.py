@@ -397,16 +397,18 @@ def _cmd_drift(args: argparse.Namespace) -> int:
 
 def _check_outputs(*paths: str | None, directories: Sequence[str | None] = ()) -> None:
     """Refuse (OSError: one line, exit 2) before anything is written if any output cannot be."""
-    from avgpool._files import check_writable
+    from avgpool._files import check_directory, check_writable
 
-    for path in paths:
-        if path:
-            check_writable(path)
-    for directory in directories:
-        if directory:
-            parent = os.path.dirname(os.path.abspath(directory))
-            if not os.path.isdir(directory) and not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(f"{directory}: cannot create this directory")
+    given = [p for p in paths if p]
+    given_dirs = [d for d in directories if d]
+    everything = [os.path.abspath(p) for p in (*given, *given_dirs)]
+    twice = sorted({p for p in everything if everything.count(p) > 1})
+    if twice:
+        raise AvgPoolError(f"{twice[0]} is given for two outputs: give each its own path")
+    for path in given:
+        check_writable(path)
+    for directory in given_dirs:
+        check_directory(directory)
 
 
 def _emit_table(data: dict[str, Any], table: Any, args: argparse.Namespace) -> None:
