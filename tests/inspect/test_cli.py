@@ -160,3 +160,16 @@ def test_control_characters_in_names_are_escaped_in_every_output(tmp_path, capsy
         assert "\\nverdict: PASS \\x1b[2K\\u202e" in out
         assert "\x1b" not in out and "\u202e" not in out
         assert not any(line.startswith("verdict: PASS") for line in out.splitlines())
+
+
+def test_rich_tables_show_names_as_text_not_markup():
+    import io
+
+    pytest.importorskip("rich")
+    from avgpool.inspect.render import rich_print
+
+    buf = io.StringIO()
+    names = ["a[/]b", "[red]pool[/red] [link=https://example.invalid]x"]
+    rich_print(("layers [bold]", ["layer"], [[n] for n in names], ["[/] end"]), file=buf)
+    out = buf.getvalue()  # an unmatched '[/]' stopped the output with rich's MarkupError
+    assert all(n in out for n in names) and "layers [bold]" in out

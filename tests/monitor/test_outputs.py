@@ -221,3 +221,16 @@ def test_study_refuses_its_folder_before_training(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["study", "--out", str(tmp_path / "file" / "report"), "--subset", "10"]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_the_drift_plot_draws_any_layer_name(tmp_path):
+    pytest.importorskip("matplotlib")
+    from avgpool.monitor import compare, plot_drift
+
+    name = "pool$\\frac{$x\nverdict: PASS"  # matplotlib's mathtext refused this title
+    base = Profile(bins=8)
+    base.update(name, np.random.default_rng(0).standard_normal((50, 2)))
+    cand = Profile.like(base)
+    cand.update(name, np.random.default_rng(1).standard_normal((50, 2)) + 1)
+    assert plot_drift(compare(base, cand), tmp_path / "d.png") == [name]
+    assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
