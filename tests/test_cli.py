@@ -200,3 +200,40 @@ def test_tensorflow_max_pool_takes_explicit_padding():
     assert [(a.pad_before, a.pad_after) for a in report.axes] == [(0, 1), (1, 0)]
     with pytest.raises(AvgPoolError, match=r"tf\.nn\.avg_pool takes only"):
         shape_report((1, 1, 9, 9), 3, 2, ((0, 1), (1, 0)), convention="tensorflow")
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "says"),
+    [
+        (AvgPoolError("kernel_size must be >= 1"), 2, "avgpool shape: error: kernel_size must be >= 1"),
+        (FileNotFoundError("x.onnx: no such file"), 2, "avgpool shape: error: x.onnx: no such file"),
+        (MemoryError(), 2, "avgpool shape: error: not enough memory"),
+        (KeyError("boom"), 3, "avgpool shape: unexpected error (a bug in avgpool"),
+        (ValueError("plain"), 3, "AVGPOOL_DEBUG=1 shows where): ValueError: plain"),
+        (KeyboardInterrupt(), 130, "avgpool shape: interrupted"),
+    ],
+)
+def test_only_refusals_of_the_input_exit_2(monkeypatch, capsys, error, code, says):
+    # every other exception was 'error' and exit 2 too: a bug read as a refused input in CI
+    import avgpool.cli as cli
+
+    def fail(args):
+        raise error
+
+    monkeypatch.delenv("AVGPOOL_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "_cmd_shape", fail)
+    assert cli.main(["shape", "1x1x4x4", "-k", "2"]) == code
+    out, err = capsys.readouterr()
+    assert out == "" and says in err and err.count("\n") == 1
+
+
+def test_avgpool_debug_shows_an_unexpected_error_whole(monkeypatch):
+    import avgpool.cli as cli
+
+    def fail(args):
+        raise KeyError("boom")
+
+    monkeypatch.setenv("AVGPOOL_DEBUG", "1")
+    monkeypatch.setattr(cli, "_cmd_shape", fail)
+    with pytest.raises(KeyError, match="boom"):
+        cli.main(["shape", "1x1x4x4", "-k", "2"])

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["check_directory", "check_writable", "write_atomically"]
+__all__ = ["check_directory", "check_writable", "read_arrays", "write_atomically"]
 
 
 def _umask() -> int:
@@ -132,3 +132,34 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def read_arrays(path: Any, error: type[Exception]) -> dict[str, Any]:
+    """The named arrays of an ``.npz`` file, for feeding a model: no pickled objects, numbers
+    only (bool, int, float: a complex, text or record array would be cast or refused by the
+    model far from the cause), at least one axis each. Anything else raises ``error`` with one
+    line naming the file and the array."""
+    import numpy as np
+
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise error(f"{path}: expected an .npz archive of named arrays, got a single array")
+            arrays = {k: data[k] for k in data.files}
+    except error:
+        raise
+    except FileNotFoundError:
+        raise error(f"{path}: no such inputs file") from None
+    except Exception as exc:  # not a ZIP, a pickled array, a damaged member: numpy's and zipfile's errors
+        raise error(f"{path}: cannot read inputs ({type(exc).__name__}: {exc})") from None
+    if not arrays:
+        raise error(f"{path}: the inputs file holds no arrays")
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf":
+            raise error(
+                f"{path}: array {name!r} has dtype {array.dtype}; model inputs must be bool, int or float"
+            )
+        if array.ndim == 0:
+            raise error(f"{path}: array {name!r} is a scalar; model inputs need at least one axis")
+    return arrays

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from avgpool.cli import main
@@ -173,3 +174,22 @@ def test_rich_tables_show_names_as_text_not_markup():
     rich_print(("layers [bold]", ["layer"], [[n] for n in names], ["[/] end"]), file=buf)
     out = buf.getvalue()  # an unmatched '[/]' stopped the output with rich's MarkupError
     assert all(n in out for n in names) and "layers [bold]" in out
+
+
+@pytest.mark.parametrize(
+    ("array", "problem"),
+    [
+        (np.ones((1, 3, 8, 8), complex), "array 'x' has dtype complex128"),
+        (np.ones((0, 3, 8, 8), np.float32), "the input(s) ['x'] hold no values"),
+    ],
+)
+def test_verify_refuses_inputs_it_could_not_check_with(tmp_path, capsys, array, problem):
+    # a complex input was cast to its real part, and an empty one verified nothing and passed
+    from .conftest import onnx
+    from .test_onnx_reader import _pool_model
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_pool_model([2, 2], [1, 3, 8, 8]), str(path))
+    np.savez(tmp_path / "in.npz", x=array)
+    assert main(["verify", str(path), "--inputs", str(tmp_path / "in.npz")]) == 2
+    assert problem in capsys.readouterr().err

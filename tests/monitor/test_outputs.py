@@ -234,3 +234,46 @@ def test_the_drift_plot_draws_any_layer_name(tmp_path):
     cand.update(name, np.random.default_rng(1).standard_normal((50, 2)) + 1)
     assert plot_drift(compare(base, cand), tmp_path / "d.png") == [name]
     assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("array", "problem"),
+    [
+        (np.ones((2, 3, 4, 4), complex), "dtype complex128; model inputs must be bool, int or float"),
+        (np.array(["a", "b"]), "dtype <U1"),
+        (np.float32(1.0), "is a scalar"),
+    ],
+)
+def test_inputs_that_are_not_numbers_are_refused_by_name(tmp_path, capsys, array, problem):
+    # a complex array was cast to its real part with a warning, and profiled
+    np.savez(tmp_path / "in.npz", image=array)
+    argv = ["profile", "model.onnx", "--inputs", str(tmp_path / "in.npz"), "-o", str(tmp_path / "p.avgprof")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert problem in err and "'image'" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("value", ["psi=nan:nan", "psi=0.1:nan", "ks=-1:-0.5"])
+def test_thresholds_that_could_not_judge_are_refused(tmp_path, profile, capsys, value):
+    base = tmp_path / "base.avgprof"
+    profile.save(base)
+    assert main(["drift", str(base), str(base), "--threshold", value]) == 2  # nan:nan passed any drift
+    assert "must be numbers >= 0" in capsys.readouterr().err
+
+
+def test_python_thresholds_are_checked_too(profile):
+    from avgpool.monitor import Threshold, compare
+
+    with pytest.raises(ProfileError, match="must be numbers >= 0"):
+        compare(profile, profile, thresholds={"psi": Threshold(float("nan"), float("nan"), "mine")})
+    with pytest.raises(ProfileError, match="unknown metric"):
+        compare(profile, profile, thresholds={"psy": Threshold(0.1, 0.2, "typo")})
+
+
+def test_a_plot_of_no_layers_is_refused_as_such(tmp_path, profile, capsys):
+    base = tmp_path / "base.avgprof"
+    profile.save(base)
+    assert main(["drift", str(base), str(base), "--plot", str(tmp_path / "d.png"), "--top", "0"]) == 2
+    assert "top must be an int >= 1" in capsys.readouterr().err  # said "no layers in common"
+    assert not (tmp_path / "d.png").exists()

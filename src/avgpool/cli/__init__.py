@@ -1,7 +1,11 @@
 """The ``avgpool`` command: thin argument parsing and rendering over the library's tools.
 
 Exit codes: 0 done (clean), 1 findings at or above ``--fail-on`` / disallowed diff changes / verify
-failures, 2 bad arguments or input (one clear message on stderr, no traceback).
+failures, 2 bad arguments or input (one clear message on stderr, no traceback), 3 an unexpected
+error (one line naming its class; ``AVGPOOL_DEBUG=1`` shows the traceback), 130 interrupted.
+Only avgpool's own refusals (`AvgPoolError`, and TypeError for a wrong type), OSError from files
+and MemoryError count as bad input: anything else is a bug in avgpool or in a model's own code,
+and a CI job must not read it as a refused input or as a failed gate.
 """
 
 from __future__ import annotations
@@ -532,16 +536,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        print(f"avgpool {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (AvgPoolError, TypeError, OSError) as exc:
         print(f"avgpool {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        # a model file can fail inside onnx, onnxruntime or torch in ways no reader foresaw:
-        # still one line, not a traceback (AVGPOOL_DEBUG=1 shows it)
-        if args.command == "shape" or os.environ.get("AVGPOOL_DEBUG"):
-            raise
-        print(f"avgpool {args.command}: error: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
+    except MemoryError as exc:
+        detail = f" ({_one_line(str(exc))})" if str(exc) else ""
+        print(f"avgpool {args.command}: error: not enough memory{detail}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if os.environ.get("AVGPOOL_DEBUG"):
+            raise
+        print(
+            f"avgpool {args.command}: unexpected error (a bug in avgpool, or in the model's own code; "
+            f"AVGPOOL_DEBUG=1 shows where): {type(exc).__name__}: {_one_line(str(exc))}",
+            file=sys.stderr,
+        )
+        return 3
 
 
 if __name__ == "__main__":

@@ -114,9 +114,21 @@ def parse_threshold(text: str) -> tuple[str, Threshold]:
         warn, fail = (float(v) for v in values.split(":"))
     except ValueError:
         raise ProfileError(f"threshold must look like {name}=0.1:0.25 (warn:fail), got {text!r}") from None
-    if fail < warn:
-        raise ProfileError(f"threshold {name}: fail ({fail}) must be >= warn ({warn})")
-    return name, Threshold(warn, fail, "command line")
+    threshold = Threshold(warn, fail, "command line")
+    _check_threshold(name, threshold)
+    return name, threshold
+
+
+def _check_threshold(name: str, t: Threshold) -> None:
+    """A NaN limit would never trigger (every comparison with NaN is false): the gate would
+    pass whatever it measured; a negative one fails whatever it measured."""
+    if not (t.warn >= 0 and t.fail >= 0):
+        raise ProfileError(
+            f"threshold {name}: warn and fail must be numbers >= 0 (inf or 'off' disables), "
+            f"got {t.warn}:{t.fail}"
+        )
+    if t.fail < t.warn:
+        raise ProfileError(f"threshold {name}: fail ({t.fail}) must be >= warn ({t.warn})")
 
 
 def _judged(metric: str, value: np.ndarray) -> np.ndarray:
@@ -401,6 +413,10 @@ def compare(
         it was damaged or forged and is not judged.
     """
     limits = {**THRESHOLDS, **(thresholds or {})}
+    for name, t in (thresholds or {}).items():
+        if name not in METRICS:
+            raise ProfileError(f"thresholds: unknown metric {name!r}; choose from {METRICS}")
+        _check_threshold(name, t)
     gating = tuple(metrics or METRICS)
     unknown = [m for m in gating if m not in METRICS]
     if unknown:

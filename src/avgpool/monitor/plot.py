@@ -98,6 +98,8 @@ def plot_drift(report: DriftReport, path: Any, *, top: int = 4, dpi: int = 110) 
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         raise ProfileError("--plot needs matplotlib: pip install 'avgpool[monitor]'") from None
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ProfileError(f"top must be an int >= 1 (layers in the plot), got {top!r}")
     layers = report.most_drifted(top)
     if not layers:
         raise ProfileError("no layers in common between the profiles: nothing to plot")
