@@ -193,3 +193,18 @@ def test_verify_refuses_inputs_it_could_not_check_with(tmp_path, capsys, array, 
     np.savez(tmp_path / "in.npz", x=array)
     assert main(["verify", str(path), "--inputs", str(tmp_path / "in.npz")]) == 2
     assert problem in capsys.readouterr().err
+
+
+def test_a_model_onnx_runtime_refuses_is_one_line_on_stderr(tmp_path, capfd):
+    # ONNX Runtime's own error log (written to fd 2, in colour) came before our line
+    from .conftest import onnx
+    from .test_onnx_reader import _pool_model
+
+    model = _pool_model([2, 2], [1, 3, 8, 8])
+    model.graph.node[0].attribute.append(onnx.helper.make_attribute("pads", [5, 5, 5, 5]))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    assert main(["verify", str(path)]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("avgpool verify: error: ") and "Pad should be smaller than kernel" in err
+    assert err.count("\n") == 1

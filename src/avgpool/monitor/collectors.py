@@ -350,7 +350,8 @@ def profile_onnx(
             "profiling an ONNX model needs onnxruntime: pip install 'avgpool[inspect]'"
         ) from None
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # fatal only: ONNX Runtime's own error log would print beside the one line we make of it
+    options.log_severity_level = 4
     try:
         session = ort.InferenceSession(
             exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
