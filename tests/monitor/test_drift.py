@@ -220,6 +220,9 @@ def test_a_gated_metric_that_cannot_be_computed_fails_a_channel():
     y[:, 2] = np.nan  # one channel left with nothing to compare
     d = compare(base, profile([{"l": y}], like=base), metrics=["mean_shift"], channels=True).by_name("l")
     assert d.channels.verdicts.tolist() == [0, 0, 2] and d.verdict == "fail"
+    both = compare(profile([{"l": y}]), profile([{"l": y}]), channels=True).by_name("l")
+    assert both.channels.verdicts.tolist() == [0, 0, 2]
+    assert both.channels.worst(1) == [2]  # its NaN statistics scored 0: it ranked last
 
 
 def test_a_constant_layer_that_stays_constant_passes():

@@ -161,12 +161,17 @@ class ChannelDrift:
     verdicts: np.ndarray
 
     def worst(self, k: int = 5) -> list[int]:
+        """The ``k`` worst channels: by verdict (a channel that failed because a statistic could
+        not be computed comes before one that merely warned), then by how far past its
+        threshold its worst statistic is."""
         score = np.zeros(len(self.verdicts))
-        for name, value in self.metrics.items():
-            t = THRESHOLDS[name]
-            if math.isfinite(t.fail) and t.fail > 0:
-                score = np.maximum(score, np.nan_to_num(_judged(name, value) / t.fail, nan=0.0))
-        return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name, value in self.metrics.items():
+                t = THRESHOLDS[name]
+                if math.isfinite(t.fail) and t.fail > 0:
+                    score = np.maximum(score, np.nan_to_num(_judged(name, value) / t.fail, nan=0.0))
+        order = np.lexsort((-score, -np.asarray(self.verdicts)))
+        return [int(i) for i in order[:k]]
 
 
 @dataclass(frozen=True)
