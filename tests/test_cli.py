@@ -4,8 +4,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from avgpool._errors import AvgPoolError
 from avgpool.cli import main
 from avgpool.inspect import shape_report
 
@@ -131,3 +133,107 @@ def test_shape_counts_differences_over_every_plane():
     big = shape_report((1, 1, 2048, 1024), 3, 2, "same", convention="tensorflow")
     verdicts = {c.convention: c.verdict for c in big.others}
     assert verdicts["flax"] == "different" and verdicts["onnx"] == "same"
+
+
+def test_large_planes_are_counted_exactly_on_a_crop():
+    # SAME 3x3/2 on 4096x4096: only the last row and column of windows reach the padding,
+    # where Flax counts padded cells and TensorFlow does not (was: "by geometry", no count)
+    report = shape_report((2, 1, 4096, 4096), 3, 2, "same", convention="tensorflow")
+    flax = next(c for c in report.others if c.convention == "flax")
+    assert flax.cells_differing == 2 * (2048 + 2047) and flax.verdict == "different"
+    huge = shape_report((1, 1, 2**20, 2**20), 2, 2, 1, convention="torch")
+    onnx = next(c for c in huge.others if c.convention == "onnx")  # excludes the padded cell
+    m = 2**19 + 1  # outputs per axis, the first and last touch the padding
+    assert onnx.cells_differing == m * m - (m - 2) * (m - 2)
+
+
+def test_the_crop_counts_what_pooling_the_whole_plane_counts():
+    from avgpool.inspect.shape import _pool
+
+    rng = np.random.default_rng(0)
+    compared = 0
+    for _ in range(120):
+        nd = int(rng.integers(1, 3))
+        spatial = tuple(int(v) for v in rng.integers(1, 40, nd))
+        kernel = tuple(int(v) for v in rng.integers(1, 6, nd))
+        stride = tuple(int(v) for v in rng.integers(1, 5, nd))
+        padding = [
+            "same",
+            "valid",
+            tuple((int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in kernel),
+        ][int(rng.integers(0, 3))]
+        convention = ["onnx", "flax", "tensorflow"][int(rng.integers(0, 3))]
+        try:
+            report = shape_report((1, 2, *spatial), kernel, stride, padding, convention=convention)
+        except AvgPoolError:
+            continue
+        x = np.random.default_rng(5).standard_normal((1, 1, *spatial))
+        for c in report.others:
+            if c.output_shape == report.output_shape:
+                a, b = _pool(x, report.window, "avg"), _pool(x, c.window, "avg")
+                with np.errstate(invalid="ignore"):
+                    whole = np.count_nonzero(
+                        (np.abs(a - b) > 1e-12 * (1 + np.abs(a))) | (np.isnan(a) != np.isnan(b))
+                    )
+                assert c.cells_differing == 2 * whole, (
+                    spatial,
+                    kernel,
+                    stride,
+                    padding,
+                    convention,
+                    c.convention,
+                )
+                compared += 1
+    assert compared > 100
+
+
+def test_an_empty_window_nan_counts_as_a_difference():
+    # four windows lie wholly in ONNX padding: ONNX writes 0, Flax divides 0 by 0
+    report = shape_report((1, 1, 4), 1, 1, ((2, 2),), convention="onnx", count_include_pad=False)
+    flax = next(c for c in report.others if c.convention == "flax")
+    assert (flax.verdict, flax.cells_differing, flax.max_abs_diff) == ("different", 4, 0.0)
+
+
+def test_tensorflow_max_pool_takes_explicit_padding():
+    report = shape_report((1, 1, 9, 9), 3, 2, ((0, 1), (1, 0)), convention="tensorflow", op="max")
+    assert report.output_shape == (1, 1, 4, 4)
+    assert [(a.pad_before, a.pad_after) for a in report.axes] == [(0, 1), (1, 0)]
+    with pytest.raises(AvgPoolError, match=r"tf\.nn\.avg_pool takes only"):
+        shape_report((1, 1, 9, 9), 3, 2, ((0, 1), (1, 0)), convention="tensorflow")
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "says"),
+    [
+        (AvgPoolError("kernel_size must be >= 1"), 2, "avgpool shape: error: kernel_size must be >= 1"),
+        (FileNotFoundError("x.onnx: no such file"), 2, "avgpool shape: error: x.onnx: no such file"),
+        (MemoryError(), 2, "avgpool shape: error: not enough memory"),
+        (KeyError("boom"), 3, "avgpool shape: unexpected error (a bug in avgpool"),
+        (ValueError("plain"), 3, "AVGPOOL_DEBUG=1 shows where): ValueError: plain"),
+        (KeyboardInterrupt(), 130, "avgpool shape: interrupted"),
+    ],
+)
+def test_only_refusals_of_the_input_exit_2(monkeypatch, capsys, error, code, says):
+    # every other exception was 'error' and exit 2 too: a bug read as a refused input in CI
+    import avgpool.cli as cli
+
+    def fail(args):
+        raise error
+
+    monkeypatch.delenv("AVGPOOL_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "_cmd_shape", fail)
+    assert cli.main(["shape", "1x1x4x4", "-k", "2"]) == code
+    out, err = capsys.readouterr()
+    assert out == "" and says in err and err.count("\n") == 1
+
+
+def test_avgpool_debug_shows_an_unexpected_error_whole(monkeypatch):
+    import avgpool.cli as cli
+
+    def fail(args):
+        raise KeyError("boom")
+
+    monkeypatch.setenv("AVGPOOL_DEBUG", "1")
+    monkeypatch.setattr(cli, "_cmd_shape", fail)
+    with pytest.raises(KeyError, match="boom"):
+        cli.main(["shape", "1x1x4x4", "-k", "2"])

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["check_writable", "write_atomically"]
+__all__ = ["check_directory", "check_writable", "read_arrays", "write_atomically"]
 
 
 def _umask() -> int:
@@ -30,17 +30,36 @@ def _umask() -> int:
     return mask
 
 
-def check_writable(path: Any) -> None:
+def check_writable(path: Any, *, parents: bool = False) -> None:
     """Raise OSError now if ``path`` could not be written (no such directory, no permission),
-    so a command with several outputs can refuse before it writes any of them."""
+    so a command with several outputs can refuse before it writes any of them. With
+    ``parents``, directories that do not exist yet are fine if they could be created."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
+    if parents:
+        check_directory(directory)
+    elif not os.path.isdir(directory):
         raise FileNotFoundError(f"{path}: no such directory {directory}")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a directory")
+    if not os.path.isdir(directory):
+        return  # to be created: nothing in it to refuse
     if not os.access(directory, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise PermissionError(f"{path}: not writable")
+
+
+def check_directory(path: Any) -> None:
+    """Raise OSError now if files could not be written into the directory ``path``: it is not a
+    directory, or it is missing and could not be created (``mkdir -p``) where it would be."""
+    path = os.fspath(path)
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"{path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == os.path.abspath(path) else f" (cannot create directories in {existing})"
+        raise PermissionError(f"{path}: not writable{where}")
 
 
 def write_atomically(path: Any, content: bytes | str | Callable[[IO[bytes]], None]) -> None:
@@ -113,3 +132,34 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def read_arrays(path: Any, error: type[Exception]) -> dict[str, Any]:
+    """The named arrays of an ``.npz`` file, for feeding a model: no pickled objects, numbers
+    only (bool, int, float: a complex, text or record array would be cast or refused by the
+    model far from the cause), at least one axis each. Anything else raises ``error`` with one
+    line naming the file and the array."""
+    import numpy as np
+
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise error(f"{path}: expected an .npz archive of named arrays, got a single array")
+            arrays = {k: data[k] for k in data.files}
+    except error:
+        raise
+    except FileNotFoundError:
+        raise error(f"{path}: no such inputs file") from None
+    except Exception as exc:  # not a ZIP, a pickled array, a damaged member: numpy's and zipfile's errors
+        raise error(f"{path}: cannot read inputs ({type(exc).__name__}: {exc})") from None
+    if not arrays:
+        raise error(f"{path}: the inputs file holds no arrays")
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf":
+            raise error(
+                f"{path}: array {name!r} has dtype {array.dtype}; model inputs must be bool, int or float"
+            )
+        if array.ndim == 0:
+            raise error(f"{path}: array {name!r} is a scalar; model inputs need at least one axis")
+    return arrays

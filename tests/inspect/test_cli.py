@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from avgpool.cli import main
@@ -160,3 +161,50 @@ def test_control_characters_in_names_are_escaped_in_every_output(tmp_path, capsy
         assert "\\nverdict: PASS \\x1b[2K\\u202e" in out
         assert "\x1b" not in out and "\u202e" not in out
         assert not any(line.startswith("verdict: PASS") for line in out.splitlines())
+
+
+def test_rich_tables_show_names_as_text_not_markup():
+    import io
+
+    pytest.importorskip("rich")
+    from avgpool.inspect.render import rich_print
+
+    buf = io.StringIO()
+    names = ["a[/]b", "[red]pool[/red] [link=https://example.invalid]x"]
+    rich_print(("layers [bold]", ["layer"], [[n] for n in names], ["[/] end"]), file=buf)
+    out = buf.getvalue()  # an unmatched '[/]' stopped the output with rich's MarkupError
+    assert all(n in out for n in names) and "layers [bold]" in out
+
+
+@pytest.mark.parametrize(
+    ("array", "problem"),
+    [
+        (np.ones((1, 3, 8, 8), complex), "array 'x' has dtype complex128"),
+        (np.ones((0, 3, 8, 8), np.float32), "the input(s) ['x'] hold no values"),
+    ],
+)
+def test_verify_refuses_inputs_it_could_not_check_with(tmp_path, capsys, array, problem):
+    # a complex input was cast to its real part, and an empty one verified nothing and passed
+    from .conftest import onnx
+    from .test_onnx_reader import _pool_model
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_pool_model([2, 2], [1, 3, 8, 8]), str(path))
+    np.savez(tmp_path / "in.npz", x=array)
+    assert main(["verify", str(path), "--inputs", str(tmp_path / "in.npz")]) == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_a_model_onnx_runtime_refuses_is_one_line_on_stderr(tmp_path, capfd):
+    # ONNX Runtime's own error log (written to fd 2, in colour) came before our line
+    from .conftest import onnx
+    from .test_onnx_reader import _pool_model
+
+    model = _pool_model([2, 2], [1, 3, 8, 8])
+    model.graph.node[0].attribute.append(onnx.helper.make_attribute("pads", [5, 5, 5, 5]))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    assert main(["verify", str(path)]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("avgpool verify: error: ") and "Pad should be smaller than kernel" in err
+    assert err.count("\n") == 1

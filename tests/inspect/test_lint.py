@@ -145,3 +145,22 @@ def test_zero_pad_before_max_pool():
         "warning",
         "pad with 0 (pad) before a max pool: padded cells can win the max",
     )
+
+
+def test_pads_as_long_as_the_kernel_are_an_error():
+    # ONNX Runtime refuses this node when it loads the model; inspect reported nothing
+    from avgpool.inspect.onnx_reader import read_onnx
+
+    from .conftest import onnx
+    from .test_onnx_reader import _pool_model
+
+    model = _pool_model([2, 3], [1, 3, 8, 8])
+    model.graph.node[0].attribute.append(onnx.helper.make_attribute("pads", [1, 3, 0, 1]))
+    (f,) = [f for f in lint(read_onnx(model)) if f.rule == "AP113"]
+    assert (f.severity, f.message) == (
+        "error",
+        "axis 1: pads 3:1 for kernel 3 (ONNX Runtime refuses pads >= kernel_shape)",
+    )
+    fine = _pool_model([2, 3], [1, 3, 8, 8])
+    fine.graph.node[0].attribute.append(onnx.helper.make_attribute("pads", [1, 2, 1, 2]))
+    assert not [f for f in lint(read_onnx(fine)) if f.rule == "AP113"]

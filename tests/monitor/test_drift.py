@@ -182,3 +182,52 @@ def test_thresholds_override_and_parse():
     assert compare(base, cand, thresholds=loose).verdict == "warn"  # mean shift 0.3: warn only
     assert compare(base, cand, metrics=["std_ratio"]).verdict == "ok"
     assert all(t.source for t in THRESHOLDS.values())
+
+
+@pytest.mark.parametrize(("field", "value"), [("mean", np.nan), ("std", np.inf), ("max", -np.inf)])
+def test_the_gate_refuses_statistics_no_data_can_give(field, value):
+    # a profile forged or damaged in memory (load() refuses the same in a file)
+    x = np.random.default_rng(8).standard_normal((200, 3))
+    base = profile([{"l": x}])
+    cand = profile([{"l": x}], like=base)
+    stats = cand["l"]
+    if field == "std":
+        stats.m2[:] = value
+    else:
+        getattr(stats, field)[1] = value
+    what = "m2" if field == "std" else field
+    with pytest.raises(ProfileError, match=rf"candidate profile's layer 'l'.*{what} is not finite"):
+        compare(base, cand)
+
+
+def test_a_layer_with_no_finite_values_fails_whatever_metrics_gate():
+    x = np.random.default_rng(9).standard_normal((300, 2))
+    base = profile([{"l": x}])
+    cand = profile([{"l": np.full_like(x, np.nan)}], like=base)
+    for gating in (None, ["psi"], ["mean_shift", "ks"]):  # nonfinite alone used to catch it
+        d = compare(base, cand, metrics=gating).by_name("l")
+        assert d.verdict == "fail" and "no finite values" in d.reasons, gating
+        assert np.isnan(d.metrics["mean_shift"]) and np.isnan(d.metrics["wasserstein"])
+    both_nan = compare(cand, cand)
+    assert both_nan.verdict == "fail" and both_nan.layers[0].reasons == ("no finite values",)
+    assert any("no finite values in either profile" in n for n in both_nan.notes)
+
+
+def test_a_gated_metric_that_cannot_be_computed_fails_a_channel():
+    x = np.random.default_rng(10).standard_normal((300, 3))
+    base = profile([{"l": x}])
+    y = x.copy()
+    y[:, 2] = np.nan  # one channel left with nothing to compare
+    d = compare(base, profile([{"l": y}], like=base), metrics=["mean_shift"], channels=True).by_name("l")
+    assert d.channels.verdicts.tolist() == [0, 0, 2] and d.verdict == "fail"
+    both = compare(profile([{"l": y}]), profile([{"l": y}]), channels=True).by_name("l")
+    assert both.channels.verdicts.tolist() == [0, 0, 2]
+    assert both.channels.worst(1) == [2]  # its NaN statistics scored 0: it ranked last
+
+
+def test_a_constant_layer_that_stays_constant_passes():
+    x = np.zeros((100, 2))
+    base = profile([{"l": x}])
+    d = compare(base, profile([{"l": x}], like=base), channels=True).by_name("l")
+    assert d.metrics["wasserstein"] == 0.0 and d.metrics["mean_shift"] == 0.0
+    assert d.verdict == "ok" and d.channels.verdicts.tolist() == [0, 0]

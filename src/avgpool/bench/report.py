@@ -10,10 +10,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from avgpool._files import write_atomically
+from avgpool._files import check_writable, write_atomically
 from avgpool.bench.timing import nearest_rank
 
-__all__ = ["detect_llc_bytes", "machine_facts", "render_markdown", "summarize", "write_results"]
+__all__ = [
+    "check_results_dir",
+    "detect_llc_bytes",
+    "machine_facts",
+    "render_markdown",
+    "summarize",
+    "write_results",
+]
 
 _DISTRIBUTIONS = {
     "avgpool": "avgpool",
@@ -137,13 +144,22 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_results_dir(out_dir: str | Path, stem: str = "latest") -> None:
+    """Raise OSError if `write_results` could not write both files (call it before a run too,
+    so a bad ``--out`` is refused before the measurements, not after)."""
+    out = Path(out_dir)
+    for path in (out / f"{stem}.json", out / f"{stem}.md"):
+        check_writable(path, parents=True)
+
+
 def write_results(results: dict[str, Any], out_dir: str | Path, stem: str = "latest") -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir`` (each atomically); returns both."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    check_results_dir(out, stem)
     json_text = json.dumps(results, indent=1, default=_jsonable) + "\n"
     md_text = render_markdown(results)  # both rendered before either file is replaced
+    out.mkdir(parents=True, exist_ok=True)
     write_atomically(json_path, json_text)
     write_atomically(md_path, md_text)
     return json_path, md_path

@@ -1,7 +1,11 @@
 """The ``avgpool`` command: thin argument parsing and rendering over the library's tools.
 
 Exit codes: 0 done (clean), 1 findings at or above ``--fail-on`` / disallowed diff changes / verify
-failures, 2 bad arguments or input (one clear message on stderr, no traceback).
+failures, 2 bad arguments or input (one clear message on stderr, no traceback), 3 an unexpected
+error (one line naming its class; ``AVGPOOL_DEBUG=1`` shows the traceback), 130 interrupted.
+Only avgpool's own refusals (`AvgPoolError`, and TypeError for a wrong type), OSError from files
+and MemoryError count as bad input: anything else is a bug in avgpool or in a model's own code,
+and a CI job must not read it as a refused input or as a failed gate.
 """
 
 from __future__ import annotations
@@ -397,16 +401,18 @@ def _cmd_drift(args: argparse.Namespace) -> int:
 
 def _check_outputs(*paths: str | None, directories: Sequence[str | None] = ()) -> None:
     """Refuse (OSError: one line, exit 2) before anything is written if any output cannot be."""
-    from avgpool._files import check_writable
+    from avgpool._files import check_directory, check_writable
 
-    for path in paths:
-        if path:
-            check_writable(path)
-    for directory in directories:
-        if directory:
-            parent = os.path.dirname(os.path.abspath(directory))
-            if not os.path.isdir(directory) and not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(f"{directory}: cannot create this directory")
+    given = [p for p in paths if p]
+    given_dirs = [d for d in directories if d]
+    everything = [os.path.abspath(p) for p in (*given, *given_dirs)]
+    twice = sorted({p for p in everything if everything.count(p) > 1})
+    if twice:
+        raise AvgPoolError(f"{twice[0]} is given for two outputs: give each its own path")
+    for path in given:
+        check_writable(path)
+    for directory in given_dirs:
+        check_directory(directory)
 
 
 def _emit_table(data: dict[str, Any], table: Any, args: argparse.Namespace) -> None:
@@ -530,16 +536,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        print(f"avgpool {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (AvgPoolError, TypeError, OSError) as exc:
         print(f"avgpool {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        # a model file can fail inside onnx, onnxruntime or torch in ways no reader foresaw:
-        # still one line, not a traceback (AVGPOOL_DEBUG=1 shows it)
-        if args.command == "shape" or os.environ.get("AVGPOOL_DEBUG"):
-            raise
-        print(f"avgpool {args.command}: error: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
+    except MemoryError as exc:
+        detail = f" ({_one_line(str(exc))})" if str(exc) else ""
+        print(f"avgpool {args.command}: error: not enough memory{detail}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if os.environ.get("AVGPOOL_DEBUG"):
+            raise
+        print(
+            f"avgpool {args.command}: unexpected error (a bug in avgpool, or in the model's own code; "
+            f"AVGPOOL_DEBUG=1 shows where): {type(exc).__name__}: {_one_line(str(exc))}",
+            file=sys.stderr,
+        )
+        return 3
 
 
 if __name__ == "__main__":

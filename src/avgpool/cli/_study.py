@@ -8,9 +8,12 @@ from typing import Any
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
+    from avgpool._files import check_directory
     from avgpool.cli import _emit_table, _progress
     from avgpool.study import SETTINGS, VARIANTS, run_study, study_table
 
+    if os.path.isdir(args.out) or not os.path.lexists(args.out):  # run_study names a file itself
+        check_directory(args.out)  # before minutes of training, not after
     setting = "full" if args.full else "fast"
     seeds = SETTINGS[setting].seeds if args.seeds is None else args.seeds
     variants = args.variants

@@ -119,6 +119,13 @@ RULES = {
             "a mean/max reduction over every spatial axis: global pooling not written as one",
             "write GlobalAveragePool/GlobalMaxPool (or AdaptiveAvgPool2d(1)) so tools see a pool",
         ),
+        Rule(
+            "AP113",
+            "pad-not-smaller-than-kernel",
+            "error",
+            "an explicit pad as long as the kernel or longer, so whole windows can lie in the padding",
+            "pad at most kernel - 1 on each side (PyTorch: kernel // 2), or pad explicitly and pool VALID",
+        ),
     )
 }
 
@@ -235,6 +242,20 @@ def _ranges(cells: Sequence[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
 
 
+def _pad_vs_kernel(window: Window | None):
+    """ONNX Runtime refuses a node whose explicit pads are not smaller than kernel_shape, and
+    PyTorch any pad over kernel // 2: a window could then read padding only."""
+    if window is None or window.kernel_size is None or not isinstance(window.padding, tuple):
+        return
+    long = [
+        f"axis {i}: pads {before}:{after} for kernel {k}"
+        for i, ((before, after), k) in enumerate(zip(window.padding, window.kernel_size))
+        if before >= k or after >= k
+    ]
+    if long:
+        yield "AP113", "; ".join(long) + " (ONNX Runtime refuses pads >= kernel_shape)", None
+
+
 def _check(layer: PoolLayer, target: Target | None):
     """Yield (rule id, message, severity or None for the rule's own)."""
     if layer.source_op in (
@@ -252,6 +273,7 @@ def _check(layer: PoolLayer, target: Target | None):
     effective = layer.effective()
     if layer.pad is not None and effective is None:
         yield "AP110", _pad_message(layer), "info" if layer.pad.mode != "constant" else None
+    yield from _pad_vs_kernel(layer.window)
     window, shape = effective if effective is not None else (layer.window, layer.input_shape)
     if window is None or shape is None:
         return

@@ -207,15 +207,18 @@ def markdown(table: Table) -> str:
 def rich_print(table: Table, file: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     title, headers, rows, footer = _printable(table)
     console = Console(file=file)
-    t = RichTable(title=title, title_justify="left")
+    # Text, not str: rich reads '[...]' in a str as markup, and a name from a model file could
+    # restyle the table, add links or (with an unmatched '[/]') stop the output with an error
+    t = RichTable(title=Text(title), title_justify="left")
     for h in headers:
-        t.add_column(h, overflow="fold")
+        t.add_column(Text(h), overflow="fold")
     for r in rows:
         style = "red" if ("FAIL" in r or r[-1] == "no") else None
-        t.add_row(*r, style=style)
+        t.add_row(*(Text(c) for c in r), style=style)
     console.print(t)
     for line in footer:
         style = "red" if " error " in line else "yellow" if " warning " in line else None

@@ -5,8 +5,13 @@ each side really gets, the input cells no window reads (edge truncation, skipped
 for every other framework, whether the *same arguments* there give the same numbers. Shapes
 and pads are arithmetic, so any size answers at once. The comparison is computed, not argued:
 each convention's window pools one seeded random plane (batch 1, one channel: every plane of
-a real input differs in the same places) and the outputs are compared; planes larger than
-`COMPARED_CELLS` are compared by their resolved geometry and divisor rules instead.
+a real input differs in the same places) and the outputs are compared. Only the borders can
+differ where two conventions place their windows alike, so the plane is a crop: along each
+axis, the windows that touch padding or the end at either border, and two interior windows
+standing for all the others (cutting whole strides from the middle leaves every convention's
+padding and border windows as they were). Any size is compared in milliseconds; a crop still
+larger than `COMPARED_CELLS` (strides that differ between conventions cannot be cropped) is
+compared by resolved geometry and divisor rules instead.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from avgpool.window import Axis, Window, _per_axis
 
 __all__ = ["COMPARED_CELLS", "ConventionCheck", "ShapeReport", "shape_report", "window_for"]
 
-#: The largest plane (spatial cells) pooled to compare conventions, and the longest axis whose
-#: uncovered cells are listed: either takes milliseconds at this size.
+#: The largest plane (spatial cells) pooled to compare conventions (a crop, see the module
+#: docstring), and the longest axis whose uncovered cells are listed: milliseconds at this size.
 COMPARED_CELLS = 1 << 20
 
 
@@ -157,14 +162,17 @@ def window_for(
             include = True if count_include_pad is None else count_include_pad
             w = from_flax(kernel, strides, pads, include)
         else:
-            if explicit:
-                refuse("explicit padding (only 'same' or 'valid')")
+            if explicit and (convention == "keras" or op != "max"):
+                where = "Keras pooling layers take" if convention == "keras" else "tf.nn.avg_pool takes"
+                refuse(f"explicit padding ({where} only 'same' or 'valid')")
             if count_include_pad and op == "avg":
                 refuse("count_include_pad=True (its average divides by real cells only)")
-            tf_pad = "SAME" if named == "same" else "VALID"
+            tf_pad: Any = "SAME" if named == "same" else "VALID"
             if convention == "tensorflow":
                 if strides is None:
                     refuse("a default stride (tf.nn pooling requires strides)")
+                if explicit:  # tf.nn.max_pool's explicit pairs, zero on batch and channels
+                    tf_pad = [[0, 0], [0, 0], *(list(p) for p in pairs)]
                 w = from_tensorflow(kernel, strides, tf_pad, "NC" + "DHW"[3 - ndim :], op=op)
             else:
                 config = {"pool_size": kernel, "strides": strides, "padding": tf_pad.lower()}
@@ -232,10 +240,6 @@ def shape_report(
     axes = window.resolve(spatial)
     output_shape = window.output_shape(input_shape)
     planes = math.prod(input_shape) // math.prod(spatial)
-    computed = math.prod(spatial) <= COMPARED_CELLS
-    plane_shape = (1, *spatial, 1) if channels_last else (1, 1, *spatial)
-    x = np.random.default_rng(seed).standard_normal(plane_shape) if computed else None
-    reference = _pool(x, window, op) if computed else None
     checks = []
     for other in CONVENTIONS:
         if other == convention:
@@ -243,7 +247,6 @@ def shape_report(
         try:
             w = window_for(other, ndim, kernel_size, stride, padding, **args)
             shape = w.output_shape(input_shape)
-            y = _pool(x, w, op) if computed else None
         except AvgPoolError as exc:
             detail = str(exc).removeprefix(f"{other} cannot express ")
             checks.append(ConventionCheck(other, None, verdict="cannot express", detail=detail))
@@ -254,24 +257,76 @@ def shape_report(
             )
             continue
         reasons = _why(window, w, spatial)
-        if not computed:
+        counted = _count_differences(window, w, axes, w.resolve(spatial), op, seed)
+        if counted is None:
             same = not reasons and _same_rules(window, w, op)
             detail = (
                 "" if same else f"by geometry ({reasons or 'divisor or NaN rules'}; plane too large to pool)"
             )
             checks.append(ConventionCheck(other, w, shape, "same" if same else "different", detail))
             continue
-        diff = np.abs(y - reference)
-        differing = int(np.count_nonzero(diff > 1e-12 * (1 + np.abs(reference)))) * planes
+        per_plane, max_diff = counted
+        differing = per_plane * planes
         verdict = "different" if differing else "same"
         detail = f"{differing} of {math.prod(shape)} outputs differ" + (f" ({reasons})" if reasons else "")
         checks.append(
-            ConventionCheck(
-                other, w, shape, verdict, detail if differing else "", float(diff.max()), differing
-            )
+            ConventionCheck(other, w, shape, verdict, detail if differing else "", max_diff, differing)
         )
     uncovered = tuple(_uncovered(a) for a in axes)
     return ShapeReport(input_shape, op, convention, window, axes, output_shape, uncovered, tuple(checks))
+
+
+def _border_windows(axis: Axis) -> tuple[int, int]:
+    """How many windows at the start and at the end of ``axis`` reach outside the input."""
+    head = min(axis.out, -(-axis.pad_before // axis.stride)) if axis.pad_before > 0 else 0
+    first_past_end = -(-(axis.size + axis.pad_before - axis.span + 1) // axis.stride)
+    return head, min(axis.out, max(0, axis.out - max(first_past_end, 0)))
+
+
+def _crop(mine: Sequence[Axis], theirs: Sequence[Axis]) -> tuple[list[int], list[np.ndarray]]:
+    """Per axis, the input length of the crop and each cropped output's weight (how many
+    outputs of the whole axis it stands for)."""
+    sizes, weights = [], []
+    for a, b in zip(mine, theirs):
+        head = max(_border_windows(a)[0], _border_windows(b)[0])
+        tail = max(_border_windows(a)[1], _border_windows(b)[1])
+        inner = a.out - head - tail
+        if a.stride != b.stride or inner <= 2:
+            sizes.append(a.size)
+            weights.append(np.ones(a.out, dtype=object))
+            continue
+        cut = inner - 2  # interior windows read whole windows of input alike: two stand for all
+        sizes.append(a.size - cut * a.stride)
+        w = np.ones(a.out - cut, dtype=object)  # Python ints: a count past 2**63 stays exact
+        w[head : head + 2] = (inner // 2, inner - inner // 2)
+        weights.append(w)
+    return sizes, weights
+
+
+def _count_differences(
+    mine: Window, theirs: Window, axes: Sequence[Axis], other_axes: Sequence[Axis], op: str, seed: int
+) -> tuple[int, float] | None:
+    """Outputs of one plane that differ between two windows (of equal output shape), counted
+    on a seeded random crop; None when even the crop is larger than `COMPARED_CELLS`."""
+    sizes, weights = _crop(axes, other_axes)
+    if math.prod(sizes) > COMPARED_CELLS:
+        return None
+    shape = (1, *sizes, 1) if mine.channels_last else (1, 1, *sizes)
+    x = np.random.default_rng(seed).standard_normal(shape)
+    a, b = _pool(x, mine, op), _pool(x, theirs, op)
+    spatial = a.shape[1:-1] if mine.channels_last else a.shape[2:]
+    if a.shape != b.shape or tuple(spatial) != tuple(len(w) for w in weights):
+        return None  # the crop did not keep the border windows: do not count on it
+    a, b = a.reshape(spatial), b.reshape(spatial)
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(a - b)
+        # an empty window's NaN (Flax) against another convention's 0 differs too
+        differs = (diff > 1e-12 * (1 + np.abs(a))) | (np.isnan(a) != np.isnan(b))
+    diff = np.where(np.isnan(diff), 0.0, diff)  # counted in differs; JSON has no NaN
+    scale = weights[0]
+    for w in weights[1:]:
+        scale = np.multiply.outer(scale, w)
+    return int(scale[differs].sum()), float(diff.max(initial=0.0))
 
 
 def _same_rules(mine: Window, theirs: Window, op: str) -> bool:

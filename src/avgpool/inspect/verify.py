@@ -258,7 +258,8 @@ def verify(
                 exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     ort = _ort()
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # fatal only: ONNX Runtime's own error log would print beside the one line we make of it
+    options.log_severity_level = 4
     try:
         session = ort.InferenceSession(
             exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
@@ -316,16 +317,13 @@ def verify(
 
 def _load_inputs(inputs: Mapping[str, np.ndarray] | str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if isinstance(inputs, (str, os.PathLike)):
-        path = os.fspath(inputs)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if not hasattr(data, "files"):
-                    raise ModelError(f"{path}: expected an .npz archive of named arrays, got a single array")
-                return {k: data[k] for k in data.files}
-        except ModelError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{path}: cannot read inputs ({type(exc).__name__}: {exc})") from None
+        from avgpool._files import read_arrays
+
+        arrays = read_arrays(inputs, ModelError)
+        empty = [k for k, v in arrays.items() if v.size == 0]
+        if empty:  # nothing would run, and nothing failing is not a pass
+            raise ModelError(f"{os.fspath(inputs)}: the input(s) {empty} hold no values")
+        return arrays
     return {k: np.asarray(v) for k, v in inputs.items()}
 
 

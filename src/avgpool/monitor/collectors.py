@@ -37,21 +37,11 @@ Progress = Callable[[Iterable[Any]], Iterable[Any]]
 
 def load_inputs(path: Any) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file, by name (first axis: samples)."""
+    from avgpool._files import read_arrays
+
     path = os.fspath(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ProfileError(f"{path}: expected an .npz archive of named arrays, got a single array")
-            arrays = {k: data[k] for k in data.files}
-    except ProfileError:
-        raise
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such inputs file") from None
-    except Exception as exc:
-        raise ProfileError(f"{path}: cannot read inputs ({type(exc).__name__}: {exc})") from None
-    if not arrays:
-        raise ProfileError(f"{path}: the inputs file holds no arrays")
-    sizes = {k: v.shape[0] if v.ndim else 0 for k, v in arrays.items()}
+    arrays = read_arrays(path, ProfileError)
+    sizes = {k: v.shape[0] for k, v in arrays.items()}
     if len(set(sizes.values())) != 1 or 0 in sizes.values():
         raise ProfileError(f"{path}: every input needs the same number of samples on axis 0, got {sizes}")
     return arrays
@@ -360,7 +350,8 @@ def profile_onnx(
             "profiling an ONNX model needs onnxruntime: pip install 'avgpool[inspect]'"
         ) from None
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # fatal only: ONNX Runtime's own error log would print beside the one line we make of it
+    options.log_severity_level = 4
     try:
         session = ort.InferenceSession(
             exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]

@@ -64,8 +64,10 @@ class Threshold:
     source: str
 
     def verdict(self, value: float) -> int:
+        """0 ok, 1 warn, 2 fail; a NaN (a statistic that could not be computed) fails unless
+        the metric is off: a gate must not pass what it could not measure."""
         if math.isnan(value):
-            return 0
+            return 2 if math.isfinite(self.fail) else 0
         return 2 if value > self.fail else 1 if value > self.warn else 0
 
 
@@ -112,9 +114,21 @@ def parse_threshold(text: str) -> tuple[str, Threshold]:
         warn, fail = (float(v) for v in values.split(":"))
     except ValueError:
         raise ProfileError(f"threshold must look like {name}=0.1:0.25 (warn:fail), got {text!r}") from None
-    if fail < warn:
-        raise ProfileError(f"threshold {name}: fail ({fail}) must be >= warn ({warn})")
-    return name, Threshold(warn, fail, "command line")
+    threshold = Threshold(warn, fail, "command line")
+    _check_threshold(name, threshold)
+    return name, threshold
+
+
+def _check_threshold(name: str, t: Threshold) -> None:
+    """A NaN limit would never trigger (every comparison with NaN is false): the gate would
+    pass whatever it measured; a negative one fails whatever it measured."""
+    if not (t.warn >= 0 and t.fail >= 0):
+        raise ProfileError(
+            f"threshold {name}: warn and fail must be numbers >= 0 (inf or 'off' disables), "
+            f"got {t.warn}:{t.fail}"
+        )
+    if t.fail < t.warn:
+        raise ProfileError(f"threshold {name}: fail ({t.fail}) must be >= warn ({t.warn})")
 
 
 def _judged(metric: str, value: np.ndarray) -> np.ndarray:
@@ -133,6 +147,8 @@ def _verdicts(metrics: Mapping[str, np.ndarray], thresholds: Mapping[str, Thresh
         judged = _judged(name, value)
         t = thresholds[name]
         v = np.where(judged > t.fail, 2, np.where(judged > t.warn, 1, 0))
+        if math.isfinite(t.fail):  # not measured is not passed (see Threshold.verdict)
+            v = np.where(np.isnan(judged), 2, v)
         worst = v if worst is None else np.maximum(worst, v)
     return worst
 
@@ -145,12 +161,17 @@ class ChannelDrift:
     verdicts: np.ndarray
 
     def worst(self, k: int = 5) -> list[int]:
+        """The ``k`` worst channels: by verdict (a channel that failed because a statistic could
+        not be computed comes before one that merely warned), then by how far past its
+        threshold its worst statistic is."""
         score = np.zeros(len(self.verdicts))
-        for name, value in self.metrics.items():
-            t = THRESHOLDS[name]
-            if math.isfinite(t.fail) and t.fail > 0:
-                score = np.maximum(score, np.nan_to_num(_judged(name, value) / t.fail, nan=0.0))
-        return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name, value in self.metrics.items():
+                t = THRESHOLDS[name]
+                if math.isfinite(t.fail) and t.fail > 0:
+                    score = np.maximum(score, np.nan_to_num(_judged(name, value) / t.fail, nan=0.0))
+        order = np.lexsort((-score, -np.asarray(self.verdicts)))
+        return [int(i) for i in order[:k]]
 
 
 @dataclass(frozen=True)
@@ -323,7 +344,28 @@ def _moment_stats(b: LayerStats, c: LayerStats, per_channel: bool) -> dict[str, 
         shift = np.where(std_b > 0, diff / std_b, np.where(diff == 0, 0.0, np.copysign(np.inf, diff)))
         ratio = np.where(std_b > 0, std_c / std_b, np.where(std_c == 0, 1.0, np.inf))
         nonfinite = bad_c / np.maximum(n_c + bad_c, 1) - bad_b / np.maximum(n_b + bad_b, 1)
+    # no finite value on one side: the moments are not defined (NaN, which fails a gate), not
+    # the infinite shift the arithmetic above would make of them
+    empty = (np.asarray(n_b) == 0) | (np.asarray(n_c) == 0)
+    shift, ratio = np.where(empty, np.nan, shift), np.where(empty, np.nan, ratio)
     return {"mean_shift": shift, "std_ratio": ratio, "nonfinite": nonfinite}
+
+
+def _in_std_units(distance: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """A distance over the baseline's std; with no spread, 0 stays 0 and more is infinite."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.where(std > 0, distance / std, np.where(distance == 0, 0.0, np.inf))
+    return np.where(np.isnan(distance) | np.isnan(std), np.nan, scaled)
+
+
+def _check_sound(profile: Profile, names: Sequence[str], which: str) -> None:
+    for name in names:
+        problems = profile.layers[name].problems()
+        if problems:
+            raise ProfileError(
+                f"the {which} profile's layer {name!r} has statistics no data can give "
+                f"({'; '.join(problems)}): damaged or forged, not judged"
+            )
 
 
 def _match(baseline: Profile, candidate: Profile) -> tuple[list[tuple[str, str]], list[str], list[str]]:
@@ -365,17 +407,49 @@ def compare(
     With ``channels``, each channel is judged too (moments always; histogram statistics when
     both profiles kept per-channel histograms) and a layer takes its worst channel's verdict.
 
+    A statistic that cannot be computed does not pass: a layer with no finite value in either
+    profile fails (reason ``no finite values``), and so does a gated metric that is NaN.
+
     Raises
     ------
     ProfileError
-        A matched layer's histogram edges or channel count differ between the profiles.
+        A matched layer's histogram edges differ between the profiles, or a profile holds
+        statistics no data can give (a NaN or inf mean, spread, min or max, negative counts):
+        it was damaged or forged and is not judged.
     """
     limits = {**THRESHOLDS, **(thresholds or {})}
+    for name, t in (thresholds or {}).items():
+        if name not in METRICS:
+            raise ProfileError(f"thresholds: unknown metric {name!r}; choose from {METRICS}")
+        _check_threshold(name, t)
     gating = tuple(metrics or METRICS)
     unknown = [m for m in gating if m not in METRICS]
     if unknown:
         raise ProfileError(f"unknown metric(s) {unknown}; choose from {METRICS}")
     pairs, missing, added = _match(baseline, candidate)
+    _check_sound(baseline, [b for b, _ in pairs], "baseline")
+    _check_sound(candidate, [c for _, c in pairs], "candidate")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        results, notes = _compare_pairs(baseline, candidate, pairs, limits, gating, channels)
+    return DriftReport(
+        dict(baseline.model),
+        dict(candidate.model),
+        tuple(results),
+        tuple(missing),
+        tuple(added),
+        tuple(notes),
+        {m: limits[m] for m in METRICS},
+    )
+
+
+def _compare_pairs(
+    baseline: Profile,
+    candidate: Profile,
+    pairs: Sequence[tuple[str, str]],
+    limits: Mapping[str, Threshold],
+    gating: Sequence[str],
+    channels: bool,
+) -> tuple[list[LayerDrift], list[str]]:
     notes = []
     sha_b, sha_c = baseline.model.get("sha256"), candidate.model.get("sha256")
     if sha_b and sha_b == sha_c:
@@ -391,27 +465,29 @@ def compare(
         if b.channels != c.channels:
             notes.append(f"{name_b}: {b.channels} channels in the baseline, {c.channels} in the candidate")
         tb, tc = b.totals(), c.totals()
-        lo = np.nanmin([tb["min"], tc["min"]])
-        hi = np.nanmax([tb["max"], tc["max"]])
+        finite = [t["min"] for t in (tb, tc) if t["count"]], [t["max"] for t in (tb, tc) if t["count"]]
+        lo, hi = (min(finite[0]), max(finite[1])) if finite[0] else (math.nan, math.nan)
         hs = hist_stats(b.edges, b.hist, c.hist, lo, hi)
         values = {**_moment_stats(b, c, False), **hs}
-        std_b = tb["std"]
-        values["wasserstein"] = (
-            values["wasserstein"] / std_b if std_b > 0 else values["wasserstein"] * math.inf
-        )
+        values["wasserstein"] = _in_std_units(values["wasserstein"], np.float64(tb["std"]))
         metric_values = {m: float(values[m]) for m in METRICS}
         gated = {m: np.asarray(metric_values[m]) for m in gating}
         verdict = int(_verdicts(gated, limits))
         reasons = [
             m for m in gating if limits[m].verdict(float(_judged(m, metric_values[m]))) == verdict and verdict
         ]
+        empty = [side for side, t in (("baseline", tb), ("candidate", tc)) if not t["count"]]
+        if empty:  # nothing to compare: the gate cannot say the layer kept its distribution
+            verdict = 2
+            side = f"the {empty[0]}" if len(empty) == 1 else "either profile"
+            reasons = ["no finite values"]
+            notes.append(f"{name_b}: no finite values in {side} (NaN/inf only): nothing to compare, fails")
         channel = None
         if channels and b.channels == c.channels:
             per = _moment_stats(b, c, True)
             if b.channel_hist is not None and c.channel_hist is not None:
                 ch = hist_stats(b.edges, b.channel_hist, c.channel_hist, lo, hi)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    ch["wasserstein"] = ch["wasserstein"] / b.std
+                ch["wasserstein"] = _in_std_units(ch["wasserstein"], b.std)
                 per.update(ch)
             v = _verdicts({m: per[m] for m in gating if m in per}, limits)
             channel = ChannelDrift(per, v)
@@ -446,12 +522,4 @@ def compare(
         )
         if b.op and c.op and b.op != c.op:
             notes.append(f"{name_b}: op changed from {b.op} to {c.op}")
-    return DriftReport(
-        dict(baseline.model),
-        dict(candidate.model),
-        tuple(results),
-        tuple(missing),
-        tuple(added),
-        tuple(notes),
-        {m: limits[m] for m in METRICS},
-    )
+    return results, notes

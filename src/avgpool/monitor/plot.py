@@ -17,6 +17,8 @@ _COLOURS = {"ok": "#2e7d32", "warn": "#ef6c00", "fail": "#c62828"}
 
 
 def _panel(ax: Any, d: LayerDrift) -> None:
+    from avgpool.inspect.render import printable
+
     edges = d.edges
     hb, hc = (np.asarray(h, dtype=np.float64) for h in d.hist)
     width = np.diff(edges)
@@ -45,7 +47,15 @@ def _panel(ax: Any, d: LayerDrift) -> None:
         )
     m = d.metrics
     name = d.name if d.name == d.candidate_name else f"{d.name} -> {d.candidate_name}"
-    ax.set_title(f"{name}  [{d.verdict.upper()}]", color=_COLOURS[d.verdict], fontsize=10, loc="left")
+    # a layer name comes from a model file: escaped as in the tables, and plain text
+    # (matplotlib reads '$...$' as mathematics, and bad mathematics fails the whole plot)
+    ax.set_title(
+        f"{printable(name)}  [{d.verdict.upper()}]",
+        color=_COLOURS[d.verdict],
+        fontsize=10,
+        loc="left",
+        parse_math=False,
+    )
     lines = [
         f"mean shift {m['mean_shift']:+.2f} sd   std ratio {m['std_ratio']:.2f}",
         f"PSI {m['psi']:.3f}   KS {m['ks']:.3f}",
@@ -88,6 +98,8 @@ def plot_drift(report: DriftReport, path: Any, *, top: int = 4, dpi: int = 110) 
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         raise ProfileError("--plot needs matplotlib: pip install 'avgpool[monitor]'") from None
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ProfileError(f"top must be an int >= 1 (layers in the plot), got {top!r}")
     layers = report.most_drifted(top)
     if not layers:
         raise ProfileError("no layers in common between the profiles: nothing to plot")

@@ -127,6 +127,31 @@ class LayerStats:
             "neginf": int(self.neginf.sum()),
         }
 
+    def problems(self) -> list[str]:
+        """What makes these statistics impossible for any batch to give: a NaN or inf mean,
+        spread, min or max where the channel has values, negative counts, edges that are not
+        finite and ascending. A profile that says so was damaged or forged, and a drift gate
+        must not judge it; empty when the statistics are sound."""
+        seen = np.asarray(self.count) > 0
+        out = [
+            f"{f} is negative"
+            for f in ("hist", "count", "nan", "posinf", "neginf")
+            if (np.asarray(getattr(self, f)) < 0).any()
+        ]
+        if self.channel_hist is not None and (np.asarray(self.channel_hist) < 0).any():
+            out.append("channel_hist is negative")
+        for f in ("mean", "m2", "min", "max"):
+            bad = np.flatnonzero(seen & ~np.isfinite(np.asarray(getattr(self, f), dtype=np.float64)))
+            if bad.size:
+                channels = ", ".join(str(int(c)) for c in bad[:5]) + (", ..." if bad.size > 5 else "")
+                out.append(f"{f} is not finite (channel {channels})")
+        if (np.asarray(self.m2)[seen] < 0).any():
+            out.append("m2 is negative")
+        edges = np.asarray(self.edges, dtype=np.float64)
+        if not np.isfinite(edges).all() or (np.diff(edges) < 0).any():
+            out.append("edges are not finite and ascending")
+        return out
+
     def update(self, x: Any) -> None:
         """Add one batch: an array ``(N, C, *spatial)``, ``(N, C)`` or ``(N,)``."""
         x = np.asarray(x)
