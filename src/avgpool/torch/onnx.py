@@ -1,18 +1,24 @@
 """ONNX export of avgpool's ops: standard pooling nodes whose attributes reproduce the window.
 
-Both PyTorch exporters are served from one set of translations:
+Importing `avgpool.torch` (which `avgpool.nn` does) teaches PyTorch's own exporters these
+translations, so a model with avgpool's modules exports with the plain call, either exporter:
 
-* the dynamo exporter (``torch.onnx.export(..., dynamo=True)``, PyTorch's default) through
-  `translation_table` (its ``custom_translation_table``);
-* the TorchScript exporter (``dynamo=False``) through `register_symbolics`.
+* ``torch.onnx.export(model, args)`` (the dynamo exporter, PyTorch's default), and
+  ``torch.onnx.export(torch.export.export(model, args))``: a decomposition per op in PyTorch's
+  decomposition table, active only while an ONNX export runs (`avgpool.torch._onnx_fx`);
+* ``torch.onnx.export(model, args, f, dynamo=False)`` (TorchScript): `register_symbolics`.
 
-`export` does either in one call. What each op becomes (shapes must be static; padding is
-resolved from them, so TensorFlow's asymmetric 'SAME' becomes explicit ``pads``):
+Before PyTorch 2.8 (no ``torch.onnx.ops``), the dynamo exporter needs
+``custom_translation_table=translation_table()``. What each op becomes (shapes must be static;
+padding is resolved from them, so TensorFlow's asymmetric 'SAME' becomes explicit ``pads``):
 
 =====================  ======================================================================
 avg_pool               AveragePool (pads, ceil_mode, count_include_pad, dilations);
-                       GlobalAveragePool for a global window; ``divisor_override``: Pad,
-                       AveragePool, Mul (a sum pool scaled)
+                       GlobalAveragePool for a global window. Exact decompositions where
+                       AveragePool cannot say it: ``divisor_override`` (Pad, AveragePool, Mul,
+                       Div: a sum pool scaled); Flax's NaN for a window with no counted cell,
+                       and dilation below opset 19 (Pad, AveragePool or a depthwise Conv of
+                       ones, Div by each window's count)
 max_pool               MaxPool (+ its Indices turned into PyTorch's per-plane indices);
                        GlobalMaxPool (+ ArgMax)
 lp_pool                LpPool for ONNX's Lp and for PyTorch's with an even integer p and no
@@ -24,9 +30,8 @@ adaptive_max_pool      GlobalMaxPool / MaxPool when every size divides (otherwis
 blur_pool              one MatMul per axis with the binomial weights, padding folded in
 =====================  ======================================================================
 
-Not exportable exactly, so refused or documented: TensorFlow's NaN-skipping max (ONNX Runtime
-has no such mode; the export propagates NaN like PyTorch), and Flax's NaN average of a
-window with no counted cell (ONNX Runtime writes 0).
+Not exportable exactly: TensorFlow's NaN-skipping max (ONNX Runtime has no such mode; the
+export propagates NaN like PyTorch).
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ import numpy as np
 
 from avgpool import reference as ref
 from avgpool._errors import AvgPoolError
+from avgpool.conventions import EMPTY_AVERAGE
 from avgpool.torch._library import window_of
 
-__all__ = ["export", "register_symbolics", "translation_table"]
+__all__ = ["install", "register_symbolics", "translation_table"]
 
 #: ONNX opset that first has each attribute the translations may emit.
 _DILATED_AVERAGE_OPSET = 19
@@ -125,19 +131,23 @@ def _sum_pool(b: _Builder, x: Any, axes, dilation: Sequence[int], dtype: np.dtyp
     """The window sums: zeros padded to exactly the extent the windows read, then K * average.
 
     Every window then lies wholly inside the padded tensor, so AveragePool divides each by the
-    full kernel, whatever its count_include_pad and ceil rules.
+    full kernel, whatever its count_include_pad and ceil rules. Before opset 19 AveragePool has
+    no dilations; a dilated sum is then a depthwise Conv with a kernel of ones.
     """
     after = [(a.out - 1) * a.stride + a.span - a.size - a.pad_before for a in axes]
     pads = [0, 0] + [a.pad_before for a in axes] + [0, 0] + after
     if any(pads):
         x = b.op("Pad", x, b.const(np.array(pads, np.int64)), mode="constant")
-    attrs = {"kernel_shape": [a.kernel for a in axes], "strides": [a.stride for a in axes]}
+    kernel = [a.kernel for a in axes]
+    attrs = {"kernel_shape": kernel, "strides": [a.stride for a in axes]}
     if any(d != 1 for d in dilation):
-        if b.opset < _DILATED_AVERAGE_OPSET:
-            raise AvgPoolError(f"a dilated sum pool exports to ONNX opset >= {_DILATED_AVERAGE_OPSET}")
         attrs["dilations"] = list(dilation)
+        if b.opset < _DILATED_AVERAGE_OPSET:
+            channels = b.shape(x)[1]
+            ones = np.ones([channels, 1, *kernel], dtype=dtype)
+            return b.op("Conv", x, b.const(ones), group=channels, **attrs)
     mean = b.op("AveragePool", x, **attrs)
-    return b.op("Mul", mean, _scalar(b, float(math.prod(a.kernel for a in axes)), dtype))
+    return b.op("Mul", mean, _scalar(b, float(math.prod(kernel)), dtype))
 
 
 # -- the ops -----------------------------------------------------------------------------------
@@ -153,6 +163,15 @@ def avg_pool(b: _Builder, x, kernel, stride, padding, mode, dilation, ceil, cip,
     if override is not None:
         total = _sum_pool(b, x, axes, w.dilation, dtype)
         return back(b.op("Div", total, _scalar(b, float(override), dtype)))
+    counts = ref.divisor([ref.pool_taps(a) for a in axes], cip)
+    empty_is_nan = math.isnan(EMPTY_AVERAGE.get(convention, 0.0)) and not counts.all()
+    dilated = any(d != 1 for d in w.dilation)
+    if empty_is_nan or (dilated and b.opset < _DILATED_AVERAGE_OPSET):
+        # the sums divided by each window's count, a constant of the geometry; an empty window
+        # divides 0 by 0 (Flax's NaN) or, where the convention writes 0 there, by infinity
+        divisor = counts if empty_is_nan else np.where(counts == 0, np.inf, counts)
+        total = _sum_pool(b, x, axes, w.dilation, dtype)
+        return back(b.op("Div", total, b.const(divisor.astype(dtype)[None, None])))
     attrs = _window_attrs(b, axes, w.dilation, "AveragePool")
     attrs.update(ceil_mode=int(w.ceil_mode and not isinstance(w.padding, str)), count_include_pad=int(cip))
     return back(b.op("AveragePool", x, **attrs))
@@ -260,10 +279,11 @@ def adaptive_avg_pool(b: _Builder, x, output_size, cl):
     if all(n % o == 0 for n, o in zip(spatial, out)):
         kernel = [n // o for n, o in zip(spatial, out)]
         return back(b.op("AveragePool", x, kernel_shape=kernel, strides=kernel))
-    # each window's mean: its real cells, weighted 1/len per axis (the product is 1/size)
-    means = [_tap_matrix(t) for t in ref.adaptive_tables(spatial, out)]
-    means = [m / m.sum(axis=0, keepdims=True) for m in means]
-    return back(_matmul_axes(b, x, means, dtype))
+    # each window's sum (0/1 weights, exact in any dtype), divided by the window's size
+    sums = [_tap_matrix(t) for t in ref.adaptive_tables(spatial, out)]
+    sizes = np.prod(np.meshgrid(*[m.sum(axis=0) for m in sums], indexing="ij"), axis=0)
+    total = _matmul_axes(b, x, sums, dtype)
+    return back(b.op("Div", total, b.const(sizes.astype(dtype)[None, None])))
 
 
 def adaptive_max_pool(b: _Builder, x, output_size, cl):
@@ -338,8 +358,6 @@ def translation_table(opset: int = 20) -> dict:
     """
     import torch
 
-    import avgpool.torch  # noqa: F401  (the ops must exist)
-
     builder = _ScriptBuilder(opset)
     table = {}
     for name, fn in _TRANSLATIONS.items():
@@ -413,10 +431,11 @@ def _constant(value: Any) -> Any:
 
 
 def register_symbolics(opset: int = 9) -> None:
-    """Teach the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) the ops."""
-    import torch
+    """Teach the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) the ops.
 
-    import avgpool.torch  # noqa: F401
+    `install` calls it when `avgpool.torch` is imported.
+    """
+    import torch
 
     for name, fn in _TRANSLATIONS.items():
 
@@ -426,19 +445,14 @@ def register_symbolics(opset: int = 9) -> None:
         torch.onnx.register_custom_op_symbolic(f"avgpool::{name}", symbolic, opset)
 
 
-def export(
-    model: Any, args: tuple, f: Any = None, *, dynamo: bool = True, opset_version: int = 20, **kwargs: Any
-):
-    """``torch.onnx.export`` with avgpool's ops translated (either exporter).
+def install() -> bool:
+    """Make the plain ``torch.onnx.export`` translate avgpool's ops, with either exporter.
 
-    Returns what ``torch.onnx.export`` returns (an ONNXProgram with ``dynamo=True``).
+    Runs when `avgpool.torch` is imported. Returns False where this PyTorch has no
+    ``torch.onnx.ops`` (before 2.8): the dynamo exporter then needs
+    ``custom_translation_table=translation_table()``; the TorchScript exporter works anyway.
     """
-    import torch
+    from avgpool.torch import _onnx_fx
 
-    if dynamo:
-        table = {**translation_table(opset_version), **kwargs.pop("custom_translation_table", {})}
-        return torch.onnx.export(
-            model, args, f, dynamo=True, opset_version=opset_version, custom_translation_table=table, **kwargs
-        )
     register_symbolics()
-    return torch.onnx.export(model, args, f, dynamo=False, opset_version=opset_version, **kwargs)
+    return _onnx_fx.install(_TRANSLATIONS)
