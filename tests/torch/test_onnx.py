@@ -210,16 +210,15 @@ def test_the_decomposition_stands_aside_outside_an_export():
     """PyTorch's decomposition table holds avgpool's entries; only an ONNX export uses them."""
     from torch._decomp import decomposition_table
 
-    decompose = decomposition_table[torch.ops.avgpool.avg_pool.default]
-    x = torch.rand(1, 1, 4, 4)
-    assert decompose(x, [2, 2], [2, 2], [0, 0, 0, 0], "", [1, 1], False, True, None, False, "torch") is (
-        NotImplemented
-    )
+    x = torch.rand(1, 1, 6, 6)
     gm = torch.fx.experimental.proxy_tensor.make_fx(
-        lambda t: apf.avg_pool(t, 2), decomposition_table=decomposition_table
+        lambda t: apf.avg_pool(t, 2), decomposition_table=decomposition_table, tracing_mode="symbolic"
     )(x)
     assert any("avgpool" in str(n.target) for n in gm.graph.nodes)
     np.testing.assert_allclose(gm(x).numpy(), apf.avg_pool(x, 2).numpy())
+    assert torch.ops.avgpool.avg_pool.default in decomposition_table
+    compiled = torch.compile(lambda t: apf.avg_pool(t, 2), dynamic=True, fullgraph=True)
+    np.testing.assert_allclose(compiled(x).numpy(), apf.avg_pool(x, 2).numpy())
 
 
 def test_adaptive_max_that_onnx_cannot_express_is_refused():

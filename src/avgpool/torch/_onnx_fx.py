@@ -2,12 +2,13 @@
 
 The dynamo exporter captures avgpool's custom ops with ``torch.export`` and then decomposes every
 op its registry cannot translate, using the decompositions registered in PyTorch's global table.
-`install` puts one there for each forward op. It stands aside (``NotImplemented``) unless an ONNX
-export is under way, so nothing else that reads the table ever sees it. During an export it runs
-the same translation the other exporters run, through `FxBuilder`: ONNX's pooling operators
-become ``torch.onnx.ops.symbolic`` nodes (the exporter writes them as they are), and the
-arithmetic around them (transposes, padding, scaling, matrix products) becomes ordinary ATen ops
-that the exporter lowers as it lowers any model's.
+`install` puts one there for each forward op. During an ONNX export it runs the same translation
+the other exporters run, through `FxBuilder`: ONNX's pooling operators become
+``torch.onnx.ops.symbolic`` nodes (the exporter writes them as they are), and the arithmetic
+around them (transposes, padding, scaling, matrix products) becomes ordinary ATen ops that the
+exporter lowers as it lowers any model's. Otherwise it stands aside: it calls the op itself with
+its entry withdrawn, so whatever else reads the table (fake tensors with symbolic sizes, a trace
+given the whole table) sees the op as if the entry were not there.
 """
 
 from __future__ import annotations
@@ -147,13 +148,23 @@ class FxBuilder:
         )
 
 
-def _decomposition(translate: Any) -> Any:
+def _decomposition(op: Any, translate: Any, table: dict) -> Any:
     def decompose(*args: Any) -> Any:
         import torch
 
-        if not torch.onnx.is_in_onnx_export():
+        if torch.onnx.is_in_onnx_export():
+            return translate(FxBuilder(), *args)
+        if table.get(op) is not decompose:
+            # called again from inside the call below, by a tracer holding its own copy of the
+            # table: the op stays as it is
             return NotImplemented
-        return translate(FxBuilder(), *args)
+        # Not an export: whoever consulted the table (fake tensors with symbolic sizes do) gets
+        # the op itself, dispatched as if the table had no entry for it.
+        del table[op]
+        try:
+            return op(*args)
+        finally:
+            table[op] = decompose
 
     return decompose
 
@@ -174,7 +185,8 @@ def install(translations: dict[str, Any]) -> bool:
     if not isinstance(table, dict):
         return False
     for name, translate in translations.items():
-        table[getattr(torch.ops.avgpool, name).default] = _decomposition(translate)
+        op = getattr(torch.ops.avgpool, name).default
+        table[op] = _decomposition(op, translate, table)
     return True
 
 
