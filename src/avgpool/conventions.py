@@ -53,12 +53,15 @@ __all__ = [
     "window",
 ]
 
-_OPS = ("avg", "max", "lp")
+_ALL_OPS = ("avg", "max", "lp")
 
 
 @dataclass(frozen=True)
 class Rules:
     """One framework's pooling rules: its defaults, what it cannot express, and its results.
+
+    ``Rules()`` takes everything a `Window` can express, with Window's defaults; each
+    framework's entry in `RULES` names what differs.
 
     Attributes
     ----------
@@ -66,43 +69,38 @@ class Rules:
         The pooling ops it has, of "avg", "max" and "lp".
     default_stride : str
         The stride when none is given: "kernel" (the kernel size), "one", or "required".
-    counts_padding : bool
-        count_include_pad's default for average pooling.
-    may_count_padding : bool
-        Whether ``count_include_pad=True`` can be asked for (False: the average always divides
-        by the real cells).
+    counts_padding, may_count_padding : bool
+        count_include_pad's default for average pooling, and whether True may be asked for.
     padding_modes : tuple of str
         The padding strings it takes, of "valid", "same" and "same_lower".
-    explicit_padding : tuple of str
-        The ops that take numeric padding other than 0.
+    explicit_padding, dilates : tuple of str
+        The ops that take numeric padding other than 0, and a dilation other than 1.
     symmetric_padding : bool
         Whether numeric padding must be the same before and after on each axis.
-    dilates : tuple of str
-        The ops that take a dilation other than 1.
     ceil_mode, divisor_override : bool
         Whether it has ceil mode and PyTorch's divisor_override.
     empty_average : float
-        The average of a window with no counted cell (only a ``count_include_pad=False`` window
-        wholly in the padding has none).
+        The average of a window with no counted cell (a ``count_include_pad=False`` window
+        wholly in the padding).
     max_nan_policy : str
         "propagate" (a NaN in the window wins the max) or "omit" (NaN never wins).
     why : dict of str to str
-        The framework's own words, added to each kind of refusal: "padding" (a padding string),
-        "explicit" (numeric padding for an op that takes none), "stride", "dilation".
+        The framework's own words, added to a refusal of that kind: "padding" (a padding
+        string), "explicit", "symmetric", "stride", "dilation".
     check : callable, optional
-        ``check(window, op)``: the framework's own further limits, raising AvgPoolError.
+        ``check(window, op)``: the framework's further limits, raising AvgPoolError.
     """
 
-    ops: tuple[str, ...]
-    default_stride: str
-    counts_padding: bool
-    may_count_padding: bool
-    padding_modes: tuple[str, ...]
-    explicit_padding: tuple[str, ...]
-    symmetric_padding: bool
-    dilates: tuple[str, ...]
-    ceil_mode: bool
-    divisor_override: bool
+    ops: tuple[str, ...] = _ALL_OPS
+    default_stride: str = "kernel"
+    counts_padding: bool = True
+    may_count_padding: bool = True
+    padding_modes: tuple[str, ...] = ("valid", "same", "same_lower")
+    explicit_padding: tuple[str, ...] = _ALL_OPS
+    symmetric_padding: bool = False
+    dilates: tuple[str, ...] = _ALL_OPS
+    ceil_mode: bool = True
+    divisor_override: bool = True
     empty_average: float = 0.0
     max_nan_policy: str = "propagate"
     why: Mapping[str, str] | None = None
@@ -132,16 +130,10 @@ _TF_LAYERS = "Keras pooling layers take only 'same' or 'valid'"
 #: maths in avgpool.reference when they differ from every rule below).
 RULES: dict[str, Rules] = {
     "torch": Rules(
-        ops=("avg", "max", "lp"),
-        default_stride="kernel",
-        counts_padding=True,
-        may_count_padding=True,
         padding_modes=(),
         explicit_padding=("avg", "max"),
         symmetric_padding=True,
         dilates=("max",),
-        ceil_mode=True,
-        divisor_override=True,
         why={
             "padding": "PyTorch pooling has no string padding",
             "explicit": "PyTorch's lp_pool takes no padding",
@@ -149,18 +141,7 @@ RULES: dict[str, Rules] = {
         },
         check=_torch_limits,
     ),
-    "onnx": Rules(
-        ops=("avg", "max", "lp"),
-        default_stride="one",
-        counts_padding=False,
-        may_count_padding=True,
-        padding_modes=("valid", "same", "same_lower"),
-        explicit_padding=("avg", "max", "lp"),
-        symmetric_padding=False,
-        dilates=("avg", "max", "lp"),
-        ceil_mode=True,
-        divisor_override=False,
-    ),
+    "onnx": Rules(default_stride="one", counts_padding=False, divisor_override=False),
     "tensorflow": Rules(
         ops=("avg", "max"),
         default_stride="required",
@@ -168,7 +149,6 @@ RULES: dict[str, Rules] = {
         may_count_padding=False,
         padding_modes=("valid", "same"),
         explicit_padding=("max",),
-        symmetric_padding=False,
         dilates=(),
         ceil_mode=False,
         divisor_override=False,
@@ -184,12 +164,10 @@ RULES: dict[str, Rules] = {
     ),
     "keras": Rules(
         ops=("avg", "max"),
-        default_stride="kernel",
         counts_padding=False,
         may_count_padding=False,
         padding_modes=("valid", "same"),
         explicit_padding=(),
-        symmetric_padding=False,
         dilates=(),
         ceil_mode=False,
         divisor_override=False,
@@ -199,11 +177,7 @@ RULES: dict[str, Rules] = {
     "flax": Rules(
         ops=("avg", "max"),
         default_stride="one",
-        counts_padding=True,
-        may_count_padding=True,
         padding_modes=("valid", "same"),
-        explicit_padding=("avg", "max"),
-        symmetric_padding=False,
         dilates=(),
         ceil_mode=False,
         divisor_override=False,
@@ -283,8 +257,8 @@ def window(
     rules = RULES.get(convention) if isinstance(convention, str) else None
     if rules is None:
         raise AvgPoolError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    if op not in _OPS:
-        raise AvgPoolError(f"op must be one of {_OPS}, got {op!r}")
+    if op not in _ALL_OPS:
+        raise AvgPoolError(f"op must be one of {_ALL_OPS}, got {op!r}")
     name = convention
     ceil_mode = as_flag(ceil_mode, "ceil_mode")
     if count_include_pad is not None:
