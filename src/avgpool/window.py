@@ -16,7 +16,8 @@ Semantics shared by every convention (each framework is one choice of these knob
 * the average's divisor is the number of window cells inside the padded input
   (``count_include_pad=True``) or inside the real input (``False``), or ``divisor_override``;
   cells of a ceil-mode window that hang past the padded input are never counted;
-* a window with no real cell averages to 0 (PyTorch's choice) and max-pools to -inf.
+* a window with no real cell averages to 0 (PyTorch's choice; Flax's NaN under its
+  convention, see `Window`'s ``convention``) and max-pools to -inf.
 """
 
 from __future__ import annotations
