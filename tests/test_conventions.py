@@ -182,3 +182,60 @@ def test_tensorflow_and_flax_same_padding_disagree_at_every_border_cell():
     # corner: TF averages the 4 real cells {0, 1, 5, 6}; Flax divides their sum by 9
     assert tf[0, 0, 0, 0] == 3.0
     assert fx[0, 0, 0, 0] == pytest.approx(12.0 / 9)
+
+
+class TestWhatTheConventionChanges:
+    """A Window's convention is more than its name: each result rule it selects, by example."""
+
+    def test_it_takes_part_in_equality(self):
+        assert Window(2, ndim=1) != Window(2, ndim=1, convention="flax")
+
+    def test_flax_averages_a_window_with_no_counted_cell_to_nan(self):
+        x = np.ones((1, 1, 4))
+        w = Window(1, 1, ((2, 2),), count_include_pad=False, ndim=1)  # 4 windows wholly in padding
+        np.testing.assert_array_equal(avgpool.avg_pool(x, window=w)[0, 0], [0, 0, 1, 1, 1, 1, 0, 0])
+        flax = avgpool.avg_pool(x, window=w.replace(convention="flax"))[0, 0]
+        np.testing.assert_array_equal(flax, [np.nan, np.nan, 1, 1, 1, 1, np.nan, np.nan])
+        assert avgpool.conventions.EMPTY_AVERAGE == {"flax": pytest.approx(np.nan, nan_ok=True)}
+
+    @pytest.mark.parametrize("convention", avgpool.conventions.CONVENTIONS)
+    def test_tensorflow_and_keras_max_skip_nan(self, convention):
+        x = np.array([[[np.nan, 1.0, np.nan, np.nan]]])
+        got = avgpool.max_pool(x, window=Window(2, 2, ndim=1, convention=convention))[0, 0]
+        if convention in ("tensorflow", "keras"):  # NaN never wins; an all-NaN window: lowest finite
+            np.testing.assert_array_equal(got, [1.0, np.finfo(np.float64).min])
+        else:
+            np.testing.assert_array_equal(got, [np.nan, np.nan])
+        # an explicit nan_policy overrides the convention's
+        w = Window(2, 2, ndim=1, convention=convention)
+        np.testing.assert_array_equal(
+            avgpool.max_pool(x, window=w, nan_policy="propagate")[0, 0], [np.nan] * 2
+        )
+
+
+def test_window_imports_no_framework_rules():
+    # conventions builds on window, never the other way: window.py imports no avgpool module
+    # but the errors, not even inside a function
+    import ast
+    import inspect
+
+    import avgpool.window
+
+    tree = ast.parse(inspect.getsource(avgpool.window))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m for m in imported if m and m.startswith("avgpool")} == {"avgpool._errors"}
+
+
+def test_window_constructors_are_the_conventions_readers():
+    import subprocess
+    import sys
+
+    # in a fresh interpreter: importing the Window alone brings its framework constructors
+    code = "from avgpool.window import Window; print(Window.from_onnx({'kernel_shape': [2]}).stride)"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        == "(1,)\n"
+    )
+    for name in ("torch", "onnx", "tensorflow", "keras", "flax"):
+        assert getattr(Window, f"from_{name}") is getattr(avgpool.conventions, f"from_{name}")

@@ -238,7 +238,7 @@ def _clear_kept_geometry():
     from avgpool import _arrays, _compute, _cpu, conventions, ops
 
     for cached in (
-        conventions._from_torch,
+        conventions.window,
         ops._window_of,
         ops._global_window_of,
         ops._geometry,

@@ -29,8 +29,9 @@ import torch
 from torch import Tensor
 
 import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
+from avgpool import conventions
 from avgpool._errors import AvgPoolError, TorchPoolError, torch_errors
-from avgpool.conventions import CONVENTIONS, from_torch
+from avgpool.conventions import CONVENTIONS, RULES
 from avgpool.torch import _checks
 from avgpool.torch._library import call, window_args
 from avgpool.window import Window
@@ -60,9 +61,8 @@ __all__ = [
     "swap_pooling",
 ]
 
-#: Each convention's default stride (None: the kernel size) and count_include_pad.
-_DEFAULT_STRIDE_IS_ONE = ("onnx", "flax")
-_COUNTS_PADDING = {"torch": True, "onnx": False, "tensorflow": False, "keras": False, "flax": True}
+#: The conventions whose stride defaults to 1 (torch.nn's ``stride`` attribute shows it).
+_DEFAULT_STRIDE_IS_ONE = tuple(name for name, r in RULES.items() if r.default_stride == "one")
 
 
 def convention_window(
@@ -79,38 +79,20 @@ def convention_window(
 ) -> Window:
     """A module's Window: torch.nn's arguments read by one framework's rules.
 
-    "torch" applies `Window.from_torch` (PyTorch's checks and refusals); the others take any
-    padding `Window` takes ("same", "valid", pairs, ...) with their own defaults: stride 1 for
-    onnx and flax, the kernel size otherwise; padded cells counted by torch and flax only.
-    TensorFlow and Keras have no ceil mode and never count padded cells.
+    `avgpool.conventions.window`, the builder `avgpool.inspect.window_for` and ``avgpool
+    shape`` use too: the same defaults (None: the framework's), refusals and messages.
     """
-    if convention not in CONVENTIONS:
-        raise AvgPoolError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    if convention == "torch":
-        cip = True if count_include_pad is None else count_include_pad
-        return from_torch(
-            kernel_size, stride, padding, dilation, ceil_mode, cip, divisor_override, op=op, ndim=ndim
-        )
-    if divisor_override is not None:
-        raise AvgPoolError(f"divisor_override is PyTorch's; the {convention} convention has none")
-    if convention in ("tensorflow", "keras", "flax") and ceil_mode:
-        raise AvgPoolError(f"ceil_mode=True is not part of the {convention} convention")
-    default_cip = _COUNTS_PADDING[convention]
-    if convention in ("tensorflow", "keras") and count_include_pad:
-        raise AvgPoolError(
-            f"count_include_pad=True is not the {convention} convention (it averages real cells)"
-        )
-    if stride is None and convention in _DEFAULT_STRIDE_IS_ONE:
-        stride = 1
-    return Window(
+    return conventions.window(
+        convention,
+        op,
+        ndim,
         kernel_size,
         stride,
         padding,
         dilation=dilation,
         ceil_mode=ceil_mode,
-        count_include_pad=default_cip if count_include_pad is None else count_include_pad,
-        ndim=ndim,
-        convention=convention,
+        count_include_pad=count_include_pad,
+        divisor_override=divisor_override,
     )
 
 

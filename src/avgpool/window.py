@@ -16,7 +16,8 @@ Semantics shared by every convention (each framework is one choice of these knob
 * the average's divisor is the number of window cells inside the padded input
   (``count_include_pad=True``) or inside the real input (``False``), or ``divisor_override``;
   cells of a ceil-mode window that hang past the padded input are never counted;
-* a window with no real cell averages to 0 (PyTorch's choice) and max-pools to -inf.
+* a window with no real cell averages to 0 (PyTorch's choice; Flax's NaN under its
+  convention, see `Window`'s ``convention``) and max-pools to -inf.
 """
 
 from __future__ import annotations
@@ -215,7 +216,24 @@ class Window:
     ndim : int, optional
         Spatial rank; inferred from any tuple argument.
     convention : str
-        The framework whose rules produced this window (provenance only).
+        The framework whose rules built this window ("avgpool" when built directly). Besides
+        naming it (in reports, and in equality: windows of two conventions never compare
+        equal), it changes results where the frameworks compute differently from the same
+        geometry, by the tables of `avgpool.conventions`:
+
+        * average of a window with no counted cell (a ``count_include_pad=False`` window wholly
+          in the padding): NaN for "flax" (its 0/0), else 0 (``EMPTY_AVERAGE``);
+        * max pooling's NaN rule: "tensorflow" and "keras" skip NaN and floor results at the
+          dtype's lowest finite value, others let NaN win (``MAX_NAN_POLICY``; an explicit
+          ``nan_policy=`` overrides it);
+        * `avgpool.nn`'s LPPool modules compute PyTorch's Lp for "torch" and ONNX LpPool's
+          (``|x|**p``) for "onnx" (`avgpool.lp_pool` takes that choice as its own
+          ``convention=`` argument);
+        * `avgpool.nn`'s modules run PyTorch's input checks, with its messages, for "torch".
+
+        Build windows of a framework through `avgpool.conventions` (``Window.from_torch``,
+        ``Window.from_onnx``, ... there), which also applies the framework's defaults and
+        refusals.
 
     Examples
     --------
@@ -225,6 +243,9 @@ class Window:
     >>> w.pads((5, 5))
     ((1, 1), (1, 1))
     """
+
+    # avgpool.conventions, which builds on this module, adds the constructors of each
+    # framework's spelling: from_torch, from_onnx, from_tensorflow, from_keras, from_flax.
 
     kernel_size: tuple[int, ...] | None
     stride: tuple[int, ...]
@@ -385,43 +406,3 @@ class Window:
         }
         args.update(changes)
         return Window(**args)
-
-    # -- each framework's rules ------------------------------------------------------------
-
-    @classmethod
-    def from_torch(cls, *args: Any, **kwargs: Any) -> Window:
-        """PyTorch's ``F.avg_pool*d`` / ``max_pool*d`` / ``lp_pool*d`` arguments, its checks too.
-
-        See `avgpool.conventions.from_torch`.
-        """
-        from avgpool.conventions import from_torch
-
-        return from_torch(*args, **kwargs)
-
-    @classmethod
-    def from_onnx(cls, *args: Any, **kwargs: Any) -> Window:
-        """An ONNX pooling node's attributes. See `avgpool.conventions.from_onnx`."""
-        from avgpool.conventions import from_onnx
-
-        return from_onnx(*args, **kwargs)
-
-    @classmethod
-    def from_tensorflow(cls, *args: Any, **kwargs: Any) -> Window:
-        """``tf.nn.avg_pool`` / ``max_pool`` arguments. See `avgpool.conventions.from_tensorflow`."""
-        from avgpool.conventions import from_tensorflow
-
-        return from_tensorflow(*args, **kwargs)
-
-    @classmethod
-    def from_keras(cls, *args: Any, **kwargs: Any) -> Window:
-        """A Keras pooling layer's config. See `avgpool.conventions.from_keras`."""
-        from avgpool.conventions import from_keras
-
-        return from_keras(*args, **kwargs)
-
-    @classmethod
-    def from_flax(cls, *args: Any, **kwargs: Any) -> Window:
-        """``flax.linen.avg_pool`` / ``max_pool`` arguments. See `avgpool.conventions.from_flax`."""
-        from avgpool.conventions import from_flax
-
-        return from_flax(*args, **kwargs)

@@ -170,9 +170,10 @@ def test_conventions_reproduce_their_framework():
 def test_convention_refusals():
     with pytest.raises(AvgPoolError, match="convention must be one of"):
         apnn.AvgPool2d(3, convention="caffe")
-    with pytest.raises(AvgPoolError, match="count_include_pad=True is not the tensorflow convention"):
+    # the wording of avgpool.conventions.window, which avgpool shape gives too
+    with pytest.raises(AvgPoolError, match=r"tensorflow cannot express count_include_pad=True \(its average"):
         apnn.AvgPool2d(3, 2, "same", count_include_pad=True, convention="tensorflow")
-    with pytest.raises(AvgPoolError, match="ceil_mode=True is not part of the keras convention"):
+    with pytest.raises(AvgPoolError, match=r"keras cannot express ceil_mode=True \(it rounds"):
         apnn.AvgPool2d(3, 2, "same", ceil_mode=True, convention="keras")
     with pytest.raises(AvgPoolError, match="padding must be <= kernel_size // 2"):
         apnn.AvgPool2d(2, padding=2)
@@ -200,3 +201,17 @@ def test_swap_pooling_gives_identical_outputs_and_loads_state_dicts():
     assert type(net[3]) is apnn.AdaptiveAvgPool2d
     net.load_state_dict(state, strict=True)
     assert_close(net(x), want)
+
+
+def test_lppool_convention_picks_the_lp_definition():
+    # torch: F.lp_pool's sum of x**p keeps the sign for odd p; onnx: LpPool's |x|**p
+    x = torch.tensor([[[-1.0, -2.0, 3.0, 4.0]]], dtype=torch.float64)
+    assert apnn.LPPool1d(1, 2)(x).tolist() == [[[-3.0, 7.0]]] == nn.functional.lp_pool1d(x, 1, 2).tolist()
+    assert apnn.LPPool1d(1, 2, 2, convention="onnx")(x).tolist() == [[[3.0, 7.0]]]
+
+
+def test_torch_convention_runs_pytorchs_input_checks():
+    empty = torch.ones(2, 0, 4)
+    with pytest.raises(RuntimeError, match=r"non-empty 2D or 3D \(batch mode\) tensor expected for input"):
+        apnn.AvgPool1d(2)(empty)
+    assert apnn.AvgPool1d(2, 2, convention="onnx")(empty).shape == (2, 0, 2)

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from avgpool import ops
+from avgpool import conventions, ops
 from avgpool._errors import AvgPoolError
-from avgpool.conventions import CONVENTIONS, from_flax, from_keras, from_onnx, from_tensorflow, from_torch
-from avgpool.window import Axis, Window, _per_axis
+from avgpool.conventions import CONVENTIONS, EMPTY_AVERAGE, MAX_NAN_POLICY
+from avgpool.window import Axis, Window
 
 __all__ = ["COMPARED_CELLS", "ConventionCheck", "ShapeReport", "shape_report", "window_for"]
 
@@ -103,83 +103,23 @@ def window_for(
 ) -> Window:
     """The Window that ``convention`` builds from these user-level arguments.
 
-    Arguments left at None take that framework's default (stride, count_include_pad), which is
-    where frameworks silently disagree. Raises AvgPoolError when the framework cannot express
-    the arguments.
+    `avgpool.conventions.window` with the spatial rank first: arguments left at None take
+    that framework's default (stride, count_include_pad), which is where frameworks silently
+    disagree. Raises AvgPoolError when the framework cannot express the arguments.
     """
-    kernel = _per_axis(kernel_size, "kernel_size", ndim)
-    strides = None if stride is None else _per_axis(stride, "stride", ndim)
-    dilations = _per_axis(dilation, "dilation", ndim)
-    parsed = Window(kernel, padding=padding, ndim=ndim).padding  # validates the padding first
-    named = parsed if isinstance(parsed, str) else None  # "same" or "same_lower"
-    pairs = None if named else parsed
-    dilated = set(dilations) != {1}
-
-    def refuse(what: str) -> None:
-        raise AvgPoolError(f"{convention} cannot express {what}")
-
-    if convention == "torch":
-        if named:
-            refuse(f"padding={padding!r} (PyTorch pooling takes int padding)")
-        if pairs is not None and any(b != a for b, a in pairs):
-            refuse("asymmetric padding")
-        w = from_torch(
-            kernel,
-            strides,
-            tuple(b for b, _ in pairs),
-            dilations,
-            ceil_mode,
-            True if count_include_pad is None else count_include_pad,
-            divisor_override,
-            op=op,
-            ndim=ndim,
-        )
-    elif convention == "onnx":
-        if divisor_override is not None:
-            refuse("divisor_override")
-        attrs: dict[str, Any] = {"kernel_shape": kernel, "dilations": dilations, "ceil_mode": int(ceil_mode)}
-        if strides is not None:
-            attrs["strides"] = strides
-        if named:
-            attrs["auto_pad"] = {"same": "SAME_UPPER", "same_lower": "SAME_LOWER"}[named]
-        else:
-            attrs["pads"] = [b for b, _ in pairs] + [a for _, a in pairs]
-        if count_include_pad is not None:
-            attrs["count_include_pad"] = int(count_include_pad)
-        w = from_onnx(attrs, op_type={"avg": "AveragePool", "max": "MaxPool"}[op])
-    elif convention in ("tensorflow", "keras", "flax"):
-        if divisor_override is not None:
-            refuse("divisor_override")
-        if ceil_mode:
-            refuse("ceil_mode")
-        if named == "same_lower":
-            refuse("padding='same_lower'")
-        if dilated:
-            refuse("dilation in its pooling layers")
-        explicit = pairs is not None and any(p for pair in pairs for p in pair)
-        if convention == "flax":
-            pads: Any = named.upper() if named else [list(p) for p in pairs]
-            include = True if count_include_pad is None else count_include_pad
-            w = from_flax(kernel, strides, pads, include)
-        else:
-            if explicit and (convention == "keras" or op != "max"):
-                where = "Keras pooling layers take" if convention == "keras" else "tf.nn.avg_pool takes"
-                refuse(f"explicit padding ({where} only 'same' or 'valid')")
-            if count_include_pad and op == "avg":
-                refuse("count_include_pad=True (its average divides by real cells only)")
-            tf_pad: Any = "SAME" if named == "same" else "VALID"
-            if convention == "tensorflow":
-                if strides is None:
-                    refuse("a default stride (tf.nn pooling requires strides)")
-                if explicit:  # tf.nn.max_pool's explicit pairs, zero on batch and channels
-                    tf_pad = [[0, 0], [0, 0], *(list(p) for p in pairs)]
-                w = from_tensorflow(kernel, strides, tf_pad, "NC" + "DHW"[3 - ndim :], op=op)
-            else:
-                config = {"pool_size": kernel, "strides": strides, "padding": tf_pad.lower()}
-                w = from_keras({**config, "data_format": "channels_first"})
-    else:
-        raise AvgPoolError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    return w.replace(channels_last=channels_last)
+    return conventions.window(
+        convention,
+        op,
+        ndim,
+        kernel_size,
+        stride,
+        padding,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad,
+        divisor_override=divisor_override,
+        channels_last=channels_last,
+    )
 
 
 def _uncovered(axis: Axis) -> tuple[int, ...] | None:
@@ -332,8 +272,6 @@ def _count_differences(
 def _same_rules(mine: Window, theirs: Window, op: str) -> bool:
     """The same numbers from the same resolved geometry: the empty-window rule of an average,
     the NaN rule of a max."""
-    from avgpool.conventions import EMPTY_AVERAGE, MAX_NAN_POLICY
-
     table = EMPTY_AVERAGE if op == "avg" else MAX_NAN_POLICY
     return table.get(mine.convention) == table.get(theirs.convention)
 
