@@ -1,19 +1,28 @@
 """The benchmark's cases: one op, geometry, shape and layout each, and their rotating inputs.
 
-Every geometry is run on a channels-first array and on the same logical shape stored
-channels-last. Three scales share the geometries: ``full`` (inputs of 49-64 MiB, larger than
-a 32 MB last-level cache; the runner also rotates enough copies to exceed twice the cache it
-detects), ``quick`` (about 1 MiB, for a smoke run) and ``tiny`` (for the correctness tests).
+The cases are data, in ``cases.toml`` beside this module. Every geometry is run on a
+channels-first array and on the same logical shape stored channels-last. Three scales share
+the geometries: ``full`` (inputs of 49-64 MiB, larger than a 32 MB last-level cache; the runner
+also rotates enough copies to exceed twice the cache it detects), ``quick`` (about 1 MiB, for a
+smoke run) and ``tiny`` (for the correctness tests).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SCALES", "Case", "make_inputs", "rotation_count", "standard_cases"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["CASES_FILE", "Case", "make_inputs", "rotation_count", "scales", "standard_cases"]
 
 _LAYOUTS = {1: ("NCL", "NLC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
 
@@ -121,31 +130,46 @@ class Case:
         return cls(**kw)
 
 
-#: Shapes per scale: a 2-D image batch, the global-pool input, a 3-D volume and a 1-D sequence.
-SCALES = {
-    "full": {
-        "image": (16, 64, 128, 128),  # 64 MiB float32
-        "global": (128, 2048, 7, 7),  # 49 MiB: ResNet-50's last feature map at batch 128
-        "volume": (4, 32, 32, 64, 64),  # 64 MiB
-        "sequence": (16, 64, 16384),  # 64 MiB
-    },
-    "quick": {
-        "image": (2, 16, 64, 64),
-        "global": (16, 256, 7, 7),
-        "volume": (1, 16, 16, 32, 32),
-        "sequence": (2, 16, 4096),
-    },
-    "tiny": {
-        "image": (2, 3, 20, 20),
-        "global": (2, 5, 7, 7),
-        "volume": (1, 2, 6, 8, 8),
-        "sequence": (2, 3, 80),
-    },
-}
+#: Where the cases are written down, as data.
+CASES_FILE = Path(__file__).with_name("cases.toml")
+
+_OPS = ("avg", "max", "global_avg", "avg_backward")
+
+
+@functools.cache
+def _read_cases(path: Path = CASES_FILE) -> tuple[dict, list[dict]]:
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    scales = {name: {k: tuple(v) for k, v in shapes.items()} for name, shapes in data["scales"].items()}
+    for entry in data["case"]:
+        if entry.get("op") not in _OPS:
+            raise ValueError(f"{path}: case {entry.get('key')!r}: op must be one of {_OPS}")
+    return scales, data["case"]
+
+
+def _case(entry: dict, shapes: dict) -> Case:
+    def axes(name: str) -> tuple[int, ...] | None:
+        return None if entry.get(name) is None else tuple(entry[name])
+
+    return Case(
+        entry["key"],
+        entry["title"],
+        entry["op"],
+        shapes[entry["input"]],
+        axes("kernel"),
+        axes("stride"),
+        entry.get("padding", 0),
+        entry.get("count_include_pad", True),
+    )
+
+
+def scales() -> dict[str, dict[str, tuple[int, ...]]]:
+    """The input shapes of each scale, by name (``full``, ``quick``, ``tiny``)."""
+    return _read_cases()[0]
 
 
 def standard_cases(scale: str = "full") -> list[Case]:
-    """The issue's ten geometries, each channels-first then channels-last.
+    """The cases of ``cases.toml`` at one scale, each channels-first then channels-last.
 
     Examples
     --------
@@ -155,22 +179,10 @@ def standard_cases(scale: str = "full") -> list[Case]:
     >>> c.layout, c.array_shape, c.out_array_shape, c.bytes_in >> 20, c.bytes_out >> 20
     ('NCHW', (16, 64, 128, 128), (16, 64, 64, 64), 64, 16)
     """
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {tuple(SCALES)}, got {scale!r}")
-    s = SCALES[scale]
-    img, glob, vol, seq = s["image"], s["global"], s["volume"], s["sequence"]
-    base = [
-        Case("avg2x2s2", "avg 2x2/2", "avg", img, (2, 2), (2, 2)),
-        Case("avg3x3s1p1", "avg 3x3/1 p1", "avg", img, (3, 3), (1, 1), 1),
-        Case("avg3x3s2p1ex", "avg 3x3/2 p1, pad not counted", "avg", img, (3, 3), (2, 2), 1, False),
-        Case("avg7x7s1", "avg 7x7/1", "avg", img, (7, 7), (1, 1)),
-        Case("avg15x15s1", "avg 15x15/1", "avg", img, (15, 15), (1, 1)),
-        Case("global7x7", "global avg 7x7", "global_avg", glob, None),
-        Case("avg3d2s2", "avg 3-D 2x2x2/2", "avg", vol, (2, 2, 2), (2, 2, 2)),
-        Case("avg1d64s1", "avg 1-D k=64/1", "avg", seq, (64,), (1,)),
-        Case("max3x3s2p1", "max 3x3/2 p1", "max", img, (3, 3), (2, 2), 1),
-        Case("bwd2x2s2", "avg backward 2x2/2", "avg_backward", img, (2, 2), (2, 2)),
-    ]
+    all_scales, entries = _read_cases()
+    if scale not in all_scales:
+        raise ValueError(f"scale must be one of {tuple(all_scales)}, got {scale!r}")
+    base = [_case(entry, all_scales[scale]) for entry in entries]
     return [replace(c, channels_last=cl) for c in base for cl in (False, True)]
 
 
