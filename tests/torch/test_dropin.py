@@ -120,6 +120,16 @@ def test_blurpool1d_and_aliases_from_antialiased_cnns():
     assert type(twin) is apnn.BlurPool2d and twin.pad_type == "reflect"
 
 
+def test_from_antialiased_takes_the_matching_class_only():
+    aa = pytest.importorskip("antialiased_cnns")
+    with pytest.raises(
+        TypeError, match=r"module must be an antialiased_cnns.BlurPool1D for BlurPool1d, got "
+    ):
+        apnn.BlurPool1d.from_antialiased(aa.BlurPool(4))
+    with pytest.raises(TypeError, match=r"antialiased_cnns.BlurPool for BlurPool2d, got torch.nn.*AvgPool2d"):
+        apnn.BlurPool2d.from_antialiased(nn.AvgPool2d(2))
+
+
 def test_antialiased_cnns_model_swaps_and_keeps_its_checkpoint():
     aa = pytest.importorskip("antialiased_cnns")
     model = nn.Sequential(
@@ -294,6 +304,24 @@ def test_inspect_shows_the_swapped_layers():
     assert not report.inventory.notes and not report.findings  # fx traced it, nothing to lint
     shown = text(tables(report))
     assert "maxpool.1             BlurPool2d" in shown and "nn." not in shown
+
+
+def test_inspect_lists_avgpool_modules_without_a_window():
+    """BlurPool and the adaptive modules carry no Window: inspect knows them by their op, and
+    names them apart from torch.nn's."""
+    model = nn.Sequential(
+        apnn.BlurPool2d(3, "zero", 4, 2, 1), nn.AdaptiveAvgPool2d(2), apnn.AdaptiveMaxPool2d((1, 2))
+    )
+    layers = inspect_model(model, {"": (1, 3, 9, 8)}).inventory.layers
+    assert [(layer.source_op, layer.op) for layer in layers] == [
+        ("BlurPool2d", "blur"),
+        ("nn.AdaptiveAvgPool2d", "adaptive_avg"),
+        ("AdaptiveMaxPool2d", "adaptive_max"),
+    ]
+    blur = layers[0]
+    assert blur.window.padding == ((2, 3), (2, 3)) and blur.output_shape == (1, 3, 6, 5)
+    assert blur.attributes == {"filt_size": 4, "stride": 2, "pad_type": "zero", "pad_off": 1, "channels": 3}
+    assert layers[2].output_size == (1, 2)
 
 
 # -- torchvision -------------------------------------------------------------------------------

@@ -103,6 +103,12 @@ def twin(module: torch.nn.Module, nn: ModuleType) -> torch.nn.Module | None:
 
 def from_antialiased(cls: type, module: torch.nn.Module) -> torch.nn.Module:
     """``cls`` (BlurPool1d or BlurPool2d) built from an antialiased-cnns BlurPool, its buffer loaded."""
+    theirs = {"BlurPool1d": "BlurPool1D", "BlurPool2d": "BlurPool"}.get(cls.__name__)
+    if library_of(module) != "antialiased_cnns" or type(module).__name__ != theirs:
+        raise TypeError(
+            f"module must be an antialiased_cnns.{theirs} for {cls.__name__}, "
+            f"got {type(module).__module__}.{type(module).__name__}"
+        )
     pad_type = _ANTIALIASED_PADS.get(type(module.pad).__name__)
     if pad_type is None:
         raise _refuse(module, f"its pad layer {type(module.pad).__name__} is not reflect, replicate or zero")
