@@ -685,13 +685,15 @@ _TWINS: list[tuple[type, type]] = [
 
 
 _TORCH_TYPES = tuple(t for t, _ in _TWINS)
+# handed to _foreign, which builds this module's classes without importing it (no import cycle)
+_THIS_MODULE = sys.modules[__name__]
 
 
 def from_module(module: torch.nn.Module) -> torch.nn.Module:
     """avgpool's twin of one pooling module of torch.nn, timm or antialiased-cnns (same outputs).
 
-    The libraries' modules each twin reproduces, and how, are listed in
-    `avgpool.torch._foreign`; timm and antialiased-cnns are recognised by their classes'
+    Which modules of timm and antialiased-cnns have twins, and which conventions reproduce
+    them, is listed in docs/dropin.md; those libraries are recognised by their classes'
     module names, never imported.
 
     Raises
@@ -705,7 +707,7 @@ def from_module(module: torch.nn.Module) -> torch.nn.Module:
     for torch_cls, ours in _TWINS:
         if type(module) is torch_cls:
             return ours.from_module(module)
-    twin = _foreign.twin(module, sys.modules[__name__])
+    twin = _foreign.twin(module, _THIS_MODULE)
     if twin is not None:
         return twin
     names = ", ".join(t.__name__ for t, _ in _TWINS)
@@ -762,7 +764,7 @@ def _swap(model: torch.nn.Module, include: tuple[str, ...]) -> torch.nn.Module:
             if type(model) in _TORCH_TYPES:
                 return from_module(model)
         else:
-            twin = _foreign.twin(model, sys.modules[__name__])
+            twin = _foreign.twin(model, _THIS_MODULE)
             if twin is not None:
                 return twin
     for name, child in list(model.named_children()):

@@ -45,8 +45,6 @@ _ANTIALIASED_PADS = {
     "ReplicationPad2d": "replicate",
     "ZeroPad1d": "zero",
     "ZeroPad2d": "zero",
-    "ConstantPad1d": "zero",
-    "ConstantPad2d": "zero",
 }
 # F.pad's modes, as timm's BlurPool2d passes them, in antialiased-cnns' words
 _TIMM_PADS = {"reflect": "reflect", "replicate": "replicate", "constant": "zero"}
@@ -77,7 +75,8 @@ class AvgMaxPool(torch.nn.Module):
         a, m = self.avg(input), self.max(input)
         if self.concat:
             return torch.cat((a, m), self.dim)
-        # timm's two spellings, 0.5 * (a + m) and 0.5 * a + 0.5 * m, round alike: halving is exact
+        # timm's two spellings, 0.5 * (a + m) and 0.5 * a + 0.5 * m, round alike: halving is
+        # exact (short of overflow and subnormals)
         return 0.5 * (a + m)
 
 
