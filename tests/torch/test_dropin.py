@@ -145,6 +145,14 @@ def test_antialiased_cnns_model_swaps_and_keeps_its_checkpoint():
         assert swapped[2].filt.dtype == dtype
 
 
+def test_antialiased_cnns_resnet18_swaps_and_loads_its_own_state_dict():
+    aa = pytest.importorskip("antialiased_cnns")
+    swapped = _swapped_matches(aa.resnet18(pretrained=False), torch.randn(1, 3, 64, 64))
+    assert _ours(swapped) == ["MaxPool2d", *["BlurPool2d"] * 7, "AdaptiveAvgPool2d"]
+    fresh = aa.resnet18(pretrained=False)  # a checkpoint saved by that project's model
+    swapped.load_state_dict(fresh.state_dict(), strict=True)
+
+
 def test_blurpool_refuses_a_filter_that_is_not_binomial():
     aa = pytest.importorskip("antialiased_cnns")
     state = aa.BlurPool(4, filt_size=3).state_dict()
@@ -241,6 +249,13 @@ def test_timm_same_padding_and_blur_layers():
         assert _ours(swapped) == ["MaxPool2d", "AvgPool2d", "MaxPool2d", *["BlurPool2d"] * 3]
         assert [swapped[i].convention for i in (1, 2, 3)] == ["tensorflow", "flax", "tensorflow"]
         assert swapped[4].channels == 8 and swapped[5].pad_off == 1
+    # the swapped layers train alike: the same input gradient
+    x = torch.randn(2, 3, 40, 33, dtype=torch.float64, requires_grad=True)
+    original, ours = build().double(), apnn.swap_pooling(build().double())
+    ours.load_state_dict(original.state_dict())
+    (grad,) = torch.autograd.grad(original(x).square().sum(), x)
+    (our_grad,) = torch.autograd.grad(ours(x).square().sum(), x)
+    assert_close(our_grad, grad)
     # each layer alone, bit for bit: max pools on any input, the others on small integers
     layers = build().double()
     xi = _integers((1, 8, 23, 17), torch.float64)
