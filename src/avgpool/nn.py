@@ -17,12 +17,15 @@ AvgPool2d(kernel_size=3, stride=2, padding=same, convention=tensorflow)
 >>> pool(torch.ones(1, 1, 4, 4)).shape
 torch.Size([1, 1, 2, 2])
 
-`swap_pooling(model)` replaces every torch.nn pooling module of a model with avgpool's
-(identical outputs; state dicts load unchanged, pooling holds no state; a BlurPool given its
-channels keeps antialiased-cnns' ``filt`` buffer, so that project's checkpoints load strictly).
+`swap_pooling(model)` replaces every pooling module of a model (torch.nn's, timm's,
+antialiased-cnns') with avgpool's (same outputs; state dicts load unchanged, pooling holds no
+state; a BlurPool given its channels keeps antialiased-cnns' ``filt`` buffer, so that project's
+checkpoints load strictly). See docs/dropin.md.
 """
 
 import math
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,7 +35,7 @@ import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
 from avgpool import conventions
 from avgpool._errors import AvgPoolError, TorchPoolError, torch_errors
 from avgpool.conventions import CONVENTIONS, RULES
-from avgpool.torch import _checks
+from avgpool.torch import _checks, _foreign
 from avgpool.torch._library import call, window_args
 from avgpool.window import Window
 
@@ -584,15 +587,25 @@ def _blur_class(ndim: int) -> type:
                 self.register_buffer("filt", _binomial_filter(self.filt_size, ndim, int(channels)))
 
         def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+            # the kernels compute the binomial blur whatever the buffer holds, so a checkpoint
+            # carrying another filter is refused rather than silently ignored; each binomial tap
+            # is an integer over a power of two, exact in any float dtype, so equality is exact
             loaded = state_dict.get(prefix + "filt")
-            if loaded is not None and loaded.shape == self.filt.shape:
+            if loaded is not None and loaded.dim() == self.ndim + 2:
                 want = _binomial_filter(self.filt_size, self.ndim, loaded.shape[0]).to(loaded)
-                if not torch.allclose(loaded, want, rtol=1e-5, atol=1e-7):
-                    raise ValueError(
-                        f"{prefix}filt is not the {self.filt_size}-tap binomial filter that BlurPool "
-                        "computes; avgpool's BlurPool cannot run another filter"
+                if loaded.shape != want.shape or not torch.equal(loaded, want):
+                    raise AvgPoolError(
+                        f"{prefix}filt must be the {self.filt_size}-tap binomial filter of shape "
+                        f"{tuple(want.shape)} that BlurPool computes, got another filter of shape "
+                        f"{tuple(loaded.shape)}; avgpool's BlurPool runs the binomial blur only"
                     )
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+        @classmethod
+        def from_antialiased(cls, module: torch.nn.Module):
+            """The twin of an antialiased-cnns ``BlurPool`` (``BlurPool1D`` for BlurPool1d): same
+            arguments, its ``filt`` buffer loaded (refused unless binomial), same outputs."""
+            return _foreign.from_antialiased(cls, module)
 
         def extra_repr(self) -> str:
             return (
@@ -653,41 +666,93 @@ _TWINS: list[tuple[type, type]] = [
 ]
 
 
+_TORCH_TYPES = tuple(t for t, _ in _TWINS)
+# handed to _foreign, which builds this module's classes without importing it (no import cycle)
+_THIS_MODULE = sys.modules[__name__]
+
+
 def from_module(module: torch.nn.Module) -> torch.nn.Module:
-    """avgpool's twin of one torch.nn pooling module (same arguments, same outputs).
+    """avgpool's twin of one pooling module of torch.nn, timm or antialiased-cnns (same outputs).
+
+    Which modules of timm and antialiased-cnns have twins, and which conventions reproduce
+    them, is listed in docs/dropin.md; those libraries are recognised by their classes'
+    module names, never imported.
 
     Raises
     ------
     TypeError
-        ``module`` is not one of torch.nn's pooling modules that avgpool has a twin for.
+        ``module`` is no pooling module that avgpool has a twin for.
+    AvgPoolError
+        ``module`` is one, with arguments avgpool cannot reproduce exactly (timm's BlurPool2d
+        with an even ``filt_size``, for one).
     """
     for torch_cls, ours in _TWINS:
         if type(module) is torch_cls:
             return ours.from_module(module)
+    twin = _foreign.twin(module, _THIS_MODULE)
+    if twin is not None:
+        return twin
     names = ", ".join(t.__name__ for t, _ in _TWINS)
-    raise TypeError(f"module must be one of torch.nn's {names}; got {type(module).__name__}")
+    raise TypeError(
+        f"module must be one of torch.nn's {names}, or a pooling module of timm or "
+        f"antialiased-cnns; got {type(module).__module__}.{type(module).__name__}"
+    )
 
 
-def swap_pooling(model: torch.nn.Module) -> torch.nn.Module:
-    """Replace, in place, every torch.nn pooling module of ``model`` with avgpool's twin.
+def swap_pooling(model: torch.nn.Module, include: Sequence[str] = _foreign.LIBRARIES) -> torch.nn.Module:
+    """Replace, in place, every pooling module of ``model`` with avgpool's twin.
 
-    Outputs are identical; subclasses of torch's modules (avgpool's own included) are left
-    alone. Returns ``model`` (the same object, unless ``model`` itself is a pooling module).
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any model: torchvision's and timm's included. Its weights are kept and its state dict
+        keeps its keys (pooling holds no state; an antialiased-cnns BlurPool's ``filt`` buffer
+        stays).
+    include : sequence of str
+        Whose pooling modules to swap: any of "torch" (torch.nn's), "timm" and
+        "antialiased_cnns". Subclasses of torch.nn's modules from elsewhere (avgpool's own
+        included) are left alone.
 
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` (the same object, unless ``model`` itself is a pooling module).
+
+    Raises
+    ------
+    AvgPoolError
+        ``include`` names another library, or a pooling module has no exact twin (the message
+        names it); ``model`` is then partly swapped.
+
+    Examples
+    --------
     >>> import torch
     >>> import avgpool.nn as apnn
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.MaxPool2d(2))
     >>> type(apnn.swap_pooling(net)[1]).__module__
     'avgpool.nn'
     """
-    torch_types = tuple(t for t, _ in _TWINS)
-    if type(model) in torch_types:
-        return from_module(model)
-    for name, child in list(model.named_children()):
-        if type(child) in torch_types:
-            setattr(model, name, from_module(child))
+    include = (include,) if isinstance(include, str) else tuple(include)
+    unknown = sorted(set(include) - set(_foreign.LIBRARIES))
+    if unknown:
+        raise AvgPoolError(f"include must name libraries among {_foreign.LIBRARIES}, got {unknown}")
+    return _swap(model, include)
+
+
+def _swap(model: torch.nn.Module, include: tuple[str, ...]) -> torch.nn.Module:
+    library = _foreign.library_of(model)
+    if library in include:
+        if library == "torch":
+            if type(model) in _TORCH_TYPES:
+                return from_module(model)
         else:
-            swap_pooling(child)
+            twin = _foreign.twin(model, _THIS_MODULE)
+            if twin is not None:
+                return twin
+    for name, child in list(model.named_children()):
+        swapped = _swap(child, include)
+        if swapped is not child:
+            setattr(model, name, swapped)
     return model
 
 

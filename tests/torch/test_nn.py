@@ -140,7 +140,7 @@ def test_blurpool_loads_an_antialiased_cnns_state_dict_strictly(filt_size):
 def test_blurpool_refuses_a_filter_it_cannot_compute():
     state = _AntialiasedBlurPool(4, filt_size=3).state_dict()
     state["filt"] = torch.rand_like(state["filt"])
-    with pytest.raises(ValueError, match="filt is not the 3-tap binomial filter"):
+    with pytest.raises(AvgPoolError, match="filt must be the 3-tap binomial filter"):
         apnn.BlurPool2d(4, filt_size=3).load_state_dict(state)
 
 

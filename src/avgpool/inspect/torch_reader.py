@@ -89,10 +89,12 @@ def _torch():
 
 
 def pooling_module_kind(module: Any) -> str | None:
-    """The pooling kind of a module, or None: torch.nn pooling classes by name, avgpool
-    modules by their ``window`` attribute."""
+    """The pooling kind of a module, or None: avgpool's modules by their ``op``, other modules
+    carrying a `Window` as ``window`` by it, torch.nn pooling classes by class."""
+    op = getattr(module, "op", None)
+    if isinstance(op, str) and type(module).__module__.startswith("avgpool."):
+        return op  # avgpool's modules name their kind (BlurPool and the adaptive ones have no window)
     if isinstance(getattr(module, "window", None), Window):
-        op = getattr(module, "op", None)
         if isinstance(op, str):
             return op
         name = type(module).__name__.lower()
@@ -163,6 +165,29 @@ def _module_args(module: Any, kind: str) -> dict[str, Any]:
         "adaptive_max": ("output_size", "return_indices"),
     }.get(kind, ())
     return {n: getattr(module, n) for n in names if hasattr(module, n)}
+
+
+def _module_parts(
+    module: Any, name: str, kind: str, in_shape: tuple[int, ...] | None
+) -> tuple[str, dict[str, Any], Window | None, PadInfo | None]:
+    """(source_op, args, window, pad) of a pooling module: torch.nn's read from its arguments,
+    avgpool's from its window; a BlurPool's window is its filter over its own padding."""
+    window = getattr(module, "window", None)
+    window = window if isinstance(window, Window) else None
+    ours = type(module).__module__.startswith("avgpool.")
+    source = type(module).__name__ if ours or window is not None else f"nn.{type(module).__name__}"
+    if kind == "blur" and ours:
+        from avgpool.reference import blur_pads
+
+        ndim = int(module.ndim)
+        pads = (blur_pads(int(module.filt_size), int(module.pad_off)),) * ndim
+        names = ("filt_size", "stride", "pad_type", "pad_off", "channels")
+        args = {n: getattr(module, n) for n in names}
+        # the window's padding is where the blur reads; what fills it (reflect, ...) is pad_type
+        return source, args, Window(int(module.filt_size), int(module.stride), pads, ndim=ndim), None
+    if window is None:
+        return source, _module_args(module, kind), None, None
+    return source, {"norm_type": getattr(module, "norm_type", None)}, window, None
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -351,19 +376,9 @@ def _read_fx(model: Any, inputs: tuple[Any, ...]) -> tuple[list[PoolLayer], list
             module = gm.get_submodule(node.target)
             kind = pooling_module_kind(module)
             if kind is not None:
-                window = getattr(module, "window", None)
-                window = window if isinstance(window, Window) else None
+                source_op, args, window, own_pad = _module_parts(module, node.target, kind, in_shape)
                 layer = _make_layer(
-                    node.target,
-                    kind,
-                    f"nn.{type(module).__name__}" if window is None else type(module).__name__,
-                    _module_args(module, kind)
-                    if window is None
-                    else {"norm_type": getattr(module, "norm_type", None)},
-                    in_shape,
-                    out_shape,
-                    window,
-                    pads.get(x),
+                    node.target, kind, source_op, args, in_shape, out_shape, window, own_pad or pads.get(x)
                 )
             else:
                 pad = _module_pad(module, node.target, in_shape)
@@ -529,17 +544,7 @@ def _read_hooks(model: Any, inputs: tuple[Any, ...]) -> list[PoolLayer]:
     layers = []
     for name, module, in_shape, out_shape in seen:
         kind = pooling_module_kind(module)
-        window = getattr(module, "window", None)
-        window = window if isinstance(window, Window) else None
-        layers.append(
-            _make_layer(
-                name,
-                kind,
-                f"nn.{type(module).__name__}" if window is None else type(module).__name__,
-                _module_args(module, kind) if window is None else {},
-                in_shape,
-                out_shape,
-                window,
-            )
-        )
+        source_op, args, window, pad = _module_parts(module, name, kind, in_shape)
+        args = args if window is None or kind == "blur" else {}
+        layers.append(_make_layer(name, kind, source_op, args, in_shape, out_shape, window, pad))
     return layers
