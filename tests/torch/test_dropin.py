@@ -247,8 +247,14 @@ def test_timm_same_padding_and_blur_layers():
     for dtype in (torch.float32, torch.float64):
         swapped = _swapped_matches(build().to(dtype), torch.randn(2, 3, 75, 61, dtype=dtype))
         assert _ours(swapped) == ["MaxPool2d", "AvgPool2d", "MaxPool2d", *["BlurPool2d"] * 3]
-        assert [swapped[i].convention for i in (1, 2, 3)] == ["tensorflow", "flax", "tensorflow"]
+        assert [swapped[i].convention for i in (1, 2, 3)] == ["onnx", "flax", "onnx"]
         assert swapped[4].channels == 8 and swapped[5].pad_off == 1
+    # NaN wins in timm's max (PyTorch's), so it must in the twin (TensorFlow's own would skip it)
+    timm_max = create_pool2d("max", 3, 2, padding="same")
+    x = torch.randn(1, 2, 9, 8)
+    x[0, 0, 4, 4] = float("nan")
+    torch.testing.assert_close(apnn.from_module(timm_max)(x), timm_max(x), equal_nan=True)
+    assert torch.isnan(apnn.from_module(timm_max)(x)).any()
     # the swapped layers train alike: the same input gradient
     x = torch.randn(2, 3, 40, 33, dtype=torch.float64, requires_grad=True)
     original, ours = build().double(), apnn.swap_pooling(build().double())

@@ -4,8 +4,10 @@ A module is recognised by where its class is defined (``type(module).__module__`
 so neither library is ever imported here: a model that does not use them never loads them.
 Each twin computes what the original computes:
 
-- timm ``MaxPool2dSame`` pads with -inf to TensorFlow's 'SAME' size, which is TensorFlow's
-  max pool: the twin is ``MaxPool2d(..., padding="same", convention="tensorflow")``.
+- timm ``MaxPool2dSame`` pads with -inf to TensorFlow's 'SAME' size (the odd cell at the end)
+  and then runs PyTorch's max, where NaN wins: ONNX's SAME_UPPER max pool, dilation included,
+  so the twin is ``MaxPool2d(..., padding="same", convention="onnx")`` (TensorFlow's own max
+  would skip NaN and takes no dilation).
 - timm ``AvgPool2dSame`` pads with zeros to the 'SAME' size and then averages over whole
   windows, counting the zeros whatever its ``count_include_pad`` says. That is Flax's
   ``avg_pool(padding="SAME")``, not TensorFlow's (which averages real cells only), so the twin
@@ -122,7 +124,7 @@ def _same_pool(module: torch.nn.Module, nn: ModuleType) -> torch.nn.Module:
     if type(module).__name__ == "AvgPool2dSame":
         return nn.AvgPool2d(module.kernel_size, module.stride, "same", convention="flax")
     # timm hands its ceil_mode to torch's return_indices slot; its forward returns values only
-    return nn.MaxPool2d(module.kernel_size, module.stride, "same", module.dilation, convention="tensorflow")
+    return nn.MaxPool2d(module.kernel_size, module.stride, "same", module.dilation, convention="onnx")
 
 
 def _timm_blur(module: torch.nn.Module, nn: ModuleType) -> torch.nn.Module:
