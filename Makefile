@@ -11,7 +11,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU wheel first: with torch already satisfied, the extras pull no CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[all]'
+	# torchvision pinned to torch's release, or pip would replace torch; it and timm and
+	# antialiased-cnns are only there to build the models the drop-in tests swap
+	$(BIN)/python -m pip install -q torchvision==0.28.0 -e '.[all,dropin]'
 	touch $(STAMP)
 
 # The flagship tour: shape, bench, inspect/verify/diff, profile/drift, the study; a few minutes.
