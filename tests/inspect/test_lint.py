@@ -164,3 +164,20 @@ def test_pads_as_long_as_the_kernel_are_an_error():
     fine = _pool_model([2, 3], [1, 3, 8, 8])
     fine.graph.node[0].attribute.append(onnx.helper.make_attribute("pads", [1, 2, 1, 2]))
     assert not [f for f in lint(read_onnx(fine)) if f.rule == "AP113"]
+
+
+def test_convention_targets_are_read_from_the_convention_rules():
+    """Lint's picture of what a framework can express is the rules its convention applies."""
+    from avgpool.conventions import RULES
+    from avgpool.inspect.lint import TARGETS, target_of
+
+    assert set(RULES) <= set(TARGETS)
+    for name in RULES:
+        assert TARGETS[name] == target_of(name)
+    # Keras' layers take 'same'/'valid' only, so explicit padding that is neither is flagged;
+    # Flax takes any pairs, but has no ceil mode
+    w = Window.from_torch(3, 2, 1, ndim=2)
+    assert "AP103" in [f.rule for f in lint([layer(w, (1, 1, 8, 8))], target="keras")]
+    assert "AP103" not in [f.rule for f in lint([layer(w, (1, 1, 8, 8))], target="flax")]
+    ceil = Window.from_torch(2, 2, ceil_mode=True, ndim=1)
+    assert "AP111" in [f.rule for f in lint([layer(ceil, (1, 1, 5))], target="flax")]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from avgpool._errors import AvgPoolError
+from avgpool.conventions import RULES as CONVENTION_RULES
 from avgpool.inspect.layers import Inventory, PoolLayer
 from avgpool.reference import pool_taps
 from avgpool.window import Axis, Window
@@ -172,18 +173,37 @@ class Target:
     ranks: tuple[int, ...]
 
 
-TARGETS = {
-    t.name: t
-    for t in (
-        Target("torch", "symmetric", False, True, "max", (True, False), True, True, (1, 2, 3)),
-        Target("onnx", "any", True, True, "all", (True, False), False, False, (1, 2, 3)),
-        # tf.nn.avg_pool: 'SAME'/'VALID', real cells only; tf.nn.max_pool also explicit pairs
-        Target("tensorflow", "same_valid", True, False, "none", (False,), False, False, (1, 2, 3)),
-        # TFLite AVERAGE_POOL_2D / MAX_POOL_2D / L2_POOL_2D: SAME/VALID, 2-D only
-        Target("tflite", "same_valid", False, False, "none", (False,), False, False, (2,)),
-        # Core ML (MIL avg_pool/max_pool): custom pads, ceil_mode, exclude_padding_from_average
-        Target("coreml", "any", True, True, "none", (True, False), True, False, (1, 2, 3)),
+def target_of(convention: str) -> Target:
+    """A convention's target, read from its rules in `avgpool.conventions.RULES`."""
+    rules = CONVENTION_RULES[convention]
+    if rules.symmetric_padding:
+        padding = "symmetric"
+    elif "avg" in rules.explicit_padding:
+        padding = "any"
+    else:
+        padding = "same_valid"
+    dilates = set(rules.dilates)
+    dilation = "all" if {"avg", "max"} <= dilates else "max" if "max" in dilates else "none"
+    return Target(
+        convention,
+        padding,
+        "max" in rules.explicit_padding,
+        rules.ceil_mode,
+        dilation,
+        (True, False) if rules.may_count_padding else (False,),
+        rules.counts_padding,
+        rules.divisor_override,
+        (1, 2, 3),
     )
+
+
+#: Every convention avgpool reproduces, and two deployment targets that are lint's alone.
+TARGETS = {
+    **{name: target_of(name) for name in CONVENTION_RULES},
+    # TFLite AVERAGE_POOL_2D / MAX_POOL_2D / L2_POOL_2D: SAME/VALID, 2-D only
+    "tflite": Target("tflite", "same_valid", False, False, "none", (False,), False, False, (2,)),
+    # Core ML (MIL avg_pool/max_pool): custom pads, ceil_mode, exclude_padding_from_average
+    "coreml": Target("coreml", "any", True, True, "none", (True, False), True, False, (1, 2, 3)),
 }
 
 
