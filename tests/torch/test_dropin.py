@@ -325,6 +325,7 @@ def test_inspect_shows_the_swapped_layers():
     assert not report.inventory.notes and not report.findings  # fx traced it, nothing to lint
     shown = text(tables(report))
     assert "maxpool.1             BlurPool2d" in shown and "nn." not in shown
+    assert "reflect-pad" in next(line for line in shown.splitlines() if "layer2.0.aa" in line)
 
 
 def test_inspect_lists_avgpool_modules_without_a_window():

@@ -72,6 +72,8 @@ def _geometry(layer: PoolLayer) -> tuple[str, str, str, str]:
         flags.append(f"div={w.divisor_override}")
     if layer.p is not None:
         flags.append(f"p={layer.p:g}")
+    if layer.op == "blur" and layer.attributes.get("pad_type"):
+        flags.append(f"{layer.attributes['pad_type']}-pad")
     return kernel, _x(w.stride), pads, " ".join(flags)
 
 
