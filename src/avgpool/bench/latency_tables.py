@@ -1,4 +1,4 @@
-"""Tables for ``avgpool bench``: (title, headers, rows, footer), which `avgpool.inspect.render`
+"""Tables for ``avgpool bench``: (title, headers, rows, footer), which `avgpool._tables`
 lays out as text, markdown or a rich table. Every percentile column sits beside its ``n``."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from avgpool._tables import Table, dims
 from avgpool.bench.latency import AGREE_TOL, ModelBench, ModelComparison, OpBench
 
 __all__ = ["comparison_table", "model_table", "op_table"]
 
-Table = tuple[str, list[str], list[list[str]], list[str]]
 _MIB = 1 << 20
 
 
@@ -34,10 +34,6 @@ def _bytes(value: int) -> str:
         if value >= scale:
             return f"{value / scale:.1f} {unit}"
     return f"{value} B"
-
-
-def _x(shape: Sequence[int]) -> str:
-    return "x".join(str(s) for s in shape)
 
 
 def _n(record: dict[str, Any]) -> str:
@@ -64,11 +60,11 @@ def op_table(result: OpBench) -> Table:
         flags.append("count_include_pad" if w["count_include_pad"] else "pad not counted")
     if w["divisor_override"]:
         flags.append(f"divisor {w['divisor_override']}")
-    dilation = "" if set(w["dilation"]) == {1} else f" dilation {_x(w['dilation'])}"
+    dilation = "" if set(w["dilation"]) == {1} else f" dilation {dims(w['dilation'])}"
     title = (
-        f"{result.op} pool ({result.convention} convention) on {_x(result.input_shape)} {result.layout} "
-        f"{result.dtype} -> {_x(result.output_shape)}: kernel {_x(w['kernel_size'])} stride "
-        f"{_x(w['stride'])}{dilation} pads {pads}{''.join(', ' + f for f in flags)}; {result.threads} "
+        f"{result.op} pool ({result.convention} convention) on {dims(result.input_shape)} {result.layout} "
+        f"{result.dtype} -> {dims(result.output_shape)}: kernel {dims(w['kernel_size'])} stride "
+        f"{dims(w['stride'])}{dilation} pads {pads}{''.join(', ' + f for f in flags)}; {result.threads} "
         f"thread{'s' if result.threads != 1 else ''}"
     )
     headers = [
@@ -128,7 +124,7 @@ def op_table(result: OpBench) -> Table:
 
 def _model_title(model: dict[str, Any]) -> str:
     inputs = ", ".join(
-        " ".join(filter(None, [i["name"], _x(["B", *i["sample_shape"]]), i["dtype"]]))
+        " ".join(filter(None, [i["name"], dims(["B", *i["sample_shape"]]), i["dtype"]]))
         for i in model["inputs"]
     )
     n = model["threads"]

@@ -1,60 +1,31 @@
-"""Tables for inspect, diff and verify: plain text, markdown, or rich on a terminal.
-
-Every report becomes (title, headers, rows, footer lines) once; the three renderers only lay
-that out, so the terminal, the markdown and the tests show the same cells.
-"""
+"""Tables for inspect, diff and verify, laid out by `avgpool._tables` (text, markdown, rich)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+from avgpool._tables import Table, dims, markdown, printable, rich_print, text
 from avgpool.inspect.diff import DiffReport
 from avgpool.inspect.layers import PoolLayer
 from avgpool.inspect.model import InspectReport
 from avgpool.inspect.verify import VerifyReport
 
-__all__ = ["printable", "render", "tables"]
-
-Table = tuple[str, list[str], list[list[str]], list[str]]
-
-
-def printable(text: str) -> str:
-    """``text`` with control and bidi-override characters written as escapes (``\\n``,
-    ``\\x1b``, ``\\u202e``): a name read from a model file can hold them, and printed raw they
-    forge lines in a CI log, move the cursor or reorder what a reader sees."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
-def _printable(table: Table) -> Table:
-    title, headers, rows, footer = table
-    return (
-        printable(title),
-        [printable(h) for h in headers],
-        [[printable(c) for c in r] for r in rows],
-        [printable(line) for line in footer],
-    )
-
-
-def _x(values: Sequence[Any] | None) -> str:
-    return "-" if values is None else "x".join("?" if v is None else str(v) for v in values)
+__all__ = ["markdown", "printable", "render", "rich_print", "tables", "text"]
 
 
 def _geometry(layer: PoolLayer) -> tuple[str, str, str, str]:
     """kernel, stride, padding (before:after per axis), flags."""
     if layer.op.startswith("adaptive"):
-        return f"out {_x(layer.output_size)}", "-", "-", ""
+        return f"out {dims(layer.output_size)}", "-", "-", ""
     axes = layer.axes()
     w = layer.window
     if w is not None and w.kernel_size is None:
         return "global", "-", "-", ""
     if w is None:
         return "-", "-", "-", ""
-    kernel = _x(w.kernel_size)
+    kernel = dims(w.kernel_size)
     if any(d > 1 for d in w.dilation):
-        kernel += f" d{_x(w.dilation)}"
+        kernel += f" d{dims(w.dilation)}"
     if axes is not None:
         pads = "x".join(f"{a.pad_before}:{a.pad_after}" for a in axes)
     else:
@@ -74,7 +45,7 @@ def _geometry(layer: PoolLayer) -> tuple[str, str, str, str]:
         flags.append(f"p={layer.p:g}")
     if layer.op == "blur" and layer.attributes.get("pad_type"):
         flags.append(f"{layer.attributes['pad_type']}-pad")
-    return kernel, _x(w.stride), pads, " ".join(flags)
+    return kernel, dims(w.stride), pads, " ".join(flags)
 
 
 def inspect_table(report: InspectReport) -> Table:
@@ -93,15 +64,15 @@ def inspect_table(report: InspectReport) -> Table:
                 stride,
                 pads,
                 flags,
-                f"{_x(layer.input_shape)} -> {_x(layer.output_shape)}",
-                _x(layer.receptive_field),
-                _x(layer.cumulative_stride),
+                f"{dims(layer.input_shape)} -> {dims(layer.output_shape)}",
+                dims(layer.receptive_field),
+                dims(layer.cumulative_stride),
                 " ".join(dict.fromkeys(by_layer.get(layer.index, []))) or "-",
             ]
         )
     inv = report.inventory
     title = f"{inv.source}: {len(inv.layers)} pooling layers ({inv.format}"
-    title += ", input " + ", ".join(f"{k} {_x(v)}" for k, v in inv.inputs.items()) + ")"
+    title += ", input " + ", ".join(f"{k} {dims(v)}" for k, v in inv.inputs.items()) + ")"
     if report.target:
         title += f", target {report.target}"
     footer = [f"note: {n}" for n in inv.notes]
@@ -145,7 +116,7 @@ def _v(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         if value and isinstance(value[0], (list, tuple)):
             return "x".join(f"{a}:{b}" for a, b in value)
-        return _x(value)
+        return dims(value)
     return str(value)
 
 
@@ -158,13 +129,13 @@ def verify_table(report: VerifyReport) -> Table:
             f"{c.max_abs_diff:.3g}",
             f"{c.max_rel_diff:.3g}",
             f"{c.tolerance:.3g}",
-            _x(c.runtime_shape),
+            dims(c.runtime_shape),
             c.detail or "-",
         ]
         for c in report.checks
     ]
     title = f"verify {report.source} in {report.runtime}: {report.runs} run(s), input " + ", ".join(
-        f"{k} {_x(v)}" for k, v in report.inputs.items()
+        f"{k} {dims(v)}" for k, v in report.inputs.items()
     )
     footer = [
         f"{len(report.checks) - len(report.failures)} of {len(report.checks)} pooling nodes "
@@ -181,50 +152,6 @@ def tables(report: Any) -> Table:
     if isinstance(report, VerifyReport):
         return verify_table(report)
     raise TypeError(f"nothing renders a {type(report).__name__}")
-
-
-def text(table: Table) -> str:
-    title, headers, rows, footer = _printable(table)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = [title, ""]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join([*lines, "", *footer])
-
-
-def markdown(table: Table) -> str:
-    title, headers, rows, footer = _printable(table)
-
-    def cell(c: str) -> str:
-        return c.replace("|", "\\|")
-
-    lines = [f"**{cell(title)}**", "", "| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-    if footer:
-        lines += ["", "```text", *footer, "```"]
-    return "\n".join(lines)
-
-
-def rich_print(table: Table, file: Any = None) -> None:
-    from rich.console import Console
-    from rich.table import Table as RichTable
-    from rich.text import Text
-
-    title, headers, rows, footer = _printable(table)
-    console = Console(file=file)
-    # Text, not str: rich reads '[...]' in a str as markup, and a name from a model file could
-    # restyle the table, add links or (with an unmatched '[/]') stop the output with an error
-    t = RichTable(title=Text(title), title_justify="left")
-    for h in headers:
-        t.add_column(Text(h), overflow="fold")
-    for r in rows:
-        style = "red" if ("FAIL" in r or r[-1] == "no") else None
-        t.add_row(*(Text(c) for c in r), style=style)
-    console.print(t)
-    for line in footer:
-        style = "red" if " error " in line else "yellow" if " warning " in line else None
-        console.print(line, style=style, highlight=False, markup=False)
 
 
 def render(report: Any, fmt: str = "text") -> str:

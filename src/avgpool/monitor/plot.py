@@ -17,7 +17,7 @@ _COLOURS = {"ok": "#2e7d32", "warn": "#ef6c00", "fail": "#c62828"}
 
 
 def _panel(ax: Any, d: LayerDrift) -> None:
-    from avgpool.inspect.render import printable
+    from avgpool._tables import printable
 
     edges = d.edges
     hb, hc = (np.asarray(h, dtype=np.float64) for h in d.hist)

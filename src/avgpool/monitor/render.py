@@ -1,17 +1,15 @@
 """Tables for ``avgpool profile`` and ``avgpool drift``, in the (title, headers, rows, footer)
-shape that `avgpool.inspect.render` lays out as text, markdown or a rich table."""
+shape that `avgpool._tables` lays out as text, markdown or a rich table."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
+from avgpool._tables import Table, dims
 from avgpool.monitor.drift import METRICS, DriftReport
 from avgpool.monitor.profile import Profile
 
 __all__ = ["drift_table", "profile_table"]
-
-Table = tuple[str, list[str], list[list[str]], list[str]]
 
 
 def _g(value: float, digits: int = 4) -> str:
@@ -20,10 +18,6 @@ def _g(value: float, digits: int = 4) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     return f"{value:.{digits}g}"
-
-
-def _x(shape: Any) -> str:
-    return "x".join(str(s) for s in shape) if shape else "-"
 
 
 def profile_table(profile: Profile, path: str | None = None) -> Table:
@@ -42,7 +36,7 @@ def profile_table(profile: Profile, path: str | None = None) -> Table:
             [
                 layer.name,
                 layer.op or "-",
-                _x(layer.sample_shape),
+                dims(layer.sample_shape),
                 str(t["count"]),
                 _g(t["mean"]),
                 _g(t["std"]),
