@@ -145,7 +145,7 @@ SCALES = {
 
 
 def standard_cases(scale: str = "full") -> list[Case]:
-    """The issue's ten geometries, each channels-first then channels-last.
+    """The ten standard geometries, each channels-first then channels-last.
 
     Examples
     --------
