@@ -264,7 +264,8 @@ def test_bad_files(tmp_path, onnx_models):
     text.write_text("not a model at all\n")
     with pytest.raises(ModelError, match="not an ONNX model"):
         read_model(text)
-    data = open(onnx_models["resnet"], "rb").read()
+    with open(onnx_models["resnet"], "rb") as f:
+        data = f.read()
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(data[: len(data) // 3])
     with pytest.raises(ModelError, match="not an ONNX model or truncated"):

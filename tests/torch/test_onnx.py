@@ -75,6 +75,11 @@ def test_dynamo_exporter(module, op_type, attrs):
     _check(program.model_proto, module, op_type, attrs, x)
 
 
+# this test is about the TorchScript exporter, which torch deprecates (its own warnings)
+@pytest.mark.filterwarnings(
+    "ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"
+)
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning:torch.onnx")
 @pytest.mark.parametrize("module,op_type,attrs", CASES[::3], ids=IDS[::3])
 def test_torchscript_exporter(module, op_type, attrs):
     x = _input(module)
