@@ -28,6 +28,13 @@ __all__ = ["main"]
 
 _SUBCOMMANDS = (_shape, _inspect, _diff, _verify, _profile, _drift, _bench, _study)
 
+_EXIT_CODES = """exit codes:
+  0    done
+  1    findings at or above --fail-on, changes diff does not allow, nodes verify finds wrong
+  2    bad arguments or input: one line on stderr
+  3    a bug in avgpool: its traceback on stderr
+  130  interrupted"""
+
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -43,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="avgpool",
         description="Average pooling under every framework's convention: shapes, model inspection, "
         "activation telemetry, latency benchmarks and the pooling study.",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
