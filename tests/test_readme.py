@@ -7,10 +7,10 @@ expression with a comment starting with a Python literal (``w.pads((224, 224))  
 the last decimal written (arrays elementwise; the shown value may leave out leading axes of
 size one). Comments that are prose or elided (``{'limit': ...}``) are not compared.
 
-Console: every ``$ avgpool ...`` line of a ```console block must parse. Where output follows it,
-the command runs in a scratch folder prepared by the example scripts the README names (run as
-``python examples/<script>.py out``) and prints exactly the lines shown; a line ``...`` stands
-for any number of lines.
+Console: every ``$ avgpool ...`` line of a ```console block, in the README and in docs/, must
+parse. Where output follows one in the README, the command runs in a scratch folder prepared by
+the example scripts the README names (run as ``python examples/<script>.py out``) and prints
+exactly the lines shown; a line ``...`` stands for any number of lines.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ README = ROOT / "README.md"
 EXAMPLES = ("inspect_resnet.py", "monitor_pooling.py")
 
 
-def _blocks(kind: str) -> list[str]:
-    return re.findall(rf"```{kind}\n(.*?)```", README.read_text(), flags=re.S)
+def _blocks(kind: str, page: Path = README) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", page.read_text(), flags=re.S)
 
 
 def _literal(comment: str) -> tuple[bool, object]:
@@ -102,10 +102,10 @@ def test_readme_python_blocks_run_and_print_what_they_say():
     assert checked >= 5  # the quickstart's and the conventions' shown results
 
 
-def _transcripts() -> list[tuple[str, list[str]]]:
-    """(command line, the output lines shown after it) for every ``$ avgpool`` of the README."""
+def _transcripts(page: Path = README) -> list[tuple[str, list[str]]]:
+    """(command line, the output lines shown after it) for every ``$ avgpool`` of a page."""
     found = []
-    for block in _blocks("console"):
+    for block in _blocks("console", page):
         for part in re.split(r"^\$ ", block, flags=re.M)[1:]:
             command, *output = part.rstrip("\n").split("\n")
             command = re.sub(r"\s+#.*$", "", command)  # a comment after the command
@@ -113,14 +113,17 @@ def _transcripts() -> list[tuple[str, list[str]]]:
     return found
 
 
-def test_every_readme_command_parses():
+def test_every_command_of_the_readme_and_docs_parses():
     from avgpool.cli import _parser
 
-    commands = [c for c, _ in _transcripts()]
-    assert len(commands) >= 5
+    pages = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    commands = [c for page in pages for c, _ in _transcripts(page)]
+    assert len(commands) >= 15
     parser = _parser()
     for command in commands:
         words = shlex.split(command)
+        while re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # PYTHONPATH=... avgpool ...
+            words = words[1:]
         assert words[0] == "avgpool", command
         parser.parse_args(words[1:])  # exits 2 (SystemExit) on an option the CLI no longer has
 
