@@ -278,3 +278,25 @@ def test_help_is_plain_text():
     for name, text in texts.items():
         for markup in ("``", ":func:", ":ref:", ":class:", ":meth:", "`"):
             assert markup not in text, (name, markup)
+
+
+def test_the_shape_text_is_the_library_s(capsys):
+    # the text was built inside the CLI, out of a library user's reach
+    from avgpool.inspect.render import render, shape_text
+
+    report = shape_report((1, 1, 10), 2, 3)
+    text = shape_text(report)
+    assert render(report) == render(report, "markdown") == text
+    assert "uncovered  L: 4 of 10 never read (2, 5, 8-9)" in text.splitlines()
+    assert run(capsys, "shape", "1x1x10", "-k", "2", "-s", "3") == (0, text + "\n", "")
+
+
+def test_outputs_are_checked_together_before_any_is_written(tmp_path):
+    from avgpool._files import check_outputs
+
+    check_outputs(tmp_path / "a.png", None, directories=[tmp_path / "new" / "logs", None])
+    with pytest.raises(AvgPoolError, match=r"a\.png is given for two outputs"):
+        check_outputs(tmp_path / "a.png", str(tmp_path / "a.png"))
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        check_outputs(tmp_path / "missing" / "a.prom")
+    assert list(tmp_path.iterdir()) == []
