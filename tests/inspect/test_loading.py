@@ -91,7 +91,8 @@ def compiled(tmp_path_factory, torch_models):
     example = (torch.randn(*SHAPES["resnet"]),)
     torch.export.save(torch.export.export(model, example), root / "resnet.pt2")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated; its files are still common
+        # torch deprecates TorchScript; its files are still common, and this makes one to load
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.save(torch.jit.trace(model, example), root / "traced.pt")
     return {"exported": root / "resnet.pt2", "torchscript": root / "traced.pt"}
 
