@@ -171,7 +171,7 @@ class TestFlax:
 
 
 def test_tensorflow_and_flax_same_padding_disagree_at_every_border_cell():
-    # The case from the foundation issue: 5x5 input, 3x3 window, stride 2, 'SAME'.
+    # The README's case: 5x5 input, 3x3 window, stride 2, 'SAME'.
     x = np.arange(25.0).reshape(1, 5, 5, 1)
     tf = avgpool.avg_pool(x, window=Window.from_tensorflow(3, 2, "SAME"))
     fx = avgpool.avg_pool(x, window=Window.from_flax((3, 3), (2, 2), "SAME"))

@@ -14,7 +14,9 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["check_directory", "check_writable", "read_arrays", "write_atomically"]
+from avgpool._errors import AvgPoolError
+
+__all__ = ["check_directory", "check_outputs", "check_writable", "read_arrays", "write_atomically"]
 
 
 def _umask() -> int:
@@ -163,3 +165,19 @@ def read_arrays(path: Any, error: type[Exception]) -> dict[str, Any]:
         if array.ndim == 0:
             raise error(f"{path}: array {name!r} is a scalar; model inputs need at least one axis")
     return arrays
+
+
+def check_outputs(*paths: Any, directories: Any = ()) -> None:
+    """Raise before anything is written if any output could not be: `AvgPoolError` when one
+    path is given for two outputs, OSError when a file (``paths``) or a folder
+    (``directories``) could not be written. None entries are outputs not asked for."""
+    files = [os.fspath(p) for p in paths if p]
+    folders = [os.fspath(d) for d in directories if d]
+    everything = [os.path.abspath(p) for p in (*files, *folders)]
+    twice = sorted({p for p in everything if everything.count(p) > 1})
+    if twice:
+        raise AvgPoolError(f"{twice[0]} is given for two outputs: give each its own path")
+    for path in files:
+        check_writable(path)
+    for folder in folders:
+        check_directory(folder)

@@ -64,10 +64,6 @@ class Axis:
         """Cells from the first to the last tap of one window, inclusive."""
         return self.dilation * (self.kernel - 1) + 1
 
-    def first_uncovered(self) -> int:
-        """Index of the first input cell after the last window's last tap (``size`` if none)."""
-        return min(self.size, (self.out - 1) * self.stride - self.pad_before + self.span)
-
     def bounded(self) -> Axis:
         """The same windows, described with no number larger than the padded input.
 

@@ -428,4 +428,4 @@ def test_quick_smoke_run_writes_both_files(tmp_path):
             assert record["status"] == "n/a" or record["agrees"] is True, (row["case"]["id"], name)
     md = (tmp_path / "latest.md").read_text()
     assert md.startswith("# avgpool benchmark") and md.count("\n| ") == 21  # header + 20 rows
-    assert "## Done-when checks" in md and md.strip() == done.stdout.strip()
+    assert "## Performance targets" in md and md.strip() == done.stdout.strip()

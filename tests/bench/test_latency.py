@@ -421,6 +421,34 @@ def test_cli_bad_arguments_exit_2_naming_the_argument(capsys, onnx_file, argv, m
     assert err.startswith("avgpool bench: error:") and message in err and len(err.strip().splitlines()) == 1
 
 
+def broken_net():
+    """The factory that ``tests.bench.test_latency:broken_net`` names: its forward raises."""
+    from torch import nn
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("shapes do not match\nsecond line")
+
+    return Broken()
+
+
+def test_cli_a_model_that_raises_is_bad_input_exit_2(capsys):
+    # the model's own error was read as a bug in avgpool: exit 3 with 'unexpected error'
+    pytest.importorskip("torch")
+    argv = ["bench", "model", "tests.bench.test_latency:broken_net", "-i", "1x3x8x8", "-b", "1"]
+    code, out, err = run(capsys, *argv, "--repeats", "1", "--warmup", "1", "--no-progress")
+    assert code == 2 and out == ""
+    assert err == (
+        "avgpool bench: error: tests.bench.test_latency:broken_net: the model raised RuntimeError: "
+        "shapes do not match\n"
+    )
+    with pytest.raises(
+        AvgPoolError, match=r": the model raised RuntimeError: shapes do not match$"
+    ) as caught:
+        bench_model(broken_net(), input_shapes={"": (1, 3, 8, 8)}, batch_sizes=[1], settings=QUICK)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
 def test_cli_argparse_errors_name_the_argument(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "op", "1x1x4x4", "-k", "2", "--peers", "tensorflow"])

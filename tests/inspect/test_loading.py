@@ -1,5 +1,6 @@
 """Model files load without running code unless trusted: every command, every PyTorch format."""
 
+import os
 import warnings
 
 import numpy as np
@@ -15,13 +16,13 @@ from .conftest import SHAPES  # noqa: E402
 
 
 class _Payload:
-    """Unpickling this calls open(marker, "w"): the marker's existence proves code ran."""
+    """Unpickling this calls os.mkdir(marker): the marker's existence proves code ran."""
 
     def __init__(self, marker):
         self.marker = str(marker)
 
     def __reduce__(self):
-        return (open, (self.marker, "w"))
+        return (os.mkdir, (self.marker,))  # open() would leave a file unclosed
 
 
 @pytest.fixture
@@ -90,7 +91,8 @@ def compiled(tmp_path_factory, torch_models):
     example = (torch.randn(*SHAPES["resnet"]),)
     torch.export.save(torch.export.export(model, example), root / "resnet.pt2")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript is deprecated; its files are still common
+        # torch deprecates TorchScript; its files are still common, and this makes one to load
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.save(torch.jit.trace(model, example), root / "traced.pt")
     return {"exported": root / "resnet.pt2", "torchscript": root / "traced.pt"}
 

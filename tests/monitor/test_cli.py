@@ -78,7 +78,8 @@ def test_drift_markdown(capsys, profiles):
 @pytest.mark.parametrize("damage", ["truncated", "corrupted", "future"])
 def test_bad_profile_exit_2_and_nothing_overwritten(capsys, profiles, onnx_files, npz, tmp_path, damage):
     bad = tmp_path / "bad.avgprof"
-    data = open(profiles[0], "rb").read()
+    with open(profiles[0], "rb") as f:
+        data = f.read()
     if damage == "truncated":
         bad.write_bytes(data[: len(data) // 3])
     elif damage == "corrupted":

@@ -92,6 +92,9 @@ OWN = [
 ]
 
 
+# the modules stay scriptable, as torch.nn's are, for code still on TorchScript, which torch
+# deprecates
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("module,shape", OWN, ids=[repr(m) for m, _ in OWN])
 def test_own_modules_gradcheck_gradgradcheck_and_script(module, shape):
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
@@ -144,6 +147,7 @@ def test_blurpool_refuses_a_filter_it_cannot_compute():
         apnn.BlurPool2d(4, filt_size=3).load_state_dict(state)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # as above
 @pytest.mark.parametrize("ours,theirs,shape", TWINS[:10], ids=IDS[:10])
 def test_script_and_trace_like_torch(ours, theirs, shape):
     x = _input(shape, "LP" in type(ours).__name__)

@@ -10,7 +10,7 @@ frameworks (torch, onnxruntime, cv2, scipy) are imported only when a peer runs.
 - `avgpool.bench.cases`: the case table (geometry x layout x scale) and its inputs.
 - `avgpool.bench.peers`: avgpool's call and one adapter per peer.
 - `avgpool.bench.runner`: a case end to end, ratios and output agreement.
-- `avgpool.bench.report`: machine facts, done-when checks, JSON and markdown.
+- `avgpool.bench.report`: machine facts, performance targets, JSON and markdown.
 
 ``avgpool bench`` (latency of one op beside its peers, or of a model, and A/B) is built on the
 same timing harness and peers:

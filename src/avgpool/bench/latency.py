@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -103,6 +103,29 @@ def _model_sizes(batch_sizes: Sequence[int] | None, models: Sequence[TimedModel]
     return sizes
 
 
+def _own_errors(model: TimedModel) -> TimedModel:
+    """``model`` whose call turns the model's own exceptions into an `AvgPoolError` naming it.
+
+    A forward that raises is a fault of the input (the model), not of avgpool, so the CLI says it
+    in one line and exits 2. MemoryError and avgpool's own errors pass as they are. The wrapper
+    costs one Python call per timed call, far below a model's latency.
+    """
+    inner = model.call
+
+    def call(args: Any) -> Any:
+        try:
+            return inner(args)
+        except (AvgPoolError, MemoryError):
+            raise
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise AvgPoolError(
+                f"{model.source}: the model raised {type(exc).__name__}" + (f": {first}" if first else "")
+            ) from exc
+
+    return replace(model, call=call)
+
+
 def _prepare(
     model: Any,
     input_shapes: Mapping[str, Sequence[int]] | None,
@@ -118,8 +141,10 @@ def _prepare(
             raise AvgPoolError("give input shapes or sample inputs, not both")
         input_shapes, dtypes = shapes_of(inputs)
     start = rss_bytes()
-    loaded = load_model(
-        model, input_shapes=input_shapes, input_dtypes=dtypes, threads=threads, device=device, trust=trust
+    loaded = _own_errors(
+        load_model(
+            model, input_shapes=input_shapes, input_dtypes=dtypes, threads=threads, device=device, trust=trust
+        )
     )
     if loaded.rss_before_load_bytes is None:
         return loaded, start, "at the start: the model was passed in already loaded, its weights not counted"

@@ -1,4 +1,4 @@
-"""The run's record: machine facts, the done-when summary, and the JSON and markdown writers."""
+"""The run's record: machine facts, the performance targets, and the JSON and markdown writers."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ _DISTRIBUTIONS = {
     "cv2": "opencv-python-headless",
     "scipy": "scipy",
 }
-#: The done-when thresholds of the kernels issue.
+#: The performance targets the summary checks: the median case at this fraction of the bandwidth
+#: floor, and a 15x15/1 average under this multiple of the 3x3/1 time per output.
 TARGET_FLOOR_FRACTION = 0.7
 TARGET_15_VS_3 = 2.0
 
@@ -100,7 +101,7 @@ def machine_facts(threads: int) -> dict[str, Any]:
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    """The issue's done-when checks, computed from the rows (None where a case is missing)."""
+    """The performance targets checked on the rows (None where a case is missing)."""
     rows = results["cases"]
     slower = []
     for row in rows:
@@ -204,7 +205,7 @@ def _warmup_text(settings: dict[str, Any]) -> str:
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    """The results as a markdown page: machine facts, the table, notes and the done-when checks."""
+    """The results as a markdown page: machine facts, the table, notes and the performance targets."""
     m, s, bw = results["machine"], results["settings"], results["bandwidth"]
     peers = results["peers"]
     v = m["versions"]
@@ -274,7 +275,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines.append(f"- {name} ran as: " + "; ".join(sorted(found)))
     for note, ids in notes.items():
         lines.append(f"- {note} ({', '.join(ids)})")
-    lines += ["", "## Done-when checks (kernels issue)", ""]
+    lines += ["", "## Performance targets", ""]
     summary = results["summary"]
     fast = summary["faster_than_best_peer"]
     slower = ", ".join(

@@ -54,10 +54,6 @@ class Timing:
     def n(self) -> int:
         return len(self.samples)
 
-    @property
-    def median(self) -> float:
-        return nearest_rank(self.samples, 50)
-
     def summary(self) -> dict[str, Any]:
         """Milliseconds: median, p10, p90, min, max, with the sample count and budget flag."""
         ms = [s * 1e3 for s in self.samples]

@@ -1,8 +1,6 @@
 """The ``avgpool bench`` subcommand: latency of one op beside its peers, or of a model (and A/B).
 
-Thin: parse, call `avgpool.bench.latency`, render with `avgpool.bench.latency_tables`. The
-parsing helpers come from `avgpool.cli`, imported when the parser is built (that package
-imports this module while it initializes).
+Thin: parse, call `avgpool.bench.latency`, render with `avgpool.bench.latency_tables`.
 """
 
 from __future__ import annotations
@@ -11,6 +9,17 @@ import argparse
 from typing import Any
 
 from avgpool._errors import AvgPoolError
+from avgpool.cli._common import (
+    MODEL_HELP,
+    emit_table,
+    geometry,
+    geometry_args,
+    ints,
+    output_args,
+    progress,
+    progress_arg,
+    trust_file_arg,
+)
 
 _PEER_NAMES = ("torch", "onnxruntime", "cv2", "scipy")
 
@@ -46,26 +55,24 @@ def _settings(args: argparse.Namespace) -> Any:
 def _cmd_op(args: argparse.Namespace) -> int:
     from avgpool.bench.latency import bench_op
     from avgpool.bench.latency_tables import op_table
-    from avgpool.cli import _emit_table, _geometry, _progress
 
     result = bench_op(
         args.input_shape,
-        **_geometry(args),
+        **geometry(args),
         dtype=args.dtype,
         peers=args.peers,
         batch_sizes=args.batch_sizes,
         threads=args.threads,
         settings=_settings(args),
-        progress=_progress(args.progress, "timing"),
+        progress=progress(args.progress, "timing"),
     )
-    _emit_table(result.to_dict(), op_table(result), args)
+    emit_table(result.to_dict(), op_table(result), args)
     return 0
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
     from avgpool.bench.latency import bench_model, compare_models
     from avgpool.bench.latency_tables import comparison_table, model_table
-    from avgpool.cli import _emit_table, _progress
     from avgpool.inspect import parse_input_shapes
 
     if args.input_shape and args.inputs:
@@ -84,26 +91,24 @@ def _cmd_model(args: argparse.Namespace) -> int:
         "device": args.device,
         "trust": args.trust_file,
         "settings": _settings(args),
-        "progress": _progress(args.progress, "timing batch sizes"),
+        "progress": progress(args.progress, "timing batch sizes"),
     }
     if args.against:
         result = compare_models(
             args.model, args.against, confidence=args.confidence, resamples=args.resamples, **common
         )
-        _emit_table(result.to_dict(), comparison_table(result), args)
+        emit_table(result.to_dict(), comparison_table(result), args)
     else:
         result = bench_model(args.model, **common)
-        _emit_table(result.to_dict(), model_table(result), args)
+        emit_table(result.to_dict(), model_table(result), args)
     return 0
 
 
 def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, threads: str) -> None:
-    from avgpool.cli import _ints, _output_args, _progress_arg
-
     cmd.add_argument(
         "--batch-sizes",
         "-b",
-        type=lambda t: _ints(t, "batch sizes"),
+        type=lambda t: ints(t, "batch sizes"),
         metavar="1,8,32",
         help="the sweep of batch sizes (axis 0)",
     )
@@ -118,14 +123,12 @@ def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, t
         help=f"stop timing a measurement after this many seconds of timed calls (default {budget:g})",
     )
     cmd.add_argument("--seed", type=int, default=0, help="seeds the random inputs and the bootstrap")
-    _progress_arg(cmd)
-    _output_args(cmd, "machine-readable output, every sample included")
+    progress_arg(cmd)
+    output_args(cmd, "machine-readable output, every sample included")
 
 
 def add_commands(sub: Any) -> None:
     """Add the ``bench`` subparser to the ``avgpool`` command's subparsers."""
-    from avgpool.cli import _geometry_args, trust_file_arg
-
     bench = sub.add_parser(
         "bench",
         help="latency: an op beside its peers, or a model (percentiles, throughput, memory, A/B)",
@@ -141,7 +144,7 @@ def add_commands(sub: Any) -> None:
         "peer that computes the same thing; each peer's output is checked against avgpool's. "
         "Every library gets --threads threads (default: all cores).",
     )
-    _geometry_args(op, "the array as stored: 8x64x56x56 (N, C, ...), or (N, ..., C) with --channels-last")
+    geometry_args(op, "the array as stored: 8x64x56x56 (N, C, ...), or (N, ..., C) with --channels-last")
     op.add_argument("--dtype", default="float32", choices=("float16", "float32", "float64"))
     op.add_argument(
         "--peers",
@@ -157,10 +160,9 @@ def add_commands(sub: Any) -> None:
         "model",
         help="an ONNX model in ONNX Runtime or a PyTorch model, over batch sizes; --against for A/B",
         description="Time a model over a sweep of batch sizes: latency percentiles, throughput, peak RSS "
-        "(and CUDA) memory, size on disk. MODEL: an .onnx file, a TorchScript file, an "
-        "ExportedProgram (.pt2) or a pickled nn.Module (.pt/.pth), these two with --trust-file, or "
-        "package.module:factory. With "
-        "--against, time both in interleaved pairs and report B/A with a bootstrap interval. "
+        "(and CUDA) memory, size on disk. "
+        f"MODEL: {MODEL_HELP}. With --against, time both in interleaved pairs and report B/A with a "
+        "bootstrap interval. "
         "Threads: the runtime's default unless --threads.",
     )
     model.add_argument("model", metavar="MODEL")

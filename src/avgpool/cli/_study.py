@@ -6,10 +6,11 @@ import argparse
 import os
 from typing import Any
 
+from avgpool.cli._common import emit_table, output_args, progress, progress_arg
+
 
 def _cmd_study(args: argparse.Namespace) -> int:
     from avgpool._files import check_directory
-    from avgpool.cli import _emit_table, _progress
     from avgpool.study import SETTINGS, VARIANTS, run_study, study_table
 
     if os.path.isdir(args.out) or not os.path.lexists(args.out):  # run_study names a file itself
@@ -26,20 +27,19 @@ def _cmd_study(args: argparse.Namespace) -> int:
         variants=variants,
         threads=args.threads,
         subset=args.subset,
-        progress=_progress(args.progress, f"training {runs} models"),
+        progress=progress(args.progress, f"training {runs} models"),
     )
     data = result.to_dict()
     title, headers, rows, footer = study_table(data)
     report = os.path.join(result.out_dir or "", "report.md")
     others = ", ".join(os.path.basename(f) for f in result.files if not f.endswith("report.md"))
     footer = [*footer, "", f"report: {report} (with {others})"]
-    _emit_table({**data, "files": result.files}, (title, headers, rows, footer), args)
+    emit_table({**data, "files": result.files}, (title, headers, rows, footer), args)
     return 0
 
 
 def add_commands(sub: Any) -> None:
     """Add the ``study`` subparser to the ``avgpool`` command's subparsers."""
-    from avgpool.cli import _output_args, _progress_arg
     from avgpool.study.variants import VARIANTS
 
     study = sub.add_parser(
@@ -75,6 +75,6 @@ def add_commands(sub: Any) -> None:
     study.add_argument(
         "--subset", type=int, metavar="N", help="train on the first N training images only (a quick look)"
     )
-    _output_args(study, "print results.json instead of the table")
-    _progress_arg(study)
+    output_args(study, "print results.json instead of the table")
+    progress_arg(study)
     study.set_defaults(func=_cmd_study)

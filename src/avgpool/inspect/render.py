@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from avgpool._tables import Table, dims, markdown, printable, rich_print, text
@@ -10,7 +11,7 @@ from avgpool.inspect.layers import PoolLayer
 from avgpool.inspect.model import InspectReport
 from avgpool.inspect.verify import VerifyReport
 
-__all__ = ["markdown", "printable", "render", "rich_print", "tables", "text"]
+__all__ = ["markdown", "printable", "render", "rich_print", "shape_text", "tables", "text"]
 
 
 def _geometry(layer: PoolLayer) -> tuple[str, str, str, str]:
@@ -155,6 +156,68 @@ def tables(report: Any) -> Table:
 
 
 def render(report: Any, fmt: str = "text") -> str:
-    """``fmt``: text or markdown (rich is printed directly by the CLI, see `rich_print`)."""
+    """``fmt``: text or markdown (rich is printed directly by the CLI, see `rich_print`).
+
+    A `ShapeReport` is not a table: it renders as `shape_text` in either format.
+    """
+    from avgpool.inspect.shape import ShapeReport
+
+    if isinstance(report, ShapeReport):
+        return shape_text(report)
     table = tables(report)
     return markdown(table) if fmt == "markdown" else text(table)
+
+
+def _ranges(cells: Sequence[int]) -> str:
+    """[0, 1, 2, 7] -> '0-2, 7'."""
+    out: list[str] = []
+    start = prev = None
+    for c in [*cells, None]:
+        if start is not None and (c is None or c != prev + 1):
+            out.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if c is not None and start is None:
+            start = c
+        prev = c
+    return ", ".join(out)
+
+
+def shape_text(report: Any) -> str:
+    """What ``avgpool shape`` prints for a `ShapeReport`: the geometry, the padding, the input
+    cells no window reads, and how the other conventions treat the same arguments."""
+    from avgpool.inspect.shape import COMPARED_CELLS
+
+    names = {1: "L", 2: "HW", 3: "DHW"}[len(report.axes)]
+    w = report.window
+    order = ("N", *names, "C") if w.channels_last else ("N", "C", *names)
+    lines = [
+        f"input      {dims(report.input_shape)}  ({', '.join(order)})",
+        f"operator   {report.op}_pool, {report.convention} convention",
+        "window     kernel {}  stride {}  dilation {}  ceil_mode {}  count_include_pad {}{}".format(
+            dims([a.kernel for a in report.axes]),
+            dims([a.stride for a in report.axes]),
+            dims([a.dilation for a in report.axes]),
+            w.ceil_mode,
+            w.count_include_pad,
+            f"  divisor_override {w.divisor_override}" if w.divisor_override else "",
+        ),
+        f"output     {dims(report.output_shape)}",
+        "padding    "
+        + "   ".join(f"{n}: {a.pad_before} before, {a.pad_after} after" for n, a in zip(names, report.axes)),
+    ]
+    skipped = [
+        f"{n}: not listed (longer than {COMPARED_CELLS} cells)"
+        if u is None
+        else f"{n}: {len(u)} of {a.size} never read ({_ranges(u)})"
+        for n, a, u in zip(names, report.axes, report.uncovered)
+        if u is None or u
+    ]
+    lines.append("uncovered  " + ("   ".join(skipped) if skipped else "none: every input cell is read"))
+    lines.append("")
+    lines.append("the same arguments in other conventions:")
+    width = max(len(c.convention) for c in report.others)
+    for c in report.others:
+        shape = f"-> {dims(c.output_shape)}  " if c.output_shape else ""
+        tail = f": {c.detail}" if c.detail else ""
+        lines.append(f"  {c.convention:<{width}}  {shape}{c.verdict}{tail}")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""``avgpool profile``: activation statistics at a model's pooling layers, saved as a profile file."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from avgpool.cli._common import emit_table, output_args, progress, progress_arg, trust_file_arg
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from avgpool._files import check_outputs
+    from avgpool.monitor import Profile, iter_batches, load_inputs, profile_model
+    from avgpool.monitor.render import profile_table
+
+    check_outputs(args.output)  # before the model runs, not after
+    like = Profile.load(args.baseline) if args.baseline else None
+    batches = iter_batches(load_inputs(args.inputs), args.batch_size)
+    profile = profile_model(
+        args.model,
+        batches,
+        layers=args.layers,
+        like=like,
+        bins=args.bins,
+        channel_hist=args.channel_hist,
+        progress=progress(args.progress, f"profiling {len(batches)} batches"),
+        trust=args.trust_file,
+    )
+    profile.save(args.output)
+    emit_table(profile.to_dict(), profile_table(profile, args.output), args)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add the ``profile`` subparser to the ``avgpool`` command's subparsers."""
+    from avgpool.monitor.profile import DEFAULT_BINS
+
+    profile = sub.add_parser(
+        "profile",
+        help="activation statistics at a model's pooling layers, saved as a profile file",
+        description="Run a model (ONNX, .pt2, TorchScript, .pt or package.module:factory) on sample inputs "
+        "and save per-layer, per-channel activation statistics at its pooling layers (or --layers) "
+        "to a .avgprof file.",
+    )
+    profile.add_argument("model")
+    profile.add_argument(
+        "--inputs", required=True, metavar="FILE.npz", help="model inputs by name, samples on axis 0"
+    )
+    profile.add_argument("--output", "-o", required=True, metavar="OUT.avgprof")
+    profile.add_argument(
+        "--layers",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="module / node / tensor names (default: pooling)",
+    )
+    profile.add_argument(
+        "--baseline", metavar="BASE.avgprof", help="take histogram edges (and bins) from a baseline profile"
+    )
+    profile.add_argument("--batch-size", type=int, default=32)
+    profile.add_argument(
+        "--bins", type=int, default=DEFAULT_BINS, help=f"histogram bins (default {DEFAULT_BINS})"
+    )
+    profile.add_argument("--channel-hist", action="store_true", help="also keep one histogram per channel")
+    trust_file_arg(profile)
+    progress_arg(profile)
+    output_args(profile)
+    profile.set_defaults(func=_cmd_profile)
