@@ -162,6 +162,8 @@ def _from_spec(spec: str, error: type[AvgPoolError]) -> Any:
         target = import_spec(spec)
     except (ImportError, AttributeError) as exc:
         raise error(f"{spec}: no such model ({exc})") from None
+    except Exception as exc:  # the model's own module failed as it ran: the input, not avgpool
+        raise error(f"{spec}: importing it failed ({type(exc).__name__}: {exc})") from None
     if is_factory(target):
         try:
             target = target()
