@@ -127,7 +127,7 @@ def test_compiled_formats_profile_and_bench(kind, compiled, inputs, tmp_path, ca
 
 def test_a_model_module_that_fails_as_it_imports_is_bad_input(tmp_path, monkeypatch):
     """The user's module raising at import is their input failing (exit 2), not a bug in avgpool."""
-    (tmp_path / "broken_models.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    (tmp_path / "broken_models.py").write_text("raise RuntimeError('operator torchvision::nms missing')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ModelError, match=r"broken_models:net: importing it failed \(RuntimeError: operator"):
         load_torch_model("broken_models:net", error=ModelError)
