@@ -29,9 +29,17 @@ from avgpool.monitor.drift import (
     compare,
     parse_threshold,
 )
-from avgpool.monitor.fileformat import FORMAT_VERSION, load_profile, save_profile
+from avgpool.monitor.fileformat import FORMAT_VERSION
 from avgpool.monitor.plot import plot_drift
-from avgpool.monitor.profile import DEFAULT_BINS, LayerStats, Profile, ProfileError, merge
+from avgpool.monitor.profile import (
+    DEFAULT_BINS,
+    LayerStats,
+    Profile,
+    ProfileError,
+    load_profile,
+    merge,
+    save_profile,
+)
 from avgpool.monitor.prometheus import (
     Instrumented,
     ProfileCollector,

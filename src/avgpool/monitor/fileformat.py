@@ -1,4 +1,8 @@
-"""The ``.avgprof`` file: a versioned, self-describing container for a `Profile`.
+"""The ``.avgprof`` file: a versioned, self-describing container for a profile.
+
+This module knows the bytes, not the classes: `write_profile` reads a profile's fields, and
+`read_profile` builds one with the classes it is given, so `avgpool.monitor.profile` (whose
+``Profile.save`` and ``Profile.load`` call these) is imported by nothing here.
 
 Format version 1 is a ZIP archive (stored, not compressed) with:
 
@@ -31,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from avgpool._files import write_atomically
-from avgpool.monitor.profile import LayerStats, Profile, ProfileError
+from avgpool.monitor._errors import ProfileError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "load_profile", "save_profile"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "read_profile", "write_profile"]
 
 FORMAT = "avgpool-profile"
 FORMAT_VERSION = 1
@@ -48,8 +52,8 @@ def _npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_profile(profile: Profile, path: Any) -> None:
-    """Write ``profile`` to ``path`` atomically (see the module docstring for the format)."""
+def write_profile(profile: Any, path: Any) -> None:
+    """Write ``profile`` (a `Profile`) to ``path`` atomically (the module docstring has the format)."""
     from avgpool import __version__
     from avgpool.monitor._json import clean
 
@@ -94,8 +98,8 @@ def save_profile(profile: Profile, path: Any) -> None:
     write_atomically(path, write)
 
 
-def load_profile(path: Any) -> Profile:
-    """Read a profile written by `save_profile`.
+def read_profile(path: Any, profile_cls: type, stats_cls: type) -> Any:
+    """Read a profile written by `write_profile`, as a ``profile_cls`` of ``stats_cls`` layers.
 
     Raises
     ------
@@ -108,7 +112,7 @@ def load_profile(path: Any) -> Profile:
     try:
         with zipfile.ZipFile(path) as zf:
             header = _header(zf, path)
-            return _profile(zf, header, path)
+            return _profile(zf, header, path, profile_cls, stats_cls)
     except ProfileError:
         raise
     except zipfile.BadZipFile as exc:
@@ -158,9 +162,11 @@ def _member(zf: zipfile.ZipFile, name: str, path: str) -> bytes | None:
     return zf.read(info)
 
 
-def _profile(zf: zipfile.ZipFile, header: dict[str, Any], path: str) -> Profile:
+def _profile(
+    zf: zipfile.ZipFile, header: dict[str, Any], path: str, profile_cls: type, stats_cls: type
+) -> Any:
     bins = int(header["bins"])
-    profile = Profile(
+    profile = profile_cls(
         bins=bins,
         channel_hist=bool(header["channel_hist"]),
         model=header.get("model") or {},
@@ -193,7 +199,7 @@ def _profile(zf: zipfile.ZipFile, header: dict[str, Any], path: str) -> Profile:
             raise ProfileError(f"{path}: corrupted avgpool profile (layer {entry['name']!r}: {what})")
         if channel_hist is not None and channel_hist.shape != (c, bins + 2):
             raise ProfileError(f"{path}: corrupted avgpool profile (layer {entry['name']!r} channel_hist)")
-        layer = LayerStats(
+        layer = stats_cls(
             name=entry["name"],
             channel_hist=None if channel_hist is None else channel_hist.astype(np.int64),
             op=entry.get("op", ""),

@@ -22,18 +22,24 @@ from typing import Any
 
 import numpy as np
 
-from avgpool._errors import AvgPoolError
+from avgpool.monitor import fileformat
+from avgpool.monitor._errors import ProfileError
 
-__all__ = ["DEFAULT_BINS", "EDGE_MARGIN", "LayerStats", "Profile", "ProfileError", "merge"]
+__all__ = [
+    "DEFAULT_BINS",
+    "EDGE_MARGIN",
+    "LayerStats",
+    "Profile",
+    "ProfileError",
+    "load_profile",
+    "merge",
+    "save_profile",
+]
 
 #: Inner histogram bins per layer (plus an underflow and an overflow bin).
 DEFAULT_BINS = 128
 #: Edges set by a first batch span its range widened by this fraction of it on each side.
 EDGE_MARGIN = 0.1
-
-
-class ProfileError(AvgPoolError):
-    """A profile that cannot be built, merged, read or compared as asked."""
 
 
 def _edges_from(values: np.ndarray, bins: int) -> np.ndarray:
@@ -397,16 +403,28 @@ class Profile:
 
     def save(self, path: Any) -> None:
         """Write the profile atomically (a temporary file beside it, then a rename)."""
-        from avgpool.monitor.fileformat import save_profile
-
         save_profile(self, path)
 
     @classmethod
     def load(cls, path: Any) -> Profile:
         """Read a profile file; ProfileError names what is wrong with a bad one."""
-        from avgpool.monitor.fileformat import load_profile
-
         return load_profile(path)
+
+
+def save_profile(profile: Profile, path: Any) -> None:
+    """Write ``profile`` to ``path`` atomically, as an ``.avgprof`` file."""
+    fileformat.write_profile(profile, path)
+
+
+def load_profile(path: Any) -> Profile:
+    """Read an ``.avgprof`` file.
+
+    Raises
+    ------
+    ProfileError
+        The file is missing, not a profile, truncated, corrupted, or from a newer format.
+    """
+    return fileformat.read_profile(path, Profile, LayerStats)
 
 
 def merge(profiles: Sequence[Profile]) -> Profile:
