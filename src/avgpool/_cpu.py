@@ -106,7 +106,7 @@ def _counts(axes: Sequence[Axis], count_include_pad: bool) -> list[np.ndarray]:
 
 #: Channels-last averages whose windows read each input cell at most this many times (taps
 #: over the product of the strides) sum every tap straight from the input
-#: (`cpu_box.avg_direct`: one pass, no row buffer); denser windows use running sums, whose cost
+#: (`box_rows.avg_direct`: one pass, no row buffer); denser windows use running sums, whose cost
 #: per output does not grow with the window. Measured here: 2x2/2, 3x3/2, 2x2/1, 3/1 and
 #: 3x3x3/2 run 1.5-3x faster direct; 3x3/1 (9 reads) and 2x2x2/1 (8) do not with float64
 #: sums, but do (25%) with float32 sums: windows that sum in float32 (`sum_dtype`) always
@@ -156,7 +156,7 @@ def sum_dtype(work: np.dtype, taps: int, most: int | None = None) -> np.dtype:
 
 
 #: Channels-last float32 global averages over at most this many cells sum in float32
-#: (`cpu_box.global_avg`): blocks of 8 cells three additions deep, then the blocks and the
+#: (`box_global.global_avg`): blocks of 8 cells three additions deep, then the blocks and the
 #: last cells one after another, at most 12 more additions (55 cells: 6 blocks and 7 cells),
 #: and one rounding of the division: within 16 * 2**-24 = 9.5e-7 of the mean magnitude,
 #: inside the kernels issue's 1e-6 (63 cells would be 17 deep). Larger windows sum in float64.
@@ -164,12 +164,12 @@ F32_GLOBAL_CELLS = 56
 
 
 def fused_w_window(kw: int, sw: int) -> bool:
-    """Whether `cpu_box._fused_w` spells out a W pass for this window width and stride: 2 or 3
+    """Whether `_planes.fused_w` spells out a W pass for this window width and stride: 2 or 3
     wide at stride 1 or 2, or 1 and 4-7 wide at stride 1 (one sweep, fused with the scaling)."""
     return (kw in (2, 3) and sw in (1, 2)) or (sw == 1 and (kw == 1 or 4 <= kw <= 7))
 
 
-#: The shapes of `cpu_box._tree` by number of terms: each term's depth in the tree.
+#: The shapes of `box_trees._tree` by number of terms: each term's depth in the tree.
 TREE_SHAPES = {
     1: (0,),
     2: (1, 1),
@@ -179,10 +179,10 @@ TREE_SHAPES = {
     6: (3, 3, 3, 3, 2, 2),
     7: (3, 3, 3, 3, 3, 3, 2),
 }
-#: `cpu_box.avg_planes_tree`'s windows: each output is a tree of float32 additions at most this
+#: `box_trees.avg_planes_tree`'s windows: each output is a tree of float32 additions at most this
 #: deep (both axes), then three roundings in the scaling and one in the float32 divisor: its
 #: error stays within 16 * 2**-24 = 9.5e-7 of the window's mean magnitude (the kernels issue
-#: asks 1e-6). 15x15 is 5 + 5 deep; 31x31 (7 + 7) goes to `cpu_box.avg_planes`.
+#: asks 1e-6). 15x15 is 5 + 5 deep; 31x31 (7 + 7) goes to `box_planes.avg_planes`.
 TREE_DEPTH = 12
 #: ... and each axis at most this long (a buffer of rows per block level down a strip).
 TREE_MAX = 64
@@ -190,7 +190,7 @@ TREE_MAX = 64
 
 @functools.lru_cache(maxsize=2 * TREE_MAX)
 def tree_plan(k: int) -> np.ndarray:
-    """How `cpu_box.avg_planes_tree` sums a window of ``k`` cells along an axis:
+    """How `box_trees.avg_planes_tree` sums a window of ``k`` cells along an axis:
     ``[levels, terms, (level, offset) per term]``, padded to 16 (read-only: one per ``k``,
     kept, as building it on every call cost the driver 16 us). Terms are blocks of ``4 << j``
     cells (level ``j + 1``), largest first, then up to three single cells (level 0).
@@ -212,7 +212,7 @@ def tree_plan(k: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=2 * TREE_MAX)
 def tree_depth(k: int) -> int:
-    """How many float32 additions deep `cpu_box.avg_planes_tree`'s sum of ``k`` cells is.
+    """How many float32 additions deep `box_trees.avg_planes_tree`'s sum of ``k`` cells is.
 
     >>> tree_depth(15), tree_depth(7), tree_depth(64), tree_depth(1)
     (5, 4, 6, 0)
@@ -224,7 +224,7 @@ def tree_depth(k: int) -> int:
 
 
 def tree_window(geo: np.ndarray) -> bool:
-    """Whether `cpu_box.avg_planes_tree` takes a channels-first float32 window: one depth deep,
+    """Whether `box_trees.avg_planes_tree` takes a channels-first float32 window: one depth deep,
     stride 1 along W, 4 or more cells along H or W, at most ``TREE_MAX`` along each, and sums
     no deeper than ``TREE_DEPTH``."""
     kd, (kh, kw, sw) = geo[0, 0], (int(geo[1, 0]), int(geo[2, 0]), geo[2, 1])
@@ -371,7 +371,7 @@ def avg_forward(
     running: bool = True,
 ) -> np.ndarray:
     """Window sums / divisor. ``running=False`` sums tap by tap (exact zeros; O(kernel))."""
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_planes, box_rows, box_trees
 
     plan = _avg_plan(tuple(axes), count_include_pad, divisor_override)
     geo, (factor, zero, real) = plan.geo, plan.tables
@@ -387,23 +387,23 @@ def avg_forward(
         # summed afresh
         direct = acc == np.float32 or not (running and sh < kh)
         if work.dtype == np.float32 and direct and fused_w_window(kw, sw):
-            log.debug("avg_pool: cpu_box.avg_planes_direct")
+            log.debug("avg_pool: box_planes.avg_planes_direct")
             blocks = scratch_blocks()
-            cpu_box.avg_planes_direct(x4, o4, geo, factor, zero, real, empty, blocks, np.empty(0, acc))
+            box_planes.avg_planes_direct(x4, o4, geo, factor, zero, real, empty, blocks, np.empty(0, acc))
         elif work.dtype == np.float32 and running and tree_window(geo):
             # wider or running windows, float32 results: float32 sums as trees of blocks
-            log.debug("avg_pool: cpu_box.avg_planes_tree")
+            log.debug("avg_pool: box_trees.avg_planes_tree")
             plans = tree_plan(int(kh)), tree_plan(int(kw))
-            cpu_box.avg_planes_tree(x4, o4, geo, factor, zero, real, empty, scratch_blocks(), *plans)
+            box_trees.avg_planes_tree(x4, o4, geo, factor, zero, real, empty, scratch_blocks(), *plans)
         else:
-            log.debug("avg_pool: cpu_box.avg_planes")
-            cpu_box.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())
+            log.debug("avg_pool: box_planes.avg_planes")
+            box_planes.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())
     elif c > 1 and (plan.reads <= DIRECT_READS or acc == np.float32):
         # channels-last windows read by few outputs, or summed in float32 (3x3/1: 25% faster)
-        log.debug("avg_pool: cpu_box.avg_direct")
-        cpu_box.avg_direct(x4, o4, c, geo, factor, zero, empty, np.empty(0, acc))
+        log.debug("avg_pool: box_rows.avg_direct")
+        box_rows.avg_direct(x4, o4, c, geo, factor, zero, empty, np.empty(0, acc))
     else:
-        cpu_box.avg_forward(x4, o4, c, geo, factor, zero, real, empty, running)
+        box_rows.avg_forward(x4, o4, c, geo, factor, zero, real, empty, running)
     return _finish(work, result, out_full)
 
 
@@ -415,7 +415,7 @@ def avg_backward(
     count_include_pad: bool,
     divisor_override: int | None,
 ) -> np.ndarray:
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_backward
 
     plan = _avg_backward_plan(tuple(axes), count_include_pad, divisor_override)
     geo, (inv, cover_h, cover_w, inv_h) = plan.geo, plan.tables
@@ -425,28 +425,29 @@ def avg_backward(
     grad4, _ = _view4(work, layout.channels_last, layout.ndim)
     if c == 1 and plan.planes:
         planes = (g4.shape[0], g4.shape[2], g4.shape[3])
+        g_planes = g4.reshape(planes)
         grad_planes = grad4.reshape(grad4.shape[0], grad4.shape[2], grad4.shape[3])
         if plan.whole:
             log.debug("avg_pool_backward: global window, one value per plane")
-            _global_spread(g4.reshape(planes), grad_planes, inv_h[0], inv[2][0])
+            _global_spread(g_planes, grad_planes, inv_h[0], inv[2][0])
         elif (geo[1:, 0] <= geo[1:, 1]).all():
-            log.debug("avg_pool_backward: cpu_box.avg_backward_planes_disjoint")
-            cpu_box.avg_backward_planes_disjoint(g4.reshape(planes), grad_planes, geo, inv_h, inv[2], cover_h)
+            log.debug("avg_pool_backward: box_backward.avg_backward_planes_disjoint")
+            box_backward.avg_backward_planes_disjoint(g_planes, grad_planes, geo, inv_h, inv[2], cover_h)
         else:
-            log.debug("avg_pool_backward: cpu_box.avg_backward_planes")
-            cpu_box.avg_backward_planes(g4.reshape(planes), grad_planes, geo, inv_h, inv[2], cover_h, True)
+            log.debug("avg_pool_backward: box_backward.avg_backward_planes")
+            box_backward.avg_backward_planes(g_planes, grad_planes, geo, inv_h, inv[2], cover_h, True)
     elif plan.undilated and (geo[:, 0] <= geo[:, 1]).all():
-        log.debug("avg_pool_backward: cpu_box.avg_backward_disjoint")
-        cpu_box.avg_backward_disjoint(g4, grad4, c, geo, *inv)
+        log.debug("avg_pool_backward: box_backward.avg_backward_disjoint")
+        box_backward.avg_backward_disjoint(g4, grad4, c, geo, *inv)
     else:
-        cpu_box.avg_backward(g4, grad4, c, geo, *inv, cover_h, cover_w)
+        box_backward.avg_backward(g4, grad4, c, geo, *inv, cover_h, cover_w)
     return _finish(work, result, grad_full)
 
 
 def _global_spread(g: np.ndarray, grad: np.ndarray, inv_h: float, inv_w: float) -> None:
     """A global window's backward: every cell of plane ``o`` gets ``g[o]`` over the plane size.
 
-    The same float64 operations, in the same order, as `cpu_box.avg_backward_planes` makes
+    The same float64 operations, in the same order, as `box_backward.avg_backward_planes` makes
     for a window that covers the whole plane (its running row sum ``T = 0 + g * inv_h``, then
     ``0 + T * inv_w`` for each cell), so the result is the same to the bit; that kernel spends
     a slice per column here, 20-50x the time.
@@ -586,17 +587,17 @@ def _view3(full: np.ndarray, channels_last: bool) -> np.ndarray:
 
 @_threads_by_size
 def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_global
 
     result, out_full = _alloc(layout, (1,) * layout.ndim, x.dtype, None)
     work = _work_out(out_full)
     x3 = _view3(_full(x, layout), layout.channels_last)
     outer, size, c = x3.shape
     if c == 1:
-        cpu_box.global_avg_planes(x3.reshape(outer, size), work.reshape(outer), float(size))
+        box_global.global_avg_planes(x3.reshape(outer, size), work.reshape(outer), float(size))
     else:
         acc = np.empty(0, sum_dtype(work.dtype, size, F32_GLOBAL_CELLS))
-        cpu_box.global_avg(x3, work.reshape(outer, c), float(size), scratch_blocks(), acc)
+        box_global.global_avg(x3, work.reshape(outer, c), float(size), scratch_blocks(), acc)
     return _finish(work, result, out_full)
 
 

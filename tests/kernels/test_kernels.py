@@ -352,11 +352,11 @@ def test_every_w_pass_of_the_plane_kernel(kw, specials):
 def test_four_row_prefix_chunk_is_the_one_row_chunk_to_the_bit(
     kh, sh, ph, kw, sw, pw, depths, rows, specials, seed
 ):
-    """`cpu_box._prefix_chunk` (float32 results, W windows longer than 7: four rows' prefix
+    """`box_planes._prefix_chunk` (float32 results, W windows longer than 7: four rows' prefix
     sums side by side) against `_plane_chunk` on the same chunk: the same bits and the same
     verdict on non-finite outputs, for partial groups of four, strides down the plane that
     copy and slide, depth taps, rows in padding and zeroed rows."""
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_planes
 
     rng = np.random.default_rng(seed)
     D, H, W = 3, rng.integers(1, 60), rng.integers(max(1, kw - pw), 40)
@@ -376,9 +376,11 @@ def test_four_row_prefix_chunk_is_the_one_row_chunk_to_the_bit(
     tables = (scale_h, scale_w, zero_h, zero_w, zero_w.any(), np.float32(7), run_h)
     row_buffers = (np.zeros(width), np.zeros(OW), np.zeros(width + 1))
     divisors = (np.ones(OH), np.ones(OW))
-    ok_one = cpu_box._plane_chunk(x, one, 1, depth, oh0, oh1, *row_buffers, *common, *divisors, *tables, True)
+    ok_one = box_planes._plane_chunk(
+        x, one, 1, depth, oh0, oh1, *row_buffers, *common, *divisors, *tables, True
+    )
     group_buffers = (np.zeros((4, width)), np.zeros((4, width + 1)))
-    ok_four = cpu_box._prefix_chunk(x, four, 1, depth, oh0, oh1, *group_buffers, *common, *tables)
+    ok_four = box_planes._prefix_chunk(x, four, 1, depth, oh0, oh1, *group_buffers, *common, *tables)
     assert ok_one == ok_four
     np.testing.assert_array_equal(four.view(np.uint32), one.view(np.uint32))
 
@@ -492,7 +494,7 @@ def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplo
 
     with caplog.at_level("DEBUG", logger="avgpool"):
         check()
-    assert "cpu_box.avg_planes" in caplog.text
+    assert "box_planes.avg_planes" in caplog.text
 
 
 def test_tree_plans_sum_each_window_once_within_the_depth_the_shapes_give():
@@ -519,11 +521,11 @@ def test_float32_windows_take_the_tree_kernel_within_its_depth(kernel, takes, ca
     x = _array((1, 2, 70, 70), np.float32, 0, "channels_first")
     with caplog.at_level("DEBUG", logger="avgpool"):
         _close(*_both(ap.avg_pool, x, kernel, 1), np.float32)
-    assert ("cpu_box.avg_planes_tree" in caplog.text) == takes
+    assert ("box_trees.avg_planes_tree" in caplog.text) == takes
 
 
 def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
-    """`cpu_box.avg_planes_tree` on random windows it takes (up to its depth limit, strides
+    """`box_trees.avg_planes_tree` on random windows it takes (up to its depth limit, strides
     down the plane, padding as wide as the window, ceil mode, windows in padding, 3-D with a
     kernel one deep and depth padding; several strips a plane and planes a run), on
     +/-(1e4 +/- 1), whose means nearly cancel: within 1e-6 of each window's mean magnitude."""
@@ -555,7 +557,7 @@ def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
         caplog.clear()
         with caplog.at_level("DEBUG", logger="avgpool"):
             fast = ap.avg_pool(x, window=window)
-        assert "cpu_box.avg_planes_tree" in caplog.text
+        assert "box_trees.avg_planes_tree" in caplog.text
         with ap.use_backend("reference"):
             exact = ap.avg_pool(x.astype(np.float64), window=window)
             magnitude = ap.avg_pool(np.abs(x.astype(np.float64)), window=window)
@@ -579,7 +581,7 @@ FUSED_W = [(1, 1), (2, 2), (3, 2), (2, 1), (3, 1), (4, 1), (5, 1)]
 
 def test_every_width_the_direct_plane_kernel_admits_is_summed_right(caplog):
     """`_cpu.fused_w_window` sends a (width, stride) to `avg_planes_direct` only if
-    `cpu_box._fused_w` spells that window out: every pair up to 10 wide and stride 4, checked
+    `_planes.fused_w` spells that window out: every pair up to 10 wide and stride 4, checked
     against the oracle, with the kernel that ran."""
     from avgpool._cpu import fused_w_window
 
@@ -589,7 +591,7 @@ def test_every_width_the_direct_plane_kernel_admits_is_summed_right(caplog):
             caplog.clear()
             with caplog.at_level("DEBUG", logger="avgpool"):
                 _close(*_both(ap.avg_pool, x, (2, kw), (2, sw), (0, kw // 2)), np.float32)
-            assert ("cpu_box.avg_planes_direct" in caplog.text) == fused_w_window(kw, sw), (kw, sw)
+            assert ("box_planes.avg_planes_direct" in caplog.text) == fused_w_window(kw, sw), (kw, sw)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
@@ -615,7 +617,7 @@ def test_windows_that_do_not_overlap_down_the_plane_take_the_direct_plane_kernel
 
     with caplog.at_level("DEBUG", logger="avgpool"):
         check()
-    taken = "cpu_box.avg_planes_direct" in caplog.text
+    taken = "box_planes.avg_planes_direct" in caplog.text
     assert taken == (dtype != np.float64)
 
 
@@ -631,7 +633,7 @@ def test_channels_last_average_on_each_path(monkeypatch, caplog, reads, dtype):
     with caplog.at_level("DEBUG", logger="avgpool"):
         _avg("channels_last", dtype)
         _avg_specials("channels_last", dtype)
-    assert ("cpu_box.avg_direct" in caplog.text) == (reads > 0)
+    assert ("box_rows.avg_direct" in caplog.text) == (reads > 0)
 
 
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
@@ -679,7 +681,7 @@ def test_backward_of_disjoint_windows_takes_its_kernel_and_the_same_bits(monkeyp
     `avg_backward_planes_disjoint`: one product per output, bit for bit what the running
     transpose `avg_backward_planes` gives, also with padding, ceil mode, uncounted padding, a
     divisor override, gaps between windows and inf/NaN."""
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_backward
 
     cases = [
         (2, 2, 0, {}),
@@ -697,11 +699,11 @@ def test_backward_of_disjoint_windows_takes_its_kernel_and_the_same_bits(monkeyp
         caplog.clear()
         with caplog.at_level("DEBUG", logger="avgpool"):
             fast, slow = _both(ap.avg_pool_backward, g, x.shape, window=w)
-        assert "cpu_box.avg_backward_planes_disjoint" in caplog.text
+        assert "box_backward.avg_backward_planes_disjoint" in caplog.text
         _close(fast, slow, dtype)
         with monkeypatch.context() as m:
-            running = lambda *a: cpu_box.avg_backward_planes(*a, True)  # noqa: E731
-            m.setattr(cpu_box, "avg_backward_planes_disjoint", running)
+            running = lambda *a: box_backward.avg_backward_planes(*a, True)  # noqa: E731
+            m.setattr(box_backward, "avg_backward_planes_disjoint", running)
             np.testing.assert_array_equal(ap.avg_pool_backward(g, x.shape, window=w), fast)
 
 
@@ -711,7 +713,7 @@ def test_backward_of_disjoint_windows_in_any_layout_takes_its_kernel(monkeypatch
     `avg_backward_disjoint` (one product per output, written into the cells it covers): against
     the oracle and the running transpose `avg_backward`, with padding, ceil mode, uncounted
     padding, a divisor override, gaps between windows, 1-3 dims and inf/NaN."""
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_backward
 
     cases = [
         ("channels_last", 2, 2, 0, {}),
@@ -729,16 +731,16 @@ def test_backward_of_disjoint_windows_in_any_layout_takes_its_kernel(monkeypatch
         caplog.clear()
         with caplog.at_level("DEBUG", logger="avgpool"):
             fast, slow = _both(ap.avg_pool_backward, g, x.shape, window=w)
-        assert "cpu_box.avg_backward_disjoint" in caplog.text, (layout, k)
+        assert "box_backward.avg_backward_disjoint" in caplog.text, (layout, k)
         _close(fast, slow, dtype)
         with monkeypatch.context() as m:
-            m.setattr(cpu_box, "avg_backward_disjoint", _running_backward)
+            m.setattr(box_backward, "avg_backward_disjoint", _running_backward)
             np.testing.assert_array_equal(ap.avg_pool_backward(g, x.shape, window=w), fast)
 
 
 def _running_backward(g, grad, C, geo, inv_d, inv_h, inv_w):
-    """`cpu_box.avg_backward` with the cover tables the disjoint kernel does without."""
-    from avgpool.kernels import cpu_box
+    """`box_backward.avg_backward` with the cover tables the disjoint kernel does without."""
+    from avgpool.kernels import box_backward
 
     def cover(axis, size, out):
         k, s, p = geo[axis, 0], geo[axis, 1], geo[axis, 3]
@@ -748,14 +750,14 @@ def _running_backward(g, grad, C, geo, inv_d, inv_h, inv_w):
 
     W, OW = grad.shape[3] // C, g.shape[3] // C
     cover_h, cover_w = cover(1, grad.shape[2], g.shape[2]), cover(2, W, OW)
-    cpu_box.avg_backward(g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w)
+    box_backward.avg_backward(g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w)
 
 
 def test_overlapping_windows_backward_keeps_the_running_transpose(caplog):
     g = _noise((2, 3, 5, 5), np.float32, 0)
     with caplog.at_level("DEBUG", logger="avgpool"):
         _close(*_both(ap.avg_pool_backward, g, (2, 3, 11, 11), 3, 2), np.float32)
-    assert "cpu_box.avg_backward_planes" in caplog.text and "disjoint" not in caplog.text
+    assert "box_backward.avg_backward_planes" in caplog.text and "disjoint" not in caplog.text
 
 
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
@@ -897,11 +899,11 @@ def test_kernel_table_names_real_kernels():
 @pytest.mark.parametrize("spatial", [(7,), (5, 6), (1, 1), (40, 3)])
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 def test_global_backward_shortcut_is_the_plane_kernel_to_the_bit(dtype, spatial, override, caplog):
-    # A global window's backward skips cpu_box.avg_backward_planes (a slice per column there)
+    # A global window's backward skips box_backward.avg_backward_planes (a slice per column there)
     # for the same float64 operations in NumPy; signed zeros, underflow, inf and NaN included.
     from avgpool import _cpu
     from avgpool._arrays import Layout
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_backward
 
     dtype = np.dtype(dtype)
     shape = (4, 5, *spatial)
@@ -922,7 +924,7 @@ def test_global_backward_shortcut_is_the_plane_kernel_to_the_bit(dtype, spatial,
     work_dtype = np.float32 if dtype == np.float16 else dtype
     planes = (20, *((1,) * (2 - len(spatial))), *spatial)  # (planes, H, W); 1-D: H = 1
     work = np.empty(planes, work_dtype)
-    cpu_box.avg_backward_planes(
+    box_backward.avg_backward_planes(
         g.astype(work_dtype).reshape(20, 1, 1), work, plan.geo, inv_h, inv[2], cover_h, True
     )
     want = work.astype(dtype).reshape(shape)

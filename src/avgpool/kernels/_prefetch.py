@@ -10,9 +10,9 @@ this project's test machine in interleaved A/Bs of the kernels alone, channels-f
 (its hints skip to the depth slice a tap reads next, not the next one in memory), the running
 7x7/1 and 15x15/1 about 5%. Channels-last kernels read rows of 8-32 KiB, which the hardware
 follows well: there, hints ranged from 12% faster (2x2/2) to 10-20% slower (2x2x2/2, 3x3/1,
-the global average), so they do not hint; nor do 1-D rows (`cpu_box.PREFETCH_MAX_STEP`).
+the global average), so they do not hint; nor do 1-D rows (`box_planes.PREFETCH_MAX_STEP`).
 
-`cpu_box.avg_planes_tree`, whose strips read 16 rows at a time and do several passes over
+`box_trees.avg_planes_tree`, whose strips read 16 rows at a time and do several passes over
 them in cache, hints none of its input (16 KiB ahead, at once or a row at a time: 5-13%
 slower, in A/Bs on 15x15/1) but the next strip's output rows, for writing: 5% faster.
 

@@ -1,6 +1,6 @@
 """Numba kernels for window maxima (with arg-max indices) and their backward scatter.
 
-Arrays are 4-D views ``(outer, D, H, W*C)`` as in `cpu_box`. The taps are scanned in row-major
+Arrays are 4-D views ``(outer, D, H, W*C)`` as in `_common`. The taps are scanned in row-major
 (depth, row, column) order for every output at once, channels innermost: the first maximum
 wins, a NaN always wins (so the last NaN), and the first real cell starts the scan (a window
 of -inf points at its first real cell; a window with no real cell gives ``lowest`` and index
@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from avgpool.kernels._common import width_taps
 from avgpool.kernels._nrt import unowned
 from avgpool.kernels._prefetch import prefetch_ahead
-from avgpool.kernels.cpu_box import width_taps
 
 
 @njit(parallel=True, cache=True)
@@ -259,7 +259,7 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
 
     Work items are output rows. Each output cell's C maxima take its window's taps in (depth,
     height, width) order, read straight from the input a C-vector at a time (the way
-    `cpu_box.avg_direct` sums). The driver sends windows that read each input cell fewer than
+    `box_rows.avg_direct` sums). The driver sends windows that read each input cell fewer than
     `_cpu.LARGE_MAX_READS` times here, so the taps per output stay few. Against a row buffer of
     the window rows' maxima (then width taps from it), this took a third less time on 3x3/2 and
     2x2/2, a quarter on 2x2x2/2. NaN propagates (or, with ``omit_nan``, never wins and results

@@ -3,7 +3,7 @@
 The tables are those of `avgpool.reference` (per axis, for output ``o`` and tap ``j``: the
 input index ``pos[o, j]`` and a weight ``weight[o, j]``, 0 where the tap reads nothing), so the
 fast path and the oracle share the geometry and differ only in how they loop. Arrays are 4-D
-views ``(outer, D, H, W*C)`` as in `cpu_box`; absent axes have a 1x1 table (pos 0, weight 1).
+views ``(outer, D, H, W*C)`` as in `_common`; absent axes have a 1x1 table (pos 0, weight 1).
 
 Windows here are short (adaptive windows span about n/out cells, blur filters at most 7), so
 each output reads its taps directly: the cost per output is the window's size, and every
