@@ -31,7 +31,6 @@ from avgpool.window import Axis
 
 __all__ = [
     "BACKENDS",
-    "KERNELS",
     "get_backend",
     "get_num_threads",
     "set_backend",
@@ -40,60 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("avgpool")
-
-
-#: Every op with a compiled kernel: the kernel that serves it, and the layouts and dtypes it
-#: takes. tests/kernels walks this table, so no kernel escapes the comparison with the oracle.
-KERNELS = {
-    "avg_pool": (
-        "box_rows.avg_forward",
-        "box_planes.avg_planes",
-        "box_planes.avg_planes_direct",
-        "box_trees.avg_planes_tree",
-        "box_rows.avg_direct",
-        "box_global.global_avg",
-        "box_global.global_avg_planes",
-    ),
-    "avg_pool_backward": ("box_backward.avg_backward", "box_backward.avg_backward_planes"),
-    "max_pool": (
-        "cpu_max.max_forward",
-        "cpu_max.max_planes",
-        "cpu_max.max_planes_values",
-        "cpu_max.max_values",
-        "cpu_max.max_values_large",
-        "cpu_max.global_max",
-    ),
-    "max_pool_backward": ("cpu_max.max_forward", "cpu_max.max_planes", "cpu_max.max_backward"),
-    "lp_pool": (
-        "box_rows.avg_forward",
-        "box_planes.avg_planes",
-        "box_planes.avg_planes_direct",
-        "box_trees.avg_planes_tree",
-        "box_rows.avg_direct",
-    ),
-    "lp_pool_backward": (
-        "box_rows.avg_forward",
-        "box_planes.avg_planes",
-        "box_planes.avg_planes_direct",
-        "box_backward.avg_backward",
-        "box_backward.avg_backward_planes",
-    ),
-    "adaptive_avg_pool": ("cpu_taps.taps_sum",),
-    "adaptive_avg_pool_backward": ("cpu_taps.taps_scatter",),
-    "adaptive_max_pool": ("cpu_taps.taps_max",),
-    "adaptive_max_pool_backward": ("cpu_taps.taps_max", "cpu_max.max_backward"),
-    "global_avg_pool": ("box_global.global_avg", "box_global.global_avg_planes"),
-    # channels-first (or one channel): one value per plane, in NumPy (`_cpu._global_spread`)
-    "global_avg_pool_backward": ("box_backward.avg_backward",),
-    "global_max_pool": ("cpu_max.global_max",),
-    "global_max_pool_backward": ("cpu_max.global_max", "cpu_max.max_backward"),
-    "blur_pool": ("cpu_taps.taps_sum",),
-    "blur_pool_backward": ("cpu_taps.taps_scatter",),
-}
-#: Layouts and dtypes every kernel above takes (float16 through a float32 copy; integers for
-#: the max family only).
-KERNEL_LAYOUTS = ("channels_first", "channels_last")
-KERNEL_DTYPES = ("float16", "float32", "float64")
 
 
 def _fast(op: str, array: np.ndarray) -> bool:

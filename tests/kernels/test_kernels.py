@@ -1,8 +1,11 @@
 """The Numba kernels against the float64 reference, on random geometries, layouts and dtypes.
 
-Every op in `avgpool._compute.KERNELS` has a comparison here (a test checks that), run for
-each layout and dtype the kernels take. CI runs this file a second time with
-NUMBA_BOUNDSCHECK=1, so an out-of-bounds read or write in a kernel fails loudly.
+Every kernel in the kernel table (`avgpool.kernels.registry`, filled by `register` beside each
+kernel) is run on an input that reaches it and checked against the oracle, and every op it
+serves has a random comparison here, run for each layout and dtype the kernels take; a test
+fails if a kernel module defines a compiled entry point that is not registered. CI runs this
+file a second time with NUMBA_BOUNDSCHECK=1, so an out-of-bounds read or write in a kernel
+fails loudly.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from hypothesis import strategies as st
 
 import avgpool as ap
 from avgpool import _cpu
-from avgpool._compute import KERNEL_DTYPES, KERNEL_LAYOUTS, KERNELS
+from avgpool.kernels import registry
+
+KERNEL_LAYOUTS, KERNEL_DTYPES = registry.LAYOUTS, registry.DTYPES
+KERNEL_OPS = registry.ops()
 
 # Kernels vs the oracle, per dtype: float64 sums in another order; float32/16 rounded once.
 TOLERANCE = {"float64": 1e-11, "float32": 2e-6, "float16": 2e-3}
@@ -285,13 +291,13 @@ COMPARISONS = {
 }
 
 
-def test_every_kernel_has_a_comparison():
-    assert set(COMPARISONS) == set(KERNELS)
+def test_every_op_with_a_kernel_has_a_comparison():
+    assert set(COMPARISONS) == set(KERNEL_OPS)
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
-@pytest.mark.parametrize("op", sorted(KERNELS))
+@pytest.mark.parametrize("op", sorted(KERNEL_OPS))
 def test_kernel_matches_reference(op, layout, dtype):
     COMPARISONS[op](layout, np.dtype(dtype).type)
 
@@ -886,13 +892,119 @@ def test_max_window_of_minus_infinity_points_at_its_first_real_cell(layout):
     assert first[0, 0] == 0  # row 0, column 0: the window's first real cell
 
 
-def test_kernel_table_names_real_kernels():
+# -- the kernel table ----------------------------------------------------------------------------
+
+#: For each registered kernel, a float32 call that reaches it: (op, layout, keyword arguments),
+#: on an input of shape ``CASE_SHAPE``. A kernel registered without a case here fails
+#: `test_every_kernel_has_a_case`.
+CASE_SHAPE = (2, 3, 12, 13)
+K3S2 = {"kernel_size": 3, "stride": 2}
+KERNEL_CASES = {
+    "box_rows.avg_forward": ("avg_pool", "channels_last", {"kernel_size": 4, "stride": 1, "padding": 1}),
+    "box_rows.avg_direct": ("avg_pool", "channels_last", {"kernel_size": 2}),
+    "box_planes.avg_planes": ("avg_pool", "channels_first", {"kernel_size": (3, 9), "stride": (1, 3)}),
+    "box_planes.avg_planes_direct": ("avg_pool", "channels_first", {"kernel_size": 2}),
+    "box_trees.avg_planes_tree": (
+        "avg_pool",
+        "channels_first",
+        {"kernel_size": 7, "stride": 1, "padding": 3},
+    ),
+    "box_backward.avg_backward": ("avg_pool_backward", "channels_last", K3S2),
+    "box_backward.avg_backward_disjoint": ("avg_pool_backward", "channels_last", {"kernel_size": 2}),
+    "box_backward.avg_backward_planes": ("avg_pool_backward", "channels_first", K3S2),
+    "box_backward.avg_backward_planes_disjoint": ("avg_pool_backward", "channels_first", {"kernel_size": 2}),
+    "box_global.global_avg": ("global_avg_pool", "channels_last", {}),
+    "box_global.global_avg_planes": ("global_avg_pool", "channels_first", {}),
+    "cpu_max.max_forward": ("max_pool", "channels_last", {**K3S2, "return_indices": True}),
+    "cpu_max.max_planes": ("max_pool", "channels_first", {**K3S2, "return_indices": True}),
+    "cpu_max.max_planes_values": ("max_pool", "channels_first", K3S2),
+    "cpu_max.max_values": ("max_pool", "channels_last", K3S2),
+    "cpu_max.max_values_large": ("max_pool", "channels_last", {"kernel_size": 5, "stride": 1}),
+    "cpu_max.global_max": ("global_max_pool", "channels_last", {}),
+    "cpu_max.max_backward": ("max_pool_backward", "channels_first", K3S2),
+    "cpu_taps.taps_sum": ("adaptive_avg_pool", "channels_first", {"output_size": (5, 4)}),
+    "cpu_taps.taps_scatter": ("adaptive_avg_pool_backward", "channels_last", {"output_size": (5, 4)}),
+    "cpu_taps.taps_max": ("adaptive_max_pool", "channels_first", {"output_size": (5, 4)}),
+}
+
+
+def _run_case(op, x, cl, kwargs):
+    """(numba, reference) results of ``op`` on ``x``; a backward gets a gradient of ones."""
+    kwargs = dict(kwargs, channels_last=cl)
+    if op == "avg_pool_backward":
+        g = _noise(ap.avg_pool(x, **kwargs).shape, x.dtype, 1)
+        return _both(ap.avg_pool_backward, g, x.shape, **kwargs)
+    if op == "max_pool_backward":
+        g = _noise(ap.max_pool(x, **kwargs).shape, x.dtype, 1)
+        return _both(ap.max_pool_backward, g, x, **kwargs)
+    if op == "adaptive_avg_pool_backward":
+        size = kwargs.pop("output_size")
+        g = _noise(ap.adaptive_avg_pool(x, size, **kwargs).shape, x.dtype, 1)
+        return _both(ap.adaptive_avg_pool_backward, g, x.shape, **kwargs)
+    if op.startswith("adaptive_"):
+        return _both(getattr(ap, op), x, kwargs.pop("output_size"), **kwargs)
+    return _both(getattr(ap, op), x, **kwargs)
+
+
+def test_every_kernel_has_a_case():
+    assert set(KERNEL_CASES) == set(registry.kernels())
+
+
+@pytest.mark.parametrize("name", sorted(registry.kernels()))
+def test_every_registered_kernel_runs_and_matches_the_reference(name, monkeypatch):
+    """Each kernel in the table, reached through one of the ops it registered for (every kernel
+    spied on, so the case must reach this one), against the oracle, with inf and NaN."""
     import importlib
 
-    for names in KERNELS.values():
-        for name in names:
-            module, function = name.split(".")
-            assert callable(getattr(importlib.import_module(f"avgpool.kernels.{module}"), function)), name
+    called = []
+    for other, kernel in registry.kernels().items():
+        module, function = other.split(".")
+
+        def spy(*args, _kernel=kernel):
+            called.append(_kernel.name)
+            return _kernel.function(*args)
+
+        monkeypatch.setattr(importlib.import_module(f"avgpool.kernels.{module}"), function, spy)
+    op, layout, kwargs = KERNEL_CASES[name]
+    assert op in registry.kernels()[name].ops
+    x = _array(CASE_SHAPE, np.float32, 7, layout, specials=not op.endswith("backward"))
+    fast, slow = _run_case(op, x, layout == "channels_last", kwargs)
+    assert name in called, called
+    _close(fast, slow, np.float32)
+
+
+def test_every_compiled_entry_point_is_registered():
+    """A public ``@njit`` function of a kernel module is an entry point a driver calls: it must
+    be in the table (and the table holds the module's own compiled function)."""
+    import importlib
+
+    from numba.core.registry import CPUDispatcher
+
+    table = registry.kernels()
+    assert "box_planes" in registry.kernel_modules() and "registry" not in registry.kernel_modules()
+    found = set()
+    for module_name in registry.kernel_modules():
+        module = importlib.import_module(f"avgpool.kernels.{module_name}")
+        for attr, value in vars(module).items():
+            if attr.startswith("_") or not isinstance(value, CPUDispatcher):
+                continue
+            if value.py_func.__module__ != module.__name__:
+                continue  # imported from a helper module
+            found.add(f"{module_name}.{attr}")
+            assert table.get(f"{module_name}.{attr}", None) is not None, (
+                f"{module_name}.{attr} is not registered"
+            )
+            assert table[f"{module_name}.{attr}"].function is value
+    assert found == set(table)
+
+
+def test_register_names_the_module_and_function_and_needs_ops():
+    from avgpool.kernels import box_planes
+
+    assert registry.kernels()["box_planes.avg_planes"].function is box_planes.avg_planes
+    assert "box_backward.avg_backward_planes_disjoint" in KERNEL_OPS["avg_pool_backward"]
+    with pytest.raises(ValueError, match="register needs the ops the kernel serves"):
+        registry.register()
 
 
 @pytest.mark.parametrize("override", [None, 3])

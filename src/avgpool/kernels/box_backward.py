@@ -13,8 +13,10 @@ import numpy as np
 from numba import njit, prange
 
 from avgpool.kernels._common import CHUNK
+from avgpool.kernels.registry import register
 
 
+@register("avg_pool_backward", "lp_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_backward(g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w):
     """grad = sum over the windows covering each input cell of g * inv_d * inv_h * inv_w.
@@ -147,6 +149,7 @@ def _spread_scalar(T, grow, W, OW, geo, inv_w, cover_w, run_w):
     return check == 0.0
 
 
+@register("avg_pool_backward", "lp_pool_backward", "global_avg_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_backward_disjoint(g, grad, C, geo, inv_d, inv_h, inv_w):
     """`avg_backward` for undilated windows that do not overlap (kernel <= stride on every
@@ -185,6 +188,7 @@ def avg_backward_disjoint(g, grad, C, geo, inv_d, inv_h, inv_w):
                 cell[c] = src[c] * s
 
 
+@register("avg_pool_backward", "lp_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_backward_planes(g, grad, geo, inv_h, inv_w, cover_h, running):
     """The transpose of `avg_planes` (channels-first 1-D/2-D, no dilation): one plane per item.
@@ -260,6 +264,7 @@ def _backward_plane_chunk(g, grad, o, ih0, ih1, T, spread, inv_h, inv_w, cover_h
     return bad == 0
 
 
+@register("avg_pool_backward", "lp_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_backward_planes_disjoint(g, grad, geo, inv_h, inv_w, cover_h):
     """`avg_backward_planes` for windows that do not overlap (kernel <= stride along H and W):

@@ -8,8 +8,10 @@ from numba import njit, prange
 from avgpool.kernels._common import split_runs
 from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels._prefetch import prefetch_ahead
+from avgpool.kernels.registry import register
 
 
+@register("global_avg_pool", "avg_pool")
 @njit(parallel=True, cache=True)
 def global_avg(x, out, divisor, blocks, acc_like):
     """out (outer, C) = sum over S of x (outer, S, C) / divisor, for C > 1 (channels-last).
@@ -46,6 +48,7 @@ def global_avg(x, out, divisor, blocks, acc_like):
         keep_alive(accs_)
 
 
+@register("global_avg_pool", "avg_pool")
 @njit(parallel=True, cache=True, fastmath={"reassoc"})
 def global_avg_planes(x, out, divisor):
     """out (outer,) = sum of each contiguous plane x (outer, S) / divisor (channels-first).

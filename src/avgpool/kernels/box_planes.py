@@ -28,12 +28,14 @@ from avgpool.kernels._planes import (
     tap_sweeps,
 )
 from avgpool.kernels._prefetch import PREFETCH_BYTES, prefetch_ahead
+from avgpool.kernels.registry import register
 
 #: Channels-first planes prefetch ahead (`_prefetch`) when an output row's step down the
 #: plane reads at most this many bytes: longer runs (1-D rows) gain nothing from it.
 PREFETCH_MAX_STEP = 4096
 
 
+@register("avg_pool", "lp_pool", "lp_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_planes(x, out, geo, count, zero, real, empty, running, blocks):
     """Channels-first average pooling without dilation: one plane (and output depth) per item.
@@ -283,6 +285,7 @@ def _prefix_chunk(
     return bad == 0
 
 
+@register("avg_pool", "lp_pool", "lp_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_planes_direct(x, out, geo, count, zero, real, empty, blocks, acc):
     """`avg_planes` for float32 results and a W window `fused_w` spells out

@@ -24,8 +24,10 @@ from numba import njit, prange
 
 from avgpool.kernels._common import CHUNK, width_taps
 from avgpool.kernels._nrt import keep_alive, unowned
+from avgpool.kernels.registry import register
 
 
+@register("avg_pool", "lp_pool", "lp_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_forward(x, out, C, geo, count, zero, real, empty, running):
     """out = window sum / (count_d * count_h * count_w), ``empty`` where the divisor is 0.
@@ -248,6 +250,7 @@ def _row_sums_one(R, tmp, prefix, W, OW, kw, sw, dw, pw, run_w):
                 tmp[ow] += R[iw]
 
 
+@register("avg_pool", "lp_pool", "lp_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
     """Channels-last windows of few taps, summed straight from the input a C-vector at a time.

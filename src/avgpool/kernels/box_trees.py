@@ -15,12 +15,14 @@ from avgpool.kernels._common import split_runs
 from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels._planes import plane_divisors
 from avgpool.kernels._prefetch import prefetch_write_row
+from avgpool.kernels.registry import register
 
 #: Column sums per strip of `avg_planes_tree` (output rows x their padded width): 1024-4096
 #: measured alike on 128-wide 15x15 planes; its buffers stay in the L1 and L2 caches.
 STRIP_CELLS = 2048
 
 
+@register("avg_pool")
 @njit(parallel=True, cache=True)
 def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan):
     """`avg_planes` for float32 results and windows `_cpu.tree_window` admits (one depth deep,

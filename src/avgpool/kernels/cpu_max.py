@@ -20,8 +20,10 @@ from numba import njit, prange
 from avgpool.kernels._common import width_taps
 from avgpool.kernels._nrt import unowned
 from avgpool.kernels._prefetch import prefetch_ahead
+from avgpool.kernels.registry import register
 
 
+@register("max_pool", "max_pool_backward")
 @njit(parallel=True, cache=True)
 def max_forward(x, out, index, C, geo, omit_nan, floor, lowest):
     """out/index (outer, OD, OH, OW*C): window max and its flat spatial index (d*H + h)*W + w.
@@ -111,6 +113,7 @@ def _max_row_scalar(x, best, bidx, o, od, oh, geo, omit_nan, floor, lowest):
         bidx[ow] = bi
 
 
+@register("max_pool_backward", "adaptive_max_pool_backward", "global_max_pool_backward")
 @njit(parallel=True, cache=True)
 def max_backward(g, index, grad, C):
     """grad (outer, S*C) += g at each output's arg-max (S = spatial size); -1 sends nothing.
@@ -127,6 +130,7 @@ def max_backward(g, index, grad, C):
                 grow[i * C + j % C] += g[o, j]
 
 
+@register("global_max_pool", "global_max_pool_backward", "max_pool", "max_pool_backward")
 @njit(parallel=True, cache=True)
 def global_max(x, out, index, omit_nan, floor, lowest):
     """out/index (outer, C): max over S of x (outer, S, C) with the tie rules of max_forward."""
@@ -148,6 +152,7 @@ def global_max(x, out, index, omit_nan, floor, lowest):
             index[o, c] = bi
 
 
+@register("max_pool", "max_pool_backward")
 @njit(parallel=True, cache=True)
 def max_planes(x, out, index, geo, omit_nan, floor, lowest):
     """Channels-first 1-D/2-D max pooling without dilation: one plane per work item.
@@ -203,6 +208,7 @@ def _bigger(a, b):
     return b if (b > a) | (b != b) else a
 
 
+@register("max_pool")
 @njit(parallel=True, cache=True)
 def max_planes_values(x, out, geo, omit_nan, floor, lowest):
     """`max_planes` without the arg-max: the values only (``max_pool`` without indices).
@@ -253,6 +259,7 @@ def max_planes_values(x, out, geo, omit_nan, floor, lowest):
                     best[ow] = floor if best[ow] < floor else best[ow]
 
 
+@register("max_pool")
 @njit(parallel=True, cache=True)
 def max_values(x, out, C, geo, omit_nan, floor, lowest):
     """`max_forward` without the arg-max, for channels-last data (C > 1): values only.
@@ -383,6 +390,7 @@ def _depth_row(x, o, od, r, dst, geo, omit_nan, lowest):
             dst[i] = lowest
 
 
+@register("max_pool")
 @njit(parallel=True, cache=True)
 def max_values_large(x, out, C, geo, omit_nan, floor, lowest):
     """Max pooling values over large windows (no dilation along H and W), either layout:
