@@ -378,15 +378,12 @@ def test_four_row_prefix_chunk_is_the_one_row_chunk_to_the_bit(
     run_h = sh < kh
     one = np.full((OH, OW), -1, np.float32)
     four = one.copy()
-    common = (kh, sh, ph, kw, sw, pw)
-    tables = (scale_h, scale_w, zero_h, zero_w, zero_w.any(), np.float32(7), run_h)
+    window = (kh, sh, ph, kw, sw, pw)
+    scaling = (np.ones(OH), np.ones(OW), scale_h, scale_w, zero_h, zero_w, zero_w.any(), np.float32(7))
     row_buffers = (np.zeros(width), np.zeros(OW), np.zeros(width + 1))
-    divisors = (np.ones(OH), np.ones(OW))
-    ok_one = box_planes._plane_chunk(
-        x, one, 1, depth, oh0, oh1, *row_buffers, *common, *divisors, *tables, True
-    )
+    ok_one = box_planes._plane_chunk(x, one, 1, depth, oh0, oh1, row_buffers, window, scaling, run_h, True)
     group_buffers = (np.zeros((4, width)), np.zeros((4, width + 1)))
-    ok_four = box_planes._prefix_chunk(x, four, 1, depth, oh0, oh1, *group_buffers, *common, *tables)
+    ok_four = box_planes._prefix_chunk(x, four, 1, depth, oh0, oh1, group_buffers, window, scaling, run_h)
     assert ok_one == ok_four
     np.testing.assert_array_equal(four.view(np.uint32), one.view(np.uint32))
 

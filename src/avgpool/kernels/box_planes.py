@@ -75,6 +75,8 @@ def avg_planes(x, out, geo, count, zero, real, empty, running, blocks):
         prefix = np.zeros(width + 1, dtype=np.float64)
         R4 = np.zeros((4 if rows4 else 0, width), dtype=np.float64)
         P4 = np.zeros((4 if rows4 else 0, width + 1), dtype=np.float64)
+        window = (kh, sh, ph, kw, sw, pw)
+        scaling = (div_h, div_w, scale_h, scale_w, zero[1], zero[2], any_zero_w, empty)
         for item in range(block * per, min(items, (block + 1) * per)):
             o, od = item // OD, item % OD
             d0, d1 = max(od * sd - pd, 0), min(od * sd - pd + kd, D)
@@ -83,53 +85,51 @@ def avg_planes(x, out, geo, count, zero, real, empty, running, blocks):
                 oh1 = min(OH, oh0 + CHUNK)
                 run_h, run_w = running and sh < kh, running and sw < kw
                 for _attempt in range(2):  # a second, tap-by-tap pass only if the first met inf/NaN
-                    # fmt: off
                     if rows4 and run_w:
-                        ok = _prefix_chunk(x, out[o, od], o, depth, oh0, oh1, R4, P4, kh, sh, ph, kw, sw, pw,
-                                           scale_h, scale_w, zero[1], zero[2], any_zero_w, empty, run_h)
+                        ok = _prefix_chunk(
+                            x, out[o, od], o, depth, oh0, oh1, (R4, P4), window, scaling, run_h
+                        )
                     else:
-                        ok = _plane_chunk(x, out[o, od], o, depth, oh0, oh1, Rp, tmp, prefix, kh, sh, ph,
-                                          kw, sw, pw, div_h, div_w, scale_h, scale_w, zero[1], zero[2],
-                                          any_zero_w, empty, run_h, run_w)
-                    # fmt: on
+                        ok = _plane_chunk(
+                            x,
+                            out[o, od],
+                            o,
+                            depth,
+                            oh0,
+                            oh1,
+                            (Rp, tmp, prefix),
+                            window,
+                            scaling,
+                            run_h,
+                            run_w,
+                        )
                     if ok or not (run_h or run_w):
                         break
                     run_h = run_w = False
 
 
 @njit(cache=True)
-def _plane_chunk(
-    x,
-    oplane,
-    o,
-    depth,
-    oh0,
-    oh1,
-    Rp,
-    tmp,
-    prefix,
-    kh,
-    sh,
-    ph,
-    kw,
-    sw,
-    pw,
-    div_h,
-    div_w,
-    scale_h,
-    scale_w,
-    zero_h,
-    zero_w,
-    any_zero_w,
-    empty,
-    run_h,
-    run_w,
-):
+def _plane_chunk(x, oplane, o, depth, oh0, oh1, buffers, window, scaling, run_h, run_w):
     """Output rows oh0..oh1 of ``oplane`` (plane o at one output depth, whose window spans the
-    input depths d0..d1); False if some output came out non-finite."""
+    input depths d0..d1); False if some output came out non-finite.
+
+    The arguments come in the groups `avg_planes` builds once per run of items:
+
+    * ``depth``: ``(d0, d1, div_d, scale_d, zero_d)``, the output depth's input depths and
+      its divisor factor, reciprocal and whether its count is 0;
+    * ``buffers``: ``(Rp, tmp, prefix)``, the zero-padded row of column sums, the W sums and
+      a prefix-sum row;
+    * ``window``: ``(kh, sh, ph, kw, sw, pw)``, kernel, stride and padding along H and W;
+    * ``scaling``: ``(div_h, div_w, scale_h, scale_w, zero_h, zero_w, any_zero_w, empty)``,
+      per output row and column the divisor factors, their reciprocals (0 for a window with
+      no real cell) and whether the count is 0, and the value of an output whose count is 0.
+    """
     H, W = x.shape[2], x.shape[3]
     OW = oplane.shape[1]
     d0, d1, div_d, scale_d, zero_d = depth
+    Rp, tmp, prefix = buffers
+    kh, sh, ph, kw, sw, pw = window
+    div_h, div_w, scale_h, scale_w, zero_h, zero_w, any_zero_w, empty = scaling
     R = Rp[pw : pw + W]
     bad = 0
     hint = sh * W if sh <= PREFETCH_MAX_STEP // (W * x.itemsize) else 0  # no overflow: sh may be large
@@ -210,33 +210,13 @@ def _plane_chunk(
 
 
 @njit(cache=True)
-def _prefix_chunk(
-    x,
-    oplane,
-    o,
-    depth,
-    oh0,
-    oh1,
-    R4,
-    P4,
-    kh,
-    sh,
-    ph,
-    kw,
-    sw,
-    pw,
-    scale_h,
-    scale_w,
-    zero_h,
-    zero_w,
-    any_zero_w,
-    empty,
-    run_h,
-):
+def _prefix_chunk(x, oplane, o, depth, oh0, oh1, buffers, window, scaling, run_h):
     """`_plane_chunk` for float32 results and running W windows longer than 7 (15x15/1), four
     output rows at a time: their column sums in the four rows of ``R4`` (each row's running
     sum continues from the one before it, as in `_plane_chunk`: the same bits), then their W
-    sums in one call (`prefix_rows4`). False if some output came out non-finite.
+    sums in one call (`prefix_rows4`). False if some output came out non-finite. Arguments as
+    `_plane_chunk`, with ``buffers`` = ``(R4, P4)``: four rows of column sums and of prefix
+    sums.
 
     15x15/1 on (16, 64, 128, 128): 13.3 -> 11.8 ms against `_plane_chunk`'s row at a time
     (interleaved A/B). Calls and array views cost tens of nanoseconds each here, as much as a
@@ -245,6 +225,9 @@ def _prefix_chunk(
     H, W = x.shape[2], x.shape[3]
     OW = oplane.shape[1]
     d0, d1, _, scale_d, zero_d = depth
+    R4, P4 = buffers
+    kh, sh, ph, kw, sw, pw = window
+    _, _, scale_h, scale_w, zero_h, zero_w, any_zero_w, empty = scaling
     hint = sh * W if sh <= PREFETCH_MAX_STEP // (W * x.itemsize) else 0  # no overflow: sh may be large
     sc = np.empty(4)
     bad = 0
