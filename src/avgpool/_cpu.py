@@ -107,18 +107,15 @@ def _counts(axes: Sequence[Axis], count_include_pad: bool) -> list[np.ndarray]:
 #: Channels-last averages whose windows read each input cell at most this many times (taps
 #: over the product of the strides) sum every tap straight from the input
 #: (`box_rows.avg_direct`: one pass, no row buffer); denser windows use running sums, whose cost
-#: per output does not grow with the window. Measured here: 2x2/2, 3x3/2, 2x2/1, 3/1 and
-#: 3x3x3/2 run 1.5-3x faster direct; 3x3/1 (9 reads) and 2x2x2/1 (8) do not with float64
-#: sums, but do (25%) with float32 sums: windows that sum in float32 (`sum_dtype`) always
-#: go direct.
+#: per output does not grow with the window. Windows that sum in float32 (`sum_dtype`)
+#: always go direct (the measurements behind both: benchmarks/NOTES.md).
 DIRECT_READS = 4
 
 #: Max pooling without indices whose windows read each cell at least this many times
 #: (channels-first, channels-last), with no dilation along H and W, runs
 #: `cpu_max.max_values_large`: its cost per output does not grow with the window height and
-#: grows as log2 of its width; other windows take their taps one by one. Measured here
-#: (2 threads): channels-last 3x3/1 18 -> 12 ms, 15x15/1 65 -> 15 ms; channels-first 13x13/1
-#: 30 -> 22 ms, but 3x3 windows 2-3x slower (short rows: its fixed cost per row dominates).
+#: grows as log2 of its width; other windows take their taps one by one (on short
+#: channels-first rows its fixed cost per row dominates, hence the higher threshold there).
 LARGE_MAX_READS = (81, 4)
 
 
@@ -137,9 +134,9 @@ def scratch_blocks() -> int:
 #: Float32 averages over windows of at most this many taps sum (and scale) in float32: n - 1
 #: float32 additions and at most four roundings in the scaling (per-axis reciprocals, their
 #: product, the result) stay within (n + 3) * 2**-24 of the window's mean magnitude (7.2e-7
-#: at 9 taps, inside the kernels issue's 1e-6). Larger windows and running sums (whose error
-#: grows with the row) sum in float64. Float32 sums read and add twice as many values per
-#: instruction as float64 ones, with no conversion: 2x2/2 and 3x3/2 ran 25-35% faster here.
+#: at 9 taps, inside the 1e-6 the kernels promise). Larger windows and running sums (whose
+#: error grows with the row) sum in float64. Float32 sums read and add twice as many values
+#: per instruction as float64 ones, with no conversion.
 F32_SUM_TAPS = 9
 
 
@@ -159,7 +156,7 @@ def sum_dtype(work: np.dtype, taps: int, most: int | None = None) -> np.dtype:
 #: (`box_global.global_avg`): blocks of 8 cells three additions deep, then the blocks and the
 #: last cells one after another, at most 12 more additions (55 cells: 6 blocks and 7 cells),
 #: and one rounding of the division: within 16 * 2**-24 = 9.5e-7 of the mean magnitude,
-#: inside the kernels issue's 1e-6 (63 cells would be 17 deep). Larger windows sum in float64.
+#: inside the 1e-6 the kernels promise (63 cells would be 17 deep). Larger windows sum in float64.
 F32_GLOBAL_CELLS = 56
 
 
@@ -181,8 +178,8 @@ TREE_SHAPES = {
 }
 #: `box_trees.avg_planes_tree`'s windows: each output is a tree of float32 additions at most this
 #: deep (both axes), then three roundings in the scaling and one in the float32 divisor: its
-#: error stays within 16 * 2**-24 = 9.5e-7 of the window's mean magnitude (the kernels issue
-#: asks 1e-6). 15x15 is 5 + 5 deep; 31x31 (7 + 7) goes to `box_planes.avg_planes`.
+#: error stays within 16 * 2**-24 = 9.5e-7 of the window's mean magnitude (within the 1e-6
+#: the kernels promise). 15x15 is 5 + 5 deep; 31x31 (7 + 7) goes to `box_planes.avg_planes`.
 TREE_DEPTH = 12
 #: ... and each axis at most this long (a buffer of rows per block level down a strip).
 TREE_MAX = 64
@@ -192,8 +189,9 @@ TREE_MAX = 64
 def tree_plan(k: int) -> np.ndarray:
     """How `box_trees.avg_planes_tree` sums a window of ``k`` cells along an axis:
     ``[levels, terms, (level, offset) per term]``, padded to 16 (read-only: one per ``k``,
-    kept, as building it on every call cost the driver 16 us). Terms are blocks of ``4 << j``
-    cells (level ``j + 1``), largest first, then up to three single cells (level 0).
+    kept, as building it on every call would cost more than a small call's work). Terms are
+    blocks of ``4 << j`` cells (level ``j + 1``), largest first, then up to three single
+    cells (level 0).
 
     >>> tree_plan(15)[:12].tolist()  # 15 = 8 + 4 + 1 + 1 + 1
     [2, 5, 2, 0, 1, 8, 0, 12, 0, 13, 0, 14]
@@ -399,7 +397,7 @@ def avg_forward(
             log.debug("avg_pool: box_planes.avg_planes")
             box_planes.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())
     elif c > 1 and (plan.reads <= DIRECT_READS or acc == np.float32):
-        # channels-last windows read by few outputs, or summed in float32 (3x3/1: 25% faster)
+        # channels-last windows read by few outputs, or summed in float32
         log.debug("avg_pool: box_rows.avg_direct")
         box_rows.avg_direct(x4, o4, c, geo, factor, zero, empty, np.empty(0, acc))
     else:
@@ -449,8 +447,8 @@ def _global_spread(g: np.ndarray, grad: np.ndarray, inv_h: float, inv_w: float) 
 
     The same float64 operations, in the same order, as `box_backward.avg_backward_planes` makes
     for a window that covers the whole plane (its running row sum ``T = 0 + g * inv_h``, then
-    ``0 + T * inv_w`` for each cell), so the result is the same to the bit; that kernel spends
-    a slice per column here, 20-50x the time.
+    ``0 + T * inv_w`` for each cell), so the result is the same to the bit; that kernel would
+    spend a slice per column here.
     """
     t = np.add(0.0, g[:, 0, 0].astype(np.float64) * inv_h)
     grad[...] = np.add(0.0, t * inv_w)[:, None, None]
@@ -489,9 +487,10 @@ def max_forward(
     with_index: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(values, indices); without ``with_index`` the arg-max is skipped and the indices are
-    None (several times faster): large windows (`LARGE_MAX_READS`) run van Herk / Gil-Werman
-    along H and span doubling along W; others, channels-first 1-D/2-D, a separable plane
-    kernel; channels-last, each window's taps read straight from the input a C-vector at a time."""
+    None (no tie rule to keep, so faster): large windows (`LARGE_MAX_READS`) run van Herk /
+    Gil-Werman along H and span doubling along W; others, channels-first 1-D/2-D, a separable
+    plane kernel; channels-last, each window's taps read straight from the input a C-vector at
+    a time."""
     from avgpool.kernels import cpu_max
 
     plan = _max_plan(tuple(axes))

@@ -661,7 +661,7 @@ def test_float32_sums_only_for_float32_results_of_few_taps():
     [((2, 2), 2, 0), ((3, 3), 2, 1), ((3, 3), 1, 1), ((1, 9), 1, 0), ((2, 2, 2), 2, 0), ((3, 3), 3, 1)],
 )
 def test_float32_sums_stay_within_1e_6_of_the_windows_mean_magnitude(layout, kernel, stride, pad):
-    """The kernels issue's accuracy bound where it is tightest: float32 sums (windows of at
+    """The kernels' 1e-6 accuracy bound where it is tightest: float32 sums (windows of at
     most `_cpu.F32_SUM_TAPS` taps) of +/-(1e4 +/- 1), whose means nearly cancel, stay within
     1e-6 of the mean magnitude of each window (that of |x|, with the same divisor)."""
     assert _cpu.sum_dtype(np.dtype(np.float32), math.prod(kernel)) == np.float32

@@ -108,7 +108,7 @@ def fused_w(Rp, orow, OW, kw, sw, sc, scale_w):
     `_cpu.fused_w_window` admits; 1 if some is not finite. Windows 2-3 wide are spelled out
     here, the others in `fused_w_stride1`. For `avg_planes_direct` only: `_plane_chunk`
     spells the same loops out in its own body, where this function, inlined or called, made
-    the running windows 8-30% slower (3x3/1 and 7x7/1, measured)."""
+    the running windows slower."""
     bad = 0
     if kw == 2 and sw == 2:
         for ow in range(OW):
@@ -141,8 +141,7 @@ def fused_w_stride1(Rp, orow, OW, kw, sc, scale_w):
     finite (2 and 3 have branches of their own in `_plane_chunk`).
 
     Each width spelled out: LLVM vectorises a loop whose taps are literal offsets (one sweep,
-    no buffer), but neither an inner loop over the taps nor one sweep per tap into a buffer
-    (2-3x slower here, measured on 5x5 and 7x7 windows)."""
+    no buffer), but neither an inner loop over the taps nor one sweep per tap into a buffer."""
     bad = 0
     if kw == 1:
         for ow in range(OW):
@@ -176,8 +175,8 @@ def fused_w_stride1(Rp, orow, OW, kw, sc, scale_w):
 def prefix_w(Rp, prefix, orow, OW, kw, sw, sc, scale_w):
     """orow = the W sums of Rp for windows longer than 7 (float32 results), as differences of a
     prefix sum, fused with the scaling; 1 if some is not finite. In a function of its own and
-    with no row buffer between: 1-D k=64/1 took 43% less time than the same prefix sum in
-    `_plane_chunk`'s body followed by a scaling sweep, 15x15/1 7-15% less than `block_sweeps`."""
+    with no row buffer between: faster than the same prefix sum in `_plane_chunk`'s body
+    followed by a scaling sweep, and than `block_sweeps`."""
     prefix[0] = 0.0
     for i in range(Rp.shape[0]):
         prefix[i + 1] = prefix[i] + Rp[i]
@@ -188,9 +187,9 @@ def prefix_w(Rp, prefix, orow, OW, kw, sw, sc, scale_w):
 def scaled_differences(prefix, orow, OW, kw, sw, sc, scale_w):
     """orow = differences of ``prefix`` ``kw`` apart (one per output, ``sw`` apart), scaled by
     ``sc * scale_w``; 1 if some is not finite. Inlined: called per row, a call cost as much
-    as the loop (0.38 against 0.22 ns per cell on 128-wide rows)."""
+    as the loop."""
     bad = 0
-    hi, lo = prefix[kw:], prefix[:]  # two views: 8-10% faster than offsets on 16384-wide rows
+    hi, lo = prefix[kw:], prefix[:]  # two views, not offsets: the loop vectorises better
     if sw == 1:
         for ow in range(OW):
             v = hi[ow] - lo[ow]

@@ -19,10 +19,9 @@ def global_avg(x, out, divisor, blocks, acc_like):
     Eight rows are added in the input's dtype (a tree three additions deep) before their sum
     joins the sums of a C-vector, in ``acc_like``'s dtype: float64, or the input's float32
     for at most `_cpu.F32_GLOBAL_CELLS` rows (each sum within (2 + S // 8 + S % 8) * 2**-24 of
-    its magnitude; no conversions, half the bytes of sums to read and write per eight rows: global
-    7x7 on (128, 7, 7, 2048) 1.88 -> 1.76 ms in interleaved A/Bs, 0.069 -> 0.064 ns per cell
-    in cache on one thread). One pass over the sums per eight rows, where a conversion per
-    cell cost 3-5%. A fixed order, so the same bits on any thread count. The items are split
+    its magnitude; no conversions, half the bytes of sums to read and write per eight rows).
+    One pass over the sums per eight rows, with no conversion per cell. A fixed order, so the
+    same bits on any thread count. The items are split
     into at most ``blocks`` runs, each allocating its sums once.
     """
     n_outer, S, C = x.shape
@@ -54,8 +53,8 @@ def global_avg_planes(x, out, divisor):
     """out (outer,) = sum of each contiguous plane x (outer, S) / divisor (channels-first).
 
     Only reassociation is allowed (no fast-math on infinities or NaN, which still propagate):
-    LLVM splits each plane's float64 sum into vector lanes, 1.3-1.5x faster than one add
-    chain and no less accurate. The order is fixed by the compiled code, so results are the
+    LLVM splits each plane's float64 sum into vector lanes, faster than one add chain and no
+    less accurate. The order is fixed by the compiled code, so results are the
     same on any thread count (a machine with other vector widths may differ in the last bit).
     """
     n_outer, S = x.shape

@@ -55,8 +55,7 @@ def avg_planes(x, out, geo, count, zero, real, empty, running, blocks):
     `avg_planes_direct` instead.
 
     The items are split into at most ``blocks`` runs (`_cpu.scratch_blocks`: a few per thread),
-    each allocating its row buffers once: allocating them per item cost 11-16% on
-    16384-wide rows (k=64 in 1-D).
+    each allocating its row buffers once rather than once per item.
     """
     n, D, W = x.shape[0], x.shape[1], x.shape[3]
     OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
@@ -170,7 +169,7 @@ def _plane_chunk(x, oplane, o, depth, oh0, oh1, buffers, window, scaling, run_h,
         elif not exact and run_w and kw > 7:
             bad |= prefix_w(Rp, prefix, orow, OW, kw, sw, sc, scale_w)
         else:
-            # in functions of their own: the same loops inlined here run 1.5-2x slower
+            # in functions of their own: the same loops inlined here run slower
             if sw == 1 and 8 <= kw <= 24:
                 block_sweeps(Rp, prefix, tmp, kw, OW)
             elif run_w and kw > 8:
@@ -218,10 +217,8 @@ def _prefix_chunk(x, oplane, o, depth, oh0, oh1, buffers, window, scaling, run_h
     `_plane_chunk`, with ``buffers`` = ``(R4, P4)``: four rows of column sums and of prefix
     sums.
 
-    15x15/1 on (16, 64, 128, 128): 13.3 -> 11.8 ms against `_plane_chunk`'s row at a time
-    (interleaved A/B). Calls and array views cost tens of nanoseconds each here, as much as a
-    row's work: a copy of the row above by slice assignment, or a call to slide each row into
-    its buffer, made it slower than the row at a time."""
+    Calls and array views cost as much as a row's work here, so the row above is slid down
+    in this body, not copied by slice assignment nor slid by a call."""
     H, W = x.shape[2], x.shape[3]
     OW = oplane.shape[1]
     d0, d1, _, scale_d, zero_d = depth
@@ -281,11 +278,9 @@ def avg_planes_direct(x, out, geo, count, zero, real, empty, blocks, acc):
     straight from the input rows in one sweep, with no row buffer.
 
     Nothing runs or restarts, so there is no second pass for inf and NaN. A kernel of its own,
-    with its loops inlined into the item body: against the same work behind `avg_planes`'s
-    per-chunk call, 2x2x2/2 on 64-wide rows takes 23% less time and 2x2/2 on 128-wide rows 15%
-    (with the W pass behind a call: 10% and 2%). Float32 sums took another 25% off 2x2/2 and
-    3x3/2 (float64 conversions and the row buffer's traffic were most of its time). Other
-    arguments as `avg_planes`.
+    with its loops inlined into the item body, as short rows spend much of their time in the
+    per-chunk calls of `avg_planes`; float32 sums save the float64 conversions and half the
+    row buffer's traffic. Other arguments as `avg_planes`.
     """
     n, D, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
@@ -303,7 +298,7 @@ def avg_planes_direct(x, out, geo, count, zero, real, empty, blocks, acc):
     runs, per = split_runs(items, blocks)
     for block in prange(runs):
         Rp_ = np.zeros(width, dtype=acc.dtype)  # zeros left and right of R: the padding
-        Rp = unowned(Rp_)  # views with no reference count (`_nrt`): 3x3/1 10% faster
+        Rp = unowned(Rp_)  # views with no reference count (`_nrt`): no atomic per row view
         R = Rp[pw : pw + W]
         xu, ou, zu, swu = unowned(x), unowned(out), unowned(zero), unowned(scale_wt)
         for item in range(block * per, min(items, (block + 1) * per)):

@@ -7,7 +7,7 @@ slice, one output depth, one chunk of output rows):
   input rows; from one output row to the next it subtracts the rows that left the window and
   adds those that entered (when dilation is 1 and stride < kernel), so its cost per output
   row does not grow with the kernel height; a channels-last window of one row (1-D) reads
-  that input row in place instead (1-D k=64 NLC: 2.4x faster than through a 8 MiB buffer);
+  that input row in place instead (a long row would not stay in cache through a buffer);
 * a running sum along W over ``R`` gives each output, again independent of the kernel width;
 * the sum is divided by the separable divisor ``count_d[od] * count_h[oh] * count_w[ow]``;
 * with one channel the W pass adds each tap across a whole row at once, or differences a
@@ -261,8 +261,7 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
     sum, so infinities and NaNs need no second pass and windows entirely in padding sum to
     exactly 0. Its cost per output grows with the taps, so the driver sends only small windows
     here (`_cpu.DIRECT_READS`). Arguments as `avg_forward` (no ``real``: a window without a
-    real cell adds no tap, its sum is 0). Float32 sums scale in float32 too (25-30% faster
-    than float64 sums on 2x2/2 and 3x3/2).
+    real cell adds no tap, its sum is 0). Float32 sums scale in float32 too (no conversion).
     Parallel over (outer, output depth, output row).
     """
     n_outer, D, H = x.shape[0], x.shape[1], x.shape[2]
@@ -277,7 +276,7 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
         o = item // (OD * OH)
         od = (item // OH) % OD
         oh = item % OH
-        xu = unowned(x)  # views with no reference count (`_nrt`): 3x3/2 8% faster
+        xu = unowned(x)  # views with no reference count (`_nrt`): no atomic per row view
         orow = unowned(out)[o, od, oh]
         acc_ = np.empty(C, dtype=acc_like.dtype)
         acc = unowned(acc_)

@@ -17,8 +17,8 @@ from avgpool.kernels._planes import plane_divisors
 from avgpool.kernels._prefetch import prefetch_write_row
 from avgpool.kernels.registry import register
 
-#: Column sums per strip of `avg_planes_tree` (output rows x their padded width): 1024-4096
-#: measured alike on 128-wide 15x15 planes; its buffers stay in the L1 and L2 caches.
+#: Column sums per strip of `avg_planes_tree` (output rows x their padded width): small enough
+#: that its buffers stay in the L1 and L2 caches.
 STRIP_CELLS = 2048
 
 
@@ -41,17 +41,16 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
       off a row's end gives a value no output reads), then each output row's terms, scaled
       (`_row_terms`).
 
-    Each sum is a tree at most `_cpu.TREE_DEPTH` additions deep, within the kernels issue's
-    1e-6 of the window's mean magnitude; a large value adds to its neighbours and is never
-    subtracted from them, and inf and NaN come out as in a tap-by-tap sum. The bits are those
-    of the ring-of-rows kernel this replaced (its sums, in the same order), which did the same
-    additions a row at a time: a loop per row of 128 cells cost as much again as its sums.
+    Each sum is a tree at most `_cpu.TREE_DEPTH` additions deep, within 1e-6 of the window's
+    mean magnitude; a large value adds to its neighbours and is never subtracted from them,
+    and inf and NaN come out as in a tap-by-tap sum. Each level is one loop over the strip's
+    rows end to end, not a loop per row: on short rows a loop's own cost is as much again as
+    its sums.
 
     A strip whose input rows are all real and have no W padding is read in place; others are
     copied between zeros, so the windows need no bounds. The output rows of the next strip are
-    hinted for writing a row at a time (5% less time on (16, 64, 128, 128) 15x15/1; hints of
-    the input, at once or a row at a time, and non-temporal stores of the output were 5-20%
-    slower: `_prefetch`). The loops are inlined functions over views of `_nrt.unowned` arrays
+    hinted for writing a row at a time (the input, already in cache, is not hinted:
+    `_prefetch`). The loops are inlined functions over views of `_nrt.unowned` arrays
     in the parallel loop's body. Other arguments as `avg_planes`.
     """
     n, D, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
@@ -114,7 +113,8 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
 @njit(cache=True)
 def _level_cells(cells):
     """A level buffer's length for ``cells`` cells: levels 2 KiB apart modulo 4 KiB (a pitch
-    of a multiple of 4 KiB cost 1.7x: 4K aliasing between a level's loads and stores)."""
+    of a multiple of 4 KiB would make a level's loads and stores alias in the 4K-aliasing
+    sense and stall)."""
     return cells + (512 - cells % 1024) % 1024
 
 

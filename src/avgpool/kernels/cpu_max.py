@@ -267,10 +267,10 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
     Work items are output rows. Each output cell's C maxima take its window's taps in (depth,
     height, width) order, read straight from the input a C-vector at a time (the way
     `box_rows.avg_direct` sums). The driver sends windows that read each input cell fewer than
-    `_cpu.LARGE_MAX_READS` times here, so the taps per output stay few. Against a row buffer of
-    the window rows' maxima (then width taps from it), this took a third less time on 3x3/2 and
-    2x2/2, a quarter on 2x2x2/2. NaN propagates (or, with ``omit_nan``, never wins and results
-    are at least ``floor``); a window with no real cell gives ``lowest``.
+    `_cpu.LARGE_MAX_READS` times here, so the taps per output stay few, and reading them in
+    place beats a row buffer of the window rows' maxima. NaN propagates (or, with
+    ``omit_nan``, never wins and results are at least ``floor``); a window with no real cell
+    gives ``lowest``.
     """
     n_outer, D, H, WC = x.shape
     W = WC // C
@@ -283,7 +283,7 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
         o = item // (OD * OH)
         od = (item // OH) % OD
         oh = item % OH
-        xu = unowned(x)  # views with no reference count (`_nrt`): 3x3/2 5% faster
+        xu = unowned(x)  # views with no reference count (`_nrt`): no atomic per row view
         orow = unowned(out)[o, od, oh]
         for ow in range(OW):
             best = orow[ow * C : ow * C + C]
