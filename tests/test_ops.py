@@ -235,7 +235,7 @@ def test_public_surface_is_declared():
 
 
 def _clear_kept_geometry():
-    from avgpool import _arrays, _compute, _cpu, conventions, ops
+    from avgpool import _arrays, _compute, _cpu_plans, conventions, ops
 
     for cached in (
         conventions._from_torch,
@@ -243,9 +243,9 @@ def _clear_kept_geometry():
         ops._global_window_of,
         ops._geometry,
         _arrays._layout_of,
-        _cpu._avg_plan,
-        _cpu._avg_backward_plan,
-        _cpu._max_plan,
+        _cpu_plans.avg_plan,
+        _cpu_plans.avg_backward_plan,
+        _cpu_plans.max_plan,
         _compute._adaptive_tables,
         _compute._blur_tables,
     ):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from avgpool import _cpu
+from avgpool import _cpu, _cpu_plans
 from avgpool import reference as ref
 from avgpool._arrays import Layout
 from avgpool._errors import AvgPoolError
@@ -153,18 +153,18 @@ def lp_backward(g, x, layout: Layout, axes: Sequence[Axis], p: float, convention
 # -- adaptive, global, blur --------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=_cpu._TABLES_CACHED)
-def _adaptive_tables(spatial: tuple[int, ...], out_sizes: tuple[int, ...]) -> _cpu.TapTables:
+@functools.lru_cache(maxsize=_cpu_plans.TABLES_CACHED)
+def _adaptive_tables(spatial: tuple[int, ...], out_sizes: tuple[int, ...]) -> _cpu_plans.TapTables:
     """The kernels' adaptive tables (mean weights, real taps), kept per geometry."""
-    return _cpu.tap_tables(ref.adaptive_mean_weights(ref.adaptive_tables(spatial, out_sizes)))
+    return _cpu_plans.tap_tables(ref.adaptive_mean_weights(ref.adaptive_tables(spatial, out_sizes)))
 
 
-@functools.lru_cache(maxsize=_cpu._TABLES_CACHED)
+@functools.lru_cache(maxsize=_cpu_plans.TABLES_CACHED)
 def _blur_tables(
     spatial: tuple[int, ...], filt_size: int, stride: int, mode: str, pad_off: int
-) -> _cpu.TapTables:
+) -> _cpu_plans.TapTables:
     """The kernels' blur tables, kept per geometry."""
-    return _cpu.tap_tables(ref.blur_tables(spatial, filt_size, stride, mode, pad_off))
+    return _cpu_plans.tap_tables(ref.blur_tables(spatial, filt_size, stride, mode, pad_off))
 
 
 def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import avgpool as ap
-from avgpool import _cpu
+from avgpool import _cpu, _cpu_plans
 from avgpool.kernels import registry
 
 KERNEL_LAYOUTS, KERNEL_DTYPES = registry.LAYOUTS, registry.DTYPES
@@ -501,17 +501,17 @@ def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplo
 
 
 def test_tree_plans_sum_each_window_once_within_the_depth_the_shapes_give():
-    """`_cpu.tree_plan` covers a window of k cells with blocks of 4 << j, largest first, and up
-    to three single cells, end to end; `_cpu.tree_depth` is the deepest term's blocks plus its
-    place in `_cpu.TREE_SHAPES`."""
-    for k in range(1, _cpu.TREE_MAX + 1):
-        plan = _cpu.tree_plan(k)
+    """`_cpu_plans.tree_plan` covers a window of k cells with blocks of 4 << j, largest first,
+    and up to three single cells, end to end; `_cpu_plans.tree_depth` is the deepest term's
+    blocks plus its place in `_cpu_plans.TREE_SHAPES`."""
+    for k in range(1, _cpu_plans.TREE_MAX + 1):
+        plan = _cpu_plans.tree_plan(k)
         levels, offsets = plan[2 : 2 + 2 * plan[1] : 2], plan[3 : 3 + 2 * plan[1] : 2]
         sizes = [4 << (level - 1) if level else 1 for level in levels]
         assert list(offsets) == [sum(sizes[:i]) for i in range(len(sizes))] and sum(sizes) == k
         assert sizes == sorted(sizes, reverse=True) and sizes.count(1) == k % 4
         assert plan[0] == max(levels) and 1 <= plan[1] <= 7
-    assert [_cpu.tree_depth(k) for k in (1, 2, 3, 4, 5, 7, 8, 15, 31, 32, 63, 64)] == [
+    assert [_cpu_plans.tree_depth(k) for k in (1, 2, 3, 4, 5, 7, 8, 15, 31, 32, 63, 64)] == [
         0, 1, 2, 2, 3, 4, 3, 5, 7, 5, 8, 6
     ]  # fmt: skip
 
@@ -546,7 +546,7 @@ def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
     )
     def check(kernel, sh, pads, ceil_mode, cip, deep, extra, seed):
         kh, kw = kernel
-        assume(_cpu.tree_window(np.array([[1, 1, 1, 0], [kh, sh, 1, 0], [kw, 1, 1, 0]])))
+        assume(_cpu_plans.tree_window(np.array([[1, 1, 1, 0], [kh, sh, 1, 0], [kw, 1, 1, 0]])))
         direct = kh * kw <= _cpu.F32_SUM_TAPS or sh >= kh  # `avg_planes_direct`'s, if it spells kw out
         assume(not (direct and _cpu.fused_w_window(kw, 1)))
         pads = tuple((min(a, k - 1), min(b, k - 1)) for (a, b), k in zip(pads, kernel))
@@ -1028,7 +1028,7 @@ def test_global_backward_shortcut_is_the_plane_kernel_to_the_bit(dtype, spatial,
         got = _cpu.avg_backward(g, layout, axes, True, override)
     assert "global window, one value per plane" in caplog.text
 
-    plan = _cpu._avg_backward_plan(tuple(axes), True, override)
+    plan = _cpu_plans.avg_backward_plan(tuple(axes), True, override)
     inv, cover_h, _, inv_h = plan.tables
     work_dtype = np.float32 if dtype == np.float16 else dtype
     planes = (20, *((1,) * (2 - len(spatial))), *spatial)  # (planes, H, W); 1-D: H = 1

@@ -25,12 +25,12 @@ STRIP_CELLS = 2048
 @register("avg_pool")
 @njit(parallel=True, cache=True)
 def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan):
-    """`avg_planes` for float32 results and windows `_cpu.tree_window` admits (one depth deep,
+    """`avg_planes` for float32 results and windows `_cpu_plans.tree_window` admits (one depth deep,
     stride 1 along W, 4-64 cells along an axis): every sum a tree of float32 additions, with
     no float64 and no subtraction.
 
     A window of k cells along an axis is a few blocks of 4 * 2**j cells and up to three single
-    cells (15 = 8 + 4 + 1 + 1 + 1; ``hplan``/``wplan``: `_cpu.tree_plan`), added as a balanced
+    cells (15 = 8 + 4 + 1 + 1 + 1; ``hplan``/``wplan``: `_cpu_plans.tree_plan`), added as a balanced
     tree. A plane is summed in strips of output rows (``STRIP_CELLS`` cells of column sums):
 
     * down the strip, each block level is a buffer of rows: blocks of 4 input rows, then blocks
@@ -41,7 +41,7 @@ def avg_planes_tree(x, out, geo, count, zero, real, empty, blocks, hplan, wplan)
       off a row's end gives a value no output reads), then each output row's terms, scaled
       (`_row_terms`).
 
-    Each sum is a tree at most `_cpu.TREE_DEPTH` additions deep, within 1e-6 of the window's
+    Each sum is a tree at most `_cpu_plans.TREE_DEPTH` additions deep, within 1e-6 of the window's
     mean magnitude; a large value adds to its neighbours and is never subtracted from them,
     and inf and NaN come out as in a tap-by-tap sum. Each level is one loop over the strip's
     rows end to end, not a loop per row: on short rows a loop's own cost is as much again as
@@ -263,7 +263,7 @@ def _row_terms(cols, at, plan, orow, scale, k):
 
 @njit(cache=True, inline="always")
 def _tree(dst, nt, a, a2, b, c, d, e, f, g, scale, k):
-    """dst = the sum of the first ``nt`` terms, a balanced tree (`_cpu.TREE_SHAPES`), scaled
+    """dst = the sum of the first ``nt`` terms, a balanced tree (`_cpu_plans.TREE_SHAPES`), scaled
     (`_scaled`); the first term is a, or the block a + a2 (`_head`)."""
     if nt == 1:
         for i in range(dst.shape[0]):
