@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import avgpool as ap
-from avgpool import _cpu, _cpu_plans
+from avgpool import _cpu_drivers, _cpu_plans
 from avgpool.kernels import registry
 
 KERNEL_LAYOUTS, KERNEL_DTYPES = registry.LAYOUTS, registry.DTYPES
@@ -308,7 +308,7 @@ def test_kernel_matches_reference(op, layout, dtype):
 def test_max_values_on_each_path(monkeypatch, caplog, large, layout, dtype):
     """Max pooling without indices takes `max_values_large` or the tap kernels by how often a
     window reads each cell: each path forced, on random geometries with ties, NaN and inf."""
-    monkeypatch.setattr(_cpu, "LARGE_MAX_READS", (0, 0) if large else (math.inf, math.inf))
+    monkeypatch.setattr(_cpu_drivers, "LARGE_MAX_READS", (0, 0) if large else (math.inf, math.inf))
     with caplog.at_level("DEBUG", logger="avgpool"):
         _max(layout, dtype)
         # one example sure to qualify (the drawn ones may all be empty, dilated or with indices)
@@ -547,8 +547,10 @@ def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
     def check(kernel, sh, pads, ceil_mode, cip, deep, extra, seed):
         kh, kw = kernel
         assume(_cpu_plans.tree_window(np.array([[1, 1, 1, 0], [kh, sh, 1, 0], [kw, 1, 1, 0]])))
-        direct = kh * kw <= _cpu.F32_SUM_TAPS or sh >= kh  # `avg_planes_direct`'s, if it spells kw out
-        assume(not (direct and _cpu.fused_w_window(kw, 1)))
+        direct = (
+            kh * kw <= _cpu_drivers.F32_SUM_TAPS or sh >= kh
+        )  # `avg_planes_direct`'s, if it spells kw out
+        assume(not (direct and _cpu_drivers.fused_w_window(kw, 1)))
         pads = tuple((min(a, k - 1), min(b, k - 1)) for (a, b), k in zip(pads, kernel))
         spatial, kernel, stride = (kh + extra[0], kw + extra[1]), (kh, kw), (sh, 1)
         if deep:  # a third, outer axis: kernel 1, stride 2, a padding row on each side
@@ -583,10 +585,10 @@ FUSED_W = [(1, 1), (2, 2), (3, 2), (2, 1), (3, 1), (4, 1), (5, 1)]
 
 
 def test_every_width_the_direct_plane_kernel_admits_is_summed_right(caplog):
-    """`_cpu.fused_w_window` sends a (width, stride) to `avg_planes_direct` only if
+    """`_cpu_drivers.fused_w_window` sends a (width, stride) to `avg_planes_direct` only if
     `_planes.fused_w` spells that window out: every pair up to 10 wide and stride 4, checked
     against the oracle, with the kernel that ran."""
-    from avgpool._cpu import fused_w_window
+    from avgpool._cpu_drivers import fused_w_window
 
     x = _array((2, 3, 6, 31), np.float32, 0, "channels_first", specials=True)
     for kw in range(1, 11):
@@ -630,9 +632,9 @@ def test_channels_last_average_on_each_path(monkeypatch, caplog, reads, dtype):
     """Channels-last averages take `avg_direct` or the running sums by how often a window
     reads each cell and whether it sums in float32: each path forced, against the oracle, also
     with inf and NaN."""
-    monkeypatch.setattr(_cpu, "DIRECT_READS", reads)
+    monkeypatch.setattr(_cpu_drivers, "DIRECT_READS", reads)
     if reads == 0:  # float32 sums always go direct: none, for the running path
-        monkeypatch.setattr(_cpu, "F32_SUM_TAPS", 0)
+        monkeypatch.setattr(_cpu_drivers, "F32_SUM_TAPS", 0)
     with caplog.at_level("DEBUG", logger="avgpool"):
         _avg("channels_last", dtype)
         _avg_specials("channels_last", dtype)
@@ -642,17 +644,17 @@ def test_channels_last_average_on_each_path(monkeypatch, caplog, reads, dtype):
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
 @pytest.mark.parametrize("limit", [0, 10**6], ids=["float64-sums", "float32-sums"])
 def test_float32_average_on_each_side_of_the_float32_sum_limit(monkeypatch, layout, limit):
-    """Float32 averages over at most `_cpu.F32_SUM_TAPS` taps sum in float32 in the direct
+    """Float32 averages over at most `_cpu_drivers.F32_SUM_TAPS` taps sum in float32 in the direct
     kernels: no window, then every window, forced there, against the oracle, with inf and NaN."""
-    monkeypatch.setattr(_cpu, "F32_SUM_TAPS", limit)
+    monkeypatch.setattr(_cpu_drivers, "F32_SUM_TAPS", limit)
     _avg(layout, np.float32)
     _avg_specials(layout, np.float32)
 
 
 def test_float32_sums_only_for_float32_results_of_few_taps():
-    assert _cpu.sum_dtype(np.dtype(np.float32), _cpu.F32_SUM_TAPS) == np.float32
-    assert _cpu.sum_dtype(np.dtype(np.float32), _cpu.F32_SUM_TAPS + 1) == np.float64
-    assert _cpu.sum_dtype(np.dtype(np.float64), 1) == np.float64
+    assert _cpu_drivers.sum_dtype(np.dtype(np.float32), _cpu_drivers.F32_SUM_TAPS) == np.float32
+    assert _cpu_drivers.sum_dtype(np.dtype(np.float32), _cpu_drivers.F32_SUM_TAPS + 1) == np.float64
+    assert _cpu_drivers.sum_dtype(np.dtype(np.float64), 1) == np.float64
 
 
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
@@ -662,9 +664,9 @@ def test_float32_sums_only_for_float32_results_of_few_taps():
 )
 def test_float32_sums_stay_within_1e_6_of_the_windows_mean_magnitude(layout, kernel, stride, pad):
     """The kernels' 1e-6 accuracy bound where it is tightest: float32 sums (windows of at
-    most `_cpu.F32_SUM_TAPS` taps) of +/-(1e4 +/- 1), whose means nearly cancel, stay within
+    most `_cpu_drivers.F32_SUM_TAPS` taps) of +/-(1e4 +/- 1), whose means nearly cancel, stay within
     1e-6 of the mean magnitude of each window (that of |x|, with the same divisor)."""
-    assert _cpu.sum_dtype(np.dtype(np.float32), math.prod(kernel)) == np.float32
+    assert _cpu_drivers.sum_dtype(np.dtype(np.float32), math.prod(kernel)) == np.float32
     rng = np.random.default_rng(3)
     shape = (2, 5) + (9,) * (len(kernel) - 1) + (33,)
     x = (rng.choice([-1.0, 1.0], shape) * (1e4 + rng.uniform(-1, 1, shape))).astype(np.float32)
@@ -783,12 +785,12 @@ def test_global_average_keeps_infinities_and_nan(layout, dtype):
 
 @pytest.mark.parametrize("spatial", [(7, 7), (7, 8), (5, 11), (1, 3), (3, 19)])
 def test_channels_last_global_average_of_few_cells_sums_in_float32_within_1e_6(spatial):
-    """Float32 channels-last global windows of at most `_cpu.F32_GLOBAL_CELLS` cells sum in
+    """Float32 channels-last global windows of at most `_cpu_drivers.F32_GLOBAL_CELLS` cells sum in
     float32 (55: its deepest sum; 57: float64): on +/-(1e4 +/- 1), whose means nearly cancel,
     each output is within 1e-6 of its window's mean magnitude; inf and NaN propagate on either
     path."""
     cells = spatial[0] * spatial[1]
-    f32 = _cpu.sum_dtype(np.dtype(np.float32), cells, _cpu.F32_GLOBAL_CELLS) == np.float32
+    f32 = _cpu_drivers.sum_dtype(np.dtype(np.float32), cells, _cpu_drivers.F32_GLOBAL_CELLS) == np.float32
     assert f32 == (cells <= 56)
     rng = np.random.default_rng(cells)
     shape = (3, *spatial, 40)
@@ -1010,7 +1012,7 @@ def test_register_names_the_module_and_function_and_needs_ops():
 def test_global_backward_shortcut_is_the_plane_kernel_to_the_bit(dtype, spatial, override, caplog):
     # A global window's backward skips box_backward.avg_backward_planes (a slice per column there)
     # for the same float64 operations in NumPy; signed zeros, underflow, inf and NaN included.
-    from avgpool import _cpu
+    from avgpool import _cpu_drivers
     from avgpool._arrays import Layout
     from avgpool.kernels import box_backward
 
@@ -1025,7 +1027,7 @@ def test_global_backward_shortcut_is_the_plane_kernel_to_the_bit(dtype, spatial,
     with np.errstate(over="ignore"):
         g = g.astype(dtype).reshape(layout.out_shape((1,) * len(spatial)))
     with caplog.at_level("DEBUG", logger="avgpool"):
-        got = _cpu.avg_backward(g, layout, axes, True, override)
+        got = _cpu_drivers.avg_backward(g, layout, axes, True, override)
     assert "global window, one value per plane" in caplog.text
 
     plan = _cpu_plans.avg_backward_plan(tuple(axes), True, override)

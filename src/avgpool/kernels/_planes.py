@@ -105,7 +105,7 @@ def slide_rows(x, o, d0, d1, R, start, sh, kh, H, W):
 @njit(cache=True, inline="always")
 def fused_w(Rp, orow, OW, kw, sw, sc, scale_w):
     """orow = the W sums of Rp scaled by ``sc * scale_w``, for the windows
-    `_cpu.fused_w_window` admits; 1 if some is not finite. Windows 2-3 wide are spelled out
+    `_cpu_drivers.fused_w_window` admits; 1 if some is not finite. Windows 2-3 wide are spelled out
     here, the others in `fused_w_stride1`. For `avg_planes_direct` only: `_plane_chunk`
     spells the same loops out in its own body, where this function, inlined or called, made
     the running windows slower."""

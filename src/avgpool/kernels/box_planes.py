@@ -54,7 +54,7 @@ def avg_planes(x, out, geo, count, zero, real, empty, running, blocks):
     tap by tap. Windows that do not overlap down the plane, with float32 results, go to
     `avg_planes_direct` instead.
 
-    The items are split into at most ``blocks`` runs (`_cpu.scratch_blocks`: a few per thread),
+    The items are split into at most ``blocks`` runs (`_cpu_drivers.scratch_blocks`: a few per thread),
     each allocating its row buffers once rather than once per item.
     """
     n, D, W = x.shape[0], x.shape[1], x.shape[3]
@@ -269,10 +269,10 @@ def _prefix_chunk(x, oplane, o, depth, oh0, oh1, buffers, window, scaling, run_h
 @njit(parallel=True, cache=True)
 def avg_planes_direct(x, out, geo, count, zero, real, empty, blocks, acc):
     """`avg_planes` for float32 results and a W window `fused_w` spells out
-    (`_cpu.fused_w_window`), when the windows do not overlap down the plane or sum in float32:
+    (`_cpu_drivers.fused_w_window`), when the windows do not overlap down the plane or sum in float32:
     every output row's taps summed afresh, four input rows per sweep, then one fused W pass.
 
-    ``acc`` is an empty array of the sums' dtype (`_cpu.sum_dtype`): float32 for windows of
+    ``acc`` is an empty array of the sums' dtype (`_cpu_drivers.sum_dtype`): float32 for windows of
     few taps, which then also scale in float32, float64 otherwise. A float32 window of two or
     four rows, 2 wide at stride 2 and reading no W padding (2x2/2, 2x2x2/2) adds its taps
     straight from the input rows in one sweep, with no row buffer.

@@ -255,12 +255,12 @@ def _row_sums_one(R, tmp, prefix, W, OW, kw, sw, dw, pw, run_w):
 def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
     """Channels-last windows of few taps, summed straight from the input a C-vector at a time.
 
-    One pass: each output cell's C sums (in ``acc_like``'s dtype, `_cpu.sum_dtype`) add its
+    One pass: each output cell's C sums (in ``acc_like``'s dtype, `_cpu_drivers.sum_dtype`) add its
     window's taps in (depth, height, width) order, read from the input where they lie (a small
     window's rows stay in cache), and are scaled into the output; no row buffer, no running
     sum, so infinities and NaNs need no second pass and windows entirely in padding sum to
     exactly 0. Its cost per output grows with the taps, so the driver sends only small windows
-    here (`_cpu.DIRECT_READS`). Arguments as `avg_forward` (no ``real``: a window without a
+    here (`_cpu_drivers.DIRECT_READS`). Arguments as `avg_forward` (no ``real``: a window without a
     real cell adds no tap, its sum is 0). Float32 sums scale in float32 too (no conversion).
     Parallel over (outer, output depth, output row).
     """

@@ -267,7 +267,7 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
     Work items are output rows. Each output cell's C maxima take its window's taps in (depth,
     height, width) order, read straight from the input a C-vector at a time (the way
     `box_rows.avg_direct` sums). The driver sends windows that read each input cell fewer than
-    `_cpu.LARGE_MAX_READS` times here, so the taps per output stay few, and reading them in
+    `_cpu_drivers.LARGE_MAX_READS` times here, so the taps per output stay few, and reading them in
     place beats a row buffer of the window rows' maxima. NaN propagates (or, with
     ``omit_nan``, never wins and results are at least ``floor``); a window with no real cell
     gives ``lowest``.
