@@ -95,7 +95,7 @@ def test_dtype_is_kept_and_rounded_once(dtype):
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_windows_of_few_taps_sum_in_float32_within_its_bound(dtype, channels_last):
-    """Up to 9 taps (`_cpu.F32_SUM_TAPS`) float32 sums: within (taps + 3) x 2^-24 of the
+    """Up to 9 taps (`_cpu_drivers.F32_SUM_TAPS`) float32 sums: within (taps + 3) x 2^-24 of the
     window's mean magnitude, then rounded to the dtype."""
     x = np.random.default_rng(0).standard_normal((2, 8, 8, 3) if channels_last else (2, 3, 8, 8))
     y = ap.avg_pool2d(x.astype(dtype), 3, 2, 1, channels_last=channels_last)
@@ -235,7 +235,7 @@ def test_public_surface_is_declared():
 
 
 def _clear_kept_geometry():
-    from avgpool import _arrays, _compute, _cpu, conventions, ops
+    from avgpool import _arrays, _cpu_plans, _dispatch, conventions, ops
 
     for cached in (
         conventions.window,
@@ -243,11 +243,11 @@ def _clear_kept_geometry():
         ops._global_window_of,
         ops._geometry,
         _arrays._layout_of,
-        _cpu._avg_plan,
-        _cpu._avg_backward_plan,
-        _cpu._max_plan,
-        _compute._adaptive_tables,
-        _compute._blur_tables,
+        _cpu_plans.avg_plan,
+        _cpu_plans.avg_backward_plan,
+        _cpu_plans.max_plan,
+        _dispatch._adaptive_tables,
+        _dispatch._blur_tables,
     ):
         cached.cache_clear()
 

@@ -86,10 +86,10 @@ def test_set_num_threads_holds_in_threads_started_later():
     def probe(*_):
         seen["threads"] = numba.get_num_threads()
 
-    from avgpool import _cpu
+    from avgpool import _cpu_drivers
 
-    driver = _cpu._threads_by_size(probe)
-    big = np.zeros(_cpu.SERIAL_BELOW)
+    driver = _cpu_drivers._threads_by_size(probe)
+    big = np.zeros(_cpu_drivers.SERIAL_BELOW)
     ap.set_num_threads(1)
     try:
         assert _in_thread(ap.get_num_threads) == 1
@@ -104,10 +104,10 @@ def test_set_num_threads_holds_in_threads_started_later():
 def test_small_work_runs_on_one_thread_and_restores_the_callers_count():
     import numba
 
-    from avgpool import _cpu
+    from avgpool import _cpu_drivers
 
     seen = {}
-    driver = _cpu._threads_by_size(lambda *_: seen.setdefault("threads", numba.get_num_threads()))
+    driver = _cpu_drivers._threads_by_size(lambda *_: seen.setdefault("threads", numba.get_num_threads()))
     before = numba.get_num_threads()
     driver(np.zeros(4))
     assert seen["threads"] == 1

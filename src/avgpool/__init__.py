@@ -6,7 +6,7 @@ canonical `Window` to describe any of them, and the ops on NumPy arrays.
 
 from avgpool import ops
 from avgpool._buffers import buffer_pool_info, empty_cache, set_buffer_pool
-from avgpool._compute import get_backend, get_num_threads, set_backend, set_num_threads, use_backend
+from avgpool._dispatch import get_backend, get_num_threads, set_backend, set_num_threads, use_backend
 from avgpool._errors import AvgPoolError
 from avgpool.ops import *  # noqa: F403  (the functional API; ops.__all__ lists it)
 from avgpool.window import Window

@@ -3,7 +3,7 @@
 Argument names and defaults follow ``torch.nn.functional``. Every windowed op also takes
 ``window=`` (a `Window` from any convention) in place of the geometry arguments. Outputs have
 the input's dtype; float16 and float32 are computed in float64 and rounded once, except
-averages over windows of at most `_cpu.F32_SUM_TAPS` taps, which sum in float32.
+averages over windows of at most `_cpu_drivers.F32_SUM_TAPS` taps, which sum in float32.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from avgpool import _compute as compute
+from avgpool import _dispatch as compute
 from avgpool import reference as ref
 from avgpool._arrays import Layout, as_array, check_allocation
 from avgpool._errors import AvgPoolError

@@ -1,8 +1,11 @@
 """The Numba kernels against the float64 reference, on random geometries, layouts and dtypes.
 
-Every op in `avgpool._compute.KERNELS` has a comparison here (a test checks that), run for
-each layout and dtype the kernels take. CI runs this file a second time with
-NUMBA_BOUNDSCHECK=1, so an out-of-bounds read or write in a kernel fails loudly.
+Every kernel in the kernel table (`avgpool.kernels.registry`, filled by `register` beside each
+kernel) is run on an input that reaches it and checked against the oracle, and every op it
+serves has a random comparison here, run for each layout and dtype the kernels take; a test
+fails if a kernel module defines a compiled entry point that is not registered. CI runs this
+file a second time with NUMBA_BOUNDSCHECK=1, so an out-of-bounds read or write in a kernel
+fails loudly.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import avgpool as ap
-from avgpool import _cpu
-from avgpool._compute import KERNEL_DTYPES, KERNEL_LAYOUTS, KERNELS
+from avgpool import _cpu_drivers, _cpu_plans
+from avgpool.kernels import registry
+
+KERNEL_LAYOUTS, KERNEL_DTYPES = registry.LAYOUTS, registry.DTYPES
+KERNEL_OPS = registry.ops()
 
 # Kernels vs the oracle, per dtype: float64 sums in another order; float32/16 rounded once.
 TOLERANCE = {"float64": 1e-11, "float32": 2e-6, "float16": 2e-3}
@@ -285,13 +291,13 @@ COMPARISONS = {
 }
 
 
-def test_every_kernel_has_a_comparison():
-    assert set(COMPARISONS) == set(KERNELS)
+def test_every_op_with_a_kernel_has_a_comparison():
+    assert set(COMPARISONS) == set(KERNEL_OPS)
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
-@pytest.mark.parametrize("op", sorted(KERNELS))
+@pytest.mark.parametrize("op", sorted(KERNEL_OPS))
 def test_kernel_matches_reference(op, layout, dtype):
     COMPARISONS[op](layout, np.dtype(dtype).type)
 
@@ -302,7 +308,7 @@ def test_kernel_matches_reference(op, layout, dtype):
 def test_max_values_on_each_path(monkeypatch, caplog, large, layout, dtype):
     """Max pooling without indices takes `max_values_large` or the tap kernels by how often a
     window reads each cell: each path forced, on random geometries with ties, NaN and inf."""
-    monkeypatch.setattr(_cpu, "LARGE_MAX_READS", (0, 0) if large else (math.inf, math.inf))
+    monkeypatch.setattr(_cpu_drivers, "LARGE_MAX_READS", (0, 0) if large else (math.inf, math.inf))
     with caplog.at_level("DEBUG", logger="avgpool"):
         _max(layout, dtype)
         # one example sure to qualify (the drawn ones may all be empty, dilated or with indices)
@@ -352,11 +358,11 @@ def test_every_w_pass_of_the_plane_kernel(kw, specials):
 def test_four_row_prefix_chunk_is_the_one_row_chunk_to_the_bit(
     kh, sh, ph, kw, sw, pw, depths, rows, specials, seed
 ):
-    """`cpu_box._prefix_chunk` (float32 results, W windows longer than 7: four rows' prefix
+    """`box_planes._prefix_chunk` (float32 results, W windows longer than 7: four rows' prefix
     sums side by side) against `_plane_chunk` on the same chunk: the same bits and the same
     verdict on non-finite outputs, for partial groups of four, strides down the plane that
     copy and slide, depth taps, rows in padding and zeroed rows."""
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_planes
 
     rng = np.random.default_rng(seed)
     D, H, W = 3, rng.integers(1, 60), rng.integers(max(1, kw - pw), 40)
@@ -372,13 +378,12 @@ def test_four_row_prefix_chunk_is_the_one_row_chunk_to_the_bit(
     run_h = sh < kh
     one = np.full((OH, OW), -1, np.float32)
     four = one.copy()
-    common = (kh, sh, ph, kw, sw, pw)
-    tables = (scale_h, scale_w, zero_h, zero_w, zero_w.any(), np.float32(7), run_h)
+    window = (kh, sh, ph, kw, sw, pw)
+    scaling = (np.ones(OH), np.ones(OW), scale_h, scale_w, zero_h, zero_w, zero_w.any(), np.float32(7))
     row_buffers = (np.zeros(width), np.zeros(OW), np.zeros(width + 1))
-    divisors = (np.ones(OH), np.ones(OW))
-    ok_one = cpu_box._plane_chunk(x, one, 1, depth, oh0, oh1, *row_buffers, *common, *divisors, *tables, True)
+    ok_one = box_planes._plane_chunk(x, one, 1, depth, oh0, oh1, row_buffers, window, scaling, run_h, True)
     group_buffers = (np.zeros((4, width)), np.zeros((4, width + 1)))
-    ok_four = cpu_box._prefix_chunk(x, four, 1, depth, oh0, oh1, *group_buffers, *common, *tables)
+    ok_four = box_planes._prefix_chunk(x, four, 1, depth, oh0, oh1, group_buffers, window, scaling, run_h)
     assert ok_one == ok_four
     np.testing.assert_array_equal(four.view(np.uint32), one.view(np.uint32))
 
@@ -492,21 +497,21 @@ def test_undilated_3d_channels_first_average_takes_the_plane_kernel(dtype, caplo
 
     with caplog.at_level("DEBUG", logger="avgpool"):
         check()
-    assert "cpu_box.avg_planes" in caplog.text
+    assert "box_planes.avg_planes" in caplog.text
 
 
 def test_tree_plans_sum_each_window_once_within_the_depth_the_shapes_give():
-    """`_cpu.tree_plan` covers a window of k cells with blocks of 4 << j, largest first, and up
-    to three single cells, end to end; `_cpu.tree_depth` is the deepest term's blocks plus its
-    place in `_cpu.TREE_SHAPES`."""
-    for k in range(1, _cpu.TREE_MAX + 1):
-        plan = _cpu.tree_plan(k)
+    """`_cpu_plans.tree_plan` covers a window of k cells with blocks of 4 << j, largest first,
+    and up to three single cells, end to end; `_cpu_plans.tree_depth` is the deepest term's
+    blocks plus its place in `_cpu_plans.TREE_SHAPES`."""
+    for k in range(1, _cpu_plans.TREE_MAX + 1):
+        plan = _cpu_plans.tree_plan(k)
         levels, offsets = plan[2 : 2 + 2 * plan[1] : 2], plan[3 : 3 + 2 * plan[1] : 2]
         sizes = [4 << (level - 1) if level else 1 for level in levels]
         assert list(offsets) == [sum(sizes[:i]) for i in range(len(sizes))] and sum(sizes) == k
         assert sizes == sorted(sizes, reverse=True) and sizes.count(1) == k % 4
         assert plan[0] == max(levels) and 1 <= plan[1] <= 7
-    assert [_cpu.tree_depth(k) for k in (1, 2, 3, 4, 5, 7, 8, 15, 31, 32, 63, 64)] == [
+    assert [_cpu_plans.tree_depth(k) for k in (1, 2, 3, 4, 5, 7, 8, 15, 31, 32, 63, 64)] == [
         0, 1, 2, 2, 3, 4, 3, 5, 7, 5, 8, 6
     ]  # fmt: skip
 
@@ -519,11 +524,11 @@ def test_float32_windows_take_the_tree_kernel_within_its_depth(kernel, takes, ca
     x = _array((1, 2, 70, 70), np.float32, 0, "channels_first")
     with caplog.at_level("DEBUG", logger="avgpool"):
         _close(*_both(ap.avg_pool, x, kernel, 1), np.float32)
-    assert ("cpu_box.avg_planes_tree" in caplog.text) == takes
+    assert ("box_trees.avg_planes_tree" in caplog.text) == takes
 
 
 def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
-    """`cpu_box.avg_planes_tree` on random windows it takes (up to its depth limit, strides
+    """`box_trees.avg_planes_tree` on random windows it takes (up to its depth limit, strides
     down the plane, padding as wide as the window, ceil mode, windows in padding, 3-D with a
     kernel one deep and depth padding; several strips a plane and planes a run), on
     +/-(1e4 +/- 1), whose means nearly cancel: within 1e-6 of each window's mean magnitude."""
@@ -541,9 +546,11 @@ def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
     )
     def check(kernel, sh, pads, ceil_mode, cip, deep, extra, seed):
         kh, kw = kernel
-        assume(_cpu.tree_window(np.array([[1, 1, 1, 0], [kh, sh, 1, 0], [kw, 1, 1, 0]])))
-        direct = kh * kw <= _cpu.F32_SUM_TAPS or sh >= kh  # `avg_planes_direct`'s, if it spells kw out
-        assume(not (direct and _cpu.fused_w_window(kw, 1)))
+        assume(_cpu_plans.tree_window(np.array([[1, 1, 1, 0], [kh, sh, 1, 0], [kw, 1, 1, 0]])))
+        direct = (
+            kh * kw <= _cpu_drivers.F32_SUM_TAPS or sh >= kh
+        )  # `avg_planes_direct`'s, if it spells kw out
+        assume(not (direct and _cpu_drivers.fused_w_window(kw, 1)))
         pads = tuple((min(a, k - 1), min(b, k - 1)) for (a, b), k in zip(pads, kernel))
         spatial, kernel, stride = (kh + extra[0], kw + extra[1]), (kh, kw), (sh, 1)
         if deep:  # a third, outer axis: kernel 1, stride 2, a padding row on each side
@@ -555,7 +562,7 @@ def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
         caplog.clear()
         with caplog.at_level("DEBUG", logger="avgpool"):
             fast = ap.avg_pool(x, window=window)
-        assert "cpu_box.avg_planes_tree" in caplog.text
+        assert "box_trees.avg_planes_tree" in caplog.text
         with ap.use_backend("reference"):
             exact = ap.avg_pool(x.astype(np.float64), window=window)
             magnitude = ap.avg_pool(np.abs(x.astype(np.float64)), window=window)
@@ -578,10 +585,10 @@ FUSED_W = [(1, 1), (2, 2), (3, 2), (2, 1), (3, 1), (4, 1), (5, 1)]
 
 
 def test_every_width_the_direct_plane_kernel_admits_is_summed_right(caplog):
-    """`_cpu.fused_w_window` sends a (width, stride) to `avg_planes_direct` only if
-    `cpu_box._fused_w` spells that window out: every pair up to 10 wide and stride 4, checked
+    """`_cpu_drivers.fused_w_window` sends a (width, stride) to `avg_planes_direct` only if
+    `_planes.fused_w` spells that window out: every pair up to 10 wide and stride 4, checked
     against the oracle, with the kernel that ran."""
-    from avgpool._cpu import fused_w_window
+    from avgpool._cpu_drivers import fused_w_window
 
     x = _array((2, 3, 6, 31), np.float32, 0, "channels_first", specials=True)
     for kw in range(1, 11):
@@ -589,7 +596,7 @@ def test_every_width_the_direct_plane_kernel_admits_is_summed_right(caplog):
             caplog.clear()
             with caplog.at_level("DEBUG", logger="avgpool"):
                 _close(*_both(ap.avg_pool, x, (2, kw), (2, sw), (0, kw // 2)), np.float32)
-            assert ("cpu_box.avg_planes_direct" in caplog.text) == fused_w_window(kw, sw), (kw, sw)
+            assert ("box_planes.avg_planes_direct" in caplog.text) == fused_w_window(kw, sw), (kw, sw)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
@@ -615,7 +622,7 @@ def test_windows_that_do_not_overlap_down_the_plane_take_the_direct_plane_kernel
 
     with caplog.at_level("DEBUG", logger="avgpool"):
         check()
-    taken = "cpu_box.avg_planes_direct" in caplog.text
+    taken = "box_planes.avg_planes_direct" in caplog.text
     assert taken == (dtype != np.float64)
 
 
@@ -625,29 +632,29 @@ def test_channels_last_average_on_each_path(monkeypatch, caplog, reads, dtype):
     """Channels-last averages take `avg_direct` or the running sums by how often a window
     reads each cell and whether it sums in float32: each path forced, against the oracle, also
     with inf and NaN."""
-    monkeypatch.setattr(_cpu, "DIRECT_READS", reads)
+    monkeypatch.setattr(_cpu_drivers, "DIRECT_READS", reads)
     if reads == 0:  # float32 sums always go direct: none, for the running path
-        monkeypatch.setattr(_cpu, "F32_SUM_TAPS", 0)
+        monkeypatch.setattr(_cpu_drivers, "F32_SUM_TAPS", 0)
     with caplog.at_level("DEBUG", logger="avgpool"):
         _avg("channels_last", dtype)
         _avg_specials("channels_last", dtype)
-    assert ("cpu_box.avg_direct" in caplog.text) == (reads > 0)
+    assert ("box_rows.avg_direct" in caplog.text) == (reads > 0)
 
 
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
 @pytest.mark.parametrize("limit", [0, 10**6], ids=["float64-sums", "float32-sums"])
 def test_float32_average_on_each_side_of_the_float32_sum_limit(monkeypatch, layout, limit):
-    """Float32 averages over at most `_cpu.F32_SUM_TAPS` taps sum in float32 in the direct
+    """Float32 averages over at most `_cpu_drivers.F32_SUM_TAPS` taps sum in float32 in the direct
     kernels: no window, then every window, forced there, against the oracle, with inf and NaN."""
-    monkeypatch.setattr(_cpu, "F32_SUM_TAPS", limit)
+    monkeypatch.setattr(_cpu_drivers, "F32_SUM_TAPS", limit)
     _avg(layout, np.float32)
     _avg_specials(layout, np.float32)
 
 
 def test_float32_sums_only_for_float32_results_of_few_taps():
-    assert _cpu.sum_dtype(np.dtype(np.float32), _cpu.F32_SUM_TAPS) == np.float32
-    assert _cpu.sum_dtype(np.dtype(np.float32), _cpu.F32_SUM_TAPS + 1) == np.float64
-    assert _cpu.sum_dtype(np.dtype(np.float64), 1) == np.float64
+    assert _cpu_drivers.sum_dtype(np.dtype(np.float32), _cpu_drivers.F32_SUM_TAPS) == np.float32
+    assert _cpu_drivers.sum_dtype(np.dtype(np.float32), _cpu_drivers.F32_SUM_TAPS + 1) == np.float64
+    assert _cpu_drivers.sum_dtype(np.dtype(np.float64), 1) == np.float64
 
 
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
@@ -656,10 +663,10 @@ def test_float32_sums_only_for_float32_results_of_few_taps():
     [((2, 2), 2, 0), ((3, 3), 2, 1), ((3, 3), 1, 1), ((1, 9), 1, 0), ((2, 2, 2), 2, 0), ((3, 3), 3, 1)],
 )
 def test_float32_sums_stay_within_1e_6_of_the_windows_mean_magnitude(layout, kernel, stride, pad):
-    """The kernels issue's accuracy bound where it is tightest: float32 sums (windows of at
-    most `_cpu.F32_SUM_TAPS` taps) of +/-(1e4 +/- 1), whose means nearly cancel, stay within
+    """The kernels' 1e-6 accuracy bound where it is tightest: float32 sums (windows of at
+    most `_cpu_drivers.F32_SUM_TAPS` taps) of +/-(1e4 +/- 1), whose means nearly cancel, stay within
     1e-6 of the mean magnitude of each window (that of |x|, with the same divisor)."""
-    assert _cpu.sum_dtype(np.dtype(np.float32), math.prod(kernel)) == np.float32
+    assert _cpu_drivers.sum_dtype(np.dtype(np.float32), math.prod(kernel)) == np.float32
     rng = np.random.default_rng(3)
     shape = (2, 5) + (9,) * (len(kernel) - 1) + (33,)
     x = (rng.choice([-1.0, 1.0], shape) * (1e4 + rng.uniform(-1, 1, shape))).astype(np.float32)
@@ -679,7 +686,7 @@ def test_backward_of_disjoint_windows_takes_its_kernel_and_the_same_bits(monkeyp
     `avg_backward_planes_disjoint`: one product per output, bit for bit what the running
     transpose `avg_backward_planes` gives, also with padding, ceil mode, uncounted padding, a
     divisor override, gaps between windows and inf/NaN."""
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_backward
 
     cases = [
         (2, 2, 0, {}),
@@ -697,11 +704,11 @@ def test_backward_of_disjoint_windows_takes_its_kernel_and_the_same_bits(monkeyp
         caplog.clear()
         with caplog.at_level("DEBUG", logger="avgpool"):
             fast, slow = _both(ap.avg_pool_backward, g, x.shape, window=w)
-        assert "cpu_box.avg_backward_planes_disjoint" in caplog.text
+        assert "box_backward.avg_backward_planes_disjoint" in caplog.text
         _close(fast, slow, dtype)
         with monkeypatch.context() as m:
-            running = lambda *a: cpu_box.avg_backward_planes(*a, True)  # noqa: E731
-            m.setattr(cpu_box, "avg_backward_planes_disjoint", running)
+            running = lambda *a: box_backward.avg_backward_planes(*a, True)  # noqa: E731
+            m.setattr(box_backward, "avg_backward_planes_disjoint", running)
             np.testing.assert_array_equal(ap.avg_pool_backward(g, x.shape, window=w), fast)
 
 
@@ -711,7 +718,7 @@ def test_backward_of_disjoint_windows_in_any_layout_takes_its_kernel(monkeypatch
     `avg_backward_disjoint` (one product per output, written into the cells it covers): against
     the oracle and the running transpose `avg_backward`, with padding, ceil mode, uncounted
     padding, a divisor override, gaps between windows, 1-3 dims and inf/NaN."""
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_backward
 
     cases = [
         ("channels_last", 2, 2, 0, {}),
@@ -729,16 +736,16 @@ def test_backward_of_disjoint_windows_in_any_layout_takes_its_kernel(monkeypatch
         caplog.clear()
         with caplog.at_level("DEBUG", logger="avgpool"):
             fast, slow = _both(ap.avg_pool_backward, g, x.shape, window=w)
-        assert "cpu_box.avg_backward_disjoint" in caplog.text, (layout, k)
+        assert "box_backward.avg_backward_disjoint" in caplog.text, (layout, k)
         _close(fast, slow, dtype)
         with monkeypatch.context() as m:
-            m.setattr(cpu_box, "avg_backward_disjoint", _running_backward)
+            m.setattr(box_backward, "avg_backward_disjoint", _running_backward)
             np.testing.assert_array_equal(ap.avg_pool_backward(g, x.shape, window=w), fast)
 
 
 def _running_backward(g, grad, C, geo, inv_d, inv_h, inv_w):
-    """`cpu_box.avg_backward` with the cover tables the disjoint kernel does without."""
-    from avgpool.kernels import cpu_box
+    """`box_backward.avg_backward` with the cover tables the disjoint kernel does without."""
+    from avgpool.kernels import box_backward
 
     def cover(axis, size, out):
         k, s, p = geo[axis, 0], geo[axis, 1], geo[axis, 3]
@@ -748,14 +755,14 @@ def _running_backward(g, grad, C, geo, inv_d, inv_h, inv_w):
 
     W, OW = grad.shape[3] // C, g.shape[3] // C
     cover_h, cover_w = cover(1, grad.shape[2], g.shape[2]), cover(2, W, OW)
-    cpu_box.avg_backward(g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w)
+    box_backward.avg_backward(g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w)
 
 
 def test_overlapping_windows_backward_keeps_the_running_transpose(caplog):
     g = _noise((2, 3, 5, 5), np.float32, 0)
     with caplog.at_level("DEBUG", logger="avgpool"):
         _close(*_both(ap.avg_pool_backward, g, (2, 3, 11, 11), 3, 2), np.float32)
-    assert "cpu_box.avg_backward_planes" in caplog.text and "disjoint" not in caplog.text
+    assert "box_backward.avg_backward_planes" in caplog.text and "disjoint" not in caplog.text
 
 
 @pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
@@ -778,12 +785,12 @@ def test_global_average_keeps_infinities_and_nan(layout, dtype):
 
 @pytest.mark.parametrize("spatial", [(7, 7), (7, 8), (5, 11), (1, 3), (3, 19)])
 def test_channels_last_global_average_of_few_cells_sums_in_float32_within_1e_6(spatial):
-    """Float32 channels-last global windows of at most `_cpu.F32_GLOBAL_CELLS` cells sum in
+    """Float32 channels-last global windows of at most `_cpu_drivers.F32_GLOBAL_CELLS` cells sum in
     float32 (55: its deepest sum; 57: float64): on +/-(1e4 +/- 1), whose means nearly cancel,
     each output is within 1e-6 of its window's mean magnitude; inf and NaN propagate on either
     path."""
     cells = spatial[0] * spatial[1]
-    f32 = _cpu.sum_dtype(np.dtype(np.float32), cells, _cpu.F32_GLOBAL_CELLS) == np.float32
+    f32 = _cpu_drivers.sum_dtype(np.dtype(np.float32), cells, _cpu_drivers.F32_GLOBAL_CELLS) == np.float32
     assert f32 == (cells <= 56)
     rng = np.random.default_rng(cells)
     shape = (3, *spatial, 40)
@@ -884,24 +891,130 @@ def test_max_window_of_minus_infinity_points_at_its_first_real_cell(layout):
     assert first[0, 0] == 0  # row 0, column 0: the window's first real cell
 
 
-def test_kernel_table_names_real_kernels():
+# -- the kernel table ----------------------------------------------------------------------------
+
+#: For each registered kernel, a float32 call that reaches it: (op, layout, keyword arguments),
+#: on an input of shape ``CASE_SHAPE``. A kernel registered without a case here fails
+#: `test_every_kernel_has_a_case`.
+CASE_SHAPE = (2, 3, 12, 13)
+K3S2 = {"kernel_size": 3, "stride": 2}
+KERNEL_CASES = {
+    "box_rows.avg_forward": ("avg_pool", "channels_last", {"kernel_size": 4, "stride": 1, "padding": 1}),
+    "box_rows.avg_direct": ("avg_pool", "channels_last", {"kernel_size": 2}),
+    "box_planes.avg_planes": ("avg_pool", "channels_first", {"kernel_size": (3, 9), "stride": (1, 3)}),
+    "box_planes.avg_planes_direct": ("avg_pool", "channels_first", {"kernel_size": 2}),
+    "box_trees.avg_planes_tree": (
+        "avg_pool",
+        "channels_first",
+        {"kernel_size": 7, "stride": 1, "padding": 3},
+    ),
+    "box_backward.avg_backward": ("avg_pool_backward", "channels_last", K3S2),
+    "box_backward.avg_backward_disjoint": ("avg_pool_backward", "channels_last", {"kernel_size": 2}),
+    "box_backward.avg_backward_planes": ("avg_pool_backward", "channels_first", K3S2),
+    "box_backward.avg_backward_planes_disjoint": ("avg_pool_backward", "channels_first", {"kernel_size": 2}),
+    "box_global.global_avg": ("global_avg_pool", "channels_last", {}),
+    "box_global.global_avg_planes": ("global_avg_pool", "channels_first", {}),
+    "cpu_max.max_forward": ("max_pool", "channels_last", {**K3S2, "return_indices": True}),
+    "cpu_max.max_planes": ("max_pool", "channels_first", {**K3S2, "return_indices": True}),
+    "cpu_max.max_planes_values": ("max_pool", "channels_first", K3S2),
+    "cpu_max.max_values": ("max_pool", "channels_last", K3S2),
+    "cpu_max.max_values_large": ("max_pool", "channels_last", {"kernel_size": 5, "stride": 1}),
+    "cpu_max.global_max": ("global_max_pool", "channels_last", {}),
+    "cpu_max.max_backward": ("max_pool_backward", "channels_first", K3S2),
+    "cpu_taps.taps_sum": ("adaptive_avg_pool", "channels_first", {"output_size": (5, 4)}),
+    "cpu_taps.taps_scatter": ("adaptive_avg_pool_backward", "channels_last", {"output_size": (5, 4)}),
+    "cpu_taps.taps_max": ("adaptive_max_pool", "channels_first", {"output_size": (5, 4)}),
+}
+
+
+def _run_case(op, x, cl, kwargs):
+    """(numba, reference) results of ``op`` on ``x``; a backward gets a gradient of ones."""
+    kwargs = dict(kwargs, channels_last=cl)
+    if op == "avg_pool_backward":
+        g = _noise(ap.avg_pool(x, **kwargs).shape, x.dtype, 1)
+        return _both(ap.avg_pool_backward, g, x.shape, **kwargs)
+    if op == "max_pool_backward":
+        g = _noise(ap.max_pool(x, **kwargs).shape, x.dtype, 1)
+        return _both(ap.max_pool_backward, g, x, **kwargs)
+    if op == "adaptive_avg_pool_backward":
+        size = kwargs.pop("output_size")
+        g = _noise(ap.adaptive_avg_pool(x, size, **kwargs).shape, x.dtype, 1)
+        return _both(ap.adaptive_avg_pool_backward, g, x.shape, **kwargs)
+    if op.startswith("adaptive_"):
+        return _both(getattr(ap, op), x, kwargs.pop("output_size"), **kwargs)
+    return _both(getattr(ap, op), x, **kwargs)
+
+
+def test_every_kernel_has_a_case():
+    assert set(KERNEL_CASES) == set(registry.kernels())
+
+
+@pytest.mark.parametrize("name", sorted(registry.kernels()))
+def test_every_registered_kernel_runs_and_matches_the_reference(name, monkeypatch):
+    """Each kernel in the table, reached through one of the ops it registered for (every kernel
+    spied on, so the case must reach this one), against the oracle, with inf and NaN."""
     import importlib
 
-    for names in KERNELS.values():
-        for name in names:
-            module, function = name.split(".")
-            assert callable(getattr(importlib.import_module(f"avgpool.kernels.{module}"), function)), name
+    called = []
+    for other, kernel in registry.kernels().items():
+        module, function = other.split(".")
+
+        def spy(*args, _kernel=kernel):
+            called.append(_kernel.name)
+            return _kernel.function(*args)
+
+        monkeypatch.setattr(importlib.import_module(f"avgpool.kernels.{module}"), function, spy)
+    op, layout, kwargs = KERNEL_CASES[name]
+    assert op in registry.kernels()[name].ops
+    x = _array(CASE_SHAPE, np.float32, 7, layout, specials=not op.endswith("backward"))
+    fast, slow = _run_case(op, x, layout == "channels_last", kwargs)
+    assert name in called, called
+    _close(fast, slow, np.float32)
+
+
+def test_every_compiled_entry_point_is_registered():
+    """A public ``@njit`` function of a kernel module is an entry point a driver calls: it must
+    be in the table (and the table holds the module's own compiled function)."""
+    import importlib
+
+    from numba.core.registry import CPUDispatcher
+
+    table = registry.kernels()
+    assert "box_planes" in registry.kernel_modules() and "registry" not in registry.kernel_modules()
+    found = set()
+    for module_name in registry.kernel_modules():
+        module = importlib.import_module(f"avgpool.kernels.{module_name}")
+        for attr, value in vars(module).items():
+            if attr.startswith("_") or not isinstance(value, CPUDispatcher):
+                continue
+            if value.py_func.__module__ != module.__name__:
+                continue  # imported from a helper module
+            found.add(f"{module_name}.{attr}")
+            assert table.get(f"{module_name}.{attr}", None) is not None, (
+                f"{module_name}.{attr} is not registered"
+            )
+            assert table[f"{module_name}.{attr}"].function is value
+    assert found == set(table)
+
+
+def test_register_names_the_module_and_function_and_needs_ops():
+    from avgpool.kernels import box_planes
+
+    assert registry.kernels()["box_planes.avg_planes"].function is box_planes.avg_planes
+    assert "box_backward.avg_backward_planes_disjoint" in KERNEL_OPS["avg_pool_backward"]
+    with pytest.raises(ValueError, match="register needs the ops the kernel serves"):
+        registry.register()
 
 
 @pytest.mark.parametrize("override", [None, 3])
 @pytest.mark.parametrize("spatial", [(7,), (5, 6), (1, 1), (40, 3)])
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 def test_global_backward_shortcut_is_the_plane_kernel_to_the_bit(dtype, spatial, override, caplog):
-    # A global window's backward skips cpu_box.avg_backward_planes (a slice per column there)
+    # A global window's backward skips box_backward.avg_backward_planes (a slice per column there)
     # for the same float64 operations in NumPy; signed zeros, underflow, inf and NaN included.
-    from avgpool import _cpu
+    from avgpool import _cpu_drivers
     from avgpool._arrays import Layout
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_backward
 
     dtype = np.dtype(dtype)
     shape = (4, 5, *spatial)
@@ -914,15 +1027,15 @@ def test_global_backward_shortcut_is_the_plane_kernel_to_the_bit(dtype, spatial,
     with np.errstate(over="ignore"):
         g = g.astype(dtype).reshape(layout.out_shape((1,) * len(spatial)))
     with caplog.at_level("DEBUG", logger="avgpool"):
-        got = _cpu.avg_backward(g, layout, axes, True, override)
+        got = _cpu_drivers.avg_backward(g, layout, axes, True, override)
     assert "global window, one value per plane" in caplog.text
 
-    plan = _cpu._avg_backward_plan(tuple(axes), True, override)
+    plan = _cpu_plans.avg_backward_plan(tuple(axes), True, override)
     inv, cover_h, _, inv_h = plan.tables
     work_dtype = np.float32 if dtype == np.float16 else dtype
     planes = (20, *((1,) * (2 - len(spatial))), *spatial)  # (planes, H, W); 1-D: H = 1
     work = np.empty(planes, work_dtype)
-    cpu_box.avg_backward_planes(
+    box_backward.avg_backward_planes(
         g.astype(work_dtype).reshape(20, 1, 1), work, plan.geo, inv_h, inv[2], cover_h, True
     )
     want = work.astype(dtype).reshape(shape)

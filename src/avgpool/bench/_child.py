@@ -66,7 +66,7 @@ def measure_avgpool(case: Case, spec: dict[str, Any]) -> tuple[dict[str, Any], n
 def _backend() -> str:
     """The implementation avgpool dispatched to, where it says (e.g. numba or reference)."""
     try:
-        from avgpool._compute import get_backend
+        from avgpool._dispatch import get_backend
     except ImportError:
         return "reference"
     return get_backend()

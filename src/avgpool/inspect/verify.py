@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from avgpool import ops
-from avgpool._compute import use_backend
+from avgpool._dispatch import use_backend
 from avgpool._errors import AvgPoolError
 from avgpool.conventions import from_onnx
 from avgpool.inspect.layers import Inventory, ModelError, PoolLayer

@@ -3,9 +3,7 @@
 Every array Numba makes in compiled code (a row ``x[o, d, h]``, a row of a scratch buffer)
 shares its owner's reference count, and making or dropping one is an atomic add on that
 count; what Numba's pruning pass leaves of them in a loop runs once per view. For rows of a
-few hundred bytes that is most of the time: a loop summing four 128-cell rows into a ring of
-rows took 97 ns a row with views of owned arrays and 16 ns with `unowned` ones, the same
-instructions otherwise (measured on this project's test machine). With two threads the count
+few hundred bytes that can be most of the time spent on the row. With two threads the count
 of a shared input is also one cache line that both cores write.
 
 `unowned(a)` is ``a`` with no owner: views of it count nothing (a count of no owner is a

@@ -4,17 +4,13 @@ A kernel that reads its input as rows of a few hundred bytes (channels-first pla
 averages of 7x7 planes) streams well below the machine's read rate, though its reads are in
 memory order: the likely cause is that the hardware prefetchers follow a stream within a 4 KiB
 page and start over at the next one, and short rows leave them little to follow. Hinting the
-cache lines `PREFETCH_BYTES` ahead of the reading front closes most of that gap. Measured on
-this project's test machine in interleaved A/Bs of the kernels alone, channels-first: 2x2/2
-25% less time, 3x3/2 40%, the global average of 7x7 planes 30%, max 3x3/2 35%, 2x2x2/2 10-15%
-(its hints skip to the depth slice a tap reads next, not the next one in memory), the running
-7x7/1 and 15x15/1 about 5%. Channels-last kernels read rows of 8-32 KiB, which the hardware
-follows well: there, hints ranged from 12% faster (2x2/2) to 10-20% slower (2x2x2/2, 3x3/1,
-the global average), so they do not hint; nor do 1-D rows (`cpu_box.PREFETCH_MAX_STEP`).
+cache lines `PREFETCH_BYTES` ahead of the reading front closes most of that gap (3-D windows
+hint the depth slice a tap reads next, not the next one in memory). Channels-last kernels
+read rows of 8-32 KiB, which the hardware follows well, so they do not hint; nor do 1-D rows
+(`box_planes.PREFETCH_MAX_STEP`).
 
-`cpu_box.avg_planes_tree`, whose strips read 16 rows at a time and do several passes over
-them in cache, hints none of its input (16 KiB ahead, at once or a row at a time: 5-13%
-slower, in A/Bs on 15x15/1) but the next strip's output rows, for writing: 5% faster.
+`box_trees.avg_planes_tree`, whose strips read 16 rows at a time and do several passes over
+them in cache, hints none of its input but the next strip's output rows, for writing.
 
 A prefetch is a hint: it never faults and never changes a result, so an address past the
 end of the array (the last rows of the last plane) is harmless, and bounds checking
@@ -27,12 +23,12 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-#: How far ahead of the reading front the kernels hint (bytes). 4-64 KiB measured alike on
-#: channels-first 2x2/2 and 3x3/2; 16 KiB is in the middle of that plateau.
+#: How far ahead of the reading front the kernels hint (bytes): the middle of the range that
+#: measured alike (benchmarks/NOTES.md).
 PREFETCH_BYTES = 16384
 #: A cache line (bytes): one hint per line.
 LINE_BYTES = 64
-#: The most bytes one `prefetch_ahead` call hints (far more than any measured step).
+#: The most bytes one `prefetch_ahead` call hints (far more than any kernel's step).
 PREFETCH_MOST = 1 << 20
 
 

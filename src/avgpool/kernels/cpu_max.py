@@ -1,6 +1,6 @@
 """Numba kernels for window maxima (with arg-max indices) and their backward scatter.
 
-Arrays are 4-D views ``(outer, D, H, W*C)`` as in `cpu_box`. The taps are scanned in row-major
+Arrays are 4-D views ``(outer, D, H, W*C)`` as in `_common`. The taps are scanned in row-major
 (depth, row, column) order for every output at once, channels innermost: the first maximum
 wins, a NaN always wins (so the last NaN), and the first real cell starts the scan (a window
 of -inf points at its first real cell; a window with no real cell gives ``lowest`` and index
@@ -17,11 +17,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from avgpool.kernels._common import width_taps
 from avgpool.kernels._nrt import unowned
 from avgpool.kernels._prefetch import prefetch_ahead
-from avgpool.kernels.cpu_box import width_taps
+from avgpool.kernels.registry import register
 
 
+@register("max_pool", "max_pool_backward")
 @njit(parallel=True, cache=True)
 def max_forward(x, out, index, C, geo, omit_nan, floor, lowest):
     """out/index (outer, OD, OH, OW*C): window max and its flat spatial index (d*H + h)*W + w.
@@ -111,6 +113,7 @@ def _max_row_scalar(x, best, bidx, o, od, oh, geo, omit_nan, floor, lowest):
         bidx[ow] = bi
 
 
+@register("max_pool_backward", "adaptive_max_pool_backward", "global_max_pool_backward")
 @njit(parallel=True, cache=True)
 def max_backward(g, index, grad, C):
     """grad (outer, S*C) += g at each output's arg-max (S = spatial size); -1 sends nothing.
@@ -127,6 +130,7 @@ def max_backward(g, index, grad, C):
                 grow[i * C + j % C] += g[o, j]
 
 
+@register("global_max_pool", "global_max_pool_backward", "max_pool", "max_pool_backward")
 @njit(parallel=True, cache=True)
 def global_max(x, out, index, omit_nan, floor, lowest):
     """out/index (outer, C): max over S of x (outer, S, C) with the tie rules of max_forward."""
@@ -148,6 +152,7 @@ def global_max(x, out, index, omit_nan, floor, lowest):
             index[o, c] = bi
 
 
+@register("max_pool", "max_pool_backward")
 @njit(parallel=True, cache=True)
 def max_planes(x, out, index, geo, omit_nan, floor, lowest):
     """Channels-first 1-D/2-D max pooling without dilation: one plane per work item.
@@ -203,6 +208,7 @@ def _bigger(a, b):
     return b if (b > a) | (b != b) else a
 
 
+@register("max_pool")
 @njit(parallel=True, cache=True)
 def max_planes_values(x, out, geo, omit_nan, floor, lowest):
     """`max_planes` without the arg-max: the values only (``max_pool`` without indices).
@@ -253,17 +259,18 @@ def max_planes_values(x, out, geo, omit_nan, floor, lowest):
                     best[ow] = floor if best[ow] < floor else best[ow]
 
 
+@register("max_pool")
 @njit(parallel=True, cache=True)
 def max_values(x, out, C, geo, omit_nan, floor, lowest):
     """`max_forward` without the arg-max, for channels-last data (C > 1): values only.
 
     Work items are output rows. Each output cell's C maxima take its window's taps in (depth,
     height, width) order, read straight from the input a C-vector at a time (the way
-    `cpu_box.avg_direct` sums). The driver sends windows that read each input cell fewer than
-    `_cpu.LARGE_MAX_READS` times here, so the taps per output stay few. Against a row buffer of
-    the window rows' maxima (then width taps from it), this took a third less time on 3x3/2 and
-    2x2/2, a quarter on 2x2x2/2. NaN propagates (or, with ``omit_nan``, never wins and results
-    are at least ``floor``); a window with no real cell gives ``lowest``.
+    `box_rows.avg_direct` sums). The driver sends windows that read each input cell fewer than
+    `_cpu_drivers.LARGE_MAX_READS` times here, so the taps per output stay few, and reading them in
+    place beats a row buffer of the window rows' maxima. NaN propagates (or, with
+    ``omit_nan``, never wins and results are at least ``floor``); a window with no real cell
+    gives ``lowest``.
     """
     n_outer, D, H, WC = x.shape
     W = WC // C
@@ -276,7 +283,7 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
         o = item // (OD * OH)
         od = (item // OH) % OD
         oh = item % OH
-        xu = unowned(x)  # views with no reference count (`_nrt`): 3x3/2 5% faster
+        xu = unowned(x)  # views with no reference count (`_nrt`): no atomic per row view
         orow = unowned(out)[o, od, oh]
         for ow in range(OW):
             best = orow[ow * C : ow * C + C]
@@ -383,6 +390,7 @@ def _depth_row(x, o, od, r, dst, geo, omit_nan, lowest):
             dst[i] = lowest
 
 
+@register("max_pool")
 @njit(parallel=True, cache=True)
 def max_values_large(x, out, C, geo, omit_nan, floor, lowest):
     """Max pooling values over large windows (no dilation along H and W), either layout:

@@ -3,7 +3,7 @@
 The tables are those of `avgpool.reference` (per axis, for output ``o`` and tap ``j``: the
 input index ``pos[o, j]`` and a weight ``weight[o, j]``, 0 where the tap reads nothing), so the
 fast path and the oracle share the geometry and differ only in how they loop. Arrays are 4-D
-views ``(outer, D, H, W*C)`` as in `cpu_box`; absent axes have a 1x1 table (pos 0, weight 1).
+views ``(outer, D, H, W*C)`` as in `_common`; absent axes have a 1x1 table (pos 0, weight 1).
 
 Windows here are short (adaptive windows span about n/out cells, blur filters at most 7), so
 each output reads its taps directly: the cost per output is the window's size, and every
@@ -15,7 +15,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from avgpool.kernels.registry import register
 
+
+@register("adaptive_avg_pool", "blur_pool")
 @njit(parallel=True, cache=True)
 def taps_sum(x, out, C, pos_d, w_d, pos_h, w_h, pos_w, w_w):
     """out[o, od, oh, ow*C + c] = sum of w_d * w_h * w_w * x over the taps (float64 sums)."""
@@ -43,6 +46,7 @@ def taps_sum(x, out, C, pos_d, w_d, pos_h, w_h, pos_w, w_w):
                 orow[ow * C + c] = acc
 
 
+@register("adaptive_avg_pool_backward", "blur_pool_backward")
 @njit(parallel=True, cache=True)
 def taps_scatter(g, grad, C, pos_d, w_d, pos_h, w_h, pos_w, w_w):
     """The transpose of `taps_sum`: grad (outer, D, H, W*C) receives g times each tap's weight.
@@ -71,6 +75,7 @@ def taps_scatter(g, grad, C, pos_d, w_d, pos_h, w_h, pos_w, w_w):
                                         target[base + c] += fw * grow[ow * C + c]
 
 
+@register("adaptive_max_pool", "adaptive_max_pool_backward")
 @njit(parallel=True, cache=True)
 def taps_max(x, out, index, C, pos_d, real_d, pos_h, real_h, pos_w, real_w, lowest):
     """Max over the real taps and its flat spatial index, scanned in row-major tap order.

@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from avgpool import _compute, ops
+from avgpool import _dispatch, ops
 from avgpool import reference as ref
 from avgpool._arrays import Layout
 from avgpool._errors import AvgPoolError, torch_errors
@@ -342,7 +342,7 @@ def _max_pool_backward_cpu(
     layout = Layout.of(shape, ndim, v.channels_last, "input_shape")
     out_spatial = Layout.of(v.array.shape, ndim, v.channels_last, "grad").spatial
     layout.check_grad_shape(v.array, out_spatial)
-    return v.back(_compute.max_backward(v.array, index, layout, out_spatial))
+    return v.back(_dispatch.max_backward(v.array, index, layout, out_spatial))
 
 
 max_pool_backward = torch.library.custom_op(

@@ -66,9 +66,9 @@ def _geometry(axes) -> tuple:
 
 def _inverse_counts(axes, window, device) -> tuple:
     """Per-axis 1/count (the divisor is their product); an empty window: 0, NaN for Flax."""
-    from avgpool._cpu import _counts
+    from avgpool._cpu_plans import tap_counts
 
-    counts = _counts(axes, window.count_include_pad)[-len(axes) :]
+    counts = tap_counts(axes, window.count_include_pad)[-len(axes) :]
     empty = EMPTY_AVERAGE.get(window.convention, 0.0)
     inv = []
     for i, n in enumerate(counts):

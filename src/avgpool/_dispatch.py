@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from avgpool import _cpu
+from avgpool import _cpu_drivers, _cpu_plans
 from avgpool import reference as ref
 from avgpool._arrays import Layout
 from avgpool._errors import AvgPoolError
@@ -31,7 +31,6 @@ from avgpool.window import Axis
 
 __all__ = [
     "BACKENDS",
-    "KERNELS",
     "get_backend",
     "get_num_threads",
     "set_backend",
@@ -40,60 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("avgpool")
-
-
-#: Every op with a compiled kernel: the kernel that serves it, and the layouts and dtypes it
-#: takes. tests/kernels walks this table, so no kernel escapes the comparison with the oracle.
-KERNELS = {
-    "avg_pool": (
-        "cpu_box.avg_forward",
-        "cpu_box.avg_planes",
-        "cpu_box.avg_planes_direct",
-        "cpu_box.avg_planes_tree",
-        "cpu_box.avg_direct",
-        "cpu_box.global_avg",
-        "cpu_box.global_avg_planes",
-    ),
-    "avg_pool_backward": ("cpu_box.avg_backward", "cpu_box.avg_backward_planes"),
-    "max_pool": (
-        "cpu_max.max_forward",
-        "cpu_max.max_planes",
-        "cpu_max.max_planes_values",
-        "cpu_max.max_values",
-        "cpu_max.max_values_large",
-        "cpu_max.global_max",
-    ),
-    "max_pool_backward": ("cpu_max.max_forward", "cpu_max.max_planes", "cpu_max.max_backward"),
-    "lp_pool": (
-        "cpu_box.avg_forward",
-        "cpu_box.avg_planes",
-        "cpu_box.avg_planes_direct",
-        "cpu_box.avg_planes_tree",
-        "cpu_box.avg_direct",
-    ),
-    "lp_pool_backward": (
-        "cpu_box.avg_forward",
-        "cpu_box.avg_planes",
-        "cpu_box.avg_planes_direct",
-        "cpu_box.avg_backward",
-        "cpu_box.avg_backward_planes",
-    ),
-    "adaptive_avg_pool": ("cpu_taps.taps_sum",),
-    "adaptive_avg_pool_backward": ("cpu_taps.taps_scatter",),
-    "adaptive_max_pool": ("cpu_taps.taps_max",),
-    "adaptive_max_pool_backward": ("cpu_taps.taps_max", "cpu_max.max_backward"),
-    "global_avg_pool": ("cpu_box.global_avg", "cpu_box.global_avg_planes"),
-    # channels-first (or one channel): one value per plane, in NumPy (`_cpu._global_spread`)
-    "global_avg_pool_backward": ("cpu_box.avg_backward",),
-    "global_max_pool": ("cpu_max.global_max",),
-    "global_max_pool_backward": ("cpu_max.global_max", "cpu_max.max_backward"),
-    "blur_pool": ("cpu_taps.taps_sum",),
-    "blur_pool_backward": ("cpu_taps.taps_scatter",),
-}
-#: Layouts and dtypes every kernel above takes (float16 through a float32 copy; integers for
-#: the max family only).
-KERNEL_LAYOUTS = ("channels_first", "channels_last")
-KERNEL_DTYPES = ("float16", "float32", "float64")
 
 
 def _fast(op: str, array: np.ndarray) -> bool:
@@ -128,14 +73,14 @@ def avg_forward(
     x, layout: Layout, axes: Sequence[Axis], cip: bool, override, empty: float, out=None, running=True
 ):
     if _fast("avg_pool", x):
-        return _cpu.avg_forward(x, layout, axes, cip, override, empty, out, running)
+        return _cpu_drivers.avg_forward(x, layout, axes, cip, override, empty, out, running)
     y = ref.avg_pool(layout.to_work(x), axes, cip, override, empty)
     return into(out, layout.from_work(y, x.dtype))
 
 
 def avg_backward(g, layout: Layout, axes: Sequence[Axis], cip: bool, override):
     if _fast("avg_pool_backward", g):
-        return _cpu.avg_backward(g, layout, axes, cip, override)
+        return _cpu_drivers.avg_backward(g, layout, axes, cip, override)
     work = _grad_layout(layout, [a.out for a in axes]).to_work(g)
     return layout.from_work(ref.avg_pool_backward(work, axes, cip, override), g.dtype)
 
@@ -149,14 +94,14 @@ def max_forward(
     """(values, int64 indices); ``with_index=False`` lets a kernel skip the arg-max (indices
     then may be None)."""
     if _fast("max_pool", x):
-        return _cpu.max_forward(x, layout, axes, nan_policy, floor, out, with_index)
+        return _cpu_drivers.max_forward(x, layout, axes, nan_policy, floor, out, with_index)
     y, index = ref.max_pool(layout.to_work(x), axes, nan_policy, floor)
     return into(out, layout.from_work(y, x.dtype)), layout.from_work(index, np.dtype(np.int64))
 
 
 def max_backward(g, index, layout: Layout, out_spatial: Sequence[int]):
     if _fast("max_pool_backward", g):
-        return _cpu.scatter_to_index(g, index, layout, out_spatial)
+        return _cpu_drivers.scatter_to_index(g, index, layout, out_spatial)
     grad_layout = _grad_layout(layout, out_spatial)
     index_work = grad_layout.to_work(index).astype(np.int64)
     grad = ref.max_pool_backward(grad_layout.to_work(g), index_work, layout.spatial)
@@ -208,50 +153,50 @@ def lp_backward(g, x, layout: Layout, axes: Sequence[Axis], p: float, convention
 # -- adaptive, global, blur --------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=_cpu._TABLES_CACHED)
-def _adaptive_tables(spatial: tuple[int, ...], out_sizes: tuple[int, ...]) -> _cpu.TapTables:
+@functools.lru_cache(maxsize=_cpu_plans.TABLES_CACHED)
+def _adaptive_tables(spatial: tuple[int, ...], out_sizes: tuple[int, ...]) -> _cpu_plans.TapTables:
     """The kernels' adaptive tables (mean weights, real taps), kept per geometry."""
-    return _cpu.tap_tables(ref.adaptive_mean_weights(ref.adaptive_tables(spatial, out_sizes)))
+    return _cpu_plans.tap_tables(ref.adaptive_mean_weights(ref.adaptive_tables(spatial, out_sizes)))
 
 
-@functools.lru_cache(maxsize=_cpu._TABLES_CACHED)
+@functools.lru_cache(maxsize=_cpu_plans.TABLES_CACHED)
 def _blur_tables(
     spatial: tuple[int, ...], filt_size: int, stride: int, mode: str, pad_off: int
-) -> _cpu.TapTables:
+) -> _cpu_plans.TapTables:
     """The kernels' blur tables, kept per geometry."""
-    return _cpu.tap_tables(ref.blur_tables(spatial, filt_size, stride, mode, pad_off))
+    return _cpu_plans.tap_tables(ref.blur_tables(spatial, filt_size, stride, mode, pad_off))
 
 
 def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
     if not _fast("adaptive_avg_pool", x):
         return layout.from_work(ref.adaptive_avg_pool(layout.to_work(x), out_sizes), x.dtype)
-    return _cpu.taps_sum(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
+    return _cpu_drivers.taps_sum(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
     if not _fast("adaptive_avg_pool_backward", g):
         work = _grad_layout(layout, out_sizes).to_work(g)
         return layout.from_work(ref.adaptive_avg_pool_backward(work, layout.spatial), g.dtype)
-    return _cpu.taps_scatter(g, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
+    return _cpu_drivers.taps_scatter(g, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def adaptive_max_forward(x, layout: Layout, out_sizes: Sequence[int]):
     if not _fast("adaptive_max_pool", x):
         y, index = ref.adaptive_max_pool(layout.to_work(x), out_sizes)
         return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))
-    return _cpu.taps_max(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
+    return _cpu_drivers.taps_max(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def global_avg(x, layout: Layout, empty: float):
     if _fast("global_avg_pool", x):
-        return _cpu.global_avg(x, layout)
+        return _cpu_drivers.global_avg(x, layout)
     axes = [Axis(n, n, 1, 1, 0, 0, 1) for n in layout.spatial]
     return layout.from_work(ref.avg_pool(layout.to_work(x), axes, True, None, empty), x.dtype)
 
 
 def global_max(x, layout: Layout, nan_policy: str, floor: float):
     if _fast("global_max_pool", x):
-        return _cpu.global_max(x, layout, nan_policy, floor)
+        return _cpu_drivers.global_max(x, layout, nan_policy, floor)
     axes = [Axis(n, n, 1, 1, 0, 0, 1) for n in layout.spatial]
     y, index = ref.max_pool(layout.to_work(x), axes, nan_policy, floor)
     return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))
@@ -261,7 +206,7 @@ def blur_forward(x, layout: Layout, filt_size: int, stride: int, mode: str, pad_
     if not _fast("blur_pool", x):
         y = ref.blur_pool(layout.to_work(x), filt_size, stride, mode, pad_off)
         return layout.from_work(y, x.dtype)
-    return _cpu.taps_sum(x, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
+    return _cpu_drivers.taps_sum(x, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
 
 
 def blur_backward(g, layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int):
@@ -270,4 +215,6 @@ def blur_backward(g, layout: Layout, filt_size: int, stride: int, mode: str, pad
         work = _grad_layout(layout, [t.out for t in taps]).to_work(g)
         grad = ref.blur_pool_backward(work, layout.spatial, filt_size, stride, mode, pad_off)
         return layout.from_work(grad, g.dtype)
-    return _cpu.taps_scatter(g, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
+    return _cpu_drivers.taps_scatter(
+        g, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off)
+    )

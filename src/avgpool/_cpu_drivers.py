@@ -2,8 +2,8 @@
 
 A driver takes the user's validated array and its `Layout`, makes the zero-copy 4-D view
 ``(outer, D, H, W*C)`` the kernels expect (copying only a non-contiguous or float16 input),
-turns the resolved `Axis` geometry into plain int/float arrays, calls one kernel and returns
-the result in the user's layout and dtype. Kernels are imported here, on first use, so
+takes the resolved geometry's plain int/float tables (`avgpool._cpu_plans`), picks and calls
+one kernel and returns the result in the user's layout and dtype. Kernels are imported here, on first use, so
 ``import avgpool`` compiles and imports nothing of Numba.
 
 float16 is computed from a float32 copy and rounded once at the end. Sums are float64, except
@@ -16,19 +16,17 @@ import functools
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
 from avgpool import _buffers
 from avgpool._arrays import Layout
+from avgpool._cpu_plans import TapTables, avg_backward_plan, avg_plan, max_plan, tree_plan, tree_window
 from avgpool._errors import AvgPoolError
 from avgpool._settings import get_num_threads
 from avgpool.window import Axis
 
 log = logging.getLogger("avgpool")
-_UNIT = np.array([1, 1, 1, 0], dtype=np.int64)  # an absent axis: kernel 1, stride 1, dilation 1, pad 0
 
 
 #: Arrays smaller than this run on one thread: waking a team of threads costs more than the
@@ -83,42 +81,18 @@ def _view4(full: np.ndarray, channels_last: bool, ndim: int) -> tuple[np.ndarray
     return full.reshape(outer, d, h, w * c), c
 
 
-def _geo(axes: Sequence[Axis]) -> np.ndarray:
-    rows = [_UNIT] * (3 - len(axes)) + [
-        np.array([a.kernel, a.stride, a.dilation, a.pad_before], dtype=np.int64) for a in axes
-    ]
-    return np.stack(rows)
-
-
-def _counts(axes: Sequence[Axis], count_include_pad: bool) -> list[np.ndarray]:
-    """Per-axis number of counted taps of each window (the divisor is their product)."""
-    counts = [np.ones(1)] * (3 - len(axes))
-    for a in axes:
-        # taps j < kernel with lo <= start + j*dilation < hi, counted by arithmetic: a table
-        # of every tap would take out*kernel memory
-        start = np.arange(a.out, dtype=np.int64) * a.stride - a.pad_before
-        lo, hi = (-a.pad_before, a.size + a.pad_after) if count_include_pad else (0, a.size)
-        first = np.maximum(0, -((start - lo) // a.dilation))
-        last = np.minimum(a.kernel - 1, (hi - 1 - start) // a.dilation)
-        counts.append(np.maximum(last - first + 1, 0).astype(np.float64))
-    return counts
-
-
 #: Channels-last averages whose windows read each input cell at most this many times (taps
 #: over the product of the strides) sum every tap straight from the input
-#: (`cpu_box.avg_direct`: one pass, no row buffer); denser windows use running sums, whose cost
-#: per output does not grow with the window. Measured here: 2x2/2, 3x3/2, 2x2/1, 3/1 and
-#: 3x3x3/2 run 1.5-3x faster direct; 3x3/1 (9 reads) and 2x2x2/1 (8) do not with float64
-#: sums, but do (25%) with float32 sums: windows that sum in float32 (`sum_dtype`) always
-#: go direct.
+#: (`box_rows.avg_direct`: one pass, no row buffer); denser windows use running sums, whose cost
+#: per output does not grow with the window. Windows that sum in float32 (`sum_dtype`)
+#: always go direct (the measurements behind both: benchmarks/NOTES.md).
 DIRECT_READS = 4
 
 #: Max pooling without indices whose windows read each cell at least this many times
 #: (channels-first, channels-last), with no dilation along H and W, runs
 #: `cpu_max.max_values_large`: its cost per output does not grow with the window height and
-#: grows as log2 of its width; other windows take their taps one by one. Measured here
-#: (2 threads): channels-last 3x3/1 18 -> 12 ms, 15x15/1 65 -> 15 ms; channels-first 13x13/1
-#: 30 -> 22 ms, but 3x3 windows 2-3x slower (short rows: its fixed cost per row dominates).
+#: grows as log2 of its width; other windows take their taps one by one (on short
+#: channels-first rows its fixed cost per row dominates, hence the higher threshold there).
 LARGE_MAX_READS = (81, 4)
 
 
@@ -137,9 +111,9 @@ def scratch_blocks() -> int:
 #: Float32 averages over windows of at most this many taps sum (and scale) in float32: n - 1
 #: float32 additions and at most four roundings in the scaling (per-axis reciprocals, their
 #: product, the result) stay within (n + 3) * 2**-24 of the window's mean magnitude (7.2e-7
-#: at 9 taps, inside the kernels issue's 1e-6). Larger windows and running sums (whose error
-#: grows with the row) sum in float64. Float32 sums read and add twice as many values per
-#: instruction as float64 ones, with no conversion: 2x2/2 and 3x3/2 ran 25-35% faster here.
+#: at 9 taps, inside the 1e-6 the kernels promise). Larger windows and running sums (whose
+#: error grows with the row) sum in float64. Float32 sums read and add twice as many values
+#: per instruction as float64 ones, with no conversion.
 F32_SUM_TAPS = 9
 
 
@@ -156,172 +130,17 @@ def sum_dtype(work: np.dtype, taps: int, most: int | None = None) -> np.dtype:
 
 
 #: Channels-last float32 global averages over at most this many cells sum in float32
-#: (`cpu_box.global_avg`): blocks of 8 cells three additions deep, then the blocks and the
+#: (`box_global.global_avg`): blocks of 8 cells three additions deep, then the blocks and the
 #: last cells one after another, at most 12 more additions (55 cells: 6 blocks and 7 cells),
 #: and one rounding of the division: within 16 * 2**-24 = 9.5e-7 of the mean magnitude,
-#: inside the kernels issue's 1e-6 (63 cells would be 17 deep). Larger windows sum in float64.
+#: inside the 1e-6 the kernels promise (63 cells would be 17 deep). Larger windows sum in float64.
 F32_GLOBAL_CELLS = 56
 
 
 def fused_w_window(kw: int, sw: int) -> bool:
-    """Whether `cpu_box._fused_w` spells out a W pass for this window width and stride: 2 or 3
+    """Whether `_planes.fused_w` spells out a W pass for this window width and stride: 2 or 3
     wide at stride 1 or 2, or 1 and 4-7 wide at stride 1 (one sweep, fused with the scaling)."""
     return (kw in (2, 3) and sw in (1, 2)) or (sw == 1 and (kw == 1 or 4 <= kw <= 7))
-
-
-#: The shapes of `cpu_box._tree` by number of terms: each term's depth in the tree.
-TREE_SHAPES = {
-    1: (0,),
-    2: (1, 1),
-    3: (2, 2, 1),
-    4: (2, 2, 2, 2),
-    5: (2, 2, 3, 3, 2),
-    6: (3, 3, 3, 3, 2, 2),
-    7: (3, 3, 3, 3, 3, 3, 2),
-}
-#: `cpu_box.avg_planes_tree`'s windows: each output is a tree of float32 additions at most this
-#: deep (both axes), then three roundings in the scaling and one in the float32 divisor: its
-#: error stays within 16 * 2**-24 = 9.5e-7 of the window's mean magnitude (the kernels issue
-#: asks 1e-6). 15x15 is 5 + 5 deep; 31x31 (7 + 7) goes to `cpu_box.avg_planes`.
-TREE_DEPTH = 12
-#: ... and each axis at most this long (a buffer of rows per block level down a strip).
-TREE_MAX = 64
-
-
-@functools.lru_cache(maxsize=2 * TREE_MAX)
-def tree_plan(k: int) -> np.ndarray:
-    """How `cpu_box.avg_planes_tree` sums a window of ``k`` cells along an axis:
-    ``[levels, terms, (level, offset) per term]``, padded to 16 (read-only: one per ``k``,
-    kept, as building it on every call cost the driver 16 us). Terms are blocks of ``4 << j``
-    cells (level ``j + 1``), largest first, then up to three single cells (level 0).
-
-    >>> tree_plan(15)[:12].tolist()  # 15 = 8 + 4 + 1 + 1 + 1
-    [2, 5, 2, 0, 1, 8, 0, 12, 0, 13, 0, 14]
-    """
-    terms = [(j + 1, 4 << j) for j in range((k >> 2).bit_length() - 1, -1, -1) if k >> (j + 2) & 1]
-    terms += [(0, 1)] * (k & 3)
-    plan = [(k >> 2).bit_length(), len(terms)]
-    at = 0
-    for level, size in terms:
-        plan += [level, at]
-        at += size
-    plan = np.array(plan + [0] * (16 - len(plan)), dtype=np.int64)
-    plan.flags.writeable = False
-    return plan
-
-
-@functools.lru_cache(maxsize=2 * TREE_MAX)
-def tree_depth(k: int) -> int:
-    """How many float32 additions deep `cpu_box.avg_planes_tree`'s sum of ``k`` cells is.
-
-    >>> tree_depth(15), tree_depth(7), tree_depth(64), tree_depth(1)
-    (5, 4, 6, 0)
-    """
-    plan = tree_plan(k)
-    levels = plan[2 : 2 + 2 * plan[1] : 2]
-    own = [int(level) + 1 if level else 0 for level in levels]  # a block of 4 << j: j + 2 deep
-    return max(a + b for a, b in zip(own, TREE_SHAPES[int(plan[1])], strict=True))
-
-
-def tree_window(geo: np.ndarray) -> bool:
-    """Whether `cpu_box.avg_planes_tree` takes a channels-first float32 window: one depth deep,
-    stride 1 along W, 4 or more cells along H or W, at most ``TREE_MAX`` along each, and sums
-    no deeper than ``TREE_DEPTH``."""
-    kd, (kh, kw, sw) = geo[0, 0], (int(geo[1, 0]), int(geo[2, 0]), geo[2, 1])
-    if kd != 1 or sw != 1 or max(kh, kw) < 4 or max(kh, kw) > TREE_MAX:
-        return False
-    return tree_depth(kh) + tree_depth(kw) <= TREE_DEPTH
-
-
-#: Resolved geometries whose kernel tables are kept (each entry holds a few small arrays).
-_TABLES_CACHED = 1024
-
-
-class _Plan(NamedTuple):
-    """A resolved geometry as the box and max kernels take it, built once per geometry.
-
-    ``tables`` are the op's per-axis arrays: (factor, zero, real) for the average's forward
-    (`_avg_plan`), (inv, cover_h, cover_w, inv_h) for its backward (`_avg_backward_plan`), ()
-    for max (`_max_plan`). Every array is read-only: one plan serves every call.
-    """
-
-    geo: np.ndarray
-    out: tuple[int, ...]
-    undilated: bool  #: no axis is dilated (the average's plane kernel takes 3-D too)
-    whole: bool  #: every window is the whole input (a global window): one output per plane
-    reads: float  #: how many windows read an input cell: taps per window over the strides' product
-    tables: tuple
-
-    @property
-    def planes(self) -> bool:
-        """The 1-D/2-D plane kernels apply (to channels-first data): at most 2 axes, undilated."""
-        return self.undilated and len(self.out) <= 2
-
-
-def _read_only(value):
-    """Arrays (in tuples, at any depth) made read-only, so no caller can change a kept table."""
-    if isinstance(value, tuple):
-        return tuple(_read_only(v) for v in value)
-    if isinstance(value, np.ndarray):
-        value.flags.writeable = False
-    return value
-
-
-def _plan_of(axes: tuple[Axis, ...], tables: tuple) -> _Plan:
-    return _Plan(
-        _read_only(_geo(axes)),
-        tuple(a.out for a in axes),
-        all(a.dilation == 1 for a in axes),
-        all(a.out == 1 and a.kernel == a.size and a.pad_before == a.pad_after == 0 for a in axes),
-        math.prod(a.kernel for a in axes) / math.prod(a.stride for a in axes),
-        _read_only(tables),
-    )
-
-
-@functools.lru_cache(maxsize=_TABLES_CACHED)
-def _max_plan(axes: tuple[Axis, ...]) -> _Plan:
-    """The max kernels' geometry, kept per resolved geometry."""
-    return _plan_of(axes, ())
-
-
-@functools.lru_cache(maxsize=_TABLES_CACHED)
-def _avg_plan(axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None) -> _Plan:
-    """The average's forward tables ``(factor, zero, real)``, kept per resolved geometry.
-
-    Pure shape arithmetic, so one entry serves every call with these axes, whatever the
-    batch, channels or dtype.
-    """
-    counts = _counts(axes, count_include_pad)
-    width = max(len(n) for n in counts)
-    factor, zero, real = np.ones((3, width)), np.zeros((3, width), np.bool_), np.zeros((3, width), np.bool_)
-    for i, (n, r) in enumerate(zip(counts, _counts(axes, False))):
-        if divisor_override is None:
-            factor[i, : len(n)] = n
-            zero[i, : len(n)] = n == 0
-        elif i == 0:
-            factor[i, : len(n)] = divisor_override
-        real[i, : len(r)] = r > 0
-    return _plan_of(axes, (factor, zero, real))
-
-
-@functools.lru_cache(maxsize=_TABLES_CACHED)
-def _avg_backward_plan(
-    axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None
-) -> _Plan:
-    """The average's backward tables ``(inv, cover_h, cover_w, inv_h)``, kept per geometry.
-
-    ``inv``: per axis (D, H, W) the reciprocal divisors; ``inv_h``: the plane kernel's H
-    factor (a divisor override lives in the absent depth factor).
-    """
-    if divisor_override is not None:
-        inv = [np.ones(1)] * (3 - len(axes)) + [np.ones(a.out) for a in axes]
-        inv[0] = inv[0] / divisor_override
-    else:
-        with np.errstate(divide="ignore"):
-            inv = [np.where(n > 0, 1.0 / n, 0.0) for n in _counts(axes, count_include_pad)]
-    covers = [_cover(a) for a in axes[-2:]]
-    cover_h, cover_w = ([np.zeros((1, 2), np.int64)] * (2 - len(covers))) + covers
-    return _plan_of(axes, (tuple(inv), cover_h, cover_w, inv[1] * inv[0][0]))
 
 
 def _alloc(layout: Layout, out_spatial: Sequence[int], dtype: np.dtype, out: np.ndarray | None):
@@ -371,9 +190,9 @@ def avg_forward(
     running: bool = True,
 ) -> np.ndarray:
     """Window sums / divisor. ``running=False`` sums tap by tap (exact zeros; O(kernel))."""
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_planes, box_rows, box_trees
 
-    plan = _avg_plan(tuple(axes), count_include_pad, divisor_override)
+    plan = avg_plan(tuple(axes), count_include_pad, divisor_override)
     geo, (factor, zero, real) = plan.geo, plan.tables
     result, out_full = _alloc(layout, plan.out, x.dtype, out)
     work = _work_out(out_full)
@@ -387,23 +206,23 @@ def avg_forward(
         # summed afresh
         direct = acc == np.float32 or not (running and sh < kh)
         if work.dtype == np.float32 and direct and fused_w_window(kw, sw):
-            log.debug("avg_pool: cpu_box.avg_planes_direct")
+            log.debug("avg_pool: box_planes.avg_planes_direct")
             blocks = scratch_blocks()
-            cpu_box.avg_planes_direct(x4, o4, geo, factor, zero, real, empty, blocks, np.empty(0, acc))
+            box_planes.avg_planes_direct(x4, o4, geo, factor, zero, real, empty, blocks, np.empty(0, acc))
         elif work.dtype == np.float32 and running and tree_window(geo):
             # wider or running windows, float32 results: float32 sums as trees of blocks
-            log.debug("avg_pool: cpu_box.avg_planes_tree")
+            log.debug("avg_pool: box_trees.avg_planes_tree")
             plans = tree_plan(int(kh)), tree_plan(int(kw))
-            cpu_box.avg_planes_tree(x4, o4, geo, factor, zero, real, empty, scratch_blocks(), *plans)
+            box_trees.avg_planes_tree(x4, o4, geo, factor, zero, real, empty, scratch_blocks(), *plans)
         else:
-            log.debug("avg_pool: cpu_box.avg_planes")
-            cpu_box.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())
+            log.debug("avg_pool: box_planes.avg_planes")
+            box_planes.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())
     elif c > 1 and (plan.reads <= DIRECT_READS or acc == np.float32):
-        # channels-last windows read by few outputs, or summed in float32 (3x3/1: 25% faster)
-        log.debug("avg_pool: cpu_box.avg_direct")
-        cpu_box.avg_direct(x4, o4, c, geo, factor, zero, empty, np.empty(0, acc))
+        # channels-last windows read by few outputs, or summed in float32
+        log.debug("avg_pool: box_rows.avg_direct")
+        box_rows.avg_direct(x4, o4, c, geo, factor, zero, empty, np.empty(0, acc))
     else:
-        cpu_box.avg_forward(x4, o4, c, geo, factor, zero, real, empty, running)
+        box_rows.avg_forward(x4, o4, c, geo, factor, zero, real, empty, running)
     return _finish(work, result, out_full)
 
 
@@ -415,9 +234,9 @@ def avg_backward(
     count_include_pad: bool,
     divisor_override: int | None,
 ) -> np.ndarray:
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_backward
 
-    plan = _avg_backward_plan(tuple(axes), count_include_pad, divisor_override)
+    plan = avg_backward_plan(tuple(axes), count_include_pad, divisor_override)
     geo, (inv, cover_h, cover_w, inv_h) = plan.geo, plan.tables
     result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
     work = _work_out(grad_full)
@@ -425,42 +244,35 @@ def avg_backward(
     grad4, _ = _view4(work, layout.channels_last, layout.ndim)
     if c == 1 and plan.planes:
         planes = (g4.shape[0], g4.shape[2], g4.shape[3])
+        g_planes = g4.reshape(planes)
         grad_planes = grad4.reshape(grad4.shape[0], grad4.shape[2], grad4.shape[3])
         if plan.whole:
             log.debug("avg_pool_backward: global window, one value per plane")
-            _global_spread(g4.reshape(planes), grad_planes, inv_h[0], inv[2][0])
+            _global_spread(g_planes, grad_planes, inv_h[0], inv[2][0])
         elif (geo[1:, 0] <= geo[1:, 1]).all():
-            log.debug("avg_pool_backward: cpu_box.avg_backward_planes_disjoint")
-            cpu_box.avg_backward_planes_disjoint(g4.reshape(planes), grad_planes, geo, inv_h, inv[2], cover_h)
+            log.debug("avg_pool_backward: box_backward.avg_backward_planes_disjoint")
+            box_backward.avg_backward_planes_disjoint(g_planes, grad_planes, geo, inv_h, inv[2], cover_h)
         else:
-            log.debug("avg_pool_backward: cpu_box.avg_backward_planes")
-            cpu_box.avg_backward_planes(g4.reshape(planes), grad_planes, geo, inv_h, inv[2], cover_h, True)
+            log.debug("avg_pool_backward: box_backward.avg_backward_planes")
+            box_backward.avg_backward_planes(g_planes, grad_planes, geo, inv_h, inv[2], cover_h, True)
     elif plan.undilated and (geo[:, 0] <= geo[:, 1]).all():
-        log.debug("avg_pool_backward: cpu_box.avg_backward_disjoint")
-        cpu_box.avg_backward_disjoint(g4, grad4, c, geo, *inv)
+        log.debug("avg_pool_backward: box_backward.avg_backward_disjoint")
+        box_backward.avg_backward_disjoint(g4, grad4, c, geo, *inv)
     else:
-        cpu_box.avg_backward(g4, grad4, c, geo, *inv, cover_h, cover_w)
+        box_backward.avg_backward(g4, grad4, c, geo, *inv, cover_h, cover_w)
     return _finish(work, result, grad_full)
 
 
 def _global_spread(g: np.ndarray, grad: np.ndarray, inv_h: float, inv_w: float) -> None:
     """A global window's backward: every cell of plane ``o`` gets ``g[o]`` over the plane size.
 
-    The same float64 operations, in the same order, as `cpu_box.avg_backward_planes` makes
+    The same float64 operations, in the same order, as `box_backward.avg_backward_planes` makes
     for a window that covers the whole plane (its running row sum ``T = 0 + g * inv_h``, then
-    ``0 + T * inv_w`` for each cell), so the result is the same to the bit; that kernel spends
-    a slice per column here, 20-50x the time.
+    ``0 + T * inv_w`` for each cell), so the result is the same to the bit; that kernel would
+    spend a slice per column here.
     """
     t = np.add(0.0, g[:, 0, 0].astype(np.float64) * inv_h)
     grad[...] = np.add(0.0, t * inv_w)[:, None, None]
-
-
-def _cover(a: Axis) -> np.ndarray:
-    """(size, 2): the first and last output whose undilated window covers each input cell."""
-    i = np.arange(a.size)
-    lo = np.maximum(-((a.kernel - 1 - i - a.pad_before) // a.stride), 0)
-    hi = np.minimum((i + a.pad_before) // a.stride, a.out - 1)
-    return np.stack([lo, hi], axis=1).astype(np.int64)
 
 
 # -- max pooling -------------------------------------------------------------------------------
@@ -488,25 +300,25 @@ def max_forward(
     with_index: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(values, indices); without ``with_index`` the arg-max is skipped and the indices are
-    None (several times faster): large windows (`LARGE_MAX_READS`) run van Herk / Gil-Werman
-    along H and span doubling along W; others, channels-first 1-D/2-D, a separable plane
-    kernel; channels-last, each window's taps read straight from the input a C-vector at a time."""
+    None (no tie rule to keep, so faster): large windows (`LARGE_MAX_READS`) run van Herk /
+    Gil-Werman along H and span doubling along W; others, channels-first 1-D/2-D, a separable
+    plane kernel; channels-last, each window's taps read straight from the input a C-vector at
+    a time."""
     from avgpool.kernels import cpu_max
 
-    plan = _max_plan(tuple(axes))
+    plan = max_plan(tuple(axes))
     geo = plan.geo
     out_spatial = [a.out for a in axes]
     omit = nan_policy == "omit"
     vectors = layout.channels_last and layout.full_shape[-1] > 1  # channels-last, C > 1
-    values_kernel = None
-    if with_index:
-        pass
-    elif plan.reads >= LARGE_MAX_READS[vectors] and geo[1, 2] == geo[2, 2] == 1:
-        values_kernel = "max_values_large"
-    elif plan.planes and not layout.channels_last:
-        values_kernel = "max_planes_values"
-    elif vectors:
-        values_kernel = "max_values"
+    values_kernel = None  # a values-only kernel, when no indices are asked for
+    if not with_index:
+        if plan.reads >= LARGE_MAX_READS[vectors] and geo[1, 2] == geo[2, 2] == 1:
+            values_kernel = "max_values_large"
+        elif plan.planes and not layout.channels_last:
+            values_kernel = "max_planes_values"
+        elif vectors:
+            values_kernel = "max_values"
     if values_kernel is not None:
         log.debug("max_pool: cpu_max.%s", values_kernel)
         result, out_full = _alloc(layout, out_spatial, x.dtype, out)
@@ -586,17 +398,17 @@ def _view3(full: np.ndarray, channels_last: bool) -> np.ndarray:
 
 @_threads_by_size
 def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:
-    from avgpool.kernels import cpu_box
+    from avgpool.kernels import box_global
 
     result, out_full = _alloc(layout, (1,) * layout.ndim, x.dtype, None)
     work = _work_out(out_full)
     x3 = _view3(_full(x, layout), layout.channels_last)
     outer, size, c = x3.shape
     if c == 1:
-        cpu_box.global_avg_planes(x3.reshape(outer, size), work.reshape(outer), float(size))
+        box_global.global_avg_planes(x3.reshape(outer, size), work.reshape(outer), float(size))
     else:
         acc = np.empty(0, sum_dtype(work.dtype, size, F32_GLOBAL_CELLS))
-        cpu_box.global_avg(x3, work.reshape(outer, c), float(size), scratch_blocks(), acc)
+        box_global.global_avg(x3, work.reshape(outer, c), float(size), scratch_blocks(), acc)
     return _finish(work, result, out_full)
 
 
@@ -615,43 +427,6 @@ def global_max(x: np.ndarray, layout: Layout, nan_policy: str, floor: float) -> 
         x3, work.reshape(shape2), index_full.reshape(shape2), nan_policy == "omit", floor_value, lowest
     )
     return _finish(work, result, out_full), index
-
-
-# -- tap tables: adaptive and blur pooling -----------------------------------------------------
-
-
-def _tables(taps: Sequence, field: str) -> list[np.ndarray]:
-    from avgpool.kernels.cpu_taps import unit_table
-
-    pos1, w1 = unit_table()
-    unit = w1 if field != "real" else w1.astype(bool)
-    out: list[np.ndarray] = []
-    for _ in range(3 - len(taps)):
-        out += [pos1, unit]
-    for t in taps:
-        pos = np.where(t.real, t.pos, 0).astype(np.int64)
-        out += [pos, np.ascontiguousarray(getattr(t, field))]
-    return out
-
-
-@dataclass(frozen=True, eq=False)
-class TapTables:
-    """Tap tables as the tap kernels take them, built once per geometry (see `tap_tables`).
-
-    ``out``: the output's spatial sizes; ``weight`` and ``real``: per axis (D, H, W) the tap
-    positions followed by their weights, or by whether each tap reads a real cell (an absent
-    axis has one unit tap).
-    """
-
-    out: tuple[int, ...]
-    weight: tuple[np.ndarray, ...]
-    real: tuple[np.ndarray, ...]
-
-
-def tap_tables(taps: Sequence) -> TapTables:
-    """Kernel-ready, read-only tables of per-axis `avgpool.reference.Taps`."""
-    weight, real = _read_only(tuple(_tables(taps, "weight"))), _read_only(tuple(_tables(taps, "real")))
-    return TapTables(tuple(t.out for t in taps), weight, real)
 
 
 @_threads_by_size
