@@ -206,6 +206,9 @@ def test_max_pool_indices_are_torch_s_per_plane_indices():
     np.testing.assert_array_equal(indices, want_indices.numpy())
 
 
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)  # torch.compile's own
 def test_the_decomposition_stands_aside_outside_an_export():
     """PyTorch's decomposition table holds avgpool's entries; only an ONNX export uses them."""
     from torch._decomp import decomposition_table
