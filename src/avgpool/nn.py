@@ -588,7 +588,8 @@ def _blur_class(ndim: int) -> type:
         ) -> None:
             """antialiased-cnns' ``BlurPool`` arguments, in its order; ``channels`` is only checked."""
             super().__init__()
-            from avgpool.ops import _BLUR_PAD_TYPES, _blur_args
+            from avgpool._args import BLUR_PAD_TYPES as _BLUR_PAD_TYPES
+            from avgpool._args import blur_args as _blur_args
 
             _blur_args(filt_size, stride, pad_type, pad_off, ())
             self.channels = channels
