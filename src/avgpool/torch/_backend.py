@@ -18,8 +18,8 @@ from torch import Tensor
 from avgpool._backends import Backend
 from avgpool._errors import AvgPoolError, TorchPoolError
 from avgpool.torch import _checks
-from avgpool.torch._library import _spatial as spatial
-from avgpool.torch._library import call, lp_pool_grad, window_args
+from avgpool.torch._library import call, lp_pool_grad
+from avgpool.torch._library._args import spatial, window_args
 from avgpool.window import Window
 
 
