@@ -1,53 +1,23 @@
-"""Drop-in pooling modules: torch.nn's, computed by avgpool, in any framework's convention.
+"""torch.nn's windowed pooling modules (average, max, Lp, global) computed by avgpool, in any
+framework's convention: each reads its arguments by the convention's rules
+(`convention_window`) and calls one ``torch.ops.avgpool`` custom op in ``forward``."""
 
-Each class subclasses its torch.nn namesake (``isinstance(m, torch.nn.AvgPool2d)`` holds),
-takes the same constructor arguments plus ``convention=`` ("torch", "onnx", "tensorflow",
-"keras", "flax"), and calls one ``torch.ops.avgpool`` custom op in ``forward``: modules
-train (double backward included), script, trace, compile, export and export to ONNX.
-Every module carries its `avgpool.Window` as ``.window``. In eager mode on a CPU tensor the
-op runs without the dispatcher (`avgpool.torch._library.call`: the same kernel and
-gradients, ~50 µs a call less); TorchScript reads the op's arguments as separate fields,
-so each ``forward`` spells the call out for it.
-
->>> import torch
->>> import avgpool.nn as apnn
->>> pool = apnn.AvgPool2d(3, 2, padding="same", convention="tensorflow")
->>> pool
-AvgPool2d(kernel_size=3, stride=2, padding=same, convention=tensorflow)
->>> pool(torch.ones(1, 1, 4, 4)).shape
-torch.Size([1, 1, 2, 2])
-
-`swap_pooling(model)` replaces every torch.nn pooling module of a model with avgpool's
-(identical outputs; state dicts load unchanged, pooling holds no state; a BlurPool given its
-channels keeps antialiased-cnns' ``filt`` buffer, so that project's checkpoints load strictly).
-"""
-
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
 import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
-from avgpool._errors import AvgPoolError, TorchPoolError, torch_errors
+from avgpool._errors import AvgPoolError
 from avgpool.conventions import CONVENTIONS, from_torch
 from avgpool.torch import _checks
 from avgpool.torch._library import call, window_args
 from avgpool.window import Window
 
 __all__ = [
-    "AdaptiveAvgPool1d",
-    "AdaptiveAvgPool2d",
-    "AdaptiveAvgPool3d",
-    "AdaptiveMaxPool1d",
-    "AdaptiveMaxPool2d",
-    "AdaptiveMaxPool3d",
     "AvgPool1d",
     "AvgPool2d",
     "AvgPool3d",
-    "BlurPool1d",
-    "BlurPool2d",
-    "BlurPool3d",
     "GlobalAvgPool",
     "GlobalMaxPool",
     "LPPool1d",
@@ -56,8 +26,7 @@ __all__ = [
     "MaxPool1d",
     "MaxPool2d",
     "MaxPool3d",
-    "from_module",
-    "swap_pooling",
+    "convention_window",
 ]
 
 #: Each convention's default stride (None: the kernel size) and count_include_pad.
@@ -112,6 +81,11 @@ def convention_window(
         ndim=ndim,
         convention=convention,
     )
+
+
+def _copy_mode(new: torch.nn.Module, old: torch.nn.Module) -> torch.nn.Module:
+    new.train(old.training)
+    return new
 
 
 def _convention_repr(module: torch.nn.Module, base: str) -> str:
@@ -396,90 +370,6 @@ LPPool2d = _lp_class(2, torch.nn.LPPool2d)
 LPPool3d = _lp_class(3, torch.nn.LPPool3d)
 
 
-# -- adaptive ----------------------------------------------------------------------------------
-
-
-def _adaptive_sizes(output_size: Any, ndim: int) -> list[int]:
-    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * ndim
-    if len(sizes) == 1 and ndim > 1:
-        sizes = tuple(sizes) * ndim
-    if len(sizes) != ndim:
-        raise AvgPoolError(f"output_size must be an int or a tuple of {ndim}, got {output_size!r}")
-    out = []
-    for s in sizes:
-        if s is None:
-            out.append(-1)
-        elif isinstance(s, bool) or not isinstance(s, int) or s < 1:
-            raise AvgPoolError(f"output_size must be >= 1 (or None) on every axis, got {output_size!r}")
-        else:
-            out.append(int(s))
-    return out
-
-
-def _adaptive_class(ndim: int, base: type, kind: str) -> type:
-    class Adaptive(base):
-        op = f"adaptive_{kind}"
-        _sizes: list[int]
-
-        def __init__(
-            self, output_size: Any, return_indices: bool = False, *, convention: str = "torch"
-        ) -> None:
-            if convention != "torch":
-                raise AvgPoolError(
-                    f"adaptive pooling is PyTorch's alone: convention must be 'torch', got {convention!r}"
-                )
-            if kind == "max":
-                super().__init__(output_size, return_indices)
-            elif return_indices:
-                raise AvgPoolError("return_indices applies to adaptive max pooling only")
-            else:
-                super().__init__(output_size)
-            self._sizes = _adaptive_sizes(output_size, ndim)
-            self.convention = convention
-
-        @classmethod
-        def from_module(cls, module: torch.nn.Module):
-            """The avgpool twin of a ``torch.nn.Adaptive*Pool{n}d``."""
-            extra = (module.return_indices,) if kind == "max" else ()
-            return _copy_mode(cls(module.output_size, *extra), module)
-
-        if kind == "avg":
-
-            def forward(self, input: Tensor) -> Tensor:
-                if not torch.jit.is_scripting():
-                    _checks.adaptive("avg", ndim, input, self.output_size)
-                    return call.adaptive_avg_pool(input, self._sizes, False)
-                return torch.ops.avgpool.adaptive_avg_pool(input, self._sizes, False)
-
-        else:
-
-            def forward(self, input: Tensor):
-                if not torch.jit.is_scripting():
-                    _checks.adaptive("max", ndim, input, self.output_size)
-                    y, indices = call.adaptive_max_pool(input, self._sizes, False)
-                else:
-                    y, indices = torch.ops.avgpool.adaptive_max_pool(input, self._sizes, False)
-                if self.return_indices:
-                    return y, indices
-                return y
-
-    name = f"Adaptive{kind.capitalize()}Pool{ndim}d"
-    Adaptive.__name__ = Adaptive.__qualname__ = name
-    Adaptive.__module__ = __name__
-    Adaptive.__doc__ = f"``torch.nn.{name}`` computed by avgpool."
-    if kind == "max":
-        Adaptive.__constants__ = (*base.__constants__, "return_indices")
-    return Adaptive
-
-
-AdaptiveAvgPool1d = _adaptive_class(1, torch.nn.AdaptiveAvgPool1d, "avg")
-AdaptiveAvgPool2d = _adaptive_class(2, torch.nn.AdaptiveAvgPool2d, "avg")
-AdaptiveAvgPool3d = _adaptive_class(3, torch.nn.AdaptiveAvgPool3d, "avg")
-AdaptiveMaxPool1d = _adaptive_class(1, torch.nn.AdaptiveMaxPool1d, "max")
-AdaptiveMaxPool2d = _adaptive_class(2, torch.nn.AdaptiveMaxPool2d, "max")
-AdaptiveMaxPool3d = _adaptive_class(3, torch.nn.AdaptiveMaxPool3d, "max")
-
-
 # -- global ------------------------------------------------------------------------------------
 
 
@@ -558,169 +448,3 @@ class GlobalMaxPool(_MaxMixin, torch.nn.Module):
         if self.keepdims:
             return y
         return y.flatten(input.dim() - self.ndim - 1)
-
-
-# -- blur --------------------------------------------------------------------------------------
-
-
-def _binomial_filter(filt_size: int, ndim: int, channels: int) -> Tensor:
-    """antialiased-cnns' ``filt`` buffer: the normalised binomial filter, one copy per channel,
-    shaped (channels, 1, *[filt_size] * ndim)."""
-    row = torch.tensor([float(math.comb(filt_size - 1, k)) for k in range(filt_size)])
-    filt = row if ndim == 1 else row[:, None] * row[None, :]
-    filt = filt / filt.sum()
-    return filt.expand(channels, 1, *filt.shape).clone()
-
-
-def _blur_class(ndim: int) -> type:
-    class BlurPool(torch.nn.Module):
-        op = "blur"
-        __constants__ = ("pad_type", "filt_size", "stride", "pad_off", "ndim")
-        channels: int | None
-
-        def __init__(
-            self,
-            channels: int | None = None,
-            pad_type: str = "reflect",
-            filt_size: int = 4,
-            stride: int = 2,
-            pad_off: int = 0,
-        ) -> None:
-            """antialiased-cnns' ``BlurPool`` arguments, in its order; ``channels`` is only checked."""
-            super().__init__()
-            from avgpool._args import BLUR_PAD_TYPES as _BLUR_PAD_TYPES
-            from avgpool._args import blur_args as _blur_args
-
-            _blur_args(filt_size, stride, pad_type, pad_off, ())
-            self.channels = channels
-            self.pad_type = _BLUR_PAD_TYPES[pad_type]
-            self.filt_size, self.stride, self.pad_off = int(filt_size), int(stride), int(pad_off)
-            self.ndim = ndim
-            if channels is not None and ndim <= 2:
-                # antialiased-cnns keeps its filter as a buffer: the same buffer here, so its
-                # checkpoints load with strict=True (the kernels compute the binomial blur; a
-                # loaded filter must be that one, see _load_from_state_dict)
-                self.register_buffer("filt", _binomial_filter(self.filt_size, ndim, int(channels)))
-
-        def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-            loaded = state_dict.get(prefix + "filt")
-            if loaded is not None and loaded.shape == self.filt.shape:
-                want = _binomial_filter(self.filt_size, self.ndim, loaded.shape[0]).to(loaded)
-                if not torch.allclose(loaded, want, rtol=1e-5, atol=1e-7):
-                    raise ValueError(
-                        f"{prefix}filt is not the {self.filt_size}-tap binomial filter that BlurPool "
-                        "computes; avgpool's BlurPool cannot run another filter"
-                    )
-
-        def extra_repr(self) -> str:
-            return (
-                f"channels={self.channels}, pad_type={self.pad_type}, filt_size={self.filt_size}, "
-                f"stride={self.stride}, pad_off={self.pad_off}"
-            )
-
-        def forward(self, input: Tensor) -> Tensor:
-            channels = self.channels
-            if channels is not None and input.shape[input.dim() - self.ndim - 1] != channels:
-                raise TorchPoolError(f"expected {channels} channels, got input of shape {input.shape}")
-            if not torch.jit.is_scripting():
-                return call.blur_pool(
-                    input, self.filt_size, self.stride, self.pad_type, self.pad_off, self.ndim, False
-                )
-            return torch.ops.avgpool.blur_pool(
-                input, self.filt_size, self.stride, self.pad_type, self.pad_off, self.ndim, False
-            )
-
-    BlurPool.__name__ = BlurPool.__qualname__ = f"BlurPool{ndim}d"
-    BlurPool.__module__ = __name__
-    BlurPool.__doc__ = (
-        f"{ndim}-d anti-aliased downsampling (antialiased-cnns' BlurPool): a binomial blur, "
-        "then subsampling; see `avgpool.blur_pool`."
-    )
-    return BlurPool
-
-
-BlurPool1d = _blur_class(1)
-BlurPool2d = _blur_class(2)
-BlurPool3d = _blur_class(3)
-
-
-# -- conversion --------------------------------------------------------------------------------
-
-
-def _copy_mode(new: torch.nn.Module, old: torch.nn.Module) -> torch.nn.Module:
-    new.train(old.training)
-    return new
-
-
-_TWINS: list[tuple[type, type]] = [
-    (torch.nn.AvgPool1d, AvgPool1d),
-    (torch.nn.AvgPool2d, AvgPool2d),
-    (torch.nn.AvgPool3d, AvgPool3d),
-    (torch.nn.MaxPool1d, MaxPool1d),
-    (torch.nn.MaxPool2d, MaxPool2d),
-    (torch.nn.MaxPool3d, MaxPool3d),
-    (torch.nn.LPPool1d, LPPool1d),
-    (torch.nn.LPPool2d, LPPool2d),
-    (torch.nn.LPPool3d, LPPool3d),
-    (torch.nn.AdaptiveAvgPool1d, AdaptiveAvgPool1d),
-    (torch.nn.AdaptiveAvgPool2d, AdaptiveAvgPool2d),
-    (torch.nn.AdaptiveAvgPool3d, AdaptiveAvgPool3d),
-    (torch.nn.AdaptiveMaxPool1d, AdaptiveMaxPool1d),
-    (torch.nn.AdaptiveMaxPool2d, AdaptiveMaxPool2d),
-    (torch.nn.AdaptiveMaxPool3d, AdaptiveMaxPool3d),
-]
-
-
-def from_module(module: torch.nn.Module) -> torch.nn.Module:
-    """avgpool's twin of one torch.nn pooling module (same arguments, same outputs).
-
-    Raises
-    ------
-    TypeError
-        ``module`` is not one of torch.nn's pooling modules that avgpool has a twin for.
-    """
-    for torch_cls, ours in _TWINS:
-        if type(module) is torch_cls:
-            return ours.from_module(module)
-    names = ", ".join(t.__name__ for t, _ in _TWINS)
-    raise TypeError(f"module must be one of torch.nn's {names}; got {type(module).__name__}")
-
-
-def swap_pooling(model: torch.nn.Module) -> torch.nn.Module:
-    """Replace, in place, every torch.nn pooling module of ``model`` with avgpool's twin.
-
-    Outputs are identical; subclasses of torch's modules (avgpool's own included) are left
-    alone. Returns ``model`` (the same object, unless ``model`` itself is a pooling module).
-
-    >>> import torch
-    >>> import avgpool.nn as apnn
-    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.MaxPool2d(2))
-    >>> type(apnn.swap_pooling(net)[1]).__module__
-    'avgpool.nn'
-    """
-    torch_types = tuple(t for t, _ in _TWINS)
-    if type(model) in torch_types:
-        return from_module(model)
-    for name, child in list(model.named_children()):
-        if type(child) in torch_types:
-            setattr(model, name, from_module(child))
-        else:
-            swap_pooling(child)
-    return model
-
-
-def _raise_torch_errors(classes: list[type]) -> None:
-    """Construction errors as `TorchPoolError`s: RuntimeErrors, like torch.nn's (forward errors
-    already are: they come from the ops). forward itself stays unwrapped for TorchScript."""
-    done: set[type] = set()
-    for cls in classes:
-        for owner in cls.__mro__:
-            if owner.__module__ != __name__ or owner in done:
-                continue
-            done.add(owner)
-            if "__init__" in vars(owner):
-                owner.__init__ = torch_errors(vars(owner)["__init__"])
-
-
-_raise_torch_errors([c for c in map(globals().get, __all__) if isinstance(c, type)])
