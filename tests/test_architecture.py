@@ -143,3 +143,15 @@ def test_only_the_api_and_above_import_the_package_root(graph):
     importers = graph.find_modules_that_directly_import("avgpool")
     wrong = sorted(m for m in importers if any(m == p or m.startswith(p + ".") for p in below))
     assert not wrong, f"below the API yet importing avgpool itself: {wrong}"
+
+
+def test_backend_adapters_sit_above_the_api(graph):
+    """The ops find their non-NumPy backends by module name (`avgpool._backends.ADAPTERS`), the
+    one dependency grimp cannot see: each must be a front-end module above the API."""
+    from avgpool._backends import ADAPTERS
+
+    api = next(i for i, layer in enumerate(LAYERS) if "avgpool.ops" in layer)
+    above = [name for layer in LAYERS[api + 1 :] for name in layer]
+    for _, _, adapter in ADAPTERS:
+        assert adapter in graph.modules, adapter
+        assert any(adapter.startswith(p + ".") for p in above), adapter
