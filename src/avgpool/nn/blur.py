@@ -5,6 +5,7 @@ import math
 import torch
 from torch import Tensor
 
+from avgpool import _args
 from avgpool._errors import TorchPoolError
 from avgpool.torch._library import call
 
@@ -36,12 +37,9 @@ def _blur_class(ndim: int) -> type:
         ) -> None:
             """antialiased-cnns' ``BlurPool`` arguments, in its order; ``channels`` is only checked."""
             super().__init__()
-            from avgpool._args import BLUR_PAD_TYPES as _BLUR_PAD_TYPES
-            from avgpool._args import blur_args as _blur_args
-
-            _blur_args(filt_size, stride, pad_type, pad_off, ())
+            _args.blur_args(filt_size, stride, pad_type, pad_off, ())
             self.channels = channels
-            self.pad_type = _BLUR_PAD_TYPES[pad_type]
+            self.pad_type = _args.BLUR_PAD_TYPES[pad_type]
             self.filt_size, self.stride, self.pad_off = int(filt_size), int(stride), int(pad_off)
             self.ndim = ndim
             if channels is not None and ndim <= 2:

@@ -17,6 +17,7 @@ import logging
 import numpy as np
 import torch
 
+from avgpool._cpu import _counts
 from avgpool.conventions import EMPTY_AVERAGE, MAX_NAN_POLICY
 from avgpool.torch._library._args import (
     new_empty,
@@ -72,8 +73,6 @@ def _geometry(axes) -> tuple:
 
 def _inverse_counts(axes, window, device) -> tuple:
     """Per-axis 1/count (the divisor is their product); an empty window: 0, NaN for Flax."""
-    from avgpool._cpu import _counts
-
     counts = _counts(axes, window.count_include_pad)[-len(axes) :]
     empty = EMPTY_AVERAGE.get(window.convention, 0.0)
     inv = []
