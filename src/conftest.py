@@ -6,7 +6,7 @@ import importlib.util
 
 collect_ignore = []
 if importlib.util.find_spec("torch") is None:
-    collect_ignore += ["avgpool/nn.py", "avgpool/torch", "avgpool/study"]
+    collect_ignore += ["avgpool/nn", "avgpool/torch", "avgpool/study"]
 elif importlib.util.find_spec("onnxscript") is None:
     collect_ignore += ["avgpool/torch/onnx.py"]
 if importlib.util.find_spec("triton") is None:

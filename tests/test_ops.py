@@ -235,13 +235,13 @@ def test_public_surface_is_declared():
 
 
 def _clear_kept_geometry():
-    from avgpool import _arrays, _cpu_plans, _dispatch, conventions, ops
+    from avgpool import _args, _arrays, _backends, _cpu_plans, _dispatch, conventions
 
     for cached in (
         conventions.window,
-        ops._window_of,
-        ops._global_window_of,
-        ops._geometry,
+        _args._window_of,
+        _args._global_window_of,
+        _backends._geometry,
         _arrays._layout_of,
         _cpu_plans.avg_plan,
         _cpu_plans.avg_backward_plan,

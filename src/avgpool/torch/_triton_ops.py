@@ -17,7 +17,16 @@ import logging
 import numpy as np
 import torch
 
+from avgpool._cpu_plans import tap_counts
 from avgpool.conventions import EMPTY_AVERAGE, MAX_NAN_POLICY
+from avgpool.torch._library._args import (
+    new_empty,
+    spatial,
+    through_cpu,
+    torch_layout,
+    window_of,
+    with_spatial,
+)
 from avgpool.window import Axis
 
 log = logging.getLogger("avgpool")
@@ -53,9 +62,7 @@ def _as_nchw(t: torch.Tensor, ndim: int, channels_last: bool) -> torch.Tensor:
 
 
 def _axes(window, shape) -> tuple:
-    from avgpool.torch._library import _spatial
-
-    axes = window.resolve(_spatial(shape, window.ndim, window.channels_last))
+    axes = window.resolve(spatial(shape, window.ndim, window.channels_last))
     return (Axis(1, 1, 1, 1, 0, 0, 1), *axes) if window.ndim == 1 else axes
 
 
@@ -66,8 +73,6 @@ def _geometry(axes) -> tuple:
 
 def _inverse_counts(axes, window, device) -> tuple:
     """Per-axis 1/count (the divisor is their product); an empty window: 0, NaN for Flax."""
-    from avgpool._cpu_plans import tap_counts
-
     counts = tap_counts(axes, window.count_include_pad)[-len(axes) :]
     empty = EMPTY_AVERAGE.get(window.convention, 0.0)
     inv = []
@@ -168,21 +173,17 @@ _OPS: dict = {}
 
 
 def _fallback(name: str, *tensors: torch.Tensor, args: tuple):
-    from avgpool.torch._library import _through_cpu
-
-    return _through_cpu(name, _OPS[name], *tensors, args=args)
+    return through_cpu(name, _OPS[name], *tensors, args=args)
 
 
 def avg_pool(x, *geometry):
     """``avgpool::avg_pool`` on a CUDA tensor (any tensor under ``TRITON_INTERPRET=1``)."""
-    from avgpool.torch._library import _new_empty, _torch_layout, _with_spatial, window_of
-
     w = window_of(*geometry)
     if not _fits(x, w):
         return _fallback("avg_pool", x, args=geometry)
     axes = _axes(w, x.shape)
-    shape = _with_spatial(x.shape, w.ndim, w.channels_last, [a.out for a in axes[-w.ndim :]])
-    y = _new_empty(x, shape, w.ndim, w.channels_last)
+    shape = with_spatial(x.shape, w.ndim, w.channels_last, [a.out for a in axes[-w.ndim :]])
+    y = new_empty(x, shape, w.ndim, w.channels_last)
     inv = _inverse_counts(axes, w, x.device)
     if not _direct(w, axes):
         dims = _spatial_dims(x, w.ndim, w.channels_last)
@@ -190,18 +191,16 @@ def avg_pool(x, *geometry):
     else:
         x4, y4 = _as_nchw(x, w.ndim, w.channels_last), _as_nchw(y, w.ndim, w.channels_last)
         _kernels().avg_forward(x4, y4, *inv, _geometry(axes), _channels_inner(x4))
-    return _torch_layout(y, x, w, "avg")
+    return torch_layout(y, x, w, "avg")
 
 
 def avg_pool_backward(grad, input_shape, *geometry):
     """``avgpool::avg_pool_backward`` on a CUDA tensor."""
-    from avgpool.torch._library import _new_empty, window_of
-
     w = window_of(*geometry)
     if not _fits(grad, w):
         return _fallback("avg_pool_backward", grad, args=(input_shape, *geometry))
     axes = _axes(w, input_shape)
-    dx = _new_empty(grad, list(input_shape), w.ndim, w.channels_last)
+    dx = new_empty(grad, list(input_shape), w.ndim, w.channels_last)
     inv = _inverse_counts(axes, w, grad.device)
     if not _direct(w, axes):
         dims = _spatial_dims(grad, w.ndim, w.channels_last)
@@ -214,33 +213,29 @@ def avg_pool_backward(grad, input_shape, *geometry):
 
 def max_pool(x, kernel, stride, padding, mode, dilation, ceil, cl, convention, nan_policy):
     """``avgpool::max_pool`` on a CUDA tensor."""
-    from avgpool.torch._library import _new_empty, _torch_layout, _with_spatial, window_of
-
     w = window_of(kernel, stride, padding, mode, dilation, ceil, False, None, cl, convention)
     policy = nan_policy or MAX_NAN_POLICY.get(convention, "propagate")
     if not _fits(x, w) or policy != "propagate":
         args = (kernel, stride, padding, mode, dilation, ceil, cl, convention, nan_policy)
         return _fallback("max_pool", x, args=args)
     axes = _axes(w, x.shape)
-    shape = _with_spatial(x.shape, w.ndim, cl, [a.out for a in axes[-w.ndim :]])
-    y = _new_empty(x, shape, w.ndim, cl)
-    index = _new_empty(x, shape, w.ndim, cl, torch.int64)
+    shape = with_spatial(x.shape, w.ndim, cl, [a.out for a in axes[-w.ndim :]])
+    y = new_empty(x, shape, w.ndim, cl)
+    index = new_empty(x, shape, w.ndim, cl, torch.int64)
     if not _direct(w, axes):
         dims = _spatial_dims(x, w.ndim, cl)
         _run_passes(x, y, dims, axes[-w.ndim :], op="max", index=index)
     else:
         x4, y4, i4 = (_as_nchw(t, w.ndim, cl) for t in (x, y, index))
         _kernels().max_forward(x4, y4, i4, _geometry(axes), _channels_inner(x4))
-    return _torch_layout(y, x, w, "max"), _torch_layout(index, x, w, "max")
+    return torch_layout(y, x, w, "max"), torch_layout(index, x, w, "max")
 
 
 def max_pool_backward(grad, indices, input_shape, ndim, channels_last):
     """``avgpool::max_pool_backward`` on a CUDA tensor: an atomic scatter to the arg-max."""
-    from avgpool.torch._library import _new_empty
-
     if grad.dtype not in _FLOATS:
         return _fallback("max_pool_backward", grad, indices, args=(input_shape, ndim, channels_last))
-    dx = _new_empty(grad, list(input_shape), ndim, channels_last)
+    dx = new_empty(grad, list(input_shape), ndim, channels_last)
     g4 = _as_nchw(grad, ndim, channels_last)
     i4 = _as_nchw(indices, ndim, channels_last)
     if i4.stride() != g4.stride():

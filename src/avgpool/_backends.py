@@ -1,0 +1,306 @@
+"""Backends: the array libraries the ops run on, each a small adapter found from the array's type.
+
+`avgpool.ops` defines each op once (its arguments, its `Window`, its defaults, its docs) and
+hands the validated geometry to the backend of the op's first array argument:
+
+* NumPy (`NumpyBackend`, here): anything that is not another backend's array;
+* PyTorch (`avgpool.torch._backend`): a ``torch.Tensor``; its ops are ``torch.library``
+  custom ops, so they differentiate, compile and export.
+
+A backend is looked for only among the array libraries already imported (``"torch" in
+sys.modules``), so ``import avgpool`` imports no framework, and a NumPy call never does.
+The adapters are named in `ADAPTERS` by module path and imported on their first array: the
+front ends sit above the ops in the layers, so the ops never import them by name.
+A Dask backend is one more line in `ADAPTERS` and one module implementing `Backend`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from avgpool import _dispatch as compute
+from avgpool._arrays import Layout, as_array, check_allocation
+from avgpool._errors import AvgPoolError
+from avgpool.conventions import EMPTY_AVERAGE, MAX_NAN_POLICY
+from avgpool.window import Axis, Window
+
+#: What the ops take and return: a NumPy array (or a list), or another backend's array.
+Array = Any
+
+#: (array library's module, its array type's name in it, the adapter module): the adapter
+#: defines ``BACKEND``, a `Backend`. Searched in order; NumPy takes every other array.
+ADAPTERS: tuple[tuple[str, str, str], ...] = (("torch", "Tensor", "avgpool.torch._backend"),)
+
+
+class Backend:
+    """What an array library gives the ops: its arrays checked, and each op computed.
+
+    The ops have validated every argument and built the geometry before calling a method;
+    a backend checks the arrays themselves (type, dtype, shape against the geometry) and
+    computes. Errors are `AvgPoolError`s; `errors` is the class they reach the caller as.
+    """
+
+    name = "abstract"
+    #: The class a backend's callers get avgpool's errors as (a subclass of AvgPoolError).
+    errors: type[AvgPoolError] = AvgPoolError
+
+    def array(self, x: Any, name: str = "input", allow_int: bool = False) -> Any:
+        """``x`` as this backend's array, or a TypeError naming ``name`` and what is allowed."""
+        raise NotImplementedError
+
+    def precheck_pooling(self, op: str, ndim: int, x: Any, *args: Any) -> None:
+        """The library's own refusals of a ``*1d/2d/3d`` call (``op``: avg, max or lp; then
+        kernel_size, stride, padding, dilation, ceil_mode, divisor_override), run before
+        avgpool's. None by default: only PyTorch has a word-for-word contract to keep."""
+
+    def precheck_adaptive(self, kind: str, ndim: int, x: Any, output_size: Any) -> None:
+        """As `precheck_pooling`, for ``adaptive_{kind}_pool{ndim}d``."""
+
+    # -- the ops, on validated geometry --------------------------------------------------------
+
+    def avg_pool(self, x: Any, window: Window, out: Any) -> Any:
+        raise NotImplementedError
+
+    def avg_pool_backward(self, grad: Any, input_shape: tuple[int, ...], window: Window) -> Any:
+        raise NotImplementedError
+
+    def max_pool(self, x: Any, window: Window, nan_policy: str | None, out: Any, return_indices: bool) -> Any:
+        """The values, or (values, int64 indices) with ``return_indices``; the arg-max is
+        computed only when asked for. ``nan_policy`` None: the window's convention decides."""
+        raise NotImplementedError
+
+    def max_pool_backward(self, grad: Any, x: Any, window: Window, nan_policy: str | None) -> Any:
+        raise NotImplementedError
+
+    def lp_pool(self, x: Any, p: float, window: Window, convention: str) -> Any:
+        raise NotImplementedError
+
+    def lp_pool_backward(self, grad: Any, x: Any, p: float, window: Window, convention: str) -> Any:
+        raise NotImplementedError
+
+    def adaptive_avg_pool(self, x: Any, layout: Layout, out: tuple[int, ...]) -> Any:
+        raise NotImplementedError
+
+    def adaptive_avg_pool_backward(self, grad: Any, layout: Layout, out: tuple[int, ...]) -> Any:
+        raise NotImplementedError
+
+    def adaptive_max_pool(self, x: Any, layout: Layout, out: tuple[int, ...]) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def adaptive_max_pool_backward(self, grad: Any, x: Any, layout: Layout, out: tuple[int, ...]) -> Any:
+        raise NotImplementedError
+
+    def blur_pool(self, x: Any, layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int) -> Any:
+        raise NotImplementedError
+
+    def blur_pool_backward(
+        self, grad: Any, layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int
+    ) -> Any:
+        raise NotImplementedError
+
+
+# -- NumPy -------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def _geometry(shape: tuple[int, ...], window: Window, name: str = "input") -> tuple[Layout, tuple[Axis, ...]]:
+    """The layout of an array of this shape and the window resolved on it.
+
+    Pure shape arithmetic on hashable, immutable values (the shape and the validated
+    `Window`, whose equality covers every field, convention and layout included), so it is
+    kept: a model calls each of its pooling layers with the same shapes again and again.
+    """
+    layout = Layout.of(shape, window.ndim, window.channels_last, name)
+    return layout, tuple(a.bounded() for a in window.resolve(layout.spatial))
+
+
+def _out_arg(out: Any, x: np.ndarray) -> tuple[Any, np.ndarray | None]:
+    """(``out`` for the kernels to write into, an array to copy the result into afterwards).
+
+    An ``out`` that shares memory with the input would be overwritten while windows still
+    read it, so the result is computed apart and copied; a read-only one is refused.
+    """
+    if isinstance(out, np.ndarray):
+        if not out.flags.writeable:
+            raise AvgPoolError("out must be a writeable array, got a read-only one")
+        if np.may_share_memory(out, x):
+            return None, out
+    return out, None
+
+
+def _nan_args(nan_policy: str | None, window: Window, dtype: np.dtype) -> tuple[str, float]:
+    """The kernels' NaN policy (the convention's by default) and the dtype's lowest value."""
+    policy = MAX_NAN_POLICY.get(window.convention, "propagate") if nan_policy is None else nan_policy
+    info = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
+    return policy, float(info.min)
+
+
+class NumpyBackend(Backend):
+    """NumPy arrays (and lists), computed by `avgpool._dispatch`: the Numba kernels or the
+    float64 reference. Results are new C-contiguous arrays of the input's dtype and layout."""
+
+    name = "numpy"
+
+    def array(self, x: Any, name: str = "input", allow_int: bool = False) -> np.ndarray:
+        return as_array(x, name, allow_int)
+
+    def _prepared(self, x: np.ndarray, window: Window, what: Any = None):
+        layout, axes = _geometry(x.shape, window)
+        check_allocation(layout.out_shape([a.out for a in axes]), what or x.dtype, "the output")
+        return layout, axes
+
+    def _grad_geometry(self, grad: np.ndarray, input_shape: Sequence[int], window: Window):
+        layout, axes = _geometry(tuple(input_shape), window, "input_shape")
+        layout.check_grad_shape(grad, [a.out for a in axes])
+        return layout, axes
+
+    def avg_pool(self, x, window, out):
+        layout, axes = self._prepared(x, window)
+        empty = EMPTY_AVERAGE.get(window.convention, 0.0)
+        out, later = _out_arg(out, x)
+        if window.kernel_size is None and out is None:
+            y = compute.global_avg(x, layout, empty)
+        else:
+            cip, override = window.count_include_pad, window.divisor_override
+            y = compute.avg_forward(x, layout, axes, cip, override, empty, out)
+        return compute.into(later, y)
+
+    def avg_pool_backward(self, grad, input_shape, window):
+        layout, axes = self._grad_geometry(grad, input_shape, window)
+        check_allocation(input_shape, grad.dtype, "the gradient (input_shape)")
+        return compute.avg_backward(grad, layout, axes, window.count_include_pad, window.divisor_override)
+
+    def _max(self, x, window, layout, axes, nan_policy, out=None, with_index=True):
+        args = _nan_args(nan_policy, window, x.dtype)
+        if window.kernel_size is None and out is None:
+            return compute.global_max(x, layout, *args)
+        return compute.max_forward(x, layout, axes, *args, out, with_index=with_index)
+
+    def max_pool(self, x, window, nan_policy, out, return_indices):
+        layout, axes = self._prepared(x, window)
+        out, later = _out_arg(out, x)
+        y, index = self._max(x, window, layout, axes, nan_policy, out, return_indices)
+        y = compute.into(later, y)
+        return (y, index) if return_indices else y
+
+    def max_pool_backward(self, grad, x, window, nan_policy):
+        layout, axes = self._prepared(x, window)
+        out_spatial = [a.out for a in axes]
+        layout.check_grad_shape(grad, out_spatial)
+        _, index = self._max(x, window, layout, axes, nan_policy)
+        return compute.max_backward(grad, index, layout, out_spatial)
+
+    def lp_pool(self, x, p, window, convention):
+        layout, axes = self._prepared(x, window)
+        return compute.lp_forward(x, layout, axes, p, convention)
+
+    def lp_pool_backward(self, grad, x, p, window, convention):
+        layout, axes = self._prepared(x, window)
+        layout.check_grad_shape(grad, [a.out for a in axes])
+        return compute.lp_backward(grad, x, layout, axes, p, convention)
+
+    def adaptive_avg_pool(self, x, layout, out):
+        check_allocation(layout.out_shape(out), x.dtype, "the output")
+        return compute.adaptive_avg_forward(x, layout, out)
+
+    def adaptive_avg_pool_backward(self, grad, layout, out):
+        check_allocation(layout.shape, grad.dtype, "the gradient (input_shape)")
+        return compute.adaptive_avg_backward(grad, layout, out)
+
+    def adaptive_max_pool(self, x, layout, out):
+        check_allocation(layout.out_shape(out), np.int64, "the output with its indices")
+        return compute.adaptive_max_forward(x, layout, out)
+
+    def adaptive_max_pool_backward(self, grad, x, layout, out):
+        _, index = compute.adaptive_max_forward(x, layout, out)
+        return compute.max_backward(grad, index, layout, out)
+
+    def blur_pool(self, x, layout, filt_size, stride, mode, pad_off):
+        return compute.blur_forward(x, layout, filt_size, stride, mode, pad_off)
+
+    def blur_pool_backward(self, grad, layout, filt_size, stride, mode, pad_off):
+        check_allocation(layout.shape, grad.dtype, "the gradient (input_shape)")
+        return compute.blur_backward(grad, layout, filt_size, stride, mode, pad_off)
+
+
+NUMPY = NumpyBackend()
+
+
+_found: dict[type, Backend] = {}
+
+
+def backend_of(array: Any) -> Backend:
+    """The backend of ``array``: the first adapter whose library is imported and owns its type,
+    else NumPy's."""
+    kind = type(array)
+    try:
+        return _found[kind]
+    except KeyError:
+        pass
+    for module, type_name, adapter in ADAPTERS:
+        library = sys.modules.get(module)
+        if library is not None and isinstance(array, getattr(library, type_name)):
+            backend = importlib.import_module(adapter).BACKEND
+            break
+    else:
+        backend = NUMPY
+    _found[kind] = backend
+    return backend
+
+
+def _first_array(args: Sequence[Any], kwargs: dict[str, Any], name: str) -> Any:
+    return args[0] if args else kwargs.get(name)
+
+
+def run(fn: Callable[..., Any], backend: Backend, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """``fn(backend, *args, **kwargs)``, its AvgPoolErrors raised as the backend's class."""
+    try:
+        return fn(backend, *args, **kwargs)
+    except AvgPoolError as exc:
+        if isinstance(exc, backend.errors):
+            raise
+        raise backend.errors(str(exc)) from None
+
+
+def op(fn: Callable[..., Any] | None = None, *, name: str | None = None, doc: str | None = None):
+    """The public op of ``fn(backend, array, ...)``: same signature without ``backend``,
+    which is found from the first array argument (``name`` and ``doc``, if given, replace
+    ``fn``'s).
+
+    ``op.impl`` is ``fn`` (ops that call another op pass their backend on); ``op.on(backend)``
+    is the op on that backend alone (a front end's functional API: other arrays are refused).
+    """
+    if fn is None:
+        return functools.partial(op, name=name, doc=doc)
+    if name is not None:
+        fn.__name__ = fn.__qualname__ = name
+    if doc is not None:
+        fn.__doc__ = doc
+    signature = inspect.signature(fn)
+    parameters = list(signature.parameters.values())[1:]
+    first = parameters[0].name
+
+    @functools.wraps(fn)
+    def public(*args: Any, **kwargs: Any) -> Any:
+        return run(fn, backend_of(_first_array(args, kwargs, first)), args, kwargs)
+
+    public.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    public.impl = fn  # type: ignore[attr-defined]
+    public.on = functools.partial(_bound, fn, public.__signature__)  # type: ignore[attr-defined]
+    return public
+
+
+def _bound(fn: Callable[..., Any], signature: inspect.Signature, backend: Backend) -> Callable[..., Any]:
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        return run(fn, backend, args, kwargs)
+
+    bound.__name__ = bound.__qualname__ = fn.__name__
+    bound.__signature__ = signature  # type: ignore[attr-defined]
+    return bound

@@ -1,0 +1,432 @@
+"""torch.nn's windowed pooling modules (average, max, Lp, global) computed by avgpool, in any
+framework's convention: each reads its arguments by the convention's rules
+(`convention_window`) and calls one ``torch.ops.avgpool`` custom op in ``forward``."""
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
+from avgpool import conventions
+from avgpool._errors import AvgPoolError
+from avgpool.conventions import CONVENTIONS, RULES
+from avgpool.torch import _checks
+from avgpool.torch._library import call, window_args
+from avgpool.window import Window
+
+__all__ = [
+    "AvgPool1d",
+    "AvgPool2d",
+    "AvgPool3d",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "LPPool1d",
+    "LPPool2d",
+    "LPPool3d",
+    "MaxPool1d",
+    "MaxPool2d",
+    "MaxPool3d",
+    "convention_window",
+]
+
+#: The conventions whose stride defaults to 1 (torch.nn's ``stride`` attribute shows it).
+_DEFAULT_STRIDE_IS_ONE = tuple(name for name, r in RULES.items() if r.default_stride == "one")
+
+
+def convention_window(
+    op: str,
+    ndim: int,
+    convention: str,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    count_include_pad: bool | None = None,
+    divisor_override: int | None = None,
+) -> Window:
+    """A module's Window: torch.nn's arguments read by one framework's rules.
+
+    `avgpool.conventions.window`, the builder `avgpool.inspect.window_for` and ``avgpool
+    shape`` use too: the same defaults (None: the framework's), refusals and messages.
+    """
+    return conventions.window(
+        convention,
+        op,
+        ndim,
+        kernel_size,
+        stride,
+        padding,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad,
+        divisor_override=divisor_override,
+    )
+
+
+def _copy_mode(new: torch.nn.Module, old: torch.nn.Module) -> torch.nn.Module:
+    new.train(old.training)
+    return new
+
+
+def _convention_repr(module: torch.nn.Module, base: str) -> str:
+    convention = getattr(module, "convention", "torch")
+    return base if convention == "torch" else f"{base}, convention={convention}"
+
+
+# -- average -----------------------------------------------------------------------------------
+
+
+class _AvgMixin:
+    op = "avg"
+    _kernel: list[int]
+    _stride: list[int]
+    _padding: list[int]
+    _padding_mode: str
+    _dilation: list[int]
+    _ceil: bool
+    _cip: bool
+    _divisor: int | None
+    _channels_last: bool
+    _convention: str
+
+    def _set_window(self, window: Window) -> None:
+        self.window = window
+        self.convention = window.convention
+        (
+            self._kernel,
+            self._stride,
+            self._padding,
+            self._padding_mode,
+            self._dilation,
+            self._ceil,
+            self._cip,
+            self._divisor,
+            self._channels_last,
+            self._convention,
+        ) = window_args(window)
+        # the op arguments as eager forwards pass them (TorchScript reads the fields above)
+        self._avg_args = window_args(window)
+        kernel, stride, padding, mode, dilation, ceil, _, _, cl, convention = self._avg_args
+        self._max_args = (kernel, stride, padding, mode, dilation, ceil, cl, convention)
+
+
+def _avg_class(ndim: int, base: type) -> type:
+    class AvgPool(_AvgMixin, base):
+        def __init__(
+            self,
+            kernel_size: Any,
+            stride: Any = None,
+            padding: Any = 0,
+            ceil_mode: bool = False,
+            count_include_pad: bool | None = None,
+            divisor_override: int | None = None,
+            *,
+            convention: str = "torch",
+        ) -> None:
+            window = convention_window(
+                "avg",
+                ndim,
+                convention,
+                kernel_size,
+                stride,
+                padding,
+                1,
+                ceil_mode,
+                count_include_pad,
+                divisor_override,
+            )
+            if ndim == 1:
+                super().__init__(kernel_size, window.stride, padding, ceil_mode, window.count_include_pad)
+                if isinstance(padding, str):
+                    self.padding = padding
+            else:
+                super().__init__(
+                    kernel_size,
+                    stride,
+                    padding,
+                    ceil_mode,
+                    window.count_include_pad,
+                    divisor_override,
+                )
+                if stride is None:
+                    self.stride = kernel_size if convention not in _DEFAULT_STRIDE_IS_ONE else 1
+            self._set_window(window)
+
+        @classmethod
+        def from_module(cls, module: torch.nn.Module):
+            """The avgpool twin of a ``torch.nn.AvgPool{n}d``."""
+            return _copy_mode(
+                cls(
+                    module.kernel_size,
+                    module.stride,
+                    module.padding,
+                    module.ceil_mode,
+                    module.count_include_pad,
+                    getattr(module, "divisor_override", None),
+                ),
+                module,
+            )
+
+        def extra_repr(self) -> str:
+            return _convention_repr(self, super().extra_repr())
+
+        def forward(self, input: Tensor) -> Tensor:
+            if not torch.jit.is_scripting():
+                if self._convention == "torch":
+                    _checks.input_of("avg", ndim, input)
+                return call.avg_pool(input, *self._avg_args)
+            return torch.ops.avgpool.avg_pool(
+                input,
+                self._kernel,
+                self._stride,
+                self._padding,
+                self._padding_mode,
+                self._dilation,
+                self._ceil,
+                self._cip,
+                self._divisor,
+                self._channels_last,
+                self._convention,
+            )
+
+    AvgPool.__name__ = AvgPool.__qualname__ = f"AvgPool{ndim}d"
+    AvgPool.__module__ = __name__
+    AvgPool.__doc__ = (
+        f"``torch.nn.AvgPool{ndim}d`` computed by avgpool, in any convention.\n\n"
+        "``count_include_pad=None`` takes the convention's rule (counted: torch, flax)."
+    )
+    return AvgPool
+
+
+AvgPool1d = _avg_class(1, torch.nn.AvgPool1d)
+AvgPool2d = _avg_class(2, torch.nn.AvgPool2d)
+AvgPool3d = _avg_class(3, torch.nn.AvgPool3d)
+
+
+# -- max ---------------------------------------------------------------------------------------
+
+
+class _MaxMixin(_AvgMixin):
+    op = "max"
+
+
+def _max_class(ndim: int, base: type) -> type:
+    class MaxPool(_MaxMixin, base):
+        __constants__ = (*base.__constants__, "return_indices")
+
+        def __init__(
+            self,
+            kernel_size: Any,
+            stride: Any = None,
+            padding: Any = 0,
+            dilation: Any = 1,
+            return_indices: bool = False,
+            ceil_mode: bool = False,
+            *,
+            convention: str = "torch",
+        ) -> None:
+            window = convention_window(
+                "max", ndim, convention, kernel_size, stride, padding, dilation, ceil_mode, False
+            )
+            super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
+            if stride is None:
+                self.stride = kernel_size if convention not in _DEFAULT_STRIDE_IS_ONE else 1
+            self._set_window(window)
+
+        @classmethod
+        def from_module(cls, module: torch.nn.Module):
+            """The avgpool twin of a ``torch.nn.MaxPool{n}d``."""
+            return _copy_mode(
+                cls(
+                    module.kernel_size,
+                    module.stride,
+                    module.padding,
+                    module.dilation,
+                    module.return_indices,
+                    module.ceil_mode,
+                ),
+                module,
+            )
+
+        def extra_repr(self) -> str:
+            return _convention_repr(self, super().extra_repr())
+
+        def forward(self, input: Tensor):
+            if not torch.jit.is_scripting():
+                if self._convention == "torch":
+                    _checks.input_of("max", ndim, input)
+                if not self.return_indices:  # inference skips the arg-max (values-only kernels)
+                    return call.max_pool_values(input, *self._max_args, "")
+                y, indices = call.max_pool(input, *self._max_args, "")
+            else:
+                y, indices = torch.ops.avgpool.max_pool(
+                    input,
+                    self._kernel,
+                    self._stride,
+                    self._padding,
+                    self._padding_mode,
+                    self._dilation,
+                    self._ceil,
+                    self._channels_last,
+                    self._convention,
+                    "",
+                )
+            if self.return_indices:
+                return y, indices
+            return y
+
+    MaxPool.__name__ = MaxPool.__qualname__ = f"MaxPool{ndim}d"
+    MaxPool.__module__ = __name__
+    MaxPool.__doc__ = f"``torch.nn.MaxPool{ndim}d`` computed by avgpool, in any convention."
+    return MaxPool
+
+
+MaxPool1d = _max_class(1, torch.nn.MaxPool1d)
+MaxPool2d = _max_class(2, torch.nn.MaxPool2d)
+MaxPool3d = _max_class(3, torch.nn.MaxPool3d)
+
+
+# -- Lp ----------------------------------------------------------------------------------------
+
+
+def _lp_class(ndim: int, base: type) -> type:
+    class LPPool(_AvgMixin, base):
+        op = "lp"
+        _norm: float
+
+        def __init__(
+            self,
+            norm_type: float,
+            kernel_size: Any,
+            stride: Any = None,
+            ceil_mode: bool = False,
+            *,
+            convention: str = "torch",
+        ) -> None:
+            """``convention="torch"``: ``F.lp_pool{n}d``; ``"onnx"``: ONNX LpPool (|x|**p, stride 1)."""
+            if convention not in ("torch", "onnx"):
+                raise AvgPoolError(f"convention must be 'torch' or 'onnx' for Lp pooling, got {convention!r}")
+            window = convention_window("lp", ndim, convention, kernel_size, stride, 0, 1, ceil_mode, False)
+            super().__init__(norm_type, kernel_size, stride, ceil_mode)
+            self._set_window(window)
+            self._norm = float(norm_type)
+
+        @classmethod
+        def from_module(cls, module: torch.nn.Module):
+            """The avgpool twin of a ``torch.nn.LPPool{n}d``."""
+            return _copy_mode(
+                cls(module.norm_type, module.kernel_size, module.stride, module.ceil_mode), module
+            )
+
+        def extra_repr(self) -> str:
+            return _convention_repr(self, super().extra_repr())
+
+        def forward(self, input: Tensor) -> Tensor:
+            if not torch.jit.is_scripting():
+                if self._convention == "torch":
+                    _checks.input_of("lp", ndim, input)
+                return call.lp_pool(input, self._norm, *self._max_args)
+            return torch.ops.avgpool.lp_pool(
+                input,
+                self._norm,
+                self._kernel,
+                self._stride,
+                self._padding,
+                self._padding_mode,
+                self._dilation,
+                self._ceil,
+                self._channels_last,
+                self._convention,
+            )
+
+    LPPool.__name__ = LPPool.__qualname__ = f"LPPool{ndim}d"
+    LPPool.__module__ = __name__
+    LPPool.__doc__ = f"``torch.nn.LPPool{ndim}d`` computed by avgpool (torch's or ONNX's Lp)."
+    return LPPool
+
+
+LPPool1d = _lp_class(1, torch.nn.LPPool1d)
+LPPool2d = _lp_class(2, torch.nn.LPPool2d)
+LPPool3d = _lp_class(3, torch.nn.LPPool3d)
+
+
+# -- global ------------------------------------------------------------------------------------
+
+
+class GlobalAvgPool(_AvgMixin, torch.nn.Module):
+    """Mean over every spatial axis: ONNX GlobalAveragePool, Keras GlobalAveragePooling*D.
+
+    ``keepdims=False`` returns ``(N, C)`` (a classifier head's input); ``ndim`` is the
+    spatial rank (2 for images).
+    """
+
+    __constants__ = ("ndim", "keepdims")
+
+    def __init__(self, ndim: int = 2, keepdims: bool = True, *, convention: str = "torch") -> None:
+        super().__init__()
+        if convention not in CONVENTIONS:
+            raise AvgPoolError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        self.ndim, self.keepdims = int(ndim), bool(keepdims)
+        self._set_window(Window(None, ndim=self.ndim, convention=convention))
+
+    def extra_repr(self) -> str:
+        return _convention_repr(self, f"ndim={self.ndim}, keepdims={self.keepdims}")
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            y = call.avg_pool(input, *self._avg_args)
+        else:
+            y = torch.ops.avgpool.avg_pool(
+                input,
+                self._kernel,
+                self._stride,
+                self._padding,
+                self._padding_mode,
+                self._dilation,
+                self._ceil,
+                self._cip,
+                self._divisor,
+                self._channels_last,
+                self._convention,
+            )
+        if self.keepdims:
+            return y
+        return y.flatten(input.dim() - self.ndim - 1)
+
+
+class GlobalMaxPool(_MaxMixin, torch.nn.Module):
+    """Maximum over every spatial axis (NaN wins): ONNX GlobalMaxPool."""
+
+    __constants__ = ("ndim", "keepdims")
+
+    def __init__(self, ndim: int = 2, keepdims: bool = True, *, convention: str = "torch") -> None:
+        super().__init__()
+        if convention not in CONVENTIONS:
+            raise AvgPoolError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        self.ndim, self.keepdims = int(ndim), bool(keepdims)
+        self._set_window(Window(None, ndim=self.ndim, convention=convention))
+
+    def extra_repr(self) -> str:
+        return _convention_repr(self, f"ndim={self.ndim}, keepdims={self.keepdims}")
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            y = call.max_pool_values(input, *self._max_args, "propagate")
+        else:
+            y, _ = torch.ops.avgpool.max_pool(
+                input,
+                self._kernel,
+                self._stride,
+                self._padding,
+                self._padding_mode,
+                self._dilation,
+                self._ceil,
+                self._channels_last,
+                self._convention,
+                "propagate",
+            )
+        if self.keepdims:
+            return y
+        return y.flatten(input.dim() - self.ndim - 1)

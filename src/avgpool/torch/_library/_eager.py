@@ -1,0 +1,101 @@
+"""The eager path: ``call.<op>(...)`` is ``torch.ops.avgpool.<op>(...)`` without the
+dispatcher's ~50 µs where it would change nothing (a plain CPU tensor in eager mode)."""
+
+import logging
+
+import torch
+from torch import Tensor
+
+from avgpool._errors import torch_errors
+
+log = logging.getLogger("avgpool")
+
+
+def _dispatch_checks() -> tuple | None:
+    """The state queries `needs_dispatcher` makes; None (always dispatch) if this torch lacks one."""
+    try:
+        return (
+            torch.compiler.is_compiling,
+            torch.jit.is_tracing,
+            torch._C._len_torch_dispatch_stack,
+            torch._C._is_torch_function_mode_enabled,
+            torch._C._are_functorch_transforms_active,
+            torch._C._autograd._profiler_enabled,
+        )
+    except AttributeError:  # pragma: no cover (torch >= 2.3 has them all)
+        return None
+
+
+_CHECKS = _dispatch_checks()
+
+
+def needs_dispatcher(x: Tensor) -> bool:
+    """Whether a call on ``x`` must go through the dispatcher rather than straight to the kernel.
+
+    A Python custom op costs about 50 µs a call in the dispatcher (Python -> C++ -> Python, for
+    the autograd key and again for the CPU key), ten times the kernel on a small tensor. For
+    a plain CPU tensor in eager mode the dispatcher would only pick the CPU kernel and the
+    autograd formula registered here, so `call` runs those itself. Anything else goes through
+    it: compiling (dynamo, export), jit tracing (the TorchScript ONNX exporter), tensor
+    subclasses and fake tensors, other devices, dispatch and function modes (FakeTensorMode,
+    make_fx, FlopCounterMode, ``with torch.device``), vmap and grad transforms, and the
+    profiler, so that traces and profiles show the custom op.
+    """
+    checks = _CHECKS
+    if checks is None:
+        return True
+    compiling, tracing, dispatch_modes, function_modes, transforms, profiling = checks
+    return (
+        compiling()
+        or type(x) is not Tensor
+        or not x.is_cpu
+        or tracing()
+        or dispatch_modes() > 0
+        or function_modes()
+        or transforms()
+        or profiling()
+    )
+
+
+class _Calls:
+    """``torch.ops.avgpool``'s ops, each run without the dispatcher where that changes nothing.
+
+    ``call.avg_pool(x, ...)`` is ``torch.ops.avgpool.avg_pool(x, ...)``: the same kernel, the
+    same result, the same autograd formula (through a ``torch.autograd.Function`` made of this
+    module's setup_context and backward, whose backward calls these again, so double backward
+    works as through the dispatcher). See `needs_dispatcher` for when the dispatcher runs.
+    """
+
+    def add(self, name: str, kernel, setup_context, backward, tensors: int = 1) -> None:
+        op = getattr(torch.ops.avgpool, name)
+
+        # ctx in forward, not a separate setup_context: Function.apply binds the arguments to
+        # forward's signature (inspect.signature, ~10 µs) when setup_context is defined
+        def forward(ctx, *args):
+            output = kernel(*args)
+            setup_context(ctx, args, output)
+            return output
+
+        function = type(
+            f"EagerFor_avgpool_{name}",
+            (torch.autograd.Function,),
+            {"forward": staticmethod(forward), "backward": staticmethod(backward)},
+        )
+
+        def run(*args):
+            if needs_dispatcher(args[0]):
+                return op(*args)
+            log.debug("avgpool.torch: %s without the dispatcher (a plain CPU tensor, eager)", name)
+            if torch.is_grad_enabled() and (
+                args[0].requires_grad or (tensors > 1 and any(t.requires_grad for t in args[1:tensors]))
+            ):
+                return function.apply(*args)
+            return kernel(*args)
+
+        run.__name__ = run.__qualname__ = name
+        run.__doc__ = f"``torch.ops.avgpool.{name}``, without the dispatcher in plain eager calls."
+        setattr(self, name, torch_errors(run))
+
+
+#: The ops, called without the dispatcher where that changes nothing (each family module adds its own).
+call = _Calls()

@@ -1,0 +1,152 @@
+"""Max pooling as the custom ops ``avgpool::max_pool`` (values and arg-max) and
+``avgpool::max_pool_backward`` (a scatter to the arg-max; its backward is a gather), and the
+values-only path of inference."""
+
+import logging
+
+import torch
+from torch import Tensor
+
+from avgpool import _dispatch, ops
+from avgpool._arrays import Layout
+from avgpool._errors import torch_errors
+from avgpool.torch._arrays import _cl_order, permute_shape, to_numpy
+from avgpool.torch._library._args import (
+    check_rank,
+    new_empty,
+    numpy_window,
+    spatial,
+    torch_layout,
+    window_of,
+    with_spatial,
+)
+from avgpool.torch._library._eager import call, needs_dispatcher
+
+log = logging.getLogger("avgpool")
+
+
+def _max_pool_cpu(
+    x: Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    padding_mode: str,
+    dilation: list[int],
+    ceil_mode: bool,
+    channels_last: bool,
+    convention: str,
+    nan_policy: str,
+) -> tuple[Tensor, Tensor]:
+    args = (kernel_size, stride, padding, padding_mode, dilation, ceil_mode, channels_last, convention)
+    return _max_pool_numpy(x, *args, nan_policy, return_indices=True)
+
+
+def _max_pool_numpy(
+    x, kernel_size, stride, padding, mode, dilation, ceil, cl, convention, nan_policy, *, return_indices
+):
+    """`ops.max_pool` on the tensor's memory: (values, indices), or the values alone (the
+    values-only kernels, several times faster) without ``return_indices``."""
+    w = window_of(kernel_size, stride, padding, mode, dilation, ceil, False, None, cl, convention)
+    v = to_numpy(x, w.ndim, w.channels_last)
+    window, policy = numpy_window(w, v.channels_last), nan_policy or None
+    if not return_indices:
+        return torch_layout(
+            v.back(ops.max_pool(v.array, window=window, nan_policy=policy)), x, w, "max_values"
+        )
+    y, index = ops.max_pool(v.array, window=window, return_indices=True, nan_policy=policy)
+    return torch_layout(v.back(y), x, w, "max"), torch_layout(v.back(index), x, w, "max")
+
+
+def _max_pool_values(x: Tensor, *args) -> Tensor:
+    """The values of ``call.max_pool(x, *args)``. Where nothing needs the arg-max (a plain eager
+    CPU tensor that no gradient flows through: inference) the values-only kernels run; else the
+    op, whose indices autograd, tracing and other devices use."""
+    if needs_dispatcher(x) or (torch.is_grad_enabled() and x.requires_grad):
+        return call.max_pool(x, *args)[0]
+    log.debug("avgpool.torch: max_pool values only (no gradient, eager CPU)")
+    return _max_pool_numpy(x, *args, return_indices=False)
+
+
+max_pool = torch.library.custom_op("avgpool::max_pool", _max_pool_cpu, mutates_args=(), device_types="cpu")
+
+
+@max_pool.register_fake
+def _(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cl, convention, nan_policy):
+    w = window_of(
+        kernel_size, stride, padding, padding_mode, dilation, ceil_mode, False, None, cl, convention
+    )
+    check_rank(x, w.ndim)
+    shape = with_spatial(x.shape, w.ndim, cl, [a.out for a in w.resolve(spatial(x.shape, w.ndim, cl))])
+    return new_empty(x, shape, w.ndim, cl, kind="max"), new_empty(x, shape, w.ndim, cl, torch.int64, "max")
+
+
+def _max_pool_backward_cpu(
+    grad: Tensor, indices: Tensor, input_shape: list[int], ndim: int, channels_last: bool
+) -> Tensor:
+    """Scatter each output's gradient to its arg-max (max, adaptive max and global max)."""
+    v = to_numpy(grad, ndim, channels_last)
+    if v.channels_last != channels_last:
+        index = indices.permute(*_cl_order(ndim)).contiguous().numpy()
+        shape = permute_shape(input_shape, ndim)
+    else:
+        index, shape = indices.contiguous().numpy(), tuple(input_shape)
+    layout = Layout.of(shape, ndim, v.channels_last, "input_shape")
+    out_spatial = Layout.of(v.array.shape, ndim, v.channels_last, "grad").spatial
+    layout.check_grad_shape(v.array, out_spatial)
+    return v.back(_dispatch.max_backward(v.array, index, layout, out_spatial))
+
+
+max_pool_backward = torch.library.custom_op(
+    "avgpool::max_pool_backward", _max_pool_backward_cpu, mutates_args=(), device_types="cpu"
+)
+
+
+@max_pool_backward.register_fake
+def _(grad, indices, input_shape, ndim, channels_last):
+    return new_empty(grad, list(input_shape), ndim, channels_last)
+
+
+def gather_max(grad_grad: Tensor, indices: Tensor, ndim: int, channels_last: bool) -> Tensor:
+    """The transpose of `max_pool_backward`: each output reads its arg-max cell (index -1: 0)."""
+    if channels_last:
+        grad_grad, indices = grad_grad.movedim(-1, -ndim - 1), indices.movedim(-1, -ndim - 1)
+    out_shape = indices.shape
+    flat_g = grad_grad.flatten(-ndim)
+    flat_i = indices.flatten(-ndim)
+    picked = torch.gather(flat_g, -1, flat_i.clamp(min=0))
+    picked = torch.where(flat_i >= 0, picked, torch.zeros_like(picked)).reshape(out_shape)
+    return picked.movedim(-ndim - 1, -1) if channels_last else picked
+
+
+def _max_setup(ctx, inputs, output):
+    x = inputs[0]
+    ctx.input_shape = list(x.shape)
+    ctx.ndim = len(inputs[2])
+    ctx.channels_last = inputs[7]
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _max_backward(ctx, grad, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    g = call.max_pool_backward(grad, indices, ctx.input_shape, ctx.ndim, ctx.channels_last)
+    return (g,) + (None,) * 9
+
+
+def _max_backward_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.ndim, ctx.channels_last = inputs[3], inputs[4]
+
+
+def _max_backward_backward(ctx, grad_grad):
+    (indices,) = ctx.saved_tensors
+    return gather_max(grad_grad, indices, ctx.ndim, ctx.channels_last), None, None, None, None
+
+
+max_pool.register_autograd(_max_backward, setup_context=_max_setup)
+max_pool_backward.register_autograd(_max_backward_backward, setup_context=_max_backward_setup)
+
+
+call.add("max_pool", _max_pool_cpu, _max_setup, _max_backward)
+call.max_pool_values = torch_errors(_max_pool_values)
+call.add("max_pool_backward", _max_pool_backward_cpu, _max_backward_setup, _max_backward_backward, 2)
