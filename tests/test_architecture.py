@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, ...]] = [
 #: Layers whose entries may import one another (the others' entries are independent).
 SHARED_LAYERS = {0, 1, 3, 5, 11}
 
+
 @pytest.fixture(scope="module")
 def graph():
     return grimp.build_graph("avgpool", include_external_packages=False)
