@@ -81,11 +81,9 @@ def module(op, ndim, kernel, stride, padding, extra, convention):
     if op == "max" and not {"count_include_pad", "divisor_override"} & set(extra):
         cls = getattr(apnn, f"MaxPool{ndim}d")
         return lambda: cls(kernel, stride, padding, convention=convention, **extra)
-    # LPPool refuses a convention without Lp pooling by its own check, before the builder
     if op == "lp" and padding == 0 and not {"dilation", "count_include_pad"} & set(extra):
-        if convention in ("torch", "onnx"):
-            cls = getattr(apnn, f"LPPool{ndim}d")
-            return lambda: cls(2, kernel, stride, convention=convention, **extra)
+        cls = getattr(apnn, f"LPPool{ndim}d")
+        return lambda: cls(2, kernel, stride, convention=convention, **extra)
     return None
 
 

@@ -306,8 +306,6 @@ def _lp_class(ndim: int, base: type) -> type:
             convention: str = "torch",
         ) -> None:
             """``convention="torch"``: ``F.lp_pool{n}d``; ``"onnx"``: ONNX LpPool (|x|**p, stride 1)."""
-            if convention not in ("torch", "onnx"):
-                raise AvgPoolError(f"convention must be 'torch' or 'onnx' for Lp pooling, got {convention!r}")
             window = convention_window("lp", ndim, convention, kernel_size, stride, 0, 1, ceil_mode, False)
             super().__init__(norm_type, kernel_size, stride, ceil_mode)
             self._set_window(window)
