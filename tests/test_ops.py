@@ -315,3 +315,17 @@ def test_kept_geometry_keeps_errors_naming_their_argument():
         ap.avg_pool_backward(np.zeros((1, 1, 2, 0)), (1, 1, 4, 0), 2)
     with pytest.raises(AvgPoolError, match="input spatial sizes must be >= 1"):
         ap.avg_pool(np.zeros((1, 1, 4, 0)), 2)
+
+
+def test_lp_pool_takes_its_definition_from_a_window_read_from_onnx():
+    """A window read from an ONNX LpPool computes ONNX's Lp (|x|**p) unless told otherwise."""
+    x = np.array([[[-3.0, 4.0, 1.0]]])
+    onnx_window = Window.from_onnx({"kernel_shape": [2]}, (1, 1, 3))
+    onnx_lp = np.array([[[(27 + 64) ** (1 / 3), (64 + 1) ** (1 / 3)]]])
+    torch_lp = np.array([[[(-27 + 64) ** (1 / 3), (64 + 1) ** (1 / 3)]]])
+    np.testing.assert_allclose(ap.lp_pool(x, 3, window=onnx_window), onnx_lp)
+    np.testing.assert_allclose(ap.lp_pool(x, 3, window=onnx_window, convention="torch"), torch_lp)
+    np.testing.assert_allclose(ap.lp_pool(x, 3, 2, 1), torch_lp)  # no window: PyTorch's
+    g = np.ones((1, 1, 2))
+    by_window = ap.lp_pool_backward(g, x, 3, window=onnx_window)
+    np.testing.assert_allclose(by_window, ap.lp_pool_backward(g, x, 3, 2, 1, convention="onnx"))

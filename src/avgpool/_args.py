@@ -131,7 +131,12 @@ def norm_type(value: Any) -> float:
     return float(value)
 
 
-def lp_convention(convention: str) -> str:
+def lp_convention(convention: str | None, window: Window | None = None) -> str:
+    """Whose Lp definition to compute: ``convention`` when given, else the window's own when it
+    has one (a window read from an ONNX LpPool computes ONNX's), else PyTorch's."""
+    if convention is None:
+        has_own = window is not None and window.convention in ref.LP_CONVENTIONS
+        convention = window.convention if has_own else "torch"
     ref.check_lp_convention(convention)
     return convention
 

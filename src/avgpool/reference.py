@@ -285,8 +285,12 @@ def max_pool_backward(grad_out: np.ndarray, index: np.ndarray, spatial: Sequence
     return scatter_index(grad_out, index, spatial)
 
 
+#: The conventions with an Lp pooling of their own (they differ: see `lp_pool`).
+LP_CONVENTIONS = ("torch", "onnx")
+
+
 def check_lp_convention(convention: str) -> None:
-    if convention not in ("torch", "onnx"):
+    if convention not in LP_CONVENTIONS:
         raise AvgPoolError(f"convention must be 'torch' or 'onnx' for lp pooling, got {convention!r}")
 
 

@@ -23,13 +23,14 @@ def lp_pool(
     ceil_mode: bool = False,
     channels_last: bool = False,
     window: Window | None = None,
-    convention: str = "torch",
+    convention: str | None = None,
 ) -> Array:
     """N-d power-average pooling ``(sum x**p)**(1/p)`` in PyTorch's or ONNX's definition.
 
     ``convention="torch"`` reproduces ``F.lp_pool*d`` exactly (``x**p`` keeps the sign for odd
     p; a ceil-mode partial window is scaled as if full); ``"onnx"`` is ONNX LpPool
-    (``|x|**p``; padded cells add 0).
+    (``|x|**p``; padded cells add 0). By default, a ``window``'s own convention when it is one
+    of those two (``Window.from_onnx``'s computes ONNX's), else PyTorch's.
 
     Examples
     --------
@@ -38,10 +39,11 @@ def lp_pool(
     array([[[5.]]])
     """
     x = be.array(x)
-    p, convention = _args.norm_type(norm_type), _args.lp_convention(convention)
+    p = _args.norm_type(norm_type)
     w = _args.max_window(
         len(x.shape), kernel_size, stride, padding, dilation, ceil_mode, channels_last, window
     )
+    convention = _args.lp_convention(convention, window)
     return be.lp_pool(x, p, w, convention)
 
 
@@ -59,14 +61,15 @@ def lp_pool_backward(
     ceil_mode: bool = False,
     channels_last: bool = False,
     window: Window | None = None,
-    convention: str = "torch",
+    convention: str | None = None,
 ) -> Array:
     """Gradient of `lp_pool` w.r.t. its input (0 where a window's power sum is 0)."""
     grad_output, x = be.array(grad_output, "grad_output"), be.array(x)
-    p, convention = _args.norm_type(norm_type), _args.lp_convention(convention)
+    p = _args.norm_type(norm_type)
     w = _args.max_window(
         len(x.shape), kernel_size, stride, padding, dilation, ceil_mode, channels_last, window
     )
+    convention = _args.lp_convention(convention, window)
     return be.lp_pool_backward(grad_output, x, p, w, convention)
 
 
