@@ -1,7 +1,8 @@
 """avgpool: average pooling (and its family) for every framework's convention.
 
 Exact float64 reference semantics for PyTorch, ONNX, TensorFlow, Keras and Flax, one
-canonical `Window` to describe any of them, and the ops on NumPy arrays.
+canonical `Window` to describe any of them, and the ops on NumPy arrays and (with
+`avgpool.torch` imported) torch tensors.
 """
 
 from avgpool import ops

@@ -8,7 +8,7 @@ one scatter (``np.add.at``) serve avg, max, lp, adaptive, global and blur poolin
 each backward is literally the transpose of its forward.
 
 Arrays here are channels-first and flattened to ``(B, *spatial)`` (B = batch x channels),
-float64; `avgpool.ops` adapts layouts and dtypes at the edge.
+float64; the NumPy backend (`avgpool._backends`) adapts layouts and dtypes at the edge.
 """
 
 from __future__ import annotations
