@@ -360,3 +360,14 @@ def test_torchvision_inception_v3_swaps_with_the_same_outputs():
     model = tv.models.inception_v3(init_weights=False, aux_logits=False)  # torch's init: fast
     swapped = _swapped_matches(model, torch.randn(1, 3, 75, 75))  # its smallest input
     assert _ours(swapped) == ["MaxPool2d", "MaxPool2d", "AdaptiveAvgPool2d"]
+
+
+def test_avgmax_pool_is_public_and_pickles_by_its_public_name():
+    import pickle
+
+    pool = apnn.AvgMaxPool(apnn.GlobalAvgPool(), apnn.GlobalMaxPool(), concat=True)
+    assert type(pool).__module__ == "avgpool.nn" and b"avgpool.nn" in pickle.dumps(pool)
+    x = torch.randn(2, 3, 5, 4)
+    torch.testing.assert_close(
+        pool(x), torch.cat((x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)), 1)
+    )

@@ -37,6 +37,7 @@ from avgpool.nn.adaptive import (
 )
 from avgpool.nn.blur import BlurPool1d, BlurPool2d, BlurPool3d
 from avgpool.nn.pooling import (
+    AvgMaxPool,
     AvgPool1d,
     AvgPool2d,
     AvgPool3d,
@@ -59,6 +60,7 @@ __all__ = [
     "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d",
     "AdaptiveMaxPool3d",
+    "AvgMaxPool",
     "AvgPool1d",
     "AvgPool2d",
     "AvgPool3d",

@@ -16,6 +16,7 @@ from avgpool.torch._library import call, window_args
 from avgpool.window import Window
 
 __all__ = [
+    "AvgMaxPool",
     "AvgPool1d",
     "AvgPool2d",
     "AvgPool3d",
@@ -428,3 +429,25 @@ class GlobalMaxPool(_MaxMixin, torch.nn.Module):
         if self.keepdims:
             return y
         return y.flatten(input.dim() - self.ndim - 1)
+
+
+class AvgMaxPool(torch.nn.Module):
+    """An average and a max pool of the same input, combined as timm's ``avgmax`` /
+    ``catavgmax`` pooling combines them: ``0.5 * (avg + max)``, or both concatenated along
+    ``dim`` (the channels). `swap_pooling` builds it for timm's avg-max pools."""
+
+    def __init__(self, avg: torch.nn.Module, max: torch.nn.Module, concat: bool, dim: int = 1) -> None:
+        super().__init__()
+        self.avg, self.max = avg, max
+        self.concat, self.dim = bool(concat), int(dim)
+
+    def extra_repr(self) -> str:
+        return f"concat={self.concat}, dim={self.dim}" if self.concat else "concat=False"
+
+    def forward(self, input: Tensor) -> Tensor:
+        a, m = self.avg(input), self.max(input)
+        if self.concat:
+            return torch.cat((a, m), self.dim)
+        # timm's two spellings, 0.5 * (a + m) and 0.5 * a + 0.5 * m, round alike: halving is
+        # exact (short of overflow and subnormals)
+        return 0.5 * (a + m)

@@ -30,11 +30,10 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from avgpool._errors import AvgPoolError
 
-__all__ = ["LIBRARIES", "AvgMaxPool", "library_of", "twin"]
+__all__ = ["LIBRARIES", "library_of", "twin"]
 
 #: The libraries whose pooling modules `twin` knows, as `avgpool.nn.swap_pooling` names them.
 LIBRARIES = ("torch", "timm", "antialiased_cnns")
@@ -59,27 +58,6 @@ def library_of(module: torch.nn.Module) -> str | None:
         if where == library or where.startswith(library + "."):
             return library
     return None
-
-
-class AvgMaxPool(torch.nn.Module):
-    """timm's ``avgmax`` / ``catavgmax`` pooling over avgpool's modules: ``0.5 * (avg + max)``,
-    or both concatenated along ``dim`` (the channels), as timm computes them."""
-
-    def __init__(self, avg: torch.nn.Module, max: torch.nn.Module, concat: bool, dim: int = 1) -> None:
-        super().__init__()
-        self.avg, self.max = avg, max
-        self.concat, self.dim = bool(concat), int(dim)
-
-    def extra_repr(self) -> str:
-        return f"concat={self.concat}, dim={self.dim}" if self.concat else "concat=False"
-
-    def forward(self, input: Tensor) -> Tensor:
-        a, m = self.avg(input), self.max(input)
-        if self.concat:
-            return torch.cat((a, m), self.dim)
-        # timm's two spellings, 0.5 * (a + m) and 0.5 * a + 0.5 * m, round alike: halving is
-        # exact (short of overflow and subnormals)
-        return 0.5 * (a + m)
 
 
 def _refuse(module: torch.nn.Module, why: str) -> AvgPoolError:
@@ -157,13 +135,13 @@ def _fast_pool(module: torch.nn.Module, nn: ModuleType) -> torch.nn.Module:
     if name == "FastAdaptiveMaxPool":
         return nn.GlobalMaxPool(2, keepdims)
     dim = getattr(module, "dim_cat", 1)
-    return AvgMaxPool(nn.GlobalAvgPool(2, keepdims), nn.GlobalMaxPool(2, keepdims), "Cat" in name, dim)
+    return nn.AvgMaxPool(nn.GlobalAvgPool(2, keepdims), nn.GlobalMaxPool(2, keepdims), "Cat" in name, dim)
 
 
 def _adaptive_avgmax(module: torch.nn.Module, nn: ModuleType) -> torch.nn.Module:
     size = module.output_size
     concat = type(module).__name__ == "AdaptiveCatAvgMaxPool2d"
-    return AvgMaxPool(nn.AdaptiveAvgPool2d(size), nn.AdaptiveMaxPool2d(size), concat)
+    return nn.AvgMaxPool(nn.AdaptiveAvgPool2d(size), nn.AdaptiveMaxPool2d(size), concat)
 
 
 _TIMM: dict[str, Any] = {
