@@ -365,8 +365,9 @@ def fake_results():
     return results
 
 
-def test_summary_checks_the_done_when_criteria():
-    summary = fake_results()["summary"]
+def test_summary_checks_the_performance_targets():
+    results = fake_results()
+    summary = results["summary"]
     fast = summary["faster_than_best_peer"]
     assert not fast["pass"] and fast["cases_compared"] == 20
     assert {x["case"] for x in fast["slower_cases"]} == {
@@ -375,8 +376,10 @@ def test_summary_checks_the_done_when_criteria():
     }  # failed counts as slower
     assert summary["floor_fraction"]["median_case"] == 0.5  # floor 1 ms / 2 ms; the failed ones count 0
     assert not summary["floor_fraction"]["pass"]
-    per_output = summary["per_output_15x15_vs_3x3"]
+    per_output = summary["window_growth"]
     assert per_output["channels_first"] == per_output["channels_last"] == 1.5 and per_output["pass"]
+    assert (per_output["large"], per_output["small"]) == ("avg 15x15/1", "avg 3x3/1 p1")  # cases.toml's
+    assert "avg 15x15/1 under 2x the avg 3x3/1 p1 time per output" in render_markdown(results)
 
 
 def test_writers_round_trip_and_render_the_table(tmp_path):
@@ -396,7 +399,7 @@ def test_writers_round_trip_and_render_the_table(tmp_path):
     assert "- scipy: uniform_filter is stride-1 only (avg2x2s2/cf," in md
     assert "avgpool failed: MemoryError: 6 GiB (avg7x7s1/cf, avg7x7s1/cl)" in md
     assert "❌ median case at >= 70% of the bandwidth floor (floor / time; a failed case counts 0): 50%" in md
-    assert "✅ 15x15/1 under 2x the 3x3/1 p1 time per output: channels-first 1.50x, channels-last 1.50x" in md
+    assert "✅ avg 15x15/1 under 2x the avg 3x3/1 p1 time per output: channels-first 1.50x, channels-last 1.50x" in md
     assert "**2 threads**" in md and "Test CPU" in md
 
 

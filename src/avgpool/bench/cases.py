@@ -14,6 +14,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["CASES_FILE", "Case", "make_inputs", "rotation_count", "scales", "standard_cases"]
+__all__ = ["CASES_FILE", "Case", "make_inputs", "rotation_count", "scales", "standard_cases", "targets"]
 
 _LAYOUTS = {1: ("NCL", "NLC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
 
@@ -137,14 +138,19 @@ _OPS = ("avg", "max", "global_avg", "avg_backward")
 
 
 @functools.cache
-def _read_cases(path: Path = CASES_FILE) -> tuple[dict, list[dict]]:
+def _read_cases(path: Path = CASES_FILE) -> tuple[dict, list[dict], dict]:
     with path.open("rb") as f:
         data = tomllib.load(f)
     scales = {name: {k: tuple(v) for k, v in shapes.items()} for name, shapes in data["scales"].items()}
+    keys = {entry.get("key") for entry in data["case"]}
     for entry in data["case"]:
         if entry.get("op") not in _OPS:
             raise ValueError(f"{path}: case {entry.get('key')!r}: op must be one of {_OPS}")
-    return scales, data["case"]
+    targets = data["targets"]
+    for name in ("large_window", "small_window"):
+        if targets[name] not in keys:
+            raise ValueError(f"{path}: targets.{name} must name a case, got {targets[name]!r}")
+    return scales, data["case"], targets
 
 
 def _case(entry: dict, shapes: dict) -> Case:
@@ -168,6 +174,11 @@ def scales() -> dict[str, dict[str, tuple[int, ...]]]:
     return _read_cases()[0]
 
 
+def targets() -> dict[str, Any]:
+    """What the benchmark's summary checks (``[targets]`` in ``cases.toml``)."""
+    return dict(_read_cases()[2])
+
+
 def standard_cases(scale: str = "full") -> list[Case]:
     """The cases of ``cases.toml`` at one scale, each channels-first then channels-last.
 
@@ -179,7 +190,7 @@ def standard_cases(scale: str = "full") -> list[Case]:
     >>> c.layout, c.array_shape, c.out_array_shape, c.bytes_in >> 20, c.bytes_out >> 20
     ('NCHW', (16, 64, 128, 128), (16, 64, 64, 64), 64, 16)
     """
-    all_scales, entries = _read_cases()
+    all_scales, entries, _ = _read_cases()
     if scale not in all_scales:
         raise ValueError(f"scale must be one of {tuple(all_scales)}, got {scale!r}")
     base = [_case(entry, all_scales[scale]) for entry in entries]

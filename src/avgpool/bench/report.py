@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from avgpool._files import check_writable, write_atomically
+from avgpool.bench.cases import targets
 from avgpool.bench.timing import nearest_rank
 
 __all__ = [
@@ -32,10 +33,6 @@ _DISTRIBUTIONS = {
     "cv2": "opencv-python-headless",
     "scipy": "scipy",
 }
-#: The performance targets the summary checks: the median case at this fraction of the bandwidth
-#: floor, and a 15x15/1 average under this multiple of the 3x3/1 time per output.
-TARGET_FLOOR_FRACTION = 0.7
-TARGET_15_VS_3 = 2.0
 
 
 def _sysfs_size(text: str) -> int:
@@ -117,13 +114,16 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         for row in rows
     ]
     median_fraction = nearest_rank(fractions, 50) if fractions else None
+    goals = targets()
     per_output = {
         (row["case"]["key"], row["case"]["channels_last"]): row["avgpool"].get("per_output_ns")
         for row in rows
     }
-    big_vs_small = {}
+    titles = {row["case"]["key"]: row["case"]["title"] for row in rows}
+    big_vs_small: dict[str, Any] = {}
     for cl, name in ((False, "channels_first"), (True, "channels_last")):
-        big, small = per_output.get(("avg15x15s1", cl)), per_output.get(("avg3x3s1p1", cl))
+        big = per_output.get((goals["large_window"], cl))
+        small = per_output.get((goals["small_window"], cl))
         big_vs_small[name] = big / small if big and small else None
     ratios = [r for r in big_vs_small.values() if r is not None]
     return {
@@ -134,13 +134,15 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         },
         "floor_fraction": {
             "median_case": median_fraction,
-            "target": TARGET_FLOOR_FRACTION,
-            "pass": median_fraction is not None and median_fraction >= TARGET_FLOOR_FRACTION,
+            "target": goals["floor_fraction"],
+            "pass": median_fraction is not None and median_fraction >= goals["floor_fraction"],
         },
-        "per_output_15x15_vs_3x3": {
+        "window_growth": {
             **big_vs_small,
-            "target": TARGET_15_VS_3,
-            "pass": len(ratios) == 2 and all(r < TARGET_15_VS_3 for r in ratios),
+            "large": titles.get(goals["large_window"], goals["large_window"]),
+            "small": titles.get(goals["small_window"], goals["small_window"]),
+            "target": goals["window_growth"],
+            "pass": len(ratios) == 2 and all(r < goals["window_growth"] for r in ratios),
         },
     }
 
@@ -295,13 +297,13 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- {_mark(ff['pass'])} median case at >= {ff['target']:.0%} of the bandwidth floor "
         f"(floor / time; a failed case counts 0): {value}"
     )
-    po = summary["per_output_15x15_vs_3x3"]
+    po = summary["window_growth"]
     parts = [
         f"{name.replace('_', '-')} {po[name]:.2f}x" if po[name] is not None else f"{name} not measured"
         for name in ("channels_first", "channels_last")
     ]
     lines.append(
-        f"- {_mark(po['pass'])} 15x15/1 under {po['target']:g}x the 3x3/1 p1 time per output: "
+        f"- {_mark(po['pass'])} {po['large']} under {po['target']:g}x the {po['small']} time per output: "
         + ", ".join(parts)
     )
     return "\n".join(lines) + "\n"
