@@ -61,6 +61,7 @@ def _modules() -> list[nn.Module]:
             apnn.GlobalAvgPool(keepdims=False, convention=convention),
             apnn.GlobalMaxPool(convention=convention),
         ]
+    out.append(apnn.AvgMaxPool(apnn.GlobalAvgPool(), apnn.GlobalMaxPool(), concat=True))
     return out
 
 
