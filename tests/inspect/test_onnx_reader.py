@@ -10,7 +10,7 @@ from avgpool import AvgPoolError
 from avgpool.inspect import ModelError, read_model
 from avgpool.inspect.onnx_reader import read_onnx
 
-from .conftest import onnx
+from .conftest import SHAPES, onnx, torch
 
 EXPECTED = {
     # name: (source_op, kernel, stride, pads, ceil, count_include_pad, in, out, rf, jump)
@@ -304,3 +304,21 @@ def test_a_kernel_of_another_rank_than_the_input_is_refused():
 def test_negative_dimensions_are_refused_not_shown():
     with pytest.raises(ModelError, match="negative dimension"):
         read_onnx(_pool_model([2, 2], [1, 3, 8, 8], [1, 3, -3, 4]))
+
+
+@pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning")
+@pytest.mark.parametrize("name", ["resnet", "inception", "densenet"])
+def test_the_default_exporter_s_layers_are_named_as_the_torchscript_exporter_names_them(
+    name, torch_models, onnx_models, tmp_path
+):
+    """torch.onnx.export's default (dynamo) names nodes node_avg_pool2d_3; the reader names them
+    by the module path the exporter records, as the TorchScript exporter does, so the two
+    files list their layers under the same keys and diff matches them (the exporters lower a
+    global pool differently: ReduceMean against GlobalAveragePool)."""
+    model = torch_models[name]
+    program = torch.onnx.export(model, (torch.randn(*SHAPES[name]),), dynamo=True, verbose=False)
+    path = tmp_path / f"{name}-dynamo.onnx"
+    program.save(str(path))
+    by_dynamo, by_script = read_onnx(str(path)).layers, read_onnx(onnx_models[name]).layers
+    assert [(x.key, x.output_shape) for x in by_dynamo] == [(x.key, x.output_shape) for x in by_script]
+    assert all(x.name.startswith("/") for x in by_dynamo)

@@ -8,6 +8,7 @@ onnx is imported lazily (``pip install avgpool[inspect]``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -362,12 +363,38 @@ def read_onnx(
     for name, shape in fixed.items():
         if len(shape) >= 3:
             fields[name] = ((1,) * (len(shape) - 2), (1,) * (len(shape) - 2))
+    taken: set[str] = set()
     for node in model.graph.node:
         layer = _layer(node, graph, fields)
         if layer is not None:
-            layers.append(layer)
+            named = _module_name(node, taken)
+            layers.append(layer if named is None else dataclasses.replace(layer, name=named))
+            taken.add(layers[-1].name)
         _propagate(node, graph, fields)
     return Inventory(source, "onnx", renumber(layers), fixed, tuple(notes))
+
+
+def _module_name(node: Any, taken: set[str]) -> str | None:
+    """A dynamo-exported node's name as the TorchScript exporter writes it (``/layer1/pool/
+    AveragePool``), from the module path the exporter records in its ``namespace`` metadata;
+    None for a node named otherwise. Its generic name (``node_avg_pool2d_3``) says nothing of
+    where the layer is (nor does ``n0``, after its optimiser), and the same path under both
+    exporters lets diff match their layers."""
+    if node.name.startswith("/"):  # already a path (the TorchScript exporter's)
+        return None
+    namespace = next((p.value for p in node.metadata_props if p.key == "namespace"), None)
+    if not namespace:
+        return None
+    # ": ResNet/layer1: Sequential/layer1.0: BasicBlock/avg_pool2d: aten.avg_pool2d.default":
+    # the root module (no name), each submodule by its qualified name, then the traced op
+    hops = [part.split(":", 1)[0].strip() for part in namespace.split("/")][1:-1]
+    path = next((h for h in reversed(hops) if h), "").replace(".", "/")
+    name = f"/{path}/{node.op_type}" if path else f"/{node.op_type}"
+    unique, n = name, 0
+    while unique in taken:
+        n += 1
+        unique = f"{name}_{n}"
+    return unique
 
 
 def _fold_pad_inputs(model: Any) -> None:
