@@ -14,6 +14,7 @@ given the whole table) sees the op as if the entry were not there.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,23 +149,34 @@ class FxBuilder:
         )
 
 
+#: Withdrawals of table entries: one at a time across threads (another thread that finds an
+#: entry gone while it calls it waits here, then withdraws it itself), and per thread the ops
+#: whose entry this thread has withdrawn.
+_WITHDRAWING = threading.RLock()
+_withdrawn = threading.local()
+
+
 def _decomposition(op: Any, translate: Any, table: dict) -> Any:
     def decompose(*args: Any) -> Any:
         import torch
 
         if torch.onnx.is_in_onnx_export():
             return translate(FxBuilder(), *args)
-        if table.get(op) is not decompose:
+        mine = _withdrawn.__dict__.setdefault("ops", set())
+        if op in mine:
             # called again from inside the call below, by a tracer holding its own copy of the
             # table: the op stays as it is
             return NotImplemented
         # Not an export: whoever consulted the table (fake tensors with symbolic sizes do) gets
         # the op itself, dispatched as if the table had no entry for it.
-        del table[op]
-        try:
-            return op(*args)
-        finally:
-            table[op] = decompose
+        with _WITHDRAWING:
+            mine.add(op)
+            table.pop(op, None)
+            try:
+                return op(*args)
+            finally:
+                table[op] = decompose
+                mine.discard(op)
 
     return decompose
 
