@@ -103,6 +103,9 @@ class PoolLayer:
         Tensor names (ONNX) the layer reads and writes; verify exposes them.
     attributes : mapping
         The raw attributes (ONNX node attributes, or the module's arguments).
+    written_as : str or None
+        What the model's source wrote, where an ONNX file records it (PyTorch's dynamo exporter
+        does: ``torch.nn.modules.pooling.AdaptiveAvgPool2d`` for a ReduceMean it lowered).
     """
 
     name: str
@@ -121,6 +124,7 @@ class PoolLayer:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    written_as: str | None = None
 
     @property
     def key(self) -> str:
@@ -211,6 +215,7 @@ class PoolLayer:
             "pad": None if self.pad is None else self.pad.to_dict(),
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
+            "written_as": self.written_as,
         }
 
 

@@ -276,6 +276,13 @@ def _pad_vs_kernel(window: Window | None):
         yield "AP113", "; ".join(long) + " (ONNX Runtime refuses pads >= kernel_shape)", None
 
 
+def _pool_module(written_as: str | None) -> bool:
+    """Whether the source wrote a pooling module (the exporter lowered it to a reduction)."""
+    return written_as is not None and written_as.rsplit(".", 1)[-1].endswith(
+        ("Pool", "Pool1d", "Pool2d", "Pool3d")
+    )
+
+
 def _check(layer: PoolLayer, target: Target | None):
     """Yield (rule id, message, severity or None for the rule's own)."""
     if layer.source_op in (
@@ -285,7 +292,7 @@ def _check(layer: PoolLayer, target: Target | None):
         "torch.mean",
         "Tensor.amax",
         "torch.amax",
-    ):
+    ) and not _pool_module(layer.written_as):
         yield "AP112", f"{layer.source_op} over all spatial axes is a {layer.op.replace('_', ' ')} pool", None
     if layer.op.startswith("adaptive"):
         yield from _adaptive(layer)

@@ -8,6 +8,7 @@ onnx is imported lazily (``pip install avgpool[inspect]``).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
@@ -368,10 +369,24 @@ def read_onnx(
         layer = _layer(node, graph, fields)
         if layer is not None:
             named = _module_name(node, taken)
-            layers.append(layer if named is None else dataclasses.replace(layer, name=named))
+            layer = dataclasses.replace(layer, name=named or layer.name, written_as=_written_as(node))
+            layers.append(layer)
             taken.add(layers[-1].name)
         _propagate(node, graph, fields)
     return Inventory(source, "onnx", renumber(layers), fixed, tuple(notes))
+
+
+def _written_as(node: Any) -> str | None:
+    """The innermost torch.nn module the dynamo exporter records for a node, if any."""
+    recorded = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.class_hierarchy"), None)
+    if not recorded:
+        return None
+    try:
+        classes = ast.literal_eval(recorded)  # "['torch.nn...Sequential', ..., 'aten.mean.dim']"
+    except (ValueError, SyntaxError):
+        return None
+    modules = [c for c in classes[:-1] if isinstance(c, str)] if isinstance(classes, list) else []
+    return modules[-1] if modules else None
 
 
 def _module_name(node: Any, taken: set[str]) -> str | None:
