@@ -174,6 +174,10 @@ def _from_spec(spec: str, error: type[AvgPoolError]) -> Any:
     return target
 
 
+#: A deprecation PyTorch's dynamo exporter triggers in PyTorch's own code.
+_LEAFSPEC = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
+
 def to_onnx(
     loaded: LoadedModel,
     input_shapes: Mapping[str, Sequence[int]] | None,
@@ -193,7 +197,12 @@ def to_onnx(
         raise error("reading a compiled PyTorch model needs onnx: pip install 'avgpool[inspect]'") from None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            # PyTorch's own: a TorchScript module has only the TorchScript exporter, which
+            # PyTorch deprecates (and which cannot read a ScriptMethod's signature, and says
+            # so); its dynamo exporter calls a check PyTorch deprecates
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", _LEAFSPEC, FutureWarning)
+            warnings.filterwarnings("ignore", "no signature found for <torch.ScriptMethod", UserWarning)
             if loaded.format == "exported":
                 return torch.onnx.export(loaded.program, dynamo=True, verbose=False).model_proto
             shapes = list((input_shapes or {}).values())
