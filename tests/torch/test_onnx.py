@@ -240,3 +240,9 @@ def test_translation_table_covers_every_forward_op():
     program = torch.onnx.export(module, (x,), dynamo=True, custom_translation_table=table, verbose=False)
     np.testing.assert_allclose(_run(program.model_proto, x)[0], _oracle(module, x), rtol=2e-6, atol=1e-6)
     assert issubclass(AvgPoolError, ValueError)
+
+
+def test_a_pytorch_without_the_torchscript_exporter_still_imports(monkeypatch):
+    """PyTorch deprecates the TorchScript exporter; when it is gone, install keeps the rest."""
+    monkeypatch.delattr(torch.onnx, "register_custom_op_symbolic")
+    assert apo.install() is True  # the dynamo exporter's decompositions, as before

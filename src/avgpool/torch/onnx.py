@@ -451,8 +451,12 @@ def install() -> bool:
     Runs when `avgpool.torch` is imported. Returns False where this PyTorch has no
     ``torch.onnx.ops`` (before 2.8): the dynamo exporter then needs
     ``custom_translation_table=translation_table()``; the TorchScript exporter works anyway.
+    A PyTorch without the (deprecated) TorchScript exporter is served by the dynamo one alone.
     """
     from avgpool.torch import _onnx_fx
 
-    register_symbolics()
+    try:
+        register_symbolics()
+    except (AttributeError, ImportError):  # the TorchScript exporter is gone from this PyTorch
+        pass
     return _onnx_fx.install(_TRANSLATIONS)
