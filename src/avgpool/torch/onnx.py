@@ -163,10 +163,13 @@ def avg_pool(b: _Builder, x, kernel, stride, padding, mode, dilation, ceil, cip,
     if override is not None:
         total = _sum_pool(b, x, axes, w.dilation, dtype)
         return back(b.op("Div", total, _scalar(b, float(override), dtype)))
-    counts = ref.divisor([ref.pool_taps(a) for a in axes], cip)
-    empty_is_nan = math.isnan(EMPTY_AVERAGE.get(convention, 0.0)) and not counts.all()
-    dilated = any(d != 1 for d in w.dilation)
-    if empty_is_nan or (dilated and b.opset < _DILATED_AVERAGE_OPSET):
+    nan_if_empty = math.isnan(EMPTY_AVERAGE.get(convention, 0.0))
+    dilation_unsupported = any(d != 1 for d in w.dilation) and b.opset < _DILATED_AVERAGE_OPSET
+    counts = None  # each window's count, a table the size of the output: only when needed
+    if nan_if_empty or dilation_unsupported:
+        counts = ref.divisor([ref.pool_taps(a) for a in axes], cip)
+    empty_is_nan = nan_if_empty and not counts.all()
+    if empty_is_nan or dilation_unsupported:
         # the sums divided by each window's count, a constant of the geometry; an empty window
         # divides 0 by 0 (Flax's NaN) or, where the convention writes 0 there, by infinity
         divisor = counts if empty_is_nan else np.where(counts == 0, np.inf, counts)
