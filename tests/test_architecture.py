@@ -29,7 +29,13 @@ LAYERS: list[tuple[str, ...]] = [
     # the float64 oracle
     ("avgpool.reference",),
     # compiled kernels and their drivers
-    ("avgpool.kernels", "avgpool._buffers", "avgpool._cpu_plans", "avgpool._cpu_drivers"),
+    (
+        "avgpool.kernels",
+        "avgpool._buffers",
+        "avgpool._cpu_plans",
+        "avgpool._cpu_calls",
+        "avgpool._cpu_drivers",
+    ),
     # the dispatcher: kernels or reference
     ("avgpool._dispatch",),
     # the one functional API, its argument handling and its backends

@@ -86,10 +86,10 @@ def test_set_num_threads_holds_in_threads_started_later():
     def probe(*_):
         seen["threads"] = numba.get_num_threads()
 
-    from avgpool import _cpu_drivers
+    from avgpool import _cpu_calls, _cpu_drivers
 
     driver = _cpu_drivers._threads_by_size(probe)
-    big = np.zeros(_cpu_drivers.SERIAL_BELOW)
+    big = np.zeros(_cpu_calls.BYTES_PER_THREAD * numba.config.NUMBA_NUM_THREADS // 8 + 1)
     ap.set_num_threads(1)
     try:
         assert _in_thread(ap.get_num_threads) == 1

@@ -28,6 +28,7 @@ import numpy as np
 from avgpool import _dispatch as compute
 from avgpool._arrays import Layout, as_array, check_allocation
 from avgpool._errors import AvgPoolError
+from avgpool._settings import get_backend
 from avgpool.conventions import EMPTY_AVERAGE, MAX_NAN_POLICY
 from avgpool.window import Axis, Window
 
@@ -142,6 +143,29 @@ def _nan_args(nan_policy: str | None, window: Window, dtype: np.dtype) -> tuple[
     return policy, float(info.min)
 
 
+#: Planned calls kept by `NumpyBackend` (op, shape, dtype, window, options, backend) -> call.
+PLANS_CACHED = 1024
+_plans: dict[tuple, Callable[[np.ndarray], Any]] = {}
+
+
+def _kept(key: tuple, build: Callable[[], Callable[[np.ndarray], Any]]) -> Callable[[np.ndarray], Any]:
+    """The call planned for ``key``, built once: a model calls each of its layers with the same
+    shapes again and again, and a repeated call then costs a dict lookup before its kernel.
+    The oldest plan makes room when `PLANS_CACHED` are kept."""
+    planned = _plans.get(key)
+    if planned is None:
+        planned = build()
+        if len(_plans) >= PLANS_CACHED:
+            _plans.pop(next(iter(_plans)), None)
+        _plans[key] = planned
+    return planned
+
+
+def clear_plans() -> None:
+    """Forget every planned call (after changing a driver's tuning constant, as tests do)."""
+    _plans.clear()
+
+
 class NumpyBackend(Backend):
     """NumPy arrays (and lists), computed by `avgpool._dispatch`: the Numba kernels or the
     float64 reference. Results are new C-contiguous arrays of the input's dtype and layout."""
@@ -162,6 +186,9 @@ class NumpyBackend(Backend):
         return layout, axes
 
     def avg_pool(self, x, window, out):
+        if out is None:
+            key = ("avg", x.shape, x.dtype, window, get_backend())
+            return _kept(key, lambda: self._plan_avg(x, window))(x)
         layout, axes = self._prepared(x, window)
         empty = EMPTY_AVERAGE.get(window.convention, 0.0)
         out, later = _out_arg(out, x)
@@ -171,6 +198,14 @@ class NumpyBackend(Backend):
             cip, override = window.count_include_pad, window.divisor_override
             y = compute.avg_forward(x, layout, axes, cip, override, empty, out)
         return compute.into(later, y)
+
+    def _plan_avg(self, x, window):
+        layout, axes = self._prepared(x, window)
+        empty = EMPTY_AVERAGE.get(window.convention, 0.0)
+        if window.kernel_size is None:
+            return compute.plan_global_avg(layout, empty, x.dtype, x.size)
+        cip, override = window.count_include_pad, window.divisor_override
+        return compute.plan_avg_forward(layout, axes, cip, override, empty, x.dtype, x.size)
 
     def avg_pool_backward(self, grad, input_shape, window):
         layout, axes = self._grad_geometry(grad, input_shape, window)
@@ -184,11 +219,21 @@ class NumpyBackend(Backend):
         return compute.max_forward(x, layout, axes, *args, out, with_index=with_index)
 
     def max_pool(self, x, window, nan_policy, out, return_indices):
+        if out is None:
+            key = ("max", x.shape, x.dtype, window, nan_policy, return_indices, get_backend())
+            y, index = _kept(key, lambda: self._plan_max(x, window, nan_policy, return_indices))(x)
+            return (y, index) if return_indices else y
         layout, axes = self._prepared(x, window)
         out, later = _out_arg(out, x)
         y, index = self._max(x, window, layout, axes, nan_policy, out, return_indices)
         y = compute.into(later, y)
         return (y, index) if return_indices else y
+
+    def _plan_max(self, x, window, nan_policy, with_index):
+        layout, axes = self._prepared(x, window)
+        policy, floor = _nan_args(nan_policy, window, x.dtype)
+        axes = None if window.kernel_size is None else axes
+        return compute.plan_max_forward(layout, axes, policy, floor, x.dtype, x.size, with_index)
 
     def max_pool_backward(self, grad, x, window, nan_policy):
         layout, axes = self._prepared(x, window)

@@ -21,6 +21,7 @@ import numpy as np
 
 from avgpool import _buffers
 from avgpool._arrays import Layout
+from avgpool._cpu_calls import Planned, kernel_name, threads_for
 from avgpool._cpu_plans import TapTables, avg_backward_plan, avg_plan, max_plan, tree_plan, tree_window
 from avgpool._errors import AvgPoolError
 from avgpool._settings import get_num_threads
@@ -29,13 +30,9 @@ from avgpool.window import Axis
 log = logging.getLogger("avgpool")
 
 
-#: Arrays smaller than this run on one thread: waking a team of threads costs more than the
-#: work (and can cost milliseconds on a busy machine). Results do not depend on it.
-SERIAL_BELOW = 1 << 16
-
-
 def _threads_by_size(fn):
-    """Run the driver on `get_num_threads` threads, or on one when its first array is small.
+    """Run the driver on `avgpool._cpu_calls.threads_for` its first array's bytes (twice: read
+    and written), at most `get_num_threads`.
 
     Numba's own thread count is kept per thread; setting it for each call makes the
     process-wide setting hold in every thread that runs a kernel.
@@ -45,7 +42,7 @@ def _threads_by_size(fn):
     def driver(x, *args, **kwargs):
         import numba
 
-        wanted = get_num_threads() if x.size >= SERIAL_BELOW else 1
+        wanted = min(threads_for(2 * x.nbytes), get_num_threads())
         before = numba.get_num_threads()
         if before == wanted:
             return fn(x, *args, **kwargs)
@@ -99,13 +96,6 @@ LARGE_MAX_READS = (81, 4)
 #: Parallel kernels whose items need scratch buffers split them into this many runs per thread,
 #: each allocating its buffers once; more than one per thread evens out the threads' loads.
 BLOCKS_PER_THREAD = 4
-
-
-def scratch_blocks() -> int:
-    """How many runs a kernel with per-item scratch buffers splits its items into."""
-    import numba
-
-    return BLOCKS_PER_THREAD * numba.get_num_threads()
 
 
 #: Float32 averages over windows of at most this many taps sum (and scale) in float32: n - 1
@@ -178,7 +168,38 @@ def _work_out(out_full: np.ndarray) -> np.ndarray:
 # -- average pooling ---------------------------------------------------------------------------
 
 
-@_threads_by_size
+def _shape4(full_shape: Sequence[int], channels_last: bool, ndim: int) -> tuple[tuple[int, ...], int]:
+    """`_view4`'s shape for an array of this batched shape, and C."""
+    if channels_last:
+        outer, sp, c = full_shape[0], tuple(full_shape[1:-1]), full_shape[-1]
+    else:
+        outer, sp, c = full_shape[0] * full_shape[1], tuple(full_shape[2:]), 1
+    d, h, w = (1,) * (3 - ndim) + sp
+    return (outer, d, h, w * c), c
+
+
+def _checked_out(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """``out`` if it is a C-contiguous array of this shape and dtype, else an AvgPoolError."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
+        raise AvgPoolError(f"out must be an array of shape {shape} and dtype {dtype}, got {_describe(out)}")
+    if not out.flags.c_contiguous:
+        raise AvgPoolError("out must be C-contiguous")
+    return out
+
+
+def _moved(layout: Layout, out_spatial: Sequence[int], dtype: np.dtype) -> int:
+    """Bytes a forward call reads and writes."""
+    return (math.prod(layout.shape) + math.prod(layout.out_shape(out_spatial))) * np.dtype(dtype).itemsize
+
+
+def _blocks(nbytes: int) -> int:
+    """Runs of scratch-using items for a planned call: `BLOCKS_PER_THREAD` per thread it may use."""
+    threads = min(threads_for(nbytes), get_num_threads())
+    return 1 if threads == 1 else BLOCKS_PER_THREAD * threads
+
+
 def avg_forward(
     x: np.ndarray,
     layout: Layout,
@@ -190,40 +211,68 @@ def avg_forward(
     running: bool = True,
 ) -> np.ndarray:
     """Window sums / divisor. ``running=False`` sums tap by tap (exact zeros; O(kernel))."""
+    planned = plan_avg_forward(
+        layout, tuple(axes), count_include_pad, divisor_override, empty, x.dtype, running
+    )
+    return planned(x, _checked_out(out, planned.out_shape, x.dtype))
+
+
+def plan_avg_forward(
+    layout: Layout,
+    axes: tuple[Axis, ...],
+    count_include_pad: bool,
+    divisor_override: int | None,
+    empty: float,
+    dtype: np.dtype,
+    running: bool = True,
+) -> Planned:
+    """The average's kernel call for inputs of this layout and dtype (see `avg_forward`).
+
+    A window that covers the whole input (kernel == size, no padding, one output) is a global
+    average, however it was written (``avg_pool2d(x, 7)`` on 7x7, adaptive to 1): it runs the
+    global kernels.
+    """
     from avgpool.kernels import box_planes, box_rows, box_trees
 
-    plan = avg_plan(tuple(axes), count_include_pad, divisor_override)
+    plan = avg_plan(axes, count_include_pad, divisor_override)
+    if plan.whole and divisor_override is None:
+        return plan_global_avg(layout, dtype)
     geo, (factor, zero, real) = plan.geo, plan.tables
-    result, out_full = _alloc(layout, plan.out, x.dtype, out)
-    work = _work_out(out_full)
-    x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
-    o4, _ = _view4(work, layout.channels_last, layout.ndim)
+    work = _kernel_dtype(np.dtype(dtype))
+    view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
+    out_view, _ = _shape4(layout.out_full_shape(plan.out), layout.channels_last, layout.ndim)
+    nbytes = _moved(layout, plan.out, dtype)
+    blocks = _blocks(nbytes)
     (kh, sh), (kw, sw) = geo[1, :2], geo[2, :2]
-    acc = sum_dtype(work.dtype, int(np.prod(geo[:, 0])))
+    acc = np.empty(0, sum_dtype(work, int(np.prod(geo[:, 0]))))
     if c == 1 and plan.undilated:
         # channels-first without dilation: the plane kernels (simplest loops, fastest); float32
         # results whose windows do not overlap down the plane or sum in float32: every row
         # summed afresh
-        direct = acc == np.float32 or not (running and sh < kh)
-        if work.dtype == np.float32 and direct and fused_w_window(kw, sw):
-            log.debug("avg_pool: box_planes.avg_planes_direct")
-            blocks = scratch_blocks()
-            box_planes.avg_planes_direct(x4, o4, geo, factor, zero, real, empty, blocks, np.empty(0, acc))
-        elif work.dtype == np.float32 and running and tree_window(geo):
+        direct = acc.dtype == np.float32 or not (running and sh < kh)
+        if work == np.float32 and direct and fused_w_window(kw, sw):
+            kernel, args = box_planes.avg_planes_direct, (geo, factor, zero, real, empty, blocks, acc)
+        elif work == np.float32 and running and tree_window(geo):
             # wider or running windows, float32 results: float32 sums as trees of blocks
-            log.debug("avg_pool: box_trees.avg_planes_tree")
             plans = tree_plan(int(kh)), tree_plan(int(kw))
-            box_trees.avg_planes_tree(x4, o4, geo, factor, zero, real, empty, scratch_blocks(), *plans)
+            kernel, args = box_trees.avg_planes_tree, (geo, factor, zero, real, empty, blocks, *plans)
         else:
-            log.debug("avg_pool: box_planes.avg_planes")
-            box_planes.avg_planes(x4, o4, geo, factor, zero, real, empty, running, scratch_blocks())
-    elif c > 1 and (plan.reads <= DIRECT_READS or acc == np.float32):
+            kernel, args = box_planes.avg_planes, (geo, factor, zero, real, empty, running, blocks)
+    elif c > 1 and (plan.reads <= DIRECT_READS or acc.dtype == np.float32):
         # channels-last windows read by few outputs, or summed in float32
-        log.debug("avg_pool: box_rows.avg_direct")
-        box_rows.avg_direct(x4, o4, c, geo, factor, zero, empty, np.empty(0, acc))
+        kernel, args = box_rows.avg_direct, (c, geo, factor, zero, empty, acc)
     else:
-        box_rows.avg_forward(x4, o4, c, geo, factor, zero, real, empty, running)
-    return _finish(work, result, out_full)
+        kernel, args = box_rows.avg_forward, (c, geo, factor, zero, real, empty, running)
+    return Planned(
+        kernel,
+        args,
+        view=view,
+        out_shape=layout.out_shape(plan.out),
+        out_view=out_view,
+        dtype=dtype,
+        nbytes=nbytes,
+        path=f"avg_pool: {kernel_name(kernel)}",
+    )
 
 
 @_threads_by_size
@@ -242,14 +291,17 @@ def avg_backward(
     work = _work_out(grad_full)
     g4, c = _view4(_full(grad_output, layout, plan.out), layout.channels_last, layout.ndim)
     grad4, _ = _view4(work, layout.channels_last, layout.ndim)
-    if c == 1 and plan.planes:
+    if plan.whole:
+        log.debug("avg_pool_backward: global window, one value per plane or channel")
+        outer, size, c = _shape3(layout.full_shape, layout.channels_last)
+        _global_spread(
+            g4.reshape(outer, 1, c), work.reshape(outer, size, c), inv[0][0] * inv[1][0], inv[2][0]
+        )
+    elif c == 1 and plan.planes:
         planes = (g4.shape[0], g4.shape[2], g4.shape[3])
         g_planes = g4.reshape(planes)
         grad_planes = grad4.reshape(grad4.shape[0], grad4.shape[2], grad4.shape[3])
-        if plan.whole:
-            log.debug("avg_pool_backward: global window, one value per plane")
-            _global_spread(g_planes, grad_planes, inv_h[0], inv[2][0])
-        elif (geo[1:, 0] <= geo[1:, 1]).all():
+        if (geo[1:, 0] <= geo[1:, 1]).all():
             log.debug("avg_pool_backward: box_backward.avg_backward_planes_disjoint")
             box_backward.avg_backward_planes_disjoint(g_planes, grad_planes, geo, inv_h, inv[2], cover_h)
         else:
@@ -264,15 +316,24 @@ def avg_backward(
 
 
 def _global_spread(g: np.ndarray, grad: np.ndarray, inv_h: float, inv_w: float) -> None:
-    """A global window's backward: every cell of plane ``o`` gets ``g[o]`` over the plane size.
+    """A global window's backward: ``grad`` (outer, S, C) gets ``g`` (outer, 1, C) times the
+    reciprocal divisors, the same for every cell.
 
     The same float64 operations, in the same order, as `box_backward.avg_backward_planes` makes
     for a window that covers the whole plane (its running row sum ``T = 0 + g * inv_h``, then
     ``0 + T * inv_w`` for each cell), so the result is the same to the bit; that kernel would
-    spend a slice per column here.
+    spend a slice per column here. ``inv_h`` is the product of the reciprocals of every axis
+    but the last (and of a divisor override), ``inv_w`` the last's.
     """
-    t = np.add(0.0, g[:, 0, 0].astype(np.float64) * inv_h)
-    grad[...] = np.add(0.0, t * inv_w)[:, None, None]
+    t = np.add(0.0, g[:, 0, :].astype(np.float64) * inv_h)
+    grad[...] = np.add(0.0, t * inv_w)[:, None, :]
+
+
+def global_avg_backward(grad_output: np.ndarray, layout: Layout) -> np.ndarray:
+    """The backward of a global average (and of an adaptive one to size 1): `_global_spread`
+    of each plane's or channel's gradient over its cells."""
+    axes = tuple(Axis(n, n, 1, 1, 0, 0, 1) for n in layout.spatial)
+    return avg_backward(grad_output, layout, axes, True, None)
 
 
 # -- max pooling -------------------------------------------------------------------------------
@@ -289,7 +350,6 @@ def _lowest_and_floor(dtype: np.dtype, floor: float) -> tuple:
     return lowest, (dtype.type(max(floor, lowest)) if dtype.kind == "f" else lowest)
 
 
-@_threads_by_size
 def max_forward(
     x: np.ndarray,
     layout: Layout,
@@ -299,57 +359,68 @@ def max_forward(
     out: np.ndarray | None = None,
     with_index: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(values, indices); without ``with_index`` the arg-max is skipped and the indices are
-    None (no tie rule to keep, so faster): large windows (`LARGE_MAX_READS`) run van Herk /
-    Gil-Werman along H and span doubling along W; others, channels-first 1-D/2-D, a separable
-    plane kernel; channels-last, each window's taps read straight from the input a C-vector at
-    a time."""
+    """(values, indices); without ``with_index`` the arg-max may be skipped and the indices
+    are then None (see `plan_max_forward`)."""
+    planned = plan_max_forward(layout, tuple(axes), nan_policy, floor, x.dtype, with_index)
+    result = planned(x, _checked_out(out, planned.out_shape, x.dtype))
+    return result if planned.index else (result, None)
+
+
+def plan_max_forward(
+    layout: Layout, axes: tuple[Axis, ...], nan_policy: str, floor: float, dtype: np.dtype, with_index: bool
+) -> Planned:
+    """Max pooling's kernel call for inputs of this layout and dtype.
+
+    Without ``with_index`` the arg-max is skipped (no tie rule to keep, so faster): large
+    windows (`LARGE_MAX_READS`) run van Herk / Gil-Werman along H and span doubling along W;
+    others, channels-first 1-D/2-D, a separable plane kernel; channels-last, each window's
+    taps read straight from the input a C-vector at a time. A window that covers the whole
+    input is a global max (`plan_global_max`, with its indices).
+    """
     from avgpool.kernels import cpu_max
 
-    plan = max_plan(tuple(axes))
+    plan = max_plan(axes)
+    if plan.whole:
+        return plan_global_max(layout, nan_policy, floor, dtype)
     geo = plan.geo
-    out_spatial = [a.out for a in axes]
     omit = nan_policy == "omit"
+    work = _kernel_dtype(np.dtype(dtype))
+    lowest, floor_value = _lowest_and_floor(work, floor)
     vectors = layout.channels_last and layout.full_shape[-1] > 1  # channels-last, C > 1
-    values_kernel = None  # a values-only kernel, when no indices are asked for
+    view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
+    out_view, _ = _shape4(layout.out_full_shape(plan.out), layout.channels_last, layout.ndim)
+    kernel, args, index = None, (c, geo, omit, floor_value, lowest), with_index
     if not with_index:
         if plan.reads >= LARGE_MAX_READS[vectors] and geo[1, 2] == geo[2, 2] == 1:
-            values_kernel = "max_values_large"
+            kernel = cpu_max.max_values_large
         elif plan.planes and not layout.channels_last:
-            values_kernel = "max_planes_values"
+            kernel, args = cpu_max.max_planes_values, (geo, omit, floor_value, lowest)
+            view, out_view = _planes(view), _planes(out_view)
         elif vectors:
-            values_kernel = "max_values"
-    if values_kernel is not None:
-        log.debug("max_pool: cpu_max.%s", values_kernel)
-        result, out_full = _alloc(layout, out_spatial, x.dtype, out)
-        work = _work_out(out_full)
-        x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
-        o4, _ = _view4(work, layout.channels_last, layout.ndim)
-        lowest, floor_value = _lowest_and_floor(x4.dtype, floor)
-        if values_kernel == "max_planes_values":
-            x3, o3 = x4.reshape(x4.shape[0], *x4.shape[2:]), o4.reshape(o4.shape[0], *o4.shape[2:])
-            cpu_max.max_planes_values(x3, o3, geo, omit, floor_value, lowest)
+            kernel = cpu_max.max_values
+    if kernel is None:
+        index = True
+        if c == 1 and plan.planes:
+            kernel, args = cpu_max.max_planes, (geo, omit, floor_value, lowest)
+            view, out_view = _planes(view), _planes(out_view)
         else:
-            getattr(cpu_max, values_kernel)(x4, o4, c, geo, omit, floor_value, lowest)
-        return _finish(work, result, out_full), None
-    x4, c, o4, i4, done = _with_index(x, layout, out_spatial, out)
-    lowest, floor_value = _lowest_and_floor(x4.dtype, floor)
-    if c == 1 and plan.planes:
-        log.debug("max_pool: cpu_max.max_planes")
-        planes = (x4.shape[0], x4.shape[2], x4.shape[3])
-        out_planes = (o4.shape[0], o4.shape[2], o4.shape[3])
-        cpu_max.max_planes(
-            x4.reshape(planes),
-            o4.reshape(out_planes),
-            i4.reshape(out_planes),
-            geo,
-            omit,
-            floor_value,
-            lowest,
-        )
-    else:
-        cpu_max.max_forward(x4, o4, i4, c, geo, omit, floor_value, lowest)
-    return done()
+            kernel = cpu_max.max_forward
+    return Planned(
+        kernel,
+        args,
+        view=view,
+        out_shape=layout.out_shape(plan.out),
+        out_view=out_view,
+        dtype=dtype,
+        nbytes=_moved(layout, plan.out, dtype) * (2 if index else 1),
+        path=f"max_pool: {kernel_name(kernel)}",
+        index=index,
+    )
+
+
+def _planes(shape4: tuple[int, ...]) -> tuple[int, ...]:
+    """(outer, 1, H, W) -> (outer, H, W): the plane kernels' view."""
+    return (shape4[0], shape4[2], shape4[3])
 
 
 def _with_index(x: np.ndarray, layout: Layout, out_spatial: Sequence[int], out: np.ndarray | None):
@@ -389,44 +460,63 @@ def scatter_to_index(
 # -- global pooling ----------------------------------------------------------------------------
 
 
-def _view3(full: np.ndarray, channels_last: bool) -> np.ndarray:
-    """(N, C, *sp) or (N, *sp, C) -> (outer, S, C)."""
-    if channels_last:
-        return full.reshape(full.shape[0], math.prod(full.shape[1:-1]), full.shape[-1])
-    return full.reshape(full.shape[0] * full.shape[1], math.prod(full.shape[2:]), 1)
-
-
-@_threads_by_size
 def global_avg(x: np.ndarray, layout: Layout) -> np.ndarray:
+    return plan_global_avg(layout, x.dtype)(x)
+
+
+def _shape3(full_shape: Sequence[int], channels_last: bool) -> tuple[int, int, int]:
+    """(outer, S, C): the global kernels' view of an array of this batched shape."""
+    if channels_last:
+        return full_shape[0], math.prod(full_shape[1:-1]), full_shape[-1]
+    return full_shape[0] * full_shape[1], math.prod(full_shape[2:]), 1
+
+
+def plan_global_avg(layout: Layout, dtype: np.dtype) -> Planned:
+    """The global average's kernel call: one mean per plane (channels-first) or per channel."""
     from avgpool.kernels import box_global
 
-    result, out_full = _alloc(layout, (1,) * layout.ndim, x.dtype, None)
-    work = _work_out(out_full)
-    x3 = _view3(_full(x, layout), layout.channels_last)
-    outer, size, c = x3.shape
+    outer, size, c = _shape3(layout.full_shape, layout.channels_last)
+    ones = (1,) * layout.ndim
+    nbytes = _moved(layout, ones, dtype)
+    common = {"out_shape": layout.out_shape(ones), "dtype": dtype, "nbytes": nbytes}
     if c == 1:
-        box_global.global_avg_planes(x3.reshape(outer, size), work.reshape(outer), float(size))
+        kernel, args, views = box_global.global_avg_planes, (float(size),), ((outer, size), (outer,))
     else:
-        acc = np.empty(0, sum_dtype(work.dtype, size, F32_GLOBAL_CELLS))
-        box_global.global_avg(x3, work.reshape(outer, c), float(size), scratch_blocks(), acc)
-    return _finish(work, result, out_full)
+        acc = np.empty(0, sum_dtype(_kernel_dtype(np.dtype(dtype)), size, F32_GLOBAL_CELLS))
+        kernel, args = box_global.global_avg, (float(size), _blocks(nbytes), acc)
+        views = ((outer, size, c), (outer, c))
+    return Planned(
+        kernel,
+        args,
+        view=views[0],
+        out_view=views[1],
+        path=f"avg_pool: {kernel_name(kernel)}",
+        **common,
+    )
 
 
-@_threads_by_size
 def global_max(x: np.ndarray, layout: Layout, nan_policy: str, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    return plan_global_max(layout, nan_policy, floor, x.dtype)(x)
+
+
+def plan_global_max(layout: Layout, nan_policy: str, floor: float, dtype: np.dtype) -> Planned:
+    """The global max's kernel call (values and flat spatial indices)."""
     from avgpool.kernels import cpu_max
 
-    result, out_full = _alloc(layout, (1,) * layout.ndim, x.dtype, None)
-    work = _work_out(out_full)
-    index, index_full = _alloc(layout, (1,) * layout.ndim, np.dtype(np.int64), None)
-    full = _full(x, layout)
-    x3 = _view3(full, layout.channels_last)
-    lowest, floor_value = _lowest_and_floor(full.dtype, floor)
-    shape2 = (x3.shape[0], x3.shape[2])
-    cpu_max.global_max(
-        x3, work.reshape(shape2), index_full.reshape(shape2), nan_policy == "omit", floor_value, lowest
+    outer, size, c = _shape3(layout.full_shape, layout.channels_last)
+    ones = (1,) * layout.ndim
+    lowest, floor_value = _lowest_and_floor(_kernel_dtype(np.dtype(dtype)), floor)
+    return Planned(
+        cpu_max.global_max,
+        (nan_policy == "omit", floor_value, lowest),
+        view=(outer, size, c),
+        out_shape=layout.out_shape(ones),
+        out_view=(outer, c),
+        dtype=dtype,
+        nbytes=_moved(layout, ones, dtype),
+        path="max_pool: cpu_max.global_max",
+        index=True,
     )
-    return _finish(work, result, out_full), index
 
 
 @_threads_by_size

@@ -52,6 +52,46 @@ def _fast(op: str, array: np.ndarray) -> bool:
     return backend == "numba"
 
 
+def plan_avg_forward(
+    layout: Layout, axes: tuple[Axis, ...], cip: bool, override, empty: float, dtype, size: int
+):
+    """``avg_forward`` planned for arrays of this layout, dtype and size: ``call(x) -> y``."""
+    if get_backend() == "numba" and size:
+        return _cpu_drivers.plan_avg_forward(layout, axes, cip, override, empty, np.dtype(dtype))
+    return lambda x: avg_forward(x, layout, axes, cip, override, empty)  # logs its path
+
+
+def plan_global_avg(layout: Layout, empty: float, dtype, size: int):
+    """``global_avg`` planned for arrays of this layout, dtype and size: ``call(x) -> y``."""
+    if get_backend() == "numba" and size:
+        return _cpu_drivers.plan_global_avg(layout, np.dtype(dtype))
+    return lambda x: global_avg(x, layout, empty)
+
+
+def plan_max_forward(
+    layout: Layout,
+    axes: tuple[Axis, ...] | None,
+    nan_policy: str,
+    floor: float,
+    dtype,
+    size: int,
+    with_index: bool,
+):
+    """``max_forward`` (``global_max`` when ``axes`` is None) planned for arrays of this layout,
+    dtype and size: ``call(x) -> (values, indices or None)``."""
+    if get_backend() == "numba" and size:
+        if axes is None:
+            planned = _cpu_drivers.plan_global_max(layout, nan_policy, floor, np.dtype(dtype))
+        else:
+            planned = _cpu_drivers.plan_max_forward(
+                layout, axes, nan_policy, floor, np.dtype(dtype), with_index
+            )
+        return planned if planned.index else lambda x: (planned(x), None)
+    if axes is None:
+        return lambda x: global_max(x, layout, nan_policy, floor)
+    return lambda x: max_forward(x, layout, axes, nan_policy, floor, with_index=with_index)
+
+
 def into(out: np.ndarray | None, y: np.ndarray) -> np.ndarray:
     """``y`` copied into ``out`` (checked for shape and dtype), or ``y`` itself."""
     if out is None:
@@ -167,13 +207,22 @@ def _blur_tables(
     return _cpu_plans.tap_tables(ref.blur_tables(spatial, filt_size, stride, mode, pad_off))
 
 
+def _ones(out_sizes: Sequence[int]) -> bool:
+    """Whether an adaptive pool's output is one cell per plane: a global pool."""
+    return all(n == 1 for n in out_sizes)
+
+
 def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
+    if _ones(out_sizes):
+        return global_avg(x, layout, 0.0)
     if not _fast("adaptive_avg_pool", x):
         return layout.from_work(ref.adaptive_avg_pool(layout.to_work(x), out_sizes), x.dtype)
     return _cpu_drivers.taps_sum(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
+    if _ones(out_sizes) and _fast("adaptive_avg_pool_backward", g):
+        return _cpu_drivers.global_avg_backward(g, layout)
     if not _fast("adaptive_avg_pool_backward", g):
         work = _grad_layout(layout, out_sizes).to_work(g)
         return layout.from_work(ref.adaptive_avg_pool_backward(work, layout.spatial), g.dtype)
@@ -181,6 +230,8 @@ def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
 
 
 def adaptive_max_forward(x, layout: Layout, out_sizes: Sequence[int]):
+    if _ones(out_sizes):
+        return global_max(x, layout, "propagate", -np.inf)
     if not _fast("adaptive_max_pool", x):
         y, index = ref.adaptive_max_pool(layout.to_work(x), out_sizes)
         return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))

@@ -54,7 +54,7 @@ def avg_planes(x, out, geo, count, zero, real, empty, running, blocks):
     tap by tap. Windows that do not overlap down the plane, with float32 results, go to
     `avg_planes_direct` instead.
 
-    The items are split into at most ``blocks`` runs (`_cpu_drivers.scratch_blocks`: a few per thread),
+    The items are split into at most ``blocks`` runs (`_cpu_drivers._blocks`: a few per thread),
     each allocating its row buffers once rather than once per item.
     """
     n, D, W = x.shape[0], x.shape[1], x.shape[3]

@@ -1,0 +1,152 @@
+"""Kernel calls planned once per input shape: the kernel, its views, its tables, its threads.
+
+A driver in `avgpool._cpu_drivers` plans a call for one input shape, layout and dtype and
+returns a `Planned`; kept by the caller, it turns a repeated call into a reshape of the input,
+an allocation of the output and the kernel call, with no geometry, table or dispatch work in
+Python.
+
+Threads are chosen per plan from the bytes the call reads and writes (`threads_for`): work
+below `BYTES_PER_THREAD` runs the kernel's serial twin (`serial`: the same code compiled
+without a thread pool), since waking a pool costs microseconds when its threads spin and up to
+milliseconds when they sleep on a busy machine, more than such work takes. Larger work takes one
+thread per `BYTES_PER_THREAD`, up to `avgpool.get_num_threads`. Results do not depend on the
+thread count: every kernel fixes its order of additions.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from avgpool import _buffers
+from avgpool._settings import get_num_threads
+
+log = logging.getLogger("avgpool")
+
+#: Bytes (read plus written) per thread: less runs serially. On the 2-core test machine a
+#: 400 KiB call (a 14x14 max pool at batch 1) took 67 µs on two threads and 2x less on one;
+#: below about 1 MiB the second thread's wake-up costs about what it saves.
+BYTES_PER_THREAD = 1 << 20
+
+
+def threads_for(nbytes: int) -> int:
+    """Threads a call moving ``nbytes`` asks for (capped by `get_num_threads` when it runs).
+
+    >>> threads_for(100_000), threads_for(3 << 20)
+    (1, 3)
+    """
+    return max(1, nbytes // BYTES_PER_THREAD)
+
+
+@functools.cache
+def serial(kernel: Any) -> Any:
+    """The kernel's serial twin: its Python function compiled without ``parallel`` (``prange``
+    runs as ``range``), with its own on-disk cache entry (a qualified name of its own). A
+    plain Python function (a test's stand-in for a kernel) is its own twin."""
+    import numba
+
+    py = getattr(kernel, "py_func", None)
+    if py is None:
+        return kernel
+    twin = types.FunctionType(py.__code__, py.__globals__, py.__name__, py.__defaults__, py.__closure__)
+    twin.__qualname__ = f"{py.__qualname__}__serial"
+    twin.__module__, twin.__doc__ = py.__module__, py.__doc__
+    options = {k: v for k, v in kernel.targetoptions.items() if k not in ("parallel", "nopython")}
+    return numba.njit(cache=True, **options)(twin)
+
+
+def _on_threads(kernel: Any, threads: int) -> Callable[..., Any]:
+    """``kernel`` run on at most ``threads`` threads (fewer if `get_num_threads` says so)."""
+    if threads == 1:
+        return serial(kernel)
+
+    def run(*args: Any) -> Any:
+        import numba
+
+        wanted = min(threads, get_num_threads())
+        if wanted == 1:
+            return serial(kernel)(*args)
+        before = numba.get_num_threads()
+        if before == wanted:
+            return kernel(*args)
+        numba.set_num_threads(wanted)
+        try:
+            return kernel(*args)
+        finally:
+            numba.set_num_threads(before)
+
+    return run
+
+
+def kernel_name(kernel: Any) -> str:
+    """``"module.function"`` of a kernel (``"box_planes.avg_planes"``), as the logs name it."""
+    py = getattr(kernel, "py_func", kernel)
+    return f"{py.__module__.rsplit('.', 1)[-1]}.{py.__name__}"
+
+
+class Planned:
+    """One kernel call, planned for inputs of one shape and dtype.
+
+    ``planned(x)`` runs ``kernel(x_view, out_view, [index_view,] *args)`` and returns the
+    output in the user's shape (with its int64 index, when the kernel writes one). ``x`` must
+    have the planned shape; it is copied first when it is not C-contiguous or not the kernel's
+    dtype (float16 runs on a float32 copy and is rounded once at the end).
+    """
+
+    __slots__ = (
+        "_run",
+        "args",
+        "dtype",
+        "index",
+        "kernel",
+        "out_shape",
+        "out_view",
+        "path",
+        "threads",
+        "view",
+        "work",
+    )
+
+    def __init__(
+        self,
+        kernel: Any,
+        args: tuple,
+        *,
+        view: tuple[int, ...],
+        out_shape: tuple[int, ...],
+        out_view: tuple[int, ...],
+        dtype: np.dtype,
+        nbytes: int,
+        path: str,
+        index: bool = False,
+    ) -> None:
+        self.kernel, self.args, self.view, self.path = kernel, args, view, path
+        self.out_shape, self.out_view, self.dtype = out_shape, out_view, np.dtype(dtype)
+        self.work = np.dtype(np.float32) if self.dtype == np.float16 else self.dtype
+        self.index = index
+        self.threads = threads_for(nbytes)
+        self._run = _on_threads(kernel, self.threads)
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None):
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s (%s)", self.path, "serial" if self.threads == 1 else f"up to {self.threads} threads"
+            )
+        if x.dtype != self.work or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=self.work)
+        xv = x.reshape(self.view)
+        result = _buffers.empty(self.out_shape, self.dtype) if out is None else out
+        ov = result.reshape(self.out_view) if self.work == self.dtype else np.empty(self.out_view, self.work)
+        if self.index:
+            index = _buffers.empty(self.out_shape, np.int64)
+            self._run(xv, ov, index.reshape(self.out_view), *self.args)
+        else:
+            self._run(xv, ov, *self.args)
+        if self.work != self.dtype:
+            result.reshape(self.out_view)[...] = ov
+        return (result, index) if self.index else result

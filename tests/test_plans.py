@@ -1,0 +1,173 @@
+"""Planned calls: a repeated call reuses its plan, threads follow the work's size, and a window
+that covers the whole input takes the global kernels, whatever the call that wrote it."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import avgpool as ap
+from avgpool import _backends, _cpu_calls, _cpu_drivers
+from avgpool import reference as ref
+from avgpool._arrays import Layout
+
+
+@pytest.fixture(autouse=True)
+def fresh_plans():
+    _backends.clear_plans()
+    yield
+    _backends.clear_plans()
+
+
+def _x(shape, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def test_a_repeated_call_reuses_its_plan(monkeypatch):
+    x = _x((2, 3, 8, 8))
+    first = ap.avg_pool(x, 3, 2, 1)
+    assert len(_backends._plans) == 1
+
+    def refuse(*_):
+        raise AssertionError("planned again")
+
+    monkeypatch.setattr(_backends.NumpyBackend, "_prepared", refuse)
+    again = ap.avg_pool(x + 0, 3, 2, 1)  # another array of the same shape and dtype
+    np.testing.assert_array_equal(again, first)
+    assert len(_backends._plans) == 1
+
+
+def test_plans_differ_by_shape_dtype_window_options_and_backend(caplog):
+    x = _x((2, 3, 8, 8))
+    ap.avg_pool(x, 2)
+    ap.avg_pool(x[:1], 2)
+    ap.avg_pool(x.astype(np.float64), 2)
+    ap.avg_pool(x, 2, count_include_pad=False, padding=1)
+    ap.max_pool(x, 2)
+    ap.max_pool(x, 2, return_indices=True)
+    assert len(_backends._plans) == 6
+    with caplog.at_level("DEBUG", logger="avgpool"), ap.use_backend("reference"):
+        y = ap.avg_pool(x, 2)
+    assert "float64 reference" in caplog.text
+    assert len(_backends._plans) == 7
+    np.testing.assert_allclose(y, ap.avg_pool(x, 2), rtol=1e-6)
+
+
+def test_a_planned_call_takes_any_strides_and_float16():
+    x = _x((2, 3, 9, 9), np.float64)
+    for view in (x, x[:, :, ::-1], np.asfortranarray(x), x.transpose(0, 1, 3, 2)):
+        want = ref.avg_pool(
+            view.reshape(6, 9, 9), [a.bounded() for a in ap.Window(3, 2, 1, ndim=2).resolve((9, 9))]
+        )
+        np.testing.assert_allclose(ap.avg_pool(view, 3, 2, 1).reshape(6, 5, 5), want, rtol=1e-12)
+    half = x.astype(np.float16)
+    got = ap.avg_pool(half, 3, 2, 1)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, ap.avg_pool(half.astype(np.float32), 3, 2, 1).astype(np.float16))
+
+
+def test_the_plan_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(_backends, "PLANS_CACHED", 3)
+    for n in range(1, 7):
+        ap.avg_pool(_x((n, 2, 4, 4)), 2)
+    assert len(_backends._plans) == 3
+
+
+def test_out_still_checked_and_written():
+    x = _x((2, 3, 8, 8))
+    out = np.empty((2, 3, 4, 4), np.float32)
+    assert ap.avg_pool(x, 2, out=out) is out
+    np.testing.assert_array_equal(out, ap.avg_pool(x, 2))
+    with pytest.raises(ap.AvgPoolError, match="out must be"):
+        ap.avg_pool(x, 2, out=np.empty((2, 3, 4, 5), np.float32))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("spatial", [(7,), (7, 7), (3, 4, 5)])
+def test_a_window_over_the_whole_input_is_global(caplog, spatial, channels_last):
+    """``avg_pool2d(x, 7)`` on 7x7, ``kernel_size == input``, adaptive to 1: the global kernels,
+    forward and backward, in both layouts, with the reference's values."""
+    nd = len(spatial)
+    shape = (2, *spatial, 5) if channels_last else (2, 5, *spatial)
+    x = _x(shape, np.float64)
+    cl = channels_last
+    glob = ap.global_avg_pool(x, channels_last=cl)
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        whole = ap.avg_pool(x, spatial, channels_last=cl)
+        adaptive = ap.adaptive_avg_pool(x, (1,) * nd, channels_last=cl)
+        peak, index = ap.max_pool(x, spatial, channels_last=cl, return_indices=True)
+        amax, aindex = ap.adaptive_max_pool(x, (1,) * nd, channels_last=cl, return_indices=True)
+        g = np.ones_like(glob)
+        back = ap.avg_pool_backward(g, shape, spatial, channels_last=cl)
+        aback = ap.adaptive_avg_pool_backward(g, shape, channels_last=cl)
+    text = caplog.text
+    assert text.count("box_global.global_avg") >= 2, text
+    assert text.count("cpu_max.global_max") >= 2, text
+    assert text.count("global window, one value per plane or channel") >= 2, text
+    np.testing.assert_allclose(whole, glob, rtol=1e-12)
+    np.testing.assert_allclose(adaptive, glob, rtol=1e-12)
+    gmax = ap.global_max_pool(x, channels_last=cl)
+    planes = np.moveaxis(x, -1, 1) if cl else x
+    first = planes.reshape(2, 5, -1).argmax(axis=-1).reshape(2, 5, *(1,) * nd)
+    gindex = np.moveaxis(first, 1, -1) if cl else first
+    np.testing.assert_array_equal(peak, gmax)
+    np.testing.assert_array_equal(index, gindex)
+    np.testing.assert_array_equal(amax, gmax)
+    np.testing.assert_array_equal(aindex, gindex)
+    np.testing.assert_allclose(back, np.full(shape, 1 / np.prod(spatial)), rtol=1e-15)
+    np.testing.assert_allclose(aback, back, rtol=1e-15)
+
+
+def test_a_padded_or_overridden_whole_window_stays_windowed(caplog):
+    x = _x((1, 2, 5, 5), np.float64)
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        ap.avg_pool(x, 5, divisor_override=3)
+        ap.avg_pool(x, 7, padding=1, count_include_pad=False)
+    assert "box_global" not in caplog.text
+
+
+def test_small_work_runs_serially_and_large_work_on_threads(caplog):
+    before = numba.get_num_threads()
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        ap.avg_pool(_x((1, 4, 8, 8)), 2)
+    assert "(serial)" in caplog.text
+    caplog.clear()
+    big = _x((2, 16, 128, 128))  # 2 MiB in, 0.5 MiB out
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        ap.avg_pool(big, 2)
+    assert "up to 2 threads" in caplog.text
+    assert numba.get_num_threads() == before
+    assert _cpu_calls.threads_for(_cpu_calls.BYTES_PER_THREAD - 1) == 1
+
+
+def test_serial_twins_give_the_parallel_kernels_bits():
+    """A call's thread count never changes its result: each kernel's serial twin is the same
+    code, and gives the same bits as the threaded kernel."""
+    x = _x((3, 7, 21, 19))
+    layout = Layout.of(x.shape, 2, False)
+    for window in (
+        ap.Window(3, 1, 1, count_include_pad=False, ndim=2),
+        ap.Window(2, ndim=2),
+        ap.Window(7, 3, 3, ndim=2),
+    ):
+        axes = tuple(a.bounded() for a in window.resolve(layout.spatial))
+        planned = _cpu_drivers.plan_avg_forward(layout, axes, window.count_include_pad, None, 0.0, x.dtype)
+        xv = x.reshape(planned.view)
+        a, b = np.empty(planned.out_view, np.float32), np.empty(planned.out_view, np.float32)
+        planned.kernel(xv, a, *planned.args)
+        _cpu_calls.serial(planned.kernel)(xv, b, *planned.args)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_num_threads_one_runs_large_work_serially(caplog):
+    before = numba.get_num_threads()
+    ap.set_num_threads(1)
+    try:
+        with caplog.at_level("DEBUG", logger="avgpool"):
+            y = ap.avg_pool(_x((2, 16, 128, 128)), 2)
+        assert "up to 2 threads" in caplog.text
+        np.testing.assert_array_equal(y, ap.avg_pool(_x((2, 16, 128, 128)), 2))
+    finally:
+        ap.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert numba.get_num_threads() == before
