@@ -164,6 +164,7 @@ def _kept(key: tuple, build: Callable[[], Callable[[np.ndarray], Any]]) -> Calla
 def clear_plans() -> None:
     """Forget every planned call (after changing a driver's tuning constant, as tests do)."""
     _plans.clear()
+    compute.clear_plans()
 
 
 class NumpyBackend(Backend):

@@ -30,6 +30,16 @@ from avgpool.window import Axis
 log = logging.getLogger("avgpool")
 
 
+#: Planned calls each ``plan_*`` function keeps (per layout, geometry and dtype).
+PLANS_KEPT = 256
+
+
+def clear_plans() -> None:
+    """Forget the planned calls (after changing a tuning constant below, as tests do)."""
+    for plan in (plan_avg_forward, plan_max_forward, plan_global_avg, plan_global_max):
+        plan.cache_clear()
+
+
 def _threads_by_size(fn):
     """Run the driver on `avgpool._cpu_calls.threads_for` its first array's bytes (twice: read
     and written), at most `get_num_threads`.
@@ -217,6 +227,7 @@ def avg_forward(
     return planned(x, _checked_out(out, planned.out_shape, x.dtype))
 
 
+@functools.lru_cache(maxsize=PLANS_KEPT)
 def plan_avg_forward(
     layout: Layout,
     axes: tuple[Axis, ...],
@@ -366,6 +377,7 @@ def max_forward(
     return result if planned.index else (result, None)
 
 
+@functools.lru_cache(maxsize=PLANS_KEPT)
 def plan_max_forward(
     layout: Layout, axes: tuple[Axis, ...], nan_policy: str, floor: float, dtype: np.dtype, with_index: bool
 ) -> Planned:
@@ -471,6 +483,7 @@ def _shape3(full_shape: Sequence[int], channels_last: bool) -> tuple[int, int, i
     return full_shape[0] * full_shape[1], math.prod(full_shape[2:]), 1
 
 
+@functools.lru_cache(maxsize=PLANS_KEPT)
 def plan_global_avg(layout: Layout, dtype: np.dtype) -> Planned:
     """The global average's kernel call: one mean per plane (channels-first) or per channel."""
     from avgpool.kernels import box_global
@@ -499,6 +512,7 @@ def global_max(x: np.ndarray, layout: Layout, nan_policy: str, floor: float) -> 
     return plan_global_max(layout, nan_policy, floor, x.dtype)(x)
 
 
+@functools.lru_cache(maxsize=PLANS_KEPT)
 def plan_global_max(layout: Layout, nan_policy: str, floor: float, dtype: np.dtype) -> Planned:
     """The global max's kernel call (values and flat spatial indices)."""
     from avgpool.kernels import cpu_max

@@ -52,6 +52,11 @@ def _fast(op: str, array: np.ndarray) -> bool:
     return backend == "numba"
 
 
+def clear_plans() -> None:
+    """Forget the CPU drivers' planned calls."""
+    _cpu_drivers.clear_plans()
+
+
 def plan_avg_forward(
     layout: Layout, axes: tuple[Axis, ...], cip: bool, override, empty: float, dtype, size: int
 ):
