@@ -272,6 +272,7 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
     kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
     exact = out.itemsize == 8
     jw_lo, jw_hi = width_taps(W, OW, kw, sw, dw, pw)
+    square = kd == 1 and kh == kw and (kh == 2 or kh == 3) and dh == 1 and dw == 1
     for item in prange(n_outer * OD * OH):
         o = item // (OD * OH)
         od = (item // OH) % OD
@@ -282,6 +283,10 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
         acc = unowned(acc_)
         f_row = count[0, od] * count[1, oh]
         zero_row = zero[0, od] or zero[1, oh]
+        ih0 = oh * sh - ph
+        # every row of this output row's windows inside the input, for a square 2x2 or 3x3
+        # undilated window one deep (its inner cells take one fused loop)
+        inner = square and od * sd - pd >= 0 and od * sd - pd < D and ih0 >= 0 and ih0 + kh <= H
         for ow in range(OW):
             cell = orow[ow * C : ow * C + C]
             if zero_row or zero[2, ow]:
@@ -289,6 +294,32 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
                 continue
             # the width taps inside the input: no bounds test per tap, slices that vectorise
             start, jw0, jw1 = ow * sw - pw, jw_lo[ow], jw_hi[ow]
+            div = f_row * count[2, ow]
+            if inner and jw0 == 0 and jw1 == kw:
+                # a 2x2 or 3x3 window wholly inside the input: its taps added in one loop over
+                # the channels, in the order below (so the same sums), with no pass over acc
+                a, t = start * C, acc_like.dtype.type
+                inv = t(1.0 / div)
+                r0, r1 = xu[o, od * sd - pd, ih0], xu[o, od * sd - pd, ih0 + 1]
+                p0, p1, q0, q1 = r0[a : a + C], r0[a + C : a + 2 * C], r1[a : a + C], r1[a + C : a + 2 * C]
+                if kh == 2:
+                    for c in range(C):
+                        acc[c] = ((t(p0[c]) + t(p1[c])) + t(q0[c])) + t(q1[c])
+                else:
+                    r2, b = xu[o, od * sd - pd, ih0 + 2], a + 2 * C
+                    p2, q2 = r0[b : b + C], r1[b : b + C]
+                    u0, u1, u2 = r2[a : a + C], r2[a + C : a + 2 * C], r2[b : b + C]
+                    for c in range(C):
+                        v = ((t(p0[c]) + t(p1[c])) + t(p2[c])) + t(q0[c])
+                        v = ((v + t(q1[c])) + t(q2[c])) + t(u0[c])
+                        acc[c] = (v + t(u1[c])) + t(u2[c])
+                if exact:
+                    for c in range(C):
+                        cell[c] = acc[c] / div
+                else:
+                    for c in range(C):
+                        cell[c] = acc[c] * inv
+                continue
             first = True  # the first tap sets the sums (no zeroing pass)
             for jd in range(kd):
                 idp = od * sd - pd + jd * dd
@@ -311,7 +342,6 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
                                 acc[c] += src[c]
             if first:  # no real cell in the window
                 acc[:] = 0.0
-            div = f_row * count[2, ow]
             if exact:  # float64 results divide: the quotient the oracle and PyTorch compute
                 for c in range(C):
                     cell[c] = acc[c] / div
