@@ -542,7 +542,13 @@ def taps_sum(x: np.ndarray, layout: Layout, tables: TapTables) -> np.ndarray:
     work = _work_out(out_full)
     x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
     o4, _ = _view4(work, layout.channels_last, layout.ndim)
-    cpu_taps.taps_sum(x4, o4, c, *tables.weight)
+    pos_h = tables.weight[2]
+    if c > 1 or pos_h.shape[0] * pos_h.shape[1] > x4.shape[2]:  # channels-last, or rows read twice
+        log.debug("taps: cpu_taps.taps_sum_rows")
+        cpu_taps.taps_sum_rows(x4, o4, c, *tables.rows, _blocks(2 * x.nbytes))
+    else:
+        log.debug("taps: cpu_taps.taps_sum")
+        cpu_taps.taps_sum(x4, o4, c, *tables.weight)
     return _finish(work, result, out_full)
 
 

@@ -235,6 +235,16 @@ class TapTables:
     weight: tuple[np.ndarray, ...]
     real: tuple[np.ndarray, ...]
 
+    @property
+    def rows(self) -> tuple[np.ndarray, ...]:
+        """`weight` with the W axis's tables transposed to (taps, out), as `cpu_taps.taps_sum`
+        takes them."""
+        return self.weight[:4] + self._w_by_tap
+
+    @functools.cached_property
+    def _w_by_tap(self) -> tuple[np.ndarray, np.ndarray]:
+        return _read_only(tuple(np.ascontiguousarray(t.T) for t in self.weight[4:]))
+
 
 def tap_tables(taps: Sequence) -> TapTables:
     """Kernel-ready, read-only tables of per-axis `avgpool.reference.Taps`."""

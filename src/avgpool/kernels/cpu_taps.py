@@ -15,13 +15,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from avgpool.kernels._common import split_runs
 from avgpool.kernels.registry import register
 
 
 @register("adaptive_avg_pool", "blur_pool")
 @njit(parallel=True, cache=True)
 def taps_sum(x, out, C, pos_d, w_d, pos_h, w_h, pos_w, w_w):
-    """out[o, od, oh, ow*C + c] = sum of w_d * w_h * w_w * x over the taps (float64 sums)."""
+    """out[o, od, oh, ow*C + c] = sum of w_d * w_h * w_w * x over the taps (float64 sums).
+
+    Each output sums its taps straight from the input: the fastest for channels-first windows
+    that do not overlap down the plane (adaptive), whose rows the two-pass `taps_sum_rows`
+    would filter just once anyway.
+    """
     n_outer = x.shape[0]
     OD, OH, OW = pos_d.shape[0], pos_h.shape[0], pos_w.shape[0]
     for item in prange(n_outer * OD * OH):
@@ -44,6 +50,73 @@ def taps_sum(x, out, C, pos_d, w_d, pos_h, w_h, pos_w, w_w):
                             if w_w[ow, jw] != 0.0:
                                 acc += f * w_w[ow, jw] * row[pos_w[ow, jw] * C + c]
                 orow[ow * C + c] = acc
+
+
+@register("adaptive_avg_pool", "blur_pool")
+@njit(parallel=True, cache=True)
+def taps_sum_rows(x, out, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks):
+    """`taps_sum` in two passes, for windows that overlap down the plane (blur) or channels-last.
+
+    The tables are separable, so each input row an output reads is filtered along W once per
+    (outer, output depth) item, into a float64 row buffer: ``pos_wt`` and ``w_wt`` are the W
+    table transposed, (taps, OW), so one tap's positions and weights are contiguous and the
+    loop over the outputs (and channels) vectorises. Then each output row is the weighted sum
+    of its buffered rows, a whole row at a time. A zero weight adds exactly 0 (never 0 x inf):
+    the taps that read padding hold weight 0. Items are split into at most ``blocks`` runs,
+    each allocating its buffers once.
+    """
+    n_outer, H = x.shape[0], x.shape[2]
+    OD, OH, OW = pos_d.shape[0], pos_h.shape[0], pos_wt.shape[1]
+    KD, KH, KW = pos_d.shape[1], pos_h.shape[1], pos_wt.shape[0]
+    width = OW * C
+    items = n_outer * OD
+    runs, per = split_runs(items, blocks)
+    for block in prange(runs):
+        rows = np.empty((H, width))
+        used = np.empty(H, np.bool_)
+        acc = np.empty(width)
+        for item in range(block * per, min(items, (block + 1) * per)):
+            o, od = item // OD, item % OD
+            used[:] = False
+            for oh in range(OH):
+                for jh in range(KH):
+                    if w_h[oh, jh] != 0.0:
+                        used[pos_h[oh, jh]] = True
+            for h in range(H):
+                if not used[h]:
+                    continue
+                r = rows[h]
+                r[:] = 0.0
+                for jd in range(KD):
+                    fd = w_d[od, jd]
+                    if fd == 0.0:
+                        continue
+                    xrow = x[o, pos_d[od, jd], h]
+                    for jw in range(KW):
+                        pos, wt = pos_wt[jw], w_wt[jw]
+                        if C == 1:
+                            for ow in range(OW):
+                                f = fd * wt[ow]
+                                r[ow] += f * xrow[pos[ow]] if f != 0.0 else 0.0
+                        else:
+                            for ow in range(OW):
+                                f = fd * wt[ow]
+                                if f != 0.0:
+                                    src = xrow[pos[ow] * C : pos[ow] * C + C]
+                                    dst = r[ow * C : ow * C + C]
+                                    for c in range(C):
+                                        dst[c] += f * src[c]
+            for oh in range(OH):
+                acc[:] = 0.0
+                for jh in range(KH):
+                    f = w_h[oh, jh]
+                    if f != 0.0:
+                        r = rows[pos_h[oh, jh]]
+                        for i in range(width):
+                            acc[i] += f * r[i]
+                orow = out[o, od, oh]
+                for i in range(width):
+                    orow[i] = acc[i]
 
 
 @register("adaptive_avg_pool_backward", "blur_pool_backward")
