@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
         "avgpool._cpu_plans",
         "avgpool._cpu_calls",
         "avgpool._cpu_drivers",
+        "avgpool._cpu_taps",
     ),
     # the dispatcher: kernels or reference
     ("avgpool._dispatch",),

@@ -22,7 +22,7 @@ import numpy as np
 from avgpool import _buffers
 from avgpool._arrays import Layout
 from avgpool._cpu_calls import Planned, kernel_name, threads_for
-from avgpool._cpu_plans import TapTables, avg_backward_plan, avg_plan, max_plan, tree_plan, tree_window
+from avgpool._cpu_plans import avg_backward_plan, avg_plan, max_plan, tree_plan, tree_window
 from avgpool._errors import AvgPoolError
 from avgpool._settings import get_num_threads
 from avgpool.window import Axis
@@ -36,7 +36,7 @@ PLANS_KEPT = 256
 
 def clear_plans() -> None:
     """Forget the planned calls (after changing a tuning constant below, as tests do)."""
-    for plan in (plan_avg_forward, plan_max_forward, plan_global_avg, plan_global_max):
+    for plan in (plan_avg_forward, plan_avg_backward, plan_max_forward, plan_global_avg, plan_global_max):
         plan.cache_clear()
 
 
@@ -286,7 +286,6 @@ def plan_avg_forward(
     )
 
 
-@_threads_by_size
 def avg_backward(
     grad_output: np.ndarray,
     layout: Layout,
@@ -294,36 +293,52 @@ def avg_backward(
     count_include_pad: bool,
     divisor_override: int | None,
 ) -> np.ndarray:
+    cip, override = count_include_pad, divisor_override
+    return plan_avg_backward(layout, tuple(axes), cip, override, grad_output.dtype)(grad_output)
+
+
+@functools.lru_cache(maxsize=PLANS_KEPT)
+def plan_avg_backward(
+    layout: Layout, axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None, dtype
+) -> Planned:
+    """The average's backward call for gradients of this layout and dtype: a global window
+    spreads each gradient over its plane (`_global_spread`); windows that do not overlap
+    scatter each gradient to its own cells; others sum the covering windows' gradients."""
     from avgpool.kernels import box_backward
 
-    plan = avg_backward_plan(tuple(axes), count_include_pad, divisor_override)
+    plan = avg_backward_plan(axes, count_include_pad, divisor_override)
     geo, (inv, cover_h, cover_w, inv_h) = plan.geo, plan.tables
-    result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
-    work = _work_out(grad_full)
-    g4, c = _view4(_full(grad_output, layout, plan.out), layout.channels_last, layout.ndim)
-    grad4, _ = _view4(work, layout.channels_last, layout.ndim)
+    view, c = _shape4(layout.out_full_shape(plan.out), layout.channels_last, layout.ndim)
+    out_view, _ = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
+    nbytes = _moved(layout, plan.out, dtype)
+    disjoint = (geo[:, 0] <= geo[:, 1]).all()
     if plan.whole:
-        log.debug("avg_pool_backward: global window, one value per plane or channel")
         outer, size, c = _shape3(layout.full_shape, layout.channels_last)
-        _global_spread(
-            g4.reshape(outer, 1, c), work.reshape(outer, size, c), inv[0][0] * inv[1][0], inv[2][0]
-        )
+        kernel, args = _global_spread, (inv[0][0] * inv[1][0], inv[2][0])
+        view, out_view, nbytes = (outer, 1, c), (outer, size, c), 0  # NumPy: no threads to set
+        path = "avg_pool_backward: global window, one value per plane or channel"
     elif c == 1 and plan.planes:
-        planes = (g4.shape[0], g4.shape[2], g4.shape[3])
-        g_planes = g4.reshape(planes)
-        grad_planes = grad4.reshape(grad4.shape[0], grad4.shape[2], grad4.shape[3])
+        view, out_view = _planes(view), _planes(out_view)
         if (geo[1:, 0] <= geo[1:, 1]).all():
-            log.debug("avg_pool_backward: box_backward.avg_backward_planes_disjoint")
-            box_backward.avg_backward_planes_disjoint(g_planes, grad_planes, geo, inv_h, inv[2], cover_h)
+            kernel, args = box_backward.avg_backward_planes_disjoint, (geo, inv_h, inv[2], cover_h)
         else:
-            log.debug("avg_pool_backward: box_backward.avg_backward_planes")
-            box_backward.avg_backward_planes(g_planes, grad_planes, geo, inv_h, inv[2], cover_h, True)
-    elif plan.undilated and (geo[:, 0] <= geo[:, 1]).all():
-        log.debug("avg_pool_backward: box_backward.avg_backward_disjoint")
-        box_backward.avg_backward_disjoint(g4, grad4, c, geo, *inv)
+            kernel, args = box_backward.avg_backward_planes, (geo, inv_h, inv[2], cover_h, True)
+    elif plan.undilated and disjoint:
+        kernel, args = box_backward.avg_backward_disjoint, (c, geo, *inv)
     else:
-        box_backward.avg_backward(g4, grad4, c, geo, *inv, cover_h, cover_w)
-    return _finish(work, result, grad_full)
+        kernel, args = box_backward.avg_backward, (c, geo, *inv, cover_h, cover_w)
+    if not plan.whole:
+        path = f"avg_pool_backward: {kernel_name(kernel)}"
+    return Planned(
+        kernel,
+        args,
+        view=view,
+        out_shape=layout.shape,
+        out_view=out_view,
+        dtype=dtype,
+        nbytes=nbytes,
+        path=path,
+    )
 
 
 def _global_spread(g: np.ndarray, grad: np.ndarray, inv_h: float, inv_w: float) -> None:
@@ -435,18 +450,6 @@ def _planes(shape4: tuple[int, ...]) -> tuple[int, ...]:
     return (shape4[0], shape4[2], shape4[3])
 
 
-def _with_index(x: np.ndarray, layout: Layout, out_spatial: Sequence[int], out: np.ndarray | None):
-    """Views for a kernel that writes values and int64 indices: (x4, C, values4, index4, done),
-    where ``done()`` returns (values, indices) in the user's layout and dtype."""
-    result, out_full = _alloc(layout, out_spatial, x.dtype, out)
-    work = _work_out(out_full)
-    index, index_full = _alloc(layout, out_spatial, np.dtype(np.int64), None)
-    x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
-    o4, _ = _view4(work, layout.channels_last, layout.ndim)
-    i4, _ = _view4(index_full, layout.channels_last, layout.ndim)
-    return x4, c, o4, i4, lambda: (_finish(work, result, out_full), index)
-
-
 @_threads_by_size
 def scatter_to_index(
     grad_output: np.ndarray, index: np.ndarray, layout: Layout, out_spatial: Sequence[int]
@@ -531,50 +534,3 @@ def plan_global_max(layout: Layout, nan_policy: str, floor: float, dtype: np.dty
         path="max_pool: cpu_max.global_max",
         index=True,
     )
-
-
-@_threads_by_size
-def taps_sum(x: np.ndarray, layout: Layout, tables: TapTables) -> np.ndarray:
-    """sum over each output's taps of weight * x (adaptive average, blur)."""
-    from avgpool.kernels import cpu_taps
-
-    result, out_full = _alloc(layout, tables.out, x.dtype, None)
-    work = _work_out(out_full)
-    x4, c = _view4(_full(x, layout), layout.channels_last, layout.ndim)
-    o4, _ = _view4(work, layout.channels_last, layout.ndim)
-    pos_h = tables.weight[2]
-    if c > 1 or pos_h.shape[0] * pos_h.shape[1] > x4.shape[2]:  # channels-last, or rows read twice
-        log.debug("taps: cpu_taps.taps_sum_rows")
-        cpu_taps.taps_sum_rows(x4, o4, c, *tables.rows, _blocks(2 * x.nbytes))
-    else:
-        log.debug("taps: cpu_taps.taps_sum")
-        cpu_taps.taps_sum(x4, o4, c, *tables.weight)
-    return _finish(work, result, out_full)
-
-
-@_threads_by_size
-def taps_scatter(grad_output: np.ndarray, layout: Layout, tables: TapTables) -> np.ndarray:
-    """The transpose of `taps_sum`: the backward of adaptive average and blur pooling."""
-    from avgpool.kernels import cpu_taps
-
-    result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
-    work = _buffers.empty(grad_full.shape, np.float64)
-    g4, c = _view4(
-        _full(grad_output, layout, tables.out).astype(np.float64, copy=False),
-        layout.channels_last,
-        layout.ndim,
-    )
-    grad4, _ = _view4(work, layout.channels_last, layout.ndim)
-    cpu_taps.taps_scatter(g4, grad4, c, *tables.weight)
-    grad_full[...] = work
-    return result
-
-
-@_threads_by_size
-def taps_max(x: np.ndarray, layout: Layout, tables: TapTables) -> tuple[np.ndarray, np.ndarray]:
-    """Max over each output's real taps and its flat spatial index (adaptive max)."""
-    from avgpool.kernels import cpu_taps
-
-    x4, c, o4, i4, done = _with_index(x, layout, tables.out, None)
-    cpu_taps.taps_max(x4, o4, i4, c, *tables.real, _lowest(x4.dtype))
-    return done()

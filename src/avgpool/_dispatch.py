@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from avgpool import _cpu_drivers, _cpu_plans
+from avgpool import _cpu_drivers, _cpu_plans, _cpu_taps
 from avgpool import reference as ref
 from avgpool._arrays import Layout
 from avgpool._errors import AvgPoolError
@@ -55,6 +55,7 @@ def _fast(op: str, array: np.ndarray) -> bool:
 def clear_plans() -> None:
     """Forget the CPU drivers' planned calls."""
     _cpu_drivers.clear_plans()
+    _cpu_taps.clear_plans()
 
 
 def plan_avg_forward(
@@ -222,7 +223,7 @@ def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
         return global_avg(x, layout, 0.0)
     if not _fast("adaptive_avg_pool", x):
         return layout.from_work(ref.adaptive_avg_pool(layout.to_work(x), out_sizes), x.dtype)
-    return _cpu_drivers.taps_sum(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
+    return _cpu_taps.taps_sum(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
@@ -231,7 +232,7 @@ def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
     if not _fast("adaptive_avg_pool_backward", g):
         work = _grad_layout(layout, out_sizes).to_work(g)
         return layout.from_work(ref.adaptive_avg_pool_backward(work, layout.spatial), g.dtype)
-    return _cpu_drivers.taps_scatter(g, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
+    return _cpu_taps.taps_scatter(g, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def adaptive_max_forward(x, layout: Layout, out_sizes: Sequence[int]):
@@ -240,7 +241,7 @@ def adaptive_max_forward(x, layout: Layout, out_sizes: Sequence[int]):
     if not _fast("adaptive_max_pool", x):
         y, index = ref.adaptive_max_pool(layout.to_work(x), out_sizes)
         return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))
-    return _cpu_drivers.taps_max(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
+    return _cpu_taps.taps_max(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
 def global_avg(x, layout: Layout, empty: float):
@@ -262,7 +263,7 @@ def blur_forward(x, layout: Layout, filt_size: int, stride: int, mode: str, pad_
     if not _fast("blur_pool", x):
         y = ref.blur_pool(layout.to_work(x), filt_size, stride, mode, pad_off)
         return layout.from_work(y, x.dtype)
-    return _cpu_drivers.taps_sum(x, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
+    return _cpu_taps.taps_sum(x, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
 
 
 def blur_backward(g, layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int):
@@ -271,6 +272,4 @@ def blur_backward(g, layout: Layout, filt_size: int, stride: int, mode: str, pad
         work = _grad_layout(layout, [t.out for t in taps]).to_work(g)
         grad = ref.blur_pool_backward(work, layout.spatial, filt_size, stride, mode, pad_off)
         return layout.from_work(grad, g.dtype)
-    return _cpu_drivers.taps_scatter(
-        g, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off)
-    )
+    return _cpu_taps.taps_scatter(g, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
