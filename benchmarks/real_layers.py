@@ -166,7 +166,9 @@ def _pool_row(name: str, args: tuple, kwargs: dict, out_shape: tuple[int, ...]) 
         padding = _pair(get["padding"], "padding")
         if padding[0] != padding[1]:
             raise ValueError(f"{name}: unequal padding {padding} is not in the table's form")
-        row.update(op="avg" if name == "avg_pool2d" else "max", kernel=kernel, stride=stride, padding=padding[0])
+        row.update(
+            op="avg" if name == "avg_pool2d" else "max", kernel=kernel, stride=stride, padding=padding[0]
+        )
         if get["ceil_mode"]:
             row["ceil_mode"] = True
         if name == "avg_pool2d":
@@ -184,7 +186,7 @@ def record_layers(name: str) -> list[dict[str, Any]]:
     import torch
     from torch.overrides import TorchFunctionMode
 
-    about, build, sample = MODELS[name]
+    _, build, sample = MODELS[name]
     torch.manual_seed(0)
     model = build().eval()
     stack: list[str] = []

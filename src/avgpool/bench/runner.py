@@ -59,6 +59,9 @@ class Settings:
     isolate: bool = True  # avgpool in a child process per case and round (own JIT cache, memory limit)
     child_timeout_s: float = 300.0
     child_memory_bytes: int = 8 << 30
+    #: at most this many input copies (None: as many as ``rotate_bytes`` needs); a real layer's
+    #: input was just written by the layer before it, so small ones stay in cache as in a model
+    max_rotation: int | None = None
     bandwidth_repeats: int = 5
     bandwidth_bytes: int | None = None
     seed: int = 0
@@ -210,6 +213,8 @@ def run_case(
 ) -> dict[str, Any]:
     """One case: avgpool, each peer, the floor, the ratios and the agreement checks."""
     rotation = rotation_count(case, settings.rotate_bytes)
+    if settings.max_rotation is not None:
+        rotation = max(1, min(rotation, settings.max_rotation))
     floor_ms = floor_seconds(case.bytes_in, case.bytes_out, bandwidth) * 1e3
     measure = _avgpool_in_child if settings.isolate else _avgpool_in_process
     avg: dict[str, Any] = {}
