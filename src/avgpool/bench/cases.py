@@ -31,6 +31,7 @@ __all__ = [
     "rotation_count",
     "scales",
     "standard_cases",
+    "suite_table",
     "targets",
 ]
 
@@ -204,6 +205,12 @@ def _case(entry: dict, shapes: dict) -> Case:
         entry.get("padding", 0),
         entry.get("count_include_pad", True),
     )
+
+
+def suite_table(name: str) -> dict[str, Any]:
+    """Another suite's table of ``cases.toml`` (``layers``, ``overhead``), as read."""
+    with CASES_FILE.open("rb") as f:
+        return tomllib.load(f)[name]
 
 
 def scales() -> dict[str, dict[str, tuple[int, ...]]]:

@@ -3,10 +3,11 @@
 ``layers.toml`` (beside this module, written by ``benchmarks/real_layers.py`` from the models
 themselves) holds one row per distinct pooling layer: op, geometry, per-sample input shape and
 the models that use it. `layer_cases` turns each row into benchmark cases: the forward at
-every batch of ``[suite] batches``, forward+backward at ``[suite] train_batches``, each
-channels-first and channels-last. `run_layers` measures them with the synthetic suite's runner
-(`avgpool.bench.runner.run_case`), avgpool in this process, and records for each case the path
-avgpool took (its debug log during one untimed call). `summarize_layers` checks ``[targets]``.
+every batch of ``cases.toml``'s ``[layers] batches``, forward+backward at its
+``train_batches``, each channels-first and channels-last. `run_layers` measures them with the
+synthetic suite's runner (`avgpool.bench.runner.run_case`), avgpool in this process, and
+records for each case the path avgpool took (its debug log during its first call).
+`summarize_layers` checks the ``layers_*`` entries of ``cases.toml``'s ``[targets]``.
 
 The ratio reported for a case is the best peer's time on the same layout / avgpool's (above 1:
 avgpool is faster). A case whose avgpool path names a peer's library (its kernel did the work)
@@ -24,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from avgpool.bench.cases import Case
+from avgpool.bench.cases import Case, suite_table, targets
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +39,7 @@ __all__ = [
     "layer_rows",
     "layer_targets",
     "run_layers",
+    "suite_settings",
     "summarize_layers",
 ]
 
@@ -69,9 +71,16 @@ def layer_rows(path: Path = LAYERS_FILE) -> list[dict[str, Any]]:
     return [dict(row) for row in _read(path)["layer"]]
 
 
-def layer_targets(path: Path = LAYERS_FILE) -> dict[str, Any]:
-    """``[targets]``: ``min_ratio`` for every case and ``geomean_ratio`` for their geometric mean."""
-    return dict(_read(path)["targets"])
+def layer_targets() -> dict[str, Any]:
+    """``min_ratio`` for every case and ``geomean_ratio`` for their geometric mean (from
+    ``cases.toml``'s ``[targets]``)."""
+    goals = targets()
+    return {"min_ratio": goals["layers_min_ratio"], "geomean_ratio": goals["layers_geomean"]}
+
+
+def suite_settings() -> dict[str, Any]:
+    """``cases.toml``'s ``[layers]``: batches, train_batches, quick_batches, quick_layers."""
+    return dict(suite_table("layers"))
 
 
 def _case(row: dict[str, Any], batch: int, fwd_bwd: bool) -> Case:
@@ -102,9 +111,11 @@ def layer_cases(
     batches: Sequence[int] | None = None,
     train_batches: Sequence[int] | None = None,
     path: Path = LAYERS_FILE,
+    keys: Sequence[str] | None = None,
 ) -> list[Case]:
-    """Every row as cases: forward at each of ``batches``, forward+backward at each of
-    ``train_batches`` (default: ``[suite]``), each channels-first then channels-last.
+    """Every row (or the rows of ``keys``) as cases: forward at each of ``batches``,
+    forward+backward at each of ``train_batches`` (default: ``cases.toml``'s ``[layers]``),
+    each channels-first then channels-last.
 
     Examples
     --------
@@ -115,11 +126,17 @@ def layer_cases(
     >>> c.op, c.shape, c.kernel, c.stride, c.padding, c.out_spatial
     ('max', (1, 64, 112, 112), (3, 3), (2, 2), 1, (56, 56))
     """
-    suite = _read(path)["suite"]
+    suite = suite_settings()
     batches = suite["batches"] if batches is None else batches
     train_batches = suite["train_batches"] if train_batches is None else train_batches
     passes = [(b, False) for b in batches] + [(b, True) for b in train_batches]
-    cases = [_case(row, b, train) for row in layer_rows(path) for b, train in passes]
+    rows = layer_rows(path)
+    if keys is not None:
+        unknown = set(keys) - {row["key"] for row in rows}
+        if unknown:
+            raise ValueError(f"keys must name rows of {path.name}, got unknown {sorted(unknown)}")
+        rows = [row for row in rows if row["key"] in keys]
+    cases = [_case(row, b, train) for row in rows for b, train in passes]
     return [replace(c, channels_last=cl) for c in cases for cl in (False, True)]
 
 
