@@ -28,7 +28,7 @@ from avgpool.bench.floor import Bandwidth, floor_seconds, measure_bandwidth
 from avgpool.bench.peers import PEERS, Peer
 from avgpool.bench.timing import time_calls
 
-__all__ = ["AGREE_TOL", "Settings", "run_benchmark", "run_case"]
+__all__ = ["AGREE_TOL", "Settings", "measure_floor", "run_benchmark", "run_case"]
 
 #: Outputs must agree with avgpool's to this (float32) tolerance to count as the same op.
 AGREE_TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -272,16 +272,8 @@ def _brief(record: dict[str, Any]) -> str:
     return f"{record.get('status')}: {record.get('reason') or record.get('error')}"
 
 
-def run_benchmark(
-    cases: Sequence[Case],
-    settings: Settings,
-    peers: Sequence[Peer] = PEERS,
-    log: Callable[[str], None] = lambda _: None,
-) -> dict[str, Any]:
-    """Measure the floor, then every case; the result is what `avgpool.bench.report` writes."""
-    from avgpool.bench.report import machine_facts, summarize
-
-    log(f"threads: {settings.threads} (avgpool/numba, torch, onnxruntime intra-op, cv2; scipy is 1)")
+def measure_floor(settings: Settings, log: Callable[[str], None] = lambda _: None) -> Bandwidth:
+    """The streaming rates the floor is computed from, measured as ``settings`` says."""
     bandwidth = measure_bandwidth(
         settings.threads, settings.llc_bytes, settings.bandwidth_repeats, settings.bandwidth_bytes
     )
@@ -289,6 +281,23 @@ def run_benchmark(
         f"streaming: read {bandwidth.read_bytes_per_s / 1e9:.1f} GB/s, write "
         f"{bandwidth.write_bytes_per_s / 1e9:.1f} GB/s ({bandwidth.array_bytes / _MIB:.0f} MiB arrays)"
     )
+    return bandwidth
+
+
+def run_benchmark(
+    cases: Sequence[Case],
+    settings: Settings,
+    peers: Sequence[Peer] = PEERS,
+    log: Callable[[str], None] = lambda _: None,
+    bandwidth: Bandwidth | None = None,
+) -> dict[str, Any]:
+    """Measure the floor (unless ``bandwidth`` is given), then every case; the result is what
+    `avgpool.bench.report` writes."""
+    from avgpool.bench.report import machine_facts, summarize
+
+    log(f"threads: {settings.threads} (avgpool/numba, torch, onnxruntime intra-op, cv2; scipy is 1)")
+    if bandwidth is None:
+        bandwidth = measure_floor(settings, log)
     rows = []
     for case in cases:
         log(f"{case.id}  {case.title}  {case.layout} {'x'.join(map(str, case.array_shape))}")
