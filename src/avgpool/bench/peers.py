@@ -304,6 +304,9 @@ def _torch_step(case: Case, grad: Any) -> Callable[[Any], Any]:
     return step
 
 
+_ONNX_PAD = {"reflect": "reflect", "replicate": "edge", "zero": "constant"}
+
+
 class ONNXRuntime(Peer):
     """A one-node AveragePool / MaxPool / GlobalAveragePool model (float32, opset 17) on ORT's CPU EP.
 
@@ -320,8 +323,6 @@ class ONNXRuntime(Peer):
             return "ONNX Runtime's inference build has no pooling gradients"
         if case.op == "adaptive_avg" and any(n % o for n, o in zip(case.spatial, case.output_size)):
             return "ONNX has no adaptive pool whose output does not divide the input"
-        if case.op == "blur" and case.pad_type != "reflect":
-            return "the blur model pads by reflection only"
         return None
 
     def model(self, case: Case) -> bytes:
@@ -351,7 +352,7 @@ class ONNXRuntime(Peer):
                 numpy_helper.from_array(np.ascontiguousarray(weight, np.float32), "w"),
                 numpy_helper.from_array(pads, "pads"),
             ]
-            nodes.append(helper.make_node("Pad", [x_name, "pads"], ["x_pad"], mode="reflect"))
+            nodes.append(helper.make_node("Pad", [x_name, "pads"], ["x_pad"], mode=_ONNX_PAD[case.pad_type]))
             nodes.append(
                 helper.make_node("Conv", ["x_pad", "w"], [y_name], group=c, strides=list(case.stride))
             )
