@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -63,15 +63,20 @@ def capture_path() -> Iterator[list[str]]:
         logger.setLevel(level)
 
 
-def measure_avgpool(case: Case, spec: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray | None]:
+def measure_avgpool(
+    case: Case, spec: dict[str, Any], inputs: Sequence[np.ndarray] | None = None
+) -> tuple[dict[str, Any], np.ndarray | None]:
     """First call on input 0 (timed alone), then the steady state on the rotation from input 1.
+
+    ``inputs``: the rotation to time on (default: made here from the spec's rotation and seed).
 
     Returns the result record and the output for input 0 (None when the call failed).
     """
     from avgpool.bench.peers import avgpool_call
 
     try:
-        inputs = make_inputs(case, spec["rotation"], spec["seed"])
+        if inputs is None:
+            inputs = make_inputs(case, spec["rotation"], spec["seed"])
         fn = avgpool_call(case)
         with capture_path() as path:  # the first call: a plan cache may log only when it plans
             start = time.perf_counter()
@@ -79,7 +84,7 @@ def measure_avgpool(case: Case, spec: dict[str, Any]) -> tuple[dict[str, Any], n
             first_s = time.perf_counter() - start
         timing = time_calls(
             fn,
-            inputs[1:] + inputs[:1],
+            [*inputs[1:], *inputs[:1]],
             repeats=spec["repeats"],
             warmup=max(0, spec["warmup"] - 1),  # the first call was a warm-up too
             budget_s=spec["budget_s"],

@@ -62,10 +62,12 @@ def render_layers(layers: dict[str, Any]) -> list[str]:
         "training step's two pooling calls (the forward, then grad_input for a fixed grad_output; "
         "torch runs the aten kernels autograd would, without building a graph). "
         f"Timing: median of up to {s['repeats']} calls, at most {s['budget_s']:g} s of calls per "
-        f"measurement (†: cut short), the lowest of {s['rounds']} measurement(s) taken in turns; "
-        f"inputs rotated among {s.get('max_rotation') or 'several'} copies at most (a layer's input "
-        "is fresh in cache in a model, and so it is here when small). avgpool runs in this "
-        "process (a child per case would cost more than most cases). Cells: median ms. "
+        f"measurement, the lowest of {s['rounds']} measurement(s) taken in turns; inputs rotated "
+        f"among copies enough for {s['rotate_bytes'] >> 20} MiB, but at least 2 and at most "
+        f"{s.get('max_rotation') or 'several'} (a small layer's input is in cache, as the layer "
+        "before it left it in a model). "
+        "avgpool runs in this process (a child process per case would take longer than most "
+        "cases). Cells: median ms. "
         "**best / avgpool**: the best peer's time on the same layout over avgpool's (above 1: "
         "avgpool is faster); *path*: what avgpool's debug log said during its first call.",
         "",

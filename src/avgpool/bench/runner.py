@@ -126,17 +126,22 @@ def _avgpool_in_child(
 
 
 def _avgpool_in_process(
-    case: Case, settings: Settings, rotation: int, want_output: bool = True, jit_cache: str | None = None
+    case: Case,
+    settings: Settings,
+    rotation: int,
+    want_output: bool = True,
+    jit_cache: str | None = None,
+    inputs: Sequence[np.ndarray] | None = None,
 ) -> tuple[dict, np.ndarray | None]:
     """avgpool's timing in this process (and its Numba cache: ``jit_cache`` is unused, there
-    to match `_avgpool_in_child`)."""
+    to match `_avgpool_in_child`), on ``inputs`` when given (the ones the peers use)."""
     import numba
 
     from avgpool._settings import set_num_threads
     from avgpool.bench._child import measure_avgpool
 
     set_num_threads(min(settings.threads, numba.config.NUMBA_NUM_THREADS))
-    return measure_avgpool(case, _spec(case, settings, rotation))
+    return measure_avgpool(case, _spec(case, settings, rotation), inputs)
 
 
 def _agreement(y: np.ndarray, reference: np.ndarray | None) -> dict[str, Any]:
@@ -223,14 +228,20 @@ def run_case(
     # one Numba cache per case: the first round's first call is the compile (reported), and
     # later rounds spend seconds loading the kernels, not tens of seconds compiling them again
     jit = tempfile.TemporaryDirectory(prefix="avgpool-bench-jit-") if settings.isolate else nullcontext()
+    # in this process, one set of inputs serves every library and round (making a case's
+    # hundreds of MiB again each round costs more than timing it); a child makes its own
+    shared = None if settings.isolate else make_inputs(case, rotation, settings.seed)
     with jit as jit_cache:
         for _round in range(max(1, settings.rounds)):
-            record, output = measure(case, settings, rotation, reference is None, jit_cache)
+            if shared is None:
+                record, output = measure(case, settings, rotation, reference is None, jit_cache)
+            else:
+                record, output = _avgpool_in_process(case, settings, rotation, inputs=shared)
             avg = _keep_faster(avg, {"label": "avgpool", "threads": settings.threads, **record})
             if reference is None and output is not None:
                 reference, checked_against = output, "avgpool"
             log(f"  avgpool      {_brief(record)}")
-            arrays = make_inputs(case, rotation, settings.seed)
+            arrays = make_inputs(case, rotation, settings.seed) if shared is None else shared
             for peer in peers:
                 record, output = _measure_peer(peer, case, arrays, settings)
                 if output is not None and results.get(peer.name, {}).get("status") != "ok":
@@ -241,6 +252,7 @@ def run_case(
                 results[peer.name] = _keep_faster(results.get(peer.name, {}), record)
                 log(f"  {peer.name:<12} {_brief(record)}")
             del arrays
+    del shared
     for record in (avg, *results.values()):
         if record.get("status") == "ok":
             record["ratio_floor"] = record["median_ms"] / floor_ms

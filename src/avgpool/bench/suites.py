@@ -129,10 +129,12 @@ def run_suites(args: argparse.Namespace, log: Callable[[str], None] = lambda _: 
         results.update(run_benchmark(cases, settings, log=log, bandwidth=bandwidth))
         results["settings"]["scale"] = scale
     if layers:
-        # small inputs: many calls per measurement, bounded by a time budget; at most 4 input
-        # copies, so a small layer's input is in cache, as the layer before it left it in a model
+        # small inputs: many calls per measurement, bounded by a time budget; 2 to 4 input copies
+        # of 64 MiB in all: a small layer's input stays in cache, as the layer before it left it
+        # in a model, and a batch-32 one of hundreds of MiB is not made a third time
         layer_settings = replace(
             settings,
+            rotate_bytes=4 * _MIB if quick else 64 * _MIB,
             repeats=args.repeats or (200 if quick else 2000),
             budget_s=args.budget if args.budget is not None else (0.05 if quick else 0.15),
             max_rotation=4,
