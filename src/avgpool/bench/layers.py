@@ -20,6 +20,7 @@ import functools
 import math
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -218,9 +219,12 @@ def run_layers(
     settings = replace(settings, isolate=False)
     used_by = {row["key"]: row["used_by"] for row in layer_rows()}
     rows = []
+    start = time.perf_counter()
     for case in cases:
         log(f"{case.id}  {case.title}  {case.layout} {'x'.join(map(str, case.array_shape))}")
+        began = time.perf_counter()
         row = run_case(case, settings, bandwidth, peers, log)
+        row["elapsed_s"] = time.perf_counter() - began
         for record in (row["avgpool"], *row["peers"].values()):
             record.pop("samples_ms", None)
         row["used_by"] = used_by.get(layer_key(case), [])
@@ -231,5 +235,6 @@ def run_layers(
         "settings": settings.to_dict(),
         "peers": [p.name for p in peers],
         "cases": rows,
+        "elapsed_s": time.perf_counter() - start,
         "summary": summarize_layers(rows),
     }

@@ -40,7 +40,7 @@ def add_suite_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every library")
     p.add_argument(
-        "--repeats", type=int, help="timed calls per measurement (default 10, layers 2000; quick 3, 200)"
+        "--repeats", type=int, help="timed calls per measurement (default 10, layers 1000; quick 3, 200)"
     )
     p.add_argument(
         "--warmup", type=int, help="untimed calls before timing (default: one pass over the inputs)"
@@ -49,7 +49,7 @@ def add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget",
         type=float,
-        help="seconds of timed calls per measurement (default 3, layers 0.15; quick 1, 0.05)",
+        help="seconds of timed calls per measurement (default 3, layers 0.1; quick 1, 0.05)",
     )
     p.add_argument(
         "--scale",
@@ -135,8 +135,8 @@ def run_suites(args: argparse.Namespace, log: Callable[[str], None] = lambda _: 
         layer_settings = replace(
             settings,
             rotate_bytes=4 * _MIB if quick else 64 * _MIB,
-            repeats=args.repeats or (200 if quick else 2000),
-            budget_s=args.budget if args.budget is not None else (0.05 if quick else 0.15),
+            repeats=args.repeats or (200 if quick else 1000),
+            budget_s=args.budget if args.budget is not None else (0.05 if quick else 0.1),
             max_rotation=4,
             isolate=False,
         )
