@@ -112,6 +112,8 @@ def render_layers(layers: dict[str, Any]) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
         if ratio is not None:
             groups.setdefault(f"{passes}, batch {c['shape'][0]}, {c['layout']}", []).append(ratio)
+    if "elapsed_s" in layers:
+        lines += ["", f"{len(rows)} cases in {layers['elapsed_s'] / 60:.1f} min."]
     lines += ["", "Geometric mean of best / avgpool by pass, batch and layout:", ""]
     lines += ["| pass, batch, layout | cases | geomean | at >= 1.0 |", "|---|---|---|---|"]
     for name, values in groups.items():
