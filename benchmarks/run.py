@@ -24,6 +24,7 @@ from avgpool._errors import AvgPoolError
 from avgpool.bench import render_markdown, write_results
 from avgpool.bench.report import check_results_dir
 from avgpool.bench.suites import add_suite_args, check_suite_args, run_suites
+from avgpool.cli._bench import study_models
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        results = run_suites(args, log)
+        results = run_suites(args, log, models=study_models)
     except AvgPoolError as error:
         print(error, file=sys.stderr)
         return 2

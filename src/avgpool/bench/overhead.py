@@ -9,9 +9,10 @@ says what runs, ``[targets]`` what passes):
   avgpool's median / torch's, with its paired bootstrap interval;
 - **numpy**: each NumPy op (``avgpool.avg_pool`` ...) on a tiny float32 array, the median
   microseconds per call (`avgpool.bench.timing.time_calls`);
-- **models**: the study's models (`avgpool.study.variants.VARIANTS`) at batch 1, under
-  ``torch.no_grad()``, beside their torch.nn twins (`avgpool.study.twins.torch_twin`), in
-  interleaved pairs like the modules. A variant with no pooling module has no twin to compare.
+- **models**: whole models at batch 1, under ``torch.no_grad()``, beside their torch.nn twins,
+  in interleaved pairs like the modules. The models come from the caller (``models``): `make
+  bench` and ``avgpool bench suite`` pass the study's (`avgpool.study.variants`, twins by
+  `avgpool.study.twins.torch_twin`), which this layer does not import.
 
 Every call is timed on its own (``time.perf_counter``, well under a microsecond of its own),
 many per measurement: a call of a few microseconds needs thousands for a steady median.
@@ -28,7 +29,14 @@ from avgpool.bench.ab import ratio_of_medians, time_pairs
 from avgpool.bench.cases import suite_table, targets
 from avgpool.bench.timing import time_calls
 
-__all__ = ["OverheadSettings", "module_pair", "run_overhead", "summarize_overhead"]
+__all__ = [
+    "ModelPairs",
+    "OverheadSettings",
+    "module_pair",
+    "run_overhead",
+    "summarize_overhead",
+    "torch_twin",
+]
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class OverheadSettings:
 
 def module_pair(spec: dict[str, Any]) -> tuple[Any, Any]:
     """``(avgpool.nn module, its torch.nn twin)`` for one ``[[overhead.module]]`` entry: the
-    twin is torch.nn's class of the same name and arguments, else `torch_twin` of avgpool's.
+    twin is torch.nn's class of the same name and arguments, else `torch_twin`'s.
 
     Examples
     --------
@@ -55,13 +63,46 @@ def module_pair(spec: dict[str, Any]) -> tuple[Any, Any]:
     import torch
 
     import avgpool.nn as apnn
-    from avgpool.study.twins import torch_twin
 
     cls = spec["name"].split("(")[0]
     args, kwargs = list(spec.get("args", [])), dict(spec.get("kwargs", {}))
     ours = getattr(apnn, cls)(*args, **kwargs)
-    theirs = getattr(torch.nn, cls)(*args, **kwargs) if hasattr(torch.nn, cls) else torch_twin(ours)[0]
+    theirs = getattr(torch.nn, cls)(*args, **kwargs) if hasattr(torch.nn, cls) else torch_twin(ours)
     return ours.eval(), theirs.eval()
+
+
+def torch_twin(module: Any) -> Any:
+    """torch.nn layers computing what an avgpool.nn module without a torch.nn namesake computes:
+    ``GlobalAvgPool`` (2-d) as ``AdaptiveAvgPool2d(1)``, ``BlurPool2d`` as antialiased-cnns
+    computes it (a pad, then a depthwise ``Conv2d`` holding the binomial filter).
+
+    Examples
+    --------
+    >>> import avgpool.nn as apnn
+    >>> [type(m).__name__ for m in torch_twin(apnn.BlurPool2d(4))]
+    ['ReflectionPad2d', 'Conv2d']
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from avgpool.reference import blur_filter, blur_pads
+
+    name = type(module).__name__
+    if name == "GlobalAvgPool" and module.ndim == 2:
+        pool = nn.AdaptiveAvgPool2d(1)
+        return pool if module.keepdims else nn.Sequential(pool, nn.Flatten(1))
+    if name == "BlurPool2d" and module.channels is not None:
+        before, after = blur_pads(module.filt_size, module.pad_off)
+        pad = {"reflect": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d, "zero": nn.ZeroPad2d}
+        c, f = module.channels, module.filt_size
+        conv = nn.Conv2d(c, c, f, stride=module.stride, groups=c, bias=False)
+        taps = blur_filter(f)
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(np.outer(taps, taps).astype(np.float32)).expand(c, 1, f, f))
+        conv.weight.requires_grad_(False)
+        return nn.Sequential(pad[module.pad_type]((before, after, before, after)), conv)
+    raise ValueError(f"no torch.nn twin here for {module!r}")
 
 
 def _first(y: Any) -> Any:
@@ -146,21 +187,21 @@ def _numpy_ops(shape: tuple[int, ...], settings: OverheadSettings, log: Callable
     return rows
 
 
-def _models(settings: OverheadSettings, log: Callable[[str], None]) -> list[dict]:
+#: What ``models`` returns: (name, avgpool.nn model, its torch.nn twin, pooling modules swapped,
+#: the batch-1 input shape); a model with nothing swapped is listed and not timed.
+ModelPairs = Callable[[], "list[tuple[str, Any, Any, int, tuple[int, ...]]]"]
+
+
+def _models(settings: OverheadSettings, models: ModelPairs, log: Callable[[str], None]) -> list[dict]:
     import torch
 
-    from avgpool.study.twins import torch_twin
-    from avgpool.study.variants import VARIANTS
-
     rows = []
-    for name, variant in VARIANTS.items():
-        torch.manual_seed(settings.seed)
-        model = variant.build().eval()
-        twin, swapped = torch_twin(model)
+    for name, model, twin, swapped, shape in models():
         if not swapped:
             rows.append({"model": name, "swapped": 0})
             continue
-        x = torch.randn(1, 1, 8, 8)
+        torch.manual_seed(settings.seed)
+        x = torch.randn(shape)
 
         def run(m: Any, x: Any = x) -> Callable[[Any], Any]:
             def call(_: Any) -> Any:
@@ -169,8 +210,8 @@ def _models(settings: OverheadSettings, log: Callable[[str], None]) -> list[dict
 
             return call
 
-        record = _pair_record(run(twin.eval()), run(model), settings)
-        rows.append({"model": name, "swapped": swapped, "input": [1, 1, 8, 8], **record})
+        record = _pair_record(run(twin.eval()), run(model.eval()), settings)
+        rows.append({"model": name, "swapped": swapped, "input": list(shape), **record})
         log(f"  {name:<36} {_brief(record)}")
     return rows
 
@@ -182,8 +223,13 @@ def _brief(record: dict[str, Any]) -> str:
     )
 
 
-def run_overhead(settings: OverheadSettings, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """All three measurements and their summary (see the module docstring)."""
+def run_overhead(
+    settings: OverheadSettings,
+    log: Callable[[str], None] = lambda _: None,
+    models: ModelPairs | None = None,
+) -> dict[str, Any]:
+    """All three measurements and their summary (see the module docstring); without
+    ``models``, the models' rows are empty and their target is not measured."""
     import torch
 
     import avgpool
@@ -196,7 +242,7 @@ def run_overhead(settings: OverheadSettings, log: Callable[[str], None] = lambda
         "settings": {**settings.__dict__, "shape": list(shape)},
         "modules": _modules(shape, settings, log),
         "numpy": _numpy_ops(shape, settings, log),
-        "models": _models(settings, log),
+        "models": _models(settings, models, log) if models is not None else [],
     }
     result["summary"] = summarize_overhead(result)
     return result

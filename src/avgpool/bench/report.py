@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from avgpool._files import check_writable, write_atomically
+from avgpool.bench._format import mark
+from avgpool.bench._format import ms as _ms
 from avgpool.bench.cases import targets
 from avgpool.bench.timing import nearest_rank
 
@@ -172,14 +174,6 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _ms(value: float) -> str:
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
 
 
 def _cell(record: dict[str, Any]) -> str:
@@ -348,7 +342,3 @@ def _synthetic_targets(summary: dict[str, Any]) -> list[str]:
         + ", ".join(parts)
     )
     return lines
-
-
-def mark(ok: bool) -> str:
-    return "✅" if ok else "❌"

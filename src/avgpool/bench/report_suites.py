@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from avgpool.bench.report import _ms, mark
+from avgpool.bench._format import mark
+from avgpool.bench._format import ms as _ms
 
 __all__ = ["layers_targets", "overhead_targets", "render_layers", "render_overhead"]
 

@@ -78,8 +78,11 @@ def _select(cases: Sequence[Any], patterns: Sequence[str] | None) -> list[Any]:
     return [c for c in cases if any(fnmatch.fnmatch(c.key, p) or fnmatch.fnmatch(c.id, p) for p in patterns)]
 
 
-def run_suites(args: argparse.Namespace, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def run_suites(
+    args: argparse.Namespace, log: Callable[[str], None] = lambda _: None, models: Any = None
+) -> dict[str, Any]:
     """Run the suites ``args`` selects (see `add_suite_args`); the results of all of them.
+    ``models`` gives the overhead suite its whole models (`avgpool.bench.overhead.ModelPairs`).
 
     Raises
     ------
@@ -149,7 +152,7 @@ def run_suites(args: argparse.Namespace, log: Callable[[str], None] = lambda _: 
             budget_s=0.1 if quick else 1.0,
             warmup=5 if quick else 50,
         )
-        results["overhead"] = run_overhead(overhead, log=log)
+        results["overhead"] = run_overhead(overhead, log=log, models=models)
     if bandwidth is not None:
         results["bandwidth"] = bandwidth.to_dict()
     results["suites"] = [name for name in SUITES if name in suites]

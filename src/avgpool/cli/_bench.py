@@ -106,6 +106,22 @@ def _cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def study_models() -> list[tuple[str, Any, Any, int, tuple[int, ...]]]:
+    """The study's models and their torch.nn twins, for the overhead suite (batch-1 inputs)."""
+    import torch
+
+    from avgpool.study.twins import torch_twin
+    from avgpool.study.variants import VARIANTS
+
+    pairs = []
+    for name, variant in VARIANTS.items():
+        torch.manual_seed(0)
+        model = variant.build().eval()
+        twin, swapped = torch_twin(model)
+        pairs.append((name, model, twin.eval(), swapped, (1, 1, 8, 8)))
+    return pairs
+
+
 def _cmd_suite(args: argparse.Namespace) -> int:
     import json
     import sys
@@ -123,7 +139,7 @@ def _cmd_suite(args: argparse.Namespace) -> int:
         if args.progress is not False:
             print(line, file=sys.stderr, flush=True)
 
-    results = run_suites(args, log)
+    results = run_suites(args, log, models=study_models)
     if args.out:
         write_results(results, args.out)
     if args.json:
