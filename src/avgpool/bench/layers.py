@@ -37,6 +37,7 @@ __all__ = [
     "LAYERS_FILE",
     "PEER_PATH",
     "layer_cases",
+    "layer_models",
     "layer_rows",
     "layer_targets",
     "run_layers",
@@ -70,6 +71,11 @@ def _read(path: Path = LAYERS_FILE) -> dict[str, Any]:
 def layer_rows(path: Path = LAYERS_FILE) -> list[dict[str, Any]]:
     """The table's rows (dicts as written: key, title, op, shape, geometry, out, used_by)."""
     return [dict(row) for row in _read(path)["layer"]]
+
+
+def layer_models(path: Path = LAYERS_FILE) -> dict[str, dict[str, Any]]:
+    """The models the rows come from: name -> {"about": what it is, "input": (C, H, W)}."""
+    return {name: dict(entry) for name, entry in _read(path)["models"].items()}
 
 
 def layer_targets() -> dict[str, Any]:
@@ -234,6 +240,7 @@ def run_layers(
     return {
         "settings": settings.to_dict(),
         "peers": [p.name for p in peers],
+        "models": layer_models(),
         "cases": rows,
         "elapsed_s": time.perf_counter() - start,
         "summary": summarize_layers(rows),

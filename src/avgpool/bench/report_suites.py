@@ -56,10 +56,13 @@ def render_layers(layers: dict[str, Any]) -> list[str]:
         "",
         "## Real layers",
         "",
-        "Every pooling layer of ResNet-50, VGG-16, Inception-v3, Inception-v4 (timm; its avg 3x3/1 "
-        "p1 does not count the padding), DenseNet-121, MobileNetV2 and antialiased-cnns' ResNet-50 "
-        "(blur pool), with its exact geometry and input shape (`src/avgpool/bench/layers.toml`, "
-        "written by `benchmarks/real_layers.py` from the models). fwd: the forward; fwd+bwd: the "
+        "Every pooling layer, with its exact geometry and input shape, of "
+        + "; ".join(
+            f"{m['about']} (`{name}`, {'x'.join(map(str, m['input']))})"
+            for name, m in layers.get("models", {}).items()
+        )
+        + " (`src/avgpool/bench/layers.toml`, written by `benchmarks/real_layers.py` from the "
+        "models themselves). fwd: the forward; fwd+bwd: the "
         "training step's two pooling calls (the forward, then grad_input for a fixed grad_output; "
         "torch runs the aten kernels autograd would, without building a graph). "
         f"Timing: median of up to {s['repeats']} calls, at most {s['budget_s']:g} s of calls per "
