@@ -3,8 +3,8 @@
 `make bench` (``benchmarks/run.py``) and ``avgpool bench suite`` run three suites
 (`avgpool.bench.suites`): the synthetic cases (`run_benchmark` on `standard_cases`), the real
 layers and the per-call overhead, and write the results with `write_results`. Nothing here is
-imported by ``import avgpool``, and the peers'
-frameworks (torch, onnxruntime, cv2, scipy) are imported only when a peer runs.
+imported by ``import avgpool``, and the peers' frameworks (torch, onnxruntime, cv2, scipy) are
+imported only when a peer runs.
 
 - `avgpool.bench.timing`: warm-up excluded, rotating inputs, a per-measurement time budget,
   nearest-rank median and spread.
