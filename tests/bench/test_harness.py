@@ -409,6 +409,8 @@ def test_quick_smoke_run_writes_both_files(tmp_path):
         sys.executable,
         str(ROOT / "benchmarks" / "run.py"),
         "--quick",
+        "--suite",
+        "synthetic",
         "--scale",
         "tiny",
         "--repeats",
@@ -419,7 +421,8 @@ def test_quick_smoke_run_writes_both_files(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "threads: " in done.stderr
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert set(results) == {"machine", "settings", "bandwidth", "peers", "cases", "summary"}
+    assert set(results) == {"machine", "settings", "bandwidth", "peers", "cases", "summary", "suites"}
+    assert results["suites"] == ["synthetic"]
     assert results["peers"] == ["torch", "onnxruntime", "cv2", "scipy"]
     assert results["settings"]["scale"] == "tiny" and results["bandwidth"]["array_bytes"] == 8 * MIB
     assert results["machine"]["threads"] >= 1 and results["machine"]["versions"]["numpy"]

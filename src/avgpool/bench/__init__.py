@@ -1,8 +1,10 @@
 """Benchmark harness: avgpool against its peers, and against the memory bandwidth floor.
 
-`make bench` (``benchmarks/run.py``) calls `run_benchmark` on `standard_cases` and writes the
-results with `write_results`. Nothing here is imported by ``import avgpool``, and the peers'
-frameworks (torch, onnxruntime, cv2, scipy) are imported only when a peer runs.
+`make bench` (``benchmarks/run.py``) and ``avgpool bench suite`` run three suites
+(`avgpool.bench.suites`): the synthetic cases (`run_benchmark` on `standard_cases`), the real
+layers and the per-call overhead, and write the results with `write_results`. Nothing here is
+imported by ``import avgpool``, and the peers' frameworks (torch, onnxruntime, cv2, scipy) are
+imported only when a peer runs.
 
 - `avgpool.bench.timing`: warm-up excluded, rotating inputs, a per-measurement time budget,
   nearest-rank median and spread.
@@ -11,6 +13,10 @@ frameworks (torch, onnxruntime, cv2, scipy) are imported only when a peer runs.
 - `avgpool.bench.peers`: avgpool's call and one adapter per peer.
 - `avgpool.bench.runner`: a case end to end, ratios and output agreement.
 - `avgpool.bench.report`: machine facts, performance targets, JSON and markdown.
+- `avgpool.bench.layers`: the real-layers suite (``layers.toml``, every pooling layer of real
+  CNNs) and its summary; `avgpool.bench.overhead`: the per-call suite;
+  `avgpool.bench.report_suites`: their markdown; `avgpool.bench.suites`: the three run from
+  command-line options.
 
 ``avgpool bench`` (latency of one op beside its peers, or of a model, and A/B) is built on the
 same timing harness and peers:

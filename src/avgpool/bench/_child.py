@@ -13,9 +13,12 @@ The spec arrives as JSON on stdin; the result is one JSON line on stdout. The sa
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,25 +26,65 @@ import numpy as np
 from avgpool.bench.cases import Case, make_inputs
 from avgpool.bench.timing import time_calls
 
-__all__ = ["measure_avgpool"]
+__all__ = ["capture_path", "measure_avgpool"]
 
 
-def measure_avgpool(case: Case, spec: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray | None]:
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        if line not in self.lines:
+            self.lines.append(line)
+
+
+@contextmanager
+def capture_path() -> Iterator[list[str]]:
+    """The distinct messages of the "avgpool" logger, at DEBUG, while the block runs: the path
+    avgpool's dispatch took (e.g. "avg_pool: box_planes.avg_planes_direct").
+
+    Examples
+    --------
+    >>> with capture_path() as lines:
+    ...     logging.getLogger("avgpool").debug("avg_pool: %s", "a kernel")
+    >>> lines
+    ['avg_pool: a kernel']
+    """
+    logger = logging.getLogger("avgpool")
+    handler, level = _Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def measure_avgpool(
+    case: Case, spec: dict[str, Any], inputs: Sequence[np.ndarray] | None = None
+) -> tuple[dict[str, Any], np.ndarray | None]:
     """First call on input 0 (timed alone), then the steady state on the rotation from input 1.
+
+    ``inputs``: the rotation to time on (default: made here from the spec's rotation and seed).
 
     Returns the result record and the output for input 0 (None when the call failed).
     """
     from avgpool.bench.peers import avgpool_call
 
     try:
-        inputs = make_inputs(case, spec["rotation"], spec["seed"])
+        if inputs is None:
+            inputs = make_inputs(case, spec["rotation"], spec["seed"])
         fn = avgpool_call(case)
-        start = time.perf_counter()
-        first = fn(inputs[0])
-        first_s = time.perf_counter() - start
+        with capture_path() as path:  # the first call: a plan cache may log only when it plans
+            start = time.perf_counter()
+            first = fn(inputs[0])
+            first_s = time.perf_counter() - start
         timing = time_calls(
             fn,
-            inputs[1:] + inputs[:1],
+            [*inputs[1:], *inputs[:1]],
             repeats=spec["repeats"],
             warmup=max(0, spec["warmup"] - 1),  # the first call was a warm-up too
             budget_s=spec["budget_s"],
@@ -55,6 +98,7 @@ def measure_avgpool(case: Case, spec: dict[str, Any]) -> tuple[dict[str, Any], n
     record = {
         "status": "ok",
         "backend": _backend(),
+        "path": path,
         "first_call_ms": first_s * 1e3,
         "compile_ms": max(0.0, first_s * 1e3 - summary["median_ms"]),
         **summary,

@@ -23,7 +23,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["CASES_FILE", "Case", "make_inputs", "rotation_count", "scales", "standard_cases", "targets"]
+__all__ = [
+    "CASES_FILE",
+    "Case",
+    "make_grad_output",
+    "make_inputs",
+    "rotation_count",
+    "scales",
+    "standard_cases",
+    "suite_table",
+    "targets",
+]
 
 _LAYOUTS = {1: ("NCL", "NLC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
 
@@ -34,7 +44,10 @@ class Case:
 
     ``shape`` is the forward input's logical channels-first shape ``(N, C, *spatial)``; the
     array in memory is ``(N, *spatial, C)`` when ``channels_last``. ``op`` is "avg", "max",
-    "global_avg" or "avg_backward" (whose timed input is grad_output and output grad_input).
+    "global_avg", "adaptive_avg", "blur" (a binomial ``filt_size`` blur padded by ``pad_type``,
+    then ``stride``) or "avg_backward" (whose timed input is grad_output and output grad_input).
+    With ``fwd_bwd`` the timed call is a training step's two pooling calls: the forward on the
+    input, then the gradient for a fixed grad_output (`make_grad_output`); its output is grad_input.
     """
 
     key: str
@@ -47,6 +60,12 @@ class Case:
     count_include_pad: bool = True
     channels_last: bool = False
     dtype: str = "float32"
+    ceil_mode: bool = False
+    output_size: tuple[int, ...] | None = None
+    filt_size: int = 0
+    pad_type: str = "reflect"
+    pad_off: int = 0
+    fwd_bwd: bool = False
 
     @property
     def id(self) -> str:
@@ -66,11 +85,17 @@ class Case:
 
     @property
     def out_spatial(self) -> tuple[int, ...]:
+        if self.op == "adaptive_avg":
+            return tuple(self.output_size or ())
+        if self.op == "blur":  # (f - 1) // 2 + pad_off before, f // 2 + pad_off after
+            pads = self.filt_size - 1 + 2 * self.pad_off
+            return tuple((n + pads - self.filt_size) // self.stride[0] + 1 for n in self.spatial)
         if self.kernel is None:
             return (1,) * self.ndim
         stride = self.stride or self.kernel
         return tuple(
-            (n + 2 * self.padding - k) // s + 1 for n, k, s in zip(self.spatial, self.kernel, stride)
+            _pooled(n, k, s, self.padding, self.ceil_mode)
+            for n, k, s in zip(self.spatial, self.kernel, stride)
         )
 
     def _memory(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
@@ -94,15 +119,19 @@ class Case:
 
     @property
     def timed_output_shape(self) -> tuple[int, ...]:
-        return self.array_shape if self.op == "avg_backward" else self.out_array_shape
+        return self.array_shape if self.op == "avg_backward" or self.fwd_bwd else self.out_array_shape
 
     @property
     def bytes_in(self) -> int:
-        return math.prod(self.timed_input_shape) * np.dtype(self.dtype).itemsize
+        """Bytes the timed call must read (a training step also reads grad_output)."""
+        cells = math.prod(self.timed_input_shape) + (math.prod(self.out_array_shape) if self.fwd_bwd else 0)
+        return cells * np.dtype(self.dtype).itemsize
 
     @property
     def bytes_out(self) -> int:
-        return math.prod(self.timed_output_shape) * np.dtype(self.dtype).itemsize
+        """Bytes the timed call must write (a training step writes the output and grad_input)."""
+        cells = math.prod(self.timed_output_shape) + (math.prod(self.out_array_shape) if self.fwd_bwd else 0)
+        return cells * np.dtype(self.dtype).itemsize
 
     @property
     def outputs(self) -> int:
@@ -125,10 +154,19 @@ class Case:
     def from_dict(cls, d: dict) -> Case:
         fields = cls.__dataclass_fields__
         kw = {k: v for k, v in d.items() if k in fields}
-        for k in ("shape", "kernel", "stride"):
+        for k in ("shape", "kernel", "stride", "output_size"):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
+
+
+def _pooled(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    """Output length of one axis, PyTorch's rule (a ceil-mode window must start inside the
+    input or its left padding)."""
+    if not ceil_mode:
+        return (n + 2 * p - k) // s + 1
+    out = -(-(n + 2 * p - k) // s) + 1
+    return out - 1 if (out - 1) * s >= n + p else out
 
 
 #: Where the cases are written down, as data.
@@ -167,6 +205,12 @@ def _case(entry: dict, shapes: dict) -> Case:
         entry.get("padding", 0),
         entry.get("count_include_pad", True),
     )
+
+
+def suite_table(name: str) -> dict[str, Any]:
+    """Another suite's table of ``cases.toml`` (``layers``, ``overhead``), as read."""
+    with CASES_FILE.open("rb") as f:
+        return tomllib.load(f)[name]
 
 
 def scales() -> dict[str, dict[str, tuple[int, ...]]]:
@@ -215,3 +259,16 @@ def make_inputs(case: Case, count: int, seed: int = 0) -> list[np.ndarray]:
     """
     first = np.random.default_rng(seed).random(case.timed_input_shape, dtype=np.dtype(case.dtype).type)
     return [first] + [first.copy() for _ in range(count - 1)]
+
+
+def make_grad_output(case: Case, seed: int = 0) -> np.ndarray:
+    """The fixed grad_output (as stored) of a forward+backward case; the same in every process.
+
+    Examples
+    --------
+    >>> c = Case("k", "t", "max", (1, 2, 4, 4), (2, 2), fwd_bwd=True)
+    >>> make_grad_output(c).shape, c.timed_output_shape, c.bytes_in, c.bytes_out
+    ((1, 2, 2, 2), (1, 2, 4, 4), 160, 160)
+    """
+    dtype = np.dtype(case.dtype).type
+    return np.random.default_rng(seed + 1).random(case.out_array_shape, dtype=dtype) - dtype(0.5)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from avgpool._files import check_writable, write_atomically
+from avgpool.bench._format import mark
+from avgpool.bench._format import ms as _ms
 from avgpool.bench.cases import targets
 from avgpool.bench.timing import nearest_rank
 
@@ -174,14 +176,6 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _ms(value: float) -> str:
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
-
-
 def _cell(record: dict[str, Any]) -> str:
     status = record.get("status")
     if status == "n/a":
@@ -207,9 +201,33 @@ def _warmup_text(settings: dict[str, Any]) -> str:
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    """The results as a markdown page: machine facts, the table, notes and the performance targets."""
-    m, s, bw = results["machine"], results["settings"], results["bandwidth"]
-    peers = results["peers"]
+    """The results as a markdown page: machine facts, then each suite that ran (the synthetic
+    cases, the real layers, the per-call overhead) with its notes, then every performance target.
+    """
+    from avgpool.bench.report_suites import (
+        layers_targets,
+        overhead_targets,
+        render_layers,
+        render_overhead,
+    )
+
+    lines = _header(results)
+    targets_lines: list[str] = []
+    if "cases" in results:
+        lines += _synthetic(results)
+        targets_lines += _synthetic_targets(results["summary"])
+    if "layers" in results:
+        lines += render_layers(results["layers"])
+        targets_lines += layers_targets(results["layers"]["summary"])
+    if "overhead" in results:
+        lines += render_overhead(results["overhead"])
+        targets_lines += overhead_targets(results["overhead"]["summary"])
+    lines += ["", "## Performance targets", "", *targets_lines]
+    return "\n".join(lines) + "\n"
+
+
+def _header(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
     v = m["versions"]
     lines = [
         "# avgpool benchmark",
@@ -221,11 +239,25 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "Versions: " + ", ".join(f"{k} {v[k]}" for k in v if v[k]),
         "",
-        f"Streaming rates ({_mib(bw['array_bytes'])} MiB float32 arrays, {bw['threads']} threads, best of "
-        f"{bw['repeats']}): read {bw['read_gb_per_s']:.1f} GB/s (np.maximum.reduce), write "
-        f"{bw['write_gb_per_s']:.1f} GB/s (memset). Floor = input bytes / read + output bytes / write. "
-        f"A plain copy ran at {bw['copy_gb_per_s']:.1f} GB/s, {bw['copy_vs_floor']:.2f}x its floor: reads "
-        "and writes overlap here, so the floor is a yardstick, not a hard bound.",
+    ]
+    bw = results.get("bandwidth")
+    if bw:
+        lines += [
+            f"Streaming rates ({_mib(bw['array_bytes'])} MiB float32 arrays, {bw['threads']} threads, "
+            f"best of {bw['repeats']}): read {bw['read_gb_per_s']:.1f} GB/s (np.maximum.reduce), write "
+            f"{bw['write_gb_per_s']:.1f} GB/s (memset). Floor = input bytes / read + output bytes / write. "
+            f"A plain copy ran at {bw['copy_gb_per_s']:.1f} GB/s, {bw['copy_vs_floor']:.2f}x its floor: "
+            "reads and writes overlap here, so the floor is a yardstick, not a hard bound.",
+            "",
+        ]
+    return lines
+
+
+def _synthetic(results: dict[str, Any]) -> list[str]:
+    s = results["settings"]
+    peers = results["peers"]
+    lines = [
+        "## Synthetic cases",
         "",
         f"Timing: median (nearest rank) of up to {s['repeats']} calls after {_warmup_text(s)}, "
         f"the lowest of {s.get('rounds', 1)} such measurement(s) taken in turns (avgpool, the peers, "
@@ -272,13 +304,16 @@ def render_markdown(results: dict[str, Any]) -> str:
         ratio = row["avgpool_vs_best"]
         cells += [row["best_peer"] or "—", f"{ratio:.2f}" if ratio is not None else "—"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Notes", ""]
+    lines += ["", "### Notes", ""]
     for name, found in labels.items():
         lines.append(f"- {name} ran as: " + "; ".join(sorted(found)))
     for note, ids in notes.items():
         lines.append(f"- {note} ({', '.join(ids)})")
-    lines += ["", "## Performance targets", ""]
-    summary = results["summary"]
+    return lines
+
+
+def _synthetic_targets(summary: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     fast = summary["faster_than_best_peer"]
     slower = ", ".join(
         f"{x['case']} ({x['avgpool_vs_best']:.2f}x {x['best_peer']})"
@@ -287,14 +322,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         for x in fast["slower_cases"]
     )
     lines.append(
-        f"- {_mark(fast['pass'])} avgpool at least as fast as the best peer on every case: "
+        f"- {mark(fast['pass'])} avgpool at least as fast as the best peer on every case: "
         f"{fast['cases_compared'] - len(fast['slower_cases'])} of {fast['cases_compared']}"
         + (f"; slower on {slower}" if slower else "")
     )
     ff = summary["floor_fraction"]
     value = f"{ff['median_case']:.0%}" if ff["median_case"] is not None else "not measured"
     lines.append(
-        f"- {_mark(ff['pass'])} median case at >= {ff['target']:.0%} of the bandwidth floor "
+        f"- {mark(ff['pass'])} median case at >= {ff['target']:.0%} of the bandwidth floor "
         f"(floor / time; a failed case counts 0): {value}"
     )
     po = summary["window_growth"]
@@ -303,11 +338,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         for name in ("channels_first", "channels_last")
     ]
     lines.append(
-        f"- {_mark(po['pass'])} {po['large']} under {po['target']:g}x the {po['small']} time per output: "
+        f"- {mark(po['pass'])} {po['large']} under {po['target']:g}x the {po['small']} time per output: "
         + ", ".join(parts)
     )
-    return "\n".join(lines) + "\n"
-
-
-def _mark(ok: bool) -> str:
-    return "✅" if ok else "❌"
+    return lines

@@ -28,7 +28,7 @@ from avgpool.bench.floor import Bandwidth, floor_seconds, measure_bandwidth
 from avgpool.bench.peers import PEERS, Peer
 from avgpool.bench.timing import time_calls
 
-__all__ = ["AGREE_TOL", "Settings", "run_benchmark", "run_case"]
+__all__ = ["AGREE_TOL", "Settings", "measure_floor", "run_benchmark", "run_case"]
 
 #: Outputs must agree with avgpool's to this (float32) tolerance to count as the same op.
 AGREE_TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -59,6 +59,9 @@ class Settings:
     isolate: bool = True  # avgpool in a child process per case and round (own JIT cache, memory limit)
     child_timeout_s: float = 300.0
     child_memory_bytes: int = 8 << 30
+    #: at most this many input copies (None: as many as ``rotate_bytes`` needs); a real layer's
+    #: input was just written by the layer before it, so small ones stay in cache as in a model
+    max_rotation: int | None = None
     bandwidth_repeats: int = 5
     bandwidth_bytes: int | None = None
     seed: int = 0
@@ -123,17 +126,22 @@ def _avgpool_in_child(
 
 
 def _avgpool_in_process(
-    case: Case, settings: Settings, rotation: int, want_output: bool = True, jit_cache: str | None = None
+    case: Case,
+    settings: Settings,
+    rotation: int,
+    want_output: bool = True,
+    jit_cache: str | None = None,
+    inputs: Sequence[np.ndarray] | None = None,
 ) -> tuple[dict, np.ndarray | None]:
     """avgpool's timing in this process (and its Numba cache: ``jit_cache`` is unused, there
-    to match `_avgpool_in_child`)."""
+    to match `_avgpool_in_child`), on ``inputs`` when given (the ones the peers use)."""
     import numba
 
     from avgpool._settings import set_num_threads
     from avgpool.bench._child import measure_avgpool
 
     set_num_threads(min(settings.threads, numba.config.NUMBA_NUM_THREADS))
-    return measure_avgpool(case, _spec(case, settings, rotation))
+    return measure_avgpool(case, _spec(case, settings, rotation), inputs)
 
 
 def _agreement(y: np.ndarray, reference: np.ndarray | None) -> dict[str, Any]:
@@ -210,6 +218,8 @@ def run_case(
 ) -> dict[str, Any]:
     """One case: avgpool, each peer, the floor, the ratios and the agreement checks."""
     rotation = rotation_count(case, settings.rotate_bytes)
+    if settings.max_rotation is not None:
+        rotation = max(1, min(rotation, settings.max_rotation))
     floor_ms = floor_seconds(case.bytes_in, case.bytes_out, bandwidth) * 1e3
     measure = _avgpool_in_child if settings.isolate else _avgpool_in_process
     avg: dict[str, Any] = {}
@@ -218,14 +228,20 @@ def run_case(
     # one Numba cache per case: the first round's first call is the compile (reported), and
     # later rounds spend seconds loading the kernels, not tens of seconds compiling them again
     jit = tempfile.TemporaryDirectory(prefix="avgpool-bench-jit-") if settings.isolate else nullcontext()
+    # in this process, one set of inputs serves every library and round (making a case's
+    # hundreds of MiB again each round costs more than timing it); a child makes its own
+    shared = None if settings.isolate else make_inputs(case, rotation, settings.seed)
     with jit as jit_cache:
         for _round in range(max(1, settings.rounds)):
-            record, output = measure(case, settings, rotation, reference is None, jit_cache)
+            if shared is None:
+                record, output = measure(case, settings, rotation, reference is None, jit_cache)
+            else:
+                record, output = _avgpool_in_process(case, settings, rotation, inputs=shared)
             avg = _keep_faster(avg, {"label": "avgpool", "threads": settings.threads, **record})
             if reference is None and output is not None:
                 reference, checked_against = output, "avgpool"
             log(f"  avgpool      {_brief(record)}")
-            arrays = make_inputs(case, rotation, settings.seed)
+            arrays = make_inputs(case, rotation, settings.seed) if shared is None else shared
             for peer in peers:
                 record, output = _measure_peer(peer, case, arrays, settings)
                 if output is not None and results.get(peer.name, {}).get("status") != "ok":
@@ -236,6 +252,7 @@ def run_case(
                 results[peer.name] = _keep_faster(results.get(peer.name, {}), record)
                 log(f"  {peer.name:<12} {_brief(record)}")
             del arrays
+    del shared
     for record in (avg, *results.values()):
         if record.get("status") == "ok":
             record["ratio_floor"] = record["median_ms"] / floor_ms
@@ -267,16 +284,8 @@ def _brief(record: dict[str, Any]) -> str:
     return f"{record.get('status')}: {record.get('reason') or record.get('error')}"
 
 
-def run_benchmark(
-    cases: Sequence[Case],
-    settings: Settings,
-    peers: Sequence[Peer] = PEERS,
-    log: Callable[[str], None] = lambda _: None,
-) -> dict[str, Any]:
-    """Measure the floor, then every case; the result is what `avgpool.bench.report` writes."""
-    from avgpool.bench.report import machine_facts, summarize
-
-    log(f"threads: {settings.threads} (avgpool/numba, torch, onnxruntime intra-op, cv2; scipy is 1)")
+def measure_floor(settings: Settings, log: Callable[[str], None] = lambda _: None) -> Bandwidth:
+    """The streaming rates the floor is computed from, measured as ``settings`` says."""
     bandwidth = measure_bandwidth(
         settings.threads, settings.llc_bytes, settings.bandwidth_repeats, settings.bandwidth_bytes
     )
@@ -284,6 +293,23 @@ def run_benchmark(
         f"streaming: read {bandwidth.read_bytes_per_s / 1e9:.1f} GB/s, write "
         f"{bandwidth.write_bytes_per_s / 1e9:.1f} GB/s ({bandwidth.array_bytes / _MIB:.0f} MiB arrays)"
     )
+    return bandwidth
+
+
+def run_benchmark(
+    cases: Sequence[Case],
+    settings: Settings,
+    peers: Sequence[Peer] = PEERS,
+    log: Callable[[str], None] = lambda _: None,
+    bandwidth: Bandwidth | None = None,
+) -> dict[str, Any]:
+    """Measure the floor (unless ``bandwidth`` is given), then every case; the result is what
+    `avgpool.bench.report` writes."""
+    from avgpool.bench.report import machine_facts, summarize
+
+    log(f"threads: {settings.threads} (avgpool/numba, torch, onnxruntime intra-op, cv2; scipy is 1)")
+    if bandwidth is None:
+        bandwidth = measure_floor(settings, log)
     rows = []
     for case in cases:
         log(f"{case.id}  {case.title}  {case.layout} {'x'.join(map(str, case.array_shape))}")

@@ -1,6 +1,8 @@
-"""The ``avgpool bench`` subcommand: latency of one op beside its peers, or of a model (and A/B).
+"""The ``avgpool bench`` subcommand: latency of one op beside its peers, or of a model (and A/B),
+and the benchmark's suites (``avgpool bench suite``, what `make bench` runs).
 
-Thin: parse, call `avgpool.bench.latency`, render with `avgpool.bench.latency_tables`.
+Thin: parse, call `avgpool.bench.latency` or `avgpool.bench.suites`, render with
+`avgpool.bench.latency_tables` or `avgpool.bench.report`.
 """
 
 from __future__ import annotations
@@ -104,6 +106,49 @@ def _cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def study_models() -> list[tuple[str, Any, Any, int, tuple[int, ...]]]:
+    """The study's models and their torch.nn twins, for the overhead suite (batch-1 inputs)."""
+    import torch
+
+    from avgpool.study.twins import torch_twin
+    from avgpool.study.variants import VARIANTS
+
+    pairs = []
+    for name, variant in VARIANTS.items():
+        torch.manual_seed(0)
+        model = variant.build().eval()
+        twin, swapped = torch_twin(model)
+        pairs.append((name, model, twin.eval(), swapped, (1, 1, 8, 8)))
+    return pairs
+
+
+def _cmd_suite(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from avgpool.bench.report import check_results_dir, render_markdown, write_results
+    from avgpool.bench.suites import check_suite_args, run_suites
+
+    problem = check_suite_args(args)
+    if problem:
+        raise AvgPoolError(problem)
+    if args.out:
+        check_results_dir(args.out)
+
+    def log(line: str) -> None:
+        if args.progress is not False:
+            print(line, file=sys.stderr, flush=True)
+
+    results = run_suites(args, log, models=study_models)
+    if args.out:
+        write_results(results, args.out)
+    if args.json:
+        print(json.dumps(results, indent=1, default=lambda v: v.tolist()))
+    else:
+        print(render_markdown(results))
+    return 0
+
+
 def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, threads: str) -> None:
     cmd.add_argument(
         "--batch-sizes",
@@ -135,7 +180,7 @@ def add_commands(sub: Any) -> None:
         description="Latency benchmarks: warm-up, timed calls on rotating inputs, nearest-rank "
         "P50/P95/P99 with their sample counts, throughput per batch size, peak memory.",
     )
-    modes = bench.add_subparsers(dest="bench_mode", required=True, metavar="{op,model}")
+    modes = bench.add_subparsers(dest="bench_mode", required=True, metavar="{op,model,suite}")
 
     op = modes.add_parser(
         "op",
@@ -189,3 +234,25 @@ def add_commands(sub: Any) -> None:
     model.add_argument("--resamples", type=int, default=2000, help="A/B: bootstrap resamples (default 2000)")
     _timing_args(model, repeats=100, budget=5.0, threads="the runtime's own")
     model.set_defaults(func=_cmd_model)
+
+    from avgpool.bench.suites import add_suite_args
+
+    suite = modes.add_parser(
+        "suite",
+        help="the benchmark's suites (make bench): synthetic cases, real CNN layers, per-call overhead",
+        description="Run the benchmark's suites and print their markdown report: synthetic cases against "
+        "the bandwidth floor, every pooling layer of real CNNs (ResNet-50, VGG-16, Inception, DenseNet-121, "
+        "MobileNetV2, an anti-aliased ResNet-50) at batch 1 and 32 beside torch, onnxruntime, cv2 and scipy, "
+        "and the per-call overhead (avgpool.nn vs torch.nn, NumPy ops, the study's models). Every library "
+        "gets --threads threads. The full run takes minutes; --quick is a smoke run.",
+    )
+    add_suite_args(suite)
+    suite.add_argument("--out", metavar="DIR", help="also write latest.json and latest.md into DIR")
+    suite.add_argument("--json", action="store_true", help="print the results as JSON instead of markdown")
+    suite.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="each case's timings on stderr as they come (default: on)",
+    )
+    suite.set_defaults(func=_cmd_suite)
