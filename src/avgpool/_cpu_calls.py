@@ -134,9 +134,8 @@ class Planned:
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None):
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s (%s)", self.path, "serial" if self.threads == 1 else f"up to {self.threads} threads"
-            )
+            threads = 1 if self.threads == 1 else min(self.threads, get_num_threads())
+            log.debug("%s (%s)", self.path, "serial" if threads == 1 else f"{threads} threads")
         if x.dtype != self.work or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=self.work)
         xv = x.reshape(self.view)
