@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -77,7 +78,11 @@ class Backend:
         computed only when asked for. ``nan_policy`` None: the window's convention decides."""
         raise NotImplementedError
 
-    def max_pool_backward(self, grad: Any, x: Any, window: Window, nan_policy: str | None) -> Any:
+    def max_pool_backward(
+        self, grad: Any, x: Any, window: Window, nan_policy: str | None, indices: Any = None
+    ) -> Any:
+        """``indices``: the forward's arg-max (`max_pool` with ``return_indices=True``), so the
+        forward is not run again; None: found from ``x``."""
         raise NotImplementedError
 
     def lp_pool(self, x: Any, p: float, window: Window, convention: str) -> Any:
@@ -134,6 +139,20 @@ def _out_arg(out: Any, x: np.ndarray) -> tuple[Any, np.ndarray | None]:
         if np.may_share_memory(out, x):
             return None, out
     return out, None
+
+
+def _check_indices(indices: Any, shape: tuple[int, ...], cells: int) -> None:
+    """Arg-max indices given to a backward: an integer array of the gradient's shape, each
+    in [-1, cells) (-1: a window with no cell), or an AvgPoolError (never a write out of bounds)."""
+    if not isinstance(indices, np.ndarray) or indices.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer NumPy array, got {type(indices).__name__}")
+    if indices.shape != shape:
+        raise AvgPoolError(f"indices must have grad_output's shape {shape}, got {indices.shape}")
+    if indices.size and (indices.min() < -1 or indices.max() >= cells):
+        raise AvgPoolError(
+            f"indices must lie in [-1, {cells}) (flat positions in a spatial plane of {cells} cells), "
+            f"got values from {indices.min()} to {indices.max()}"
+        )
 
 
 def _nan_args(nan_policy: str | None, window: Window, dtype: np.dtype) -> tuple[str, float]:
@@ -236,12 +255,18 @@ class NumpyBackend(Backend):
         axes = None if window.kernel_size is None else axes
         return compute.plan_max_forward(layout, axes, policy, floor, x.dtype, x.size, with_index)
 
-    def max_pool_backward(self, grad, x, window, nan_policy):
+    def max_pool_backward(self, grad, x, window, nan_policy, indices=None):
         layout, axes = self._prepared(x, window)
         out_spatial = [a.out for a in axes]
         layout.check_grad_shape(grad, out_spatial)
-        _, index = self._max(x, window, layout, axes, nan_policy)
-        return compute.max_backward(grad, index, layout, out_spatial)
+        if indices is None:
+            _, indices = self._max(x, window, layout, axes, nan_policy)
+        else:
+            _check_indices(indices, grad.shape, math.prod(layout.spatial))
+        disjoint = all((a.kernel - 1) * a.dilation + 1 <= a.stride for a in axes)
+        return compute.max_backward(
+            grad, indices, layout, out_spatial, disjoint or window.kernel_size is None
+        )
 
     def lp_pool(self, x, p, window, convention):
         layout, axes = self._prepared(x, window)

@@ -452,24 +452,33 @@ def _planes(shape4: tuple[int, ...]) -> tuple[int, ...]:
 
 @_threads_by_size
 def scatter_to_index(
-    grad_output: np.ndarray, index: np.ndarray, layout: Layout, out_spatial: Sequence[int]
+    grad_output: np.ndarray,
+    index: np.ndarray,
+    layout: Layout,
+    out_spatial: Sequence[int],
+    disjoint: bool = False,
 ) -> np.ndarray:
-    """Max-pool backward: each output's gradient added at its arg-max (index -1: nowhere)."""
+    """Max-pool backward: each output's gradient added at its arg-max (index -1: nowhere).
+
+    ``disjoint``: no two windows share a cell, so a cell receives one gradient at most and is
+    written in the result's dtype directly (the same value a float64 sum would round to);
+    otherwise the gradients sum in float64 and are rounded once.
+    """
     from avgpool.kernels import cpu_max
 
     result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
-    work = _buffers.empty(grad_full.shape, np.float64)
+    work = _work_out(grad_full) if disjoint else _buffers.empty(grad_full.shape, np.float64)
     out_full = layout.out_full_shape(out_spatial)
-    g = np.ascontiguousarray(grad_output.reshape(out_full), dtype=np.float64)
+    g = np.ascontiguousarray(grad_output.reshape(out_full), dtype=work.dtype)
     idx = np.ascontiguousarray(index.reshape(out_full))
     n, c = layout.batch_channels
     outer, chans = (n, c) if layout.channels_last else (n * c, 1)
     per_out, per_in = math.prod(out_spatial) * chans, math.prod(layout.spatial) * chans
+    log.debug("max_pool_backward: cpu_max.max_backward (%s)", "disjoint" if disjoint else "float64 sums")
     cpu_max.max_backward(
         g.reshape(outer, per_out), idx.reshape(outer, per_out), work.reshape(outer, per_in), chans
     )
-    grad_full[...] = work
-    return result
+    return _finish(work, result, grad_full)
 
 
 # -- global pooling ----------------------------------------------------------------------------

@@ -44,6 +44,15 @@ def avgpool_call(case: Case) -> Callable[[np.ndarray], np.ndarray]:
             return avgpool.avg_pool_backward(g, shape, k, s, p, **kw)
 
     elif case.op == "max":
+        if case.fwd_bwd:  # a training step keeps the forward's arg-max for the backward, as torch does
+            kw = {"ceil_mode": case.ceil_mode, "channels_last": cl}
+
+            def step(x):
+                _, index = avgpool.max_pool(x, k, s, p, **kw, return_indices=True)
+                return avgpool.max_pool_backward(grad, x, k, s, p, **kw, indices=index)
+
+            grad = make_grad_output(case)
+            return step
 
         def forward(x):
             return avgpool.max_pool(x, k, s, p, ceil_mode=case.ceil_mode, channels_last=cl)

@@ -65,14 +65,27 @@ def max_pool_backward(
     channels_last: bool = False,
     window: Window | None = None,
     nan_policy: str | None = None,
+    indices: Array | None = None,
 ) -> Array:
-    """Gradient of `max_pool`: each window's grad goes to its arg-max cell."""
+    """Gradient of `max_pool`: each window's grad goes to its arg-max cell.
+
+    ``indices`` are the forward's (``max_pool(..., return_indices=True)``), so the arg-max is
+    not searched again, as a training step has them; without them it is found from ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[[1.0, 3.0, 2.0, 0.0]]])
+    >>> y, i = max_pool(x, 2, return_indices=True)
+    >>> max_pool_backward(np.ones_like(y), x, 2, indices=i)
+    array([[[0., 1., 1., 0.]]])
+    """
     grad_output = be.array(grad_output, "grad_output")
     x = be.array(x, allow_int=True)
     w = _args.max_window(
         len(x.shape), kernel_size, stride, padding, dilation, ceil_mode, channels_last, window
     )
-    return be.max_pool_backward(grad_output, x, w, _args.nan_policy(nan_policy))
+    return be.max_pool_backward(grad_output, x, w, _args.nan_policy(nan_policy), indices)
 
 
 def _fixed_max(ndim: int, name: str):

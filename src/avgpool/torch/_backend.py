@@ -9,6 +9,7 @@ as `TorchPoolError` s: RuntimeErrors, as PyTorch's own are, and still ValueError
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,6 +52,19 @@ def _lp_geometry(x: Tensor, w: Window) -> tuple:
     return (kernel, stride, padding, mode, dilation, ceil, cl)
 
 
+def _checked_indices(indices: Any, x: Tensor, w: Window) -> Tensor:
+    """The forward's arg-max given to a backward: an int64 tensor on ``x``'s device whose
+    values lie in [-1, cells of a spatial plane), or an error (never a write out of bounds)."""
+    if not isinstance(indices, Tensor) or indices.dtype != torch.int64:
+        raise TypeError(
+            f"indices must be an int64 torch.Tensor, got {getattr(indices, 'dtype', type(indices))}"
+        )
+    cells = math.prod(spatial(x.shape, w.ndim, w.channels_last))
+    if indices.numel() and (int(indices.min()) < -1 or int(indices.max()) >= cells):
+        raise AvgPoolError(f"indices must lie in [-1, {cells}) (flat positions in a spatial plane)")
+    return indices
+
+
 class TorchBackend(Backend):
     """``torch.Tensor`` s, computed by avgpool's custom ops (`avgpool.torch._library`)."""
 
@@ -90,8 +104,11 @@ class TorchBackend(Backend):
             y = y.contiguous()  # PyTorch's values-only max_pool1d returns a contiguous tensor
         return _finish(y, out)
 
-    def max_pool_backward(self, grad, x, window, nan_policy):
-        _, index = call.max_pool(x.detach(), *_max_args(window, nan_policy))
+    def max_pool_backward(self, grad, x, window, nan_policy, indices=None):
+        if indices is None:
+            _, index = call.max_pool(x.detach(), *_max_args(window, nan_policy))
+        else:
+            index = _checked_indices(indices, x, window)
         _check_grad(grad, index.shape)
         return call.max_pool_backward(grad, index, list(x.shape), window.ndim, window.channels_last)
 
