@@ -302,7 +302,7 @@ def plan_avg_backward(
     layout: Layout, axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None, dtype
 ) -> Planned:
     """The average's backward call for gradients of this layout and dtype: a global window
-    spreads each gradient over its plane (`_global_spread`); windows that do not overlap
+    spreads each gradient over its plane (`box_backward.global_spread`); windows that do not overlap
     scatter each gradient to its own cells; others sum the covering windows' gradients."""
     from avgpool.kernels import box_backward
 
@@ -314,8 +314,8 @@ def plan_avg_backward(
     disjoint = (geo[:, 0] <= geo[:, 1]).all()
     if plan.whole:
         outer, size, c = _shape3(layout.full_shape, layout.channels_last)
-        kernel, args = _global_spread, (inv[0][0] * inv[1][0], inv[2][0])
-        view, out_view, nbytes = (outer, 1, c), (outer, size, c), 0  # NumPy: no threads to set
+        kernel, args = box_backward.global_spread, (inv[0][0] * inv[1][0], inv[2][0])
+        view, out_view = (outer, 1, c), (outer, size, c)
         path = "avg_pool_backward: global window, one value per plane or channel"
     elif c == 1 and plan.planes:
         view, out_view = _planes(view), _planes(out_view)
@@ -341,22 +341,8 @@ def plan_avg_backward(
     )
 
 
-def _global_spread(g: np.ndarray, grad: np.ndarray, inv_h: float, inv_w: float) -> None:
-    """A global window's backward: ``grad`` (outer, S, C) gets ``g`` (outer, 1, C) times the
-    reciprocal divisors, the same for every cell.
-
-    The same float64 operations, in the same order, as `box_backward.avg_backward_planes` makes
-    for a window that covers the whole plane (its running row sum ``T = 0 + g * inv_h``, then
-    ``0 + T * inv_w`` for each cell), so the result is the same to the bit; that kernel would
-    spend a slice per column here. ``inv_h`` is the product of the reciprocals of every axis
-    but the last (and of a divisor override), ``inv_w`` the last's.
-    """
-    t = np.add(0.0, g[:, 0, :].astype(np.float64) * inv_h)
-    grad[...] = np.add(0.0, t * inv_w)[:, None, :]
-
-
 def global_avg_backward(grad_output: np.ndarray, layout: Layout) -> np.ndarray:
-    """The backward of a global average (and of an adaptive one to size 1): `_global_spread`
+    """The backward of a global average (and of an adaptive one to size 1): `box_backward.global_spread`
     of each plane's or channel's gradient over its cells."""
     axes = tuple(Axis(n, n, 1, 1, 0, 0, 1) for n in layout.spatial)
     return avg_backward(grad_output, layout, axes, True, None)

@@ -915,6 +915,7 @@ KERNEL_CASES = {
     "box_backward.avg_backward_disjoint": ("avg_pool_backward", "channels_last", {"kernel_size": 2}),
     "box_backward.avg_backward_planes": ("avg_pool_backward", "channels_first", K3S2),
     "box_backward.avg_backward_planes_disjoint": ("avg_pool_backward", "channels_first", {"kernel_size": 2}),
+    "box_backward.global_spread": ("avg_pool_backward", "channels_last", {"kernel_size": (12, 13)}),
     "box_global.global_avg": ("global_avg_pool", "channels_last", {}),
     "box_global.global_avg_planes": ("global_avg_pool", "channels_first", {}),
     "cpu_max.max_forward": ("max_pool", "channels_last", {**K3S2, "return_indices": True}),

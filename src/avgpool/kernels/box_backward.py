@@ -300,3 +300,29 @@ def avg_backward_planes_disjoint(g, grad, geo, inv_h, inv_w, cover_h):
                     for j in range(kw):
                         spread[ow * sw + j] = v
                 grow[:] = spread[pw : pw + W]
+
+
+@register("avg_pool_backward", "global_avg_pool_backward", "adaptive_avg_pool_backward")
+@njit(parallel=True, cache=True)
+def global_spread(g, grad, inv_h, inv_w):
+    """A global window's backward: grad (outer, S, C) gets ``0 + (0 + g * inv_h) * inv_w`` of
+    its plane's or channel's g (outer, 1, C) in every cell.
+
+    The same float64 operations, in the same order, as `avg_backward_planes` makes for a window
+    that covers the whole plane (its running row sum ``T = 0 + g * inv_h``, then
+    ``0 + T * inv_w`` for each cell), so the same bits; that kernel would spend a slice per
+    column here. ``inv_h`` is the product of the reciprocals of every axis but the last (and
+    of a divisor override), ``inv_w`` the last's.
+    """
+    n_outer, S, C = grad.shape
+    for o in prange(n_outer):
+        if C == 1:
+            v = 0.0 + (0.0 + np.float64(g[o, 0, 0]) * inv_h) * inv_w
+            for s in range(S):
+                grad[o, s, 0] = v
+        else:
+            row = grad[o, 0]
+            for c in range(C):
+                row[c] = 0.0 + (0.0 + np.float64(g[o, 0, c]) * inv_h) * inv_w
+            for s in range(1, S):
+                grad[o, s] = row
