@@ -31,10 +31,16 @@ from avgpool.torch._library.adaptive import (
     adaptive_avg_pool_backward,
     adaptive_max_pool,
 )
-from avgpool.torch._library.avg import avg_pool, avg_pool_backward
+from avgpool.torch._library.avg import avg_pool, avg_pool_backward, avg_ready
 from avgpool.torch._library.blur import blur_output, blur_pool, blur_pool_backward
 from avgpool.torch._library.lp import lp_pool, lp_pool_grad
-from avgpool.torch._library.max import gather_max, max_pool, max_pool_backward
+from avgpool.torch._library.max import (
+    gather_max,
+    max_pool,
+    max_pool_backward,
+    max_ready,
+    max_values_ready,
+)
 
 __all__ = [
     "adaptive_avg_pool",
@@ -42,6 +48,7 @@ __all__ = [
     "adaptive_max_pool",
     "avg_pool",
     "avg_pool_backward",
+    "avg_ready",
     "blur_output",
     "blur_pool",
     "blur_pool_backward",
@@ -51,6 +58,8 @@ __all__ = [
     "lp_pool_grad",
     "max_pool",
     "max_pool_backward",
+    "max_ready",
+    "max_values_ready",
     "needs_dispatcher",
     "window_args",
     "window_of",
