@@ -128,8 +128,9 @@ def _max_pool_cpu(
 
 def _max_pool_values(x: Tensor, *args) -> Tensor:
     """The values of ``call.max_pool(x, *args)`` (see `MaxValuesReady`)."""
-    w = _max_ready_of(*args).window
-    return max_values_ready(w, args[-1])(x)
+    if needs_dispatcher(x) or (torch.is_grad_enabled() and x.requires_grad):
+        return call.max_pool(x, *args)[0]
+    return max_values_ready(_max_ready_of(*args).window, args[-1])(x)
 
 
 max_pool = torch.library.custom_op("avgpool::max_pool", _max_pool_cpu, mutates_args=(), device_types="cpu")
