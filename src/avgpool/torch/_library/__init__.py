@@ -29,10 +29,12 @@ from avgpool.torch._library._eager import call, needs_dispatcher
 from avgpool.torch._library.adaptive import (
     adaptive_avg_pool,
     adaptive_avg_pool_backward,
+    adaptive_avg_ready,
     adaptive_max_pool,
+    adaptive_max_ready,
 )
 from avgpool.torch._library.avg import avg_pool, avg_pool_backward, avg_ready
-from avgpool.torch._library.blur import blur_output, blur_pool, blur_pool_backward
+from avgpool.torch._library.blur import blur_output, blur_pool, blur_pool_backward, blur_ready
 from avgpool.torch._library.lp import lp_pool, lp_pool_grad
 from avgpool.torch._library.max import (
     gather_max,
@@ -45,13 +47,16 @@ from avgpool.torch._library.max import (
 __all__ = [
     "adaptive_avg_pool",
     "adaptive_avg_pool_backward",
+    "adaptive_avg_ready",
     "adaptive_max_pool",
+    "adaptive_max_ready",
     "avg_pool",
     "avg_pool_backward",
     "avg_ready",
     "blur_output",
     "blur_pool",
     "blur_pool_backward",
+    "blur_ready",
     "call",
     "gather_max",
     "lp_pool",

@@ -105,6 +105,7 @@ call = _Calls()
 
 #: Tensor dtypes the NumPy kernels read in place (the max family adds the integers).
 FLOATS = frozenset((torch.float16, torch.float32, torch.float64))
+MAX_DTYPES = FLOATS | {torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}
 
 
 def plain_array(x: Tensor, dtypes: frozenset):

@@ -23,14 +23,10 @@ from avgpool.torch._library._args import (
     window_of,
     with_spatial,
 )
-from avgpool.torch._library._eager import FLOATS, Ready, call, needs_dispatcher, plain_array
+from avgpool.torch._library._eager import MAX_DTYPES, Ready, call, needs_dispatcher, plain_array
 from avgpool.window import Window
 
 log = logging.getLogger("avgpool")
-
-
-#: What the max family reads in place: floats and the integers NumPy has.
-_MAX_DTYPES = FLOATS | {torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}
 
 
 class MaxReady(Ready):
@@ -49,7 +45,7 @@ class MaxReady(Ready):
         """(values, indices), or the values alone (the values-only kernels, several times
         faster) without ``return_indices``."""
         w = self.window
-        array = plain_array(x, _MAX_DTYPES)
+        array = plain_array(x, MAX_DTYPES)
         if array is not None:  # contiguous: the NumPy results are the tensors PyTorch gives
             result = NUMPY.max_pool(array, w, self.policy, None, return_indices)
             if not return_indices:
