@@ -125,12 +125,12 @@ class _ReadyFunction(torch.autograd.Function):
     def forward(ctx, x, ready):
         output = ready.cpu(x)
         ready.setup_context(ctx, (x, *ready.args), output)
-        ctx.backward_of = ready.backward
+        ctx.ready = ready
         return output
 
     @staticmethod
     def backward(ctx, *grads):
-        return ctx.backward_of(ctx, *grads)[0], None
+        return ctx.ready.grad(ctx, *grads), None
 
 
 class Ready:
@@ -149,6 +149,10 @@ class Ready:
 
     def cpu(self, x: Tensor):
         raise NotImplementedError
+
+    def grad(self, ctx, *grads) -> Tensor:
+        """The input's gradient (the op's backward formula, through `call`)."""
+        return self.backward(ctx, *grads)[0]
 
     def op(self, x: Tensor):
         return getattr(torch.ops.avgpool, self.name)(x, *self.args)

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from avgpool._args import input_shape as input_shape_arg
 from avgpool._backends import NUMPY
+from avgpool._errors import AvgPoolError, TorchPoolError
 from avgpool.torch._arrays import as_torch_gives, permute_shape, to_numpy
 from avgpool.torch._library._args import (
     check_rank,
@@ -19,7 +20,7 @@ from avgpool.torch._library._args import (
     window_of,
     with_spatial,
 )
-from avgpool.torch._library._eager import FLOATS, Ready, call, plain_array
+from avgpool.torch._library._eager import FLOATS, Ready, call, needs_dispatcher, plain_array
 from avgpool.window import Window
 
 
@@ -43,6 +44,28 @@ class AvgReady(Ready):
         v = to_numpy(x, w.ndim, w.channels_last)
         nw = w if v.channels_last == w.channels_last else self.nhwc
         return torch_layout(v.back(NUMPY.avg_pool(NUMPY.array(v.array), nw, None)), x, w, "avg")
+
+    def backward_cpu(self, grad: Tensor, input_shape) -> Tensor:
+        """``avg_pool_backward``'s CPU kernel on this Window."""
+        w = self.window
+        array = plain_array(grad, FLOATS)
+        if array is not None:
+            return torch.from_numpy(NUMPY.avg_pool_backward(array, tuple(input_shape), w))
+        v = to_numpy(grad, w.ndim, w.channels_last)
+        if v.channels_last != w.channels_last:
+            input_shape, w = permute_shape(input_shape, w.ndim), self.nhwc
+        grad_array = NUMPY.array(v.array, "grad_output")
+        return v.back(NUMPY.avg_pool_backward(grad_array, input_shape_arg(input_shape), w))
+
+    def grad(self, ctx, grad: Tensor) -> Tensor:
+        if needs_dispatcher(grad) or (torch.is_grad_enabled() and grad.requires_grad):
+            return _avg_backward(ctx, grad)[0]  # through call, so it differentiates again
+        try:
+            return self.backward_cpu(grad, ctx.input_shape)
+        except TorchPoolError:
+            raise
+        except AvgPoolError as exc:
+            raise TorchPoolError(str(exc)) from None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -118,11 +141,7 @@ def _avg_pool_backward_cpu(
         channels_last,
         convention,
     )
-    v = to_numpy(grad, w.ndim, w.channels_last)
-    shape = input_shape if v.channels_last == channels_last else permute_shape(input_shape, w.ndim)
-    grad_array = NUMPY.array(v.array, "grad_output")
-    shape = input_shape_arg(shape)
-    return v.back(NUMPY.avg_pool_backward(grad_array, shape, numpy_window(w, v.channels_last)))
+    return avg_ready(w).backward_cpu(grad, input_shape)
 
 
 avg_pool_backward = torch.library.custom_op(
