@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
-from avgpool._errors import AvgPoolError
+from avgpool._errors import AvgPoolError, torch_errors
 from avgpool.nn.pooling import _copy_mode
 from avgpool.torch import _checks
 from avgpool.torch._library import adaptive_avg_ready, adaptive_max_ready
@@ -61,6 +61,10 @@ def _adaptive_class(ndim: int, base: type, kind: str) -> type:
             self.convention = convention
             self._set_sizes(_adaptive_sizes(output_size, ndim))
 
+        @torch_errors
+        def _refresh(self) -> None:
+            self._set_sizes(_adaptive_sizes(self.output_size, ndim))
+
         def _set_sizes(self, sizes: list[int]) -> None:
             self._sizes = sizes
             # the eager call, built once (see avgpool.nn.pooling)
@@ -89,7 +93,7 @@ def _adaptive_class(ndim: int, base: type, kind: str) -> type:
             def forward(self, input: Tensor) -> Tensor:
                 if not torch.jit.is_scripting():
                     if self._stale:
-                        self._set_sizes(_adaptive_sizes(self.output_size, ndim))
+                        self._refresh()
                     _checks.adaptive("avg", ndim, input, self.output_size)
                     return self._ready(input)
                 return torch.ops.avgpool.adaptive_avg_pool(input, self._sizes, False)
@@ -99,7 +103,7 @@ def _adaptive_class(ndim: int, base: type, kind: str) -> type:
             def forward(self, input: Tensor):
                 if not torch.jit.is_scripting():
                     if self._stale:
-                        self._set_sizes(_adaptive_sizes(self.output_size, ndim))
+                        self._refresh()
                     _checks.adaptive("max", ndim, input, self.output_size)
                     y, indices = self._ready(input)
                 else:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
 from avgpool import conventions
-from avgpool._errors import AvgPoolError
+from avgpool._errors import AvgPoolError, torch_errors
 from avgpool.conventions import CONVENTIONS, RULES
 from avgpool.torch import _checks
 from avgpool.torch._library import avg_ready, call, max_ready, max_values_ready, window_args
@@ -131,6 +131,7 @@ class _AvgMixin:
         """The Window of the module's torch.nn attributes as they are now."""
         raise NotImplementedError
 
+    @torch_errors
     def _refresh(self) -> None:
         """Rebuild the Window after a geometry attribute was assigned a value no Window takes:
         the error is the call's, as torch.nn's modules raise theirs on the call."""

@@ -150,6 +150,14 @@ class Ready:
     def cpu(self, x: Tensor):
         raise NotImplementedError
 
+    #: The autograd.Function outside the dispatcher, named as `call`'s (one per op).
+    function: type = _ReadyFunction
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in vars(cls):
+            cls.function = type(f"EagerFor_avgpool_{cls.name}", (_ReadyFunction,), {})
+
     def grad(self, ctx, *grads) -> Tensor:
         """The input's gradient (the op's backward formula, through `call`)."""
         return self.backward(ctx, *grads)[0]
@@ -161,8 +169,9 @@ class Ready:
         try:
             if needs_dispatcher(x):
                 return self.op(x)
+            log.debug("avgpool.torch: %s without the dispatcher (a plain CPU tensor, eager)", self.name)
             if torch.is_grad_enabled() and x.requires_grad:
-                return _ReadyFunction.apply(x, self)
+                return self.function.apply(x, self)
             return self.cpu(x)
         except TorchPoolError:
             raise
