@@ -38,6 +38,8 @@ MODULES = {
     "adaptive-avg": lambda: apnn.AdaptiveAvgPool2d((3, None)),
     "adaptive-max": lambda: apnn.AdaptiveMaxPool2d(2, return_indices=True),
     "blur": lambda: apnn.BlurPool2d(3, filt_size=3),
+    "lp": lambda: apnn.LPPool2d(2, 3, 2),
+    "lp-onnx": lambda: apnn.LPPool2d(3, 2, convention="onnx"),
 }
 
 _BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16}

@@ -12,7 +12,7 @@ from avgpool import conventions
 from avgpool._errors import AvgPoolError, torch_errors
 from avgpool.conventions import CONVENTIONS, RULES
 from avgpool.torch import _checks
-from avgpool.torch._library import avg_ready, call, max_ready, max_values_ready, window_args
+from avgpool.torch._library import avg_ready, lp_ready, max_ready, max_values_ready, window_args
 from avgpool.window import Window
 
 __all__ = [
@@ -126,6 +126,8 @@ class _AvgMixin:
         elif self.op == "max":
             self._ready = max_values_ready(window, self._nan_policy)
             self._ready_indices = max_ready(window, self._nan_policy)
+        elif self.op == "lp":
+            self._ready = lp_ready(getattr(self, "_norm", 0.0), *self._max_args)
 
     def _attribute_window(self) -> Window:
         """The Window of the module's torch.nn attributes as they are now."""
@@ -387,8 +389,8 @@ def _lp_class(ndim: int, base: type) -> type:
             """``convention="torch"``: ``F.lp_pool{n}d``; ``"onnx"``: ONNX LpPool (|x|**p, stride 1)."""
             window = convention_window("lp", ndim, convention, kernel_size, stride, 0, 1, ceil_mode, False)
             super().__init__(norm_type, kernel_size, stride, ceil_mode)
-            self._set_window(window)
             self._norm = float(norm_type)
+            self._set_window(window)
 
         @classmethod
         def from_module(cls, module: torch.nn.Module):
@@ -412,7 +414,7 @@ def _lp_class(ndim: int, base: type) -> type:
                     self._refresh()
                 if self._convention == "torch":
                     _checks.input_of("lp", ndim, input)
-                return call.lp_pool(input, self._norm, *self._max_args)
+                return self._ready(input)
             return torch.ops.avgpool.lp_pool(
                 input,
                 self._norm,

@@ -35,7 +35,7 @@ from avgpool.torch._library.adaptive import (
 )
 from avgpool.torch._library.avg import avg_pool, avg_pool_backward, avg_ready
 from avgpool.torch._library.blur import blur_output, blur_pool, blur_pool_backward, blur_ready
-from avgpool.torch._library.lp import lp_pool, lp_pool_grad
+from avgpool.torch._library.lp import lp_pool, lp_pool_grad, lp_ready
 from avgpool.torch._library.max import (
     gather_max,
     max_pool,
@@ -61,6 +61,7 @@ __all__ = [
     "gather_max",
     "lp_pool",
     "lp_pool_grad",
+    "lp_ready",
     "max_pool",
     "max_pool_backward",
     "max_ready",
