@@ -4,6 +4,7 @@ values-only path of inference."""
 
 import functools
 import logging
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor
@@ -60,6 +61,17 @@ class MaxReady(Ready):
         if not return_indices:
             return torch_layout(v.back(result), x, w, "max_values")
         return torch_layout(v.back(result[0]), x, w, "max"), torch_layout(v.back(result[1]), x, w, "max")
+
+    def grad(self, ctx, grad: Tensor, _grad_indices) -> Tensor:
+        if needs_dispatcher(grad) or (torch.is_grad_enabled() and grad.requires_grad):
+            return _max_backward(ctx, grad, _grad_indices)[0]  # through call: differentiates again
+        (indices,) = ctx.saved_tensors
+        try:
+            return _max_pool_backward_cpu(grad, indices, ctx.input_shape, ctx.ndim, ctx.channels_last)
+        except TorchPoolError:
+            raise
+        except AvgPoolError as exc:
+            raise TorchPoolError(str(exc)) from None
 
 
 def _contiguous_like(y: Tensor, x: Tensor, w: Window, kind: str) -> Tensor:
@@ -142,19 +154,31 @@ def _(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode, cl, co
     return new_empty(x, shape, w.ndim, cl, kind="max"), new_empty(x, shape, w.ndim, cl, torch.int64, "max")
 
 
+@functools.lru_cache(maxsize=1024)
+def _scatter_geometry(input_shape: tuple, grad_shape: tuple, ndim: int, channels_last: bool):
+    """The input's layout and the gradient's spatial shape, checked against each other."""
+    layout = Layout.of(input_shape, ndim, channels_last, "input_shape")
+    out_spatial = Layout.of(grad_shape, ndim, channels_last, "grad").spatial
+    layout.check_grad_shape(SimpleNamespace(shape=grad_shape), out_spatial)
+    return layout, out_spatial
+
+
 def _max_pool_backward_cpu(
     grad: Tensor, indices: Tensor, input_shape: list[int], ndim: int, channels_last: bool
 ) -> Tensor:
     """Scatter each output's gradient to its arg-max (max, adaptive max and global max)."""
+    array = plain_array(grad, MAX_DTYPES)
+    if array is not None:  # contiguous: read in place, the result is the tensor PyTorch gives
+        layout, out_spatial = _scatter_geometry(tuple(input_shape), array.shape, ndim, channels_last)
+        index = indices.contiguous().numpy()
+        return torch.from_numpy(_dispatch.max_backward(array, index, layout, out_spatial))
     v = to_numpy(grad, ndim, channels_last)
     if v.channels_last != channels_last:
         index = indices.permute(*_cl_order(ndim)).contiguous().numpy()
         shape = permute_shape(input_shape, ndim)
     else:
         index, shape = indices.contiguous().numpy(), tuple(input_shape)
-    layout = Layout.of(shape, ndim, v.channels_last, "input_shape")
-    out_spatial = Layout.of(v.array.shape, ndim, v.channels_last, "grad").spatial
-    layout.check_grad_shape(v.array, out_spatial)
+    layout, out_spatial = _scatter_geometry(tuple(shape), v.array.shape, ndim, v.channels_last)
     return v.back(_dispatch.max_backward(v.array, index, layout, out_spatial))
 
 
