@@ -10,6 +10,7 @@ from torch import Tensor
 from avgpool import _args, ops
 from avgpool._arrays import Layout
 from avgpool._backends import NUMPY
+from avgpool._errors import AvgPoolError, TorchPoolError
 from avgpool.torch._arrays import as_torch_gives, permute_shape, to_numpy
 from avgpool.torch._library._args import (
     check_rank,
@@ -17,7 +18,7 @@ from avgpool.torch._library._args import (
     spatial,
     with_spatial,
 )
-from avgpool.torch._library._eager import FLOATS, MAX_DTYPES, Ready, call, plain_array
+from avgpool.torch._library._eager import FLOATS, MAX_DTYPES, Ready, call, needs_dispatcher, plain_array
 
 
 def _adaptive_sizes(output_size, spatial) -> tuple[int, ...]:
@@ -75,6 +76,21 @@ class AdaptiveAvgReady(_AdaptiveReady):
 
     def _run(self, array, channels_last):
         return NUMPY.adaptive_avg_pool(array, *self._layout(array.shape, channels_last))
+
+    def grad(self, ctx, grad: Tensor) -> Tensor:
+        array = None
+        if not (needs_dispatcher(grad) or (torch.is_grad_enabled() and grad.requires_grad)):
+            array = plain_array(grad, FLOATS)
+        if array is None:  # through call: differentiates again, or copies what it must
+            return _adaptive_avg_backward(ctx, grad)[0]
+        try:
+            layout, out = self._layout(tuple(ctx.input_shape), self.channels_last)
+            layout.check_grad_shape(array, out)
+            return torch.from_numpy(NUMPY.adaptive_avg_pool_backward(array, layout, out))
+        except TorchPoolError:
+            raise
+        except AvgPoolError as exc:
+            raise TorchPoolError(str(exc)) from None
 
 
 class AdaptiveMaxReady(_AdaptiveReady):
