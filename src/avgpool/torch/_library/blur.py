@@ -11,6 +11,7 @@ from avgpool import _args, ops
 from avgpool import reference as ref
 from avgpool._arrays import Layout
 from avgpool._backends import NUMPY
+from avgpool._errors import AvgPoolError, TorchPoolError
 from avgpool.torch._arrays import permute_shape, to_numpy
 from avgpool.torch._library._args import (
     check_rank,
@@ -18,7 +19,7 @@ from avgpool.torch._library._args import (
     spatial,
     with_spatial,
 )
-from avgpool.torch._library._eager import FLOATS, Ready, call, plain_array
+from avgpool.torch._library._eager import FLOATS, Ready, call, needs_dispatcher, plain_array
 
 
 class BlurReady(Ready):
@@ -33,17 +34,35 @@ class BlurReady(Ready):
         self.ndim, self.channels_last = ndim, channels_last
         self.geometry: dict = {}
 
-    def _run(self, array: np.ndarray, channels_last: bool) -> np.ndarray:
-        key = (array.shape, channels_last)
+    def _geometry(self, shape: tuple, channels_last: bool) -> tuple:
+        key = (shape, channels_last)
         found = self.geometry.get(key)
         if found is None:
-            layout = Layout.of(array.shape, self.ndim, channels_last, "input")
+            layout = Layout.of(shape, self.ndim, channels_last, "input")
             filt_size, stride, pad_type, pad_off = self.args[:4]
             found = (layout, *_args.blur_args(filt_size, stride, pad_type, pad_off, layout.spatial))
             if len(self.geometry) > 64:  # a model feeds few shapes; a sweep should not grow it
                 self.geometry.clear()
             self.geometry[key] = found
-        return NUMPY.blur_pool(array, *found)
+        return found
+
+    def _run(self, array: np.ndarray, channels_last: bool) -> np.ndarray:
+        return NUMPY.blur_pool(array, *self._geometry(array.shape, channels_last))
+
+    def grad(self, ctx, grad: Tensor) -> Tensor:
+        array = None
+        if not (needs_dispatcher(grad) or (torch.is_grad_enabled() and grad.requires_grad)):
+            array = plain_array(grad, FLOATS)
+        if array is None:  # through call: differentiates again, or copies what it must
+            return _blur_backward(ctx, grad)[0]
+        try:
+            geometry = self._geometry(tuple(ctx.input_shape), self.channels_last)
+            _args.grad_out_size(array, geometry[0])
+            return torch.from_numpy(NUMPY.blur_pool_backward(array, *geometry))
+        except TorchPoolError:
+            raise
+        except AvgPoolError as exc:
+            raise TorchPoolError(str(exc)) from None
 
     def cpu(self, x: Tensor) -> Tensor:
         array = plain_array(x, FLOATS)
