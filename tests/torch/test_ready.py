@@ -244,3 +244,20 @@ def test_the_functional_api_and_call_take_the_ready_path_too(caplog):
     assert caplog.text.count("avg_pool without the dispatcher") == 3
     assert torch.equal(a, c) and torch.equal(b, c)
     assert_close(c, torch.nn.functional.avg_pool2d(x, 3, 2, 1))
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_copied_and_pickled_modules_keep_computing_the_same(module):
+    import copy
+    import io
+    import pickle
+
+    m, x = MODULES[module](), X.float()
+    want = _flat(m(x))
+    buffer = io.BytesIO()
+    torch.save(m, buffer)
+    buffer.seek(0)
+    copies = (copy.deepcopy(m), pickle.loads(pickle.dumps(m)), torch.load(buffer, weights_only=False))
+    for twin in copies:
+        for a, b in zip(_flat(twin(x)), want, strict=True):
+            _same(a, b)
