@@ -261,3 +261,21 @@ def test_copied_and_pickled_modules_keep_computing_the_same(module):
     for twin in copies:
         for a, b in zip(_flat(twin(x)), want, strict=True):
             _same(a, b)
+
+
+def test_kept_pytorch_checks_still_refuse_what_they_refused():
+    """PyTorch's argument checks keep the sets that passed; a set that differs only in type,
+    or in the input's shape, is checked again."""
+    import avgpool.torch as apt
+
+    x = torch.randn(1, 2, 8, 8)
+    apt.avg_pool2d(x, 3, 1, 1)
+    for _ in range(2):
+        with pytest.raises(TorchPoolError, match="pad should be at most half"):
+            apt.avg_pool2d(x, 1, 1, 1)
+        with pytest.raises(TorchPoolError, match="Output size is too small"):
+            apt.avg_pool2d(x[..., :2, :2], 3, 1, 0)
+    with pytest.raises(TypeError):
+        apt.max_pool2d(x, True, padding=1)  # True is no kernel size, though True == 1
+    with pytest.raises(TorchPoolError, match="pad should be at most half"):
+        apt.max_pool2d(x, 1, padding=1)

@@ -43,6 +43,22 @@ def _shape(x: torch.Tensor) -> str:
     return "[" + ", ".join(str(n) for n in x.shape) + "]"
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as a cache key when it is None, an int or a sequence of ints (by type: True
+    and 1.0 are not 1 here), else a marker that keeps the call from the cache."""
+    kind = type(value)
+    if value is None or kind is int or kind is bool:
+        return (kind, value)
+    if (kind is tuple or kind is list) and all(type(v) is int for v in value):
+        return tuple(value)
+    return _UNKEYED
+
+
+_UNKEYED = object()
+#: The argument sets (and input shapes) that passed `pooling`: a model's layers repeat theirs.
+_PASSED: set = set()
+
+
 def pooling(
     op: str,
     ndim: int,
@@ -54,9 +70,36 @@ def pooling(
     ceil_mode: bool = False,
     divisor_override: Any = None,
 ) -> None:
-    """avg/max/lp pooling's checks (``op``: "avg", "max" or "lp")."""
+    """avg/max/lp pooling's checks (``op``: "avg", "max" or "lp"); a set of plain arguments
+    and input shape that passed once passes again without them (eager calls only)."""
     if torch.jit.is_tracing():  # sizes are traced tensors; the op itself still checks
         return
+    key = None
+    if not torch.compiler.is_compiling():
+        args = (kernel_size, stride, padding, dilation, ceil_mode, divisor_override)
+        key = (op, ndim, tuple(x.shape), *map(_plain, args))
+        if _UNKEYED in key:
+            key = None
+        elif key in _PASSED:
+            return
+    _pooling(op, ndim, x, kernel_size, stride, padding, dilation, ceil_mode, divisor_override)
+    if key is not None:
+        if len(_PASSED) > 4096:  # a sweep of shapes should not grow it without bound
+            _PASSED.clear()
+        _PASSED.add(key)
+
+
+def _pooling(
+    op: str,
+    ndim: int,
+    x: torch.Tensor,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    ceil_mode: Any,
+    divisor_override: Any,
+) -> None:
     kernel = _ints(kernel_size, ndim)
     strides = (
         kernel if stride is None or (isinstance(stride, Sequence) and not stride) else _ints(stride, ndim)
