@@ -279,3 +279,20 @@ def test_kept_pytorch_checks_still_refuse_what_they_refused():
         apt.max_pool2d(x, True, padding=1)  # True is no kernel size, though True == 1
     with pytest.raises(TorchPoolError, match="pad should be at most half"):
         apt.max_pool2d(x, 1, padding=1)
+
+
+# torch.compile's first use imports code that calls torch's deprecated TorchScript decorators
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("module", MODULES)
+def test_modules_compile_with_dynamic_shapes_and_follow_assigned_attributes(module):
+    torch._dynamo.reset()  # each case compiles afresh, within the recompile limit
+    m = MODULES[module]()
+    compiled = torch.compile(m, fullgraph=True, dynamic=True)
+    for x in (X.float(), torch.randn(3, 3, 12, 10)):
+        for a, b in zip(_flat(compiled(x)), _flat(m(x)), strict=True):
+            torch.testing.assert_close(a, b)
+    if hasattr(m, "kernel_size"):
+        m.kernel_size = 2
+        x = torch.randn(3, 3, 12, 10)
+        for a, b in zip(_flat(compiled(x)), _flat(m(x)), strict=True):
+            torch.testing.assert_close(a, b)

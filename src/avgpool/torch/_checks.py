@@ -156,8 +156,13 @@ def input_of(op: str, ndim: int, x: torch.Tensor) -> None:
     ranks = f"{ndim + 1}D or {ndim + 2}D"
     batched = x.dim() == ndim + 2
     rest = x.shape[1:] if batched else x.shape
-    if x.dim() in (ndim + 1, ndim + 2) and all(n > 0 for n in rest):
-        return
+    # comparisons and a loop, not `in` and all(): torch.compile reads them on symbolic sizes
+    if rank == ndim + 1 or rank == ndim + 2:
+        for n in rest:
+            if n <= 0:
+                break
+        else:
+            return
     if op == "max" and ndim == 3 and x.dim() in (4, 5):
         raise TorchPoolError(
             "Expected input's non-batch dimensions to have positive length, but input has a shape of "
@@ -181,6 +186,10 @@ def _plain_sizes(output_size: Any, ndim: int) -> bool:
     return all(s is None or (type(s) is int and s >= 0) for s in output_size)
 
 
+def _adaptive_name(kind: str, ndim: int) -> str:
+    return f"adaptive_{kind}_pool{int(ndim)}d"
+
+
 def adaptive(kind: str, ndim: int, x: torch.Tensor, output_size: Any) -> None:
     """adaptive_avg/max_pool's checks (``kind``: "avg" or "max")."""
     if torch.jit.is_tracing():  # sizes are traced tensors; the op itself still checks
@@ -195,7 +204,10 @@ def adaptive(kind: str, ndim: int, x: torch.Tensor, output_size: Any) -> None:
         and _plain_sizes(output_size, ndim)
     ):
         return
-    name = f"adaptive_{kind}_pool{ndim}d"
+
+    def name() -> str:  # only where an error says it: torch.compile may hold ndim as a symbol
+        return _adaptive_name(kind, ndim)
+
     if x.dim() <= ndim:
         raise TorchPoolError(f"Input dimension should be at least {ndim + 1}")
     sizes = output_size if isinstance(output_size, Sequence) else (output_size,) * ndim
@@ -203,14 +215,14 @@ def adaptive(kind: str, ndim: int, x: torch.Tensor, output_size: Any) -> None:
         sizes = tuple(output_size) * ndim
     if len(sizes) != ndim:
         if ndim == 1:
-            raise TorchPoolError(f"{name}: 'output_size' should contain one int, got {output_size!r}")
+            raise TorchPoolError(f"{name()}: 'output_size' should contain one int, got {output_size!r}")
         if kind == "max":
             raise TorchPoolError(
-                f"{name}(): internal error: output_size.size() must be {ndim}, got {output_size!r}"
+                f"{name()}(): internal error: output_size.size() must be {ndim}, got {output_size!r}"
             )
-        raise TorchPoolError(f"{name}: output_size must be {ndim}, got {output_size!r}")
+        raise TorchPoolError(f"{name()}: output_size must be {ndim}, got {output_size!r}")
     if x.dim() != ndim + 2 and x.dim() != ndim + 1:
-        raise TorchPoolError(f"{name}(): Expected {ndim + 1}D or {ndim + 2}D tensor, but got {_shape(x)}")
+        raise TorchPoolError(f"{name()}(): Expected {ndim + 1}D or {ndim + 2}D tensor, but got {_shape(x)}")
     known = [s for s in sizes if s is not None]
     if any(isinstance(s, int) and s < 0 for s in known):
         if kind == "max":
@@ -222,10 +234,14 @@ def adaptive(kind: str, ndim: int, x: torch.Tensor, output_size: Any) -> None:
     # PyTorch: every spatial axis non-empty; for max pooling, batched channels too
     batched = x.dim() == ndim + 2
     rest = x.shape[1:] if batched and kind == "max" else x.shape[-ndim:]
-    if any(n == 0 for n in rest):
+    empty = False
+    for n in rest:  # a loop, not any(): torch.compile reads it on symbolic sizes
+        if n == 0:
+            empty = True
+    if empty:
         raise TorchPoolError(
-            f"{name}(): Expected input to have non-zero size for non-batch dimensions, but input has sizes "
+            f"{name()}(): Expected input to have non-zero size for non-batch dimensions, but input has sizes "
             f"{_shape(x)} with dimension {list(rest).index(0) + x.dim() - len(rest)} being empty"
         )
     if kind == "max" and not x.dtype.is_floating_point:
-        raise TorchPoolError(f"\"{name}\" not implemented for '{_LONG.get(x.dtype, str(x.dtype))}'")
+        raise TorchPoolError(f"\"{name()}\" not implemented for '{_LONG.get(x.dtype, str(x.dtype))}'")
