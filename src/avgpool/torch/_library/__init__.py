@@ -3,8 +3,9 @@
 Every op takes a tensor and plain numbers: the `Window` travels as its fields (see
 `window_args`), so the ops script, trace, compile and export like ATen's own. Each op has
 
-* a CPU kernel: a zero-copy NumPy view of the tensor through `avgpool.ops` (the same
-  `Window.resolve` geometry and Numba drivers as NumPy arrays get);
+* a CPU kernel: the NumPy backend's method (`avgpool._backends.NumpyBackend`: the same
+  `Window.resolve` geometry and Numba drivers as NumPy arrays get) on a zero-copy NumPy view
+  of the tensor, with the op's arguments already checked into a `Window` or layout;
 * a CUDA kernel: Triton for average and max pooling and their backward
   (`avgpool.kernels.triton_pool`); the other ops copy through the CPU kernels, with a debug
   log line saying so;
@@ -16,7 +17,9 @@ Every op takes a tensor and plain numbers: the `Window` travels as its fields (s
 * an eager path, `call`: ``call.avg_pool(x, ...)`` is ``torch.ops.avgpool.avg_pool(x, ...)``
   minus the dispatcher's ~50 µs for a plain CPU tensor in eager mode (the same CPU kernel
   and autograd formulas, called directly); everything else goes through the dispatcher
-  (`needs_dispatcher`). The modules, the functional API and the backward formulas use it.
+  (`needs_dispatcher`). The modules, the functional API and the backward formulas use it;
+  a `Ready` call (``avg_ready(window)`` and its kin) is the same with the arguments, the
+  Window and the per-shape layouts built once, which a module keeps.
 
 One module per family (avg, max, lp, adaptive, blur) defines its ops; `_args` turns a
 `Window` into op arguments and back, `_eager` holds `call`. This package is imported for
