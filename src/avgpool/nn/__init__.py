@@ -6,8 +6,9 @@ takes the same constructor arguments plus ``convention=`` ("torch", "onnx", "ten
 train (double backward included), script, trace, compile, export and export to ONNX.
 Every module carries its `avgpool.Window` as ``.window``. In eager mode on a CPU tensor the
 op runs without the dispatcher (`avgpool.torch._library.call`: the same kernel and
-gradients, ~50 µs a call less); TorchScript reads the op's arguments as separate fields,
-so each ``forward`` spells the call out for it.
+gradients, ~50 µs a call less), from a ready call each module builds once and rebuilds when a
+torch.nn attribute such as ``kernel_size`` is assigned; TorchScript reads the op's arguments as
+separate fields, so each ``forward`` spells the call out for it.
 
 >>> import torch
 >>> import avgpool.nn as apnn

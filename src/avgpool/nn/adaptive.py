@@ -6,10 +6,10 @@ import torch
 from torch import Tensor
 
 import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
-from avgpool._errors import AvgPoolError
+from avgpool._errors import AvgPoolError, torch_errors
 from avgpool.nn.pooling import _copy_mode
 from avgpool.torch import _checks
-from avgpool.torch._library import call
+from avgpool.torch._library import adaptive_avg_ready, adaptive_max_ready
 
 __all__ = [
     "AdaptiveAvgPool1d",
@@ -39,6 +39,8 @@ def _adaptive_sizes(output_size: Any, ndim: int) -> list[int]:
 
 
 def _adaptive_class(ndim: int, base: type, kind: str) -> type:
+    ready_of = adaptive_avg_ready if kind == "avg" else adaptive_max_ready
+
     class Adaptive(base):
         op = f"adaptive_{kind}"
         _sizes: list[int]
@@ -56,8 +58,29 @@ def _adaptive_class(ndim: int, base: type, kind: str) -> type:
                 raise AvgPoolError("return_indices applies to adaptive max pooling only")
             else:
                 super().__init__(output_size)
-            self._sizes = _adaptive_sizes(output_size, ndim)
             self.convention = convention
+            self._set_sizes(_adaptive_sizes(output_size, ndim))
+
+        @torch_errors
+        def _refresh(self) -> None:
+            self._set_sizes(_adaptive_sizes(self.output_size, ndim))
+
+        def _set_sizes(self, sizes: list[int]) -> None:
+            self._sizes = sizes
+            # the eager call, built once (see avgpool.nn.pooling)
+            self._ready = ready_of(tuple(sizes), False)
+            self._stale = False
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            super().__setattr__(name, value)
+            # torch.nn's modules read output_size on every call: a new one takes effect
+            if name == "output_size" and "_sizes" in self.__dict__:
+                try:
+                    sizes = _adaptive_sizes(value, ndim)
+                except (AvgPoolError, TypeError):
+                    self.__dict__["_stale"] = True  # refused again, and raised, by the next call
+                    return
+                self._set_sizes(sizes)
 
         @classmethod
         def from_module(cls, module: torch.nn.Module):
@@ -69,16 +92,20 @@ def _adaptive_class(ndim: int, base: type, kind: str) -> type:
 
             def forward(self, input: Tensor) -> Tensor:
                 if not torch.jit.is_scripting():
+                    if self._stale:
+                        self._refresh()
                     _checks.adaptive("avg", ndim, input, self.output_size)
-                    return call.adaptive_avg_pool(input, self._sizes, False)
+                    return self._ready(input)
                 return torch.ops.avgpool.adaptive_avg_pool(input, self._sizes, False)
 
         else:
 
             def forward(self, input: Tensor):
                 if not torch.jit.is_scripting():
+                    if self._stale:
+                        self._refresh()
                     _checks.adaptive("max", ndim, input, self.output_size)
-                    y, indices = call.adaptive_max_pool(input, self._sizes, False)
+                    y, indices = self._ready(input)
                 else:
                     y, indices = torch.ops.avgpool.adaptive_max_pool(input, self._sizes, False)
                 if self.return_indices:

@@ -9,7 +9,7 @@ import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
 from avgpool import _args
 from avgpool._errors import AvgPoolError, TorchPoolError
 from avgpool.torch import _foreign
-from avgpool.torch._library import call
+from avgpool.torch._library import blur_ready, call
 
 __all__ = ["BlurPool1d", "BlurPool2d", "BlurPool3d"]
 
@@ -82,9 +82,13 @@ def _blur_class(ndim: int) -> type:
             if channels is not None and input.shape[input.dim() - self.ndim - 1] != channels:
                 raise TorchPoolError(f"expected {channels} channels, got input of shape {input.shape}")
             if not torch.jit.is_scripting():
-                return call.blur_pool(
-                    input, self.filt_size, self.stride, self.pad_type, self.pad_off, self.ndim, False
-                )
+                if torch.compiler.is_compiling():  # traced as the op, no cached lookups
+                    return call.blur_pool(
+                        input, self.filt_size, self.stride, self.pad_type, self.pad_off, self.ndim, False
+                    )
+                # the ready call of the attributes as they are now (kept per value)
+                ready = blur_ready(self.filt_size, self.stride, self.pad_type, self.pad_off, self.ndim, False)
+                return ready(input)
             return torch.ops.avgpool.blur_pool(
                 input, self.filt_size, self.stride, self.pad_type, self.pad_off, self.ndim, False
             )

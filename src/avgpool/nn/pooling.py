@@ -9,10 +9,10 @@ from torch import Tensor
 
 import avgpool.torch  # noqa: F401  (registers torch.ops.avgpool)
 from avgpool import conventions
-from avgpool._errors import AvgPoolError
+from avgpool._errors import AvgPoolError, torch_errors
 from avgpool.conventions import CONVENTIONS, RULES
 from avgpool.torch import _checks
-from avgpool.torch._library import call, window_args
+from avgpool.torch._library import avg_ready, lp_ready, max_ready, max_values_ready, window_args
 from avgpool.window import Window
 
 __all__ = [
@@ -79,8 +79,16 @@ def _convention_repr(module: torch.nn.Module, base: str) -> str:
 # -- average -----------------------------------------------------------------------------------
 
 
+#: torch.nn's attributes that make a module's geometry: assigning one rebuilds the Window.
+_GEOMETRY = frozenset(
+    ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "count_include_pad", "divisor_override")
+)
+
+
 class _AvgMixin:
     op = "avg"
+    #: The NaN policy of the module's max pooling ("": the convention's).
+    _nan_policy = ""
     _kernel: list[int]
     _stride: list[int]
     _padding: list[int]
@@ -111,6 +119,39 @@ class _AvgMixin:
         self._avg_args = window_args(window)
         kernel, stride, padding, mode, dilation, ceil, _, _, cl, convention = self._avg_args
         self._max_args = (kernel, stride, padding, mode, dilation, ceil, cl, convention)
+        # the eager call, built once (the custom op's arguments, its Window for the kernels)
+        self._stale = False
+        if self.op == "avg":
+            self._ready = avg_ready(window)
+        elif self.op == "max":
+            self._ready = max_values_ready(window, self._nan_policy)
+            self._ready_indices = max_ready(window, self._nan_policy)
+        elif self.op == "lp":
+            self._ready = lp_ready(getattr(self, "_norm", 0.0), *self._max_args)
+
+    def _attribute_window(self) -> Window:
+        """The Window of the module's torch.nn attributes as they are now."""
+        raise NotImplementedError
+
+    @torch_errors
+    def _refresh(self) -> None:
+        """Rebuild the Window after a geometry attribute was assigned a value no Window takes:
+        the error is the call's, as torch.nn's modules raise theirs on the call."""
+        self._set_window(self._attribute_window())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        # torch.nn's modules read their attributes on every call, so ``pool.kernel_size = 3``
+        # takes effect; these keep the Window they build from them, rebuilt here
+        if name in self._watched and "window" in self.__dict__:
+            try:
+                window = self._attribute_window()
+            except (AvgPoolError, TypeError, ValueError):
+                self.__dict__["_stale"] = True  # refused again, and raised, by the next call
+                return
+            self._set_window(window)
+
+    _watched = _GEOMETRY
 
 
 def _avg_class(ndim: int, base: type) -> type:
@@ -173,11 +214,27 @@ def _avg_class(ndim: int, base: type) -> type:
         def extra_repr(self) -> str:
             return _convention_repr(self, super().extra_repr())
 
+        def _attribute_window(self) -> Window:
+            return convention_window(
+                "avg",
+                ndim,
+                self.convention,
+                self.kernel_size,
+                self.stride,
+                self.padding,
+                1,
+                self.ceil_mode,
+                self.count_include_pad,
+                getattr(self, "divisor_override", None),
+            )
+
         def forward(self, input: Tensor) -> Tensor:
             if not torch.jit.is_scripting():
+                if self._stale:
+                    self._refresh()
                 if self._convention == "torch":
                     _checks.input_of("avg", ndim, input)
-                return call.avg_pool(input, *self._avg_args)
+                return self._ready(input)
             return torch.ops.avgpool.avg_pool(
                 input,
                 self._kernel,
@@ -211,6 +268,13 @@ AvgPool3d = _avg_class(3, torch.nn.AvgPool3d)
 
 class _MaxMixin(_AvgMixin):
     op = "max"
+
+
+class _GlobalMixin:
+    _watched = frozenset(("ndim",))
+
+    def _attribute_window(self) -> Window:
+        return Window(None, ndim=int(self.ndim), convention=self.convention)
 
 
 def _max_class(ndim: int, base: type) -> type:
@@ -254,13 +318,28 @@ def _max_class(ndim: int, base: type) -> type:
         def extra_repr(self) -> str:
             return _convention_repr(self, super().extra_repr())
 
+        def _attribute_window(self) -> Window:
+            return convention_window(
+                "max",
+                ndim,
+                self.convention,
+                self.kernel_size,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.ceil_mode,
+                False,
+            )
+
         def forward(self, input: Tensor):
             if not torch.jit.is_scripting():
+                if self._stale:
+                    self._refresh()
                 if self._convention == "torch":
                     _checks.input_of("max", ndim, input)
                 if not self.return_indices:  # inference skips the arg-max (values-only kernels)
-                    return call.max_pool_values(input, *self._max_args, "")
-                y, indices = call.max_pool(input, *self._max_args, "")
+                    return self._ready(input)
+                y, indices = self._ready_indices(input)
             else:
                 y, indices = torch.ops.avgpool.max_pool(
                     input,
@@ -296,6 +375,7 @@ def _lp_class(ndim: int, base: type) -> type:
     class LPPool(_AvgMixin, base):
         op = "lp"
         _norm: float
+        _watched = _GEOMETRY | {"norm_type"}
 
         def __init__(
             self,
@@ -309,8 +389,8 @@ def _lp_class(ndim: int, base: type) -> type:
             """``convention="torch"``: ``F.lp_pool{n}d``; ``"onnx"``: ONNX LpPool (|x|**p, stride 1)."""
             window = convention_window("lp", ndim, convention, kernel_size, stride, 0, 1, ceil_mode, False)
             super().__init__(norm_type, kernel_size, stride, ceil_mode)
-            self._set_window(window)
             self._norm = float(norm_type)
+            self._set_window(window)
 
         @classmethod
         def from_module(cls, module: torch.nn.Module):
@@ -322,11 +402,19 @@ def _lp_class(ndim: int, base: type) -> type:
         def extra_repr(self) -> str:
             return _convention_repr(self, super().extra_repr())
 
+        def _attribute_window(self) -> Window:
+            self._norm = float(self.norm_type)
+            return convention_window(
+                "lp", ndim, self.convention, self.kernel_size, self.stride, 0, 1, self.ceil_mode, False
+            )
+
         def forward(self, input: Tensor) -> Tensor:
             if not torch.jit.is_scripting():
+                if self._stale:
+                    self._refresh()
                 if self._convention == "torch":
                     _checks.input_of("lp", ndim, input)
-                return call.lp_pool(input, self._norm, *self._max_args)
+                return self._ready(input)
             return torch.ops.avgpool.lp_pool(
                 input,
                 self._norm,
@@ -354,7 +442,7 @@ LPPool3d = _lp_class(3, torch.nn.LPPool3d)
 # -- global ------------------------------------------------------------------------------------
 
 
-class GlobalAvgPool(_AvgMixin, torch.nn.Module):
+class GlobalAvgPool(_GlobalMixin, _AvgMixin, torch.nn.Module):
     """Mean over every spatial axis: ONNX GlobalAveragePool, Keras GlobalAveragePooling*D.
 
     ``keepdims=False`` returns ``(N, C)`` (a classifier head's input); ``ndim`` is the
@@ -375,7 +463,9 @@ class GlobalAvgPool(_AvgMixin, torch.nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
-            y = call.avg_pool(input, *self._avg_args)
+            if self._stale:
+                self._refresh()
+            y = self._ready(input)
         else:
             y = torch.ops.avgpool.avg_pool(
                 input,
@@ -395,10 +485,11 @@ class GlobalAvgPool(_AvgMixin, torch.nn.Module):
         return y.flatten(input.dim() - self.ndim - 1)
 
 
-class GlobalMaxPool(_MaxMixin, torch.nn.Module):
+class GlobalMaxPool(_GlobalMixin, _MaxMixin, torch.nn.Module):
     """Maximum over every spatial axis (NaN wins): ONNX GlobalMaxPool."""
 
     __constants__ = ("ndim", "keepdims")
+    _nan_policy = "propagate"
 
     def __init__(self, ndim: int = 2, keepdims: bool = True, *, convention: str = "torch") -> None:
         super().__init__()
@@ -412,7 +503,9 @@ class GlobalMaxPool(_MaxMixin, torch.nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
-            y = call.max_pool_values(input, *self._max_args, "propagate")
+            if self._stale:
+                self._refresh()
+            y = self._ready(input)
         else:
             y, _ = torch.ops.avgpool.max_pool(
                 input,

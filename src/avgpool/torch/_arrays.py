@@ -11,6 +11,7 @@ says so.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import NamedTuple
@@ -51,14 +52,25 @@ def _cf_order(ndim: int) -> tuple[int, ...]:
     return (0, ndim + 1, *range(1, ndim + 1))
 
 
+_CL_ORDERS = {n: _cl_order(n) for n in (1, 2, 3)}
+_CF_ORDERS = {n: _cf_order(n) for n in (1, 2, 3)}
+
+
 def memory_channels_last(x: torch.Tensor, ndim: int) -> bool:
     """Whether a batched channels-first tensor is stored channels-last (and not also contiguous)."""
     return (
         x.dim() == ndim + 2
-        and not x.is_contiguous()
-        and x.permute(*_cl_order(ndim)).is_contiguous()
         and x.shape[1] > 1
+        and not x.is_contiguous()
+        and x.permute(_CL_ORDERS.get(ndim) or _cl_order(ndim)).is_contiguous()
     )
+
+
+def _permuted_back(order: tuple[int, ...]) -> Callable[[np.ndarray], torch.Tensor]:
+    return lambda y: torch.from_numpy(y).permute(order)
+
+
+_BACK_FROM_NHWC = {n: _permuted_back(order) for n, order in _CF_ORDERS.items()}
 
 
 def to_numpy(x: torch.Tensor, ndim: int, channels_last: bool) -> View:
@@ -77,18 +89,25 @@ def to_numpy(x: torch.Tensor, ndim: int, channels_last: bool) -> View:
         log.debug("avgpool.torch: %s input computed through a float32 copy", dtype)
         x = x.float()
 
-    def cast(t: torch.Tensor) -> torch.Tensor:
-        return t if t.dtype == dtype or not t.dtype.is_floating_point else t.to(dtype)
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t if not t.dtype.is_floating_point else t.to(dtype)
+
+    else:
+        cast = None
 
     if x.is_contiguous():  # first: the common case, and never a channels_last memory format
-        return View(x.numpy(), channels_last, lambda y: cast(torch.from_numpy(y)))
-    if not channels_last and memory_channels_last(x, ndim):
-        order = _cf_order(ndim)
-        return View(
-            x.permute(*_cl_order(ndim)).numpy(), True, lambda y: cast(torch.from_numpy(y).permute(*order))
-        )
-    log.debug("avgpool.torch: non-contiguous input copied")
-    return View(x.contiguous().numpy(), channels_last, lambda y: cast(torch.from_numpy(y)))
+        back = torch.from_numpy
+        array, layout = x.numpy(), channels_last
+    elif not channels_last and memory_channels_last(x, ndim):
+        back = _BACK_FROM_NHWC.get(ndim) or _permuted_back(_cf_order(ndim))
+        array, layout = x.permute(_CL_ORDERS.get(ndim) or _cl_order(ndim)).numpy(), True
+    else:
+        log.debug("avgpool.torch: non-contiguous input copied")
+        back = torch.from_numpy
+        array, layout = x.contiguous().numpy(), channels_last
+    if cast is None:
+        return View(array, layout, back)
+    return View(array, layout, lambda y: cast(back(y)))
 
 
 def permute_shape(shape, ndim: int) -> tuple[int, ...]:
@@ -134,11 +153,19 @@ def torch_output_strides(x: torch.Tensor, ndim: int, kind: str, out_shape) -> tu
     return (o if batched else o[0]).stride()
 
 
+@functools.lru_cache(maxsize=1024)
+def _output_strides(shape: tuple, stride: tuple, ndim: int, kind: str, out_shape: tuple) -> tuple[int, ...]:
+    """`torch_output_strides` of an input of this shape and strides (kept: it probes with meta
+    tensors, and a model feeds each layer the same layout again and again)."""
+    probe = torch.empty_strided(shape, stride, device="meta")
+    return torch_output_strides(probe, ndim, kind, out_shape)
+
+
 def as_torch_gives(y: torch.Tensor, x: torch.Tensor, ndim: int, kind: str) -> torch.Tensor:
     """``y`` (an output for input ``x``) in the memory layout PyTorch's pooling would give it."""
     if y.is_contiguous() and x.is_contiguous():  # the common case, decided without a probe
         return y
-    strides = torch_output_strides(x, ndim, kind, y.shape)
+    strides = _output_strides(tuple(x.shape), x.stride(), ndim, kind, tuple(y.shape))
     if y.stride() == strides or y.numel() <= 1:
         return y
     out = torch.empty_strided(y.shape, strides, dtype=y.dtype, device=y.device)

@@ -19,7 +19,16 @@ from torch import Tensor
 from avgpool._backends import Backend
 from avgpool._errors import AvgPoolError, TorchPoolError
 from avgpool.torch import _checks
-from avgpool.torch._library import call, lp_pool_grad
+from avgpool.torch._library import (
+    adaptive_avg_ready,
+    adaptive_max_ready,
+    avg_ready,
+    blur_ready,
+    call,
+    lp_pool_grad,
+    max_ready,
+    max_values_ready,
+)
 from avgpool.torch._library._args import spatial, window_args
 from avgpool.window import Window
 
@@ -84,18 +93,26 @@ class TorchBackend(Backend):
         _checks.adaptive(kind, ndim, x, output_size)
 
     def avg_pool(self, x, window, out):
-        return _finish(call.avg_pool(x, *window_args(window)), out)
+        if torch.compiler.is_compiling():  # traced as the op, no cached lookups
+            return _finish(call.avg_pool(x, *window_args(window)), out)
+        return _finish(avg_ready(window)(x), out)
 
     def avg_pool_backward(self, grad, input_shape, window):
         _check_grad(grad, window.output_shape(input_shape))
         return call.avg_pool_backward(grad, list(input_shape), *window_args(window))
 
     def max_pool(self, x, window, nan_policy, out, return_indices):
-        args = _max_args(window, nan_policy)
-        if return_indices:
-            y, index = call.max_pool(x, *args)
+        if torch.compiler.is_compiling():  # traced as the op, no cached lookups
+            args = _max_args(window, nan_policy)
+            if return_indices:
+                y, index = call.max_pool(x, *args)
+                return _finish(y, out), index
+            y = call.max_pool_values(x, *args)
+        elif return_indices:
+            y, index = max_ready(window, nan_policy or "")(x)
             return _finish(y, out), index
-        y = call.max_pool_values(x, *args)
+        else:
+            y = max_values_ready(window, nan_policy or "")(x)
         if (
             window.ndim == 1
             and not window.channels_last
@@ -120,13 +137,17 @@ class TorchBackend(Backend):
         return lp_pool_grad(grad, x, p, _lp_geometry(x, window), convention)
 
     def adaptive_avg_pool(self, x, layout, out):
-        return call.adaptive_avg_pool(x, list(out), layout.channels_last)
+        if torch.compiler.is_compiling():  # traced as the op, no cached lookups
+            return call.adaptive_avg_pool(x, list(out), layout.channels_last)
+        return adaptive_avg_ready(tuple(out), layout.channels_last)(x)
 
     def adaptive_avg_pool_backward(self, grad, layout, out):
         return call.adaptive_avg_pool_backward(grad, list(layout.shape), layout.ndim, layout.channels_last)
 
     def adaptive_max_pool(self, x, layout, out):
-        return call.adaptive_max_pool(x, list(out), layout.channels_last)
+        if torch.compiler.is_compiling():  # traced as the op, no cached lookups
+            return call.adaptive_max_pool(x, list(out), layout.channels_last)
+        return adaptive_max_ready(tuple(out), layout.channels_last)(x)
 
     def adaptive_max_pool_backward(self, grad, x, layout, out):
         _, index = call.adaptive_max_pool(x.detach(), list(out), layout.channels_last)
@@ -134,7 +155,10 @@ class TorchBackend(Backend):
         return call.max_pool_backward(grad, index, list(x.shape), layout.ndim, layout.channels_last)
 
     def blur_pool(self, x, layout, filt_size, stride, mode, pad_off):
-        return call.blur_pool(x, filt_size, stride, mode, pad_off, layout.ndim, layout.channels_last)
+        args = (filt_size, stride, mode, pad_off, layout.ndim, layout.channels_last)
+        if torch.compiler.is_compiling():  # traced as the op, no cached lookups
+            return call.blur_pool(x, *args)
+        return blur_ready(*args)(x)
 
     def blur_pool_backward(self, grad, layout, filt_size, stride, mode, pad_off):
         shape = list(layout.shape)

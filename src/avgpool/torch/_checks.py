@@ -43,6 +43,22 @@ def _shape(x: torch.Tensor) -> str:
     return "[" + ", ".join(str(n) for n in x.shape) + "]"
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as a cache key when it is None, an int or a sequence of ints (by type: True
+    and 1.0 are not 1 here), else a marker that keeps the call from the cache."""
+    kind = type(value)
+    if value is None or kind is int or kind is bool:
+        return (kind, value)
+    if (kind is tuple or kind is list) and all(type(v) is int for v in value):
+        return tuple(value)
+    return _UNKEYED
+
+
+_UNKEYED = object()
+#: The argument sets (and input shapes) that passed `pooling`: a model's layers repeat theirs.
+_PASSED: set = set()
+
+
 def pooling(
     op: str,
     ndim: int,
@@ -54,9 +70,36 @@ def pooling(
     ceil_mode: bool = False,
     divisor_override: Any = None,
 ) -> None:
-    """avg/max/lp pooling's checks (``op``: "avg", "max" or "lp")."""
+    """avg/max/lp pooling's checks (``op``: "avg", "max" or "lp"); a set of plain arguments
+    and input shape that passed once passes again without them (eager calls only)."""
     if torch.jit.is_tracing():  # sizes are traced tensors; the op itself still checks
         return
+    key = None
+    if not torch.compiler.is_compiling():
+        args = (kernel_size, stride, padding, dilation, ceil_mode, divisor_override)
+        key = (op, ndim, tuple(x.shape), *map(_plain, args))
+        if _UNKEYED in key:
+            key = None
+        elif key in _PASSED:
+            return
+    _pooling(op, ndim, x, kernel_size, stride, padding, dilation, ceil_mode, divisor_override)
+    if key is not None:
+        if len(_PASSED) > 4096:  # a sweep of shapes should not grow it without bound
+            _PASSED.clear()
+        _PASSED.add(key)
+
+
+def _pooling(
+    op: str,
+    ndim: int,
+    x: torch.Tensor,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    ceil_mode: Any,
+    divisor_override: Any,
+) -> None:
     kernel = _ints(kernel_size, ndim)
     strides = (
         kernel if stride is None or (isinstance(stride, Sequence) and not stride) else _ints(stride, ndim)
@@ -106,11 +149,20 @@ def input_of(op: str, ndim: int, x: torch.Tensor) -> None:
     check on each call)."""
     if torch.jit.is_tracing():  # sizes are traced tensors; the op itself still checks
         return
+    rank = x.dim()
+    # the common case in one test (eager only: compiled code keeps its per-axis guards)
+    if (rank == ndim + 2 or rank == ndim + 1) and not torch.compiler.is_compiling() and x.numel():
+        return
     ranks = f"{ndim + 1}D or {ndim + 2}D"
     batched = x.dim() == ndim + 2
     rest = x.shape[1:] if batched else x.shape
-    if x.dim() in (ndim + 1, ndim + 2) and all(n > 0 for n in rest):
-        return
+    # comparisons and a loop, not `in` and all(): torch.compile reads them on symbolic sizes
+    if rank == ndim + 1 or rank == ndim + 2:
+        for n in rest:
+            if n <= 0:
+                break
+        else:
+            return
     if op == "max" and ndim == 3 and x.dim() in (4, 5):
         raise TorchPoolError(
             "Expected input's non-batch dimensions to have positive length, but input has a shape of "
@@ -124,11 +176,38 @@ def input_of(op: str, ndim: int, x: torch.Tensor) -> None:
     raise TorchPoolError(f"non-empty {ranks} (batch mode) tensor expected for input, but got: {_shape(x)}")
 
 
+def _plain_sizes(output_size: Any, ndim: int) -> bool:
+    """Whether ``output_size`` is one the checks below pass: an int >= 0, or ``ndim`` (or one)
+    of them or None."""
+    if type(output_size) is int:
+        return output_size >= 0
+    if type(output_size) not in (tuple, list) or len(output_size) not in (1, ndim):
+        return False
+    return all(s is None or (type(s) is int and s >= 0) for s in output_size)
+
+
+def _adaptive_name(kind: str, ndim: int) -> str:
+    return f"adaptive_{kind}_pool{int(ndim)}d"
+
+
 def adaptive(kind: str, ndim: int, x: torch.Tensor, output_size: Any) -> None:
     """adaptive_avg/max_pool's checks (``kind``: "avg" or "max")."""
     if torch.jit.is_tracing():  # sizes are traced tensors; the op itself still checks
         return
-    name = f"adaptive_{kind}_pool{ndim}d"
+    rank = x.dim()
+    # the common case in one test (eager only: compiled code keeps its per-axis guards)
+    if (
+        (rank == ndim + 2 or rank == ndim + 1)
+        and not torch.compiler.is_compiling()
+        and x.numel()
+        and (kind == "avg" or x.dtype.is_floating_point)
+        and _plain_sizes(output_size, ndim)
+    ):
+        return
+
+    def name() -> str:  # only where an error says it: torch.compile may hold ndim as a symbol
+        return _adaptive_name(kind, ndim)
+
     if x.dim() <= ndim:
         raise TorchPoolError(f"Input dimension should be at least {ndim + 1}")
     sizes = output_size if isinstance(output_size, Sequence) else (output_size,) * ndim
@@ -136,14 +215,14 @@ def adaptive(kind: str, ndim: int, x: torch.Tensor, output_size: Any) -> None:
         sizes = tuple(output_size) * ndim
     if len(sizes) != ndim:
         if ndim == 1:
-            raise TorchPoolError(f"{name}: 'output_size' should contain one int, got {output_size!r}")
+            raise TorchPoolError(f"{name()}: 'output_size' should contain one int, got {output_size!r}")
         if kind == "max":
             raise TorchPoolError(
-                f"{name}(): internal error: output_size.size() must be {ndim}, got {output_size!r}"
+                f"{name()}(): internal error: output_size.size() must be {ndim}, got {output_size!r}"
             )
-        raise TorchPoolError(f"{name}: output_size must be {ndim}, got {output_size!r}")
+        raise TorchPoolError(f"{name()}: output_size must be {ndim}, got {output_size!r}")
     if x.dim() != ndim + 2 and x.dim() != ndim + 1:
-        raise TorchPoolError(f"{name}(): Expected {ndim + 1}D or {ndim + 2}D tensor, but got {_shape(x)}")
+        raise TorchPoolError(f"{name()}(): Expected {ndim + 1}D or {ndim + 2}D tensor, but got {_shape(x)}")
     known = [s for s in sizes if s is not None]
     if any(isinstance(s, int) and s < 0 for s in known):
         if kind == "max":
@@ -155,10 +234,14 @@ def adaptive(kind: str, ndim: int, x: torch.Tensor, output_size: Any) -> None:
     # PyTorch: every spatial axis non-empty; for max pooling, batched channels too
     batched = x.dim() == ndim + 2
     rest = x.shape[1:] if batched and kind == "max" else x.shape[-ndim:]
-    if any(n == 0 for n in rest):
+    empty = False
+    for n in rest:  # a loop, not any(): torch.compile reads it on symbolic sizes
+        if n == 0:
+            empty = True
+    if empty:
         raise TorchPoolError(
-            f"{name}(): Expected input to have non-zero size for non-batch dimensions, but input has sizes "
+            f"{name()}(): Expected input to have non-zero size for non-batch dimensions, but input has sizes "
             f"{_shape(x)} with dimension {list(rest).index(0) + x.dim() - len(rest)} being empty"
         )
     if kind == "max" and not x.dtype.is_floating_point:
-        raise TorchPoolError(f"\"{name}\" not implemented for '{_LONG.get(x.dtype, str(x.dtype))}'")
+        raise TorchPoolError(f"\"{name()}\" not implemented for '{_LONG.get(x.dtype, str(x.dtype))}'")

@@ -3,8 +3,9 @@
 Every op takes a tensor and plain numbers: the `Window` travels as its fields (see
 `window_args`), so the ops script, trace, compile and export like ATen's own. Each op has
 
-* a CPU kernel: a zero-copy NumPy view of the tensor through `avgpool.ops` (the same
-  `Window.resolve` geometry and Numba drivers as NumPy arrays get);
+* a CPU kernel: the NumPy backend's method (`avgpool._backends.NumpyBackend`: the same
+  `Window.resolve` geometry and Numba drivers as NumPy arrays get) on a zero-copy NumPy view
+  of the tensor, with the op's arguments already checked into a `Window` or layout;
 * a CUDA kernel: Triton for average and max pooling and their backward
   (`avgpool.kernels.triton_pool`); the other ops copy through the CPU kernels, with a debug
   log line saying so;
@@ -16,7 +17,9 @@ Every op takes a tensor and plain numbers: the `Window` travels as its fields (s
 * an eager path, `call`: ``call.avg_pool(x, ...)`` is ``torch.ops.avgpool.avg_pool(x, ...)``
   minus the dispatcher's ~50 µs for a plain CPU tensor in eager mode (the same CPU kernel
   and autograd formulas, called directly); everything else goes through the dispatcher
-  (`needs_dispatcher`). The modules, the functional API and the backward formulas use it.
+  (`needs_dispatcher`). The modules, the functional API and the backward formulas use it;
+  a `Ready` call (``avg_ready(window)`` and its kin) is the same with the arguments, the
+  Window and the per-shape layouts built once, which a module keeps.
 
 One module per family (avg, max, lp, adaptive, blur) defines its ops; `_args` turns a
 `Window` into op arguments and back, `_eager` holds `call`. This package is imported for
@@ -29,28 +32,43 @@ from avgpool.torch._library._eager import call, needs_dispatcher
 from avgpool.torch._library.adaptive import (
     adaptive_avg_pool,
     adaptive_avg_pool_backward,
+    adaptive_avg_ready,
     adaptive_max_pool,
+    adaptive_max_ready,
 )
-from avgpool.torch._library.avg import avg_pool, avg_pool_backward
-from avgpool.torch._library.blur import blur_output, blur_pool, blur_pool_backward
-from avgpool.torch._library.lp import lp_pool, lp_pool_grad
-from avgpool.torch._library.max import gather_max, max_pool, max_pool_backward
+from avgpool.torch._library.avg import avg_pool, avg_pool_backward, avg_ready
+from avgpool.torch._library.blur import blur_output, blur_pool, blur_pool_backward, blur_ready
+from avgpool.torch._library.lp import lp_pool, lp_pool_grad, lp_ready
+from avgpool.torch._library.max import (
+    gather_max,
+    max_pool,
+    max_pool_backward,
+    max_ready,
+    max_values_ready,
+)
 
 __all__ = [
     "adaptive_avg_pool",
     "adaptive_avg_pool_backward",
+    "adaptive_avg_ready",
     "adaptive_max_pool",
+    "adaptive_max_ready",
     "avg_pool",
     "avg_pool_backward",
+    "avg_ready",
     "blur_output",
     "blur_pool",
     "blur_pool_backward",
+    "blur_ready",
     "call",
     "gather_max",
     "lp_pool",
     "lp_pool_grad",
+    "lp_ready",
     "max_pool",
     "max_pool_backward",
+    "max_ready",
+    "max_values_ready",
     "needs_dispatcher",
     "window_args",
     "window_of",

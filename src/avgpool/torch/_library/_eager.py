@@ -6,7 +6,7 @@ import logging
 import torch
 from torch import Tensor
 
-from avgpool._errors import torch_errors
+from avgpool._errors import AvgPoolError, TorchPoolError, torch_errors
 
 log = logging.getLogger("avgpool")
 
@@ -99,3 +99,81 @@ class _Calls:
 
 #: The ops, called without the dispatcher where that changes nothing (each family module adds its own).
 call = _Calls()
+
+
+# -- ready calls: one op on one geometry, its arguments built once --------------------------------
+
+#: Tensor dtypes the NumPy kernels read in place (the max family adds the integers).
+FLOATS = frozenset((torch.float16, torch.float32, torch.float64))
+MAX_DTYPES = FLOATS | {torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}
+
+
+def plain_array(x: Tensor, dtypes: frozenset):
+    """A zero-copy NumPy view of a contiguous tensor of one of ``dtypes``, else None (the caller
+    then goes through `to_numpy`, which copies or permutes as needed)."""
+    if x.dtype in dtypes and x.is_contiguous():
+        return (x.detach() if x.requires_grad else x).numpy()
+    return None
+
+
+class _ReadyFunction(torch.autograd.Function):
+    """Autograd for a `Ready` call outside the dispatcher: its op's own setup_context and backward
+    (which call the backward op through `call`, so double backward works as through the
+    dispatcher), on the ready arguments."""
+
+    @staticmethod
+    def forward(ctx, x, ready):
+        output = ready.cpu(x)
+        ready.setup_context(ctx, (x, *ready.args), output)
+        ctx.ready = ready
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return ctx.ready.grad(ctx, *grads), None
+
+
+class Ready:
+    """``torch.ops.avgpool.<name>(x, *args)`` with ``args`` fixed and its CPU kernel's inputs (a
+    `Window`, a layout) built once: a module keeps one, so a repeated call builds nothing.
+
+    Calling it is calling `call`'s op: through the dispatcher where `needs_dispatcher` says so,
+    else the CPU kernel (`cpu`, the one the op registers) and the op's autograd formula.
+    Subclasses set `name`, the op's autograd pieces and `cpu`.
+    """
+
+    __slots__ = ("args",)
+    name = ""
+    setup_context = staticmethod(lambda ctx, inputs, output: None)
+    backward = staticmethod(lambda ctx, *grads: (None,))
+
+    def cpu(self, x: Tensor):
+        raise NotImplementedError
+
+    #: The autograd.Function outside the dispatcher, named as `call`'s (one per op).
+    function: type = _ReadyFunction
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in vars(cls):
+            cls.function = type(f"EagerFor_avgpool_{cls.name}", (_ReadyFunction,), {})
+
+    def grad(self, ctx, *grads) -> Tensor:
+        """The input's gradient (the op's backward formula, through `call`)."""
+        return self.backward(ctx, *grads)[0]
+
+    def op(self, x: Tensor):
+        return getattr(torch.ops.avgpool, self.name)(x, *self.args)
+
+    def __call__(self, x: Tensor):
+        try:
+            if needs_dispatcher(x):
+                return self.op(x)
+            log.debug("avgpool.torch: %s without the dispatcher (a plain CPU tensor, eager)", self.name)
+            if torch.is_grad_enabled() and x.requires_grad:
+                return self.function.apply(x, self)
+            return self.cpu(x)
+        except TorchPoolError:
+            raise
+        except AvgPoolError as exc:
+            raise TorchPoolError(str(exc)) from None

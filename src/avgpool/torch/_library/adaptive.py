@@ -1,10 +1,16 @@
 """Adaptive pooling as the custom ops ``avgpool::adaptive_avg_pool`` (and its backward) and
 ``avgpool::adaptive_max_pool`` (whose backward is max pooling's scatter)."""
 
+import functools
+
+import numpy as np
 import torch
 from torch import Tensor
 
-from avgpool import ops
+from avgpool import _args, ops
+from avgpool._arrays import Layout
+from avgpool._backends import NUMPY
+from avgpool._errors import AvgPoolError, TorchPoolError
 from avgpool.torch._arrays import as_torch_gives, permute_shape, to_numpy
 from avgpool.torch._library._args import (
     check_rank,
@@ -12,7 +18,7 @@ from avgpool.torch._library._args import (
     spatial,
     with_spatial,
 )
-from avgpool.torch._library._eager import call
+from avgpool.torch._library._eager import FLOATS, MAX_DTYPES, Ready, call, needs_dispatcher, plain_array
 
 
 def _adaptive_sizes(output_size, spatial) -> tuple[int, ...]:
@@ -20,13 +26,98 @@ def _adaptive_sizes(output_size, spatial) -> tuple[int, ...]:
     return tuple(n if o < 0 else o for o, n in zip(output_size, spatial))
 
 
+class _AdaptiveReady(Ready):
+    """An adaptive op on one output size, ready (see `Ready`); the layout and output size of
+    each input shape are kept, as `avgpool.ops` would build them."""
+
+    __slots__ = ("channels_last", "geometry", "ndim", "sizes")
+    dtypes = FLOATS
+
+    def __init__(self, output_size: tuple[int, ...], channels_last: bool) -> None:
+        self.sizes, self.channels_last, self.ndim = output_size, channels_last, len(output_size)
+        self.args = (list(output_size), channels_last)
+        self.geometry: dict = {}
+
+    def _layout(self, shape: tuple[int, ...], channels_last: bool) -> tuple[Layout, tuple[int, ...]]:
+        key = (shape, channels_last)
+        found = self.geometry.get(key)
+        if found is None:
+            layout = Layout.of(shape, self.ndim, channels_last)
+            out = _args.output_size(_adaptive_sizes(self.sizes, layout.spatial), layout.spatial)
+            if len(self.geometry) > 64:  # a model feeds few shapes; a sweep should not grow it
+                self.geometry.clear()
+            found = self.geometry[key] = (layout, out)
+        return found
+
+    def _run(self, array: np.ndarray, channels_last: bool):
+        raise NotImplementedError
+
+    def cpu(self, x: Tensor):
+        check_rank(x, self.ndim)
+        array = plain_array(x, self.dtypes)
+        if array is not None:  # contiguous: the NumPy result is the tensor PyTorch gives
+            return self._back(self._run(array, self.channels_last), x, torch.from_numpy)
+        v = to_numpy(x, self.ndim, self.channels_last)
+        array = NUMPY.array(v.array, allow_int=self.dtypes is not FLOATS)
+        return self._back(self._run(array, v.channels_last), x, v.back)
+
+    def _back(self, result, x: Tensor, back):
+        if isinstance(result, tuple):
+            return tuple(self._back(r, x, back) for r in result)
+        y = back(result)
+        return y if self.channels_last else as_torch_gives(y, x, self.ndim, "adaptive")
+
+
+class AdaptiveAvgReady(_AdaptiveReady):
+    """``adaptive_avg_pool`` on one output size (-1: the input's), ready."""
+
+    __slots__ = ()
+    name = "adaptive_avg_pool"
+
+    def _run(self, array, channels_last):
+        return NUMPY.adaptive_avg_pool(array, *self._layout(array.shape, channels_last))
+
+    def grad(self, ctx, grad: Tensor) -> Tensor:
+        array = None
+        if not (needs_dispatcher(grad) or (torch.is_grad_enabled() and grad.requires_grad)):
+            array = plain_array(grad, FLOATS)
+        if array is None:  # through call: differentiates again, or copies what it must
+            return _adaptive_avg_backward(ctx, grad)[0]
+        try:
+            layout, out = self._layout(tuple(ctx.input_shape), self.channels_last)
+            layout.check_grad_shape(array, out)
+            return torch.from_numpy(NUMPY.adaptive_avg_pool_backward(array, layout, out))
+        except TorchPoolError:
+            raise
+        except AvgPoolError as exc:
+            raise TorchPoolError(str(exc)) from None
+
+
+class AdaptiveMaxReady(_AdaptiveReady):
+    """``adaptive_max_pool`` (values and arg-max) on one output size (-1: the input's), ready."""
+
+    __slots__ = ()
+    name = "adaptive_max_pool"
+    dtypes = MAX_DTYPES
+
+    def _run(self, array, channels_last):
+        return NUMPY.adaptive_max_pool(array, *self._layout(array.shape, channels_last))
+
+
+@functools.lru_cache(maxsize=1024)
+def adaptive_avg_ready(output_size: tuple[int, ...], channels_last: bool) -> AdaptiveAvgReady:
+    """The ready ``adaptive_avg_pool`` of an output size (kept per size and layout)."""
+    return AdaptiveAvgReady(tuple(output_size), bool(channels_last))
+
+
+@functools.lru_cache(maxsize=1024)
+def adaptive_max_ready(output_size: tuple[int, ...], channels_last: bool) -> AdaptiveMaxReady:
+    """The ready ``adaptive_max_pool`` of an output size (kept per size and layout)."""
+    return AdaptiveMaxReady(tuple(output_size), bool(channels_last))
+
+
 def _adaptive_avg_pool_cpu(x: Tensor, output_size: list[int], channels_last: bool) -> Tensor:
-    ndim = len(output_size)
-    check_rank(x, ndim)
-    out = _adaptive_sizes(output_size, spatial(x.shape, ndim, channels_last))
-    v = to_numpy(x, ndim, channels_last)
-    y = v.back(ops.adaptive_avg_pool(v.array, out, channels_last=v.channels_last, ndim=ndim))
-    return y if channels_last else as_torch_gives(y, x, ndim, "adaptive")
+    return adaptive_avg_ready(tuple(output_size), channels_last).cpu(x)
 
 
 adaptive_avg_pool = torch.library.custom_op(
@@ -89,14 +180,7 @@ adaptive_avg_pool_backward.register_autograd(
 
 
 def _adaptive_max_pool_cpu(x: Tensor, output_size: list[int], channels_last: bool) -> tuple[Tensor, Tensor]:
-    ndim = len(output_size)
-    check_rank(x, ndim)
-    out = _adaptive_sizes(output_size, spatial(x.shape, ndim, channels_last))
-    v = to_numpy(x, ndim, channels_last)
-    y, index = ops.adaptive_max_pool(v.array, out, True, channels_last=v.channels_last, ndim=ndim)
-    if channels_last:
-        return v.back(y), v.back(index)
-    return as_torch_gives(v.back(y), x, ndim, "adaptive"), as_torch_gives(v.back(index), x, ndim, "adaptive")
+    return adaptive_max_ready(tuple(output_size), channels_last).cpu(x)
 
 
 adaptive_max_pool = torch.library.custom_op(
@@ -132,6 +216,10 @@ def _adaptive_max_backward(ctx, grad, _grad_indices):
 adaptive_max_pool.register_autograd(_adaptive_max_backward, setup_context=_adaptive_max_setup)
 
 
+AdaptiveAvgReady.setup_context = staticmethod(_adaptive_avg_setup)
+AdaptiveAvgReady.backward = staticmethod(_adaptive_avg_backward)
+AdaptiveMaxReady.setup_context = staticmethod(_adaptive_max_setup)
+AdaptiveMaxReady.backward = staticmethod(_adaptive_max_backward)
 call.add("adaptive_avg_pool", _adaptive_avg_pool_cpu, _adaptive_avg_setup, _adaptive_avg_backward)
 call.add(
     "adaptive_avg_pool_backward",

@@ -1,21 +1,77 @@
 """Average pooling as the custom ops ``avgpool::avg_pool`` and ``avgpool::avg_pool_backward``:
 CPU kernels, fake implementations and autograd (each the other's backward: they are linear)."""
 
+import functools
+
 import torch
 from torch import Tensor
 
-from avgpool import ops
-from avgpool.torch._arrays import permute_shape, to_numpy
+from avgpool._args import input_shape as input_shape_arg
+from avgpool._backends import NUMPY
+from avgpool._errors import AvgPoolError, TorchPoolError
+from avgpool.torch._arrays import as_torch_gives, permute_shape, to_numpy
 from avgpool.torch._library._args import (
     check_rank,
     new_empty,
     numpy_window,
     spatial,
     torch_layout,
+    window_args,
     window_of,
     with_spatial,
 )
-from avgpool.torch._library._eager import call
+from avgpool.torch._library._eager import FLOATS, Ready, call, needs_dispatcher, plain_array
+from avgpool.window import Window
+
+
+class AvgReady(Ready):
+    """``avg_pool`` on one `Window`, ready (see `Ready`)."""
+
+    __slots__ = ("nhwc", "window")
+    name = "avg_pool"
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.nhwc = numpy_window(window, True)
+        self.args = window_args(window)
+
+    def cpu(self, x: Tensor) -> Tensor:
+        w = self.window
+        array = plain_array(x, FLOATS)
+        if array is not None:  # contiguous: the NumPy result is the tensor PyTorch gives
+            y = torch.from_numpy(NUMPY.avg_pool(array, w, None))
+            return y if w.channels_last or y.is_contiguous() else as_torch_gives(y, x, w.ndim, "avg")
+        v = to_numpy(x, w.ndim, w.channels_last)
+        nw = w if v.channels_last == w.channels_last else self.nhwc
+        return torch_layout(v.back(NUMPY.avg_pool(NUMPY.array(v.array), nw, None)), x, w, "avg")
+
+    def backward_cpu(self, grad: Tensor, input_shape) -> Tensor:
+        """``avg_pool_backward``'s CPU kernel on this Window."""
+        w = self.window
+        array = plain_array(grad, FLOATS)
+        if array is not None:
+            return torch.from_numpy(NUMPY.avg_pool_backward(array, tuple(input_shape), w))
+        v = to_numpy(grad, w.ndim, w.channels_last)
+        if v.channels_last != w.channels_last:
+            input_shape, w = permute_shape(input_shape, w.ndim), self.nhwc
+        grad_array = NUMPY.array(v.array, "grad_output")
+        return v.back(NUMPY.avg_pool_backward(grad_array, input_shape_arg(input_shape), w))
+
+    def grad(self, ctx, grad: Tensor) -> Tensor:
+        if needs_dispatcher(grad) or (torch.is_grad_enabled() and grad.requires_grad):
+            return _avg_backward(ctx, grad)[0]  # through call, so it differentiates again
+        try:
+            return self.backward_cpu(grad, ctx.input_shape)
+        except TorchPoolError:
+            raise
+        except AvgPoolError as exc:
+            raise TorchPoolError(str(exc)) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def avg_ready(window: Window) -> AvgReady:
+    """The ready ``avg_pool`` of a Window (kept: a model calls each layer again and again)."""
+    return AvgReady(window)
 
 
 def _avg_pool_cpu(
@@ -43,8 +99,7 @@ def _avg_pool_cpu(
         channels_last,
         convention,
     )
-    v = to_numpy(x, w.ndim, w.channels_last)
-    return torch_layout(v.back(ops.avg_pool(v.array, window=numpy_window(w, v.channels_last))), x, w, "avg")
+    return avg_ready(w).cpu(x)
 
 
 avg_pool = torch.library.custom_op("avgpool::avg_pool", _avg_pool_cpu, mutates_args=(), device_types="cpu")
@@ -86,9 +141,7 @@ def _avg_pool_backward_cpu(
         channels_last,
         convention,
     )
-    v = to_numpy(grad, w.ndim, w.channels_last)
-    shape = input_shape if v.channels_last == channels_last else permute_shape(input_shape, w.ndim)
-    return v.back(ops.avg_pool_backward(v.array, shape, window=numpy_window(w, v.channels_last)))
+    return avg_ready(w).backward_cpu(grad, input_shape)
 
 
 avg_pool_backward = torch.library.custom_op(
@@ -124,5 +177,7 @@ avg_pool.register_autograd(_avg_backward, setup_context=_avg_setup)
 avg_pool_backward.register_autograd(_avg_backward_backward, setup_context=_avg_backward_setup)
 
 
+AvgReady.setup_context = staticmethod(_avg_setup)
+AvgReady.backward = staticmethod(_avg_backward)
 call.add("avg_pool", _avg_pool_cpu, _avg_setup, _avg_backward)
 call.add("avg_pool_backward", _avg_pool_backward_cpu, _avg_backward_setup, _avg_backward_backward)

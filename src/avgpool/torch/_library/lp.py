@@ -1,13 +1,16 @@
 """Power-average (Lp) pooling as the custom op ``avgpool::lp_pool``; its backward is written
 with the average ops, so it differentiates again."""
 
+import functools
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from avgpool import ops
-from avgpool.torch._arrays import to_numpy
+from avgpool import _args
+from avgpool._backends import NUMPY
+from avgpool.torch._arrays import as_torch_gives, to_numpy
 from avgpool.torch._library._args import (
     check_rank,
     new_empty,
@@ -17,7 +20,51 @@ from avgpool.torch._library._args import (
     window_of,
     with_spatial,
 )
-from avgpool.torch._library._eager import call
+from avgpool.torch._library._eager import FLOATS, Ready, call, plain_array
+from avgpool.window import Window
+
+
+class LpReady(Ready):
+    """``lp_pool`` on one norm and geometry, ready (see `Ready`). The norm and the convention
+    are checked on the first call, after the input, in `avgpool.ops.lp_pool`'s order."""
+
+    __slots__ = ("checked", "nhwc", "window")
+    name = "lp_pool"
+
+    def __init__(self, norm_type, kernel, stride, padding, mode, dilation, ceil, cl, convention) -> None:
+        self.args = (norm_type, kernel, stride, padding, mode, dilation, ceil, cl, convention)
+        self.window = window_of(kernel, stride, padding, mode, dilation, ceil, True, None, cl, "torch")
+        self.nhwc = numpy_window(self.window, True)
+        self.checked: tuple | None = None
+
+    def _run(self, array: np.ndarray, window: Window) -> np.ndarray:
+        if self.checked is None:
+            self.checked = (_args.norm_type(self.args[0]), _args.lp_convention(self.args[8], window))
+        return NUMPY.lp_pool(array, self.checked[0], window, self.checked[1])
+
+    def cpu(self, x: Tensor) -> Tensor:
+        w = self.window
+        array = plain_array(x, FLOATS)
+        if array is not None:  # contiguous: the NumPy result is the tensor PyTorch gives
+            y = torch.from_numpy(self._run(array, w))
+            return y if w.channels_last or y.is_contiguous() else as_torch_gives(y, x, w.ndim, "lp")
+        v = to_numpy(x, w.ndim, w.channels_last)
+        nw = w if v.channels_last == w.channels_last else self.nhwc
+        return torch_layout(v.back(self._run(NUMPY.array(v.array), nw)), x, w, "lp")
+
+
+@functools.lru_cache(maxsize=1024)
+def _lp_ready(norm_type, kernel, stride, padding, mode, dilation, ceil, cl, convention) -> LpReady:
+    return LpReady(
+        norm_type, list(kernel), list(stride), list(padding), mode, list(dilation), ceil, cl, convention
+    )
+
+
+def lp_ready(norm_type, kernel, stride, padding, mode, dilation, ceil, cl, convention) -> LpReady:
+    """The ready ``lp_pool`` of these op arguments (kept: a model calls each layer again and again)."""
+    return _lp_ready(
+        norm_type, tuple(kernel), tuple(stride), tuple(padding), mode, tuple(dilation), ceil, cl, convention
+    )
 
 
 def _lp_pool_cpu(
@@ -33,12 +80,8 @@ def _lp_pool_cpu(
     convention: str,
 ) -> Tensor:
     """``convention`` is Lp's own: "torch" (``F.lp_pool*d``) or "onnx" (LpPool)."""
-    w = window_of(
-        kernel_size, stride, padding, padding_mode, dilation, ceil_mode, True, None, channels_last, "torch"
-    )
-    v = to_numpy(x, w.ndim, w.channels_last)
-    y = ops.lp_pool(v.array, norm_type, window=numpy_window(w, v.channels_last), convention=convention)
-    return torch_layout(v.back(y), x, w, "lp")
+    args = (kernel_size, stride, padding, padding_mode, dilation, ceil_mode, channels_last, convention)
+    return lp_ready(norm_type, *args).cpu(x)
 
 
 lp_pool = torch.library.custom_op("avgpool::lp_pool", _lp_pool_cpu, mutates_args=(), device_types="cpu")
@@ -93,4 +136,6 @@ def _lp_backward(ctx, grad):
 lp_pool.register_autograd(_lp_backward, setup_context=_lp_setup)
 
 
+LpReady.setup_context = staticmethod(_lp_setup)
+LpReady.backward = staticmethod(_lp_backward)
 call.add("lp_pool", _lp_pool_cpu, _lp_setup, _lp_backward)
