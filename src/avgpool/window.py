@@ -22,6 +22,7 @@ Semantics shared by every convention (each framework is one choice of these knob
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from collections.abc import Callable, Sequence
@@ -317,6 +318,19 @@ class Window:
         set_(self, "channels_last", bool(channels_last))
         set_(self, "ndim", ndim)
         set_(self, "convention", str(convention))
+
+    def __hash__(self) -> int:
+        # kept once computed: a window keys every planned call, so it is hashed on each call
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            value = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+            object.__setattr__(self, "_hash", value)
+            return value
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the kept hash stays behind: string hashes differ from one process to the next
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
     # -- resolution -------------------------------------------------------------------------
 
