@@ -31,18 +31,28 @@ def test_indices_give_the_same_gradient_as_the_search(dtype, channels_last, args
     np.testing.assert_array_equal(given, searched)
     with ap.use_backend("reference"):
         want = ap.max_pool_backward(g, x, **args, channels_last=channels_last)
-    np.testing.assert_array_equal(given, want)
+    if args.get("kernel_size") == 3 and dtype != np.float64:
+        # overlapping windows: up to 4 gradients per cell, summed in float32 in the outputs' order
+        bound = (
+            3
+            * 2.0**-24
+            * ap.max_pool_backward(np.abs(g.astype(np.float64)), x, **args, channels_last=channels_last)
+        )
+        assert (
+            np.abs(given.astype(np.float64) - want) <= bound + np.abs(np.spacing(want.astype(dtype)))
+        ).all()
+    else:  # a cell takes one gradient at most, or sums in float64: the reference's bits
+        np.testing.assert_array_equal(given, want)
 
 
-def test_windows_that_share_no_cell_scatter_directly(caplog):
-    x = _x((1, 2, 8, 8))
-    g = np.ones((1, 2, 4, 4), np.float32)
+def test_cells_shared_by_few_windows_sum_in_the_results_dtype(caplog):
+    x = _x((1, 2, 12, 12))
     with caplog.at_level("DEBUG", logger="avgpool"):
-        ap.max_pool_backward(g, x, 2)
-        assert "max_backward (disjoint)" in caplog.text
-        caplog.clear()
-        ap.max_pool_backward(g, x, 3, 2, 1)
-        assert "max_backward (float64 sums)" in caplog.text
+        for args, sums in (((2,), "float32"), ((3, 2, 1), "float32"), ((4, 1), "float64")):
+            y = ap.max_pool(x, *args)
+            caplog.clear()
+            ap.max_pool_backward(np.ones_like(y), x, *args)
+            assert f"max_backward ({sums} sums)" in caplog.text, args
 
 
 def test_bad_indices_are_refused():

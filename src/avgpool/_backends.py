@@ -263,10 +263,13 @@ class NumpyBackend(Backend):
             _, indices = self._max(x, window, layout, axes, nan_policy)
         else:
             _check_indices(indices, grad.shape, math.prod(layout.spatial))
-        disjoint = all((a.kernel - 1) * a.dilation + 1 <= a.stride for a in axes)
-        return compute.max_backward(
-            grad, indices, layout, out_spatial, disjoint or window.kernel_size is None
+        # how many windows share a cell at most: each axis's window span over its stride, rounded up
+        sharing = (
+            1
+            if window.kernel_size is None
+            else math.prod(-(-((a.kernel - 1) * a.dilation + 1) // a.stride) for a in axes)
         )
+        return compute.max_backward(grad, indices, layout, out_spatial, sharing)
 
     def lp_pool(self, x, p, window, convention):
         layout, axes = self._prepared(x, window)

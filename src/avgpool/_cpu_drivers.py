@@ -442,28 +442,30 @@ def scatter_to_index(
     index: np.ndarray,
     layout: Layout,
     out_spatial: Sequence[int],
-    disjoint: bool = False,
+    sharing: int | None = None,
 ) -> np.ndarray:
     """Max-pool backward: each output's gradient added at its arg-max (index -1: nowhere).
 
-    ``disjoint``: no two windows share a cell, so a cell receives one gradient at most and is
-    written in the result's dtype directly (the same value a float64 sum would round to);
-    otherwise the gradients sum in float64 and are rounded once.
+    ``sharing``: the most windows that share one cell (None: not known). A cell then sums at
+    most that many gradients: up to `F32_SUM_TAPS` of them sum in the result's dtype, in the
+    outputs' order (float32: within (sharing - 1) * 2**-24 of their magnitudes' sum; one
+    window per cell is exact), more in float64, rounded once.
     """
     from avgpool.kernels import cpu_max
 
     result, grad_full = _alloc(layout, layout.spatial, grad_output.dtype, None)
-    work = _work_out(grad_full) if disjoint else _buffers.empty(grad_full.shape, np.float64)
+    work = _work_out(grad_full)
+    few = sharing is not None and sharing <= F32_SUM_TAPS
+    acc = np.empty(0, work.dtype if few else np.float64)
     out_full = layout.out_full_shape(out_spatial)
     g = np.ascontiguousarray(grad_output.reshape(out_full), dtype=work.dtype)
     idx = np.ascontiguousarray(index.reshape(out_full))
     n, c = layout.batch_channels
     outer, chans = (n, c) if layout.channels_last else (n * c, 1)
     per_out, per_in = math.prod(out_spatial) * chans, math.prod(layout.spatial) * chans
-    log.debug("max_pool_backward: cpu_max.max_backward (%s)", "disjoint" if disjoint else "float64 sums")
-    cpu_max.max_backward(
-        g.reshape(outer, per_out), idx.reshape(outer, per_out), work.reshape(outer, per_in), chans
-    )
+    log.debug("max_pool_backward: cpu_max.max_backward (%s sums)", acc.dtype)
+    g2, idx2, grad2 = g.reshape(outer, per_out), idx.reshape(outer, per_out), work.reshape(outer, per_in)
+    cpu_max.max_backward(g2, idx2, grad2, chans, acc, _blocks(2 * grad_full.nbytes))
     return _finish(work, result, grad_full)
 
 

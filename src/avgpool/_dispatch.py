@@ -145,10 +145,11 @@ def max_forward(
     return into(out, layout.from_work(y, x.dtype)), layout.from_work(index, np.dtype(np.int64))
 
 
-def max_backward(g, index, layout: Layout, out_spatial: Sequence[int], disjoint: bool = False):
-    """The gradient at each window's arg-max; ``disjoint``: no two windows share a cell."""
+def max_backward(g, index, layout: Layout, out_spatial: Sequence[int], sharing: int | None = None):
+    """The gradient at each window's arg-max; ``sharing``: the most windows that share a cell
+    (None: not known)."""
     if _fast("max_pool_backward", g):
-        return _cpu_drivers.scatter_to_index(g, index, layout, out_spatial, disjoint)
+        return _cpu_drivers.scatter_to_index(g, index, layout, out_spatial, sharing)
     grad_layout = _grad_layout(layout, out_spatial)
     index_work = grad_layout.to_work(index).astype(np.int64)
     grad = ref.max_pool_backward(grad_layout.to_work(g), index_work, layout.spatial)

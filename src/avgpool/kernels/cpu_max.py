@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from avgpool.kernels._common import width_taps
+from avgpool.kernels._common import split_runs, width_taps
 from avgpool.kernels._nrt import unowned
 from avgpool.kernels._prefetch import prefetch_ahead
 from avgpool.kernels.registry import register
@@ -58,18 +58,21 @@ def max_forward(x, out, index, C, geo, omit_nan, floor, lowest):
                 row = x[o, idp, ih]
                 base = (idp * H + ih) * W
                 for ow in range(OW):
+                    bs, bi = best[ow * C : ow * C + C], bidx[ow * C : ow * C + C]
                     for jw in range(kw):
                         iw = ow * sw - pw + jw * dw
                         if iw < 0 or iw >= W:
                             continue
+                        # a C-vector of selects (no branch per channel): the loop vectorises
+                        src, at = row[iw * C : iw * C + C], base + iw
                         for c in range(C):
-                            v = row[iw * C + c]
-                            if omit_nan and v != v:
-                                v = lowest
-                            j = ow * C + c
-                            if bidx[j] == -1 or v > best[j] or v != v:
-                                best[j] = v
-                                bidx[j] = base + iw
+                            v = src[c]
+                            if omit_nan:
+                                v = lowest if v != v else v
+                            b = bs[c]
+                            take = (bi[c] == -1) | (v > b) | (v != v)
+                            bs[c] = v if take else b
+                            bi[c] = at if take else bi[c]
         for j in range(OWC):
             if bidx[j] == -1:
                 best[j] = lowest
@@ -113,21 +116,41 @@ def _max_row_scalar(x, best, bidx, o, od, oh, geo, omit_nan, floor, lowest):
         bidx[ow] = bi
 
 
+@njit(cache=True)
+def _scatter(row, g, index, C):
+    """row (S*C) = 0, then += each output's g at its arg-max; outputs in order, -1 sends nothing."""
+    row[:] = 0.0
+    for jo in range(g.shape[0] // C):
+        at = jo * C
+        for c in range(C):
+            i = index[at + c]
+            if i >= 0:
+                row[i * C + c] += g[at + c]
+
+
 @register("max_pool_backward", "adaptive_max_pool_backward", "global_max_pool_backward")
 @njit(parallel=True, cache=True)
-def max_backward(g, index, grad, C):
-    """grad (outer, S*C) += g at each output's arg-max (S = spatial size); -1 sends nothing.
+def max_backward(g, index, grad, C, acc_like, blocks):
+    """grad (outer, S*C) gets each output's g at its arg-max (S = spatial size); -1 sends nothing.
 
-    One work item per outer slice, scanned in order: deterministic for any thread count.
+    Sums in ``acc_like``'s dtype: the result's own (when few windows share a cell, see
+    `_cpu_drivers.scatter_to_index`), or float64 in a buffer per run of items, rounded once
+    into the row. Each item is scanned in order: deterministic for any thread
+    count. Items are split into at most ``blocks`` runs, each allocating its buffer once.
     """
-    n_outer, n_out = g.shape[0], g.shape[1]
-    for o in prange(n_outer):
-        grow = grad[o]
-        grow[:] = 0.0
-        for j in range(n_out):
-            i = index[o, j]
-            if i >= 0:
-                grow[i * C + j % C] += g[o, j]
+    n_outer, SC = grad.shape[0], grad.shape[1]
+    runs, per = split_runs(n_outer, blocks)
+    direct = acc_like.dtype == grad.dtype
+    for block in prange(runs):
+        acc = np.empty(0 if direct else SC, dtype=acc_like.dtype)
+        for o in range(block * per, min(n_outer, (block + 1) * per)):
+            if direct:
+                _scatter(grad[o], g[o], index[o], C)
+            else:
+                _scatter(acc, g[o], index[o], C)
+                row = grad[o]
+                for i in range(SC):
+                    row[i] = acc[i]
 
 
 @register("global_max_pool", "global_max_pool_backward", "max_pool", "max_pool_backward")
