@@ -172,3 +172,28 @@ def test_set_num_threads_one_runs_large_work_serially(caplog):
     finally:
         ap.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_adaptive_pools_whose_sizes_divide_are_plain_ones(caplog, channels_last):
+    """VGG's adaptive 7x7 on a 7x7 map, 14x14 -> 7x7: kernel = stride = size / out, run by the
+    box and max kernels, with the reference's values and indices."""
+    cl = channels_last
+    for spatial, out in (((7, 7), 7), ((14, 12), (7, 3))):
+        shape = (2, *spatial, 5) if cl else (2, 5, *spatial)
+        x = _x(shape, np.float64)
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="avgpool"):
+            y = ap.adaptive_avg_pool(x, out, channels_last=cl)
+            m, i = ap.adaptive_max_pool(x, out, return_indices=True, channels_last=cl)
+            g = ap.adaptive_avg_pool_backward(np.ones_like(y), shape, channels_last=cl)
+        assert "cpu_taps" not in caplog.text and "avg_pool: box_" in caplog.text, caplog.text
+        with ap.use_backend("reference"):
+            np.testing.assert_allclose(
+                y, ap.adaptive_avg_pool(x, out, channels_last=cl), rtol=1e-12, atol=1e-15
+            )
+            want_m, want_i = ap.adaptive_max_pool(x, out, return_indices=True, channels_last=cl)
+            want_g = ap.adaptive_avg_pool_backward(np.ones_like(y), shape, channels_last=cl)
+        np.testing.assert_array_equal(m, want_m)
+        np.testing.assert_array_equal(i, want_i)
+        np.testing.assert_allclose(g, want_g, rtol=1e-15)

@@ -220,9 +220,22 @@ def _ones(out_sizes: Sequence[int]) -> bool:
     return all(n == 1 for n in out_sizes)
 
 
+@functools.lru_cache(maxsize=_cpu_plans.TABLES_CACHED)
+def _even_axes(spatial: tuple[int, ...], out_sizes: tuple[int, ...]) -> tuple[Axis, ...] | None:
+    """An adaptive pool whose sizes divide evenly is a plain one (kernel = stride = size / out:
+    PyTorch's windows [floor(i n / o), ceil((i + 1) n / o)) are then exactly those), which
+    the box and max kernels run; None otherwise."""
+    if any(o < 1 or n % o for n, o in zip(spatial, out_sizes)):
+        return None
+    return tuple(Axis(n, n // o, n // o, 1, 0, 0, o).bounded() for n, o in zip(spatial, out_sizes))
+
+
 def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
     if _ones(out_sizes):
         return global_avg(x, layout, 0.0)
+    axes = _even_axes(layout.spatial, tuple(out_sizes))
+    if axes is not None:
+        return avg_forward(x, layout, axes, True, None, 0.0)
     if not _fast("adaptive_avg_pool", x):
         return layout.from_work(ref.adaptive_avg_pool(layout.to_work(x), out_sizes), x.dtype)
     return _cpu_taps.taps_sum(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
@@ -231,6 +244,9 @@ def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
 def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
     if _ones(out_sizes) and _fast("adaptive_avg_pool_backward", g):
         return _cpu_drivers.global_avg_backward(g, layout)
+    axes = _even_axes(layout.spatial, tuple(out_sizes))
+    if axes is not None:
+        return avg_backward(g, layout, axes, True, None)
     if not _fast("adaptive_avg_pool_backward", g):
         work = _grad_layout(layout, out_sizes).to_work(g)
         return layout.from_work(ref.adaptive_avg_pool_backward(work, layout.spatial), g.dtype)
@@ -240,6 +256,9 @@ def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
 def adaptive_max_forward(x, layout: Layout, out_sizes: Sequence[int]):
     if _ones(out_sizes):
         return global_max(x, layout, "propagate", -np.inf)
+    axes = _even_axes(layout.spatial, tuple(out_sizes))
+    if axes is not None:
+        return max_forward(x, layout, axes, "propagate", -np.inf)
     if not _fast("adaptive_max_pool", x):
         y, index = ref.adaptive_max_pool(layout.to_work(x), out_sizes)
         return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))
