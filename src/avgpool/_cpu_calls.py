@@ -29,16 +29,17 @@ from avgpool._settings import get_num_threads
 log = logging.getLogger("avgpool")
 
 #: Bytes (read plus written) per thread: less runs serially. On the 2-core test machine a
-#: 400 KiB call (a 14x14 max pool at batch 1) took 67 µs on two threads and 2x less on one;
-#: below about 1 MiB the second thread's wake-up costs about what it saves.
-BYTES_PER_THREAD = 1 << 20
+#: 3x3/1 p1 average moving 512 KiB took 80 µs on one thread and 47 on two (best of 400; 128
+#: KiB: 24 µs on one, and a sleeping second thread can take milliseconds to wake when the
+#: machine is busy).
+BYTES_PER_THREAD = 1 << 19
 
 
 def threads_for(nbytes: int) -> int:
     """Threads a call moving ``nbytes`` asks for (capped by `get_num_threads` when it runs).
 
     >>> threads_for(100_000), threads_for(3 << 20)
-    (1, 3)
+    (1, 6)
     """
     return max(1, nbytes // BYTES_PER_THREAD)
 
