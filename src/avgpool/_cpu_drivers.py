@@ -210,6 +210,34 @@ def _blocks(nbytes: int) -> int:
     return 1 if threads == 1 else BLOCKS_PER_THREAD * threads
 
 
+def planned_call(
+    op: str,
+    kernel,
+    args: tuple,
+    layout: Layout,
+    out_spatial: Sequence[int],
+    dtype,
+    view: tuple[int, ...],
+    out_view: tuple[int, ...],
+    nbytes: int,
+    index: bool = False,
+) -> Planned:
+    """A forward's `Planned` call: output in the layout's shape, its path named after the kernel."""
+    out_shape = layout.out_shape(out_spatial)
+    path = f"{op}: {kernel_name(kernel)}"
+    return Planned(
+        kernel,
+        args,
+        view=view,
+        out_shape=out_shape,
+        out_view=out_view,
+        dtype=dtype,
+        nbytes=nbytes,
+        path=path,
+        index=index,
+    )
+
+
 def avg_forward(
     x: np.ndarray,
     layout: Layout,
@@ -274,16 +302,7 @@ def plan_avg_forward(
         kernel, args = box_rows.avg_direct, (c, geo, factor, zero, empty, acc)
     else:
         kernel, args = box_rows.avg_forward, (c, geo, factor, zero, real, empty, running)
-    return Planned(
-        kernel,
-        args,
-        view=view,
-        out_shape=layout.out_shape(plan.out),
-        out_view=out_view,
-        dtype=dtype,
-        nbytes=nbytes,
-        path=f"avg_pool: {kernel_name(kernel)}",
-    )
+    return planned_call("avg_pool", kernel, args, layout, plan.out, dtype, view, out_view, nbytes)
 
 
 def avg_backward(
@@ -418,17 +437,8 @@ def plan_max_forward(
             view, out_view = _planes(view), _planes(out_view)
         else:
             kernel = cpu_max.max_forward
-    return Planned(
-        kernel,
-        args,
-        view=view,
-        out_shape=layout.out_shape(plan.out),
-        out_view=out_view,
-        dtype=dtype,
-        nbytes=_moved(layout, plan.out, dtype) * (2 if index else 1),
-        path=f"max_pool: {kernel_name(kernel)}",
-        index=index,
-    )
+    nbytes = _moved(layout, plan.out, dtype) * (2 if index else 1)
+    return planned_call("max_pool", kernel, args, layout, plan.out, dtype, view, out_view, nbytes, index)
 
 
 def _planes(shape4: tuple[int, ...]) -> tuple[int, ...]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from avgpool import _buffers
 from avgpool._arrays import Layout
-from avgpool._cpu_calls import Planned, kernel_name
+from avgpool._cpu_calls import Planned
 from avgpool._cpu_drivers import (
     PLANS_KEPT,
     _blocks,
@@ -24,6 +24,7 @@ from avgpool._cpu_drivers import (
     _shape4,
     _threads_by_size,
     _view4,
+    planned_call,
 )
 from avgpool._cpu_plans import TapTables
 
@@ -53,16 +54,7 @@ def plan_taps_sum(layout: Layout, tables: TapTables, dtype: np.dtype) -> Planned
         kernel, args = cpu_taps.taps_sum_rows, (c, *tables.rows, _blocks(nbytes))
     else:
         kernel, args = cpu_taps.taps_sum, (c, *tables.weight)
-    return Planned(
-        kernel,
-        args,
-        view=view,
-        out_shape=layout.out_shape(tables.out),
-        out_view=out_view,
-        dtype=dtype,
-        nbytes=nbytes,
-        path=f"taps: {kernel_name(kernel)}",
-    )
+    return planned_call("taps", kernel, args, layout, tables.out, dtype, view, out_view, nbytes)
 
 
 def taps_max(x: np.ndarray, layout: Layout, tables: TapTables) -> tuple[np.ndarray, np.ndarray]:
@@ -77,16 +69,10 @@ def plan_taps_max(layout: Layout, tables: TapTables, dtype: np.dtype) -> Planned
 
     view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
     out_view, _ = _shape4(layout.out_full_shape(tables.out), layout.channels_last, layout.ndim)
-    return Planned(
-        cpu_taps.taps_max,
-        (c, *tables.real, _lowest(_kernel_dtype(np.dtype(dtype)))),
-        view=view,
-        out_shape=layout.out_shape(tables.out),
-        out_view=out_view,
-        dtype=dtype,
-        nbytes=2 * _moved(layout, tables.out, dtype),
-        path="taps: cpu_taps.taps_max",
-        index=True,
+    args = (c, *tables.real, _lowest(_kernel_dtype(np.dtype(dtype))))
+    nbytes = 2 * _moved(layout, tables.out, dtype)
+    return planned_call(
+        "taps", cpu_taps.taps_max, args, layout, tables.out, dtype, view, out_view, nbytes, True
     )
 
 

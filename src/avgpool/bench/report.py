@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from avgpool._files import check_writable, write_atomically
-from avgpool.bench._format import mark
+from avgpool.bench._format import mark, peer_cells
 from avgpool.bench._format import ms as _ms
 from avgpool.bench.cases import targets
 from avgpool.bench.timing import nearest_rank
@@ -290,15 +290,7 @@ def _synthetic(results: dict[str, Any]) -> list[str]:
             _cell(a),
             _ms(a["first_call_ms"]) if a.get("status") == "ok" else "",
         ]
-        for name in peers:
-            record = row["peers"][name]
-            cells.append(_cell(record))
-            if record.get("status") == "n/a":
-                notes.setdefault(f"{name}: {record['reason']}", []).append(c["id"])
-            elif record.get("status") == "failed":
-                notes.setdefault(f"{name} failed: {record['error']}", []).append(c["id"])
-            elif record.get("label"):
-                labels.setdefault(name, set()).add(record["label"])
+        cells += peer_cells(row, c["id"], peers, _cell, notes, labels)
         if a.get("status") != "ok":
             notes.setdefault(f"avgpool failed: {a.get('error')}", []).append(c["id"])
         ratio = row["avgpool_vs_best"]

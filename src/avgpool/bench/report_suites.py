@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from avgpool.bench._format import mark
+from avgpool.bench._format import mark, peer_cells
 from avgpool.bench._format import ms as _ms
 
 __all__ = ["layers_targets", "overhead_targets", "render_layers", "render_overhead"]
@@ -101,15 +101,7 @@ def render_layers(layers: dict[str, Any]) -> list[str]:
             _time(a),
             _path_text(a.get("path", [])),
         ]
-        for name in peers:
-            record = row["peers"][name]
-            cells.append(_time(record))
-            if record.get("status") == "n/a":
-                notes.setdefault(f"{name}: {record['reason']}", []).append(c["id"])
-            elif record.get("status") == "failed":
-                notes.setdefault(f"{name} failed: {record['error']}", []).append(c["id"])
-            elif record.get("label"):
-                labels.setdefault(name, set()).add(record["label"])
+        cells += peer_cells(row, c["id"], peers, _time, notes, labels)
         if a.get("status") != "ok":
             notes.setdefault(f"avgpool failed: {a.get('error')}", []).append(c["id"])
         cells += [row["best_peer"] or "—", verdict]
