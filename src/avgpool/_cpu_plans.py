@@ -240,3 +240,44 @@ def tap_tables(taps: Sequence) -> TapTables:
     """Kernel-ready, read-only tables of per-axis `avgpool.reference.Taps`."""
     weight, real = _read_only(tuple(_tables(taps, "weight"))), _read_only(tuple(_tables(taps, "real")))
     return TapTables(tuple(t.out for t in taps), weight, real)
+
+
+# -- small planes: tables of `kernels.small_planes` --------------------------------------------
+
+
+def _real_taps(a: Axis) -> np.ndarray:
+    """(out, 2): each output's first real input cell along an undilated axis and how many real
+    cells its window reads (0 for a window in the padding)."""
+    start = np.arange(a.out, dtype=np.int64) * a.stride - a.pad_before
+    first = np.clip(start, 0, a.size)
+    end = np.clip(start + a.kernel, 0, a.size)
+    return np.stack([first, np.maximum(end - first, 0)], axis=1).astype(np.int64)
+
+
+def _plane_axes(axes: tuple[Axis, ...]) -> tuple[Axis, Axis]:
+    """(H, W) axes of a 1-D or 2-D geometry (1-D: H is a unit axis)."""
+    if len(axes) == 1:
+        return Axis(1, 1, 1, 1, 0, 0, 1), axes[0]
+    return axes[0], axes[1]
+
+
+@functools.lru_cache(maxsize=TABLES_CACHED)
+def small_avg_tables(
+    axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None
+) -> tuple[np.ndarray, ...]:
+    """`small_planes.avg_small`'s tables ``(taps_h, taps_w, scale, divisor, empty_at)`` for an
+    undilated 1-D or 2-D geometry, read-only and kept per geometry: per output row and column
+    the real input cells its window reads, per output cell (OH*OW) the divisor, its reciprocal
+    (0 where the divisor is 0) and whether it is 0 (the output is then the empty value).
+
+    The divisor is the product of the per-axis factors of `avg_plan` (a divisor override in
+    place of the counts), computed once here rather than per plane.
+    """
+    ah, aw = _plane_axes(axes)
+    factor, zero, _ = avg_plan(axes, count_include_pad, divisor_override).tables
+    OH, OW = ah.out, aw.out
+    div = factor[0, 0] * np.outer(factor[1, :OH], factor[2, :OW]).reshape(-1)
+    empty_at = (zero[0, 0] | zero[1, :OH][:, None] | zero[2, :OW][None, :]).reshape(-1)
+    div = np.where(empty_at, 1.0, div)
+    scale = np.where(empty_at, 0.0, 1.0 / div)
+    return _read_only((_real_taps(ah), _real_taps(aw), scale, div, empty_at))

@@ -1,0 +1,247 @@
+"""Pooling of many small channels-first planes at once, vectorised across planes.
+
+Planes of 7x7 to 35x35 have rows of 7-35 cells: a kernel that walks each plane's rows (the
+`box_planes` kernels) pays a loop's fixed cost per short row and per plane, and its loops are
+too short to vectorise. Here a block of ``lanes`` planes is transposed into a scratch array
+``T`` of shape (H*W, lanes), so that every cell of the plane is a row of ``lanes`` values, one
+per plane; every step of the pooling is then a loop over ``lanes`` contiguous values, the same
+for every plane of the block (LLVM vectorises it), and the results are transposed back.
+
+The window is read through per-geometry tables built once (`avgpool._cpu_plans`, "small
+planes"): per output row and column the range of input rows and columns its window reads
+(padding is never read), and per output cell the divisor and whether the window is empty. No
+table is built per plane or per call.
+
+Arrays are 2-D: ``x`` (planes, H*W) and ``out`` (planes, OH*OW), C-contiguous
+(`avg_small_planes` and `max_small_planes` take the 3-D planes and reshape them).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from avgpool.kernels._nrt import keep_alive, unowned
+from avgpool.kernels.registry import register
+
+#: Scratch arrays per run of plane blocks: each of ``T`` (the transposed planes), ``S`` (the
+#: window sums along W) and ``O`` (the transposed outputs) holds at most this many values, so
+#: that together they stay in the L2 cache.
+SCRATCH_CELLS = 16384
+
+#: Planes per block: at least 16 (one AVX-512 register of float32), at most 64.
+LANES = (16, 64)
+
+#: Runs of plane blocks per thread (each allocates its scratch once).
+RUNS_PER_THREAD = 4
+
+
+def lanes_for(cells: int) -> int:
+    """Planes per block for planes of ``cells`` cells (H*W or OH*OW, the larger): the most, up
+    to 64, whose scratch fits `SCRATCH_CELLS` values, at least 16; a multiple of 16.
+
+    >>> lanes_for(49), lanes_for(196), lanes_for(1225)
+    (64, 64, 16)
+    """
+    fit = SCRATCH_CELLS // max(cells, 1) // 16 * 16
+    return int(min(max(fit, LANES[0]), LANES[1]))
+
+
+@njit(cache=True, inline="always")
+def _sum_lanes(src, first, count, step, dst):
+    """dst = the sum of ``count`` rows of ``src`` (rows ``first``, ``first + step``, ...), in
+    dst's dtype; 0 when ``count`` is 0. The first one to three rows set ``dst`` in one sweep,
+    then three more rows are added per sweep, left to right: the same additions in the same
+    order for every geometry."""
+    L = dst.shape[0]
+    t = dst.dtype.type
+    if count <= 0:
+        for i in range(L):
+            dst[i] = 0.0
+        return
+    a = src[first]
+    if count == 1:
+        for i in range(L):
+            dst[i] = a[i]
+        return
+    b = src[first + step]
+    if count == 2:
+        for i in range(L):
+            dst[i] = t(a[i]) + t(b[i])
+        return
+    c = src[first + 2 * step]
+    for i in range(L):
+        dst[i] = (t(a[i]) + t(b[i])) + t(c[i])
+    r = first + 3 * step
+    left = count - 3
+    while left >= 3:
+        a, b, c = src[r], src[r + step], src[r + 2 * step]
+        for i in range(L):
+            dst[i] = ((dst[i] + t(a[i])) + t(b[i])) + t(c[i])
+        r += 3 * step
+        left -= 3
+    if left == 2:
+        a, b = src[r], src[r + step]
+        for i in range(L):
+            dst[i] = (dst[i] + t(a[i])) + t(b[i])
+    elif left == 1:
+        a = src[r]
+        for i in range(L):
+            dst[i] = dst[i] + t(a[i])
+
+
+@njit(cache=True, inline="always")
+def _load_block(x, p0, m, T):
+    """T[q, l] = x[p0 + l, q] for the block's ``m`` planes; lanes past ``m`` are 0."""
+    HW, L = T.shape
+    if m == L:
+        for q in range(HW):
+            row = T[q]
+            for l in range(L):
+                row[l] = x[p0 + l, q]
+    else:
+        for q in range(HW):
+            row = T[q]
+            for l in range(L):
+                row[l] = 0.0
+            for l in range(m):
+                row[l] = x[p0 + l, q]
+
+
+@njit(cache=True, inline="always")
+def _store_block(O, out, p0, m):
+    """out[p0 + l, q] = O[q, l] for the block's ``m`` planes."""
+    OHW = O.shape[0]
+    for l in range(m):
+        orow = out[p0 + l]
+        for q in range(OHW):
+            orow[q] = O[q, l]
+
+
+@register("avg_pool")
+@njit(parallel=True, cache=True)
+def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, lanes, runs):
+    """Average pooling of channels-first planes without dilation, ``lanes`` planes at a time.
+
+    Per block of planes: the planes transposed into ``T`` (H*W, lanes) in the sums' dtype, the
+    window sums along W of every input row (``S``, (H*OW, lanes)), then along H, scaled, into
+    ``O`` (OH*OW, lanes), transposed back into ``out``. Only real cells are summed (padding
+    adds nothing), so an inf or NaN reaches exactly the windows that read it.
+
+    Parameters
+    ----------
+    x, out : ndarray
+        (planes, H*W) and (planes, OH*OW), C-contiguous, float32 or float64.
+    W : int
+        The planes' width.
+    taps_h, taps_w : ndarray of int64
+        (OH, 2) and (OW, 2): each output row's (column's) first real input row (column) and
+        how many it reads (`_cpu_plans.small_avg_tables`).
+    scale, divisor : ndarray of float64
+        (OH*OW,): each output's reciprocal divisor (float32 results multiply by it) and
+        divisor (float64 results divide by it, as the reference does).
+    empty_at : ndarray of bool
+        (OH*OW,): outputs whose divisor is 0 (no cell counted); they get ``empty``.
+    acc : ndarray
+        An empty array of the sums' dtype (`_cpu_drivers.sum_dtype`): float32 sums for float32
+        results over at most `_cpu_drivers.F32_SUM_TAPS` taps, else float64.
+    lanes, runs : int
+        Planes per block (`lanes_for`) and how many runs the blocks are split into.
+    """
+    n, HW = x.shape
+    OHW = out.shape[1]
+    OH, OW = taps_h.shape[0], taps_w.shape[0]
+    H = HW // W
+    exact = out.itemsize == 8
+    blocks = -(-n // lanes)
+    runs = max(1, min(runs, blocks))
+    per = -(-blocks // runs)
+    runs = -(-blocks // per)
+    scale_t = scale.astype(acc.dtype)
+    for run in prange(runs):
+        T_ = np.empty((HW, lanes), acc.dtype)
+        S_ = np.empty((H * OW, lanes), acc.dtype)
+        O_ = np.empty((OHW, lanes), out.dtype)
+        T, S, O = unowned(T_), unowned(S_), unowned(O_)  # no reference count per row view
+        xu, ou = unowned(x), unowned(out)
+        for b in range(run * per, min(blocks, (run + 1) * per)):
+            p0 = b * lanes
+            m = min(lanes, n - p0)
+            _load_block(xu, p0, m, T)
+            for ih in range(H):
+                for ow in range(OW):
+                    _sum_lanes(T, ih * W + taps_w[ow, 0], taps_w[ow, 1], 1, S[ih * OW + ow])
+            for oh in range(OH):
+                for ow in range(OW):
+                    q = oh * OW + ow
+                    dst = O[q]
+                    if exact:
+                        _sum_lanes(S, taps_h[oh, 0] * OW + ow, taps_h[oh, 1], OW, dst)
+                        d = divisor[q]
+                        for i in range(lanes):
+                            dst[i] = dst[i] / d
+                    else:
+                        # the sums in the sums' dtype, scaled in it, rounded once
+                        _scaled_sum(S, taps_h[oh, 0] * OW + ow, taps_h[oh, 1], OW, dst, scale_t[q])
+                    if empty_at[q]:
+                        for i in range(lanes):
+                            dst[i] = empty
+            _store_block(O, ou, p0, m)
+        keep_alive(T_)
+        keep_alive(S_)
+        keep_alive(O_)
+
+
+@njit(cache=True, inline="always")
+def _scaled_sum(src, first, count, step, dst, sc):
+    """dst = sc * (the sum of ``count`` rows of ``src`` from ``first`` every ``step``), summed
+    and scaled in src's dtype, rounded once into dst's."""
+    L = dst.shape[0]
+    if count <= 0:
+        for i in range(L):
+            dst[i] = 0.0
+        return
+    a = src[first]
+    if count == 1:
+        for i in range(L):
+            dst[i] = a[i] * sc
+        return
+    b = src[first + step]
+    if count == 2:
+        for i in range(L):
+            dst[i] = (a[i] + b[i]) * sc
+        return
+    c = src[first + 2 * step]
+    if count == 3:
+        for i in range(L):
+            dst[i] = ((a[i] + b[i]) + c[i]) * sc
+        return
+    # longer windows: not the common case; sum in a row of src's dtype first
+    for i in range(L):
+        s = (a[i] + b[i]) + c[i]
+        for r in range(3, count):
+            s += src[first + r * step, i]
+        dst[i] = s * sc
+
+
+def _threads_runs() -> int:
+    return RUNS_PER_THREAD * numba.get_num_threads()
+
+
+def avg_small_planes(x3, o3, tables, empty, acc_dtype):
+    """Run `avg_small` on (planes, H, W) into (planes, OH, OW) with the tables of
+    `_cpu_plans.small_avg_tables`; ``acc_dtype`` as `_cpu_drivers.sum_dtype`."""
+    n, H, W = x3.shape
+    OH, OW = o3.shape[1], o3.shape[2]
+    lanes = lanes_for(max(H * W, H * OW, OH * OW))
+    avg_small(
+        x3.reshape(n, H * W),
+        o3.reshape(n, OH * OW),
+        W,
+        *tables,
+        empty,
+        np.empty(0, acc_dtype),
+        lanes,
+        _threads_runs(),
+    )
