@@ -281,3 +281,40 @@ def small_avg_tables(
     div = np.where(empty_at, 1.0, div)
     scale = np.where(empty_at, 0.0, 1.0 / div)
     return _read_only((_real_taps(ah), _real_taps(aw), scale, div, empty_at))
+
+
+#: `small_planes.avg_same` works on blocks of whole planes of about this many cells (its
+#: tables are tiled over one block).
+SAME_BLOCK_CELLS = 4096
+
+
+def same_window(axes: tuple[Axis, ...]) -> bool:
+    """Whether `small_planes.avg_same` takes the geometry: 1-D or 2-D, undilated, stride 1,
+    each output the same size as the input ("same" padding)."""
+    return len(axes) <= 2 and all(a.stride == 1 and a.dilation == 1 and a.out == a.size for a in axes)
+
+
+@functools.lru_cache(maxsize=TABLES_CACHED)
+def small_same_tables(
+    axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None
+) -> tuple[np.ndarray, ...]:
+    """`small_planes.avg_same`'s tables ``(masks_h, masks_w, scale, divisor, empty_at)`` for a
+    `same_window` geometry, tiled over a block of ``max(1, SAME_BLOCK_CELLS // (H*W))``
+    planes, read-only and kept per geometry: ``masks_h[jh, k]`` (``masks_w[jw, k]``) whether
+    tap row jh (column jw) of cell k's window is a real cell, and the per-cell divisor tables
+    of `small_avg_tables`.
+    """
+    ah, aw = _plane_axes(axes)
+    H, W = ah.size, aw.size
+    planes = max(1, SAME_BLOCK_CELLS // (H * W))
+    rows = np.tile(np.repeat(np.arange(H), W), planes)
+    cols = np.tile(np.arange(W), H * planes)
+    masks_h = np.stack(
+        [(0 <= rows + j - ah.pad_before) & (rows + j - ah.pad_before < H) for j in range(ah.kernel)]
+    )
+    masks_w = np.stack(
+        [(0 <= cols + j - aw.pad_before) & (cols + j - aw.pad_before < W) for j in range(aw.kernel)]
+    )
+    _, _, scale, divisor, empty_at = small_avg_tables(axes, count_include_pad, divisor_override)
+    tiled = tuple(np.tile(a, planes) for a in (scale, divisor, empty_at))
+    return _read_only((masks_h, masks_w, *tiled))
