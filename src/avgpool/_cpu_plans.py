@@ -318,3 +318,11 @@ def small_same_tables(
     _, _, scale, divisor, empty_at = small_avg_tables(axes, count_include_pad, divisor_override)
     tiled = tuple(np.tile(a, planes) for a in (scale, divisor, empty_at))
     return _read_only((masks_h, masks_w, *tiled))
+
+
+@functools.lru_cache(maxsize=TABLES_CACHED)
+def small_max_tables(axes: tuple[Axis, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """`small_planes.max_small`'s tables ``(taps_h, taps_w)`` (as `small_avg_tables`) for an
+    undilated 1-D or 2-D geometry, read-only and kept per geometry."""
+    ah, aw = _plane_axes(axes)
+    return _read_only((_real_taps(ah), _real_taps(aw)))

@@ -26,7 +26,7 @@ from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels.registry import register
 
 #: Scratch arrays per run of plane blocks: each of ``T`` (the transposed planes), ``S`` (the
-#: window sums along W) and ``O`` (the transposed outputs) holds at most this many values, so
+#: window sums along W) and ``Ob`` (the transposed outputs) holds at most this many values, so
 #: that together they stay in the L2 cache.
 SCRATCH_CELLS = 16384
 
@@ -93,30 +93,30 @@ def _sum_lanes(src, first, count, step, dst):
 
 @njit(cache=True, inline="always")
 def _load_block(x, p0, m, T):
-    """T[q, l] = x[p0 + l, q] for the block's ``m`` planes; lanes past ``m`` are 0."""
+    """T[q, i] = x[p0 + i, q] for the block's ``m`` planes; lanes past ``m`` are 0."""
     HW, L = T.shape
     if m == L:
         for q in range(HW):
             row = T[q]
-            for l in range(L):
-                row[l] = x[p0 + l, q]
+            for i in range(L):
+                row[i] = x[p0 + i, q]
     else:
         for q in range(HW):
             row = T[q]
-            for l in range(L):
-                row[l] = 0.0
-            for l in range(m):
-                row[l] = x[p0 + l, q]
+            for i in range(L):
+                row[i] = 0.0
+            for i in range(m):
+                row[i] = x[p0 + i, q]
 
 
 @njit(cache=True, inline="always")
-def _store_block(O, out, p0, m):
-    """out[p0 + l, q] = O[q, l] for the block's ``m`` planes."""
-    OHW = O.shape[0]
-    for l in range(m):
-        orow = out[p0 + l]
+def _store_block(Ob, out, p0, m):
+    """out[p0 + i, q] = Ob[q, i] for the block's ``m`` planes."""
+    OHW = Ob.shape[0]
+    for i in range(m):
+        orow = out[p0 + i]
         for q in range(OHW):
-            orow[q] = O[q, l]
+            orow[q] = Ob[q, i]
 
 
 @register("avg_pool")
@@ -126,7 +126,7 @@ def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, l
 
     Per block of planes: the planes transposed into ``T`` (H*W, lanes) in the sums' dtype, the
     window sums along W of every input row (``S``, (H*OW, lanes)), then along H, scaled, into
-    ``O`` (OH*OW, lanes), transposed back into ``out``. Only real cells are summed (padding
+    ``Ob`` (OH*OW, lanes), transposed back into ``out``. Only real cells are summed (padding
     adds nothing), so an inf or NaN reaches exactly the windows that read it.
 
     Parameters
@@ -162,8 +162,8 @@ def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, l
     for run in prange(runs):
         T_ = np.empty((HW, lanes), acc.dtype)
         S_ = np.empty((H * OW, lanes), acc.dtype)
-        O_ = np.empty((OHW, lanes), out.dtype)
-        T, S, O = unowned(T_), unowned(S_), unowned(O_)  # no reference count per row view
+        Ob_ = np.empty((OHW, lanes), out.dtype)
+        T, S, Ob = unowned(T_), unowned(S_), unowned(Ob_)  # no reference count per row view
         xu, ou = unowned(x), unowned(out)
         for b in range(run * per, min(blocks, (run + 1) * per)):
             p0 = b * lanes
@@ -175,7 +175,7 @@ def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, l
             for oh in range(OH):
                 for ow in range(OW):
                     q = oh * OW + ow
-                    dst = O[q]
+                    dst = Ob[q]
                     if exact:
                         _sum_lanes(S, taps_h[oh, 0] * OW + ow, taps_h[oh, 1], OW, dst)
                         d = divisor[q]
@@ -187,10 +187,10 @@ def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, l
                     if empty_at[q]:
                         for i in range(lanes):
                             dst[i] = empty
-            _store_block(O, ou, p0, m)
+            _store_block(Ob, ou, p0, m)
         keep_alive(T_)
         keep_alive(S_)
-        keep_alive(O_)
+        keep_alive(Ob_)
 
 
 @njit(cache=True, inline="always")
@@ -364,5 +364,109 @@ def avg_same_planes(x3, o3, tables, geometry, empty, acc_dtype):
         *tables,
         empty,
         np.empty(0, acc_dtype),
+        _threads_runs(),
+    )
+
+
+@njit(cache=True, inline="always")
+def _bigger(a, b):
+    """max(a, b) where a NaN wins (as `cpu_max`; NaN is replaced before under omit)."""
+    return b if (b > a) | (b != b) else a
+
+
+@njit(cache=True, inline="always")
+def _max_lanes(src, first, count, step, dst, lowest):
+    """dst = the max of ``count`` rows of ``src`` (rows ``first``, ``first + step``, ...);
+    ``lowest`` when ``count`` is 0."""
+    L = dst.shape[0]
+    if count <= 0:
+        for i in range(L):
+            dst[i] = lowest
+        return
+    a = src[first]
+    if count == 1:
+        for i in range(L):
+            dst[i] = a[i]
+        return
+    b = src[first + step]
+    if count == 2:
+        for i in range(L):
+            dst[i] = _bigger(a[i], b[i])
+        return
+    c = src[first + 2 * step]
+    for i in range(L):
+        dst[i] = _bigger(_bigger(a[i], b[i]), c[i])
+    for r in range(3, count):
+        a = src[first + r * step]
+        for i in range(L):
+            dst[i] = _bigger(dst[i], a[i])
+
+
+@register("max_pool")
+@njit(parallel=True, cache=True)
+def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, lanes, runs):
+    """Max pooling values (no arg-max) of channels-first planes without dilation, ``lanes``
+    planes at a time, as `avg_small`: the block transposed into ``T`` (NaN replaced by
+    ``lowest`` under ``omit_nan``), the window maxima along W (``S``), then along H (``Ob``),
+    transposed back. A max needs no tie rule, so the separable order gives the same value as
+    `cpu_max.max_planes_values`: a NaN propagates (or, with ``omit_nan``, never wins and
+    results are at least ``floor``); a window with no real cell gives ``lowest``. Arguments as
+    `avg_small` (``taps_h``, ``taps_w``: `_cpu_plans.small_max_tables`).
+    """
+    n, HW = x.shape
+    OHW = out.shape[1]
+    OH, OW = taps_h.shape[0], taps_w.shape[0]
+    H = HW // W
+    blocks = -(-n // lanes)
+    runs = max(1, min(runs, blocks))
+    per = -(-blocks // runs)
+    runs = -(-blocks // per)
+    for run in prange(runs):
+        T_ = np.empty((HW, lanes), x.dtype)
+        S_ = np.empty((H * OW, lanes), x.dtype)
+        Ob_ = np.empty((OHW, lanes), x.dtype)
+        T, S, Ob = unowned(T_), unowned(S_), unowned(Ob_)  # no reference count per row view
+        xu, ou = unowned(x), unowned(out)
+        for b in range(run * per, min(blocks, (run + 1) * per)):
+            p0 = b * lanes
+            m = min(lanes, n - p0)
+            _load_block(xu, p0, m, T)
+            if omit_nan:
+                for q in range(HW):
+                    row = T[q]
+                    for i in range(lanes):
+                        v = row[i]
+                        row[i] = lowest if v != v else v
+            for ih in range(H):
+                for ow in range(OW):
+                    _max_lanes(T, ih * W + taps_w[ow, 0], taps_w[ow, 1], 1, S[ih * OW + ow], lowest)
+            for oh in range(OH):
+                for ow in range(OW):
+                    dst = Ob[oh * OW + ow]
+                    _max_lanes(S, taps_h[oh, 0] * OW + ow, taps_h[oh, 1], OW, dst, lowest)
+                    if omit_nan:
+                        for i in range(lanes):
+                            dst[i] = floor if dst[i] < floor else dst[i]
+            _store_block(Ob, ou, p0, m)
+        keep_alive(T_)
+        keep_alive(S_)
+        keep_alive(Ob_)
+
+
+def max_small_planes(x3, o3, tables, omit_nan, floor, lowest):
+    """Run `max_small` on (planes, H, W) into (planes, OH, OW) with ``tables`` of
+    `_cpu_plans.small_max_tables`; ``floor`` and ``lowest`` as `cpu_max.max_planes_values`."""
+    n, H, W = x3.shape
+    OH, OW = o3.shape[1], o3.shape[2]
+    lanes = lanes_for(max(H * W, H * OW, OH * OW))
+    max_small(
+        x3.reshape(n, H * W),
+        o3.reshape(n, OH * OW),
+        W,
+        *tables,
+        omit_nan,
+        floor,
+        lowest,
+        lanes,
         _threads_runs(),
     )
