@@ -1,0 +1,200 @@
+"""The small-plane kernels (`avgpool.kernels.small_planes`) against the float64 reference.
+
+Random undilated 1-D and 2-D geometries (asymmetric and ceil-mode padding, windows in the
+padding, planes smaller than the window), plane counts on both sides of a block of planes,
+both float dtypes; float32 sums at the documented error bound. CI also runs this file with
+NUMBA_BOUNDSCHECK=1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import avgpool as ap
+from avgpool import _cpu_drivers, _cpu_plans, reference
+from avgpool.kernels import small_planes
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+TOLERANCE = {"float32": 2e-6, "float64": 1e-12}
+
+
+@st.composite
+def geometries(draw, same=False):
+    """(axes, planes, seed): an undilated 1-D or 2-D geometry resolved on a small plane."""
+    ndim = draw(st.integers(1, 2))
+    kernel = draw(st.tuples(*[st.integers(1, 5)] * ndim))
+    if same:
+        stride = (1,) * ndim
+        pads = tuple((b, k - 1 - b) for k in kernel for b in [draw(st.integers(0, k - 1))])
+        ceil_mode = False
+    else:
+        stride = draw(st.tuples(*[st.integers(1, 4)] * ndim))
+        pads = draw(st.tuples(*[st.tuples(st.integers(0, 5), st.integers(0, 5))] * ndim))
+        ceil_mode = draw(st.booleans())
+    spatial = tuple(
+        draw(st.integers(max(1, k - b - a), max(1, k - b - a) + 12)) for k, (b, a) in zip(kernel, pads)
+    )
+    window = ap.Window(kernel, stride, pads, ceil_mode=ceil_mode)
+    axes = window.resolve(spatial)
+    planes = draw(st.sampled_from([1, 3, 17, 70, 130]))  # within one block, a few, a ragged tail
+    return axes, planes, draw(st.integers(0, 2**16))
+
+
+def _planes(axes, planes, dtype, seed, specials=False):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((planes, *(a.size for a in axes)))
+    if specials:
+        x.flat[rng.integers(0, x.size, 3)] = [np.nan, np.inf, -np.inf]
+        x = np.round(x, 1)  # ties
+    return x.astype(dtype)
+
+
+def _as3(a):
+    return a.reshape(a.shape[0], 1, a.shape[1]) if a.ndim == 2 else a
+
+
+def _avg(x, axes, cip, override, empty):
+    """(kernel result, float64 reference) on planes ``x`` (planes, *spatial)."""
+    out = np.empty((x.shape[0], *(a.out for a in axes)), x.dtype)
+    acc = _cpu_drivers.sum_dtype(x.dtype, int(np.prod([a.kernel for a in axes])))
+    if _cpu_plans.same_window(axes):
+        tables = _cpu_plans.small_same_tables(axes, cip, override)
+        ah, aw = _cpu_plans._plane_axes(axes)
+        geometry = (ah.kernel, ah.pad_before, aw.kernel, aw.pad_before)
+        small_planes.avg_same_planes(_as3(x), _as3(out), tables, geometry, empty, acc)
+    else:
+        tables = _cpu_plans.small_avg_tables(axes, cip, override)
+        small_planes.avg_small_planes(_as3(x), _as3(out), tables, empty, acc)
+    return out, reference.avg_pool(x.astype(np.float64), axes, cip, override, empty)
+
+
+def _close(fast, slow, dtype):
+    tol = TOLERANCE[np.dtype(dtype).name]
+    np.testing.assert_allclose(fast.astype(np.float64), slow, rtol=tol, atol=tol, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("same", [False, True], ids=["any", "same"])
+@SETTINGS
+@given(data=st.data(), cip=st.booleans(), override=st.sampled_from([None, None, 2, 7]))
+def test_avg_matches_reference(dtype, same, data, cip, override):
+    axes, planes, seed = data.draw(geometries(same))
+    empty = data.draw(st.sampled_from([0.0, np.nan]))  # PyTorch's and Flax's empty window
+    x = _planes(axes, planes, dtype, seed)
+    fast, slow = _avg(x, axes, cip, override, empty)
+    _close(fast, slow, dtype)
+
+
+@pytest.mark.parametrize("same", [False, True], ids=["any", "same"])
+@SETTINGS
+@given(data=st.data(), cip=st.booleans())
+def test_avg_non_finite_reaches_only_its_windows(same, data, cip):
+    axes, planes, seed = data.draw(geometries(same))
+    x = _planes(axes, planes, np.float32, seed, specials=True)
+    fast, slow = _avg(x, axes, cip, None, 0.0)
+    _close(fast, slow, np.float32)
+
+
+def test_avg_empty_windows_get_the_empty_value():
+    # a 2x2/2 window with 3 cells of padding before: the first output row and column see
+    # only padding; not counting it, their divisor is 0
+    axes = ap.Window((2, 2), (2, 2), ((3, 0), (3, 0))).resolve((4, 4))
+    x = np.ones((5, 4, 4), np.float32)
+    for same in (np.nan, 0.0):
+        fast, slow = _avg(x, axes, False, None, same)
+        np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
+        _close(fast, slow, np.float32)
+    fast, _ = _avg(x, axes, False, None, np.nan)
+    assert np.isnan(fast[:, 0, :]).all() and np.isnan(fast[:, :, 0]).all() and fast[0, 2, 2] == 1.0
+
+
+def test_float64_is_exact_against_the_reference():
+    # sums of integers are exact in any order, and float64 results divide as the reference does
+    axes = ap.Window((3, 3), (1, 1), 1).resolve((7, 7))
+    x = np.random.default_rng(1).integers(-1000, 1000, (70, 7, 7)).astype(np.float64)
+    for cip in (True, False):
+        fast, slow = _avg(x, axes, cip, None, 0.0)
+        np.testing.assert_array_equal(fast, slow)
+    axes = ap.Window((2, 3), (2, 1), ((0, 1), (1, 0))).resolve((9, 8))
+    x = np.random.default_rng(2).integers(-1000, 1000, (70, 9, 8)).astype(np.float64)
+    fast, slow = _avg(x, axes, False, None, 0.0)
+    np.testing.assert_array_equal(fast, slow)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "taps"),
+    [((3, 3), (1, 1), 1, 9), ((3, 3), (2, 2), 0, 9), ((2, 2), (2, 2), 0, 4), ((3, 5), (1, 1), (1, 2), 15)],
+)
+def test_float32_error_stays_within_the_documented_bound(kernel, stride, padding, taps):
+    """`_cpu_drivers.F32_SUM_TAPS`: float32 sums of at most 9 taps, scaled, stay within
+    (taps + 3) * 2**-24 of the window's mean magnitude; wider windows sum in float64. The
+    input mixes magnitudes 2**-12 .. 2**12 of both signs, so the sums cancel and round."""
+    axes = ap.Window(kernel, stride, padding).resolve((17, 17))
+    rng = np.random.default_rng(3)
+    x = (rng.choice([-1.0, 1.0], (130, 17, 17)) * 2.0 ** rng.integers(-12, 13, (130, 17, 17))).astype(
+        np.float32
+    )
+    x += (rng.standard_normal(x.shape) * 2.0 ** rng.integers(-12, 13, x.shape)).astype(np.float32)
+    x = x.astype(np.float32)
+    for cip in (True, False):
+        fast, slow = _avg(x, axes, cip, None, 0.0)
+        magnitude = reference.avg_pool(np.abs(x.astype(np.float64)), axes, cip)
+        n = min(taps, _cpu_drivers.F32_SUM_TAPS)
+        bound = (n + 3) * 2.0**-24 * magnitude
+        error = np.abs(fast.astype(np.float64) - slow)
+        assert (error <= bound).all(), float((error / bound).max())
+        assert error.max() > 0  # the float32 sums do round here
+
+
+def test_float32_sums_in_float64_past_nine_taps():
+    # 1 + 2**-24 * (24 ones) sums exactly in float64; in float32 each small term is lost
+    axes = ap.Window((5, 5), (5, 5)).resolve((5, 5))
+    x = np.full((3, 5, 5), 2.0**-24, np.float32)
+    x[:, 0, 0] = 1.0
+    fast, slow = _avg(x, axes, True, None, 0.0)
+    np.testing.assert_allclose(fast[:, 0, 0], np.float32((1.0 + 24 * 2.0**-24) / 25), rtol=0)
+    assert fast[0, 0, 0] == np.float32(slow[0, 0, 0])
+
+
+def _max(x, axes, omit):
+    out = np.empty((x.shape[0], *(a.out for a in axes)), x.dtype)
+    lowest = x.dtype.type(-np.inf)
+    floor = x.dtype.type(np.finfo(x.dtype).min) if omit else lowest
+    tables = _cpu_plans.small_max_tables(axes)
+    small_planes.max_small_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
+    policy = "omit" if omit else "propagate"
+    value, _ = reference.max_pool(x, axes, policy, float(np.finfo(x.dtype).min))
+    return out, value
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@SETTINGS
+@given(data=st.data(), omit=st.booleans())
+def test_max_values_match_reference(dtype, data, omit):
+    axes, planes, seed = data.draw(geometries())
+    x = _planes(axes, planes, dtype, seed, specials=True)
+    fast, slow = _max(x, axes, omit)
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_max_windows_in_padding_and_nan_rules():
+    axes = ap.Window((2, 2), (2, 2), ((3, 0), (3, 0))).resolve((4, 4))
+    x = np.full((2, 4, 4), -np.inf, np.float32)
+    x[0, 2, 2] = np.nan  # in the last output's window (rows and columns 1-2)
+    fast, slow = _max(x, axes, omit=False)
+    np.testing.assert_array_equal(fast, slow)
+    assert fast[0, 0, 0] == -np.inf and np.isnan(fast[0, 2, 2]) and fast[1, 2, 2] == -np.inf
+    fast, slow = _max(x, axes, omit=True)
+    np.testing.assert_array_equal(fast, slow)
+    assert fast[0, 2, 2] == np.finfo(np.float32).min and fast[0, 0, 0] == np.finfo(np.float32).min
+
+
+def test_tables_are_read_only_and_kept():
+    axes = ap.Window((3, 3), (1, 1), 1).resolve((7, 7))
+    tables = _cpu_plans.small_same_tables(axes, False, None)
+    assert tables is _cpu_plans.small_same_tables(axes, False, None)
+    assert not any(t.flags.writeable for t in tables)
+    assert not any(t.flags.writeable for t in _cpu_plans.small_avg_tables(axes, True, None))
