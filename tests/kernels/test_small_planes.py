@@ -134,11 +134,9 @@ def test_float32_error_stays_within_the_documented_bound(kernel, stride, padding
     input mixes magnitudes 2**-12 .. 2**12 of both signs, so the sums cancel and round."""
     axes = ap.Window(kernel, stride, padding).resolve((17, 17))
     rng = np.random.default_rng(3)
-    x = (rng.choice([-1.0, 1.0], (130, 17, 17)) * 2.0 ** rng.integers(-12, 13, (130, 17, 17))).astype(
-        np.float32
-    )
-    x += (rng.standard_normal(x.shape) * 2.0 ** rng.integers(-12, 13, x.shape)).astype(np.float32)
-    x = x.astype(np.float32)
+    shape = (130, 17, 17)
+    x = rng.choice([-1.0, 1.0], shape) * 2.0 ** rng.integers(-12, 13, shape)
+    x = (x + rng.standard_normal(shape) * 2.0 ** rng.integers(-12, 13, shape)).astype(np.float32)
     for cip in (True, False):
         fast, slow = _avg(x, axes, cip, None, 0.0)
         magnitude = reference.avg_pool(np.abs(x.astype(np.float64)), axes, cip)
