@@ -298,7 +298,8 @@ def same_window(axes: tuple[Axis, ...]) -> bool:
 def small_same_tables(
     axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None
 ) -> tuple[np.ndarray, ...]:
-    """`small_planes.avg_same`'s tables ``(masks_h, masks_w, scale, divisor, empty_at)`` for a
+    """`small_planes.avg_same`'s tables ``(kh, ph, kw, pw, masks_h, masks_w, scale, divisor,
+    empty_at)`` (the window's height, pad above, width and pad left, then arrays) for a
     `same_window` geometry, tiled over a block of ``max(1, SAME_BLOCK_CELLS // (H*W))``
     planes, read-only and kept per geometry: ``masks_h[jh, k]`` (``masks_w[jw, k]``) whether
     tap row jh (column jw) of cell k's window is a real cell, and the per-cell divisor tables
@@ -317,7 +318,8 @@ def small_same_tables(
     )
     _, _, scale, divisor, empty_at = small_avg_tables(axes, count_include_pad, divisor_override)
     tiled = tuple(np.tile(a, planes) for a in (scale, divisor, empty_at))
-    return _read_only((masks_h, masks_w, *tiled))
+    window = (ah.kernel, ah.pad_before, aw.kernel, aw.pad_before)
+    return _read_only((*window, masks_h, masks_w, *tiled))
 
 
 @functools.lru_cache(maxsize=TABLES_CACHED)
@@ -326,3 +328,55 @@ def small_max_tables(axes: tuple[Axis, ...]) -> tuple[np.ndarray, np.ndarray]:
     undilated 1-D or 2-D geometry, read-only and kept per geometry."""
     ah, aw = _plane_axes(axes)
     return _read_only((_real_taps(ah), _real_taps(aw)))
+
+
+#: Planes of at most this many cells (17x17) run the transposed kernels
+#: (`small_planes.avg_small`, `small_planes.max_small`) rather than the row kernels
+#: (`box_planes`, `cpu_max.max_planes_values`). Measured on one thread, float32, ns per input
+#: cell, row kernel -> transposed: avg 2x2/2 1.01 -> 0.53 (7x7), 0.63 -> 0.53 (14x14), 0.45 ->
+#: 0.55 (17x17); avg 3x3/2 pad 1 1.63 -> 0.60, 0.80 -> 0.55, 0.71 -> 0.61; max 2x2/2 1.85 ->
+#: 0.53, 0.85 -> 0.52, 0.60 -> 0.54; max 3x3/2 pad 1 3.73 -> 0.61, 1.11 -> 0.56, 0.92 -> 0.62;
+#: max 3x3/1 pad 1 6.94 -> 0.93 (7x7), 1.70 -> 1.07 (17x17). At 28x28 the row kernels win
+#: (avg 2x2/2 0.35 against 0.69, max 2x2/2 0.44 against 0.67): their rows are long enough.
+SMALL_PLANE_CELLS = 17 * 17
+
+#: "Same" windows of at most `_cpu_drivers.F32_SUM_TAPS` taps summed in float32 run
+#: `small_planes.avg_same` on planes of up to this many cells: 3x3/1 pad 1, float32, row
+#: kernel -> avg_same, ns per cell: 2.80 -> 0.37 (7x7), 1.24 -> 0.37 (17x17), 0.69 -> 0.35
+#: (35x35), 0.50 -> 0.33 (56x56). Wider windows, whose sums run tap by tap, gain on small
+#: planes only (`SAME_WIDE_CELLS`).
+SAME_PLANE_CELLS = 112 * 112
+
+#: ... and other "same" windows (float64 sums, more taps) on planes of up to this many cells:
+#: 5x5/1 pad 2 4.46 -> 2.01 (7x7), 2.88 -> 1.84 (14x14), 2.13 -> 2.07 (17x17), 1.31 -> 1.76
+#: (28x28); 7x7/1 pad 3 6.13 -> 2.71 (7x7), 2.70 -> 2.55 (14x14), 2.43 -> 2.67 (17x17).
+SAME_WIDE_CELLS = 14 * 14
+
+
+def small_planes_kernel(op: str, axes: tuple[Axis, ...], float32_sums: bool = False) -> str | None:
+    """Which `small_planes` kernel serves channels-first data with this geometry, or None
+    for the plane kernels that serve it today (`box_planes`, `box_trees`, `cpu_max`).
+
+    ``op``: "avg_pool" (``float32_sums``: the average sums in float32, `_cpu_drivers.sum_dtype`)
+    or "max_pool" (values only, no arg-max). Only 1-D and 2-D undilated windows qualify; the
+    choice rests on the plane's size (`SMALL_PLANE_CELLS`, `SAME_PLANE_CELLS`,
+    `SAME_WIDE_CELLS`, where the measurements are), whatever the number of planes.
+
+    >>> from avgpool.window import Window
+    >>> small_planes_kernel("avg_pool", Window((3, 3), (1, 1), 1).resolve((35, 35)), True)
+    'avg_same'
+    >>> small_planes_kernel("max_pool", Window((2, 2), (2, 2)).resolve((14, 14)))
+    'max_small'
+    >>> small_planes_kernel("max_pool", Window((2, 2), (2, 2)).resolve((28, 28))) is None
+    True
+    """
+    if len(axes) > 2 or any(a.dilation != 1 for a in axes):
+        return None
+    cells = math.prod(a.size for a in axes)
+    if op == "avg_pool":
+        if same_window(axes) and cells <= (SAME_PLANE_CELLS if float32_sums else SAME_WIDE_CELLS):
+            return "avg_same"
+        return "avg_small" if cells <= SMALL_PLANE_CELLS else None
+    if op == "max_pool":
+        return "max_small" if cells <= SMALL_PLANE_CELLS else None
+    return None

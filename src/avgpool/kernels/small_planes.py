@@ -155,6 +155,8 @@ def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, l
     H = HW // W
     exact = out.itemsize == 8
     blocks = -(-n // lanes)
+    if blocks == 0:
+        return
     runs = max(1, min(runs, blocks))
     per = -(-blocks // runs)
     runs = -(-blocks // per)
@@ -269,6 +271,8 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
     L = masks_w.shape[1]
     N = x.shape[0]
     blocks = -(-N // L)
+    if blocks == 0:
+        return
     runs = max(1, min(runs, blocks))
     per = -(-blocks // runs)
     runs = -(-blocks // per)
@@ -349,22 +353,11 @@ def _rows_h(S, base, W, kh, mh, m, o, scale_t, divisor, exact):
             o[k] = acc[k] * scale_t[k]
 
 
-def avg_same_planes(x3, o3, tables, geometry, empty, acc_dtype):
+def avg_same_planes(x3, o3, tables, empty, acc_dtype):
     """Run `avg_same` on (planes, H, W) into (planes, H, W) with ``tables`` of
-    `_cpu_plans.small_same_tables` and ``geometry`` = (kh, ph, kw, pw)."""
-    kh, ph, kw, pw = geometry
+    `_cpu_plans.small_same_tables`; ``acc_dtype`` as `_cpu_drivers.sum_dtype`."""
     avg_same(
-        x3.reshape(-1),
-        o3.reshape(-1),
-        x3.shape[2],
-        kh,
-        ph,
-        kw,
-        pw,
-        *tables,
-        empty,
-        np.empty(0, acc_dtype),
-        _threads_runs(),
+        x3.reshape(-1), o3.reshape(-1), x3.shape[2], *tables, empty, np.empty(0, acc_dtype), _threads_runs()
     )
 
 
@@ -418,6 +411,8 @@ def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, lanes, runs):
     OH, OW = taps_h.shape[0], taps_w.shape[0]
     H = HW // W
     blocks = -(-n // lanes)
+    if blocks == 0:
+        return
     runs = max(1, min(runs, blocks))
     per = -(-blocks // runs)
     runs = -(-blocks // per)
