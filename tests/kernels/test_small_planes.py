@@ -46,7 +46,7 @@ def geometries(draw, same=False):
 def _planes(axes, planes, dtype, seed, specials=False):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((planes, *(a.size for a in axes)))
-    if specials:
+    if specials and x.size:
         x.flat[rng.integers(0, x.size, 3)] = [np.nan, np.inf, -np.inf]
         x = np.round(x, 1)  # ties
     return x.astype(dtype)
