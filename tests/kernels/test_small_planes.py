@@ -155,14 +155,20 @@ def test_float32_sums_in_float64_past_nine_taps():
     assert fast[0, 0, 0] == np.float32(slow[0, 0, 0])
 
 
-def _max(x, axes, omit):
+def _max(x, axes, omit, indices=False):
+    """(kernel values, reference values), or with ``indices`` (kernel (values, indices),
+    reference (values, indices))."""
     out = np.empty((x.shape[0], *(a.out for a in axes)), x.dtype)
     lowest = x.dtype.type(-np.inf)
     floor = x.dtype.type(np.finfo(x.dtype).min) if omit else lowest
     tables = _cpu_plans.small_max_tables(axes)
-    small_planes.max_small_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
     policy = "omit" if omit else "propagate"
-    value, _ = reference.max_pool(x, axes, policy, float(np.finfo(x.dtype).min))
+    value, index = reference.max_pool(x, axes, policy, float(np.finfo(x.dtype).min))
+    if indices:
+        at = np.empty(out.shape, np.int64)
+        small_planes.max_small_index_planes(_as3(x), _as3(out), _as3(at), tables, omit, floor, lowest)
+        return (out, at), (value, index)
+    small_planes.max_small_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
     return out, value
 
 
@@ -174,6 +180,31 @@ def test_max_values_match_reference(dtype, data, omit):
     x = _planes(axes, planes, dtype, seed, specials=True)
     fast, slow = _max(x, axes, omit)
     np.testing.assert_array_equal(fast, slow)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@SETTINGS
+@given(data=st.data(), omit=st.booleans())
+def test_max_indices_match_reference(dtype, data, omit):
+    """Ties (values rounded to 0.1), NaN and inf: the same values and arg-max as the reference."""
+    axes, planes, seed = data.draw(geometries())
+    x = _planes(axes, planes, dtype, seed, specials=True)
+    (fast, at), (slow, index) = _max(x, axes, omit, indices=True)
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(at, index)
+
+
+def test_max_index_tie_rules():
+    axes = ap.Window((2, 2), (2, 2), ((1, 0), (1, 0))).resolve((4, 4))
+    x = np.zeros((3, 4, 4), np.float32)
+    x[1] = -np.inf
+    x[2, 1:3, 1:3] = [[np.nan, 1.0], [np.nan, 5.0]]
+    (fast, at), (_, index) = _max(x, axes, False, indices=True)
+    np.testing.assert_array_equal(at, index)
+    assert at[0, 1, 1] == 1 * 4 + 1  # a tie: the first cell in row-major order
+    assert at[1, 1, 1] == 5  # all -inf: the first real cell
+    assert at[2, 1, 1] == 2 * 4 + 1 and np.isnan(fast[2, 1, 1])  # NaN wins, the last one
+    assert at[0, 0, 0] == 0  # the corner window: its only real cell
 
 
 def test_max_windows_in_padding_and_nan_rules():

@@ -465,3 +465,94 @@ def max_small_planes(x3, o3, tables, omit_nan, floor, lowest):
         lanes,
         _threads_runs(),
     )
+
+
+@register("max_pool", "max_pool_backward")
+@njit(parallel=True, cache=True)
+def max_small_index(x, out, index, W, taps_h, taps_w, omit_nan, floor, lowest, lanes, runs):
+    """`max_small` with each output's arg-max: its flat index ``ih * W + iw`` in the plane
+    (int64 ``index``, shaped as ``out``), with the tie rules of `cpu_max.max_planes`.
+
+    Every window's real cells are offered in row-major order (its rows top to bottom, each
+    left to right), ``lanes`` planes at a time: the first real cell sets the maximum, a
+    later cell takes it if it is larger or NaN (so the first maximum wins, a NaN always wins,
+    the last NaN, and a window of -inf points at its first real cell). A window with no real
+    cell gives ``lowest`` and index -1. Under ``omit_nan`` NaN is ``lowest`` and results are at
+    least ``floor`` (the index is kept). Arguments as `max_small`.
+    """
+    n, HW = x.shape
+    OHW = out.shape[1]
+    OH, OW = taps_h.shape[0], taps_w.shape[0]
+    blocks = -(-n // lanes)
+    if blocks == 0:
+        return
+    runs = max(1, min(runs, blocks))
+    per = -(-blocks // runs)
+    runs = -(-blocks // per)
+    for run in prange(runs):
+        T_ = np.empty((HW, lanes), x.dtype)
+        Ob_ = np.empty((OHW, lanes), x.dtype)
+        Ib_ = np.empty((OHW, lanes), np.int64)
+        T, Ob, Ib = unowned(T_), unowned(Ob_), unowned(Ib_)  # no reference count per row view
+        xu, ou, iu = unowned(x), unowned(out), unowned(index)
+        for b in range(run * per, min(blocks, (run + 1) * per)):
+            p0 = b * lanes
+            m = min(lanes, n - p0)
+            _load_block(xu, p0, m, T)
+            if omit_nan:
+                for q in range(HW):
+                    row = T[q]
+                    for i in range(lanes):
+                        v = row[i]
+                        row[i] = lowest if v != v else v
+            for oh in range(OH):
+                h0, hn = taps_h[oh, 0], taps_h[oh, 1]
+                for ow in range(OW):
+                    w0, wn = taps_w[ow, 0], taps_w[ow, 1]
+                    best, at = Ob[oh * OW + ow], Ib[oh * OW + ow]
+                    if hn <= 0 or wn <= 0:  # no real cell (under omit, floored as any result)
+                        for i in range(lanes):
+                            best[i] = floor if omit_nan and floor > lowest else lowest
+                            at[i] = -1
+                        continue
+                    first = T[h0 * W + w0]
+                    for i in range(lanes):
+                        best[i] = first[i]
+                        at[i] = h0 * W + w0
+                    for ih in range(h0, h0 + hn):
+                        for iw in range(w0 + 1 if ih == h0 else w0, w0 + wn):
+                            cell = ih * W + iw
+                            src = T[cell]
+                            for i in range(lanes):
+                                v = src[i]
+                                take = (v > best[i]) | (v != v)
+                                best[i] = v if take else best[i]
+                                at[i] = cell if take else at[i]
+                    if omit_nan:
+                        for i in range(lanes):
+                            best[i] = floor if best[i] < floor else best[i]
+            _store_block(Ob, ou, p0, m)
+            _store_block(Ib, iu, p0, m)
+        keep_alive(T_)
+        keep_alive(Ob_)
+        keep_alive(Ib_)
+
+
+def max_small_index_planes(x3, o3, i3, tables, omit_nan, floor, lowest):
+    """Run `max_small_index` on (planes, H, W) into values and int64 indices (planes, OH,
+    OW) with ``tables`` of `_cpu_plans.small_max_tables`."""
+    n, H, W = x3.shape
+    OH, OW = o3.shape[1], o3.shape[2]
+    lanes = lanes_for(max(H * W, OH * OW))
+    max_small_index(
+        x3.reshape(n, H * W),
+        o3.reshape(n, OH * OW),
+        i3.reshape(n, OH * OW),
+        W,
+        *tables,
+        omit_nan,
+        floor,
+        lowest,
+        lanes,
+        _threads_runs(),
+    )
