@@ -352,15 +352,24 @@ SAME_PLANE_CELLS = 112 * 112
 #: (28x28); 7x7/1 pad 3 6.13 -> 2.71 (7x7), 2.70 -> 2.55 (14x14), 2.43 -> 2.67 (17x17).
 SAME_WIDE_CELLS = 14 * 14
 
+#: Max pooling with indices runs `small_planes.max_small_index` on planes of up to this many
+#: cells (`cpu_max.max_planes` sets up two row buffers per plane): float32, one thread, ns per
+#: input cell, max_planes -> max_small_index: 2x2/2 7.52 -> 0.69 (7x7), 4.73 -> 0.71 (14x14),
+#: 4.02 -> 0.88 (28x28), 1.17 -> 1.04 (56x56), 0.96 -> 1.06 (112x112); 3x3/2 pad 1 12.75 ->
+#: 0.97 (7x7), 6.86 -> 1.36 (28x28), 1.86 -> 1.50 (56x56), 1.62 -> 1.52 (112x112); 3x3/1 pad 1
+#: 31.2 -> 2.40 (7x7), 5.96 -> 4.65 (28x28).
+INDEX_PLANE_CELLS = 56 * 56
+
 
 def small_planes_kernel(op: str, axes: tuple[Axis, ...], float32_sums: bool = False) -> str | None:
     """Which `small_planes` kernel serves channels-first data with this geometry, or None
     for the plane kernels that serve it today (`box_planes`, `box_trees`, `cpu_max`).
 
-    ``op``: "avg_pool" (``float32_sums``: the average sums in float32, `_cpu_drivers.sum_dtype`)
-    or "max_pool" (values only, no arg-max). Only 1-D and 2-D undilated windows qualify; the
+    ``op``: "avg_pool" (``float32_sums``: the average sums in float32, `_cpu_drivers.sum_dtype`),
+    "max_pool" (values only, no arg-max) or "max_pool_index" (values and arg-max). Only 1-D and 2-D undilated windows qualify; the
     choice rests on the plane's size (`SMALL_PLANE_CELLS`, `SAME_PLANE_CELLS`,
-    `SAME_WIDE_CELLS`, where the measurements are), whatever the number of planes.
+    `SAME_WIDE_CELLS`, `INDEX_PLANE_CELLS`, where the measurements are), whatever the number
+    of planes.
 
     >>> from avgpool.window import Window
     >>> small_planes_kernel("avg_pool", Window((3, 3), (1, 1), 1).resolve((35, 35)), True)
@@ -379,4 +388,6 @@ def small_planes_kernel(op: str, axes: tuple[Axis, ...], float32_sums: bool = Fa
         return "avg_small" if cells <= SMALL_PLANE_CELLS else None
     if op == "max_pool":
         return "max_small" if cells <= SMALL_PLANE_CELLS else None
+    if op == "max_pool_index":
+        return "max_small_index" if cells <= INDEX_PLANE_CELLS else None
     return None
