@@ -365,11 +365,11 @@ def small_planes_kernel(op: str, axes: tuple[Axis, ...], float32_sums: bool = Fa
     """Which `small_planes` kernel serves channels-first data with this geometry, or None
     for the plane kernels that serve it today (`box_planes`, `box_trees`, `cpu_max`).
 
-    ``op``: "avg_pool" (``float32_sums``: the average sums in float32, `_cpu_drivers.sum_dtype`),
-    "max_pool" (values only, no arg-max) or "max_pool_index" (values and arg-max). Only 1-D and 2-D undilated windows qualify; the
-    choice rests on the plane's size (`SMALL_PLANE_CELLS`, `SAME_PLANE_CELLS`,
-    `SAME_WIDE_CELLS`, `INDEX_PLANE_CELLS`, where the measurements are), whatever the number
-    of planes.
+    ``op``: "avg_pool" (``float32_sums``: the average sums in float32,
+    `_cpu_drivers.sum_dtype`), "max_pool" (values only, no arg-max) or "max_pool_index"
+    (values and arg-max). Only 1-D and 2-D undilated windows qualify; the choice rests on the
+    plane's size (`SMALL_PLANE_CELLS`, `SAME_PLANE_CELLS`, `SAME_WIDE_CELLS`,
+    `INDEX_PLANE_CELLS`, where the measurements are), whatever the number of planes.
 
     >>> from avgpool.window import Window
     >>> small_planes_kernel("avg_pool", Window((3, 3), (1, 1), 1).resolve((35, 35)), True)
