@@ -343,9 +343,9 @@ SMALL_PLANE_CELLS = 17 * 17
 #: "Same" windows of at most `_cpu_drivers.F32_SUM_TAPS` taps summed in float32 run
 #: `small_planes.avg_same` on planes of up to this many cells: 3x3/1 pad 1, float32, row
 #: kernel -> avg_same, ns per cell: 2.80 -> 0.37 (7x7), 1.24 -> 0.37 (17x17), 0.69 -> 0.35
-#: (35x35), 0.50 -> 0.33 (56x56). Wider windows, whose sums run tap by tap, gain on small
-#: planes only (`SAME_WIDE_CELLS`).
-SAME_PLANE_CELLS = 112 * 112
+#: (35x35), 0.54 -> 0.33 (56x56), 0.36 -> 0.36 (112x112), 0.28 -> 0.37 (224x224). Wider
+#: windows, whose sums run tap by tap, gain on small planes only (`SAME_WIDE_CELLS`).
+SAME_PLANE_CELLS = 56 * 56
 
 #: ... and other "same" windows (float64 sums, more taps) on planes of up to this many cells:
 #: 5x5/1 pad 2 4.46 -> 2.01 (7x7), 2.88 -> 1.84 (14x14), 2.13 -> 2.07 (17x17), 1.31 -> 1.76
