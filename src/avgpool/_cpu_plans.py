@@ -283,13 +283,13 @@ def small_avg_tables(
     return _read_only((_real_taps(ah), _real_taps(aw), scale, div, empty_at))
 
 
-#: `small_planes.avg_same` works on blocks of whole planes of about this many cells (its
+#: `flat_planes.avg_same` works on blocks of whole planes of about this many cells (its
 #: tables are tiled over one block).
 SAME_BLOCK_CELLS = 4096
 
 
 def same_window(axes: tuple[Axis, ...]) -> bool:
-    """Whether `small_planes.avg_same` takes the geometry: 1-D or 2-D, undilated, stride 1,
+    """Whether `flat_planes.avg_same` takes the geometry: 1-D or 2-D, undilated, stride 1,
     each output the same size as the input ("same" padding)."""
     return len(axes) <= 2 and all(a.stride == 1 and a.dilation == 1 and a.out == a.size for a in axes)
 
@@ -298,7 +298,7 @@ def same_window(axes: tuple[Axis, ...]) -> bool:
 def small_same_tables(
     axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None
 ) -> tuple[np.ndarray, ...]:
-    """`small_planes.avg_same`'s tables ``(kh, ph, kw, pw, masks_h, masks_w, scale, divisor,
+    """`flat_planes.avg_same`'s tables ``(kh, ph, kw, pw, masks_h, masks_w, scale, divisor,
     empty_at)`` (the window's height, pad above, width and pad left, then arrays) for a
     `same_window` geometry, tiled over a block of ``max(1, SAME_BLOCK_CELLS // (H*W))``
     planes, read-only and kept per geometry: ``masks_h[jh, k]`` (``masks_w[jw, k]``) whether
@@ -330,6 +330,28 @@ def small_max_tables(axes: tuple[Axis, ...]) -> tuple[np.ndarray, np.ndarray]:
     return _read_only((_real_taps(ah), _real_taps(aw)))
 
 
+def tiled_window(axes: tuple[Axis, ...]) -> bool:
+    """Whether `flat_planes.avg_tiles` and `flat_planes.max_tiles` take the geometry: 1-D or
+    2-D, windows that tile the input (kernel == stride, no padding, dilation 1, the size a
+    multiple of the kernel)."""
+    return len(axes) <= 2 and all(
+        a.stride == a.kernel
+        and a.dilation == 1
+        and a.pad_before == a.pad_after == 0
+        and a.out * a.kernel == a.size
+        for a in axes
+    )
+
+
+@functools.lru_cache(maxsize=TABLES_CACHED)
+def small_tiles_tables(axes: tuple[Axis, ...], divisor_override: int | None = None) -> tuple:
+    """`flat_planes.avg_tiles`'s ``(kh, kw, scale, divisor)`` for a `tiled_window` geometry:
+    every window is whole, so one divisor (the window's cells, or the override) serves all."""
+    ah, aw = _plane_axes(axes)
+    divisor = float(divisor_override if divisor_override is not None else ah.kernel * aw.kernel)
+    return (ah.kernel, aw.kernel, 1.0 / divisor, divisor)
+
+
 #: Planes of at most this many cells (17x17) run the transposed kernels
 #: (`small_planes.avg_small`, `small_planes.max_small`) rather than the row kernels
 #: (`box_planes`, `cpu_max.max_planes_values`). Measured on one thread, float32, ns per input
@@ -341,7 +363,7 @@ def small_max_tables(axes: tuple[Axis, ...]) -> tuple[np.ndarray, np.ndarray]:
 SMALL_PLANE_CELLS = 17 * 17
 
 #: "Same" windows of at most `_cpu_drivers.F32_SUM_TAPS` taps summed in float32 run
-#: `small_planes.avg_same` on planes of up to this many cells: 3x3/1 pad 1, float32, row
+#: `flat_planes.avg_same` on planes of up to this many cells: 3x3/1 pad 1, float32, row
 #: kernel -> avg_same, ns per cell: 2.80 -> 0.37 (7x7), 1.24 -> 0.37 (17x17), 0.69 -> 0.35
 #: (35x35), 0.54 -> 0.33 (56x56), 0.36 -> 0.36 (112x112), 0.28 -> 0.37 (224x224). Wider
 #: windows, whose sums run tap by tap, gain on small planes only (`SAME_WIDE_CELLS`).
@@ -361,33 +383,78 @@ SAME_WIDE_CELLS = 14 * 14
 INDEX_PLANE_CELLS = 56 * 56
 
 
+#: Windows that tile the plane, at most 2 wide (2x2/2 on even planes, the pools of VGG and
+#: DenseNet), run `flat_planes.avg_tiles` / `flat_planes.max_tiles` on planes of up to this
+#: many cells: float32, one thread, ns per input cell, row kernel -> tiles: avg 2x2/2 1.36 ->
+#: 0.39 (6x6), 0.64 -> 0.30 (14x14), 0.34 -> 0.22 (28x28), 0.20 -> 0.19 (56x56), 0.19 -> 0.18
+#: (112x112); max 2x2/2 2.53 -> 0.45, 0.86 -> 0.32, 0.45 -> 0.23, 0.28 -> 0.19, 0.21 -> 0.18.
+#: Wider tiles sum tap by tap (3x3/3: 0.86-0.96) and go to the transposed kernels.
+TILES_PLANE_CELLS = 112 * 112
+
+
 def small_planes_kernel(op: str, axes: tuple[Axis, ...], float32_sums: bool = False) -> str | None:
-    """Which `small_planes` kernel serves channels-first data with this geometry, or None
-    for the plane kernels that serve it today (`box_planes`, `box_trees`, `cpu_max`).
+    """Which small-plane kernel serves channels-first data with this geometry
+    (``"module.function"`` as `kernels.registry` names it), or None for the plane kernels
+    that serve it today (`box_planes`, `box_trees`, `cpu_max`).
 
     ``op``: "avg_pool" (``float32_sums``: the average sums in float32,
     `_cpu_drivers.sum_dtype`), "max_pool" (values only, no arg-max) or "max_pool_index"
     (values and arg-max). Only 1-D and 2-D undilated windows qualify; the choice rests on the
-    plane's size (`SMALL_PLANE_CELLS`, `SAME_PLANE_CELLS`, `SAME_WIDE_CELLS`,
-    `INDEX_PLANE_CELLS`, where the measurements are), whatever the number of planes.
+    window's shape and the plane's size (`SMALL_PLANE_CELLS`, `SAME_PLANE_CELLS`,
+    `SAME_WIDE_CELLS`, `INDEX_PLANE_CELLS`, `TILES_PLANE_CELLS`, where the measurements
+    are), whatever the number of planes.
 
     >>> from avgpool.window import Window
     >>> small_planes_kernel("avg_pool", Window((3, 3), (1, 1), 1).resolve((35, 35)), True)
-    'avg_same'
-    >>> small_planes_kernel("max_pool", Window((2, 2), (2, 2)).resolve((14, 14)))
-    'max_small'
-    >>> small_planes_kernel("max_pool", Window((2, 2), (2, 2)).resolve((28, 28))) is None
+    'flat_planes.avg_same'
+    >>> small_planes_kernel("max_pool", Window((2, 2), (2, 2)).resolve((28, 28)))
+    'flat_planes.max_tiles'
+    >>> small_planes_kernel("max_pool", Window((3, 3), (2, 2)).resolve((14, 14)))
+    'small_planes.max_small'
+    >>> small_planes_kernel("max_pool", Window((3, 3), (2, 2)).resolve((28, 28))) is None
     True
     """
     if len(axes) > 2 or any(a.dilation != 1 for a in axes):
         return None
     cells = math.prod(a.size for a in axes)
+    tiles = tiled_window(axes) and axes[-1].kernel <= 2 and cells <= TILES_PLANE_CELLS
     if op == "avg_pool":
         if same_window(axes) and cells <= (SAME_PLANE_CELLS if float32_sums else SAME_WIDE_CELLS):
-            return "avg_same"
-        return "avg_small" if cells <= SMALL_PLANE_CELLS else None
+            return "flat_planes.avg_same"
+        if tiles:
+            return "flat_planes.avg_tiles"
+        return "small_planes.avg_small" if cells <= SMALL_PLANE_CELLS else None
     if op == "max_pool":
-        return "max_small" if cells <= SMALL_PLANE_CELLS else None
+        if tiles:
+            return "flat_planes.max_tiles"
+        return "small_planes.max_small" if cells <= SMALL_PLANE_CELLS else None
     if op == "max_pool_index":
-        return "max_small_index" if cells <= INDEX_PLANE_CELLS else None
+        return "small_planes.max_small_index" if cells <= INDEX_PLANE_CELLS else None
     return None
+
+
+@functools.lru_cache(maxsize=TABLES_CACHED)
+def small_avg_plan(
+    axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None, float32_sums: bool
+) -> tuple[str, tuple] | None:
+    """(kernel name, its tables) for a channels-first average of this geometry when a
+    small-plane kernel serves it (`small_planes_kernel`), else None; kept per geometry.
+    `small_planes.run_avg` takes the pair."""
+    name = small_planes_kernel("avg_pool", axes, float32_sums)
+    if name is None:
+        return None
+    if name == "flat_planes.avg_same":
+        return name, small_same_tables(axes, count_include_pad, divisor_override)
+    if name == "flat_planes.avg_tiles":
+        return name, small_tiles_tables(axes, divisor_override)
+    return name, small_avg_tables(axes, count_include_pad, divisor_override)
+
+
+@functools.lru_cache(maxsize=TABLES_CACHED)
+def small_max_plan(axes: tuple[Axis, ...], with_index: bool) -> tuple[str, tuple] | None:
+    """As `small_avg_plan` for max pooling, values only or with indices
+    (`small_planes.run_max` takes the pair)."""
+    name = small_planes_kernel("max_pool_index" if with_index else "max_pool", axes)
+    if name is None:
+        return None
+    return name, small_tiles_tables(axes) if name == "flat_planes.max_tiles" else small_max_tables(axes)

@@ -15,18 +15,24 @@ from hypothesis import strategies as st
 
 import avgpool as ap
 from avgpool import _cpu_drivers, _cpu_plans, reference
-from avgpool.kernels import small_planes
+from avgpool.kernels import flat_planes, small_planes
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOLERANCE = {"float32": 2e-6, "float64": 1e-12}
 
 
 @st.composite
-def geometries(draw, same=False):
-    """(axes, planes, seed): an undilated 1-D or 2-D geometry resolved on a small plane."""
+def geometries(draw, shape="any"):
+    """(axes, planes, seed): an undilated 1-D or 2-D geometry resolved on a small plane;
+    ``shape`` "same" (stride 1, the output the input's size) or "tiles" (windows that tile
+    the plane) for the kernels that take only those."""
     ndim = draw(st.integers(1, 2))
     kernel = draw(st.tuples(*[st.integers(1, 5)] * ndim))
-    if same:
+    if shape == "tiles":
+        spatial = tuple(k * draw(st.integers(1, 8)) for k in kernel)
+        axes = ap.Window(kernel, kernel).resolve(spatial)
+        return axes, draw(st.sampled_from([0, 1, 3, 17, 70, 130])), draw(st.integers(0, 2**16))
+    if shape == "same":
         stride = (1,) * ndim
         pads = tuple((b, k - 1 - b) for k in kernel for b in [draw(st.integers(0, k - 1))])
         ceil_mode = False
@@ -56,13 +62,20 @@ def _as3(a):
     return a.reshape(a.shape[0], 1, a.shape[1]) if a.ndim == 2 else a
 
 
-def _avg(x, axes, cip, override, empty):
-    """(kernel result, float64 reference) on planes ``x`` (planes, *spatial)."""
+def _avg(x, axes, cip, override, empty, shape="any"):
+    """(kernel result, float64 reference) on planes ``x`` (planes, *spatial): `avg_small`,
+    or for the shape of window they take, `avg_same` or `avg_tiles`."""
     out = np.empty((x.shape[0], *(a.out for a in axes)), x.dtype)
     acc = _cpu_drivers.sum_dtype(x.dtype, int(np.prod([a.kernel for a in axes])))
-    if _cpu_plans.same_window(axes):
+    if shape == "same":
+        assert _cpu_plans.same_window(axes)
         tables = _cpu_plans.small_same_tables(axes, cip, override)
-        small_planes.avg_same_planes(_as3(x), _as3(out), tables, empty, acc)
+        flat_planes.avg_same_planes(_as3(x), _as3(out), tables, empty, acc)
+    elif shape == "tiles":
+        assert _cpu_plans.tiled_window(axes)
+        flat_planes.avg_tiles_planes(
+            _as3(x), _as3(out), _cpu_plans.small_tiles_tables(axes, override), empty, acc
+        )
     else:
         tables = _cpu_plans.small_avg_tables(axes, cip, override)
         small_planes.avg_small_planes(_as3(x), _as3(out), tables, empty, acc)
@@ -74,25 +87,28 @@ def _close(fast, slow, dtype):
     np.testing.assert_allclose(fast.astype(np.float64), slow, rtol=tol, atol=tol, equal_nan=True)
 
 
+SHAPES = ["any", "same", "tiles"]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("same", [False, True], ids=["any", "same"])
+@pytest.mark.parametrize("shape", SHAPES)
 @SETTINGS
 @given(data=st.data(), cip=st.booleans(), override=st.sampled_from([None, None, 2, 7]))
-def test_avg_matches_reference(dtype, same, data, cip, override):
-    axes, planes, seed = data.draw(geometries(same))
+def test_avg_matches_reference(dtype, shape, data, cip, override):
+    axes, planes, seed = data.draw(geometries(shape))
     empty = data.draw(st.sampled_from([0.0, np.nan]))  # PyTorch's and Flax's empty window
     x = _planes(axes, planes, dtype, seed)
-    fast, slow = _avg(x, axes, cip, override, empty)
+    fast, slow = _avg(x, axes, cip, override, empty, shape)
     _close(fast, slow, dtype)
 
 
-@pytest.mark.parametrize("same", [False, True], ids=["any", "same"])
+@pytest.mark.parametrize("shape", SHAPES)
 @SETTINGS
 @given(data=st.data(), cip=st.booleans())
-def test_avg_non_finite_reaches_only_its_windows(same, data, cip):
-    axes, planes, seed = data.draw(geometries(same))
+def test_avg_non_finite_reaches_only_its_windows(shape, data, cip):
+    axes, planes, seed = data.draw(geometries(shape))
     x = _planes(axes, planes, np.float32, seed, specials=True)
-    fast, slow = _avg(x, axes, cip, None, 0.0)
+    fast, slow = _avg(x, axes, cip, None, 0.0, shape)
     _close(fast, slow, np.float32)
 
 
@@ -113,9 +129,13 @@ def test_float64_is_exact_against_the_reference():
     # sums of integers are exact in any order, and float64 results divide as the reference does
     axes = ap.Window((3, 3), (1, 1), 1).resolve((7, 7))
     x = np.random.default_rng(1).integers(-1000, 1000, (70, 7, 7)).astype(np.float64)
-    for cip in (True, False):
-        fast, slow = _avg(x, axes, cip, None, 0.0)
+    for cip, shape in [(True, "any"), (False, "any"), (True, "same"), (False, "same")]:
+        fast, slow = _avg(x, axes, cip, None, 0.0, shape)
         np.testing.assert_array_equal(fast, slow)
+    axes = ap.Window((2, 2), (2, 2)).resolve((14, 14))
+    x = np.random.default_rng(3).integers(-1000, 1000, (70, 14, 14)).astype(np.float64)
+    fast, slow = _avg(x, axes, True, None, 0.0, "tiles")
+    np.testing.assert_array_equal(fast, slow)
     axes = ap.Window((2, 3), (2, 1), ((0, 1), (1, 0))).resolve((9, 8))
     x = np.random.default_rng(2).integers(-1000, 1000, (70, 9, 8)).astype(np.float64)
     fast, slow = _avg(x, axes, False, None, 0.0)
@@ -124,19 +144,28 @@ def test_float64_is_exact_against_the_reference():
 
 @pytest.mark.parametrize(
     ("kernel", "stride", "padding", "taps"),
-    [((3, 3), (1, 1), 1, 9), ((3, 3), (2, 2), 0, 9), ((2, 2), (2, 2), 0, 4), ((3, 5), (1, 1), (1, 2), 15)],
+    [
+        ((3, 3), (1, 1), 1, 9),
+        ((3, 3), (2, 2), 0, 9),
+        ((2, 2), (2, 2), 0, 4),
+        ((3, 3), (3, 3), 0, 9),
+        ((3, 5), (1, 1), (1, 2), 15),
+    ],
 )
 def test_float32_error_stays_within_the_documented_bound(kernel, stride, padding, taps):
     """`_cpu_drivers.F32_SUM_TAPS`: float32 sums of at most 9 taps, scaled, stay within
     (taps + 3) * 2**-24 of the window's mean magnitude; wider windows sum in float64. The
     input mixes magnitudes 2**-12 .. 2**12 of both signs, so the sums cancel and round."""
-    axes = ap.Window(kernel, stride, padding).resolve((17, 17))
+    axes = ap.Window(kernel, stride, padding).resolve((18, 18))
     rng = np.random.default_rng(3)
-    shape = (130, 17, 17)
+    shape = (130, 18, 18)
     x = rng.choice([-1.0, 1.0], shape) * 2.0 ** rng.integers(-12, 13, shape)
     x = (x + rng.standard_normal(shape) * 2.0 ** rng.integers(-12, 13, shape)).astype(np.float32)
-    for cip in (True, False):
-        fast, slow = _avg(x, axes, cip, None, 0.0)
+    kernels = ["any"] + [
+        k for k, fits in [("same", _cpu_plans.same_window), ("tiles", _cpu_plans.tiled_window)] if fits(axes)
+    ]
+    for cip, shape in [(cip, shape) for cip in (True, False) for shape in kernels]:
+        fast, slow = _avg(x, axes, cip, None, 0.0, shape)
         magnitude = reference.avg_pool(np.abs(x.astype(np.float64)), axes, cip)
         n = min(taps, _cpu_drivers.F32_SUM_TAPS)
         bound = (n + 3) * 2.0**-24 * magnitude
@@ -155,7 +184,7 @@ def test_float32_sums_in_float64_past_nine_taps():
     assert fast[0, 0, 0] == np.float32(slow[0, 0, 0])
 
 
-def _max(x, axes, omit, indices=False):
+def _max(x, axes, omit, indices=False, tiles=False):
     """(kernel values, reference values), or with ``indices`` (kernel (values, indices),
     reference (values, indices))."""
     out = np.empty((x.shape[0], *(a.out for a in axes)), x.dtype)
@@ -168,17 +197,23 @@ def _max(x, axes, omit, indices=False):
         at = np.empty(out.shape, np.int64)
         small_planes.max_small_index_planes(_as3(x), _as3(out), _as3(at), tables, omit, floor, lowest)
         return (out, at), (value, index)
-    small_planes.max_small_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
+    if tiles:
+        flat_planes.max_tiles_planes(
+            _as3(x), _as3(out), _cpu_plans.small_tiles_tables(axes), omit, floor, lowest
+        )
+    else:
+        small_planes.max_small_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
     return out, value
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", ["any", "tiles"])
 @SETTINGS
 @given(data=st.data(), omit=st.booleans())
-def test_max_values_match_reference(dtype, data, omit):
-    axes, planes, seed = data.draw(geometries())
+def test_max_values_match_reference(dtype, shape, data, omit):
+    axes, planes, seed = data.draw(geometries(shape))
     x = _planes(axes, planes, dtype, seed, specials=True)
-    fast, slow = _max(x, axes, omit)
+    fast, slow = _max(x, axes, omit, tiles=shape == "tiles")
     np.testing.assert_array_equal(fast, slow)
 
 
@@ -217,6 +252,48 @@ def test_max_windows_in_padding_and_nan_rules():
     fast, slow = _max(x, axes, omit=True)
     np.testing.assert_array_equal(fast, slow)
     assert fast[0, 2, 2] == np.finfo(np.float32).min and fast[0, 0, 0] == np.finfo(np.float32).min
+
+
+def test_the_predicate_picks_by_window_and_plane_size():
+    def pick(op, kernel, stride, padding, size, f32=True):
+        axes = ap.Window(kernel, stride, padding).resolve(size)
+        return _cpu_plans.small_planes_kernel(op, axes, f32)
+
+    assert pick("avg_pool", (3, 3), (1, 1), 1, (7, 7)) == "flat_planes.avg_same"
+    assert pick("avg_pool", (3, 3), (1, 1), 1, (112, 112)) is None
+    assert pick("avg_pool", (5, 5), (1, 1), 2, (14, 14), f32=False) == "flat_planes.avg_same"
+    assert pick("avg_pool", (5, 5), (1, 1), 2, (17, 17), f32=False) == "small_planes.avg_small"
+    assert pick("avg_pool", (2, 2), (2, 2), 0, (56, 56)) == "flat_planes.avg_tiles"
+    assert pick("avg_pool", (2, 2), (2, 2), 0, (7, 7)) == "small_planes.avg_small"  # not tiled
+    assert pick("avg_pool", (3, 3), (2, 2), 1, (35, 35)) is None
+    assert pick("max_pool", (2, 2), (2, 2), 0, (14, 14)) == "flat_planes.max_tiles"
+    assert pick("max_pool_index", (3, 3), (2, 2), 1, (56, 56)) == "small_planes.max_small_index"
+    assert pick("max_pool_index", (3, 3), (2, 2), 1, (112, 112)) is None
+    assert (
+        _cpu_plans.small_planes_kernel("avg_pool", ap.Window((3, 3), 1, 1, dilation=2).resolve((9, 9)))
+        is None
+    )
+    plan = _cpu_plans.small_avg_plan(ap.Window((2, 2), (2, 2)).resolve((14, 14)), True, None, True)
+    assert plan[0] == "flat_planes.avg_tiles" and plan[1] == (2, 2, 0.25, 4.0)
+
+
+def test_run_avg_and_run_max_follow_the_plan():
+    x = np.random.default_rng(4).standard_normal((20, 14, 14)).astype(np.float32)
+    for kernel, stride, padding in [((3, 3), (1, 1), 1), ((2, 2), (2, 2), 0), ((3, 3), (2, 2), 1)]:
+        axes = ap.Window(kernel, stride, padding).resolve((14, 14))
+        out = np.empty((20, axes[0].out, axes[1].out), np.float32)
+        small_planes.run_avg(x, out, _cpu_plans.small_avg_plan(axes, False, None, True), 0.0, np.float32)
+        _close(out, reference.avg_pool(x.astype(np.float64), axes, False), np.float32)
+        for with_index in (False, True):
+            at = np.empty(out.shape, np.int64) if with_index else None
+            lowest = np.float32(-np.inf)
+            small_planes.run_max(
+                x, out, at, _cpu_plans.small_max_plan(axes, with_index), False, lowest, lowest
+            )
+            value, index = reference.max_pool(x, axes)
+            np.testing.assert_array_equal(out, value)
+            if with_index:
+                np.testing.assert_array_equal(at, index)
 
 
 def test_tables_are_read_only_and_kept():

@@ -227,7 +227,8 @@ def _scaled_sum(src, first, count, step, dst, sc):
         dst[i] = s * sc
 
 
-def _threads_runs() -> int:
+def threads_runs() -> int:
+    """How many runs a kernel splits its work into: `RUNS_PER_THREAD` per thread."""
     return RUNS_PER_THREAD * numba.get_num_threads()
 
 
@@ -245,119 +246,7 @@ def avg_small_planes(x3, o3, tables, empty, acc_dtype):
         empty,
         np.empty(0, acc_dtype),
         lanes,
-        _threads_runs(),
-    )
-
-
-@register("avg_pool")
-@njit(parallel=True, cache=True)
-def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_at, empty, acc, runs):
-    """Average pooling at stride 1 whose output has the input's shape ("same" padding, the
-    3x3/1 pad 1 of Inception), over a block of planes as one flat run of cells.
-
-    Each window sum is a sum of shifted copies of the block: along W, the cells ``j - pw``
-    .. ``j - pw + kw - 1`` of the flat block (``S``), then along H the rows ``-ph`` ..
-    ``kh - 1 - ph`` of ``S`` (shifts by W cells), scaled; a shifted cell that leaves its row
-    (column) or plane is masked to 0 by the tables (``masks_w[j]``, ``masks_h[j]``: 1 where
-    tap j of the cell's window is a real cell), so every loop runs over the whole block with
-    no per-row or per-plane step and vectorises. The tables are tiled over a block of
-    ``masks_w.shape[1] // (H*W)`` planes (`_cpu_plans.small_same_tables`), so no index is
-    taken modulo the plane size.
-
-    ``x``, ``out``: the planes' cells, 1-D (planes * H*W), C-contiguous. ``scale``,
-    ``divisor``, ``empty_at``: per cell of the block as in `avg_small`. Blocks at either end
-    of ``x`` read their cells from a zero-guarded copy (no read outside ``x``).
-    """
-    L = masks_w.shape[1]
-    N = x.shape[0]
-    blocks = -(-N // L)
-    if blocks == 0:
-        return
-    runs = max(1, min(runs, blocks))
-    per = -(-blocks // runs)
-    runs = -(-blocks // per)
-    gw, gh = max(pw, kw - 1 - pw), W * max(ph, kh - 1 - ph)
-    t = acc.dtype.type
-    exact = out.itemsize == 8
-    scale_t = scale.astype(acc.dtype)
-    any_empty = empty_at.any()
-    for run in prange(runs):
-        xp_ = np.zeros(L + 2 * gw, x.dtype)
-        S_ = np.zeros(L + 2 * gh, acc.dtype)
-        xp, S = unowned(xp_), unowned(S_)
-        xu, ou, mw, mh = unowned(x), unowned(out), unowned(masks_w), unowned(masks_h)
-        for b in range(run * per, min(blocks, (run + 1) * per)):
-            j0 = b * L
-            m = min(L, N - j0)
-            if j0 - gw < 0 or j0 + m + gw > N:  # a block at an end: its cells between guards
-                for k in range(m):
-                    xp[gw + k] = xu[j0 + k]
-                src = xp[gw - pw : gw - pw + m + kw - 1]
-            else:
-                src = xu[j0 - pw : j0 - pw + m + kw - 1]
-            Sm = S[gh : gh + m]
-            # along W: src[k + jw] is tap jw of cell k's window
-            if kw == 3:
-                a, c, e = src[0:m], src[1 : m + 1], src[2 : m + 2]
-                m0, m1, m2 = mw[0], mw[1], mw[2]
-                for k in range(m):
-                    va, vc, ve = t(a[k]), t(c[k]), t(e[k])
-                    Sm[k] = ((va if m0[k] else t(0.0)) + (vc if m1[k] else t(0.0))) + (
-                        ve if m2[k] else t(0.0)
-                    )
-            else:
-                for k in range(m):
-                    Sm[k] = 0.0
-                for jw in range(kw):
-                    sh, mj = src[jw : jw + m], mw[jw]
-                    for k in range(m):
-                        v = t(sh[k])
-                        Sm[k] += v if mj[k] else t(0.0)
-            # along H: S shifted by whole rows, scaled into the output
-            o = ou[j0 : j0 + m]
-            base = gh - ph * W
-            if kh == 3 and not exact:
-                a, c, e = S[base : base + m], S[base + W : base + W + m], S[base + 2 * W : base + 2 * W + m]
-                m0, m1, m2 = mh[0], mh[1], mh[2]
-                for k in range(m):
-                    va, vc, ve = a[k], c[k], e[k]
-                    v = ((va if m0[k] else t(0.0)) + (vc if m1[k] else t(0.0))) + (ve if m2[k] else t(0.0))
-                    o[k] = v * scale_t[k]
-            else:
-                _rows_h(S, base, W, kh, mh, m, o, scale_t, divisor, exact)
-            if any_empty:
-                for k in range(m):
-                    if empty_at[k]:
-                        o[k] = empty
-        keep_alive(xp_)
-        keep_alive(S_)
-
-
-@njit(cache=True)
-def _rows_h(S, base, W, kh, mh, m, o, scale_t, divisor, exact):
-    """o[k] = the sum over taps jh of S[base + jh*W + k] where ``mh[jh, k]``, scaled (or
-    divided, for float64 results), for windows other than 3 high. A row of the sums' dtype
-    accumulates in o's place only for float64 results (the same dtype)."""
-    t = S.dtype.type
-    acc = np.zeros(m, S.dtype)
-    for jh in range(kh):
-        sh, mj = S[base + jh * W : base + jh * W + m], mh[jh]
-        for k in range(m):
-            v = sh[k]
-            acc[k] += v if mj[k] else t(0.0)
-    if exact:
-        for k in range(m):
-            o[k] = acc[k] / divisor[k]
-    else:
-        for k in range(m):
-            o[k] = acc[k] * scale_t[k]
-
-
-def avg_same_planes(x3, o3, tables, empty, acc_dtype):
-    """Run `avg_same` on (planes, H, W) into (planes, H, W) with ``tables`` of
-    `_cpu_plans.small_same_tables`; ``acc_dtype`` as `_cpu_drivers.sum_dtype`."""
-    avg_same(
-        x3.reshape(-1), o3.reshape(-1), x3.shape[2], *tables, empty, np.empty(0, acc_dtype), _threads_runs()
+        threads_runs(),
     )
 
 
@@ -463,7 +352,7 @@ def max_small_planes(x3, o3, tables, omit_nan, floor, lowest):
         floor,
         lowest,
         lanes,
-        _threads_runs(),
+        threads_runs(),
     )
 
 
@@ -554,5 +443,34 @@ def max_small_index_planes(x3, o3, i3, tables, omit_nan, floor, lowest):
         floor,
         lowest,
         lanes,
-        _threads_runs(),
+        threads_runs(),
     )
+
+
+def run_avg(x3, o3, plan, empty, acc_dtype):
+    """Average (planes, H, W) into (planes, OH, OW) with a plan of `_cpu_plans.small_avg_plan`
+    (a kernel name and its tables); ``acc_dtype`` as `_cpu_drivers.sum_dtype`."""
+    from avgpool.kernels import flat_planes
+
+    name, tables = plan
+    run = {
+        "small_planes.avg_small": avg_small_planes,
+        "flat_planes.avg_same": flat_planes.avg_same_planes,
+        "flat_planes.avg_tiles": flat_planes.avg_tiles_planes,
+    }[name]
+    run(x3, o3, tables, empty, acc_dtype)
+
+
+def run_max(x3, o3, i3, plan, omit_nan, floor, lowest):
+    """Max pooling of (planes, H, W) into (planes, OH, OW) values, and int64 indices into
+    ``i3`` when the plan (`_cpu_plans.small_max_plan`) was made with indices (``i3`` None
+    otherwise); ``floor`` and ``lowest`` as `cpu_max.max_planes_values`."""
+    from avgpool.kernels import flat_planes
+
+    name, tables = plan
+    if name == "small_planes.max_small_index":
+        max_small_index_planes(x3, o3, i3, tables, omit_nan, floor, lowest)
+    elif name == "flat_planes.max_tiles":
+        flat_planes.max_tiles_planes(x3, o3, tables, omit_nan, floor, lowest)
+    else:
+        max_small_planes(x3, o3, tables, omit_nan, floor, lowest)
