@@ -362,17 +362,24 @@ def small_tiles_tables(axes: tuple[Axis, ...], divisor_override: int | None = No
 #: (avg 2x2/2 0.35 against 0.69, max 2x2/2 0.44 against 0.67): their rows are long enough.
 SMALL_PLANE_CELLS = 17 * 17
 
-#: "Same" windows of at most `_cpu_drivers.F32_SUM_TAPS` taps summed in float32 run
-#: `flat_planes.avg_same` on planes of up to this many cells: 3x3/1 pad 1, float32, row
-#: kernel -> avg_same, ns per cell: 2.80 -> 0.37 (7x7), 1.24 -> 0.37 (17x17), 0.69 -> 0.35
-#: (35x35), 0.54 -> 0.33 (56x56), 0.36 -> 0.36 (112x112), 0.28 -> 0.37 (224x224). Wider
-#: windows, whose sums run tap by tap, gain on small planes only (`SAME_WIDE_CELLS`).
+#: ... and float64 averages on planes of up to this many cells (the row kernels divide, cell
+#: by cell): avg 2x2/2 2.16 -> 0.75 (14x14), 1.24 -> 0.78 (28x28), 0.82 -> 0.91 (56x56); avg
+#: 3x3/2 pad 1 2.30 -> 0.89, 1.25 -> 0.85, 0.99 -> 0.97.
+SMALL_PLANE_CELLS_F64 = 28 * 28
+
+#: "Same" windows summed in float32 (at most `_cpu_drivers.F32_SUM_TAPS` taps) and float64
+#: averages run `flat_planes.avg_same` on planes of up to this many cells: 3x3/1 pad 1,
+#: float32, row kernel -> avg_same, ns per cell: 2.97 -> 0.37 (7x7), 1.26 -> 0.37 (17x17),
+#: 0.70 -> 0.35 (35x35), 0.54 -> 0.33 (56x56), 0.36 -> 0.36 (112x112), 0.28 -> 0.37
+#: (224x224); float64: 7.90 -> 0.82 (7x7), 2.14 -> 0.83 (56x56); 5x5/1 pad 2, float64: 8.39
+#: -> 1.94 (7x7), 2.30 -> 1.71 (56x56).
 SAME_PLANE_CELLS = 56 * 56
 
-#: ... and other "same" windows (float64 sums, more taps) on planes of up to this many cells:
-#: 5x5/1 pad 2 4.46 -> 2.01 (7x7), 2.88 -> 1.84 (14x14), 2.13 -> 2.07 (17x17), 1.31 -> 1.76
-#: (28x28); 7x7/1 pad 3 6.13 -> 2.71 (7x7), 2.70 -> 2.55 (14x14), 2.43 -> 2.67 (17x17).
-SAME_WIDE_CELLS = 14 * 14
+#: ... and float32 averages over wider "same" windows (float64 sums) on planes of up to this
+#: many cells: 5x5/1 pad 2 6.42 -> 1.46 (7x7), 2.42 -> 1.32 (14x14), 2.19 -> 1.44 (17x17),
+#: 1.34 -> 1.30 (28x28), 1.23 -> 1.40 (35x35); 7x7/1 pad 3 4.82 -> 1.98, 2.72 -> 1.86, 2.36 ->
+#: 1.98, 1.51 -> 1.70 (28x28).
+SAME_WIDE_CELLS = 17 * 17
 
 #: Max pooling with indices runs `small_planes.max_small_index` on planes of up to this many
 #: cells (`cpu_max.max_planes` sets up two row buffers per plane): float32, one thread, ns per
@@ -392,17 +399,20 @@ INDEX_PLANE_CELLS = 56 * 56
 TILES_PLANE_CELLS = 112 * 112
 
 
-def small_planes_kernel(op: str, axes: tuple[Axis, ...], float32_sums: bool = False) -> str | None:
+def small_planes_kernel(
+    op: str, axes: tuple[Axis, ...], float32_sums: bool = False, float64: bool = False
+) -> str | None:
     """Which small-plane kernel serves channels-first data with this geometry
     (``"module.function"`` as `kernels.registry` names it), or None for the plane kernels
     that serve it today (`box_planes`, `box_trees`, `cpu_max`).
 
     ``op``: "avg_pool" (``float32_sums``: the average sums in float32,
-    `_cpu_drivers.sum_dtype`), "max_pool" (values only, no arg-max) or "max_pool_index"
-    (values and arg-max). Only 1-D and 2-D undilated windows qualify; the choice rests on the
-    window's shape and the plane's size (`SMALL_PLANE_CELLS`, `SAME_PLANE_CELLS`,
-    `SAME_WIDE_CELLS`, `INDEX_PLANE_CELLS`, `TILES_PLANE_CELLS`, where the measurements
-    are), whatever the number of planes.
+    `_cpu_drivers.sum_dtype`; ``float64``: float64 results), "max_pool" (values only, no
+    arg-max) or "max_pool_index" (values and arg-max). Only 1-D and 2-D undilated windows
+    qualify; the choice rests on the window's shape and the plane's size
+    (`SMALL_PLANE_CELLS`, `SMALL_PLANE_CELLS_F64`, `SAME_PLANE_CELLS`, `SAME_WIDE_CELLS`,
+    `INDEX_PLANE_CELLS`, `TILES_PLANE_CELLS`, where the measurements are), whatever the
+    number of planes.
 
     >>> from avgpool.window import Window
     >>> small_planes_kernel("avg_pool", Window((3, 3), (1, 1), 1).resolve((35, 35)), True)
@@ -419,11 +429,15 @@ def small_planes_kernel(op: str, axes: tuple[Axis, ...], float32_sums: bool = Fa
     cells = math.prod(a.size for a in axes)
     tiles = tiled_window(axes) and axes[-1].kernel <= 2 and cells <= TILES_PLANE_CELLS
     if op == "avg_pool":
-        if same_window(axes) and cells <= (SAME_PLANE_CELLS if float32_sums else SAME_WIDE_CELLS):
+        if same_window(axes) and cells <= (SAME_PLANE_CELLS if float32_sums or float64 else SAME_WIDE_CELLS):
             return "flat_planes.avg_same"
         if tiles:
             return "flat_planes.avg_tiles"
-        return "small_planes.avg_small" if cells <= SMALL_PLANE_CELLS else None
+        return (
+            "small_planes.avg_small"
+            if cells <= (SMALL_PLANE_CELLS_F64 if float64 else SMALL_PLANE_CELLS)
+            else None
+        )
     if op == "max_pool":
         if tiles:
             return "flat_planes.max_tiles"
@@ -435,12 +449,16 @@ def small_planes_kernel(op: str, axes: tuple[Axis, ...], float32_sums: bool = Fa
 
 @functools.lru_cache(maxsize=TABLES_CACHED)
 def small_avg_plan(
-    axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None, float32_sums: bool
+    axes: tuple[Axis, ...],
+    count_include_pad: bool,
+    divisor_override: int | None,
+    float32_sums: bool,
+    float64: bool = False,
 ) -> tuple[str, tuple] | None:
     """(kernel name, its tables) for a channels-first average of this geometry when a
     small-plane kernel serves it (`small_planes_kernel`), else None; kept per geometry.
     `small_planes.run_avg` takes the pair."""
-    name = small_planes_kernel("avg_pool", axes, float32_sums)
+    name = small_planes_kernel("avg_pool", axes, float32_sums, float64)
     if name is None:
         return None
     if name == "flat_planes.avg_same":

@@ -255,14 +255,16 @@ def test_max_windows_in_padding_and_nan_rules():
 
 
 def test_the_predicate_picks_by_window_and_plane_size():
-    def pick(op, kernel, stride, padding, size, f32=True):
+    def pick(op, kernel, stride, padding, size, f32=True, f64=False):
         axes = ap.Window(kernel, stride, padding).resolve(size)
-        return _cpu_plans.small_planes_kernel(op, axes, f32)
+        return _cpu_plans.small_planes_kernel(op, axes, f32, f64)
 
     assert pick("avg_pool", (3, 3), (1, 1), 1, (7, 7)) == "flat_planes.avg_same"
     assert pick("avg_pool", (3, 3), (1, 1), 1, (112, 112)) is None
-    assert pick("avg_pool", (5, 5), (1, 1), 2, (14, 14), f32=False) == "flat_planes.avg_same"
-    assert pick("avg_pool", (5, 5), (1, 1), 2, (17, 17), f32=False) == "small_planes.avg_small"
+    assert pick("avg_pool", (5, 5), (1, 1), 2, (17, 17), f32=False) == "flat_planes.avg_same"
+    assert pick("avg_pool", (5, 5), (1, 1), 2, (28, 28), f32=False) is None
+    assert pick("avg_pool", (5, 5), (1, 1), 2, (56, 56), f32=False, f64=True) == "flat_planes.avg_same"
+    assert pick("avg_pool", (3, 3), (2, 2), 1, (28, 28), f32=False, f64=True) == "small_planes.avg_small"
     assert pick("avg_pool", (2, 2), (2, 2), 0, (56, 56)) == "flat_planes.avg_tiles"
     assert pick("avg_pool", (2, 2), (2, 2), 0, (7, 7)) == "small_planes.avg_small"  # not tiled
     assert pick("avg_pool", (3, 3), (2, 2), 1, (35, 35)) is None

@@ -57,7 +57,8 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
     for run in prange(runs):
         xp_ = np.zeros(L + 2 * gw, x.dtype)
         S_ = np.zeros(L + 2 * gh, acc.dtype)
-        xp, S = unowned(xp_), unowned(S_)
+        R_ = np.empty(L, acc.dtype)  # sums along H of windows other than 3 high
+        xp, S, R = unowned(xp_), unowned(S_), unowned(R_)
         xu, ou, mw, mh = unowned(x), unowned(out), unowned(masks_w), unowned(masks_h)
         for b in range(run * per, min(blocks, (run + 1) * per)):
             j0 = b * L
@@ -79,51 +80,73 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
                         ve if m2[k] else t(0.0)
                     )
             else:
-                for k in range(m):
-                    Sm[k] = 0.0
-                for jw in range(kw):
-                    sh, mj = src[jw : jw + m], mw[jw]
-                    for k in range(m):
-                        v = t(sh[k])
-                        Sm[k] += v if mj[k] else t(0.0)
+                _masked_taps(src, 0, 1, kw, mw, Sm, m)
             # along H: S shifted by whole rows, scaled into the output
             o = ou[j0 : j0 + m]
             base = gh - ph * W
-            if kh == 3 and not exact:
+            if kh == 3:
                 a, c, e = S[base : base + m], S[base + W : base + W + m], S[base + 2 * W : base + 2 * W + m]
                 m0, m1, m2 = mh[0], mh[1], mh[2]
-                for k in range(m):
-                    va, vc, ve = a[k], c[k], e[k]
-                    v = ((va if m0[k] else t(0.0)) + (vc if m1[k] else t(0.0))) + (ve if m2[k] else t(0.0))
-                    o[k] = v * scale_t[k]
+                if exact:
+                    for k in range(m):
+                        va, vc, ve = a[k], c[k], e[k]
+                        v = ((va if m0[k] else t(0.0)) + (vc if m1[k] else t(0.0))) + (
+                            ve if m2[k] else t(0.0)
+                        )
+                        o[k] = v / divisor[k]
+                else:
+                    for k in range(m):
+                        va, vc, ve = a[k], c[k], e[k]
+                        v = ((va if m0[k] else t(0.0)) + (vc if m1[k] else t(0.0))) + (
+                            ve if m2[k] else t(0.0)
+                        )
+                        o[k] = v * scale_t[k]
             else:
-                _rows_h(S, base, W, kh, mh, m, o, scale_t, divisor, exact)
+                _masked_taps(S, base, W, kh, mh, R, m)
+                if exact:
+                    for k in range(m):
+                        o[k] = R[k] / divisor[k]
+                else:
+                    for k in range(m):
+                        o[k] = R[k] * scale_t[k]
             if any_empty:
                 for k in range(m):
                     if empty_at[k]:
                         o[k] = empty
         keep_alive(xp_)
         keep_alive(S_)
+        keep_alive(R_)
 
 
 @njit(cache=True)
-def _rows_h(S, base, W, kh, mh, m, o, scale_t, divisor, exact):
-    """o[k] = the sum over taps jh of S[base + jh*W + k] where ``mh[jh, k]``, scaled (or
-    divided, for float64 results), for windows other than 3 high. A row of the sums' dtype
-    accumulates in o's place only for float64 results (the same dtype)."""
-    t = S.dtype.type
-    acc = np.zeros(m, S.dtype)
-    for jh in range(kh):
-        sh, mj = S[base + jh * W : base + jh * W + m], mh[jh]
+def _masked_taps(src, first, step, taps, masks, dst, m):
+    """dst[k] = the sum over taps j of src[first + j*step + k] where ``masks[j, k]`` (else 0),
+    for k < m, in dst's dtype: two taps per sweep over the block, left to right."""
+    t = dst.dtype.type
+    zero = t(0.0)
+    a, ma = src[first : first + m], masks[0]
+    if taps == 1:
         for k in range(m):
-            v = sh[k]
-            acc[k] += v if mj[k] else t(0.0)
-    if exact:
+            v = t(a[k])
+            dst[k] = v if ma[k] else zero
+        return
+    b, mb = src[first + step : first + step + m], masks[1]
+    for k in range(m):
+        va, vb = t(a[k]), t(b[k])
+        dst[k] = (va if ma[k] else zero) + (vb if mb[k] else zero)
+    j = 2
+    while j + 1 < taps:
+        a, ma = src[first + j * step : first + j * step + m], masks[j]
+        b, mb = src[first + (j + 1) * step : first + (j + 1) * step + m], masks[j + 1]
         for k in range(m):
-            o[k] = acc[k] / divisor[k]
-    else:
+            va, vb = t(a[k]), t(b[k])
+            dst[k] += (va if ma[k] else zero) + (vb if mb[k] else zero)
+        j += 2
+    if j < taps:
+        a, ma = src[first + j * step : first + j * step + m], masks[j]
         for k in range(m):
-            o[k] = acc[k] * scale_t[k]
+            va = t(a[k])
+            dst[k] += va if ma[k] else zero
 
 
 def avg_same_planes(x3, o3, tables, empty, acc_dtype):
