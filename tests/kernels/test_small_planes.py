@@ -242,6 +242,30 @@ def test_max_index_tie_rules():
     assert at[0, 0, 0] == 0  # the corner window: its only real cell
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64])
+def test_max_kernels_take_integers(dtype):
+    """The max family takes integer arrays: a window with no real cell gives the dtype's
+    lowest value (index -1)."""
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(5).integers(info.min, info.max, (20, 12, 12), endpoint=True).astype(dtype)
+    lowest = dtype(info.min)
+    for kernel, stride, padding in [((2, 2), (2, 2), 0), ((3, 3), (2, 2), ((3, 1), (1, 1)))]:
+        axes = ap.Window(kernel, stride, padding).resolve((12, 12))
+        value, index = reference.max_pool(x, axes)
+        out = np.empty(value.shape, dtype)
+        small_planes.max_small_planes(x, out, _cpu_plans.small_max_tables(axes), False, lowest, lowest)
+        np.testing.assert_array_equal(out, value)
+        at = np.empty(value.shape, np.int64)
+        small_planes.max_small_index_planes(
+            x, out, at, _cpu_plans.small_max_tables(axes), False, lowest, lowest
+        )
+        np.testing.assert_array_equal(out, value)
+        np.testing.assert_array_equal(at, index)
+        if _cpu_plans.tiled_window(axes):
+            flat_planes.max_tiles_planes(x, out, _cpu_plans.small_tiles_tables(axes), False, lowest, lowest)
+            np.testing.assert_array_equal(out, value)
+
+
 def test_max_windows_in_padding_and_nan_rules():
     axes = ap.Window((2, 2), (2, 2), ((3, 0), (3, 0))).resolve((4, 4))
     x = np.full((2, 4, 4), -np.inf, np.float32)
