@@ -295,31 +295,32 @@ def same_window(axes: tuple[Axis, ...]) -> bool:
 
 
 @functools.lru_cache(maxsize=TABLES_CACHED)
-def small_same_tables(
-    axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None
-) -> tuple[np.ndarray, ...]:
-    """`flat_planes.avg_same`'s tables ``(kh, ph, kw, pw, masks_h, masks_w, scale, divisor,
-    empty_at)`` (the window's height, pad above, width and pad left, then arrays) for a
-    `same_window` geometry, tiled over a block of ``max(1, SAME_BLOCK_CELLS // (H*W))``
-    planes, read-only and kept per geometry: ``masks_h[jh, k]`` (``masks_w[jw, k]``) whether
-    tap row jh (column jw) of cell k's window is a real cell, and the per-cell divisor tables
-    of `small_avg_tables`.
-    """
+def small_same_masks(axes: tuple[Axis, ...]) -> tuple:
+    """`flat_planes.max_same`'s tables ``(kh, ph, kw, pw, masks_h, masks_w)`` for a
+    `same_window` geometry (the window's height, pad above, width and pad left, then arrays
+    tiled over a block of ``max(1, SAME_BLOCK_CELLS // (H*W))`` planes), read-only and kept
+    per geometry: ``masks_h[jh, k]`` (``masks_w[jw, k]``) whether tap row jh (column jw) of
+    cell k's window is a real cell."""
     ah, aw = _plane_axes(axes)
     H, W = ah.size, aw.size
     planes = max(1, SAME_BLOCK_CELLS // (H * W))
     rows = np.tile(np.repeat(np.arange(H), W), planes)
     cols = np.tile(np.arange(W), H * planes)
-    masks_h = np.stack(
-        [(0 <= rows + j - ah.pad_before) & (rows + j - ah.pad_before < H) for j in range(ah.kernel)]
-    )
-    masks_w = np.stack(
-        [(0 <= cols + j - aw.pad_before) & (cols + j - aw.pad_before < W) for j in range(aw.kernel)]
-    )
-    _, _, scale, divisor, empty_at = small_avg_tables(axes, count_include_pad, divisor_override)
-    tiled = tuple(np.tile(a, planes) for a in (scale, divisor, empty_at))
+    at_h = rows[None, :] + (np.arange(ah.kernel) - ah.pad_before)[:, None]
+    at_w = cols[None, :] + (np.arange(aw.kernel) - aw.pad_before)[:, None]
     window = (ah.kernel, ah.pad_before, aw.kernel, aw.pad_before)
-    return _read_only((*window, masks_h, masks_w, *tiled))
+    return _read_only((*window, (0 <= at_h) & (at_h < H), (0 <= at_w) & (at_w < W)))
+
+
+@functools.lru_cache(maxsize=TABLES_CACHED)
+def small_same_tables(axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None) -> tuple:
+    """`flat_planes.avg_same`'s tables ``(kh, ph, kw, pw, masks_h, masks_w, scale, divisor,
+    empty_at)``: `small_same_masks` and the per-cell divisor tables of `small_avg_tables`,
+    tiled as the masks; read-only and kept per geometry."""
+    masks = small_same_masks(axes)
+    planes = masks[5].shape[1] // math.prod(a.size for a in axes)
+    _, _, scale, divisor, empty_at = small_avg_tables(axes, count_include_pad, divisor_override)
+    return _read_only((*masks, *(np.tile(a, planes) for a in (scale, divisor, empty_at))))
 
 
 @functools.lru_cache(maxsize=TABLES_CACHED)
@@ -398,6 +399,12 @@ INDEX_PLANE_CELLS = 56 * 56
 #: Wider tiles sum tap by tap (3x3/3: 0.86-0.96) and go to the transposed kernels.
 TILES_PLANE_CELLS = 112 * 112
 
+#: "Same" max pooling windows at most 3x3 (GoogLeNet's 3x3/1 pad 1) run
+#: `flat_planes.max_same` on planes of up to this many cells: float32, one thread, ns per
+#: input cell, `cpu_max.max_planes_values` -> max_same: 4.83 -> 0.45 (7x7), 2.32 -> 0.44
+#: (14x14), 1.11 -> 0.45 (28x28), 0.68 -> 0.45 (56x56), 0.50 -> 0.45 (112x112).
+SAME_MAX_CELLS = 112 * 112
+
 
 def small_planes_kernel(
     op: str, axes: tuple[Axis, ...], float32_sums: bool = False, float64: bool = False
@@ -411,8 +418,8 @@ def small_planes_kernel(
     arg-max) or "max_pool_index" (values and arg-max). Only 1-D and 2-D undilated windows
     qualify; the choice rests on the window's shape and the plane's size
     (`SMALL_PLANE_CELLS`, `SMALL_PLANE_CELLS_F64`, `SAME_PLANE_CELLS`, `SAME_WIDE_CELLS`,
-    `INDEX_PLANE_CELLS`, `TILES_PLANE_CELLS`, where the measurements are), whatever the
-    number of planes.
+    `INDEX_PLANE_CELLS`, `TILES_PLANE_CELLS`, `SAME_MAX_CELLS`, where the measurements are),
+    whatever the number of planes.
 
     >>> from avgpool.window import Window
     >>> small_planes_kernel("avg_pool", Window((3, 3), (1, 1), 1).resolve((35, 35)), True)
@@ -439,6 +446,8 @@ def small_planes_kernel(
             else None
         )
     if op == "max_pool":
+        if same_window(axes) and max(a.kernel for a in axes) <= 3 and cells <= SAME_MAX_CELLS:
+            return "flat_planes.max_same"
         if tiles:
             return "flat_planes.max_tiles"
         return "small_planes.max_small" if cells <= SMALL_PLANE_CELLS else None
@@ -475,4 +484,6 @@ def small_max_plan(axes: tuple[Axis, ...], with_index: bool) -> tuple[str, tuple
     name = small_planes_kernel("max_pool_index" if with_index else "max_pool", axes)
     if name is None:
         return None
+    if name == "flat_planes.max_same":
+        return name, small_same_masks(axes)
     return name, small_tiles_tables(axes) if name == "flat_planes.max_tiles" else small_max_tables(axes)

@@ -184,7 +184,7 @@ def test_float32_sums_in_float64_past_nine_taps():
     assert fast[0, 0, 0] == np.float32(slow[0, 0, 0])
 
 
-def _max(x, axes, omit, indices=False, tiles=False):
+def _max(x, axes, omit, indices=False, shape="any"):
     """(kernel values, reference values), or with ``indices`` (kernel (values, indices),
     reference (values, indices))."""
     out = np.empty((x.shape[0], *(a.out for a in axes)), x.dtype)
@@ -197,23 +197,25 @@ def _max(x, axes, omit, indices=False, tiles=False):
         at = np.empty(out.shape, np.int64)
         small_planes.max_small_index_planes(_as3(x), _as3(out), _as3(at), tables, omit, floor, lowest)
         return (out, at), (value, index)
-    if tiles:
-        flat_planes.max_tiles_planes(
-            _as3(x), _as3(out), _cpu_plans.small_tiles_tables(axes), omit, floor, lowest
-        )
+    if shape == "tiles":
+        tables = _cpu_plans.small_tiles_tables(axes)
+        flat_planes.max_tiles_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
+    elif shape == "same":
+        tables = _cpu_plans.small_same_masks(axes)
+        flat_planes.max_same_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
     else:
         small_planes.max_small_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
     return out, value
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", ["any", "tiles"])
+@pytest.mark.parametrize("shape", SHAPES)
 @SETTINGS
 @given(data=st.data(), omit=st.booleans())
 def test_max_values_match_reference(dtype, shape, data, omit):
     axes, planes, seed = data.draw(geometries(shape))
     x = _planes(axes, planes, dtype, seed, specials=True)
-    fast, slow = _max(x, axes, omit, tiles=shape == "tiles")
+    fast, slow = _max(x, axes, omit, shape=shape)
     np.testing.assert_array_equal(fast, slow)
 
 
@@ -264,6 +266,10 @@ def test_max_kernels_take_integers(dtype):
         if _cpu_plans.tiled_window(axes):
             flat_planes.max_tiles_planes(x, out, _cpu_plans.small_tiles_tables(axes), False, lowest, lowest)
             np.testing.assert_array_equal(out, value)
+    axes = ap.Window((3, 3), (1, 1), 1).resolve((12, 12))
+    out = np.empty_like(x)
+    flat_planes.max_same_planes(x, out, _cpu_plans.small_same_masks(axes), False, lowest, lowest)
+    np.testing.assert_array_equal(out, reference.max_pool(x, axes)[0])
 
 
 def test_max_windows_in_padding_and_nan_rules():
@@ -293,6 +299,8 @@ def test_the_predicate_picks_by_window_and_plane_size():
     assert pick("avg_pool", (2, 2), (2, 2), 0, (7, 7)) == "small_planes.avg_small"  # not tiled
     assert pick("avg_pool", (3, 3), (2, 2), 1, (35, 35)) is None
     assert pick("max_pool", (2, 2), (2, 2), 0, (14, 14)) == "flat_planes.max_tiles"
+    assert pick("max_pool", (3, 3), (1, 1), 1, (112, 112)) == "flat_planes.max_same"
+    assert pick("max_pool", (5, 5), (1, 1), 2, (28, 28)) is None
     assert pick("max_pool_index", (3, 3), (2, 2), 1, (56, 56)) == "small_planes.max_small_index"
     assert pick("max_pool_index", (3, 3), (2, 2), 1, (112, 112)) is None
     assert (
@@ -307,6 +315,7 @@ def test_run_avg_and_run_max_follow_the_plan():
     x = np.random.default_rng(4).standard_normal((20, 14, 14)).astype(np.float32)
     for kernel, stride, padding in [((3, 3), (1, 1), 1), ((2, 2), (2, 2), 0), ((3, 3), (2, 2), 1)]:
         axes = ap.Window(kernel, stride, padding).resolve((14, 14))
+        assert _cpu_plans.small_avg_plan(axes, False, None, True) and _cpu_plans.small_max_plan(axes, False)
         out = np.empty((20, axes[0].out, axes[1].out), np.float32)
         small_planes.run_avg(x, out, _cpu_plans.small_avg_plan(axes, False, None, True), 0.0, np.float32)
         _close(out, reference.avg_pool(x.astype(np.float64), axes, False), np.float32)

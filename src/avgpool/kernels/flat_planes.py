@@ -157,6 +157,86 @@ def avg_same_planes(x3, o3, tables, empty, acc_dtype):
     )
 
 
+@register("max_pool")
+@njit(parallel=True, cache=True)
+def max_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, omit_nan, floor, lowest, runs):
+    """Max pooling values at stride 1 whose output has the input's shape (the 3x3/1 pad 1
+    max pools of GoogLeNet), as `avg_same`: the maxima of shifted copies of a block of planes
+    along W (``S``), then along H, a shifted cell that leaves its row or plane masked to
+    ``lowest``. NaN propagates (or, with ``omit_nan``, never wins and results are at least
+    ``floor``). ``masks_h``, ``masks_w``: `_cpu_plans.small_same_masks`.
+    """
+    L = masks_w.shape[1]
+    N = x.shape[0]
+    blocks = -(-N // L)
+    if blocks == 0:
+        return
+    runs = max(1, min(runs, blocks))
+    per = -(-blocks // runs)
+    runs = -(-blocks // per)
+    gw, gh = max(pw, kw - 1 - pw), W * max(ph, kh - 1 - ph)
+    for run in prange(runs):
+        xp_ = np.zeros(L + 2 * gw, x.dtype)
+        S_ = np.zeros(L + 2 * gh, x.dtype)
+        xp, S = unowned(xp_), unowned(S_)
+        xu, ou, mw, mh = unowned(x), unowned(out), unowned(masks_w), unowned(masks_h)
+        for b in range(run * per, min(blocks, (run + 1) * per)):
+            j0 = b * L
+            m = min(L, N - j0)
+            if j0 - gw < 0 or j0 + m + gw > N:  # a block at an end: its cells between guards
+                for k in range(m):
+                    xp[gw + k] = xu[j0 + k]
+                src = xp[gw - pw : gw - pw + m + kw - 1]
+            else:
+                src = xu[j0 - pw : j0 - pw + m + kw - 1]
+            _masked_max(src, 0, 1, kw, mw, S[gh : gh + m], m, omit_nan, lowest)
+            o = ou[j0 : j0 + m]
+            _masked_max(S, gh - ph * W, W, kh, mh, o, m, False, lowest)
+            if omit_nan:
+                for k in range(m):
+                    o[k] = floor if o[k] < floor else o[k]
+        keep_alive(xp_)
+        keep_alive(S_)
+
+
+@njit(cache=True)
+def _masked_max(src, first, step, taps, masks, dst, m, omit_nan, lowest):
+    """dst[k] = the max over taps j of src[first + j*step + k] where ``masks[j, k]`` (else
+    ``lowest``; NaN read as ``lowest`` under ``omit_nan``), for k < m: three taps in one
+    sweep (the 3x3 window without omit), else a tap per sweep."""
+    if taps == 3 and not omit_nan:
+        a, c, e = (
+            src[first : first + m],
+            src[first + step : first + step + m],
+            src[first + 2 * step : first + 2 * step + m],
+        )
+        m0, m1, m2 = masks[0], masks[1], masks[2]
+        for k in range(m):
+            va, vc, ve = a[k], c[k], e[k]
+            dst[k] = _bigger(
+                _bigger(va if m0[k] else lowest, vc if m1[k] else lowest), ve if m2[k] else lowest
+            )
+        return
+    for j in range(min(taps, 3)):
+        a, ma = src[first + j * step : first + j * step + m], masks[j]
+        if j == 0:
+            for k in range(m):
+                v = a[k]
+                v = lowest if omit_nan and v != v else v
+                dst[k] = v if ma[k] else lowest
+        else:
+            for k in range(m):
+                v = a[k]
+                v = lowest if omit_nan and v != v else v
+                dst[k] = _bigger(dst[k], v if ma[k] else lowest)
+    for j in range(3, taps):
+        a, ma = src[first + j * step : first + j * step + m], masks[j]
+        for k in range(m):
+            v = a[k]
+            v = lowest if omit_nan and v != v else v
+            dst[k] = _bigger(dst[k], v if ma[k] else lowest)
+
+
 #: Window sums along W that `avg_tiles` and `max_tiles` keep per chunk of output rows (in
 #: the L1 cache).
 TILE_CELLS = 4096
@@ -310,6 +390,12 @@ def avg_tiles_planes(x3, o3, tables, empty, acc_dtype):
         np.empty(0, acc_dtype),
         threads_runs(),
     )
+
+
+def max_same_planes(x3, o3, tables, omit_nan, floor, lowest):
+    """Run `max_same` on (planes, H, W) into (planes, H, W) with ``tables`` of
+    `_cpu_plans.small_same_masks`."""
+    max_same(x3.reshape(-1), o3.reshape(-1), x3.shape[2], *tables, omit_nan, floor, lowest, threads_runs())
 
 
 def max_tiles_planes(x3, o3, tables, omit_nan, floor, lowest):

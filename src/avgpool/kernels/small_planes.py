@@ -472,5 +472,7 @@ def run_max(x3, o3, i3, plan, omit_nan, floor, lowest):
         max_small_index_planes(x3, o3, i3, tables, omit_nan, floor, lowest)
     elif name == "flat_planes.max_tiles":
         flat_planes.max_tiles_planes(x3, o3, tables, omit_nan, floor, lowest)
+    elif name == "flat_planes.max_same":
+        flat_planes.max_same_planes(x3, o3, tables, omit_nan, floor, lowest)
     else:
         max_small_planes(x3, o3, tables, omit_nan, floor, lowest)
