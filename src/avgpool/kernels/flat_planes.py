@@ -3,9 +3,9 @@
 For windows whose shape lets every output be a sum (or max) of shifted copies of the input
 taken over a whole block of planes at once, the planes need no transposing (as in
 `small_planes`): the loops run over the block's cells end to end, with no step per row or per
-plane, and vectorise. `avg_same` serves stride-1 windows whose output has the input's shape
-("same" padding), with masks for the cells a shift moves out of their row or plane;
-`avg_tiles` and `max_tiles` serve windows that tile the plane (kernel == stride, no padding,
+plane, and vectorise. `avg_same` and `max_same` serve stride-1 windows whose output has the
+input's shape ("same" padding), with masks for the cells a shift moves out of their row or
+plane; `avg_tiles` and `max_tiles` serve windows that tile the plane (kernel == stride, no padding,
 the plane a whole number of windows: 2x2/2 on even planes).
 
 Arrays are 1-D: the planes' cells ``x`` (planes * H*W) and ``out``, C-contiguous (the

@@ -6,14 +6,19 @@ too short to vectorise. Here a block of ``lanes`` planes is transposed into a sc
 ``T`` of shape (H*W, lanes), so that every cell of the plane is a row of ``lanes`` values, one
 per plane; every step of the pooling is then a loop over ``lanes`` contiguous values, the same
 for every plane of the block (LLVM vectorises it), and the results are transposed back.
+These kernels take any undilated 1-D or 2-D window; `flat_planes` has faster ones for
+"same" windows and windows that tile the plane, and `_cpu_plans.small_planes_kernel` says
+which kernel serves a geometry. `run_avg` and `run_max` call the one a plan names.
 
 The window is read through per-geometry tables built once (`avgpool._cpu_plans`, "small
 planes"): per output row and column the range of input rows and columns its window reads
 (padding is never read), and per output cell the divisor and whether the window is empty. No
 table is built per plane or per call.
 
-Arrays are 2-D: ``x`` (planes, H*W) and ``out`` (planes, OH*OW), C-contiguous
-(`avg_small_planes` and `max_small_planes` take the 3-D planes and reshape them).
+Arrays are 2-D: ``x`` (planes, H*W) and ``out`` (planes, OH*OW), C-contiguous (the
+``*_planes`` functions take the 3-D planes and reshape them). Float32 sums of at most
+`_cpu_drivers.F32_SUM_TAPS` taps run in float32 (the caller's ``acc``), in a fixed order: along
+W, then along H, so within that bound.
 """
 
 from __future__ import annotations
