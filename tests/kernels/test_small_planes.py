@@ -337,3 +337,29 @@ def test_tables_are_read_only_and_kept():
     assert tables is _cpu_plans.small_same_tables(axes, False, None)
     assert not any(t.flags.writeable for t in tables[4:])
     assert not any(t.flags.writeable for t in _cpu_plans.small_avg_tables(axes, True, None))
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    """Blocks and chunks are fixed per geometry, never per thread: the same bits on 1 and on
+    2 threads (the runs split the same blocks differently)."""
+    import numba
+
+    x = np.random.default_rng(6).standard_normal((150, 14, 14)).astype(np.float32)
+    results = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        before = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            outs = []
+            for kernel, stride, padding in [((3, 3), (1, 1), 1), ((2, 2), (2, 2), 0), ((3, 3), (2, 2), 1)]:
+                axes = ap.Window(kernel, stride, padding).resolve((14, 14))
+                out = np.empty((150, axes[0].out, axes[1].out), np.float32)
+                small_planes.run_avg(
+                    x, out, _cpu_plans.small_avg_plan(axes, False, None, True), 0.0, np.float32
+                )
+                outs.append(out)
+            results.append(outs)
+        finally:
+            numba.set_num_threads(before)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
