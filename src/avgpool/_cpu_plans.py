@@ -265,10 +265,11 @@ def _plane_axes(axes: tuple[Axis, ...]) -> tuple[Axis, Axis]:
 def small_avg_tables(
     axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None
 ) -> tuple[np.ndarray, ...]:
-    """`small_planes.avg_small`'s tables ``(taps_h, taps_w, scale, divisor, empty_at)`` for an
-    undilated 1-D or 2-D geometry, read-only and kept per geometry: per output row and column
-    the real input cells its window reads, per output cell (OH*OW) the divisor, its reciprocal
-    (0 where the divisor is 0) and whether it is 0 (the output is then the empty value).
+    """`small_planes.avg_small`'s tables ``(W, taps_h, taps_w, scale, divisor, empty_at)`` for
+    an undilated 1-D or 2-D geometry, read-only and kept per geometry: the plane's width, per
+    output row and column the real input cells its window reads, per output cell (OH*OW) the
+    reciprocal divisor (0 where the divisor is 0), the divisor and whether it is 0 (the output
+    is then the empty value). Every small-plane kernel's tables start with W.
 
     The divisor is the product of the per-axis factors of `avg_plan` (a divisor override in
     place of the counts), computed once here rather than per plane.
@@ -280,7 +281,7 @@ def small_avg_tables(
     empty_at = (zero[0, 0] | zero[1, :OH][:, None] | zero[2, :OW][None, :]).reshape(-1)
     div = np.where(empty_at, 1.0, div)
     scale = np.where(empty_at, 0.0, 1.0 / div)
-    return _read_only((_real_taps(ah), _real_taps(aw), scale, div, empty_at))
+    return _read_only((aw.size, _real_taps(ah), _real_taps(aw), scale, div, empty_at))
 
 
 #: `flat_planes.avg_same` works on blocks of whole planes of about this many cells (its
@@ -296,8 +297,9 @@ def same_window(axes: tuple[Axis, ...]) -> bool:
 
 @functools.lru_cache(maxsize=TABLES_CACHED)
 def small_same_masks(axes: tuple[Axis, ...]) -> tuple:
-    """`flat_planes.max_same`'s tables ``(kh, ph, kw, pw, masks_h, masks_w)`` for a
-    `same_window` geometry (the window's height, pad above, width and pad left, then arrays
+    """`flat_planes.max_same`'s tables ``(W, kh, ph, kw, pw, masks_h, masks_w)`` for a
+    `same_window` geometry (the plane's width, the window's height, pad above, width and pad
+    left, then arrays
     tiled over a block of ``max(1, SAME_BLOCK_CELLS // (H*W))`` planes), read-only and kept
     per geometry: ``masks_h[jh, k]`` (``masks_w[jw, k]``) whether tap row jh (column jw) of
     cell k's window is a real cell."""
@@ -308,27 +310,27 @@ def small_same_masks(axes: tuple[Axis, ...]) -> tuple:
     cols = np.tile(np.arange(W), H * planes)
     at_h = rows[None, :] + (np.arange(ah.kernel) - ah.pad_before)[:, None]
     at_w = cols[None, :] + (np.arange(aw.kernel) - aw.pad_before)[:, None]
-    window = (ah.kernel, ah.pad_before, aw.kernel, aw.pad_before)
+    window = (W, ah.kernel, ah.pad_before, aw.kernel, aw.pad_before)
     return _read_only((*window, (0 <= at_h) & (at_h < H), (0 <= at_w) & (at_w < W)))
 
 
 @functools.lru_cache(maxsize=TABLES_CACHED)
 def small_same_tables(axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None) -> tuple:
-    """`flat_planes.avg_same`'s tables ``(kh, ph, kw, pw, masks_h, masks_w, scale, divisor,
+    """`flat_planes.avg_same`'s tables ``(W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor,
     empty_at)``: `small_same_masks` and the per-cell divisor tables of `small_avg_tables`,
     tiled as the masks; read-only and kept per geometry."""
     masks = small_same_masks(axes)
-    planes = masks[5].shape[1] // math.prod(a.size for a in axes)
-    _, _, scale, divisor, empty_at = small_avg_tables(axes, count_include_pad, divisor_override)
+    planes = masks[6].shape[1] // math.prod(a.size for a in axes)
+    _, _, _, scale, divisor, empty_at = small_avg_tables(axes, count_include_pad, divisor_override)
     return _read_only((*masks, *(np.tile(a, planes) for a in (scale, divisor, empty_at))))
 
 
 @functools.lru_cache(maxsize=TABLES_CACHED)
 def small_max_tables(axes: tuple[Axis, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """`small_planes.max_small`'s tables ``(taps_h, taps_w)`` (as `small_avg_tables`) for an
+    """`small_planes.max_small`'s tables ``(W, taps_h, taps_w)`` (as `small_avg_tables`) for an
     undilated 1-D or 2-D geometry, read-only and kept per geometry."""
     ah, aw = _plane_axes(axes)
-    return _read_only((_real_taps(ah), _real_taps(aw)))
+    return _read_only((aw.size, _real_taps(ah), _real_taps(aw)))
 
 
 def tiled_window(axes: tuple[Axis, ...]) -> bool:
@@ -346,11 +348,12 @@ def tiled_window(axes: tuple[Axis, ...]) -> bool:
 
 @functools.lru_cache(maxsize=TABLES_CACHED)
 def small_tiles_tables(axes: tuple[Axis, ...], divisor_override: int | None = None) -> tuple:
-    """`flat_planes.avg_tiles`'s ``(kh, kw, scale, divisor)`` for a `tiled_window` geometry:
-    every window is whole, so one divisor (the window's cells, or the override) serves all."""
+    """`flat_planes.avg_tiles`'s ``(W, kh, kw, scale, divisor)`` for a `tiled_window` geometry
+    (`flat_planes.max_tiles` takes the first three): every window is whole, so one divisor
+    (the window's cells, or the override) serves all."""
     ah, aw = _plane_axes(axes)
     divisor = float(divisor_override if divisor_override is not None else ah.kernel * aw.kernel)
-    return (ah.kernel, aw.kernel, 1.0 / divisor, divisor)
+    return (aw.size, ah.kernel, aw.kernel, 1.0 / divisor, divisor)
 
 
 #: Planes of at most this many cells (17x17) run the transposed kernels
@@ -486,4 +489,4 @@ def small_max_plan(axes: tuple[Axis, ...], with_index: bool) -> tuple[str, tuple
         return None
     if name == "flat_planes.max_same":
         return name, small_same_masks(axes)
-    return name, small_tiles_tables(axes) if name == "flat_planes.max_tiles" else small_max_tables(axes)
+    return name, small_tiles_tables(axes)[:3] if name == "flat_planes.max_tiles" else small_max_tables(axes)

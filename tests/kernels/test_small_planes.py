@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import avgpool as ap
 from avgpool import _cpu_drivers, _cpu_plans, reference
-from avgpool.kernels import flat_planes, small_planes
+from avgpool.kernels import small_planes
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOLERANCE = {"float32": 2e-6, "float64": 1e-12}
@@ -69,16 +69,13 @@ def _avg(x, axes, cip, override, empty, shape="any"):
     acc = _cpu_drivers.sum_dtype(x.dtype, int(np.prod([a.kernel for a in axes])))
     if shape == "same":
         assert _cpu_plans.same_window(axes)
-        tables = _cpu_plans.small_same_tables(axes, cip, override)
-        flat_planes.avg_same_planes(_as3(x), _as3(out), tables, empty, acc)
+        plan = "flat_planes.avg_same", _cpu_plans.small_same_tables(axes, cip, override)
     elif shape == "tiles":
         assert _cpu_plans.tiled_window(axes)
-        flat_planes.avg_tiles_planes(
-            _as3(x), _as3(out), _cpu_plans.small_tiles_tables(axes, override), empty, acc
-        )
+        plan = "flat_planes.avg_tiles", _cpu_plans.small_tiles_tables(axes, override)
     else:
-        tables = _cpu_plans.small_avg_tables(axes, cip, override)
-        small_planes.avg_small_planes(_as3(x), _as3(out), tables, empty, acc)
+        plan = "small_planes.avg_small", _cpu_plans.small_avg_tables(axes, cip, override)
+    small_planes.run_avg(_as3(x), _as3(out), plan, empty, acc)
     return out, reference.avg_pool(x.astype(np.float64), axes, cip, override, empty)
 
 
@@ -186,26 +183,28 @@ def test_float32_sums_in_float64_past_nine_taps():
 
 def _max(x, axes, omit, indices=False, shape="any"):
     """(kernel values, reference values), or with ``indices`` (kernel (values, indices),
-    reference (values, indices))."""
+    reference (values, indices)): `max_small` (`max_small_index`), or for the shape of
+    window they take, `max_same` or `max_tiles`."""
     out = np.empty((x.shape[0], *(a.out for a in axes)), x.dtype)
     lowest = x.dtype.type(-np.inf)
     floor = x.dtype.type(np.finfo(x.dtype).min) if omit else lowest
-    tables = _cpu_plans.small_max_tables(axes)
     policy = "omit" if omit else "propagate"
     value, index = reference.max_pool(x, axes, policy, float(np.finfo(x.dtype).min))
     if indices:
         at = np.empty(out.shape, np.int64)
-        small_planes.max_small_index_planes(_as3(x), _as3(out), _as3(at), tables, omit, floor, lowest)
+        plan = "small_planes.max_small_index", _cpu_plans.small_max_tables(axes)
+        small_planes.run_max(_as3(x), _as3(out), _as3(at), plan, omit, floor, lowest)
         return (out, at), (value, index)
-    if shape == "tiles":
-        tables = _cpu_plans.small_tiles_tables(axes)
-        flat_planes.max_tiles_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
-    elif shape == "same":
-        tables = _cpu_plans.small_same_masks(axes)
-        flat_planes.max_same_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
-    else:
-        small_planes.max_small_planes(_as3(x), _as3(out), tables, omit, floor, lowest)
+    small_planes.run_max(_as3(x), _as3(out), None, _max_plan(axes, shape), omit, floor, lowest)
     return out, value
+
+
+def _max_plan(axes, shape):
+    if shape == "tiles":
+        return "flat_planes.max_tiles", _cpu_plans.small_tiles_tables(axes)[:3]
+    if shape == "same":
+        return "flat_planes.max_same", _cpu_plans.small_same_masks(axes)
+    return "small_planes.max_small", _cpu_plans.small_max_tables(axes)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -255,20 +254,19 @@ def test_max_kernels_take_integers(dtype):
         axes = ap.Window(kernel, stride, padding).resolve((12, 12))
         value, index = reference.max_pool(x, axes)
         out = np.empty(value.shape, dtype)
-        small_planes.max_small_planes(x, out, _cpu_plans.small_max_tables(axes), False, lowest, lowest)
+        small_planes.run_max(x, out, None, _max_plan(axes, "any"), False, lowest, lowest)
         np.testing.assert_array_equal(out, value)
         at = np.empty(value.shape, np.int64)
-        small_planes.max_small_index_planes(
-            x, out, at, _cpu_plans.small_max_tables(axes), False, lowest, lowest
-        )
+        plan = "small_planes.max_small_index", _cpu_plans.small_max_tables(axes)
+        small_planes.run_max(x, out, at, plan, False, lowest, lowest)
         np.testing.assert_array_equal(out, value)
         np.testing.assert_array_equal(at, index)
         if _cpu_plans.tiled_window(axes):
-            flat_planes.max_tiles_planes(x, out, _cpu_plans.small_tiles_tables(axes), False, lowest, lowest)
+            small_planes.run_max(x, out, None, _max_plan(axes, "tiles"), False, lowest, lowest)
             np.testing.assert_array_equal(out, value)
     axes = ap.Window((3, 3), (1, 1), 1).resolve((12, 12))
     out = np.empty_like(x)
-    flat_planes.max_same_planes(x, out, _cpu_plans.small_same_masks(axes), False, lowest, lowest)
+    small_planes.run_max(x, out, None, _max_plan(axes, "same"), False, lowest, lowest)
     np.testing.assert_array_equal(out, reference.max_pool(x, axes)[0])
 
 
@@ -308,7 +306,7 @@ def test_the_predicate_picks_by_window_and_plane_size():
         is None
     )
     plan = _cpu_plans.small_avg_plan(ap.Window((2, 2), (2, 2)).resolve((14, 14)), True, None, True)
-    assert plan[0] == "flat_planes.avg_tiles" and plan[1] == (2, 2, 0.25, 4.0)
+    assert plan[0] == "flat_planes.avg_tiles" and plan[1] == (14, 2, 2, 0.25, 4.0)
 
 
 def test_run_avg_and_run_max_follow_the_plan():
@@ -335,8 +333,8 @@ def test_tables_are_read_only_and_kept():
     axes = ap.Window((3, 3), (1, 1), 1).resolve((7, 7))
     tables = _cpu_plans.small_same_tables(axes, False, None)
     assert tables is _cpu_plans.small_same_tables(axes, False, None)
-    assert not any(t.flags.writeable for t in tables[4:])
-    assert not any(t.flags.writeable for t in _cpu_plans.small_avg_tables(axes, True, None))
+    assert not any(t.flags.writeable for t in tables[5:])
+    assert not any(t.flags.writeable for t in _cpu_plans.small_avg_tables(axes, True, None)[1:])
 
 
 def test_results_do_not_depend_on_the_thread_count():

@@ -8,8 +8,8 @@ input's shape ("same" padding), with masks for the cells a shift moves out of th
 plane; `avg_tiles` and `max_tiles` serve windows that tile the plane (kernel == stride, no padding,
 the plane a whole number of windows: 2x2/2 on even planes).
 
-Arrays are 1-D: the planes' cells ``x`` (planes * H*W) and ``out``, C-contiguous (the
-``*_planes`` functions take the 3-D planes and reshape them).
+Arrays are 1-D: the planes' cells ``x`` (planes * H*W) and ``out``, C-contiguous
+(`small_planes.run_avg` and `small_planes.run_max` take the 3-D planes and reshape them).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from numba import njit, prange
 
 from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels.registry import register
-from avgpool.kernels.small_planes import threads_runs
 
 
 @register("avg_pool")
@@ -149,14 +148,6 @@ def _masked_taps(src, first, step, taps, masks, dst, m):
             dst[k] += va if ma[k] else zero
 
 
-def avg_same_planes(x3, o3, tables, empty, acc_dtype):
-    """Run `avg_same` on (planes, H, W) into (planes, H, W) with ``tables`` of
-    `_cpu_plans.small_same_tables`; ``acc_dtype`` as `_cpu_drivers.sum_dtype`."""
-    avg_same(
-        x3.reshape(-1), o3.reshape(-1), x3.shape[2], *tables, empty, np.empty(0, acc_dtype), threads_runs()
-    )
-
-
 @register("max_pool")
 @njit(parallel=True, cache=True)
 def max_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, omit_nan, floor, lowest, runs):
@@ -255,7 +246,7 @@ def _chunks(rows, per_row, runs):
 
 @register("avg_pool")
 @njit(parallel=True, cache=True)
-def avg_tiles(x, out, W, kh, kw, scale, divisor, acc, runs):
+def avg_tiles(x, out, W, kh, kw, scale, divisor, empty, acc, runs):
     """Average pooling over windows that tile the plane (kernel == stride along both axes,
     no padding, H and W multiples of the kernel): 2x2/2 on even planes.
 
@@ -263,8 +254,9 @@ def avg_tiles(x, out, W, kh, kw, scale, divisor, acc, runs):
     window group, so the sums along W are one pass over the chunk's cells end to end
     (``S[k]`` = the ``kw`` cells ``k*kw ..``), and the sums along H add the chunk's rows of
     ``S`` in groups of ``kh``, scaled by ``scale`` (float32 results) or divided by
-    ``divisor`` (float64 results, as the reference). Every window is whole: no empty window.
-    ``acc`` as `small_planes.avg_small`.
+    ``divisor`` (float64 results, as the reference). Every window is whole, so ``empty`` (the
+    value of an empty window, in every average kernel's arguments) is not used. ``acc`` as
+    `small_planes.avg_small`.
     """
     N = x.shape[0]
     OW = W // kw
@@ -373,32 +365,3 @@ def max_tiles(x, out, W, kh, kw, omit_nan, floor, lowest, runs):
 def _bigger(a, b):
     """max(a, b) where a NaN wins (as `cpu_max`)."""
     return b if (b > a) | (b != b) else a
-
-
-def avg_tiles_planes(x3, o3, tables, empty, acc_dtype):
-    """Run `avg_tiles` on (planes, H, W) into (planes, OH, OW) with ``tables`` of
-    `_cpu_plans.small_tiles_tables` (``empty`` is not used: no window is empty)."""
-    kh, kw, scale, divisor = tables
-    avg_tiles(
-        x3.reshape(-1),
-        o3.reshape(-1),
-        x3.shape[2],
-        kh,
-        kw,
-        scale,
-        divisor,
-        np.empty(0, acc_dtype),
-        threads_runs(),
-    )
-
-
-def max_same_planes(x3, o3, tables, omit_nan, floor, lowest):
-    """Run `max_same` on (planes, H, W) into (planes, H, W) with ``tables`` of
-    `_cpu_plans.small_same_masks`."""
-    max_same(x3.reshape(-1), o3.reshape(-1), x3.shape[2], *tables, omit_nan, floor, lowest, threads_runs())
-
-
-def max_tiles_planes(x3, o3, tables, omit_nan, floor, lowest):
-    """Run `max_tiles` on (planes, H, W) into (planes, OH, OW); ``tables`` as `avg_tiles_planes`."""
-    kh, kw = tables[:2]
-    max_tiles(x3.reshape(-1), o3.reshape(-1), x3.shape[2], kh, kw, omit_nan, floor, lowest, threads_runs())

@@ -42,7 +42,8 @@ LANES = (16, 64)
 RUNS_PER_THREAD = 4
 
 
-def lanes_for(cells: int) -> int:
+@njit(cache=True)
+def lanes_for(cells):
     """Planes per block for planes of ``cells`` cells (H*W or OH*OW, the larger): the most, up
     to 64, whose scratch fits `SCRATCH_CELLS` values, at least 16; a multiple of 16.
 
@@ -50,7 +51,7 @@ def lanes_for(cells: int) -> int:
     (64, 64, 16)
     """
     fit = SCRATCH_CELLS // max(cells, 1) // 16 * 16
-    return int(min(max(fit, LANES[0]), LANES[1]))
+    return min(max(fit, LANES[0]), LANES[1])
 
 
 @njit(cache=True, inline="always")
@@ -126,7 +127,7 @@ def _store_block(Ob, out, p0, m):
 
 @register("avg_pool")
 @njit(parallel=True, cache=True)
-def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, lanes, runs):
+def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, runs):
     """Average pooling of channels-first planes without dilation, ``lanes`` planes at a time.
 
     Per block of planes: the planes transposed into ``T`` (H*W, lanes) in the sums' dtype, the
@@ -151,13 +152,14 @@ def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, l
     acc : ndarray
         An empty array of the sums' dtype (`_cpu_drivers.sum_dtype`): float32 sums for float32
         results over at most `_cpu_drivers.F32_SUM_TAPS` taps, else float64.
-    lanes, runs : int
-        Planes per block (`lanes_for`) and how many runs the blocks are split into.
+    runs : int
+        How many runs the blocks of planes (`lanes_for` planes each) are split into.
     """
     n, HW = x.shape
     OHW = out.shape[1]
     OH, OW = taps_h.shape[0], taps_w.shape[0]
     H = HW // W
+    lanes = lanes_for(max(HW, H * OW, OHW))
     exact = out.itemsize == 8
     blocks = -(-n // lanes)
     if blocks == 0:
@@ -237,24 +239,6 @@ def threads_runs() -> int:
     return RUNS_PER_THREAD * numba.get_num_threads()
 
 
-def avg_small_planes(x3, o3, tables, empty, acc_dtype):
-    """Run `avg_small` on (planes, H, W) into (planes, OH, OW) with the tables of
-    `_cpu_plans.small_avg_tables`; ``acc_dtype`` as `_cpu_drivers.sum_dtype`."""
-    n, H, W = x3.shape
-    OH, OW = o3.shape[1], o3.shape[2]
-    lanes = lanes_for(max(H * W, H * OW, OH * OW))
-    avg_small(
-        x3.reshape(n, H * W),
-        o3.reshape(n, OH * OW),
-        W,
-        *tables,
-        empty,
-        np.empty(0, acc_dtype),
-        lanes,
-        threads_runs(),
-    )
-
-
 @njit(cache=True, inline="always")
 def _bigger(a, b):
     """max(a, b) where a NaN wins (as `cpu_max`; NaN is replaced before under omit)."""
@@ -291,7 +275,7 @@ def _max_lanes(src, first, count, step, dst, lowest):
 
 @register("max_pool")
 @njit(parallel=True, cache=True)
-def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, lanes, runs):
+def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, runs):
     """Max pooling values (no arg-max) of channels-first planes without dilation, ``lanes``
     planes at a time, as `avg_small`: the block transposed into ``T`` (NaN replaced by
     ``lowest`` under ``omit_nan``), the window maxima along W (``S``), then along H (``Ob``),
@@ -304,6 +288,7 @@ def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, lanes, runs):
     OHW = out.shape[1]
     OH, OW = taps_h.shape[0], taps_w.shape[0]
     H = HW // W
+    lanes = lanes_for(max(HW, H * OW, OHW))
     blocks = -(-n // lanes)
     if blocks == 0:
         return
@@ -342,28 +327,9 @@ def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, lanes, runs):
         keep_alive(Ob_)
 
 
-def max_small_planes(x3, o3, tables, omit_nan, floor, lowest):
-    """Run `max_small` on (planes, H, W) into (planes, OH, OW) with ``tables`` of
-    `_cpu_plans.small_max_tables`; ``floor`` and ``lowest`` as `cpu_max.max_planes_values`."""
-    n, H, W = x3.shape
-    OH, OW = o3.shape[1], o3.shape[2]
-    lanes = lanes_for(max(H * W, H * OW, OH * OW))
-    max_small(
-        x3.reshape(n, H * W),
-        o3.reshape(n, OH * OW),
-        W,
-        *tables,
-        omit_nan,
-        floor,
-        lowest,
-        lanes,
-        threads_runs(),
-    )
-
-
 @register("max_pool", "max_pool_backward")
 @njit(parallel=True, cache=True)
-def max_small_index(x, out, index, W, taps_h, taps_w, omit_nan, floor, lowest, lanes, runs):
+def max_small_index(x, out, index, W, taps_h, taps_w, omit_nan, floor, lowest, runs):
     """`max_small` with each output's arg-max: its flat index ``ih * W + iw`` in the plane
     (int64 ``index``, shaped as ``out``), with the tie rules of `cpu_max.max_planes`.
 
@@ -377,6 +343,7 @@ def max_small_index(x, out, index, W, taps_h, taps_w, omit_nan, floor, lowest, l
     n, HW = x.shape
     OHW = out.shape[1]
     OH, OW = taps_h.shape[0], taps_w.shape[0]
+    lanes = lanes_for(max(HW, OHW))
     blocks = -(-n // lanes)
     if blocks == 0:
         return
@@ -432,52 +399,44 @@ def max_small_index(x, out, index, W, taps_h, taps_w, omit_nan, floor, lowest, l
         keep_alive(Ib_)
 
 
-def max_small_index_planes(x3, o3, i3, tables, omit_nan, floor, lowest):
-    """Run `max_small_index` on (planes, H, W) into values and int64 indices (planes, OH,
-    OW) with ``tables`` of `_cpu_plans.small_max_tables`."""
-    n, H, W = x3.shape
-    OH, OW = o3.shape[1], o3.shape[2]
-    lanes = lanes_for(max(H * W, OH * OW))
-    max_small_index(
-        x3.reshape(n, H * W),
-        o3.reshape(n, OH * OW),
-        i3.reshape(n, OH * OW),
-        W,
-        *tables,
-        omit_nan,
-        floor,
-        lowest,
-        lanes,
-        threads_runs(),
-    )
+def kernel_for(name):
+    """The compiled kernel a `_cpu_plans.small_planes_kernel` name ("module.function") names,
+    and the views it takes of channels-first planes (planes, H, W): ``"cells"`` (the planes'
+    cells end to end, `flat_planes`) or ``"planes"`` ((planes, H*W), this module)."""
+    from avgpool.kernels import flat_planes
+
+    module, function = name.split(".")
+    if module == "flat_planes":
+        return getattr(flat_planes, function), "cells"
+    return globals()[function], "planes"
+
+
+def views(kind, shape):
+    """The shape of the view a kernel of ``kind`` (`kernel_for`) takes of planes of ``shape``
+    (planes, H, W)."""
+    return (shape[0] * shape[1] * shape[2],) if kind == "cells" else (shape[0], shape[1] * shape[2])
 
 
 def run_avg(x3, o3, plan, empty, acc_dtype):
-    """Average (planes, H, W) into (planes, OH, OW) with a plan of `_cpu_plans.small_avg_plan`
-    (a kernel name and its tables); ``acc_dtype`` as `_cpu_drivers.sum_dtype`."""
-    from avgpool.kernels import flat_planes
-
+    """Average (planes, H, W) into (planes, OH, OW), C-contiguous, with a plan of
+    `_cpu_plans.small_avg_plan` (a kernel name and its tables); ``acc_dtype`` as
+    `_cpu_drivers.sum_dtype`. The kernel is called as ``kernel(x, out, *tables, empty, acc,
+    runs)`` on the views `views` says."""
     name, tables = plan
-    run = {
-        "small_planes.avg_small": avg_small_planes,
-        "flat_planes.avg_same": flat_planes.avg_same_planes,
-        "flat_planes.avg_tiles": flat_planes.avg_tiles_planes,
-    }[name]
-    run(x3, o3, tables, empty, acc_dtype)
+    kernel, kind = kernel_for(name)
+    xv, ov = x3.reshape(views(kind, x3.shape)), o3.reshape(views(kind, o3.shape))
+    kernel(xv, ov, *tables, empty, np.empty(0, acc_dtype), threads_runs())
 
 
 def run_max(x3, o3, i3, plan, omit_nan, floor, lowest):
     """Max pooling of (planes, H, W) into (planes, OH, OW) values, and int64 indices into
     ``i3`` when the plan (`_cpu_plans.small_max_plan`) was made with indices (``i3`` None
-    otherwise); ``floor`` and ``lowest`` as `cpu_max.max_planes_values`."""
-    from avgpool.kernels import flat_planes
-
+    otherwise); ``floor`` and ``lowest`` as `cpu_max.max_planes_values`. The kernel is called
+    as ``kernel(x, out, [index,] *tables, omit_nan, floor, lowest, runs)``."""
     name, tables = plan
-    if name == "small_planes.max_small_index":
-        max_small_index_planes(x3, o3, i3, tables, omit_nan, floor, lowest)
-    elif name == "flat_planes.max_tiles":
-        flat_planes.max_tiles_planes(x3, o3, tables, omit_nan, floor, lowest)
-    elif name == "flat_planes.max_same":
-        flat_planes.max_same_planes(x3, o3, tables, omit_nan, floor, lowest)
+    kernel, kind = kernel_for(name)
+    xv, ov = x3.reshape(views(kind, x3.shape)), o3.reshape(views(kind, o3.shape))
+    if i3 is not None:
+        kernel(xv, ov, i3.reshape(views(kind, i3.shape)), *tables, omit_nan, floor, lowest, threads_runs())
     else:
-        max_small_planes(x3, o3, tables, omit_nan, floor, lowest)
+        kernel(xv, ov, *tables, omit_nan, floor, lowest, threads_runs())
