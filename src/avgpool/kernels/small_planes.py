@@ -43,11 +43,11 @@ RUNS_PER_THREAD = 4
 
 
 @njit(cache=True)
-def lanes_for(cells):
+def _lanes_for(cells):
     """Planes per block for planes of ``cells`` cells (H*W or OH*OW, the larger): the most, up
     to 64, whose scratch fits `SCRATCH_CELLS` values, at least 16; a multiple of 16.
 
-    >>> lanes_for(49), lanes_for(196), lanes_for(1225)
+    >>> _lanes_for(49), _lanes_for(196), _lanes_for(1225)
     (64, 64, 16)
     """
     fit = SCRATCH_CELLS // max(cells, 1) // 16 * 16
@@ -153,13 +153,13 @@ def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, r
         An empty array of the sums' dtype (`_cpu_drivers.sum_dtype`): float32 sums for float32
         results over at most `_cpu_drivers.F32_SUM_TAPS` taps, else float64.
     runs : int
-        How many runs the blocks of planes (`lanes_for` planes each) are split into.
+        How many runs the blocks of planes (`_lanes_for` planes each) are split into.
     """
     n, HW = x.shape
     OHW = out.shape[1]
     OH, OW = taps_h.shape[0], taps_w.shape[0]
     H = HW // W
-    lanes = lanes_for(max(HW, H * OW, OHW))
+    lanes = _lanes_for(max(HW, H * OW, OHW))
     exact = out.itemsize == 8
     blocks = -(-n // lanes)
     if blocks == 0:
@@ -288,7 +288,7 @@ def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, runs):
     OHW = out.shape[1]
     OH, OW = taps_h.shape[0], taps_w.shape[0]
     H = HW // W
-    lanes = lanes_for(max(HW, H * OW, OHW))
+    lanes = _lanes_for(max(HW, H * OW, OHW))
     blocks = -(-n // lanes)
     if blocks == 0:
         return
@@ -343,7 +343,7 @@ def max_small_index(x, out, index, W, taps_h, taps_w, omit_nan, floor, lowest, r
     n, HW = x.shape
     OHW = out.shape[1]
     OH, OW = taps_h.shape[0], taps_w.shape[0]
-    lanes = lanes_for(max(HW, OHW))
+    lanes = _lanes_for(max(HW, OHW))
     blocks = -(-n // lanes)
     if blocks == 0:
         return
