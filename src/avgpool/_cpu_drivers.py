@@ -22,7 +22,15 @@ import numpy as np
 from avgpool import _buffers
 from avgpool._arrays import Layout
 from avgpool._cpu_calls import Planned, kernel_name, threads_for
-from avgpool._cpu_plans import avg_backward_plan, avg_plan, max_plan, tree_plan, tree_window
+from avgpool._cpu_plans import (
+    avg_backward_plan,
+    avg_plan,
+    max_plan,
+    small_avg_plan,
+    small_max_plan,
+    tree_plan,
+    tree_window,
+)
 from avgpool._errors import AvgPoolError
 from avgpool._settings import get_num_threads
 from avgpool.window import Axis
@@ -284,7 +292,19 @@ def plan_avg_forward(
     blocks = _blocks(nbytes)
     (kh, sh), (kw, sw) = geo[1, :2], geo[2, :2]
     acc = np.empty(0, sum_dtype(work, int(np.prod(geo[:, 0]))))
-    if c == 1 and plan.undilated:
+    small = (
+        c == 1
+        and plan.planes
+        and small_avg_plan(
+            axes, count_include_pad, divisor_override, acc.dtype == np.float32, work == np.float64
+        )
+    )
+    if small:
+        # channels-first planes of up to 17x17 (any window), 56x56 ("same" windows), 112x112
+        # (2x2/2 tiles): many planes per pass (`_cpu_plans.small_planes_kernel`)
+        kernel, view, out_view = _small_call(small[0], view, out_view)
+        args = (*small[1], empty, acc, blocks)
+    elif c == 1 and plan.undilated:
         # channels-first without dilation: the plane kernels (simplest loops, fastest); float32
         # results whose windows do not overlap down the plane or sum in float32: every row
         # summed afresh
@@ -422,7 +442,12 @@ def plan_max_forward(
     view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
     out_view, _ = _shape4(layout.out_full_shape(plan.out), layout.channels_last, layout.ndim)
     kernel, args, index = None, (c, geo, omit, floor_value, lowest), with_index
-    if not with_index:
+    small = c == 1 and plan.planes and small_max_plan(axes, with_index)
+    if small and (with_index or plan.reads < LARGE_MAX_READS[vectors]):
+        # channels-first small planes, many per pass (`_cpu_plans.small_planes_kernel`)
+        kernel, view, out_view = _small_call(small[0], view, out_view)
+        args = (*small[1], omit, floor_value, lowest, _blocks(_moved(layout, plan.out, dtype)))
+    elif not with_index:
         if plan.reads >= LARGE_MAX_READS[vectors] and geo[1, 2] == geo[2, 2] == 1:
             kernel = cpu_max.max_values_large
         elif plan.planes and not layout.channels_last:
@@ -439,6 +464,15 @@ def plan_max_forward(
             kernel = cpu_max.max_forward
     nbytes = _moved(layout, plan.out, dtype) * (2 if index else 1)
     return planned_call("max_pool", kernel, args, layout, plan.out, dtype, view, out_view, nbytes, index)
+
+
+def _small_call(name: str, view: tuple[int, ...], out_view: tuple[int, ...]):
+    """(kernel, view, out view) of the small-plane kernel ``name`` (`_cpu_plans.small_avg_plan`,
+    `small_max_plan`) for the 4-D views (outer, 1, H, W) of a channels-first call."""
+    from avgpool.kernels import small_planes
+
+    kernel, kind = small_planes.kernel_for(name)
+    return kernel, small_planes.views(kind, _planes(view)), small_planes.views(kind, _planes(out_view))
 
 
 def _planes(shape4: tuple[int, ...]) -> tuple[int, ...]:

@@ -559,6 +559,9 @@ def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
         axes = window.resolve(spatial)
         # a window over the whole plane is a global average (the global kernels)
         assume(not all(a.out == 1 and a.kernel == a.size and a.pad_before == a.pad_after == 0 for a in axes))
+        # ... and small planes have kernels of their own (`_cpu_plans.small_planes_kernel`)
+        f32_sums = _cpu_drivers.sum_dtype(np.dtype(np.float32), kh * kw) == np.float32
+        assume(_cpu_plans.small_avg_plan(axes, cip, None, f32_sums) is None)
         rng = np.random.default_rng(seed)
         shape = (2, 3, *spatial)
         x = (rng.choice([-1.0, 1.0], shape) * (1e4 + rng.uniform(-1, 1, shape))).astype(np.float32)
@@ -593,7 +596,8 @@ def test_every_width_the_direct_plane_kernel_admits_is_summed_right(caplog):
     against the oracle, with the kernel that ran."""
     from avgpool._cpu_drivers import fused_w_window
 
-    x = _array((2, 3, 6, 31), np.float32, 0, "channels_first", specials=True)
+    # planes too large for the small-plane kernels (`_cpu_plans.small_planes_kernel`)
+    x = _array((2, 3, 7, 301), np.float32, 0, "channels_first", specials=True)
     for kw in range(1, 11):
         for sw in range(1, 5):
             caplog.clear()
@@ -897,19 +901,32 @@ def test_max_window_of_minus_infinity_points_at_its_first_real_cell(layout):
 # -- the kernel table ----------------------------------------------------------------------------
 
 #: For each registered kernel, a float32 call that reaches it: (op, layout, keyword arguments),
-#: on an input of shape ``CASE_SHAPE``. A kernel registered without a case here fails
-#: `test_every_kernel_has_a_case`.
+#: on an input of shape ``CASE_SHAPE``, or of ``LARGE_SHAPE`` for the channels-first plane
+#: kernels that small planes no longer reach (`_cpu_plans.small_planes_kernel`). A kernel
+#: registered without a case here fails `test_every_kernel_has_a_case`.
 CASE_SHAPE = (2, 3, 12, 13)
+LARGE_SHAPE = (1, 2, 60, 61)
 K3S2 = {"kernel_size": 3, "stride": 2}
 KERNEL_CASES = {
     "box_rows.avg_forward": ("avg_pool", "channels_last", {"kernel_size": 4, "stride": 1, "padding": 1}),
     "box_rows.avg_direct": ("avg_pool", "channels_last", {"kernel_size": 2}),
-    "box_planes.avg_planes": ("avg_pool", "channels_first", {"kernel_size": (3, 9), "stride": (1, 3)}),
-    "box_planes.avg_planes_direct": ("avg_pool", "channels_first", {"kernel_size": 2}),
+    "box_planes.avg_planes": (
+        "avg_pool",
+        "channels_first",
+        {"kernel_size": (3, 9), "stride": (1, 3)},
+        LARGE_SHAPE,
+    ),
+    "box_planes.avg_planes_direct": (
+        "avg_pool",
+        "channels_first",
+        {"kernel_size": 3, "stride": 2},
+        LARGE_SHAPE,
+    ),
     "box_trees.avg_planes_tree": (
         "avg_pool",
         "channels_first",
         {"kernel_size": 7, "stride": 1, "padding": 3},
+        LARGE_SHAPE,
     ),
     "box_backward.avg_backward": ("avg_pool_backward", "channels_last", K3S2),
     "box_backward.avg_backward_disjoint": ("avg_pool_backward", "channels_last", {"kernel_size": 2}),
@@ -919,8 +936,8 @@ KERNEL_CASES = {
     "box_global.global_avg": ("global_avg_pool", "channels_last", {}),
     "box_global.global_avg_planes": ("global_avg_pool", "channels_first", {}),
     "cpu_max.max_forward": ("max_pool", "channels_last", {**K3S2, "return_indices": True}),
-    "cpu_max.max_planes": ("max_pool", "channels_first", {**K3S2, "return_indices": True}),
-    "cpu_max.max_planes_values": ("max_pool", "channels_first", K3S2),
+    "cpu_max.max_planes": ("max_pool", "channels_first", {**K3S2, "return_indices": True}, LARGE_SHAPE),
+    "cpu_max.max_planes_values": ("max_pool", "channels_first", K3S2, LARGE_SHAPE),
     "cpu_max.max_values": ("max_pool", "channels_last", K3S2),
     "cpu_max.max_values_large": ("max_pool", "channels_last", {"kernel_size": 5, "stride": 1}),
     "cpu_max.global_max": ("global_max_pool", "channels_last", {}),
@@ -929,6 +946,13 @@ KERNEL_CASES = {
     "cpu_taps.taps_sum_rows": ("blur_pool", "channels_first", {"filt_size": 4, "stride": 2}),
     "cpu_taps.taps_scatter": ("adaptive_avg_pool_backward", "channels_last", {"output_size": (5, 4)}),
     "cpu_taps.taps_max": ("adaptive_max_pool", "channels_first", {"output_size": (5, 4)}),
+    "small_planes.avg_small": ("avg_pool", "channels_first", K3S2),
+    "small_planes.max_small": ("max_pool", "channels_first", K3S2),
+    "small_planes.max_small_index": ("max_pool", "channels_first", {**K3S2, "return_indices": True}),
+    "flat_planes.avg_same": ("avg_pool", "channels_first", {"kernel_size": 3, "stride": 1, "padding": 1}),
+    "flat_planes.avg_tiles": ("avg_pool", "channels_first", {"kernel_size": (2, 1), "stride": (2, 1)}),
+    "flat_planes.max_tiles": ("max_pool", "channels_first", {"kernel_size": (2, 1), "stride": (2, 1)}),
+    "flat_planes.max_same": ("max_pool", "channels_first", {"kernel_size": 3, "stride": 1, "padding": 1}),
 }
 
 
@@ -969,9 +993,9 @@ def test_every_registered_kernel_runs_and_matches_the_reference(name, monkeypatc
             return _kernel.function(*args)
 
         monkeypatch.setattr(importlib.import_module(f"avgpool.kernels.{module}"), function, spy)
-    op, layout, kwargs = KERNEL_CASES[name]
+    op, layout, kwargs, *shape = KERNEL_CASES[name]
     assert op in registry.kernels()[name].ops
-    x = _array(CASE_SHAPE, np.float32, 7, layout, specials=not op.endswith("backward"))
+    x = _array(shape[0] if shape else CASE_SHAPE, np.float32, 7, layout, specials=not op.endswith("backward"))
     fast, slow = _run_case(op, x, layout == "channels_last", kwargs)
     assert name in called, called
     _close(fast, slow, np.float32)
