@@ -21,6 +21,7 @@ import importlib
 import inspect
 import math
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -165,6 +166,7 @@ def _nan_args(nan_policy: str | None, window: Window, dtype: np.dtype) -> tuple[
 #: Planned calls kept by `NumpyBackend` (op, shape, dtype, window, options, backend) -> call.
 PLANS_CACHED = 1024
 _plans: dict[tuple, Callable[[np.ndarray], Any]] = {}
+_plans_lock = threading.Lock()
 
 
 def _kept(key: tuple, build: Callable[[], Callable[[np.ndarray], Any]]) -> Callable[[np.ndarray], Any]:
@@ -174,9 +176,10 @@ def _kept(key: tuple, build: Callable[[], Callable[[np.ndarray], Any]]) -> Calla
     planned = _plans.get(key)
     if planned is None:
         planned = build()
-        if len(_plans) >= PLANS_CACHED:
-            _plans.pop(next(iter(_plans)), None)
-        _plans[key] = planned
+        with _plans_lock:  # another thread may be adding too: no iteration over a changing dict
+            if len(_plans) >= PLANS_CACHED:
+                _plans.pop(next(iter(_plans)), None)
+            _plans[key] = planned
     return planned
 
 

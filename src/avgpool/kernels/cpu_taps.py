@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from avgpool.kernels._common import split_runs
+from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels.registry import register
 
 
@@ -72,9 +73,11 @@ def taps_sum_rows(x, out, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks):
     items = n_outer * OD
     runs, per = split_runs(items, blocks)
     for block in prange(runs):
-        rows = np.empty((H, width))
-        used = np.empty(H, np.bool_)
-        acc = np.empty(width)
+        rows_, used, acc_ = np.empty((H, width)), np.empty(H, np.bool_), np.empty(width)
+        # views with no reference count (`_nrt`): a row or channel-vector view per tap costs
+        # no atomic update
+        rows, acc, xu, ou = unowned(rows_), unowned(acc_), unowned(x), unowned(out)
+        pwu, wwu = unowned(pos_wt), unowned(w_wt)
         for item in range(block * per, min(items, (block + 1) * per)):
             o, od = item // OD, item % OD
             used[:] = False
@@ -91,9 +94,9 @@ def taps_sum_rows(x, out, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks):
                     fd = w_d[od, jd]
                     if fd == 0.0:
                         continue
-                    xrow = x[o, pos_d[od, jd], h]
+                    xrow = xu[o, pos_d[od, jd], h]
                     for jw in range(KW):
-                        pos, wt = pos_wt[jw], w_wt[jw]
+                        pos, wt = pwu[jw], wwu[jw]
                         if C == 1:
                             for ow in range(OW):
                                 f = fd * wt[ow]
@@ -114,9 +117,11 @@ def taps_sum_rows(x, out, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks):
                         r = rows[pos_h[oh, jh]]
                         for i in range(width):
                             acc[i] += f * r[i]
-                orow = out[o, od, oh]
+                orow = ou[o, od, oh]
                 for i in range(width):
                     orow[i] = acc[i]
+        keep_alive(rows_)
+        keep_alive(acc_)
 
 
 @register("adaptive_avg_pool_backward", "blur_pool_backward")
