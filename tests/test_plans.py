@@ -156,8 +156,11 @@ def test_serial_twins_give_the_parallel_kernels_bits():
         planned = _cpu_drivers.plan_avg_forward(layout, axes, window.count_include_pad, None, 0.0, x.dtype)
         xv = x.reshape(planned.view)
         a, b = np.empty(planned.out_view, np.float32), np.empty(planned.out_view, np.float32)
+        twin = _cpu_calls.serial(planned.kernel)
+        assert twin is not planned.kernel and planned.kernel.targetoptions.get("parallel")
+        assert not twin.targetoptions.get("parallel")
         planned.kernel(xv, a, *planned.args)
-        _cpu_calls.serial(planned.kernel)(xv, b, *planned.args)
+        twin(xv, b, *planned.args)
         np.testing.assert_array_equal(a, b)
 
 

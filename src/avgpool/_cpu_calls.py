@@ -61,25 +61,34 @@ def serial(kernel: Any) -> Any:
     return numba.njit(cache=True, **options)(twin)
 
 
+def call_on(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` with Numba's thread count at ``threads`` for the call, restored after.
+
+    Numba's count is kept per thread; setting it for each call makes avgpool's process-wide
+    setting hold in every thread that runs a kernel.
+    """
+    import numba
+
+    before = numba.get_num_threads()
+    if before == threads:
+        return fn(*args)
+    numba.set_num_threads(threads)
+    try:
+        return fn(*args)
+    finally:
+        numba.set_num_threads(before)
+
+
 def _on_threads(kernel: Any, threads: int) -> Callable[..., Any]:
     """``kernel`` run on at most ``threads`` threads (fewer if `get_num_threads` says so)."""
     if threads == 1:
         return serial(kernel)
 
     def run(*args: Any) -> Any:
-        import numba
-
         wanted = min(threads, get_num_threads())
         if wanted == 1:
             return serial(kernel)(*args)
-        before = numba.get_num_threads()
-        if before == wanted:
-            return kernel(*args)
-        numba.set_num_threads(wanted)
-        try:
-            return kernel(*args)
-        finally:
-            numba.set_num_threads(before)
+        return call_on(wanted, kernel, *args)
 
     return run
 

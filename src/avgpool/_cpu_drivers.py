@@ -21,7 +21,7 @@ import numpy as np
 
 from avgpool import _buffers
 from avgpool._arrays import Layout
-from avgpool._cpu_calls import Planned, kernel_name, threads_for
+from avgpool._cpu_calls import Planned, call_on, kernel_name, threads_for
 from avgpool._cpu_plans import (
     avg_backward_plan,
     avg_plan,
@@ -50,25 +50,12 @@ def clear_plans() -> None:
 
 def _threads_by_size(fn):
     """Run the driver on `avgpool._cpu_calls.threads_for` its first array's bytes (twice: read
-    and written), at most `get_num_threads`.
-
-    Numba's own thread count is kept per thread; setting it for each call makes the
-    process-wide setting hold in every thread that runs a kernel.
-    """
+    and written), at most `get_num_threads` (`avgpool._cpu_calls.call_on`)."""
 
     @functools.wraps(fn)
     def driver(x, *args, **kwargs):
-        import numba
-
         wanted = min(threads_for(2 * x.nbytes), get_num_threads())
-        before = numba.get_num_threads()
-        if before == wanted:
-            return fn(x, *args, **kwargs)
-        numba.set_num_threads(wanted)
-        try:
-            return fn(x, *args, **kwargs)
-        finally:
-            numba.set_num_threads(before)
+        return call_on(wanted, lambda: fn(x, *args, **kwargs))
 
     return driver
 
@@ -378,13 +365,6 @@ def plan_avg_backward(
         nbytes=nbytes,
         path=path,
     )
-
-
-def global_avg_backward(grad_output: np.ndarray, layout: Layout) -> np.ndarray:
-    """The backward of a global average (and of an adaptive one to size 1): `box_backward.global_spread`
-    of each plane's or channel's gradient over its cells."""
-    axes = tuple(Axis(n, n, 1, 1, 0, 0, 1) for n in layout.spatial)
-    return avg_backward(grad_output, layout, axes, True, None)
 
 
 # -- max pooling -------------------------------------------------------------------------------

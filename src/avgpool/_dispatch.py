@@ -215,24 +215,18 @@ def _blur_tables(
     return _cpu_plans.tap_tables(ref.blur_tables(spatial, filt_size, stride, mode, pad_off))
 
 
-def _ones(out_sizes: Sequence[int]) -> bool:
-    """Whether an adaptive pool's output is one cell per plane: a global pool."""
-    return all(n == 1 for n in out_sizes)
-
-
 @functools.lru_cache(maxsize=_cpu_plans.TABLES_CACHED)
 def _even_axes(spatial: tuple[int, ...], out_sizes: tuple[int, ...]) -> tuple[Axis, ...] | None:
     """An adaptive pool whose sizes divide evenly is a plain one (kernel = stride = size / out:
     PyTorch's windows [floor(i n / o), ceil((i + 1) n / o)) are then exactly those), which
-    the box and max kernels run; None otherwise."""
+    the box and max kernels run (an output of 1 is a whole-input window: the global kernels);
+    None otherwise."""
     if any(o < 1 or n % o for n, o in zip(spatial, out_sizes)):
         return None
     return tuple(Axis(n, n // o, n // o, 1, 0, 0, o).bounded() for n, o in zip(spatial, out_sizes))
 
 
 def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
-    if _ones(out_sizes):
-        return global_avg(x, layout, 0.0)
     axes = _even_axes(layout.spatial, tuple(out_sizes))
     if axes is not None:
         return avg_forward(x, layout, axes, True, None, 0.0)
@@ -242,8 +236,6 @@ def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
 
 
 def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
-    if _ones(out_sizes) and _fast("adaptive_avg_pool_backward", g):
-        return _cpu_drivers.global_avg_backward(g, layout)
     axes = _even_axes(layout.spatial, tuple(out_sizes))
     if axes is not None:
         return avg_backward(g, layout, axes, True, None)
@@ -254,8 +246,6 @@ def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
 
 
 def adaptive_max_forward(x, layout: Layout, out_sizes: Sequence[int]):
-    if _ones(out_sizes):
-        return global_max(x, layout, "propagate", -np.inf)
     axes = _even_axes(layout.spatial, tuple(out_sizes))
     if axes is not None:
         return max_forward(x, layout, axes, "propagate", -np.inf)
