@@ -20,7 +20,7 @@ import numpy as np
 
 from avgpool._errors import AvgPoolError
 from avgpool._loading import is_torch_source, load_torch_model, sha256_file, to_onnx
-from avgpool.monitor.profile import DEFAULT_BINS, Profile, ProfileError
+from avgpool.monitor.profile import DEFAULT_MAX_BUCKETS, Profile, ProfileError
 
 __all__ = [
     "TorchCollector",
@@ -70,19 +70,19 @@ def _identity(source: str, fmt: str, sha256: str | None, inventory: Any) -> dict
     return {"source": source, "format": fmt, "sha256": sha256, "pooling": pooling}
 
 
-def _start(profile: Profile | None, like: Profile | None, bins: int, channel_hist: bool) -> Profile:
+def _start(profile: Profile | None, like: Profile | None, max_buckets: int, channel_hist: bool) -> Profile:
     if profile is not None:
         return profile
     if like is not None:
         return Profile.like(like)
-    return Profile(bins=bins, channel_hist=channel_hist)
+    return Profile(max_buckets=max_buckets, channel_hist=channel_hist)
 
 
 def profile_arrays(
     batches: Iterable[Mapping[str, Any]],
     *,
     like: Profile | None = None,
-    bins: int = DEFAULT_BINS,
+    max_buckets: int = DEFAULT_MAX_BUCKETS,
     channel_hist: bool = False,
     progress: Progress | None = None,
 ) -> Profile:
@@ -95,7 +95,7 @@ def profile_arrays(
     >>> p["pool"].totals()["mean"], p.batches
     (0.5, 2)
     """
-    profile = _start(None, like, bins, channel_hist)
+    profile = _start(None, like, max_buckets, channel_hist)
     profile.model = {"source": "arrays", "format": "arrays", "sha256": None, "pooling": []}
     for batch in progress(batches) if progress else batches:
         profile.update_many(batch)
@@ -231,7 +231,7 @@ def profile_torch(
     *,
     layers: Sequence[str] | None = None,
     like: Profile | None = None,
-    bins: int = DEFAULT_BINS,
+    max_buckets: int = DEFAULT_MAX_BUCKETS,
     channel_hist: bool = False,
     progress: Progress | None = None,
     source: str | None = None,
@@ -246,7 +246,7 @@ def profile_torch(
     batches = list(batches)
     if not batches:
         raise ProfileError("no batches to profile")
-    profile = _start(None, like, bins, channel_hist)
+    profile = _start(None, like, max_buckets, channel_hist)
     first = _torch_args(model, batches[0])
     was_training = model.training
     model.eval()
@@ -300,7 +300,7 @@ def profile_onnx(
     *,
     layers: Sequence[str] | None = None,
     like: Profile | None = None,
-    bins: int = DEFAULT_BINS,
+    max_buckets: int = DEFAULT_MAX_BUCKETS,
     channel_hist: bool = False,
     progress: Progress | None = None,
 ) -> Profile:
@@ -358,7 +358,7 @@ def profile_onnx(
         )
     except Exception as exc:
         raise ProfileError(f"{source}: ONNX Runtime refuses the model: {str(exc).splitlines()[0]}") from None
-    profile = _start(None, like, bins, channel_hist)
+    profile = _start(None, like, max_buckets, channel_hist)
     sha = (
         sha256_file(source)
         if os.path.isfile(source)
@@ -411,7 +411,7 @@ def profile_model(
     *,
     layers: Sequence[str] | None = None,
     like: Profile | None = None,
-    bins: int = DEFAULT_BINS,
+    max_buckets: int = DEFAULT_MAX_BUCKETS,
     channel_hist: bool = False,
     progress: Progress | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
@@ -426,7 +426,7 @@ def profile_model(
     options = {
         "layers": layers,
         "like": like,
-        "bins": bins,
+        "max_buckets": max_buckets,
         "channel_hist": channel_hist,
         "progress": progress,
     }
