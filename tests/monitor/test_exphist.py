@@ -153,11 +153,28 @@ def test_aligned_puts_two_scales_on_the_same_buckets():
     assert a.sum() == 2 and b.sum() == 2
 
 
-def test_otlp_fields():
-    h = _filled([0.0, 1.0, 3.0, -2.0], 8)
-    point = h.otlp()
-    assert point["scale"] == h.scale and point["zeroCount"] == 1
-    assert sum(point["positive"]["bucketCounts"]) == 2 and sum(point["negative"]["bucketCounts"]) == 1
+def test_a_layer_is_a_real_otlp_data_point():
+    pb2 = pytest.importorskip("opentelemetry.proto.metrics.v1.metrics_pb2")
+    from google.protobuf.json_format import ParseDict
+
+    from avgpool.monitor import Profile
+
+    p = Profile(max_buckets=8)
+    p.update("l", np.array([[0.0, 1.0], [3.0, -2.0], [np.nan, 1000.0]]))
+    layer = p["l"]
+    point = ParseDict(layer.otlp(), pb2.ExponentialHistogramDataPoint())
+    assert (point.count, point.zero_count, point.scale) == (5, 1, layer.hist.scale)
+    assert (point.sum, point.min, point.max) == (1002.0, -2.0, 1000.0)
+    # OTLP's meaning of the fields is ours: bucket offset + j is (base**(offset+j), base**(offset+j+1)]
+    base = 2.0 ** (2.0**-point.scale)
+    positive = [
+        (base ** (point.positive.offset + j), base ** (point.positive.offset + j + 1))
+        for j, n in enumerate(point.positive.bucket_counts)
+        for _ in range(n)
+    ]
+    assert all(any(lo < v <= hi for lo, hi in positive) for v in (1.0, 3.0, 1000.0))
+    (neg,) = [j for j, n in enumerate(point.negative.bucket_counts) if n]
+    assert base ** (point.negative.offset + neg) < 2.0 <= base ** (point.negative.offset + neg + 1)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,9 @@ from avgpool.monitor import FORMAT_VERSION, Profile, ProfileError, load_profile
 @pytest.fixture
 def profile():
     rng = np.random.default_rng(3)
-    p = Profile(max_buckets=16, channel_hist=True, model={"source": "m.onnx", "sha256": "ab" * 32, "pooling": []})
+    p = Profile(
+        max_buckets=16, channel_hist=True, model={"source": "m.onnx", "sha256": "ab" * 32, "pooling": []}
+    )
     p.update_many(
         {"/pool/MaxPool": rng.standard_normal((4, 3, 5, 5)), "gap": rng.random((4, 3))}, {"gap": "g"}
     )

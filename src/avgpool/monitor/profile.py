@@ -222,6 +222,15 @@ class LayerStats:
         out.op = self.op or other.op
         return out
 
+    def otlp(self) -> dict[str, Any]:
+        """The layer's finite values as an OTLP ``ExponentialHistogramDataPoint`` (its JSON
+        mapping: count, sum, min, max and the buckets), ready for an OpenTelemetry exporter."""
+        t = self.totals()
+        point: dict[str, Any] = {"count": t["count"], **self.hist.otlp()}
+        if t["count"]:
+            point.update(sum=float((self.count * self.mean).sum()), min=t["min"], max=t["max"])
+        return point
+
     def quantile(self, q: float | Sequence[float]) -> np.ndarray:
         """Layer quantiles from the histogram: within `relative_error` of the value of rank
         ``floor(q * (n - 1))`` among the finite values (NumPy's ``method="lower"``), and never
