@@ -168,3 +168,40 @@ def test_drift_exports_textfile_and_tensorboard(capsys, profiles, tmp_path):
         d["candidate_name"]: pytest.approx(d["metrics"]["psi"]) for d in report["layers"]
     }
     assert len(list(logdir.iterdir())) == 1
+
+
+def test_merge_combines_shards_made_apart(capsys, tmp_path):
+    import numpy as np
+
+    from avgpool.monitor import Profile, profile_arrays
+
+    rng = np.random.default_rng(0)
+    data = rng.gamma(2.0, size=(90, 3, 4))
+    data[60:] *= 1000.0  # the last shard far outside the others' range
+    paths = []
+    for i, part in enumerate(np.split(data, 3)):
+        shard = profile_arrays([{"l": part}])
+        shard.save(tmp_path / f"s{i}.avgprof")
+        paths.append(tmp_path / f"s{i}.avgprof")
+    out = tmp_path / "all.avgprof"
+    code, stdout, err = run(capsys, "merge", *paths, "-o", out, "--json")
+    assert code == 0 and err == ""
+    assert json.loads(stdout)["batches"] == 3
+    merged, one = Profile.load(out)["l"], profile_arrays([{"l": data}])["l"]
+    assert merged.count.tolist() == one.count.tolist() and merged.max.tolist() == one.max.tolist()
+    a, b = merged.hist.trimmed(), one.hist.trimmed()
+    assert a.scale == b.scale and a.positive.counts.tolist() == b.positive.counts.tolist()
+
+
+def test_merge_refuses_profiles_of_different_models(capsys, tmp_path):
+    import numpy as np
+
+    from avgpool.monitor import profile_arrays
+
+    for i, sha in enumerate(("a" * 64, "b" * 64)):
+        p = profile_arrays([{"l": np.ones((2, 2))}])
+        p.model = {**p.model, "sha256": sha}
+        p.save(tmp_path / f"{i}.avgprof")
+    out = tmp_path / "m.avgprof"
+    code, _, err = run(capsys, "merge", tmp_path / "0.avgprof", tmp_path / "1.avgprof", "-o", out)
+    assert code == 2 and "different models" in err and not out.exists()
