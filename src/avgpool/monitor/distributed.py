@@ -160,7 +160,7 @@ def _client(distributed: Any, scheduler: Any, timeout: float) -> Iterator[Any]:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # any free port, loopback only
         )
         client = distributed.Client(cluster, set_as_default=False)
     else:
@@ -185,7 +185,8 @@ def _client(distributed: Any, scheduler: Any, timeout: float) -> Iterator[Any]:
 
 
 def _model_ref(client: Any, model: Any, trust: bool) -> tuple[Any, tuple[Any, ...], str | None]:
-    """What the tasks get for the model, the key of the workers' caches, the file's sha256."""
+    """What the tasks get for the model, the key of the workers' caches, and its sha256 (of a
+    file, or of a module as `profile_model` computes it)."""
     if isinstance(model, (str, os.PathLike)):
         from avgpool._loading import sha256_file
 
@@ -197,7 +198,14 @@ def _model_ref(client: Any, model: Any, trust: bool) -> tuple[Any, tuple[Any, ..
     # pickled whole: dask's own serializer of an nn.Module rebuilds its hook dicts as plain
     # dicts, which forward hooks cannot be registered on
     sent = client.scatter([cloudpickle.dumps(model)], broadcast=True, hash=False)[0]
-    return sent, ("object", sent.key), None
+    sha = None
+    if hasattr(model, "named_modules"):
+        from avgpool.monitor.collectors import _torch_sha256
+
+        # the identity hash includes the class's qualified name, which a class defined in a
+        # function loses when pickled by value: hashed here, as one process would
+        sha = _torch_sha256(model)
+    return sent, ("object", sent.key), sha
 
 
 def _result(distributed: Any, future: Any, share: int) -> Profile:
@@ -232,7 +240,8 @@ def _profile_share(
             _check_file(model, sha, address)
             _LOADS[(address, key)] += 1
             loaded["model"] = pickle.loads(model) if key[0] == "object" else model
-            loaded["cache"] = {}
+            # profile_model keeps a model's sha256 under "sha256" in its cache
+            loaded["cache"] = {"sha256": sha} if key[0] == "object" and sha else {}
         return profile_model(loaded["model"], batches, trust=trust, cache=loaded["cache"], **options)
 
 
