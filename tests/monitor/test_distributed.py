@@ -4,8 +4,10 @@ worker loads the model once, the CLI's --scheduler, and the errors."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ pytest.importorskip("onnxruntime")
 
 from distributed import Client, LocalCluster
 
+import avgpool.monitor
 from avgpool._loading import sha256_file
 from avgpool.cli import main
 from avgpool.monitor import Profile, ProfileError, iter_batches, profile_model
@@ -84,6 +87,37 @@ def test_torch_two_workers_equal_one_process(client, models, batches):
     assert not model.training and not model._forward_hooks  # the caller's module is untouched
 
 
+def test_torchscript_file_two_workers_equal_one_process(client, models, batches, tmp_path):
+    """A TorchScript file is profiled through its ONNX export, made once per worker."""
+    torch = pytest.importorskip("torch")
+    path = str(tmp_path / "base.pt")
+    with warnings.catch_warnings():
+        # torch deprecates TorchScript; its files are still common, and this makes one to profile
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.trace(models["base"], torch.zeros(4, 3, 12, 12)).save(path)
+    options = same_edges(path, batches)
+    one = profile_model(path, batches, **options)
+    before = client.run(dist._loads)
+    assert_same(one, profile_distributed(path, batches, scheduler=client, **options))
+    assert sorted(n - before[w] for w, n in client.run(dist._loads).items()) == [1, 1]
+
+
+def test_profile_model_cache_loads_once(onnx_files, batches, monkeypatch):
+    from avgpool.inspect import onnx_reader
+
+    model = onnx_files["base"]
+    options = same_edges(model, batches)
+    plain = profile_model(model, batches, **options)
+    loads = []
+    real = onnx_reader.load_onnx
+    monkeypatch.setattr(onnx_reader, "load_onnx", lambda *a: loads.append(a) or real(*a))
+    cache: dict = {}
+    first = profile_model(model, batches[:6], cache=cache, **options)
+    second = profile_model(model, batches[6:], cache=cache, **options)
+    assert len(loads) == 1 and {"onnx", "sha256"} <= set(cache)
+    assert_same(plain, first.merge(second))
+
+
 def test_torch_in_worker_processes(models, batches):
     """local:2: the module travels pickled to two processes and keeps its identity there."""
     model = models["base"]
@@ -133,7 +167,8 @@ def test_progress_advances_batch_by_batch(client, onnx_files, batches):
             seen.append(item)
 
     model = onnx_files["base"]
-    profile_distributed(model, batches, scheduler=client, progress=progress, **same_edges(model, batches))
+    address = client.scheduler.address  # a scheduler given by its address
+    profile_distributed(model, batches, scheduler=address, progress=progress, **same_edges(model, batches))
     assert seen == list(range(12))
 
 
@@ -217,3 +252,12 @@ def test_without_distributed_installed(onnx_files, batches, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import fails as if not installed
     with pytest.raises(ProfileError, match=r"needs dask\.distributed: pip install 'avgpool\[dask\]'"):
         profile_distributed(onnx_files["base"], batches, scheduler="local:1")
+
+
+def test_import_monitor_loads_no_dask():
+    code = (
+        "import sys, avgpool.monitor; print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+    assert avgpool.monitor.profile_distributed is profile_distributed

@@ -6,8 +6,8 @@ versioned file. `compare` judges a candidate against a baseline, layer by layer;
 put the same numbers on a Prometheus endpoint and in TensorBoard.
 
 Importing this package loads NumPy only: torch, onnxruntime, scipy, prometheus_client,
-tensorboard and matplotlib load inside the functions that need them
-(``pip install 'avgpool[monitor]'``).
+tensorboard, matplotlib and dask.distributed load inside the functions that need them
+(``pip install 'avgpool[monitor]'``, ``pip install 'avgpool[dask]'`` for `profile_distributed`).
 """
 
 from avgpool.monitor.collectors import (
@@ -19,6 +19,7 @@ from avgpool.monitor.collectors import (
     profile_onnx,
     profile_torch,
 )
+from avgpool.monitor.distributed import profile_distributed
 from avgpool.monitor.drift import (
     METRICS,
     THRESHOLDS,
@@ -75,6 +76,7 @@ __all__ = [
     "parse_threshold",
     "plot_drift",
     "profile_arrays",
+    "profile_distributed",
     "profile_model",
     "profile_onnx",
     "profile_torch",
