@@ -35,7 +35,7 @@ SHARES_PER_WORKER = 4
 # What each worker has loaded, by (worker address, model key): one cache per worker, even when
 # several workers share a process (LocalCluster(processes=False)).
 _CACHES: dict[tuple[str, tuple[Any, ...]], dict[Any, Any]] = {}
-_LOADS: Counter[tuple[str, tuple[Any, ...]]] = Counter()
+_LOADS: Counter[str] = Counter()
 # One share at a time runs a given model in a process: forward hooks belong to the module, so
 # two shares running the same module at once would each record the other's outputs.
 _IN_USE: dict[tuple[Any, ...], threading.Lock] = {}
@@ -105,7 +105,7 @@ def profile_distributed(
     if batches_per_task is not None and batches_per_task < 1:
         raise ProfileError(f"batches_per_task must be >= 1, got {batches_per_task}")
     with _client(distributed, scheduler, timeout) as client:
-        workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
         per_task = batches_per_task or math.ceil(len(batches) / (SHARES_PER_WORKER * workers))
         shares = [batches[i : i + per_task] for i in range(0, len(batches), per_task)]
         ref, key, sha = _model_ref(client, model, trust)
@@ -155,13 +155,19 @@ def _client(distributed: Any, scheduler: Any, timeout: float) -> Iterator[Any]:
         count = scheduler.partition(":")[2]
         if count and (not count.isdigit() or int(count) < 1):
             raise ProfileError(f"scheduler 'local:N' needs N >= 1 workers, got {scheduler!r}")
-        cluster = distributed.LocalCluster(
-            n_workers=int(count) if count else None,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",  # any free port, loopback only
-        )
+        try:
+            cluster = distributed.LocalCluster(
+                n_workers=int(count) if count else None,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",  # any free port, loopback only
+            )
+        except Exception as exc:
+            raise ProfileError(
+                f"cannot start a local dask cluster for scheduler {scheduler!r} ({type(exc).__name__}: "
+                f"{exc}); a script that starts one must do so under if __name__ == '__main__':"
+            ) from None
         client = distributed.Client(cluster, set_as_default=False)
     else:
         try:
@@ -238,7 +244,7 @@ def _profile_share(
     with in_use:
         if not loaded:
             _check_file(model, sha, address)
-            _LOADS[(address, key)] += 1
+            _LOADS[address] += 1
             loaded["model"] = pickle.loads(model) if key[0] == "object" else model
             # profile_model keeps a model's sha256 under "sha256" in its cache
             loaded["cache"] = {"sha256": sha} if key[0] == "object" and sha else {}
@@ -274,4 +280,4 @@ def _forget(key: tuple[Any, ...], dask_worker: Any = None) -> None:
 def _loads(dask_worker: Any = None) -> int:
     """How many times this worker has loaded a model (a test counts them)."""
     with _REGISTRY:
-        return sum(n for (address, _), n in _LOADS.items() if address == dask_worker.address)
+        return _LOADS[dask_worker.address]
