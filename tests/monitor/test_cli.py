@@ -23,9 +23,22 @@ def profiles(tmp_path_factory, onnx_files, npz):
     root = tmp_path_factory.mktemp("cli_profiles")
     base, cand = root / "base.avgprof", root / "cand.avgprof"
     assert main(["profile", onnx_files["base"], "--inputs", npz, "-o", str(base), "--no-progress"]) == 0
-    argv = ["profile", onnx_files["stem_avg"], "--inputs", npz, "--baseline", str(base), "-o", str(cand)]
+    # made apart: nothing of the baseline's is needed to compare with it
+    argv = ["profile", onnx_files["stem_avg"], "--inputs", npz, "-o", str(cand)]
     assert main([*argv, "--no-progress", "--batch-size", "7"]) == 0
     return str(base), str(cand)
+
+
+def test_two_profiles_of_one_model_made_apart_pass(capsys, onnx_files, npz, tmp_path):
+    a, b = tmp_path / "a.avgprof", tmp_path / "b.avgprof"
+    argv = ["profile", onnx_files["base"], "--inputs", npz, "--no-progress"]
+    assert main([*argv, "-o", str(a), "--batch-size", "5"]) == 0
+    assert main([*argv, "-o", str(b), "--max-buckets", "64"]) == 0
+    capsys.readouterr()
+    code, out, err = run(capsys, "drift", a, b, "--json")
+    assert code == 0 and err == ""
+    report = json.loads(out)
+    assert report["verdict"] == "ok" and all(d["metrics"]["ks"] < 0.05 for d in report["layers"])
 
 
 def test_profile_table(capsys, onnx_files, npz, tmp_path):
@@ -35,7 +48,10 @@ def test_profile_table(capsys, onnx_files, npz, tmp_path):
     )
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0] == f"profile of {onnx_files['base']}: 3 layers, 2 batches, 128 bins"
+    assert (
+        lines[0]
+        == f"profile of {onnx_files['base']}: 3 layers, 2 batches, histograms of up to 320 buckets per sign"
+    )
     row = next(line for line in lines if line.startswith("/pool1/MaxPool"))
     assert row.split()[:4] == ["/pool1/MaxPool", "MaxPool", "4x6x6", str(48 * 4 * 36)]
     assert lines[-1].startswith(f"wrote {out_path} (model sha256 ")

@@ -7,6 +7,7 @@ import pytest
 
 from avgpool.monitor import THRESHOLDS, Profile, ProfileError, compare, parse_threshold
 from avgpool.monitor.drift import PSI_EPSILON, hist_stats
+from avgpool.monitor.exphist import aligned, estimates
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -73,44 +74,47 @@ def test_change_at_one_layer_is_flagged_there_only(change, verdict, flagged):
     assert not report.fails("never")
 
 
-def test_binned_ks_and_wasserstein_bracket_the_exact_values():
+def test_bucketed_ks_and_wasserstein_bracket_the_exact_values():
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal(20000), 0.3 + 1.2 * rng.standard_normal(20000)
-    base = Profile(bins=128, edges={"l": np.linspace(-8, 8, 129)})
+    base, cand = Profile(), Profile(max_buckets=64)  # made apart, at different resolutions
     base.update("l", x)
-    cand = Profile.like(base)
     cand.update("l", y)
     d = compare(base, cand).by_name("l")
     exact_ks = stats.ks_2samp(x, y).statistic
-    bin_mass = max(base["l"].hist.max(), cand["l"].hist.max()) / 20000
-    # on edges the KS statistic is a lower bound, short of the exact one by at most a bin's mass
+    _, _, hb, hc = aligned(base["l"].hist, cand["l"].hist)
+    bucket_mass = max(hb.max(), hc.max()) / 20000
+    # on bucket bounds the KS statistic is a lower bound, short of the exact one by at most a bucket's mass
     assert d.metrics["ks"] <= exact_ks + 1e-12
-    assert exact_ks - d.metrics["ks"] <= bin_mass
-    # no value outside the edges: binned Wasserstein-1 is within one bin width of the exact one
-    width = 16 / 128
+    assert exact_ks - d.metrics["ks"] <= bucket_mass
+    # each value moves by at most the relative error a: W1 is within a * (E|x| + E|y|)
+    a = max(base["l"].relative_error, cand["l"].relative_error)
     exact_w1 = stats.wasserstein_distance(x, y)
-    assert abs(d.metrics["wasserstein"] * base["l"].totals()["std"] - exact_w1) <= width
+    got_w1 = d.metrics["wasserstein"] * base["l"].totals()["std"]
+    assert abs(got_w1 - exact_w1) <= a * (np.abs(x).mean() + np.abs(y).mean())
     assert d.metrics["mean_shift"] == pytest.approx((y.mean() - x.mean()) / x.std(), rel=1e-12)
     assert d.metrics["std_ratio"] == pytest.approx(y.std() / x.std(), rel=1e-12)
 
 
-def test_binned_wasserstein_equals_scipy_on_the_same_bins():
+def test_bucketed_wasserstein_equals_scipy_on_the_same_buckets():
     rng = np.random.default_rng(4)
-    edges = np.linspace(0.0, 1.0, 11)
-    cb, cc = rng.integers(0, 50, 12), rng.integers(0, 50, 12)
-    got = hist_stats(edges, cb, cc, -0.5, 2.0)
-    points = np.concatenate([[-0.25], (edges[:-1] + edges[1:]) / 2, [1.5]])
+    lower = np.array([-4.0, -2.0, -1.0, 0.0, 0.5, 1.0, 2.0])
+    upper = np.array([-2.0, -1.0, -0.5, 0.0, 1.0, 2.0, 4.0])
+    cb, cc = rng.integers(0, 50, 7), rng.integers(0, 50, 7)
+    got = hist_stats(lower, upper, cb, cc)
+    points = estimates(lower, upper)
+    assert points.tolist() == pytest.approx([-8 / 3, -4 / 3, -2 / 3, 0.0, 2 / 3, 4 / 3, 8 / 3])
     assert got["wasserstein"] == pytest.approx(stats.wasserstein_distance(points, points, cb, cc), rel=1e-12)
     cdf_b, cdf_c = np.cumsum(cb) / cb.sum(), np.cumsum(cc) / cc.sum()
     assert got["ks"] == pytest.approx(np.abs(cdf_b - cdf_c).max(), abs=1e-15)
 
 
 def test_psi_and_js_hand_worked():
-    # ten equal baseline bins = ten decile groups; the candidate moves 0.1 from the first to the last
-    edges = np.linspace(0.0, 10.0, 11)
-    cb = np.array([0, *[100] * 10, 0])
-    cc = np.array([0, 0, *[100] * 8, 200, 0])
-    got = hist_stats(edges, cb, cc, 0.0, 10.0)
+    # ten equal baseline buckets = ten decile groups; the candidate moves 0.1 from the first to the last
+    lower, upper = np.arange(1.0, 11.0), np.arange(2.0, 12.0)
+    cb = np.array([100] * 10)
+    cc = np.array([0, *[100] * 8, 200])
+    got = hist_stats(lower, upper, cb, cc)
     pc0 = PSI_EPSILON
     expected = (pc0 - 0.1) * np.log(pc0 / 0.1) + (0.2 - 0.1) * np.log(0.2 / 0.1)
     assert got["psi"] == pytest.approx(expected, rel=1e-12)
@@ -152,19 +156,24 @@ def test_layers_match_by_key_and_missing_layers_warn():
     x = rng.standard_normal((500, 2))
     base = profile([{"/pool/MaxPool": x, "/gap/GlobalAveragePool": x}])
     cand = Profile.like(base)
-    cand.update("/pool/AveragePool", x)  # takes the edges of the layer it replaced
+    cand.update("/pool/AveragePool", x)
     report = compare(base, cand)
     (d,) = report.layers
     assert (d.name, d.candidate_name, d.verdict) == ("/pool/MaxPool", "/pool/AveragePool", "ok")
     assert report.missing == ("/gap/GlobalAveragePool",) and report.verdict == "warn"
 
 
-def test_different_edges_are_an_error():
-    a, b = Profile(), Profile()
-    a.update("l", np.zeros((4, 2)))
-    b.update("l", np.ones((4, 2)))
-    with pytest.raises(ProfileError, match="--baseline"):
-        compare(a, b)
+def test_profiles_made_apart_compare():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4000, 2))
+    a, b = Profile(), Profile(max_buckets=16)  # no baseline shared, different resolutions
+    a.update("l", x[:2000])
+    b.update("l", x[2000:])
+    assert compare(a, b).verdict == "ok"
+    c = Profile()
+    c.update("l", np.full((100, 2), 1e6))  # nowhere near the baseline's buckets
+    d = compare(a, c).by_name("l")
+    assert d.verdict == "fail" and d.metrics["ks"] == pytest.approx(1.0)
 
 
 def test_thresholds_override_and_parse():

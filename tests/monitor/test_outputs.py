@@ -18,7 +18,7 @@ from avgpool.monitor import Profile, ProfileError
 
 @pytest.fixture
 def profile():
-    p = Profile(bins=8)
+    p = Profile(max_buckets=8)
     p.update_many({"pool": np.random.default_rng(0).standard_normal((4, 3, 5, 5))}, {"pool": "AveragePool"})
     return p
 
@@ -228,7 +228,7 @@ def test_the_drift_plot_draws_any_layer_name(tmp_path):
     from avgpool.monitor import compare, plot_drift
 
     name = "pool$\\frac{$x\nverdict: PASS"  # matplotlib's mathtext refused this title
-    base = Profile(bins=8)
+    base = Profile(max_buckets=8)
     base.update(name, np.random.default_rng(0).standard_normal((50, 2)))
     cand = Profile.like(base)
     cand.update(name, np.random.default_rng(1).standard_normal((50, 2)) + 1)

@@ -27,7 +27,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         batches,
         layers=args.layers,
         like=like,
-        bins=args.bins,
+        max_buckets=args.max_buckets,
         channel_hist=args.channel_hist,
         progress=progress(args.progress, f"profiling {len(batches)} batches"),
         trust=args.trust_file,
@@ -39,7 +39,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add the ``profile`` subparser to the ``avgpool`` command's subparsers."""
-    from avgpool.monitor.profile import DEFAULT_BINS
+    from avgpool.monitor.profile import DEFAULT_MAX_BUCKETS
 
     profile = sub.add_parser(
         "profile",
@@ -61,11 +61,18 @@ def add_commands(sub: Any) -> None:
         help="module / node / tensor names (default: pooling)",
     )
     profile.add_argument(
-        "--baseline", metavar="BASE.avgprof", help="take histogram edges (and bins) from a baseline profile"
+        "--baseline",
+        metavar="BASE.avgprof",
+        help="take the histogram resolution and --channel-hist from a baseline profile (profiles "
+        "compare without it)",
     )
     profile.add_argument("--batch-size", type=int, default=32)
     profile.add_argument(
-        "--bins", type=int, default=DEFAULT_BINS, help=f"histogram bins (default {DEFAULT_BINS})"
+        "--max-buckets",
+        type=int,
+        default=DEFAULT_MAX_BUCKETS,
+        help=f"histogram buckets per sign: more keep a finer scale over a wider range (default "
+        f"{DEFAULT_MAX_BUCKETS})",
     )
     profile.add_argument("--channel-hist", action="store_true", help="also keep one histogram per channel")
     profile.add_argument(

@@ -1,8 +1,9 @@
 """Activation telemetry at pooling layers: profiles, drift, exporters.
 
 A `Profile` summarises what a model's pooling layers output (moments, min/max, NaN/inf counts,
-fixed-edge histograms, per channel), batch by batch, mergeable across shards and saved in a
-versioned file. `compare` judges a candidate against a baseline, layer by layer; the exporters
+base-2 exponential histograms, per channel), batch by batch, saved in a versioned file. Any two
+profiles merge and compare, whoever made them. `compare` judges a candidate against a
+baseline, layer by layer; the exporters
 put the same numbers on a Prometheus endpoint and in TensorBoard.
 
 Importing this package loads NumPy only: torch, onnxruntime, scipy, prometheus_client,
@@ -33,7 +34,7 @@ from avgpool.monitor.drift import (
 from avgpool.monitor.fileformat import FORMAT_VERSION
 from avgpool.monitor.plot import plot_drift
 from avgpool.monitor.profile import (
-    DEFAULT_BINS,
+    DEFAULT_MAX_BUCKETS,
     LayerStats,
     Profile,
     ProfileError,
@@ -52,7 +53,7 @@ from avgpool.monitor.prometheus import (
 from avgpool.monitor.tensorboard import write_tensorboard
 
 __all__ = [
-    "DEFAULT_BINS",
+    "DEFAULT_MAX_BUCKETS",
     "FORMAT_VERSION",
     "METRICS",
     "THRESHOLDS",

@@ -20,7 +20,7 @@ import numpy as np
 
 from avgpool._errors import AvgPoolError
 from avgpool._loading import is_torch_source, load_torch_model, sha256_file, to_onnx
-from avgpool.monitor.profile import DEFAULT_BINS, Profile, ProfileError
+from avgpool.monitor.profile import DEFAULT_MAX_BUCKETS, Profile, ProfileError
 
 __all__ = [
     "TorchCollector",
@@ -79,19 +79,19 @@ def _cached(cache: MutableMapping[Any, Any] | None, key: Any, make: Callable[[],
     return cache[key]
 
 
-def _start(profile: Profile | None, like: Profile | None, bins: int, channel_hist: bool) -> Profile:
+def _start(profile: Profile | None, like: Profile | None, max_buckets: int, channel_hist: bool) -> Profile:
     if profile is not None:
         return profile
     if like is not None:
         return Profile.like(like)
-    return Profile(bins=bins, channel_hist=channel_hist)
+    return Profile(max_buckets=max_buckets, channel_hist=channel_hist)
 
 
 def profile_arrays(
     batches: Iterable[Mapping[str, Any]],
     *,
     like: Profile | None = None,
-    bins: int = DEFAULT_BINS,
+    max_buckets: int = DEFAULT_MAX_BUCKETS,
     channel_hist: bool = False,
     progress: Progress | None = None,
 ) -> Profile:
@@ -104,7 +104,7 @@ def profile_arrays(
     >>> p["pool"].totals()["mean"], p.batches
     (0.5, 2)
     """
-    profile = _start(None, like, bins, channel_hist)
+    profile = _start(None, like, max_buckets, channel_hist)
     profile.model = {"source": "arrays", "format": "arrays", "sha256": None, "pooling": []}
     for batch in progress(batches) if progress else batches:
         profile.update_many(batch)
@@ -240,7 +240,7 @@ def profile_torch(
     *,
     layers: Sequence[str] | None = None,
     like: Profile | None = None,
-    bins: int = DEFAULT_BINS,
+    max_buckets: int = DEFAULT_MAX_BUCKETS,
     channel_hist: bool = False,
     progress: Progress | None = None,
     source: str | None = None,
@@ -255,7 +255,7 @@ def profile_torch(
     batches = list(batches)
     if not batches:
         raise ProfileError("no batches to profile")
-    profile = _start(None, like, bins, channel_hist)
+    profile = _start(None, like, max_buckets, channel_hist)
     first = _torch_args(model, batches[0])
     was_training = model.training
     model.eval()
@@ -309,7 +309,7 @@ def profile_onnx(
     *,
     layers: Sequence[str] | None = None,
     like: Profile | None = None,
-    bins: int = DEFAULT_BINS,
+    max_buckets: int = DEFAULT_MAX_BUCKETS,
     channel_hist: bool = False,
     progress: Progress | None = None,
     cache: MutableMapping[Any, Any] | None = None,
@@ -351,7 +351,7 @@ def profile_onnx(
     session = _cached(
         cache, ("session", *(t for t, _ in targets.values())), lambda: _onnx_session(proto, targets, source)
     )
-    profile = _start(None, like, bins, channel_hist)
+    profile = _start(None, like, max_buckets, channel_hist)
     sha = _cached(
         cache,
         "sha256",
@@ -435,7 +435,7 @@ def profile_model(
     *,
     layers: Sequence[str] | None = None,
     like: Profile | None = None,
-    bins: int = DEFAULT_BINS,
+    max_buckets: int = DEFAULT_MAX_BUCKETS,
     channel_hist: bool = False,
     progress: Progress | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
@@ -455,7 +455,7 @@ def profile_model(
     options = {
         "layers": layers,
         "like": like,
-        "bins": bins,
+        "max_buckets": max_buckets,
         "channel_hist": channel_hist,
         "progress": progress,
     }

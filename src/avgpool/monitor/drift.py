@@ -6,17 +6,18 @@ Statistics, all computed from the profiles (never from raw activations):
 ``mean_shift``   (candidate mean - baseline mean) / baseline std: a standardized mean difference.
 ``std_ratio``    candidate std / baseline std; judged on max(r, 1/r), so halving counts as doubling.
 ``psi``          population stability index, sum (c - b) ln(c / b), over baseline-decile groups of
-                 the histogram bins (the usual 10-bin PSI); proportions floored at `PSI_EPSILON`.
-``ks``           Kolmogorov-Smirnov statistic, the largest CDF difference at the bin edges.
-``wasserstein``  Wasserstein-1 distance between the binned distributions, in baseline std units.
+                 the histogram buckets (the usual 10-bin PSI); proportions floored at `PSI_EPSILON`.
+``ks``           Kolmogorov-Smirnov statistic, the largest CDF difference at the bucket bounds.
+``wasserstein``  Wasserstein-1 distance between the bucketed distributions, in baseline std units.
 ``js``           Jensen-Shannon distance (base 2, in [0, 1]) over the same decile groups as PSI.
 ``nonfinite``    increase in the fraction of NaN/inf values.
 
-Binned versus exact: the KS statistic on edges is a lower bound of the exact two-sample
-statistic and falls short of it by at most the largest single-bin mass; Wasserstein-1 with the
-mass of each bin at its centre is within one bin width of the exact distance when no value
-falls outside the edges. Both profiles must share histogram edges (profile the candidate with
-the baseline: `Profile.like`, or ``avgpool profile --baseline``).
+Any two profiles compare: their exponential histograms (`avgpool.monitor.exphist`) are brought
+to the lower of their two scales, where every bucket of one is a bucket of the other. Bucketed
+versus exact: the KS statistic on bucket bounds is a lower bound of the exact two-sample
+statistic and falls short of it by at most the largest single-bucket mass; Wasserstein-1 with
+each bucket's mass at its estimate moves every value by at most the histogram's relative error
+``a`` of it, so it is within ``a * (E|b| + E|c|)`` of the exact distance.
 
 Each threshold is a (warn, fail) pair and a value strictly above it triggers; `THRESHOLDS`
 documents where each comes from.
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from avgpool.monitor.exphist import aligned
 from avgpool.monitor.profile import LayerStats, Profile, ProfileError
 
 __all__ = [
@@ -176,7 +178,10 @@ class ChannelDrift:
 
 @dataclass(frozen=True)
 class LayerDrift:
-    """One layer: baseline vs candidate totals, the drift statistics and the verdict."""
+    """One layer: baseline vs candidate totals, the drift statistics and the verdict.
+
+    ``bounds`` (lower, upper) and ``hist`` (baseline, candidate counts) are the two layer
+    histograms over the same buckets, in ascending value order."""
 
     name: str
     candidate_name: str
@@ -188,7 +193,7 @@ class LayerDrift:
     verdict: str
     reasons: tuple[str, ...]
     score: float
-    edges: np.ndarray = field(repr=False)
+    bounds: tuple[np.ndarray, np.ndarray] = field(repr=False)
     hist: tuple[np.ndarray, np.ndarray] = field(repr=False)
     range: tuple[float, float] = (math.nan, math.nan)
     channels: ChannelDrift | None = field(default=None, repr=False)
@@ -277,15 +282,6 @@ class DriftReport:
         )
 
 
-def _points(edges: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Where each bin's mass sits: inner bins at their centre, the outer bins halfway to the
-    most extreme value seen (or at the edge when nothing lies beyond it)."""
-    centres = (edges[:-1] + edges[1:]) / 2
-    below = (min(lo, edges[0]) + edges[0]) / 2
-    above = (max(hi, edges[-1]) + edges[-1]) / 2
-    return np.concatenate([[below], centres, [above]])
-
-
 def _groups(pb: np.ndarray, k: int) -> np.ndarray:
     """Group id per fine bin: a group starts where the baseline's cumulative mass crosses j/k."""
     before = np.cumsum(pb, axis=-1) - pb
@@ -301,22 +297,24 @@ def _grouped(p: np.ndarray, gid: np.ndarray, k: int) -> np.ndarray:
 
 
 def hist_stats(
-    edges: np.ndarray, counts_b: np.ndarray, counts_c: np.ndarray, lo: float, hi: float
+    lower: np.ndarray, upper: np.ndarray, counts_b: np.ndarray, counts_c: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """PSI, KS, Wasserstein-1 (in value units) and JS distance from two histograms of
-    ``bins + 2`` counts (any leading axes, e.g. channels)."""
+    """PSI, KS, Wasserstein-1 (in value units) and JS distance from two histograms over the
+    same buckets (`exphist.aligned`: bounds in ascending order, counts with any leading axes,
+    e.g. channels)."""
     from scipy.spatial.distance import jensenshannon
     from scipy.special import rel_entr
+
+    from avgpool.monitor.exphist import estimates
 
     cb = np.asarray(counts_b, dtype=np.float64)
     cc = np.asarray(counts_c, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         pb = cb / cb.sum(axis=-1, keepdims=True)
         pc = cc / cc.sum(axis=-1, keepdims=True)
-    cum_b, cum_c = np.cumsum(pb, axis=-1), np.cumsum(pc, axis=-1)
-    ks = np.abs(cum_b - cum_c)[..., :-1].max(axis=-1)
-    x = _points(edges, lo, hi)
-    w1 = (np.abs(cum_b - cum_c)[..., :-1] * np.diff(x)).sum(axis=-1)
+    gap = np.abs(np.cumsum(pb, axis=-1) - np.cumsum(pc, axis=-1))[..., :-1]
+    ks = gap.max(axis=-1, initial=0.0)
+    w1 = (gap * np.diff(estimates(lower, upper))).sum(axis=-1)
     gid = _groups(np.nan_to_num(pb), PSI_GROUPS)
     gb, gc = _grouped(np.nan_to_num(pb), gid, PSI_GROUPS), _grouped(np.nan_to_num(pc), gid, PSI_GROUPS)
     fb, fc = np.maximum(gb, PSI_EPSILON), np.maximum(gc, PSI_EPSILON)
@@ -413,8 +411,7 @@ def compare(
     Raises
     ------
     ProfileError
-        A matched layer's histogram edges differ between the profiles, or a profile holds
-        statistics no data can give (a NaN or inf mean, spread, min or max, negative counts):
+        A profile holds statistics no data can give (a NaN or inf mean, spread, min or max, negative counts):
         it was damaged or forged and is not judged.
     """
     limits = {**THRESHOLDS, **(thresholds or {})}
@@ -457,17 +454,13 @@ def _compare_pairs(
     results = []
     for name_b, name_c in pairs:
         b, c = baseline.layers[name_b], candidate.layers[name_c]
-        if b.edges.shape != c.edges.shape or not np.allclose(b.edges, c.edges, rtol=1e-12, atol=0):
-            raise ProfileError(
-                f"layer {name_b!r}: histogram edges differ; profile the candidate with the baseline "
-                "(avgpool profile ... --baseline BASE, or Profile.like(baseline))"
-            )
         if b.channels != c.channels:
             notes.append(f"{name_b}: {b.channels} channels in the baseline, {c.channels} in the candidate")
         tb, tc = b.totals(), c.totals()
         finite = [t["min"] for t in (tb, tc) if t["count"]], [t["max"] for t in (tb, tc) if t["count"]]
         lo, hi = (min(finite[0]), max(finite[1])) if finite[0] else (math.nan, math.nan)
-        hs = hist_stats(b.edges, b.hist, c.hist, lo, hi)
+        lower, upper, hb, hc = aligned(b.hist, c.hist)
+        hs = hist_stats(lower, upper, hb[0], hc[0])
         values = {**_moment_stats(b, c, False), **hs}
         values["wasserstein"] = _in_std_units(values["wasserstein"], np.float64(tb["std"]))
         metric_values = {m: float(values[m]) for m in METRICS}
@@ -486,7 +479,7 @@ def _compare_pairs(
         if channels and b.channels == c.channels:
             per = _moment_stats(b, c, True)
             if b.channel_hist is not None and c.channel_hist is not None:
-                ch = hist_stats(b.edges, b.channel_hist, c.channel_hist, lo, hi)
+                ch = hist_stats(*aligned(b.channel_hist, c.channel_hist))
                 ch["wasserstein"] = _in_std_units(ch["wasserstein"], b.std)
                 per.update(ch)
             v = _verdicts({m: per[m] for m in gating if m in per}, limits)
@@ -514,8 +507,8 @@ def _compare_pairs(
                 verdict=VERDICTS[verdict],
                 reasons=tuple(reasons),
                 score=score,
-                edges=b.edges,
-                hist=(b.hist, c.hist),
+                bounds=(lower, upper),
+                hist=(hb[0], hc[0]),
                 range=(float(lo), float(hi)),
                 channels=channel,
             )

@@ -4,18 +4,23 @@ This module knows the bytes, not the classes: `write_profile` reads a profile's 
 `read_profile` builds one with the classes it is given, so `avgpool.monitor.profile` (whose
 ``Profile.save`` and ``Profile.load`` call these) is imported by nothing here.
 
-Format version 1 is a ZIP archive (stored, not compressed) with:
+Format version 2 is a ZIP archive (stored, not compressed) with:
 
 ``header.json``
-    UTF-8 JSON: ``{"format": "avgpool-profile", "format_version": 1, "avgpool_version",
-    "created_utc", "bins", "channel_hist", "batches", "notes", "model": {"source", "format",
-    "sha256", "pooling": [{"name", "op", "source_op", "output_shape"}, ...]}, "layers":
-    [{"name", "op", "channels", "sample_shape", "arrays": "L0"}, ...]}``.
+    UTF-8 JSON: ``{"format": "avgpool-profile", "format_version": 2, "avgpool_version",
+    "created_utc", "max_buckets", "channel_hist", "batches", "notes", "model": {"source",
+    "format", "sha256", "pooling": [{"name", "op", "source_op", "output_shape"}, ...]},
+    "layers": [{"name", "op", "channels", "sample_shape", "arrays": "L0", "hist": {"scale",
+    "max_buckets", "rows", "positive_offset", "negative_offset"}}, ...]}``.
 ``L<i>/<field>.npy``
-    One NumPy ``.npy`` file (no pickled objects) per field of layer ``i``: ``edges``
-    (float64, bins+1), ``count``, ``nan``, ``posinf``, ``neginf`` (int64, C), ``mean``, ``m2``,
-    ``min``, ``max`` (float64, C), ``hist`` (int64, bins+2) and, with per-channel histograms,
-    ``channel_hist`` (int64, C x bins+2).
+    One NumPy ``.npy`` file (no pickled objects) per field of layer ``i``: ``count``, ``nan``,
+    ``posinf``, ``neginf`` (int64, C), ``mean``, ``m2``, ``min``, ``max`` (float64, C), and the
+    exponential histogram (`avgpool.monitor.exphist`): ``hist_zero`` (int64, rows),
+    ``hist_positive`` and ``hist_negative`` (int64, rows x buckets), with one row per channel
+    when the profile keeps per-channel histograms (the layer's is their sum), else one.
+
+Version 1 kept histograms on edges fixed by a profile's first batch; such a file cannot be
+compared with or merged into any other, and is refused with a message saying to profile again.
 
 Every member carries the ZIP CRC-32, checked on read, so a flipped byte is an error rather
 than a wrong number. A reader refuses a ``format_version`` newer than it knows. Files are
@@ -40,7 +45,7 @@ from avgpool.monitor._errors import ProfileError
 __all__ = ["FORMAT", "FORMAT_VERSION", "read_profile", "write_profile"]
 
 FORMAT = "avgpool-profile"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _INT_FIELDS = ("count", "nan", "posinf", "neginf")
 _FLOAT_FIELDS = ("mean", "m2", "min", "max")
@@ -62,6 +67,7 @@ def write_profile(profile: Any, path: Any) -> None:
     members: list[tuple[str, bytes]] = []
     for i, layer in enumerate(profile.layers.values()):
         key = f"L{i}"
+        hist = (layer.hist if layer.channel_hist is None else layer.channel_hist).trimmed()
         layers.append(
             {
                 "name": layer.name,
@@ -69,19 +75,26 @@ def write_profile(profile: Any, path: Any) -> None:
                 "channels": layer.channels,
                 "sample_shape": list(layer.sample_shape),
                 "arrays": key,
+                "hist": {
+                    "scale": hist.scale,
+                    "max_buckets": hist.max_buckets,
+                    "rows": hist.rows,
+                    "positive_offset": hist.positive.offset,
+                    "negative_offset": hist.negative.offset,
+                },
             }
         )
-        fields = {"edges": layer.edges, "hist": layer.hist}
-        fields.update({f: getattr(layer, f) for f in (*_INT_FIELDS, *_FLOAT_FIELDS)})
-        if layer.channel_hist is not None:
-            fields["channel_hist"] = layer.channel_hist
+        fields = {f: getattr(layer, f) for f in (*_INT_FIELDS, *_FLOAT_FIELDS)}
+        fields.update(
+            hist_zero=hist.zero, hist_positive=hist.positive.counts, hist_negative=hist.negative.counts
+        )
         members += [(f"{key}/{f}.npy", _npy(a)) for f, a in fields.items()]
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "avgpool_version": __version__,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "bins": profile.bins,
+        "max_buckets": profile.max_buckets,
         "channel_hist": profile.channel_hist,
         "batches": profile.batches,
         "notes": list(profile.notes),
@@ -137,6 +150,13 @@ def _header(zf: zipfile.ZipFile, path: str) -> dict[str, Any]:
             f"({header.get('avgpool_version', '?')}); this one reads version {FORMAT_VERSION}: "
             "upgrade avgpool"
         )
+    if version < FORMAT_VERSION:
+        raise ProfileError(
+            f"{path}: profile format version {version} (avgpool {header.get('avgpool_version', '?')}) "
+            "keeps histograms on edges set by its first batch, which no other profile shares; this "
+            f"avgpool reads version {FORMAT_VERSION}, whose profiles all compare and merge: profile "
+            "the model again with this avgpool"
+        )
     return header
 
 
@@ -165,52 +185,66 @@ def _member(zf: zipfile.ZipFile, name: str, path: str) -> bytes | None:
 def _profile(
     zf: zipfile.ZipFile, header: dict[str, Any], path: str, profile_cls: type, stats_cls: type
 ) -> Any:
-    bins = int(header["bins"])
+    from avgpool.monitor.exphist import Buckets, ExpHistogram
+
     profile = profile_cls(
-        bins=bins,
+        max_buckets=int(header["max_buckets"]),
         channel_hist=bool(header["channel_hist"]),
         model=header.get("model") or {},
         notes=list(header.get("notes") or []),
         batches=int(header.get("batches", 0)),
     )
     for entry in header["layers"]:
-        key, c = entry["arrays"], int(entry["channels"])
-        fields = {
-            f: _array(zf, f"{key}/{f}.npy", path) for f in ("edges", "hist", *_INT_FIELDS, *_FLOAT_FIELDS)
-        }
-        channel_hist = _array(zf, f"{key}/channel_hist.npy", path) if profile.channel_hist else None
-        expected = {
-            "edges": (bins + 1,),
-            "hist": (bins + 2,),
-            **{f: (c,) for f in (*_INT_FIELDS, *_FLOAT_FIELDS)},
-        }
-        for f, shape in expected.items():
-            if fields[f].shape != shape:
-                raise ProfileError(
-                    f"{path}: corrupted avgpool profile (layer {entry['name']!r} {f} has shape "
-                    f"{fields[f].shape}, expected {shape})"
-                )
-        kinds = {f: "iu" for f in ("hist", *_INT_FIELDS)} | {f: "f" for f in ("edges", *_FLOAT_FIELDS)}
-        wrong = [f for f, k in kinds.items() if fields[f].dtype.kind not in k]
-        if channel_hist is not None and channel_hist.dtype.kind not in "iu":
-            wrong.append("channel_hist")
-        if wrong or not isinstance(entry["name"], str) or not isinstance(entry.get("op", ""), str):
-            what = f"{', '.join(wrong)} of the wrong dtype" if wrong else "a name or op that is not text"
-            raise ProfileError(f"{path}: corrupted avgpool profile (layer {entry['name']!r}: {what})")
-        if channel_hist is not None and channel_hist.shape != (c, bins + 2):
-            raise ProfileError(f"{path}: corrupted avgpool profile (layer {entry['name']!r} channel_hist)")
+        key, c, name = entry["arrays"], int(entry["channels"]), entry["name"]
+        if not isinstance(name, str) or not isinstance(entry.get("op", ""), str):
+            raise ProfileError(
+                f"{path}: corrupted avgpool profile (layer {name!r}: a name or op that is not text)"
+            )
+        fields = {f: _array(zf, f"{key}/{f}.npy", path) for f in (*_INT_FIELDS, *_FLOAT_FIELDS)}
+        hist = {f: _array(zf, f"{key}/hist_{f}.npy", path) for f in ("zero", "positive", "negative")}
+        meta = entry["hist"]
+        rows = int(meta["rows"])
+
+        def bad(what: str, name: str = name) -> ProfileError:
+            return ProfileError(f"{path}: corrupted avgpool profile (layer {name!r}: {what})")
+
+        for f in (*_INT_FIELDS, *_FLOAT_FIELDS):
+            if fields[f].shape != (c,):
+                raise bad(f"{f} has shape {fields[f].shape}, expected {(c,)}")
+        if rows != (c if profile.channel_hist else 1):
+            raise bad(f"a histogram of {rows} rows for {c} channels")
+        if hist["zero"].shape != (rows,) or any(
+            hist[f].ndim != 2 or hist[f].shape[0] != rows for f in ("positive", "negative")
+        ):
+            raise bad("histogram arrays of the wrong shape")
+        wrong = [f for f in _INT_FIELDS if fields[f].dtype.kind not in "iu"]
+        wrong += [f for f in _FLOAT_FIELDS if fields[f].dtype.kind != "f"]
+        wrong += [f"hist_{f}" for f, a in hist.items() if a.dtype.kind not in "iu"]
+        if wrong:
+            raise bad(f"{', '.join(wrong)} of the wrong dtype")
+        try:
+            h = ExpHistogram(
+                int(meta["max_buckets"]),
+                rows,
+                int(meta["scale"]),
+                hist["zero"].astype(np.int64),
+                Buckets(int(meta["positive_offset"]), hist["positive"].astype(np.int64)),
+                Buckets(int(meta["negative_offset"]), hist["negative"].astype(np.int64)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise bad(str(exc)) from None
+        per_channel = profile.channel_hist
         layer = stats_cls(
-            name=entry["name"],
-            channel_hist=None if channel_hist is None else channel_hist.astype(np.int64),
+            name=name,
+            hist=h.row_sum() if per_channel else h,
+            channel_hist=h if per_channel else None,
             op=entry.get("op", ""),
             sample_shape=tuple(entry.get("sample_shape") or ()),
-            **{f: fields[f].astype(np.int64) for f in ("hist", *_INT_FIELDS)},
-            **{f: fields[f].astype(np.float64) for f in ("edges", *_FLOAT_FIELDS)},
+            **{f: fields[f].astype(np.int64) for f in _INT_FIELDS},
+            **{f: fields[f].astype(np.float64) for f in _FLOAT_FIELDS},
         )
         problems = layer.problems()
         if problems:
-            raise ProfileError(
-                f"{path}: corrupted avgpool profile (layer {layer.name!r}: {'; '.join(problems)})"
-            )
+            raise bad("; ".join(problems))
         profile.layers[layer.name] = layer
     return profile

@@ -1,5 +1,5 @@
 """Why the gate failed, as a picture: baseline and candidate histograms of the most drifted
-layers, overlaid on the baseline's bins, with the statistics that decided each verdict."""
+layers, overlaid on the same buckets, with the statistics that decided each verdict."""
 
 from __future__ import annotations
 
@@ -9,25 +9,45 @@ import numpy as np
 
 from avgpool._files import write_atomically
 from avgpool.monitor.drift import DriftReport, LayerDrift
+from avgpool.monitor.exphist import estimates
 from avgpool.monitor.profile import ProfileError
 
 __all__ = ["plot_drift"]
 
+#: Equal-width bins the plot re-bins the histograms into.
+_DISPLAY_BINS = 60
 _COLOURS = {"ok": "#2e7d32", "warn": "#ef6c00", "fail": "#c62828"}
 
 
 def _panel(ax: Any, d: LayerDrift) -> None:
     from avgpool._tables import printable
 
-    edges = d.edges
+    lower, upper = d.bounds
     hb, hc = (np.asarray(h, dtype=np.float64) for h in d.hist)
-    width = np.diff(edges)
-    db = hb[1:-1] / max(hb.sum(), 1) / width
-    dc = hc[1:-1] / max(hc.sum(), 1) / width
+    pb, pc = hb / max(hb.sum(), 1), hc / max(hc.sum(), 1)
+    # the exponential buckets are re-binned for the eye: each bucket's mass spread evenly over
+    # its extent, into equal bins over the central 99.8% of both distributions; exact zeros (a
+    # spike of no width) and the tails beyond that range are reported in the text box instead
+    zero = upper == lower
+    x = estimates(lower, upper)
+    cum = np.cumsum((pb + pc) / 2)
+    total = cum[-1] if cum.size else 0.0
+    if total > 0:
+        lo = float(x[min(int(np.searchsorted(cum, 0.001 * total)), len(x) - 1)])
+        hi = float(x[min(int(np.searchsorted(cum, 0.999 * total)), len(x) - 1)])
+    else:
+        lo = hi = 0.0
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, _DISPLAY_BINS + 1)
+    width = edges[1] - edges[0]
+    span = np.where(zero, 1.0, upper - lower)
+    share = np.where(zero, 0.0, np.clip((edges[:, None] - lower) / span, 0.0, 1.0))  # (edges, buckets)
+    db, dc = (np.diff(share @ p) / width for p in (pb, pc))
     ax.stairs(db, edges, fill=True, alpha=0.35, color="#1565c0", label="baseline")
     ax.stairs(dc, edges, linewidth=1.6, color="#c62828", label="candidate")
-    # a spike (ReLU zeros, a dead channel) would flatten everything else: clip the axis above
-    # the bulk of the bins and say so
+    # a spike (a dead channel, values piled at one point) would flatten everything else: clip
+    # the axis above the bulk of the bins and say so
     both = np.concatenate([db, dc])
     positive = both[both > 0]
     top = float(positive.max()) if positive.size else 1.0
@@ -35,10 +55,9 @@ def _panel(ax: Any, d: LayerDrift) -> None:
     if top > 2.5 * bulk:
         ax.set_ylim(0, bulk)
         i = int(np.argmax(np.maximum(db, dc)))
-        mass_b = hb[1 + i] / max(hb.sum(), 1)
-        mass_c = hc[1 + i] / max(hc.sum(), 1)
         ax.annotate(
-            f"clipped: bin [{edges[i]:.3g}, {edges[i + 1]:.3g}) holds\nbase {mass_b:.1%}, cand {mass_c:.1%}",
+            f"clipped: bin [{edges[i]:.3g}, {edges[i + 1]:.3g}) holds\n"
+            f"base {db[i] * width:.1%}, cand {dc[i] * width:.1%}",
             xy=((edges[i] + edges[i + 1]) / 2, bulk),
             xytext=(0.5, 0.62),
             textcoords="axes fraction",
@@ -62,10 +81,14 @@ def _panel(ax: Any, d: LayerDrift) -> None:
         f"W1 {m['wasserstein']:.3f} sd   JS {m['js']:.3f}",
     ]
     outside = []
-    for label, i in (("below", 0), ("above", -1)):
-        fb, fc = hb[i] / max(hb.sum(), 1), hc[i] / max(hc.sum(), 1)
+    for label, where in (
+        ("exact zeros", zero),
+        ("below the plot", ~zero & (x < lo)),
+        ("above the plot", ~zero & (x > hi)),
+    ):
+        fb, fc = pb[where].sum(), pc[where].sum()
         if fb >= 5e-4 or fc >= 5e-4:
-            outside.append(f"{label} the bins: base {fb:.1%}, cand {fc:.1%}")
+            outside.append(f"{label}: base {fb:.1%}, cand {fc:.1%}")
     ax.text(
         0.98,
         0.97,

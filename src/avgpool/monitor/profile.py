@@ -3,14 +3,15 @@
 A `Profile` holds, for each profiled layer, per-channel moments (count, mean, sum of squared
 deviations, accumulated in float64 with Chan et al.'s pairwise update, so a batch never loses
 precision to a running total), min and max of the finite values, NaN/+inf/-inf counts, and a
-fixed-edge histogram of the whole layer (and, on request, of each channel).
+base-2 exponential histogram (`avgpool.monitor.exphist`) of the whole layer (and, on request,
+of each channel).
 
-Histogram edges are fixed once per layer and never move: they come from a baseline profile
-(`Profile.like`), are given explicitly, or are set by the first batch a layer sees (its finite
-range, widened by `EDGE_MARGIN` of that range on each side). Values outside the edges fall in
-an underflow and an overflow bin, so nothing is lost; profiles to be merged or compared must
-share edges. Channels are axis 1 of a layer's output (``(N, C, *spatial)``); an output of shape
-``(N,)`` has one channel.
+The histogram's buckets depend on the values alone, never on which batch came first, so any two
+profiles of a model compare and merge, whoever made them: each replica of a server, each worker
+of a batch job, last month's CI run and today's. Merging profiles gives the same counts,
+histograms, minima and maxima as one pass over all their batches, and the same moments to
+float64 rounding. Channels are axis 1 of a layer's output (``(N, C, *spatial)``); an output of
+shape ``(N,)`` has one channel.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import numpy as np
 
 from avgpool.monitor import fileformat
 from avgpool.monitor._errors import ProfileError
+from avgpool.monitor.exphist import DEFAULT_MAX_BUCKETS, ExpHistogram, check_max_buckets
 
 __all__ = [
-    "DEFAULT_BINS",
-    "EDGE_MARGIN",
+    "DEFAULT_MAX_BUCKETS",
     "LayerStats",
     "Profile",
     "ProfileError",
@@ -36,35 +37,17 @@ __all__ = [
     "save_profile",
 ]
 
-#: Inner histogram bins per layer (plus an underflow and an overflow bin).
-DEFAULT_BINS = 128
-#: Edges set by a first batch span its range widened by this fraction of it on each side.
-EDGE_MARGIN = 0.1
-
-
-def _edges_from(values: np.ndarray, bins: int) -> np.ndarray:
-    if values.size == 0:
-        lo, hi = -1.0, 1.0
-    else:
-        lo, hi = float(values.min()), float(values.max())
-    span = hi - lo
-    if span <= 0:
-        span = max(abs(lo), 1.0)
-    margin = EDGE_MARGIN * span
-    return np.linspace(lo - margin, hi + margin, bins + 1)
-
 
 @dataclass
 class LayerStats:
     """Statistics of one layer's output; arrays have one entry per channel.
 
-    ``hist`` has ``bins + 2`` counts: values below ``edges[0]``, one per ``[edges[i],
-    edges[i+1])``, and values at or above ``edges[-1]``. ``channel_hist`` is ``(C, bins + 2)``
-    or None. ``m2`` is the sum of squared deviations from the mean (finite values only).
+    ``hist`` is the layer's histogram (one row), ``channel_hist`` one row per channel (sharing
+    a scale with ``hist``) or None. ``m2`` is the sum of squared deviations from the mean
+    (finite values only); NaN and infinities are counted, never binned.
     """
 
     name: str
-    edges: np.ndarray
     count: np.ndarray
     mean: np.ndarray
     m2: np.ndarray
@@ -73,19 +56,24 @@ class LayerStats:
     nan: np.ndarray
     posinf: np.ndarray
     neginf: np.ndarray
-    hist: np.ndarray
-    channel_hist: np.ndarray | None = None
+    hist: ExpHistogram
+    channel_hist: ExpHistogram | None = None
     op: str = ""
     sample_shape: tuple[int, ...] = ()
 
     @classmethod
     def empty(
-        cls, name: str, channels: int, edges: np.ndarray, *, channel_hist: bool = False, op: str = ""
+        cls,
+        name: str,
+        channels: int,
+        *,
+        max_buckets: int = DEFAULT_MAX_BUCKETS,
+        channel_hist: bool = False,
+        op: str = "",
     ) -> LayerStats:
-        c, nb = channels, len(edges) + 1
+        c = channels
         return cls(
             name=name,
-            edges=np.asarray(edges, dtype=np.float64),
             count=np.zeros(c, np.int64),
             mean=np.zeros(c),
             m2=np.zeros(c),
@@ -94,8 +82,8 @@ class LayerStats:
             nan=np.zeros(c, np.int64),
             posinf=np.zeros(c, np.int64),
             neginf=np.zeros(c, np.int64),
-            hist=np.zeros(nb, np.int64),
-            channel_hist=np.zeros((c, nb), np.int64) if channel_hist else None,
+            hist=ExpHistogram(max_buckets),
+            channel_hist=ExpHistogram(max_buckets, rows=c) if channel_hist else None,
             op=op,
         )
 
@@ -104,8 +92,9 @@ class LayerStats:
         return len(self.count)
 
     @property
-    def bins(self) -> int:
-        return len(self.edges) - 1
+    def relative_error(self) -> float:
+        """The histogram's bound on a quantile's relative error (`ExpHistogram.relative_error`)."""
+        return self.hist.relative_error
 
     @property
     def std(self) -> np.ndarray:
@@ -135,17 +124,22 @@ class LayerStats:
 
     def problems(self) -> list[str]:
         """What makes these statistics impossible for any batch to give: a NaN or inf mean,
-        spread, min or max where the channel has values, negative counts, edges that are not
-        finite and ascending. A profile that says so was damaged or forged, and a drift gate
+        spread, min or max where the channel has values, negative counts, a histogram that does
+        not count what the counts say. A profile that says so was damaged or forged, and a drift gate
         must not judge it; empty when the statistics are sound."""
         seen = np.asarray(self.count) > 0
         out = [
             f"{f} is negative"
-            for f in ("hist", "count", "nan", "posinf", "neginf")
+            for f in ("count", "nan", "posinf", "neginf")
             if (np.asarray(getattr(self, f)) < 0).any()
         ]
-        if self.channel_hist is not None and (np.asarray(self.channel_hist) < 0).any():
-            out.append("channel_hist is negative")
+        out += self.hist.problems()
+        if int(self.hist.total().sum()) != int(np.asarray(self.count).sum()):
+            out.append("the histogram does not count the finite values")
+        if self.channel_hist is not None:
+            out += [f"channel {p}" for p in self.channel_hist.problems()]
+            if not np.array_equal(self.channel_hist.total(), np.asarray(self.count)):
+                out.append("the channel histograms do not count each channel's finite values")
         for f in ("mean", "m2", "min", "max"):
             bad = np.flatnonzero(seen & ~np.isfinite(np.asarray(getattr(self, f), dtype=np.float64)))
             if bad.size:
@@ -153,9 +147,6 @@ class LayerStats:
                 out.append(f"{f} is not finite (channel {channels})")
         if (np.asarray(self.m2)[seen] < 0).any():
             out.append("m2 is negative")
-        edges = np.asarray(self.edges, dtype=np.float64)
-        if not np.isfinite(edges).all() or (np.diff(edges) < 0).any():
-            out.append("edges are not finite and ascending")
         return out
 
     def update(self, x: Any) -> None:
@@ -191,17 +182,13 @@ class LayerStats:
         self._combine(n_b, mean_b, m2_b)
         np.minimum(self.min, lo, out=self.min)
         np.maximum(self.max, hi, out=self.max)
-        nb = self.bins + 2
-        idx = np.searchsorted(self.edges, flat, side="right")
+        values = flat.ravel() if all_finite else flat[finite]
         if self.channel_hist is not None:
-            idx = idx + (np.arange(self.channels) * nb)[:, None]
-        counts = np.bincount(idx[finite] if not all_finite else idx.ravel(), minlength=nb * self.channels)
-        if self.channel_hist is not None:
-            per_channel = counts.reshape(self.channels, nb)
-            self.channel_hist += per_channel
-            self.hist += per_channel.sum(axis=0)
+            rows = np.broadcast_to(np.arange(self.channels)[:, None], flat.shape)
+            self.channel_hist.add(values, rows.ravel() if all_finite else rows[finite])
+            self.hist = self.channel_hist.row_sum()
         else:
-            self.hist += counts[:nb]
+            self.hist.add(values)
 
     def _combine(self, n_b: np.ndarray, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
         n_a = self.count
@@ -213,18 +200,11 @@ class LayerStats:
         self.count = n
 
     def merged(self, other: LayerStats) -> LayerStats:
-        """This layer's statistics combined with another shard's (same edges and channels)."""
+        """This layer's statistics combined with another shard's (same channels)."""
         if other.channels != self.channels:
             raise ProfileError(
                 f"layer {self.name!r}: cannot merge {self.channels} channels with {other.channels}"
             )
-        if other.edges.shape != self.edges.shape or not np.array_equal(other.edges, self.edges):
-            raise ProfileError(
-                f"layer {self.name!r}: histogram edges differ between the shards; profile every "
-                "shard with the same edges (Profile.like(reference) or --baseline)"
-            )
-        if (self.channel_hist is None) != (other.channel_hist is None):
-            raise ProfileError(f"layer {self.name!r}: one shard has per-channel histograms, the other not")
         out = copy.deepcopy(self)
         out._combine(other.count, other.mean, other.m2)
         out.min = np.minimum(self.min, other.min)
@@ -232,23 +212,23 @@ class LayerStats:
         out.nan = self.nan + other.nan
         out.posinf = self.posinf + other.posinf
         out.neginf = self.neginf + other.neginf
-        out.hist = self.hist + other.hist
-        if self.channel_hist is not None:
-            out.channel_hist = self.channel_hist + other.channel_hist
+        if self.channel_hist is not None and other.channel_hist is not None:
+            out.channel_hist = self.channel_hist.merged(other.channel_hist)
+            out.hist = out.channel_hist.row_sum()
+        else:  # per-channel histograms only where every shard kept them
+            out.channel_hist = None
+            out.hist = self.hist.merged(other.hist)
         out.sample_shape = self.sample_shape or other.sample_shape
         out.op = self.op or other.op
         return out
 
     def quantile(self, q: float | Sequence[float]) -> np.ndarray:
-        """Approximate layer quantiles from the histogram (linear within a bin; the outer bins
-        are taken to span [min, edges[0]] and [edges[-1], max])."""
+        """Layer quantiles from the histogram: within `relative_error` of the value of rank
+        ``floor(q * (n - 1))`` among the finite values (NumPy's ``method="lower"``), and never
+        outside the exact min and max."""
         t = self.totals()
-        cum = np.cumsum(self.hist) / max(self.hist.sum(), 1)
-        lo = min(t["min"], self.edges[0]) if t["count"] else self.edges[0]
-        hi = max(t["max"], self.edges[-1]) if t["count"] else self.edges[-1]
-        points = np.concatenate([[lo], self.edges, [hi]])
-        cdf = np.concatenate([[0.0], cum])
-        return np.interp(np.asarray(q, dtype=np.float64), cdf, points)
+        lo, hi = (t["min"], t["max"]) if t["count"] else (None, None)
+        return self.hist.quantile(q, lo, hi)
 
 
 @dataclass
@@ -257,52 +237,47 @@ class Profile:
 
     Parameters
     ----------
-    bins : int
-        Inner histogram bins per layer.
+    max_buckets : int
+        Histogram buckets per sign (see `avgpool.monitor.exphist`): more buckets keep a finer
+        scale over a wider range of values.
     channel_hist : bool
         Also keep one histogram per channel.
-    edges : mapping of layer name to array, optional
-        Fixed histogram edges (``bins + 1`` increasing values) for these layers.
     model : mapping, optional
         The model's identity: source, format, sha256 and its pooling inventory.
 
     Examples
     --------
     >>> import numpy as np
-    >>> p = Profile(bins=8)
+    >>> p = Profile()
     >>> p.update("pool", np.arange(12.0).reshape(2, 2, 3))
     >>> p["pool"].count.tolist(), p["pool"].mean.tolist()
     ([6, 6], [4.0, 7.0])
     >>> round(p["pool"].totals()["std"], 6)
     3.452053
+    >>> q = Profile()
+    >>> q.update("pool", np.arange(12.0, 24.0).reshape(2, 2, 3))
+    >>> p.merge(q)["pool"].count.tolist()
+    [12, 12]
     """
 
-    bins: int = DEFAULT_BINS
+    max_buckets: int = DEFAULT_MAX_BUCKETS
     channel_hist: bool = False
-    edges: Mapping[str, Any] = field(default_factory=dict)
     model: Mapping[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     layers: dict[str, LayerStats] = field(default_factory=dict)
     batches: int = 0
 
     def __post_init__(self) -> None:
-        if int(self.bins) < 1:
-            raise ProfileError(f"bins must be >= 1, got {self.bins}")
-        fixed = {}
-        for name, e in dict(self.edges).items():
-            e = np.asarray(e, dtype=np.float64)
-            if e.ndim != 1 or len(e) != self.bins + 1 or not np.all(np.diff(e) > 0):
-                raise ProfileError(f"edges for {name!r} must be {self.bins + 1} increasing values")
-            fixed[name] = e
-        self.edges = fixed
+        try:
+            self.max_buckets = check_max_buckets(self.max_buckets)
+        except (TypeError, ValueError) as exc:
+            raise ProfileError(str(exc)) from None
 
     @classmethod
     def like(cls, baseline: Profile, *, model: Mapping[str, Any] | None = None) -> Profile:
-        """An empty profile with the baseline's bins, edges and per-channel setting, so the two
-        can be compared (and shards profiled this way can be merged)."""
-        edges = {name: layer.edges for name, layer in baseline.layers.items()}
-        edges.update({k: v for k, v in baseline.edges.items() if k not in edges})
-        return cls(baseline.bins, baseline.channel_hist, edges, dict(model or {}))
+        """An empty profile with the baseline's histogram resolution and per-channel setting
+        (any two profiles compare; this one also keeps the baseline's precision)."""
+        return cls(baseline.max_buckets, baseline.channel_hist, dict(model or {}))
 
     def __getitem__(self, name: str) -> LayerStats:
         try:
@@ -322,24 +297,11 @@ class Profile:
         layer = self.layers.get(name)
         if layer is None:
             channels = 1 if x.ndim <= 1 else int(x.shape[1])
-            edges = self._fixed_edges(name)
-            if edges is None:
-                sample = x[np.isfinite(x)] if x.dtype.kind == "f" else x.ravel()
-                edges = _edges_from(np.asarray(sample, dtype=np.float64), self.bins)
-            layer = LayerStats.empty(name, channels, edges, channel_hist=self.channel_hist, op=op)
+            layer = LayerStats.empty(
+                name, channels, max_buckets=self.max_buckets, channel_hist=self.channel_hist, op=op
+            )
             self.layers[name] = layer
         layer.update(x)
-
-    def _fixed_edges(self, name: str) -> np.ndarray | None:
-        """Edges given for ``name``, or for the layer it replaced (same cleaned key: an ONNX
-        ``/pool/AveragePool`` takes the edges of the baseline's ``/pool/MaxPool``)."""
-        if name in self.edges:
-            return self.edges[name]
-        from avgpool.inspect.layers import layer_key
-
-        key = layer_key(name)
-        matches = [e for other, e in self.edges.items() if layer_key(other) == key]
-        return matches[0] if len(matches) == 1 else None
 
     def update_many(self, outputs: Mapping[str, Any], ops: Mapping[str, str] | None = None) -> None:
         """Add one batch of several layers' outputs, and count the batch."""
@@ -350,16 +312,13 @@ class Profile:
     def merge(self, *others: Profile) -> Profile:
         """A new profile combining this one with other shards (batches, workers, processes).
 
-        Counts, histograms, min and max combine exactly; mean and std agree with a single
-        pass to float64 rounding.
+        Counts, histograms, min and max equal a single pass over every shard's batches, in any
+        order and grouping; mean and std agree with it to float64 rounding. Histograms merge at
+        the smaller ``max_buckets``; per-channel histograms are kept only when every shard has
+        them.
         """
         out = copy.deepcopy(self)
         for other in others:
-            if other.bins != out.bins or other.channel_hist != out.channel_hist:
-                raise ProfileError(
-                    f"cannot merge profiles with bins/channel_hist {out.bins}/{out.channel_hist} and "
-                    f"{other.bins}/{other.channel_hist}"
-                )
             a, b = out.model.get("sha256"), other.model.get("sha256")
             if a and b and a != b:
                 raise ProfileError(f"cannot merge profiles of different models (sha256 {a[:12]} vs {b[:12]})")
@@ -367,8 +326,16 @@ class Profile:
                 mine = out.layers.get(name)
                 out.layers[name] = copy.deepcopy(layer) if mine is None else mine.merged(layer)
             out.batches += other.batches
+            out.max_buckets = min(out.max_buckets, other.max_buckets)
+            out.channel_hist = out.channel_hist and other.channel_hist
             out.model = dict(out.model) or dict(other.model)
             out.notes = list(dict.fromkeys([*out.notes, *other.notes]))
+        for layer in out.layers.values():  # a layer some shards lack: the same rules
+            if not out.channel_hist:
+                layer.channel_hist = None
+            layer.hist = layer.hist.fitted(out.max_buckets)
+            if layer.channel_hist is not None:
+                layer.channel_hist = layer.channel_hist.fitted(out.max_buckets)
         return out
 
     def copy(self) -> Profile:
@@ -393,7 +360,7 @@ class Profile:
         return clean(
             {
                 "model": dict(self.model),
-                "bins": self.bins,
+                "max_buckets": self.max_buckets,
                 "channel_hist": self.channel_hist,
                 "batches": self.batches,
                 "notes": list(self.notes),

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from avgpool.monitor.profile import DEFAULT_BINS, Profile, ProfileError
+from avgpool.monitor.profile import DEFAULT_MAX_BUCKETS, Profile, ProfileError
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -72,8 +72,7 @@ class ProfileCollector:
     model, version : str
         Label values.
     baseline : Profile, optional
-        With a baseline, drift gauges (PSI, mean shift, std ratio, status) are exported too;
-        the profile must share the baseline's edges (`Profile.like`).
+        With a baseline, drift gauges (PSI, mean shift, std ratio, status) are exported too.
     per_channel : bool
         Also export per-channel mean and std (one series per channel).
     """
@@ -233,7 +232,7 @@ class Instrumented:
         layers: Sequence[str],
         per_channel: bool,
         buckets: Sequence[float],
-        bins: int,
+        max_buckets: int,
     ) -> None:
         from avgpool.monitor.collectors import TorchCollector
 
@@ -241,8 +240,8 @@ class Instrumented:
         self.model_name, self.version = model_name, version
         self._lock = threading.Lock()
         self.baseline = baseline
-        self._bins = bins
-        self.profile = Profile.like(baseline) if baseline is not None else Profile(bins=bins)
+        self._max_buckets = max_buckets
+        self.profile = Profile(max_buckets=max_buckets)
         self._collector = TorchCollector(model, layers, self.profile, lock=self._lock)
         labels = ("model", "version")
         self.latency = client.Histogram(
@@ -288,18 +287,10 @@ class Instrumented:
             return self.profile.copy()
 
     def reset(self) -> Profile:
-        """Start a fresh profile (same edges) and return the one collected so far."""
+        """Start a fresh profile and return the one collected so far."""
         with self._lock:
             old = self.profile
-            fresh = (
-                Profile.like(old)
-                if old.layers
-                else Profile.like(self.baseline)
-                if self.baseline
-                else Profile(bins=self._bins)
-            )
-            for layer in old.layers:
-                fresh.edges.setdefault(layer, old.layers[layer].edges)
+            fresh = Profile(max_buckets=self._max_buckets)
             self.profile = fresh
             self._collector.profile = fresh
         return old
@@ -330,7 +321,7 @@ def instrument(
     layers: Sequence[str] | None = None,
     per_channel: bool = False,
     buckets: Sequence[float] = LATENCY_BUCKETS,
-    bins: int = DEFAULT_BINS,
+    max_buckets: int = DEFAULT_MAX_BUCKETS,
 ) -> Instrumented:
     """Instrument a ``torch.nn.Module`` for a live service.
 
@@ -358,5 +349,5 @@ def instrument(
         layers=names,
         per_channel=per_channel,
         buckets=buckets,
-        bins=bins,
+        max_buckets=max_buckets,
     )

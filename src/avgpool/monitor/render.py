@@ -25,7 +25,7 @@ def profile_table(profile: Profile, path: str | None = None) -> Table:
     source = model.get("source", "?")
     title = (
         f"profile of {source}: {len(profile)} layers, {profile.batches} batches"
-        + (f", {profile.bins} bins" if profile.bins else "")
+        + f", histograms of up to {profile.max_buckets} buckets per sign"
         + (" (per-channel histograms)" if profile.channel_hist else "")
     )
     headers = ["layer", "op", "per sample", "values", "mean", "std", "min", "max", "nan/inf"]

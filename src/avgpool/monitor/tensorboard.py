@@ -1,4 +1,4 @@
-"""TensorBoard export: each layer's histogram straight from the profile's own bins (no raw
+"""TensorBoard export: each layer's histogram straight from the profile's own buckets (no raw
 activations kept), and its mean, std and drift statistics as scalars, written with the
 tensorboard package's event-file writer (no TensorFlow, no torch needed).
 
@@ -25,19 +25,20 @@ def _histogram_proto(layer: LayerStats) -> Any:
     from tensorboard.compat.proto.summary_pb2 import HistogramProto
 
     t = layer.totals()
-    # sum and sum of squares from the exact moments; bucket i spans (limit[i-1], limit[i]]
+    # sum and sum of squares from the exact moments; bucket i spans (limit[i-1], limit[i]]: the
+    # exponential buckets in ascending order, each at its upper bound
     n = t["count"]
     total = float((layer.count * layer.mean).sum())
     squares = float((layer.m2 + layer.count * layer.mean**2).sum())
-    limits = [*layer.edges.tolist(), float(np.finfo(np.float64).max)]
+    _, upper, counts = layer.hist.trimmed().layout()
     return HistogramProto(
         min=t["min"] if n else 0.0,
         max=t["max"] if n else 0.0,
         num=float(n),
         sum=total,
         sum_squares=squares,
-        bucket_limit=limits,
-        bucket=[float(c) for c in layer.hist],
+        bucket_limit=upper.tolist(),
+        bucket=counts[0].astype(np.float64).tolist(),
     )
 
 

@@ -162,10 +162,25 @@ def activation_stats(
     """
     from avgpool.monitor import Profile
 
+    class Binned(Profile):
+        """A profile that also counts each probe's finite values on fixed linear edges shared
+        by every variant (for plots that overlay them): below, one per bin, at or above."""
+
+        def __init__(self, edges: Mapping[str, np.ndarray]) -> None:
+            super().__init__()
+            self.fixed = dict(edges)
+            self.linear = {p: np.zeros(len(e) + 1, np.int64) for p, e in self.fixed.items()}
+
+        def update(self, name: str, x: Any, *, op: str = "") -> None:
+            super().update(name, x, op=op)
+            v = np.asarray(x, dtype=np.float64).ravel()
+            idx = np.searchsorted(self.fixed[name], v[np.isfinite(v)], side="right")
+            self.linear[name] += np.bincount(idx, minlength=len(self.linear[name]))
+
     # pass 1: each probe position's range over every variant and seed
     ranges: dict[int, tuple[float, float]] = {}
     for probes, models in variants.values():
-        scratch = Profile(bins=1)
+        scratch = Profile()
         _run(models, probes, scratch, x)
         for k, probe in enumerate(probes):
             t = scratch[probe].totals()
@@ -179,7 +194,7 @@ def activation_stats(
     # pass 2: the statistics, on the shared edges
     out: dict[str, list[dict[str, Any]]] = {}
     for name, (probes, models) in variants.items():
-        profile = Profile(bins=bins, edges={p: edges[k] for k, p in enumerate(probes)})
+        profile = Binned({p: edges[k] for k, p in enumerate(probes)})
         zeros = _run(models, probes, profile, x)
         rows = []
         for probe in probes:
@@ -198,10 +213,10 @@ def activation_stats(
                     "max": t["max"],
                     "zeros": z,
                     "sparsity": z / n if n else float("nan"),
-                    "edges": layer.edges.tolist(),
-                    "hist": layer.hist[1:-1].tolist(),
-                    "below": int(layer.hist[0]),
-                    "above": int(layer.hist[-1]),
+                    "edges": profile.fixed[probe].tolist(),
+                    "hist": profile.linear[probe][1:-1].tolist(),
+                    "below": int(profile.linear[probe][0]),
+                    "above": int(profile.linear[probe][-1]),
                 }
             )
         out[name] = rows
