@@ -4,6 +4,7 @@ worker loads the model once, the CLI's --scheduler, and the errors."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import time
@@ -262,3 +263,20 @@ def test_import_monitor_loads_no_dask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
     assert avgpool.monitor.profile_distributed is profile_distributed
+
+
+def test_a_worker_that_dies_is_reported(batches):
+    torch = pytest.importorskip("torch")
+    import dask
+
+    class Dies(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = torch.nn.AvgPool2d(2)
+
+        def forward(self, x):
+            os._exit(1)  # the worker process ends, as one killed for memory would
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with pytest.raises(ProfileError, match=r"share \d+: the workers running it died"):
+            profile_distributed(Dies(), batches, scheduler="local:1")

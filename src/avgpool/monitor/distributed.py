@@ -97,6 +97,16 @@ def profile_distributed(
     ProfileError
         The scheduler cannot be reached or has no workers, a worker cannot profile its share
         (the worker's message), a worker died, or dask.distributed is not installed.
+
+    Examples
+    --------
+    Two worker processes on this machine (a script must call it under
+    ``if __name__ == "__main__":``, as every LocalCluster of processes must start):
+
+    >>> from avgpool.monitor import iter_batches, load_inputs
+    >>> batches = iter_batches(load_inputs("samples.npz"), 32)  # doctest: +SKIP
+    >>> profile = profile_distributed("model.onnx", batches, scheduler="local:2")  # doctest: +SKIP
+    >>> profile.save("model.avgprof")  # doctest: +SKIP
     """
     distributed = _distributed()
     batches = list(batches)
