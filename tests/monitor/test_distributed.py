@@ -280,3 +280,14 @@ def test_a_worker_that_dies_is_reported(batches):
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         with pytest.raises(ProfileError, match=r"share \d+: the workers running it died"):
             profile_distributed(Dies(), batches, scheduler="local:1")
+
+
+def test_a_share_that_starts_after_its_call_ended_loads_nothing(client, onnx_files, batches):
+    """A failed call cancels its shares, but one already sent may still start on a worker."""
+    key = ("ended-call", "path", onnx_files["base"], False)
+    client.run(dist._forget, key)
+    before = client.run(dist._loads)
+    late = client.submit(dist._profile_share, onnx_files["base"], key, None, batches[:1], False, {})
+    with pytest.raises(ProfileError, match="the profiling call this share belongs to has ended"):
+        late.result()
+    assert dist._CACHES == {} and client.run(dist._loads) == before

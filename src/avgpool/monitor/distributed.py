@@ -18,6 +18,7 @@ import math
 import os
 import pickle
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,13 +33,18 @@ __all__ = ["profile_distributed"]
 #: and to move the progress bar, few enough that scheduling stays a small cost.
 SHARES_PER_WORKER = 4
 
-# What each worker has loaded, by (worker address, model key): one cache per worker, even when
-# several workers share a process (LocalCluster(processes=False)).
+# What each worker has loaded, by (worker address, call key): one cache per worker, even when
+# several workers share a process (LocalCluster(processes=False)), and one per call, dropped
+# when the call ends. A call's key starts with a fresh id.
 _CACHES: dict[tuple[str, tuple[Any, ...]], dict[Any, Any]] = {}
 _LOADS: Counter[str] = Counter()
 # One share at a time runs a given model in a process: forward hooks belong to the module, so
 # two shares running the same module at once would each record the other's outputs.
 _IN_USE: dict[tuple[Any, ...], threading.Lock] = {}
+# Calls that have ended: a share of one still running (a task cannot be stopped once started)
+# must not load the model again after the call dropped it. The most recent ones suffice.
+_ENDED: dict[tuple[Any, ...], None] = {}
+_ENDED_KEPT = 1024
 _REGISTRY = threading.Lock()
 
 
@@ -203,12 +209,13 @@ def _client(distributed: Any, scheduler: Any, timeout: float) -> Iterator[Any]:
 def _model_ref(client: Any, model: Any, trust: bool) -> tuple[Any, tuple[Any, ...], str | None]:
     """What the tasks get for the model, the key of the workers' caches, and its sha256 (of a
     file, or of a module as `profile_model` computes it)."""
+    call = uuid.uuid4().hex
     if isinstance(model, (str, os.PathLike)):
         from avgpool._loading import sha256_file
 
         text = os.fspath(model)
         sha = sha256_file(text) if os.path.isfile(text) else None
-        return text, ("path", text, sha, trust), sha
+        return text, (call, "path", text, trust), sha
     import cloudpickle
 
     # pickled whole: dask's own serializer of an nn.Module rebuilds its hook dicts as plain
@@ -221,7 +228,7 @@ def _model_ref(client: Any, model: Any, trust: bool) -> tuple[Any, tuple[Any, ..
         # the identity hash includes the class's qualified name, which a class defined in a
         # function loses when pickled by value: hashed here, as one process would
         sha = _torch_sha256(model)
-    return sent, ("object", sent.key), sha
+    return sent, (call, "object"), sha
 
 
 def _result(distributed: Any, future: Any, share: int) -> Profile:
@@ -249,15 +256,18 @@ def _profile_share(
 
     address = get_worker().address
     with _REGISTRY:
+        if key in _ENDED:
+            raise ProfileError("the profiling call this share belongs to has ended")
         loaded = _CACHES.setdefault((address, key), {})
         in_use = _IN_USE.setdefault(key, threading.Lock())
     with in_use:
         if not loaded:
             _check_file(model, sha, address)
             _LOADS[address] += 1
-            loaded["model"] = pickle.loads(model) if key[0] == "object" else model
+            sent = key[1] == "object"
+            loaded["model"] = pickle.loads(model) if sent else model
             # profile_model keeps a model's sha256 under "sha256" in its cache
-            loaded["cache"] = {"sha256": sha} if key[0] == "object" and sha else {}
+            loaded["cache"] = {"sha256": sha} if sent and sha else {}
         return profile_model(loaded["model"], batches, trust=trust, cache=loaded["cache"], **options)
 
 
@@ -285,6 +295,9 @@ def _forget(key: tuple[Any, ...], dask_worker: Any = None) -> None:
     with _REGISTRY:
         _CACHES.pop((dask_worker.address, key), None)
         _IN_USE.pop(key, None)
+        _ENDED[key] = None
+        while len(_ENDED) > _ENDED_KEPT:
+            del _ENDED[next(iter(_ENDED))]
 
 
 def _loads(dask_worker: Any = None) -> int:
