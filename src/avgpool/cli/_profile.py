@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 from avgpool.cli._common import emit_table, output_args, progress, progress_arg, trust_file_arg
@@ -16,7 +17,12 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     check_outputs(args.output)  # before the model runs, not after
     like = Profile.load(args.baseline) if args.baseline else None
     batches = iter_batches(load_inputs(args.inputs), args.batch_size)
-    profile = profile_model(
+    run = profile_model
+    if args.scheduler:
+        from avgpool.monitor.distributed import profile_distributed
+
+        run = functools.partial(profile_distributed, scheduler=args.scheduler)
+    profile = run(
         args.model,
         batches,
         layers=args.layers,
@@ -69,6 +75,12 @@ def add_commands(sub: Any) -> None:
         f"{DEFAULT_MAX_BUCKETS})",
     )
     profile.add_argument("--channel-hist", action="store_true", help="also keep one histogram per channel")
+    profile.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="profile over a dask.distributed cluster: the scheduler's address (tcp://host:8786), or "
+        "local[:N] for N worker processes on this machine; the workers need the model at the same path",
+    )
     trust_file_arg(profile)
     progress_arg(profile)
     output_args(profile)

@@ -7,8 +7,8 @@ baseline, layer by layer; the exporters
 put the same numbers on a Prometheus endpoint and in TensorBoard.
 
 Importing this package loads NumPy only: torch, onnxruntime, scipy, prometheus_client,
-tensorboard and matplotlib load inside the functions that need them
-(``pip install 'avgpool[monitor]'``).
+tensorboard, matplotlib and dask.distributed load inside the functions that need them
+(``pip install 'avgpool[monitor]'``, ``pip install 'avgpool[dask]'`` for `profile_distributed`).
 """
 
 from avgpool.monitor.collectors import (
@@ -20,6 +20,7 @@ from avgpool.monitor.collectors import (
     profile_onnx,
     profile_torch,
 )
+from avgpool.monitor.distributed import profile_distributed
 from avgpool.monitor.drift import (
     METRICS,
     THRESHOLDS,
@@ -76,6 +77,7 @@ __all__ = [
     "parse_threshold",
     "plot_drift",
     "profile_arrays",
+    "profile_distributed",
     "profile_model",
     "profile_onnx",
     "profile_torch",

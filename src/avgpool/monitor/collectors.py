@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,15 @@ def _identity(source: str, fmt: str, sha256: str | None, inventory: Any) -> dict
             for layer in inventory.layers
         ]
     return {"source": source, "format": fmt, "sha256": sha256, "pooling": pooling}
+
+
+def _cached(cache: MutableMapping[Any, Any] | None, key: Any, make: Callable[[], Any]) -> Any:
+    """``make()``, kept in ``cache`` under ``key`` when a cache is given (see `profile_model`)."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
 
 
 def _start(profile: Profile | None, like: Profile | None, max_buckets: int, channel_hist: bool) -> Profile:
@@ -303,18 +312,21 @@ def profile_onnx(
     max_buckets: int = DEFAULT_MAX_BUCKETS,
     channel_hist: bool = False,
     progress: Progress | None = None,
+    cache: MutableMapping[Any, Any] | None = None,
 ) -> Profile:
     """Profile an ONNX model in ONNX Runtime (CPU): the chosen tensors are exposed as graph
     outputs and read on every run. A batch maps input names to arrays (a single-input model
     takes any name). A model with a fixed batch size runs each batch in chunks of it."""
     from avgpool.inspect.onnx_reader import _onnx, load_onnx, read_onnx
 
-    onnx = _onnx()
+    _onnx()  # installed, or a clear error before any work
     batches = list(batches)
     if not batches:
         raise ProfileError("no batches to profile")
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else "<onnx model>"
-    proto = load_onnx(model) if isinstance(model, (str, os.PathLike)) else model
+    proto = model
+    if isinstance(model, (str, os.PathLike)):
+        proto = _cached(cache, "onnx", lambda: load_onnx(model))
     initializers = {t.name for t in proto.graph.initializer}
     graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
     first = batches[0]
@@ -336,33 +348,18 @@ def profile_onnx(
     targets = _onnx_targets(proto, inventory, layers)
     if not targets:
         raise ProfileError(f"{source}: no pooling layers to profile; pass layers=")
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(proto)
-    present = {o.name for o in exposed.graph.output}
-    for tensor, _ in targets.values():
-        if tensor not in present:
-            present.add(tensor)
-            exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
-    try:
-        import onnxruntime as ort
-    except ImportError:  # pragma: no cover
-        raise ProfileError(
-            "profiling an ONNX model needs onnxruntime: pip install 'avgpool[inspect]'"
-        ) from None
-    options = ort.SessionOptions()
-    # fatal only: ONNX Runtime's own error log would print beside the one line we make of it
-    options.log_severity_level = 4
-    try:
-        session = ort.InferenceSession(
-            exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:
-        raise ProfileError(f"{source}: ONNX Runtime refuses the model: {str(exc).splitlines()[0]}") from None
+    session = _cached(
+        cache, ("session", *(t for t, _ in targets.values())), lambda: _onnx_session(proto, targets, source)
+    )
     profile = _start(None, like, max_buckets, channel_hist)
-    sha = (
-        sha256_file(source)
-        if os.path.isfile(source)
-        else hashlib.sha256(proto.SerializeToString()).hexdigest()
+    sha = _cached(
+        cache,
+        "sha256",
+        lambda: (
+            sha256_file(source)
+            if os.path.isfile(source)
+            else hashlib.sha256(proto.SerializeToString()).hexdigest()
+        ),
     )
     profile.model = _identity(source, "onnx", sha, inventory)
     wanted = [t for t, _ in targets.values()]
@@ -385,6 +382,33 @@ def profile_onnx(
                 profile.update(name, value, op=ops[name])
         profile.batches += 1
     return profile
+
+
+def _onnx_session(proto: Any, targets: Mapping[str, tuple[str, str]], source: str) -> Any:
+    """An ONNX Runtime session (CPU) of ``proto`` with the targets' tensors exposed as outputs."""
+    from avgpool.inspect.onnx_reader import _onnx
+
+    onnx = _onnx()
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(proto)
+    present = {o.name for o in exposed.graph.output}
+    for tensor, _ in targets.values():
+        if tensor not in present:
+            present.add(tensor)
+            exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover
+        raise ProfileError(
+            "profiling an ONNX model needs onnxruntime: pip install 'avgpool[inspect]'"
+        ) from None
+    options = ort.SessionOptions()
+    # fatal only: ONNX Runtime's own error log would print beside the one line we make of it
+    options.log_severity_level = 4
+    try:
+        return ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ProfileError(f"{source}: ONNX Runtime refuses the model: {str(exc).splitlines()[0]}") from None
 
 
 def _feeds(metas: Sequence[Any], batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -416,13 +440,18 @@ def profile_model(
     progress: Progress | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     trust: bool = False,
+    cache: MutableMapping[Any, Any] | None = None,
 ) -> Profile:
     """Profile an ONNX file or ``ModelProto``, an ``nn.Module``, a PyTorch file or a
     ``package.module:factory`` spec (the forms `avgpool.inspect.read_model` takes).
 
     ``trust=True`` lets a ``.pt``/``.pth`` holding a pickled module be unpickled (it can run
     code from the file). ExportedProgram and TorchScript files are profiled through their
-    standard ONNX export (a TorchScript model needs ``input_shapes`` for it)."""
+    standard ONNX export (a TorchScript model needs ``input_shapes`` for it).
+
+    ``cache``, a dict kept by the caller for one model, holds what is loaded (the module, the
+    ONNX model, its ONNX Runtime session, its sha256), so later calls with the same model and
+    the same dict reuse it rather than load again (a cluster worker profiling share after share)."""
     options = {
         "layers": layers,
         "like": like,
@@ -433,22 +462,28 @@ def profile_model(
     if isinstance(model, (str, os.PathLike)):
         text = os.fspath(model)
         if is_torch_source(text):
-            loaded = load_torch_model(text, trust=trust, error=ProfileError)
+            loaded = _cached(cache, "torch", lambda: load_torch_model(text, trust=trust, error=ProfileError))
             if loaded.opaque:  # shapes for the export from the first batch, unless given
                 batches = iter(batches)
                 first = next(batches, None)
                 if input_shapes is None and isinstance(first, Mapping):
                     input_shapes = {str(k): np.shape(v) for k, v in first.items()}
-                proto = to_onnx(loaded, input_shapes, ProfileError)
+                shapes = None if input_shapes is None else {k: tuple(v) for k, v in input_shapes.items()}
+                exported = _cached(cache, ("export", repr(shapes)), dict)
+                proto = _cached(exported, "onnx", lambda: to_onnx(loaded, input_shapes, ProfileError))
                 return profile_onnx(
-                    proto, itertools.chain([] if first is None else [first], batches), **options
+                    proto,
+                    itertools.chain([] if first is None else [first], batches),
+                    cache=exported if cache is not None else None,
+                    **options,
                 )
             return profile_torch(loaded.module, batches, source=text, sha256=loaded.sha256, **options)
         if not os.path.exists(text):
             raise ProfileError(f"{text}: no such model file")
-        return profile_onnx(text, batches, **options)
+        return profile_onnx(text, batches, cache=cache, **options)
     if type(model).__module__.startswith("onnx"):
-        return profile_onnx(model, batches, **options)
+        return profile_onnx(model, batches, cache=cache, **options)
     if hasattr(model, "named_modules"):
-        return profile_torch(model, batches, **options)
+        sha = _cached(cache, "sha256", lambda: _torch_sha256(model)) if cache is not None else None
+        return profile_torch(model, batches, sha256=sha, **options)
     raise ProfileError(f"cannot profile a {type(model).__name__}: give an ONNX model or an nn.Module")
