@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import dask.array as da
@@ -23,66 +22,32 @@ import numpy as np
 from avgpool._arrays import FLOAT_DTYPES, INT_DTYPES, Layout
 from avgpool._backends import NUMPY, Backend, _geometry
 from avgpool._errors import AvgPoolError
+from avgpool.dask import _backward, _global
 from avgpool.dask._blocks import window_spans
 from avgpool.dask._graph import Read, blocks
+from avgpool.dask._local import INDEX, block_window, ceil_of, globalize, spatial_axes
 from avgpool.window import Window
-
-INDEX = np.dtype(np.int64)
-
-
-def spatial_axes(layout: Layout) -> list[int]:
-    """The array axes of a layout's spatial dimensions."""
-    first = len(layout.shape) - layout.ndim - (1 if layout.channels_last else 0)
-    return list(range(first, first + layout.ndim))
-
-
-def _ceil(window: Window) -> bool:
-    """The ceil mode the resolved pads are used with: a 'same' padding already rounds up."""
-    return window.ceil_mode and not isinstance(window.padding, str)
-
-
-def _local(window: Window, ceil: bool, reads: Sequence[Read]) -> Window:
-    """The window of one block: the array's padding where it touches the array's edges."""
-    pads = tuple((r.info.pad_before, r.info.pad_after) for r in reads)
-    return _replaced(window, pads, ceil)
-
-
-@functools.lru_cache(maxsize=1024)
-def _replaced(window: Window, pads: tuple, ceil: bool) -> Window:
-    return window.replace(padding=pads, ceil_mode=ceil)
-
-
-def _globalize(
-    index: np.ndarray, layout: Layout, starts: Sequence[int], spatial: Sequence[int]
-) -> np.ndarray:
-    """A block's arg-max indices (flat in its own spatial plane) as flat indices into the
-    whole array's plane; -1 (a window with no cell) stays."""
-    found = index >= 0
-    cells = np.unravel_index(np.where(found, index, 0), layout.spatial)
-    flat = np.ravel_multi_index(tuple(c + s for c, s in zip(cells, starts)), tuple(spatial))
-    return np.where(found, flat, -1).astype(INDEX, copy=False)
-
 
 # -- block functions (module level: a distributed scheduler pickles them) ---------------------
 
 
 def _avg_block(window: Window, ceil: bool, local: np.ndarray, reads: tuple) -> np.ndarray:
-    return NUMPY.avg_pool(local, _local(window, ceil, reads), None)
+    return NUMPY.avg_pool(local, block_window(window, ceil, [r.info for r in reads]), None)
 
 
 def _max_block(
     window: Window, ceil: bool, policy: str | None, spatial: tuple, with_index: bool, local, reads
 ):
-    w = _local(window, ceil, reads)
+    w = block_window(window, ceil, [r.info for r in reads])
     if not with_index:
         return NUMPY.max_pool(local, w, policy, None, False)
     y, index = NUMPY.max_pool(local, w, policy, None, True)
-    layout = Layout.of(local.shape, w.ndim, w.channels_last)
-    return y, _globalize(index, layout, [r.lo for r in reads], spatial)
+    local_spatial = Layout.of(local.shape, w.ndim, w.channels_last).spatial
+    return y, globalize(index, local_spatial, [r.lo for r in reads], spatial)
 
 
 def _lp_block(window: Window, ceil: bool, p: float, convention: str, local, reads) -> np.ndarray:
-    return NUMPY.lp_pool(local, p, _local(window, ceil, reads), convention)
+    return NUMPY.lp_pool(local, p, block_window(window, ceil, [r.info for r in reads]), convention)
 
 
 class DaskBackend(Backend):
@@ -110,7 +75,7 @@ class DaskBackend(Backend):
         """``fn(window, ceil, ...)`` on each output block of the window's pooling of ``x``."""
         layout, axes = _geometry(tuple(x.shape), window)
         dims = spatial_axes(layout)
-        ceil = _ceil(window)
+        ceil = ceil_of(window)
         reads = [
             [
                 Read(s.out_stop - s.out_start, ((s.in_start, s.in_stop),), s)
@@ -123,28 +88,69 @@ class DaskBackend(Backend):
     def avg_pool(self, x, window, out):
         _no_out(out)
         if window.kernel_size is None:
-            return _global_avg(x, window)
+            return _global.global_avg(x, window)
         (y,) = self._windowed(
-            x, window, functools.partial(_avg_block, window, _ceil(window)), [x.dtype], "avg-pool", None
+            x, window, functools.partial(_avg_block, window, ceil_of(window)), [x.dtype], "avg-pool", None
         )
         return y
 
     def max_pool(self, x, window, nan_policy, out, return_indices):
         _no_out(out)
-        if window.kernel_size is None and not return_indices:
-            return _global_max(x, window, nan_policy)
+        if window.kernel_size is None:
+            if return_indices:
+                return _global.global_max_index(x, window, nan_policy)
+            return _global.global_max(x, window, nan_policy)
         layout = Layout.of(x.shape, window.ndim, window.channels_last)
         fn = functools.partial(
-            _max_block, window, _ceil(window), nan_policy, layout.spatial, bool(return_indices)
+            _max_block, window, ceil_of(window), nan_policy, layout.spatial, bool(return_indices)
         )
         metas = [x.dtype, INDEX] if return_indices else [x.dtype]
         result = self._windowed(x, window, fn, metas, "max-pool", (nan_policy, return_indices))
         return result if return_indices else result[0]
 
     def lp_pool(self, x, p, window, convention):
-        fn = functools.partial(_lp_block, window, _ceil(window), p, convention)
+        fn = functools.partial(_lp_block, window, ceil_of(window), p, convention)
         (y,) = self._windowed(x, window, fn, [x.dtype], "lp-pool", (p, convention))
         return y
+
+    # -- windowed gradients --------------------------------------------------------------------
+
+    def avg_pool_backward(self, grad, input_shape, window):
+        layout, axes = _geometry(tuple(input_shape), window, "input_shape")
+        layout.check_grad_shape(grad, [a.out for a in axes])
+        if window.kernel_size is None and window.divisor_override is None:
+            return _global.global_avg_backward(grad, tuple(input_shape), layout)
+        return _backward.avg_backward(grad, tuple(input_shape), layout, axes, window, ceil_of(window))
+
+    def max_pool_backward(self, grad, x, window, nan_policy, indices=None):
+        layout, axes = _geometry(tuple(x.shape), window)
+        layout.check_grad_shape(grad, [a.out for a in axes])
+        if indices is not None:
+            indices = _indices(indices, grad)
+        if window.kernel_size is None:
+            if indices is None:
+                _, indices = _global.global_max_index(x, window, nan_policy)
+            return _global.global_max_backward(grad, x, indices, layout)
+        return _backward.max_backward(grad, x, layout, axes, window, ceil_of(window), nan_policy, indices)
+
+    def lp_pool_backward(self, grad, x, p, window, convention):
+        layout, axes = _geometry(tuple(x.shape), window)
+        layout.check_grad_shape(grad, [a.out for a in axes])
+        return _backward.lp_backward(grad, x, layout, axes, window, ceil_of(window), p, convention)
+
+
+def _indices(indices: Any, grad: da.Array) -> da.Array:
+    """Arg-max indices given to a backward: an integer Dask (or NumPy) array of the gradient's
+    shape (their values are checked as each block computes)."""
+    if isinstance(indices, np.ndarray):
+        indices = da.from_array(indices, chunks=grad.chunks)
+    if not isinstance(indices, da.Array) or indices.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer Dask or NumPy array, got {type(indices).__name__}")
+    if tuple(indices.shape) != tuple(grad.shape):
+        raise AvgPoolError(
+            f"indices must have grad_output's shape {tuple(grad.shape)}, got {tuple(indices.shape)}"
+        )
+    return indices
 
 
 def _no_out(out: Any) -> None:
@@ -152,24 +158,6 @@ def _no_out(out: Any) -> None:
         raise AvgPoolError(
             f"out must be None for Dask arrays (results are new lazy arrays), got {type(out).__name__}"
         )
-
-
-def _global_avg(x: da.Array, window: Window) -> da.Array:
-    """The mean over the spatial axes: float64 sums of each chunk, added across chunks."""
-    layout, _ = _geometry(tuple(x.shape), window)
-    total = x.astype(np.float64).sum(axis=tuple(spatial_axes(layout)), keepdims=True)
-    return (total / math.prod(layout.spatial)).astype(x.dtype)
-
-
-def _global_max(x: da.Array, window: Window, nan_policy: str | None) -> da.Array:
-    from avgpool._backends import _nan_args
-
-    layout, _ = _geometry(tuple(x.shape), window)
-    policy, floor = _nan_args(nan_policy, window, x.dtype)
-    if policy == "omit" and x.dtype.kind == "f":
-        lowest = x.dtype.type(floor)
-        x = da.where(da.isnan(x), lowest, x)
-    return x.max(axis=tuple(spatial_axes(layout)), keepdims=True)
 
 
 BACKEND = DaskBackend()
