@@ -19,10 +19,11 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from avgpool import reference as ref
 from avgpool._arrays import FLOAT_DTYPES, INT_DTYPES, Layout
 from avgpool._backends import NUMPY, Backend, _geometry
 from avgpool._errors import AvgPoolError
-from avgpool.dask import _backward, _global
+from avgpool.dask import _backward, _global, _taps
 from avgpool.dask._blocks import window_spans
 from avgpool.dask._graph import Read, blocks
 from avgpool.dask._local import INDEX, block_window, ceil_of, globalize, spatial_axes
@@ -113,6 +114,42 @@ class DaskBackend(Backend):
         (y,) = self._windowed(x, window, fn, [x.dtype], "lp-pool", (p, convention))
         return y
 
+    # -- adaptive and blur pooling: the NumPy op's tap tables, cut per block -------------------
+
+    def adaptive_avg_pool(self, x, layout, out):
+        even = _even_window(layout, out)
+        if even is not None:
+            return self.avg_pool(x, even, None)
+        taps = ref.adaptive_mean_weights(ref.adaptive_tables(layout.spatial, tuple(out)))
+        return _taps.taps_sum(x, layout, taps, "adaptive-avg-pool", tuple(out))
+
+    def adaptive_avg_pool_backward(self, grad, layout, out):
+        even = _even_window(layout, out)
+        if even is not None:
+            return self.avg_pool_backward(grad, layout.shape, even)
+        taps = ref.adaptive_mean_weights(ref.adaptive_tables(layout.spatial, tuple(out)))
+        return _taps.taps_scatter_grad(grad, layout, taps, "adaptive-avg-backward", layout)
+
+    def adaptive_max_pool(self, x, layout, out):
+        even = _even_window(layout, out)
+        if even is not None:
+            return self.max_pool(x, even, "propagate", None, True)
+        return _taps.taps_max(x, layout, ref.adaptive_tables(layout.spatial, tuple(out)), tuple(out))
+
+    def adaptive_max_pool_backward(self, grad, x, layout, out):
+        _, index = self.adaptive_max_pool(x, layout, out)
+        taps = ref.adaptive_tables(layout.spatial, tuple(out))
+        return _taps.index_scatter_grad(grad, index, x, layout, taps, tuple(out))
+
+    def blur_pool(self, x, layout, filt_size, stride, mode, pad_off):
+        taps = ref.blur_tables(layout.spatial, filt_size, stride, mode, pad_off)
+        return _taps.taps_sum(x, layout, taps, "blur-pool", (filt_size, stride, mode, pad_off))
+
+    def blur_pool_backward(self, grad, layout, filt_size, stride, mode, pad_off):
+        taps = ref.blur_tables(layout.spatial, filt_size, stride, mode, pad_off)
+        token = (layout, filt_size, stride, mode, pad_off)
+        return _taps.taps_scatter_grad(grad, layout, taps, "blur-pool-backward", token)
+
     # -- windowed gradients --------------------------------------------------------------------
 
     def avg_pool_backward(self, grad, input_shape, window):
@@ -137,6 +174,15 @@ class DaskBackend(Backend):
         layout, axes = _geometry(tuple(x.shape), window)
         layout.check_grad_shape(grad, [a.out for a in axes])
         return _backward.lp_backward(grad, x, layout, axes, window, ceil_of(window), p, convention)
+
+
+def _even_window(layout: Layout, out: tuple[int, ...]) -> Window | None:
+    """Adaptive windows that divide the input evenly, as the plain window the NumPy op then
+    computes with (kernel = stride = size / output); None otherwise."""
+    if any(n % o for n, o in zip(layout.spatial, out)):
+        return None
+    kernel = tuple(n // o for n, o in zip(layout.spatial, out))
+    return Window(kernel, kernel, ndim=layout.ndim, channels_last=layout.channels_last)
 
 
 def _indices(indices: Any, grad: da.Array) -> da.Array:

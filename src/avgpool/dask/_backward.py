@@ -92,11 +92,11 @@ def _local_shape(shape: Sequence[int], spatial: Sequence[int], spans: Sequence[S
     return tuple(local)
 
 
-def _avg_block(window, ceil, spatial, shape, grad, reads):
+def _avg_block(window, ceil, spatial, grad, reads):
     spans = [r.info[2] for r in reads]
     if any(s is None for s in spans):
         return _embed(None, grad, spatial, reads, grad.dtype)
-    local_shape = _local_shape(shape, spatial, spans)
+    local_shape = _local_shape(grad.shape, spatial, spans)  # the grad block's batch and channels
     y = NUMPY.avg_pool_backward(grad, local_shape, block_window(window, ceil, spans))
     return _embed(y, grad, spatial, reads, grad.dtype)
 
@@ -126,7 +126,7 @@ def _lp_block(window, ceil, spatial, p, convention, grad, x, reads):
 def avg_backward(grad: da.Array, shape: tuple[int, ...], layout: Layout, axes, window: Window, ceil: bool):
     dims = spatial_axes(layout)
     reads = [input_reads(a, grad_chunks(a, grad.chunks[d]), ceil, "g") for a, d in zip(axes, dims)]
-    fn = functools.partial(_avg_block, window, ceil, dims, shape)
+    fn = functools.partial(_avg_block, window, ceil, dims)
     (y,) = blocks([grad], dims, reads, fn, [grad.dtype], "avg-pool-backward", (window, shape))
     return y
 
