@@ -30,6 +30,7 @@ def touching(axis: Axis, i0: int, i1: int) -> tuple[int, int]:
     """[g0, g1): the outputs whose windows (first to last tap) reach some cell of [i0, i1)."""
     g0 = max(0, -(-(i0 + axis.pad_before - axis.span + 1) // axis.stride))
     g1 = min(axis.out, (i1 - 1 + axis.pad_before) // axis.stride + 1)
+    g0 = min(g0, axis.out)
     return g0, max(g0, g1)
 
 

@@ -93,5 +93,6 @@ def window_spans(axis: Axis, chunks: Sequence[int], ceil_mode: bool, align: int 
 def chunk_range(starts: Sequence[int], lo: int, hi: int) -> range:
     """The chunks (of these `offsets`) that hold some of the cells ``[lo, hi)``; for no cells,
     the one chunk around ``lo`` (an empty cut of it keeps every block's arrays the same rank)."""
-    first = min(max(bisect.bisect_right(starts, lo) - 1, 0), len(starts) - 2)
-    return range(first, max(bisect.bisect_left(starts, hi), first + 1))
+    chunks = len(starts) - 1
+    first = min(max(bisect.bisect_right(starts, lo) - 1, 0), chunks - 1)
+    return range(first, min(max(bisect.bisect_left(starts, hi), first + 1), chunks))
