@@ -147,6 +147,7 @@ class DaskBackend(Backend):
 
     def blur_pool_backward(self, grad, layout, filt_size, stride, mode, pad_off):
         taps = ref.blur_tables(layout.spatial, filt_size, stride, mode, pad_off)
+        layout.check_grad_shape(grad, [t.out for t in taps])
         token = (layout, filt_size, stride, mode, pad_off)
         return _taps.taps_scatter_grad(grad, layout, taps, "blur-pool-backward", token)
 
@@ -188,14 +189,15 @@ def _even_window(layout: Layout, out: tuple[int, ...]) -> Window | None:
 def _indices(indices: Any, grad: da.Array) -> da.Array:
     """Arg-max indices given to a backward: an integer Dask (or NumPy) array of the gradient's
     shape (their values are checked as each block computes)."""
-    if isinstance(indices, np.ndarray):
-        indices = da.from_array(indices, chunks=grad.chunks)
-    if not isinstance(indices, da.Array) or indices.dtype.kind not in "iu":
-        raise TypeError(f"indices must be an integer Dask or NumPy array, got {type(indices).__name__}")
+    if not isinstance(indices, (np.ndarray, da.Array)) or indices.dtype.kind not in "iu":
+        kind = f"{type(indices).__name__} of dtype {getattr(indices, 'dtype', None)}"
+        raise TypeError(f"indices must be an integer Dask or NumPy array, got {kind}")
     if tuple(indices.shape) != tuple(grad.shape):
         raise AvgPoolError(
             f"indices must have grad_output's shape {tuple(grad.shape)}, got {tuple(indices.shape)}"
         )
+    if isinstance(indices, np.ndarray):
+        return da.from_array(indices, chunks=grad.chunks)
     return indices
 
 
