@@ -1,6 +1,9 @@
 """The task graphs: lazy, one task per output block, each reading a bounded set of chunks."""
 
-from __future__ import annotations
+import pytest
+
+pytest.importorskip("dask")
+
 
 import math
 import subprocess
@@ -13,7 +16,7 @@ from dask.core import get_dependencies
 import avgpool
 import avgpool.dask as apd
 from avgpool.window import Window
-from tests.dask.conftest import da
+from tests.dask._cases import da
 
 
 def _inputs_per_task(y, source):
