@@ -112,3 +112,13 @@ def test_the_dask_api_is_the_ops_api():
     assert sorted(apd.__all__) == sorted(avgpool.ops.__all__)
     for name in avgpool.ops.__all__:
         assert inspect.signature(getattr(apd, name)) == inspect.signature(getattr(avgpool.ops, name)), name
+
+
+def test_max_gradient_from_the_forward_indices_never_reads_the_input():
+    x = np.random.default_rng(2).standard_normal((1, 2, 20, 20))
+    dx = da.from_array(x, chunks=(1, 1, 6, 7))
+    y, index = apd.max_pool(dx, 3, 2, 1, return_indices=True)
+    unreadable = dx.map_blocks(_boom, dtype=x.dtype)
+    grad = apd.max_pool_backward(y, unreadable, 3, 2, 1, indices=index)
+    expected = avgpool.max_pool_backward(y.compute(), x, 3, 2, 1)
+    np.testing.assert_array_equal(grad.compute(), expected)

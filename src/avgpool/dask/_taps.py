@@ -92,7 +92,9 @@ def input_reads(taps: ref.Taps, chunks: Sequence[int], sources: int) -> list[Rea
     first, last = _reach(taps)
     reads = []
     for i0, i1 in itertools.pairwise(offsets(chunks)):
-        hits = ((taps.pos >= i0) & (taps.pos < i1) & taps.real).any(axis=1)
+        # the outputs whose first-to-last tap hull meets the block: every output with a tap in
+        # it, and perhaps a neighbour whose taps skip it (it adds nothing there)
+        hits = (first >= 0) & (first < i1) & (last >= i0)
         if not hits.any():
             reads.append(Read(i1 - i0, ((0, 0),) * sources, Gather(i0, None, i0, i0)))
             continue
