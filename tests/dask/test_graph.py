@@ -20,13 +20,25 @@ from tests.dask._cases import da
 
 
 def _inputs_per_task(y, source):
-    """For each task of ``y``'s own layer, how many chunks of ``source`` it reads."""
+    """For each task of ``y``'s own layer, how many chunks of ``source`` it reads: whole, or
+    the cells it needs cut out of them by a halo task."""
     graph = dict(y.__dask_graph__())
     counts = []
     for key in y.__dask_graph__().layers[y.name]:
-        deps = get_dependencies(graph, key)
-        counts.append(sum(1 for d in deps if isinstance(d, tuple) and d[0] == source.name))
+        chunks = set()
+        for dep in get_dependencies(graph, key):
+            if isinstance(dep, tuple) and dep[0].endswith("-halo"):
+                chunks |= {d for d in get_dependencies(graph, dep) if d[0] == source.name}
+            elif isinstance(dep, tuple) and dep[0] == source.name:
+                chunks.add(dep)
+        counts.append(len(chunks))
     return counts
+
+
+def _halo_cells(y):
+    """The number of cells each halo task of ``y`` cuts out of a neighbouring chunk."""
+    halos = y.__dask_graph__().layers.get(y.name + "-halo", {})
+    return [math.prod(c.stop - c.start for c in task[2]) for task in halos.values()]
 
 
 def _boom(block):
@@ -67,6 +79,9 @@ def test_one_task_per_output_block_and_a_halo_each():
     # its chunk, and a halo from the next one along each axis where the last windows cross
     assert sorted(set(counts)) == [1, 2, 4]
     assert sum(counts) == (7 * 2 + 1) ** 2
+    # the halos cut from neighbouring chunks: strips of a few rows or columns, not whole chunks
+    cells = _halo_cells(y)
+    assert 0 < len(cells) <= 3 * 64 and max(cells) <= 8 * 8 // 2
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3])

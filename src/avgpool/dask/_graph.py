@@ -12,6 +12,7 @@ computes with the NumPy backend.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,10 +54,21 @@ def _nested(keys: Callable[[tuple[int, ...]], tuple], ranges: Sequence[range]) -
     return [_nested(lambda tail, i=i: keys((i, *tail)), rest) for i in head]
 
 
-def _run(fn: Callable, cuts: tuple, reads: tuple, *parts: Any) -> Any:
-    """Join each source's chunks, cut out the block's cells, compute the block."""
-    local = tuple(np.ascontiguousarray(concatenate3(p)[cut]) for p, cut in zip(parts, cuts))
-    return fn(*local, reads)
+def _run(fn: Callable, reads: tuple, *parts: Any) -> Any:
+    """Join each source's pieces (its chunks, or the cells of a chunk a block needs) and
+    compute the block."""
+    return fn(*(np.ascontiguousarray(concatenate3(p)) for p in parts), reads)
+
+
+def _pieces(starts: Sequence[int], lo: int, hi: int) -> list[tuple[int, slice]]:
+    """(chunk, the cells of it in [lo, hi)) for each chunk that holds some; for no cells, an
+    empty cut of the chunk around ``lo`` (every block's arrays keep their rank)."""
+    pieces = []
+    for c in chunk_range(starts, lo, hi):
+        a, b = starts[c], starts[c + 1]
+        first = min(max(lo, a), b)
+        pieces.append((c, slice(first - a, max(min(hi, b), first) - a)))
+    return pieces
 
 
 def blocks(
@@ -86,30 +98,60 @@ def blocks(
     for axis, axis_reads in zip(spatial, reads):
         out_chunks[axis] = tuple(r.size for r in axis_reads)
     key = f"{name}-{tokenize(*(s.name for s in sources), token)}"
+    halo = f"{key}-halo"
     layer: dict[tuple, Any] = {}
+    halos: dict[tuple, tuple] = {}  # (source, chunk, cut) -> the task cutting those cells out
+    halo_layer: dict[tuple, Any] = {}
     per_axis = [
         range(len(first.chunks[a])) if a not in place else range(len(reads[place[a]]))
         for a in range(first.ndim)
     ]
+
+    def piece(k: int, chunk: tuple[int, ...], cut: tuple[slice, ...]) -> tuple:
+        """A chunk's key; or, for a part of it, the cut done in the block's task (most of the
+        chunk) or by a task of its own (a halo: only those cells move to the block's task)."""
+        sizes = [sources[k].chunks[a][i] for a, i in enumerate(chunk)]
+        key = (sources[k].name, *chunk)
+        if all(c.start == 0 and c.stop == n for c, n in zip(cut, sizes)):
+            return key
+        if 2 * math.prod(c.stop - c.start for c in cut) >= math.prod(sizes):
+            return (operator.getitem, key, cut)  # most of the chunk: cut in the block's task
+        spec = (k, chunk, tuple((c.start, c.stop) for c in cut))
+        if spec not in halos:
+            halos[spec] = (halo, len(halos))
+            halo_layer[halos[spec]] = (operator.getitem, (sources[k].name, *chunk), cut)
+        return halos[spec]
+
     for index in itertools.product(*per_axis):
         block_reads = tuple(reads[place[a]][i] for a, i in enumerate(index) if a in place)
-        parts, cuts = [], []
+        parts = []
         for k, source in enumerate(sources):
-            ranges, cut = [], []
+            axes_pieces = []
             for axis, i in enumerate(index):
                 if axis in place:
                     lo, hi = reads[place[axis]][i].cells[k]
-                    held = chunk_range(starts[k][axis], lo, hi)
-                    at = starts[k][axis][held.start]
-                    ranges.append(held)
-                    cut.append(slice(lo - at, hi - at))
+                    axes_pieces.append(_pieces(starts[k][axis], lo, hi))
                 else:
-                    ranges.append(range(i, i + 1))
-                    cut.append(slice(None))
-            parts.append(_nested(lambda idx, n=source.name: (n, *idx), ranges))
-            cuts.append(tuple(cut))
-        layer[(key, *index)] = (_run, fn, tuple(cuts), block_reads, *parts)
-    graph = HighLevelGraph.from_collections(key, layer, dependencies=sources)
+                    axes_pieces.append([(i, slice(0, source.chunks[axis][i]))])
+            ranges = [range(len(p)) for p in axes_pieces]
+
+            def keys(at: tuple[int, ...], k=k, axes_pieces=axes_pieces) -> tuple:
+                chosen = [axes_pieces[a][j] for a, j in enumerate(at)]
+                return piece(k, tuple(c for c, _ in chosen), tuple(cut for _, cut in chosen))
+
+            parts.append(_nested(keys, ranges))
+        layer[(key, *index)] = (_run, fn, block_reads, *parts)
+    layers, dependencies = {}, {}
+    for source in sources:
+        graph = source.__dask_graph__()
+        layers.update(graph.layers)
+        dependencies.update(graph.dependencies)
+    names = {s.name for s in sources}
+    if halo_layer:
+        layers[halo], dependencies[halo] = halo_layer, set(names)
+        names.add(halo)
+    layers[key], dependencies[key] = layer, names
+    graph = HighLevelGraph(layers, dependencies)
     chunks = tuple(out_chunks)
     empty = (0,) * first.ndim
     if len(metas) == 1:
