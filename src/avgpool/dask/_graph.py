@@ -3,10 +3,12 @@
 `blocks` is the one graph builder every op uses. Along each spatial axis the caller gives
 the output blocks as `Read` s: the source cells ``[lo, hi)`` a block reads and how many
 output cells it makes; the batch and channel axes keep the source's chunks. Each output
-block's task takes the source chunks that hold its cells (its own and a halo of
-neighbours, never the whole array unless one block needs it), joins them, cuts out
-``[lo, hi)`` and hands that to the caller's block function with the block's `Read` s, which
-computes with the NumPy backend.
+block's task takes the chunks that hold its cells: a chunk it needs whole (or mostly) as it
+is, and from a neighbouring chunk only the few cells its windows reach (a halo, cut out by a
+small task of its own, so a whole neighbour never travels for it). It joins them into the
+cells ``[lo, hi)`` and hands those to the caller's block function with the block's `Read` s,
+which computes with the NumPy backend. No task reads the whole array unless one block's
+windows cover it.
 """
 
 from __future__ import annotations
