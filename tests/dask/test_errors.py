@@ -120,3 +120,9 @@ def test_indices_out_of_range_are_refused_when_computed():
     wrong = da.full(g.shape, 25, dtype=np.int64, chunks=1)
     with pytest.raises(AvgPoolError, match=r"indices must lie in \[-1, 25\)"):
         apd.max_pool_backward(g, x, 2, indices=wrong).compute()
+
+
+def test_chunks_that_are_not_plain_numpy_arrays_are_refused():
+    masked = da.ma.masked_array(da.zeros((1, 1, 4, 4), chunks=2))
+    with pytest.raises(TypeError, match=r"input must be a Dask array of NumPy chunks.*MaskedArray"):
+        apd.avg_pool(masked, 2)

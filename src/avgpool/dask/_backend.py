@@ -59,6 +59,12 @@ class DaskBackend(Backend):
     def array(self, x: Any, name: str = "input", allow_int: bool = False) -> da.Array:
         if not isinstance(x, da.Array):
             raise TypeError(f"{name} must be a dask.array.Array, got {type(x).__name__}")
+        meta = getattr(x, "_meta", None)
+        if isinstance(meta, np.ma.MaskedArray) or not isinstance(meta, np.ndarray):
+            raise TypeError(
+                f"{name} must be a Dask array of NumPy chunks (the blocks are pooled by the NumPy "
+                f"op), got chunks of {type(meta).__name__}"
+            )
         allowed = FLOAT_DTYPES + (INT_DTYPES if allow_int else ())
         if x.dtype not in allowed:
             names = ", ".join(str(d) for d in allowed)
