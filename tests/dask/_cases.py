@@ -28,7 +28,7 @@ def assert_sums_close(actual, expected, magnitude, taps):
     values over its divisor), NaN where ``expected`` has NaN."""
     assert actual.shape == expected.shape and actual.dtype == expected.dtype
     assert (np.isnan(actual) == np.isnan(expected)).all()
-    largest = np.max(np.abs(magnitude), initial=0.0)
+    largest = np.max(np.abs(np.nan_to_num(magnitude, nan=0.0, posinf=0.0)), initial=0.0)
     bound = SUM_ULPS * taps * np.finfo(np.float64).eps * largest
     diff = np.abs(np.where(np.isnan(expected), 0.0, actual - expected))
     assert (diff <= bound).all(), f"largest difference {np.max(diff)}, allowed {bound}"

@@ -29,15 +29,16 @@ def case(request):
 def test_max_pooling_and_gradient(case):
     _, x, chunk, options, rng = case
     dx = da.from_array(x, chunks=chunk)
-    for args in [(3, 2, 1), ((2, 7), (1, 3), (1, 2)), (5, 5, 0)]:
-        y, index = avgpool.max_pool(x, *args, return_indices=True, **options)
-        dy, dindex = apd.max_pool(dx, *args, return_indices=True, **options)
+    for args, policy in [((3, 2, 1), None), (((2, 7), (1, 3), (1, 2)), "omit"), ((5, 5, 0), None)]:
+        y, index = avgpool.max_pool(x, *args, return_indices=True, nan_policy=policy, **options)
+        dy, dindex = apd.max_pool(dx, *args, return_indices=True, nan_policy=policy, **options)
         assert_array_equal(dy.compute(), y)
         assert_array_equal(dindex.compute(), index)
         g = rng.standard_normal(y.shape)
         dg = da.from_array(g, chunks=chunk)
-        expected = avgpool.max_pool_backward(g, x, *args, **options)
-        assert_array_equal(apd.max_pool_backward(dg, dx, *args, **options).compute(), expected)
+        expected = avgpool.max_pool_backward(g, x, *args, nan_policy=policy, **options)
+        actual = apd.max_pool_backward(dg, dx, *args, nan_policy=policy, **options)
+        assert_array_equal(actual.compute(), expected)
 
 
 def test_blur_and_uneven_adaptive_pooling_and_gradients(case):

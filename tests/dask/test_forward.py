@@ -53,6 +53,8 @@ CONVENTIONS = [
     Window.from_onnx({"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_LOWER"}),
     Window.from_flax((3, 3), padding="SAME"),  # its averages count padded cells
     Window.from_torch(3, 2, 1, ceil_mode=True, count_include_pad=False, ndim=2),
+    # windows wholly in the padding: Flax's average of no cell is NaN, max pooling's -inf
+    Window(2, 1, ((5, 5), (0, 1)), count_include_pad=False, ndim=2, convention="flax"),
 ]
 
 
