@@ -82,11 +82,10 @@ class DaskBackend(Backend):
         """``fn(window, ceil, ...)`` on each output block of the window's pooling of ``x``."""
         layout, axes = _geometry(tuple(x.shape), window)
         dims = spatial_axes(layout)
-        ceil = ceil_of(window)
         reads = [
             [
                 Read(s.out_stop - s.out_start, ((s.in_start, s.in_stop),), s)
-                for s in window_spans(axis, x.chunks[d], ceil)
+                for s in window_spans(axis, x.chunks[d])
             ]
             for axis, d in zip(axes, dims)
         ]

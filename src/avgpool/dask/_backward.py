@@ -46,7 +46,7 @@ def grad_chunks(axis: Axis, chunks: Sequence[int]) -> tuple[int, ...]:
     return tuple(b - a for a, b in itertools.pairwise(ordered))
 
 
-def input_reads(axis: Axis, chunks: Sequence[int], ceil: bool, sources: str) -> list[Read]:
+def input_reads(axis: Axis, chunks: Sequence[int], sources: str) -> list[Read]:
     """The blocks of input cells (chunked ``chunks``) of a windowed backward along ``axis``.
 
     ``sources``: per source, "g" (read the touching outputs) or "x" (read the cells their
@@ -56,7 +56,7 @@ def input_reads(axis: Axis, chunks: Sequence[int], ceil: bool, sources: str) -> 
     starts = offsets(chunks)
     for i0, i1 in itertools.pairwise(starts):
         g0, g1 = touching(axis, i0, i1)
-        span = window_span(axis, g0, g1, ceil) if g0 < g1 else None
+        span = window_span(axis, g0, g1) if g0 < g1 else None
         x_cells = (span.in_start, span.in_stop) if span else (i0, i0)
         cells = tuple((g0, g1) if s == "g" else x_cells for s in sources)
         reads.append(Read(i1 - i0, cells, (i0, i1, span)))
@@ -133,7 +133,7 @@ def _lp_block(window, ceil, spatial, p, convention, grad, x, reads):
 
 def avg_backward(grad: da.Array, shape: tuple[int, ...], layout: Layout, axes, window: Window, ceil: bool):
     dims = spatial_axes(layout)
-    reads = [input_reads(a, grad_chunks(a, grad.chunks[d]), ceil, "g") for a, d in zip(axes, dims)]
+    reads = [input_reads(a, grad_chunks(a, grad.chunks[d]), "g") for a, d in zip(axes, dims)]
     fn = functools.partial(_avg_block, window, ceil, dims)
     (y,) = blocks([grad], dims, reads, fn, [grad.dtype], "avg-pool-backward", (window, shape))
     return y
@@ -144,11 +144,11 @@ def max_backward(grad, x, layout, axes, window, ceil, policy, indices):
     the cells the touching windows cover) or from the forward's ``indices``."""
     dims = spatial_axes(layout)
     if indices is None:
-        reads = [input_reads(a, x.chunks[d], ceil, "gx") for a, d in zip(axes, dims)]
+        reads = [input_reads(a, x.chunks[d], "gx") for a, d in zip(axes, dims)]
         fn = functools.partial(_max_block, window, ceil, dims, policy)
         arrays = [grad, x]
     else:
-        reads = [input_reads(a, x.chunks[d], ceil, "gg") for a, d in zip(axes, dims)]
+        reads = [input_reads(a, x.chunks[d], "gg") for a, d in zip(axes, dims)]
         fn = functools.partial(_index_block, window, ceil, dims, layout.spatial, x.dtype)
         arrays = [grad, indices]
     (y,) = blocks(arrays, dims, reads, fn, [grad.dtype], "max-pool-backward", (window, policy))
@@ -157,7 +157,7 @@ def max_backward(grad, x, layout, axes, window, ceil, policy, indices):
 
 def lp_backward(grad, x, layout, axes, window, ceil, p, convention):
     dims = spatial_axes(layout)
-    reads = [input_reads(a, x.chunks[d], ceil, "gx") for a, d in zip(axes, dims)]
+    reads = [input_reads(a, x.chunks[d], "gx") for a, d in zip(axes, dims)]
     fn = functools.partial(_lp_block, window, ceil, dims, p, convention)
     (y,) = blocks([grad, x], dims, reads, fn, [grad.dtype], "lp-pool-backward", (window, p, convention))
     return y

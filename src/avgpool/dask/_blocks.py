@@ -21,9 +21,9 @@ from avgpool.window import Axis
 @dataclass(frozen=True)
 class Span:
     """One block along one axis: outputs ``[out_start, out_stop)`` computed from the input
-    cells ``[in_start, in_stop)`` padded by ``pad_before`` and ``pad_after`` cells;
-    ``ceil_mode`` is the array's own at its last output, else off (the block's windows then
-    fit its padded stretch exactly)."""
+    cells ``[in_start, in_stop)`` padded by ``pad_before`` and ``pad_after`` cells, under the
+    array's ceil mode: a block that ends inside the array has its last window end exactly at
+    its padded stretch, where ceil and floor agree."""
 
     out_start: int
     out_stop: int
@@ -31,7 +31,6 @@ class Span:
     in_stop: int
     pad_before: int
     pad_after: int
-    ceil_mode: bool
 
 
 def offsets(chunks: Sequence[int]) -> list[int]:
@@ -39,7 +38,7 @@ def offsets(chunks: Sequence[int]) -> list[int]:
     return [0, *itertools.accumulate(chunks)]
 
 
-def window_span(axis: Axis, start: int, stop: int, ceil_mode: bool) -> Span:
+def window_span(axis: Axis, start: int, stop: int) -> Span:
     """The block of outputs ``[start, stop)`` along ``axis``: the input it reads and its pads.
 
     ``stop - start`` outputs come out of the block's stretch and pads for any ``start <
@@ -51,11 +50,11 @@ def window_span(axis: Axis, start: int, stop: int, ceil_mode: bool) -> Span:
     lo, hi = max(first, 0), min(end, axis.size)
     if hi <= lo:  # no window of the axis reaches the input: one block, the whole axis
         lo, hi = 0, axis.size
-    if stop == axis.out:  # the array's own right edge: its padding and rounding
-        after, ceil = axis.size + axis.pad_after - hi, ceil_mode
-    else:  # the last window ends exactly at the padded stretch: floor and ceil agree
-        after, ceil = max(end - hi, 0), False
-    return Span(start, stop, lo, hi, lo - first, after, ceil)
+    if stop == axis.out:  # the array's own right edge: its padding
+        after = axis.size + axis.pad_after - hi
+    else:  # padding up to the last window's end (cells past the input's end are padding)
+        after = max(end - hi, 0)
+    return Span(start, stop, lo, hi, lo - first, after)
 
 
 def _reaching(axis: Axis) -> tuple[int, int]:
@@ -65,13 +64,11 @@ def _reaching(axis: Axis) -> tuple[int, int]:
     return first, stop
 
 
-def window_boundaries(axis: Axis, chunks: Sequence[int], align: int = 1) -> list[int]:
+def window_boundaries(axis: Axis, chunks: Sequence[int]) -> list[int]:
     """Output boundaries ``[0, ..., axis.out]`` that follow the input's chunks.
 
     Each block takes the outputs whose windows start in one input chunk, so it reads that
-    chunk and a halo of the next ones. ``align``: boundaries fall on multiples of it (the
-    kernels restart their running sums every ``align`` outputs, so a block then sums each
-    window in the whole array's order). Windows lying wholly in padding join the first or
+    chunk and a halo of the next ones. Windows lying wholly in padding join the first or
     last block: every block reads at least one input cell.
     """
     first, stop = _reaching(axis)
@@ -79,15 +76,14 @@ def window_boundaries(axis: Axis, chunks: Sequence[int], align: int = 1) -> list
     if first < stop:
         for c in offsets(chunks)[1:-1]:
             o = -(-(c + axis.pad_before) // axis.stride)
-            o -= o % align
             if first < o < stop:
                 cuts.add(o)
     return sorted(cuts)
 
 
-def window_spans(axis: Axis, chunks: Sequence[int], ceil_mode: bool, align: int = 1) -> list[Span]:
-    cuts = window_boundaries(axis, chunks, align)
-    return [window_span(axis, a, b, ceil_mode) for a, b in itertools.pairwise(cuts)]
+def window_spans(axis: Axis, chunks: Sequence[int]) -> list[Span]:
+    """The blocks of `window_boundaries`, each with its stretch and pads (`window_span`)."""
+    return [window_span(axis, a, b) for a, b in itertools.pairwise(window_boundaries(axis, chunks))]
 
 
 def chunk_range(starts: Sequence[int], lo: int, hi: int) -> range:
