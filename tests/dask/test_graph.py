@@ -70,7 +70,7 @@ def test_ops_are_lazy(op):
 
 def test_one_task_per_output_block_and_a_halo_each():
     x = da.from_array(np.random.default_rng(0).standard_normal((1, 1, 64, 64)), chunks=(1, 1, 8, 8))
-    y = apd.avg_pool(x, 3, 2, 1)
+    y = apd.max_pool(x, 3, 2, 1)
     # output o's window starts at 2 o - 1: each block takes the windows that start in one chunk
     assert y.chunks[2:] == ((5, 4, 4, 4, 4, 4, 4, 3),) * 2
     layer = y.__dask_graph__().layers[y.name]
@@ -87,13 +87,31 @@ def test_one_task_per_output_block_and_a_halo_each():
 @pytest.mark.parametrize("chunk", [1, 2, 3])
 def test_chunks_smaller_than_the_window_read_only_what_the_windows_cover(chunk):
     x = da.from_array(np.arange(60.0).reshape(1, 1, 60), chunks=(1, 1, chunk))
-    y = apd.avg_pool(x, 5, 3, 2, ceil_mode=True)
+    y = apd.max_pool(x, 5, 3, 2, ceil_mode=True)
     counts = _inputs_per_task(y, x)
     outputs_per_block = y.chunks[2]
     for count, outs in zip(counts, outputs_per_block):
         assert count <= -(-((outs - 1) * 3 + 5) // chunk) + 1
     assert max(counts) < len(x.chunks[2])
-    np.testing.assert_allclose(y.compute(), avgpool.avg_pool(x.compute(), 5, 3, 2, ceil_mode=True))
+    np.testing.assert_array_equal(y.compute(), avgpool.max_pool(x.compute(), 5, 3, 2, ceil_mode=True))
+
+
+def test_averages_pool_in_row_strips_where_the_kernels_restart_their_sums():
+    """Sums run along whole rows and restart every 32 output rows: strips of whole rows, cut
+    at multiples of 32 outputs, each a plane past the small-plane kernels' sizes."""
+    x = np.random.default_rng(1).standard_normal((1, 2, 1024, 64))
+    dx = da.from_array(x, chunks=(1, 1, 64, 64))
+    y = apd.avg_pool(dx, 3, 2, 1)
+    assert y.chunks[2:] == ((128,) * 4, (32,))
+    assert len(y.__dask_graph__().layers[y.name]) == 2 * 4
+    assert max(_inputs_per_task(y, dx)) == 5 < 16  # its rows' chunks and a halo row
+    np.testing.assert_array_equal(y.compute(), avgpool.avg_pool(x, 3, 2, 1))
+    chunked = da.from_array(np.moveaxis(x, 1, -1).copy(), chunks=(1, 64, 64, 1))
+    y = apd.avg_pool(chunked, 3, 2, 1, channels_last=True)
+    assert y.chunks[-1] == (2,)  # a row's channels stay together
+    np.testing.assert_array_equal(
+        y.compute(), avgpool.avg_pool(chunked.compute(), 3, 2, 1, channels_last=True)
+    )
 
 
 def test_gradient_blocks_gather_from_touching_outputs_only():

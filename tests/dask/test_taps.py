@@ -79,13 +79,11 @@ def test_adaptive_pooling_and_gradients(case, data):
     actual = apd.adaptive_avg_pool(dx, out, channels_last=cl).compute()
     grad = apd.adaptive_avg_pool_backward(dg, x.shape, channels_last=cl).compute()
     expected_grad = avgpool.adaptive_avg_pool_backward(g, x.shape, channels_last=cl)
-    if even:  # a plain window (kernel = stride = size / output): the box kernels' running sums
-        taps = int(np.prod([n // o for n, o in zip(_spatial(x, ndim, cl), out)]))
-        assert_sums_close(actual, expected, avgpool.adaptive_avg_pool(np.abs(x), out, channels_last=cl), taps)
+    assert_array_equal(actual, expected)
+    if even:  # a plain window (kernel = stride = size / output): the box gradient's running sums
         magnitude = avgpool.adaptive_avg_pool_backward(np.abs(g), x.shape, channels_last=cl)
         assert_sums_close(grad, expected_grad, magnitude, 1)
     else:
-        assert_array_equal(actual, expected)
         assert_array_equal(grad, expected_grad)
 
 

@@ -24,7 +24,13 @@ from avgpool._arrays import FLOAT_DTYPES, INT_DTYPES, Layout
 from avgpool._backends import NUMPY, Backend, _geometry
 from avgpool._errors import AvgPoolError
 from avgpool.dask import _backward, _global, _taps
-from avgpool.dask._blocks import window_spans
+from avgpool.dask._blocks import (
+    depth_boundaries,
+    small_plane_cells,
+    strip_boundaries,
+    window_boundaries,
+    window_span,
+)
 from avgpool.dask._graph import Read, blocks
 from avgpool.dask._local import INDEX, block_window, ceil_of, globalize, spatial_axes
 from avgpool.window import Window
@@ -78,26 +84,35 @@ class DaskBackend(Backend):
 
     # -- windowed forwards ---------------------------------------------------------------------
 
-    def _windowed(self, x: da.Array, window: Window, fn, metas, name: str, token: Any):
-        """``fn(window, ceil, ...)`` on each output block of the window's pooling of ``x``."""
+    def _windowed(self, x: da.Array, window: Window, fn, metas, name: str, token: Any, sums=False):
+        """``fn`` on each output block of the window's pooling of ``x``: blocks that follow the
+        input's chunks, or with ``sums`` the strips in which the NumPy kernels add each
+        window's cells in the whole array's order (`_sum_boundaries`)."""
         layout, axes = _geometry(tuple(x.shape), window)
         dims = spatial_axes(layout)
+        if sums:
+            if layout.channels_last and len(x.chunks[-1]) > 1:
+                # the kernels loop over a row's channels inside each window: one channel
+                # takes the channels-first loops, which add in another order
+                x = x.rechunk({x.ndim - 1: -1})
+            cuts = _sum_boundaries(x, layout, axes, dims)
+        else:
+            cuts = [window_boundaries(axis, x.chunks[d]) for axis, d in zip(axes, dims)]
         reads = [
             [
                 Read(s.out_stop - s.out_start, ((s.in_start, s.in_stop),), s)
-                for s in window_spans(axis, x.chunks[d])
+                for s in (window_span(axis, a, b) for a, b in itertools.pairwise(axis_cuts))
             ]
-            for axis, d in zip(axes, dims)
+            for axis, axis_cuts in zip(axes, cuts)
         ]
-        return blocks([x], dims, reads, fn, metas, name, (window, token))
+        return blocks([x], dims, reads, fn, metas, name, (window, token, sums))
 
     def avg_pool(self, x, window, out):
         _no_out(out)
         if window.kernel_size is None:
             return _global.global_avg(x, window)
-        (y,) = self._windowed(
-            x, window, functools.partial(_avg_block, window, ceil_of(window)), [x.dtype], "avg-pool", None
-        )
+        fn = functools.partial(_avg_block, window, ceil_of(window))
+        (y,) = self._windowed(x, window, fn, [x.dtype], "avg-pool", None, sums=True)
         return y
 
     def max_pool(self, x, window, nan_policy, out, return_indices):
@@ -116,7 +131,7 @@ class DaskBackend(Backend):
 
     def lp_pool(self, x, p, window, convention):
         fn = functools.partial(_lp_block, window, ceil_of(window), p, convention)
-        (y,) = self._windowed(x, window, fn, [x.dtype], "lp-pool", (p, convention))
+        (y,) = self._windowed(x, window, fn, [x.dtype], "lp-pool", (p, convention), sums=True)
         return y
 
     # -- adaptive and blur pooling: the NumPy op's tap tables, cut per block -------------------
@@ -180,6 +195,29 @@ class DaskBackend(Backend):
         layout, axes = _geometry(tuple(x.shape), window)
         layout.check_grad_shape(grad, [a.out for a in axes])
         return _backward.lp_backward(grad, x, layout, axes, window, ceil_of(window), p, convention)
+
+
+def _sum_boundaries(x: da.Array, layout: Layout, axes, dims) -> list[list[int]]:
+    """Output boundaries per spatial axis where the NumPy kernels add each window's cells in
+    the whole array's order: rows whole (their sums run along a row from its start); down the
+    plane, strips cut where the running sums restart, each a plane too large for the small-plane
+    kernels and about as many cells as an input chunk (a plane that small stays whole); depth
+    cut at the chunks, two outputs at least per block."""
+    cuts = [[0, axis.out] for axis in axes]
+    if layout.ndim >= 2:
+        h, w = axes[-2], axes[-1]
+        row = window_span(w, 0, w.out)
+        width = row.in_stop - row.in_start  # the cells of a row a block reads
+        chunk_cells = max(x.chunks[dims[-2]]) * max(x.chunks[dims[-1]])
+        rows = max(1, chunk_cells // width)
+        if layout.ndim == 2:
+            if h.size * w.size <= small_plane_cells():
+                rows = h.size + h.pad_before + h.pad_after  # one strip: the whole plane
+            rows = max(rows, small_plane_cells() // width + 1 + h.span + h.stride)
+        cuts[-2] = strip_boundaries(h, rows)
+    if layout.ndim == 3:
+        cuts[0] = depth_boundaries(axes[0], x.chunks[dims[0]])
+    return cuts
 
 
 def _even_window(layout: Layout, out: tuple[int, ...]) -> Window | None:

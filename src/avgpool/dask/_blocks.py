@@ -57,6 +57,31 @@ def window_span(axis: Axis, start: int, stop: int) -> Span:
     return Span(start, stop, lo, hi, lo - first, after)
 
 
+def whole_like(axis: Axis, span: Span) -> bool:
+    """Whether a block of one output reads exactly ``kernel`` cells with no padding under a
+    dilated window: the NumPy drivers take such a window (kernel == size, no padding, one
+    output) for a global one, though its taps skip cells. A block is never cut that way."""
+    return (
+        span.out_stop - span.out_start == 1
+        and axis.dilation > 1
+        and axis.kernel == span.in_stop - span.in_start
+        and span.pad_before == span.pad_after == 0
+    )
+
+
+def _joined(axis: Axis, cuts: list[int]) -> list[int]:
+    """``cuts`` less those that leave a `whole_like` block (it joins a neighbour)."""
+    cuts = list(cuts)
+    i = 0
+    while i < len(cuts) - 1:
+        if len(cuts) > 2 and whole_like(axis, window_span(axis, cuts[i], cuts[i + 1])):
+            del cuts[i + 1 if i + 1 < len(cuts) - 1 else i]
+            i = 0
+            continue
+        i += 1
+    return cuts
+
+
 def _reaching(axis: Axis) -> tuple[int, int]:
     """[first, stop) of the outputs whose windows reach some input cell (not only padding)."""
     first = max(0, (axis.pad_before - axis.span) // axis.stride + 1)
@@ -78,7 +103,7 @@ def window_boundaries(axis: Axis, chunks: Sequence[int]) -> list[int]:
             o = -(-(c + axis.pad_before) // axis.stride)
             if first < o < stop:
                 cuts.add(o)
-    return sorted(cuts)
+    return _joined(axis, sorted(cuts))
 
 
 def window_spans(axis: Axis, chunks: Sequence[int]) -> list[Span]:
@@ -92,3 +117,49 @@ def chunk_range(starts: Sequence[int], lo: int, hi: int) -> range:
     chunks = len(starts) - 1
     first = min(max(bisect.bisect_right(starts, lo) - 1, 0), chunks - 1)
     return range(first, min(max(bisect.bisect_left(starts, hi), first + 1), chunks))
+
+
+# -- strips: blocks whose sums the NumPy kernels add in the whole array's order ---------------
+
+#: Output rows per restart of the NumPy kernels' running sums (`avgpool.kernels._common.CHUNK`).
+RESTART_ROWS = 32
+
+
+def small_plane_cells() -> int:
+    """The most cells a plane may have for the NumPy kernels to take it as a small plane (a
+    kernel of its own, adding in its own order): a larger plane never qualifies."""
+    from avgpool import _cpu_plans as plans
+
+    return max(
+        plans.SMALL_PLANE_CELLS,
+        plans.SMALL_PLANE_CELLS_F64,
+        plans.SAME_PLANE_CELLS,
+        plans.SAME_WIDE_CELLS,
+        plans.INDEX_PLANE_CELLS,
+        plans.TILES_PLANE_CELLS,
+        plans.SAME_MAX_CELLS,
+    )
+
+
+def strip_boundaries(axis: Axis, rows: int) -> list[int]:
+    """Output boundaries down an axis (H) that keep the NumPy kernels' order of additions: at
+    multiples of `RESTART_ROWS` outputs (where their running sums restart), each block's
+    windows starting over at least ``rows`` input rows (so its plane is as large as asked),
+    windows wholly in padding kept with a block that reads the input."""
+    first, stop = _reaching(axis)
+    step = RESTART_ROWS * max(1, -(-rows // (RESTART_ROWS * axis.stride)))
+    cuts = [o for o in range(step, axis.out, step) if first < o < stop]
+    if cuts and (stop - cuts[-1]) * axis.stride < rows:  # a short last strip joins the one before
+        cuts.pop()
+    return _joined(axis, [0, *cuts, axis.out])
+
+
+def depth_boundaries(axis: Axis, chunks: Sequence[int]) -> list[int]:
+    """`window_boundaries` with at least two outputs per block (a block of one output would
+    take another kernel: an axis with one output is read with stride 1)."""
+    cuts = window_boundaries(axis, chunks)
+    kept = [0]
+    for c in cuts[1:-1]:
+        if c - kept[-1] >= 2 and axis.out - c >= 2:
+            kept.append(c)
+    return [*kept, axis.out] if axis.out else kept
