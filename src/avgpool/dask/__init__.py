@@ -10,27 +10,35 @@ chunk sizes must be known (``x.compute_chunk_sizes()`` after a boolean index).
 
 How a pooling is split: along each spatial axis the outputs are cut where the input is, each
 block taking the outputs whose windows start in one input chunk. Its task reads that chunk
-and a halo of the next chunks where its windows cross into them (never the whole array, unless
-one window spans it), and pools them with the NumPy backend under the array's `Window` with the
-array's padding only where the block touches the array's edges and ceil mode only at its
-end, so every output has the whole array's cells and divisor. Blur and adaptive pooling cut
-the NumPy op's own tap tables the same way (blur's reflected padding reads the real
-neighbouring cells). A gradient is chunked like the input; each of its blocks gathers from the
-outputs whose windows reach it. The graph has one task per output block (two more picking
+and, from the next chunks, only the cells its windows reach (a halo, cut out by a small task
+of its own), and pools them with the NumPy backend under the array's `Window` with the
+array's padding only where the block touches the array's edges, so every output has the
+whole array's cells and divisor. Averages (and Lp pooling) are cut into strips instead: the
+NumPy kernels add a window's cells with running sums along whole rows, restarted every 32
+output rows, and pick their loops by the plane's size, so a strip holds whole rows (and, in
+channels-last arrays, all of a row's channels), starts where the sums restart and is a
+plane larger than the small-plane kernels take (about an input chunk's cells); a 1-D average
+is one block per batch and channel chunk. Blur and adaptive pooling cut the NumPy op's own
+tap tables (blur's reflected padding reads the real neighbouring cells). A gradient is
+chunked like the input, each of its blocks gathering from the outputs whose windows reach
+it. The graph has one task per output block, plus the halo cuts (and two tasks picking
 values and indices when both are returned); global pooling reduces chunk by chunk.
 
-Precision against the NumPy op on the computed array:
+Precision against the NumPy op on the computed array, with the default "numba" backend:
 
-* bit for bit: max pooling (values, indices into the whole input, gradient), blur pooling and
-  its gradient, adaptive pooling with sizes that do not divide the input (average, max, both
-  gradients), global max pooling and both global gradients;
-* within a few float64 roundings of the largest window's magnitude: average pooling and its
-  gradient, Lp pooling and its gradient, adaptive average pooling with sizes that divide the
-  input (a box average), global average pooling. The NumPy kernels add a window's cells with
-  running sums along its row of windows and pick their loops by the array's size, so the same
-  sum taken in a block that starts elsewhere rounds differently; a global mean adds the chunks'
-  sums in another order than the whole array's kernel. float32 and float16 results are then
-  within one rounding of the result's dtype.
+* bit for bit: every forward op but the global average (average, max with indices into the
+  whole input, Lp, blur, adaptive), the gradients of max, blur and adaptive pooling whose sizes
+  do not divide the input, and both global gradients;
+* within a few float64 roundings of the largest window's magnitude: the gradients of average
+  and Lp pooling (and of adaptive averages whose sizes divide the input: box windows), whose
+  kernels sum the covering windows with running sums restarted every 32 input rows of the
+  block they are given, and the global average, whose chunks' sums are added in another order
+  than the whole array's kernel adds its cells. float32 and float16 gradients are then within
+  one rounding of their dtype.
+
+Under the float64 reference backend (``avgpool.use_backend("reference")``) maxima stay exact
+and sums agree within the same roundings (NumPy's own reductions order a sum by the array's
+shape).
 
 Examples
 --------
@@ -51,17 +59,13 @@ __all__ = list(ops.__all__)
 
 #: The ops whose results are a few float64 roundings from the NumPy op's (the rest are exact).
 _ROUNDED = {
-    "avg_pool": "its window sums run in another order than the whole array's",
-    "avg_pool_backward": "its sums over covering windows run in another order",
-    "lp_pool": "its window sums run in another order than the whole array's",
-    "lp_pool_backward": "its window sums run in another order than the whole array's",
+    "avg_pool_backward": "its sums over the covering windows run in another order",
+    "lp_pool_backward": "its sums over the covering windows run in another order",
     "global_avg_pool": "the chunks' float64 sums are added in another order",
-    "adaptive_avg_pool": "exact unless the sizes divide the input (then a box average)",
-    "adaptive_avg_pool_backward": "exact unless the sizes divide the input (then a box average)",
+    "adaptive_avg_pool_backward": (
+        "exact unless the sizes divide the input (box windows, whose sums run in another order)"
+    ),
 }
-for _fixed in ("1d", "2d", "3d"):
-    for _family in ("avg_pool", "lp_pool", "adaptive_avg_pool"):
-        _ROUNDED[_family + _fixed] = _ROUNDED[_family]
 
 
 def _on_dask(name: str):
@@ -81,4 +85,4 @@ def _on_dask(name: str):
 
 for _name in __all__:
     globals()[_name] = _on_dask(_name)
-del _name, _fixed, _family
+del _name

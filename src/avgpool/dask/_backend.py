@@ -6,7 +6,9 @@ geometry on its shape (so every refusal comes before any compute, in the NumPy o
 and builds a task graph of one task per output block (`avgpool.dask._graph`). Each task
 pools its block with the NumPy backend: the block's input cells (its chunk and a halo where
 windows cross into the next chunks, `avgpool.dask._blocks`), with the array's padding only
-where the block touches the array's edges.
+where the block touches the array's edges. Averages and Lp pooling take strips of whole rows
+cut where the NumPy kernels restart their running sums (`_sum_boundaries`), so each window's
+cells are added in the whole array's order.
 """
 
 from __future__ import annotations
