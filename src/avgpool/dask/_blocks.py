@@ -121,8 +121,13 @@ def chunk_range(starts: Sequence[int], lo: int, hi: int) -> range:
 
 # -- strips: blocks whose sums the NumPy kernels add in the whole array's order ---------------
 
-#: Output rows per restart of the NumPy kernels' running sums (`avgpool.kernels._common.CHUNK`).
-RESTART_ROWS = 32
+
+def restart_rows() -> int:
+    """Output rows per restart of the NumPy kernels' running sums (read from the kernels, so
+    the strips follow them; loading the module loads Numba, as the blocks' kernels will)."""
+    from avgpool.kernels._common import CHUNK
+
+    return CHUNK
 
 
 def small_plane_cells() -> int:
@@ -143,11 +148,12 @@ def small_plane_cells() -> int:
 
 def strip_boundaries(axis: Axis, rows: int) -> list[int]:
     """Output boundaries down an axis (H) that keep the NumPy kernels' order of additions: at
-    multiples of `RESTART_ROWS` outputs (where their running sums restart), each block's
+    multiples of `restart_rows` outputs (where their running sums restart), each block's
     windows starting over at least ``rows`` input rows (so its plane is as large as asked),
     windows wholly in padding kept with a block that reads the input."""
     first, stop = _reaching(axis)
-    step = RESTART_ROWS * max(1, -(-rows // (RESTART_ROWS * axis.stride)))
+    restart = restart_rows()
+    step = restart * max(1, -(-rows // (restart * axis.stride)))
     cuts = [o for o in range(step, axis.out, step) if first < o < stop]
     if cuts and (stop - cuts[-1]) * axis.stride < rows:  # a short last strip joins the one before
         cuts.pop()
