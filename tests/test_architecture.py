@@ -41,8 +41,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("avgpool._dispatch",),
     # the one functional API, its argument handling and its backends
     ("avgpool._args", "avgpool._backends", "avgpool.ops"),
-    # front ends: the torch custom ops and functional API, then the nn modules over them
-    ("avgpool.torch",),
+    # front ends: the torch custom ops and functional API, the Dask backend; then the nn modules
+    ("avgpool.torch", "avgpool.dask"),
     ("avgpool.nn",),
     # tools: inspect, then monitor and bench (independent of each other), then study
     ("avgpool.inspect",),

@@ -39,7 +39,10 @@ Array = Any
 
 #: (array library's module, its array type's name in it, the adapter module): the adapter
 #: defines ``BACKEND``, a `Backend`. Searched in order; NumPy takes every other array.
-ADAPTERS: tuple[tuple[str, str, str], ...] = (("torch", "Tensor", "avgpool.torch._backend"),)
+ADAPTERS: tuple[tuple[str, str, str], ...] = (
+    ("torch", "Tensor", "avgpool.torch._backend"),
+    ("dask.array", "Array", "avgpool.dask._backend"),
+)
 
 
 class Backend:

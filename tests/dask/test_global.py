@@ -1,0 +1,68 @@
+"""Global pooling of Dask arrays: reductions chunk by chunk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_array_equal
+
+import avgpool
+import avgpool.dask as apd
+from avgpool.window import Window
+from tests.dask.conftest import assert_sums_close, da
+from tests.dask.test_taps import _grad_like, arrays
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+@SETTINGS
+@given(arrays(), st.booleans(), st.data())
+def test_global_pooling_and_gradients(case, keepdims, data):
+    x, dx, ndim, cl = case
+    options = dict(ndim=ndim, channels_last=cl)
+    expected = avgpool.global_avg_pool(x, keepdims=keepdims, **options)
+    actual = apd.global_avg_pool(dx, keepdims=keepdims, **options).compute()
+    cells = x.size // (x.shape[0] * (x.shape[-1] if cl else x.shape[1]))
+    # the chunks' sums added in another order than the NumPy kernel's
+    assert_sums_close(
+        actual, expected, avgpool.global_avg_pool(np.abs(x), keepdims=keepdims, **options), cells
+    )
+    expected = avgpool.global_max_pool(x, keepdims=keepdims, **options)
+    assert_array_equal(apd.global_max_pool(dx, keepdims=keepdims, **options).compute(), expected)
+
+    g, dg = _grad_like(expected, data.draw)
+    grad = apd.global_avg_pool_backward(dg, x.shape, **options)
+    assert grad.shape == x.shape
+    assert_array_equal(grad.compute(), avgpool.global_avg_pool_backward(g, x.shape, **options))
+    grad = apd.global_max_pool_backward(dg, dx, **options).compute()
+    assert_array_equal(grad, avgpool.global_max_pool_backward(g, x, **options))
+
+    window = Window(None, ndim=ndim, channels_last=cl)
+    y, index = apd.max_pool(dx, window=window, return_indices=True)
+    expected, expected_index = avgpool.max_pool(x, window=window, return_indices=True)
+    assert_array_equal(y.compute(), expected)
+    assert_array_equal(index.compute(), expected_index)
+
+
+@pytest.mark.parametrize("policy", ["propagate", "omit"])
+def test_global_max_ties_nan_and_infinities_pick_the_numpy_cell(policy):
+    """Ties go to the first cell in row-major order, NaN (propagated) to the last NaN, a plane
+    of -inf to its first cell, whichever chunks hold them."""
+    x = np.array(
+        [
+            [[1.0, 3.0, 3.0, 0.0], [3.0, 2.0, 1.0, 3.0]],
+            [[np.nan, 1.0, 2.0, np.nan], [0.0, np.nan, 5.0, 1.0]],
+            [[-np.inf] * 4, [-np.inf] * 4],
+            [[np.nan] * 4, [-np.inf] * 4],
+        ]
+    )[None]
+    window = Window(None, ndim=2)
+    for chunks in [(1, 1, 1, 1), (1, 1, 2, 3), (1, 4, 2, 4)]:
+        y, index = apd.max_pool(
+            da.from_array(x, chunks=chunks), window=window, return_indices=True, nan_policy=policy
+        )
+        expected, expected_index = avgpool.max_pool(x, window=window, return_indices=True, nan_policy=policy)
+        assert_array_equal(y.compute(), expected)
+        assert_array_equal(index.compute(), expected_index)
