@@ -1,7 +1,10 @@
 """Refusals: the NumPy op's errors, word for word, raised when the op is called (before any
 compute), and the Dask backend's own (unknown chunk sizes, ``out=``, other arrays)."""
 
-from __future__ import annotations
+import pytest
+
+pytest.importorskip("dask")
+
 
 import re
 
@@ -11,7 +14,7 @@ import pytest
 import avgpool
 import avgpool.dask as apd
 from avgpool import AvgPoolError
-from tests.dask.conftest import da
+from tests.dask._cases import da
 
 
 def _boom(block):

@@ -1,6 +1,9 @@
 """The Dask ops against the NumPy ops on the same data, on every chunking drawn."""
 
-from __future__ import annotations
+import pytest
+
+pytest.importorskip("dask")
+
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ from numpy.testing import assert_array_equal
 import avgpool
 import avgpool.dask as apd
 from avgpool.window import Window
-from tests.dask.conftest import arrays_and_windows, assert_sums_close, da, taps
+from tests.dask._cases import arrays_and_windows, assert_sums_close, da, taps
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -66,3 +69,25 @@ def test_every_convention_pools_like_numpy(window, chunks):
     expected, expected_index = avgpool.max_pool(x, window=window, return_indices=True)
     assert_array_equal(y.compute(), expected)
     assert_array_equal(index.compute(), expected_index)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_low_precision_is_rounded_like_numpy(dtype, channels_last):
+    """float16 and float32 results: max pooling exact; averages within one rounding of the
+    result (the block may sum in float32 where the whole array sums in float64, or back)."""
+    shape = (2, 37, 29, 3) if channels_last else (2, 3, 37, 29)
+    x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    dx = da.from_array(x, chunks=(1, 5, 7, 2) if channels_last else (1, 2, 5, 7))
+    options = dict(channels_last=channels_last)
+    assert_array_equal(
+        apd.max_pool(dx, 3, 2, 1, **options).compute(), avgpool.max_pool(x, 3, 2, 1, **options)
+    )
+    for args in [(3, 2, 1), (8, 1, 3), (2, 2, 0)]:
+        y = apd.avg_pool(dx, *args, **options).compute()
+        expected = avgpool.avg_pool(x, *args, **options)
+        assert y.dtype == dtype
+        magnitude = avgpool.avg_pool(np.abs(x).astype(np.float64), *args, **options)
+        np.testing.assert_array_less(
+            np.abs(y.astype(np.float64) - expected), 2 * np.finfo(dtype).eps * magnitude.max()
+        )

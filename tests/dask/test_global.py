@@ -1,6 +1,9 @@
 """Global pooling of Dask arrays: reductions chunk by chunk."""
 
-from __future__ import annotations
+import pytest
+
+pytest.importorskip("dask")
+
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from numpy.testing import assert_array_equal
 import avgpool
 import avgpool.dask as apd
 from avgpool.window import Window
-from tests.dask.conftest import assert_sums_close, da
+from tests.dask._cases import assert_sums_close, da
 from tests.dask.test_taps import _grad_like, arrays
 
 SETTINGS = settings(max_examples=40, deadline=None)

@@ -1,6 +1,9 @@
 """The task graphs: lazy, one task per output block, each reading a bounded set of chunks."""
 
-from __future__ import annotations
+import pytest
+
+pytest.importorskip("dask")
+
 
 import math
 import subprocess
@@ -13,7 +16,7 @@ from dask.core import get_dependencies
 import avgpool
 import avgpool.dask as apd
 from avgpool.window import Window
-from tests.dask.conftest import da
+from tests.dask._cases import da
 
 
 def _inputs_per_task(y, source):
@@ -109,3 +112,13 @@ def test_the_dask_api_is_the_ops_api():
     assert sorted(apd.__all__) == sorted(avgpool.ops.__all__)
     for name in avgpool.ops.__all__:
         assert inspect.signature(getattr(apd, name)) == inspect.signature(getattr(avgpool.ops, name)), name
+
+
+def test_max_gradient_from_the_forward_indices_never_reads_the_input():
+    x = np.random.default_rng(2).standard_normal((1, 2, 20, 20))
+    dx = da.from_array(x, chunks=(1, 1, 6, 7))
+    y, index = apd.max_pool(dx, 3, 2, 1, return_indices=True)
+    unreadable = dx.map_blocks(_boom, dtype=x.dtype)
+    grad = apd.max_pool_backward(y, unreadable, 3, 2, 1, indices=index)
+    expected = avgpool.max_pool_backward(y.compute(), x, 3, 2, 1)
+    np.testing.assert_array_equal(grad.compute(), expected)

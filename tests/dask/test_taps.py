@@ -1,6 +1,9 @@
 """Blur and adaptive pooling of Dask arrays, and their gradients: bit for bit the NumPy op's."""
 
-from __future__ import annotations
+import pytest
+
+pytest.importorskip("dask")
+
 
 import numpy as np
 from hypothesis import assume, given, settings
@@ -9,7 +12,7 @@ from numpy.testing import assert_array_equal
 
 import avgpool
 import avgpool.dask as apd
-from tests.dask.conftest import assert_sums_close, chunks_of, da
+from tests.dask._cases import assert_sums_close, chunks_of, da
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

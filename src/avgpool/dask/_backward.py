@@ -102,17 +102,24 @@ def _avg_block(window, ceil, spatial, grad, reads):
     return _embed(y, grad, spatial, reads, grad.dtype)
 
 
-def _max_block(window, ceil, spatial, policy, full_spatial, grad, x, *rest):
-    *index, reads = rest
+def _max_block(window, ceil, spatial, policy, grad, x, reads):
     spans = [r.info[2] for r in reads]
     if any(s is None for s in spans):
         return _embed(None, grad, spatial, reads, grad.dtype)
-    local_window = block_window(window, ceil, spans)
-    indices = None
-    if index:
-        layout = Layout.of(x.shape, window.ndim, window.channels_last)
-        indices = localize(index[0], full_spatial, [s.in_start for s in spans], layout.spatial)
-    y = NUMPY.max_pool_backward(grad, x, local_window, policy, indices)
+    y = NUMPY.max_pool_backward(grad, x, block_window(window, ceil, spans), policy, None)
+    return _embed(y, grad, spatial, reads, grad.dtype)
+
+
+def _index_block(window, ceil, spatial, full_spatial, x_dtype, grad, index, reads):
+    """A block of the max gradient from the forward's indices: the input is not read (a
+    stand-in of its shape and dtype), only the touching outputs' gradient and indices."""
+    spans = [r.info[2] for r in reads]
+    if any(s is None for s in spans):
+        return _embed(None, grad, spatial, reads, grad.dtype)
+    x = np.broadcast_to(np.zeros((), x_dtype), _local_shape(grad.shape, spatial, spans))
+    local_spatial = [s.in_stop - s.in_start for s in spans]
+    indices = localize(index, full_spatial, [s.in_start for s in spans], local_spatial)
+    y = NUMPY.max_pool_backward(grad, x, block_window(window, ceil, spans), None, indices)
     return _embed(y, grad, spatial, reads, grad.dtype)
 
 
@@ -133,11 +140,17 @@ def avg_backward(grad: da.Array, shape: tuple[int, ...], layout: Layout, axes, w
 
 
 def max_backward(grad, x, layout, axes, window, ceil, policy, indices):
+    """The max gradient chunked as ``x``: from ``x`` (the arg-max found again per block, reading
+    the cells the touching windows cover) or from the forward's ``indices``."""
     dims = spatial_axes(layout)
-    sources = "gx" + ("g" if indices is not None else "")
-    reads = [input_reads(a, x.chunks[d], ceil, sources) for a, d in zip(axes, dims)]
-    fn = functools.partial(_max_block, window, ceil, dims, policy, layout.spatial)
-    arrays = [grad, x] if indices is None else [grad, x, indices]
+    if indices is None:
+        reads = [input_reads(a, x.chunks[d], ceil, "gx") for a, d in zip(axes, dims)]
+        fn = functools.partial(_max_block, window, ceil, dims, policy)
+        arrays = [grad, x]
+    else:
+        reads = [input_reads(a, x.chunks[d], ceil, "gg") for a, d in zip(axes, dims)]
+        fn = functools.partial(_index_block, window, ceil, dims, layout.spatial, x.dtype)
+        arrays = [grad, indices]
     (y,) = blocks(arrays, dims, reads, fn, [grad.dtype], "max-pool-backward", (window, policy))
     return y
 

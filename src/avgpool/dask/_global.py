@@ -35,6 +35,9 @@ def global_avg(x: da.Array, window: Window) -> da.Array:
 def global_max(x: da.Array, window: Window, nan_policy: str | None) -> da.Array:
     """The maximum over the spatial axes, NaN rules as the NumPy op's (exact)."""
     layout, _ = _geometry(tuple(x.shape), window)
+    if x.size == 0:  # Dask's reduction has no identity to start an empty maximum from
+        return global_max_index(x, window, nan_policy)[0]
+    x = _no_empty_chunks(x, spatial_axes(layout))
     policy, floor = _nan_args(nan_policy, window, x.dtype)
     if policy == "omit" and x.dtype.kind == "f":
         x = da.where(da.isnan(x), -np.inf, x)
@@ -42,6 +45,12 @@ def global_max(x: da.Array, window: Window, nan_policy: str | None) -> da.Array:
     if policy == "omit" and x.dtype.kind == "f":
         y = da.maximum(y, y.dtype.type(floor))
     return y
+
+
+def _no_empty_chunks(x: da.Array, dims) -> da.Array:
+    """``x`` without chunks of no cell along ``dims`` (Dask's maximum cannot start from one)."""
+    empty = {d: tuple(c for c in x.chunks[d] if c) for d in dims if 0 in x.chunks[d]}
+    return x.rechunk(empty) if empty else x
 
 
 def _chunk_max(window: Window, omit: bool, spatial: tuple, local: np.ndarray, reads):
@@ -56,6 +65,11 @@ def _chunk_max(window: Window, omit: bool, spatial: tuple, local: np.ndarray, re
 def _combine(dims: tuple[int, ...], floor, values: np.ndarray, index: np.ndarray):
     """The chunks' maxima (along ``dims``) combined: NaN wins (the last), else the first
     maximum in row-major order (the smallest flat index among equal maxima)."""
+    shape = list(values.shape)
+    for d in dims:
+        shape[d] = 1
+    if values.size == 0:  # no plane (a batch of 0): nothing to combine
+        return np.empty(shape, values.dtype), np.empty(shape, INDEX)
     v = np.moveaxis(values, dims, range(-len(dims), 0))
     i = np.moveaxis(index, dims, range(-len(dims), 0))
     v = v.reshape(*v.shape[: -len(dims)], -1)
@@ -75,9 +89,6 @@ def _combine(dims: tuple[int, ...], floor, values: np.ndarray, index: np.ndarray
         value = np.where(nan.any(axis=-1), np.nan, value).astype(v.dtype)
     if floor is not None:
         value = np.maximum(value, v.dtype.type(floor))
-    shape = list(values.shape)
-    for d in dims:
-        shape[d] = 1
     return value.reshape(shape), pick.astype(INDEX).reshape(shape)
 
 
@@ -87,7 +98,8 @@ def global_max_index(x: da.Array, window: Window, nan_policy: str | None) -> tup
     dims = spatial_axes(layout)
     policy, floor = _nan_args(nan_policy, window, x.dtype)
     omit = policy == "omit" and x.dtype.kind == "f"
-    reads = [[Read(1, ((a, b),)) for a, b in itertools.pairwise(offsets(x.chunks[d]))] for d in dims]
+    pairs = [[(a, b) for a, b in itertools.pairwise(offsets(x.chunks[d])) if a < b] for d in dims]
+    reads = [[Read(1, (pair,)) for pair in axis] for axis in pairs]  # chunks of no cell offer none
     fn = functools.partial(_chunk_max, window, omit, layout.spatial)
     values, index = blocks([x], dims, reads, fn, [x.dtype, INDEX], "global-max-chunks", (window, policy))
     whole = {d: -1 for d in dims}

@@ -41,13 +41,11 @@ def _reach(taps: ref.Taps) -> tuple[np.ndarray, np.ndarray]:
     return np.where(real.any(axis=1), first, -1), last
 
 
-def _cut(taps: ref.Taps, o0: int, o1: int, lo: int) -> ref.Taps:
-    """Outputs [o0, o1) of an axis's table, read from an input stretch that starts at ``lo``."""
+def _cut(taps: ref.Taps, o0: int, o1: int, lo: int, hi: int) -> ref.Taps:
+    """Outputs [o0, o1) of an axis's table, read from the input cells [lo, hi)."""
     real = taps.real[o0:o1]
     pos = np.where(real, taps.pos[o0:o1] - lo, 0)
-    return dataclasses.replace(
-        taps, pos=pos, real=real, counted=taps.counted[o0:o1], weight=taps.weight[o0:o1]
-    )
+    return ref.Taps(hi - lo, pos, real, taps.counted[o0:o1], taps.weight[o0:o1])
 
 
 def _stretch(first: np.ndarray, last: np.ndarray, o0: int, o1: int) -> tuple[int, int]:
@@ -71,7 +69,7 @@ def output_reads(taps: ref.Taps, chunks: Sequence[int]) -> list[Read]:
     reads = []
     for o0, o1 in itertools.pairwise(sorted(cuts)):
         lo, hi = _stretch(first, last, o0, o1)
-        reads.append(Read(o1 - o0, ((lo, hi),), _cut(taps, o0, o1, lo)))
+        reads.append(Read(o1 - o0, ((lo, hi),), _cut(taps, o0, o1, lo, hi)))
     return reads
 
 
@@ -92,14 +90,16 @@ def input_reads(taps: ref.Taps, chunks: Sequence[int], sources: int) -> list[Rea
     first, last = _reach(taps)
     reads = []
     for i0, i1 in itertools.pairwise(offsets(chunks)):
-        hits = ((taps.pos >= i0) & (taps.pos < i1) & taps.real).any(axis=1)
+        # the outputs whose first-to-last tap hull meets the block: every output with a tap in
+        # it, and perhaps a neighbour whose taps skip it (it adds nothing there)
+        hits = (first >= 0) & (first < i1) & (last >= i0)
         if not hits.any():
             reads.append(Read(i1 - i0, ((0, 0),) * sources, Gather(i0, None, i0, i0)))
             continue
         found = np.flatnonzero(hits)
         g0, g1 = int(found[0]), int(found[-1]) + 1
         lo, hi = _stretch(first, last, g0, g1)
-        reads.append(Read(i1 - i0, ((g0, g1),) * sources, Gather(i0, _cut(taps, g0, g1, lo), lo, hi)))
+        reads.append(Read(i1 - i0, ((g0, g1),) * sources, Gather(i0, _cut(taps, g0, g1, lo, hi), lo, hi)))
     return reads
 
 
