@@ -2,12 +2,13 @@
 
     python benchmarks/run.py                    # every suite (minutes), results/latest.{json,md}
     python benchmarks/run.py --quick            # every suite, tiny: small inputs, a few cases, in-process
-    python benchmarks/run.py --suite layers     # one suite: synthetic, layers, overhead (default all)
+    python benchmarks/run.py --suite layers     # one suite: synthetic, layers, overhead, dask (default all)
     python benchmarks/run.py --cases 'avg3x3*,global7x7/cl' --threads 1
 
 Suites: *synthetic* (cases.toml: large inputs, the bandwidth floor), *layers* (layers.toml: every
 pooling layer of real CNNs at batch 1 and 32, forward and forward+backward), *overhead* (per-call
-cost: avgpool.nn vs torch.nn, NumPy ops, the study's models at batch 1). ``--cases`` patterns
+cost: avgpool.nn vs torch.nn, NumPy ops, the study's models at batch 1), *dask* (the NumPy op
+against the same op on a chunked Dask array, threaded scheduler: the ratio). ``--cases`` patterns
 select synthetic and real-layer cases alike (``max3x3*``, ``*/b1/cl``).
 
 The harness lives in `avgpool.bench` (`avgpool.bench.suites` runs the suites); this script only

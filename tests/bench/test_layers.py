@@ -252,7 +252,7 @@ def test_quick_run_of_the_layers_and_overhead_suites(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert results["suites"] == ["synthetic", "layers", "overhead"]
+    assert results["suites"] == ["synthetic", "layers", "overhead", "dask"]
     assert [r["case"]["id"] for r in results["cases"]] == ["avg2x2s2/cf"]
     layers = results["layers"]["cases"]
     assert [r["case"]["id"] for r in layers] == ["global_2048x7x7/b1/cf", "global_2048x7x7/b1/cl"]

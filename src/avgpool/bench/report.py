@@ -34,6 +34,7 @@ _DISTRIBUTIONS = {
     "onnx": "onnx",
     "cv2": "opencv-python-headless",
     "scipy": "scipy",
+    "dask": "dask",
 }
 
 
@@ -222,6 +223,11 @@ def render_markdown(results: dict[str, Any]) -> str:
     if "overhead" in results:
         lines += render_overhead(results["overhead"])
         targets_lines += overhead_targets(results["overhead"]["summary"])
+    if "dask" in results:
+        from avgpool.bench.dask_suite import dask_targets, render_dask
+
+        lines += render_dask(results["dask"])
+        targets_lines += dask_targets(results["dask"])
     lines += ["", "## Performance targets", "", *targets_lines]
     return "\n".join(lines) + "\n"
 

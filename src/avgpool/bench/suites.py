@@ -4,7 +4,9 @@
   floor, avgpool in a child process per case and round;
 - *layers* (``layers.toml``, `avgpool.bench.layers`): every pooling layer of real CNNs at
   batch 1 and 32, forward and forward+backward, avgpool in this process;
-- *overhead* (`avgpool.bench.overhead`): per-call cost on tiny inputs.
+- *overhead* (`avgpool.bench.overhead`): per-call cost on tiny inputs;
+- *dask* (`avgpool.bench.dask_suite`): a chunked Dask array's time over the NumPy op's on
+  arrays that fit in memory (skipped, saying so, without dask).
 
 `add_suite_args` declares the options both front ends take and `run_suites` runs what they
 select, into one results dict (`avgpool.bench.report.write_results` writes it).
@@ -23,7 +25,7 @@ from avgpool._errors import AvgPoolError
 
 __all__ = ["SUITES", "add_suite_args", "check_suite_args", "run_suites"]
 
-SUITES = ("synthetic", "layers", "overhead")
+SUITES = ("synthetic", "layers", "overhead", "dask")
 _MIB = 1 << 20
 
 
@@ -54,7 +56,7 @@ def add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scale",
         choices=("full", "quick", "tiny"),
-        help="synthetic input sizes (default full, quick: quick)",
+        help="synthetic and Dask input sizes (default full, quick: quick)",
     )
     p.add_argument("--llc-mib", type=float, help="last-level cache size (default: sysfs, at least 32)")
     p.add_argument("--bandwidth-mib", type=float, help="streaming-rate array size (default 4x the cache)")
@@ -109,7 +111,7 @@ def run_suites(
         else:
             layers = layer_cases()
         layers = _select(layers, patterns)
-    if patterns and not cases and not layers and "overhead" not in suites:
+    if patterns and not cases and not layers and not {"overhead", "dask"} & set(suites):
         raise AvgPoolError(f"--cases matches no case of the {'/'.join(suites)} suite(s), got {args.cases!r}")
     llc = int(args.llc_mib * _MIB) if args.llc_mib else max(detect_llc_bytes() or 0, 32 * _MIB)
     settings = Settings(
@@ -153,6 +155,16 @@ def run_suites(
             warmup=5 if quick else 50,
         )
         results["overhead"] = run_overhead(overhead, log=log, models=models)
+    if "dask" in suites:
+        from avgpool.bench.dask_suite import DaskSettings, run_dask
+
+        dask_settings = DaskSettings(
+            threads=args.threads,
+            repeats=args.repeats or (5 if quick else 20),
+            budget_s=args.budget if args.budget is not None else (0.5 if quick else 3.0),
+            scale=scale,
+        )
+        results["dask"] = run_dask(dask_settings, log=log)
     if bandwidth is not None:
         results["bandwidth"] = bandwidth.to_dict()
     results["suites"] = [name for name in SUITES if name in suites]
