@@ -127,6 +127,14 @@ def test_a_padded_or_overridden_whole_window_stays_windowed(caplog):
     assert "box_global" not in caplog.text
 
 
+def test_a_dilated_window_as_long_as_the_input_is_not_global():
+    # kernel 3 at dilation 2 over 3 cells (ceil mode keeps the one window): taps 0 and 2 only
+    x = np.array([[[-8.0, 17.0, -16.0]]])
+    values, index = ap.max_pool(x, 3, 3, dilation=2, ceil_mode=True, return_indices=True)
+    assert values.tolist() == [[[-8.0]]] and index.tolist() == [[[0]]]
+    assert ap.avg_pool(x, 3, 3, dilation=2, ceil_mode=True).tolist() == [[[-12.0]]]
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one core: every call is serial")
 def test_small_work_runs_serially_and_large_work_on_threads(caplog):
     before = numba.get_num_threads()

@@ -150,7 +150,10 @@ def _plan_of(axes: tuple[Axis, ...], tables: tuple) -> Plan:
         _read_only(_geo(axes)),
         tuple(a.out for a in axes),
         all(a.dilation == 1 for a in axes),
-        all(a.out == 1 and a.kernel == a.size and a.pad_before == a.pad_after == 0 for a in axes),
+        all(
+            a.out == 1 and a.kernel == a.size and a.dilation == 1 and a.pad_before == a.pad_after == 0
+            for a in axes
+        ),
         math.prod(a.kernel for a in axes) / math.prod(a.stride for a in axes),
         _read_only(tables),
     )
