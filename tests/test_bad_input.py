@@ -117,3 +117,13 @@ def test_float64_averages_overflow_as_pytorch_and_the_reference_do(layout):
         with ap.use_backend("reference"):
             expected = ap.avg_pool(x, kernel, 1, channels_last=cl)
         assert np.isinf(y).all() and np.isinf(expected).all()
+
+
+@pytest.mark.parametrize("cl", [False, True])
+def test_a_blur_gradient_of_the_wrong_spatial_shape_is_refused(cl):
+    shape = (1, 8, 8, 2) if cl else (1, 2, 8, 8)
+    good = ap.blur_pool(np.ones(shape), 3, 2, channels_last=cl).shape
+    assert ap.blur_pool_backward(np.ones(good), shape, 3, 2, channels_last=cl).shape == shape
+    bad = (1, 5, 4, 2) if cl else (1, 2, 5, 4)
+    with pytest.raises(ap.AvgPoolError, match=r"grad_output must have the forward output's shape"):
+        ap.blur_pool_backward(np.ones(bad), shape, 3, 2, channels_last=cl)

@@ -201,6 +201,12 @@ def blur_args(filt_size: Any, stride: Any, pad_type: Any, pad_off: Any, spatial:
     return filt_size, stride, mode, pad_off
 
 
+def blur_out(spatial: Sequence[int], filt_size: int, stride: int, pad_off: int) -> tuple[int, ...]:
+    """The spatial output size of a blur pool of an input of this spatial size."""
+    before, after = ref.blur_pads(filt_size, pad_off)
+    return tuple((n + before + after - filt_size) // stride + 1 for n in spatial)
+
+
 def grad_out_size(grad: Any, layout: Layout) -> tuple[int, ...]:
     """The output size a gradient (of an input of this layout) was taken at, read from its
     shape, which must be that of an output of this input."""

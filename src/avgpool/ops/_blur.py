@@ -60,7 +60,8 @@ def blur_pool_backward(
     grad_output = be.array(grad_output, "grad_output")
     layout = _blur_layout(_args.input_shape(input_shape), ndim, channels_last, "input_shape")
     args = _args.blur_args(filt_size, stride, pad_type, pad_off, layout.spatial)
-    _args.grad_out_size(grad_output, layout)
+    f, s, _, off = args
+    layout.check_grad_shape(grad_output, _args.blur_out(layout.spatial, f, s, off))
     return be.blur_pool_backward(grad_output, layout, *args)
 
 
