@@ -1,6 +1,6 @@
 """Doctest collection of src/: leave out the modules whose optional stack is not installed
 (``avgpool[torch]``, onnxscript for the dynamo ONNX exporter, triton for the GPU kernels,
-torch and scikit-learn for the study)."""
+torch and scikit-learn for the study, dask for the Dask backend)."""
 
 import importlib.util
 
@@ -13,3 +13,5 @@ if importlib.util.find_spec("triton") is None:
     collect_ignore += ["avgpool/kernels/triton_pool.py", "avgpool/kernels/triton_passes.py"]
 if importlib.util.find_spec("sklearn") is None and "avgpool/study" not in collect_ignore:
     collect_ignore += ["avgpool/study"]
+if importlib.util.find_spec("dask") is None:
+    collect_ignore += ["avgpool/dask", "avgpool/bench/dask_suite.py"]
