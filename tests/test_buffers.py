@@ -158,3 +158,20 @@ def test_a_forked_child_takes_blocks_though_the_parent_held_the_lock():
                 os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_unpooled_results_come_from_the_allocator_in_this_thread_only():
+    import threading
+
+    from avgpool._buffers import empty, unpooled
+
+    shape = (1 << 20,)  # 8 MiB of float64: pooled by default
+    assert empty(shape, np.float64).base is not None
+    with unpooled():
+        assert empty(shape, np.float64).base is None
+        seen = []
+        other = threading.Thread(target=lambda: seen.append(empty(shape, np.float64).base is not None))
+        other.start()
+        other.join()
+        assert seen == [True]  # another thread still pools
+    assert empty(shape, np.float64).base is not None

@@ -17,16 +17,18 @@ exist (PyPy), nothing is pooled.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 
 from avgpool._errors import AvgPoolError
 
-__all__ = ["buffer_pool_info", "empty_cache", "set_buffer_pool"]
+__all__ = ["buffer_pool_info", "empty_cache", "set_buffer_pool", "unpooled"]
 
 #: Results smaller than this come from ``np.empty``: the C allocator already reuses them.
 MIN_BYTES = 1 << 20
@@ -64,6 +66,7 @@ def _new_lock_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_lock_in_child)
 _blocks: list[np.ndarray] = []  # uint8 arrays owned by the pool; lent while referenced elsewhere
+_thread = threading.local()  # .off: this thread's results come from np.empty (see `unpooled`)
 _state = {"limit": None, "hits": 0, "misses": 0, "unpooled": 0}
 _CAN_POOL = hasattr(sys, "getrefcount")
 # The count of a block that only the pool refers to, read the way `_free_index` reads it.
@@ -138,11 +141,27 @@ def _free_index(nbytes: int) -> int:
     return best
 
 
+@contextlib.contextmanager
+def unpooled() -> Iterator[None]:
+    """Within the block, this thread's results are plain ``np.empty`` arrays, never pooled.
+
+    For results whose lifetime another system manages, such as a Dask task's: a worker with
+    a memory limit frees memory by spilling results to disk, and a pooled block would go back to
+    avgpool's pool, not to the system.
+    """
+    before = getattr(_thread, "off", False)
+    _thread.off = True
+    try:
+        yield
+    finally:
+        _thread.off = before
+
+
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """Like ``np.empty(shape, dtype)`` (C order), from a pooled block when it is large."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize  # not np.prod: 10 µs a call, for a handful of ints
-    if nbytes < MIN_BYTES or not _CAN_POOL:
+    if nbytes < MIN_BYTES or not _CAN_POOL or getattr(_thread, "off", False):
         return np.empty(shape, dtype)
     with _lock:
         i = _free_index(nbytes)

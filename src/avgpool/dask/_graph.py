@@ -26,6 +26,7 @@ from dask.array.core import concatenate3
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from avgpool._buffers import unpooled
 from avgpool.dask._blocks import chunk_range, offsets
 
 
@@ -58,8 +59,10 @@ def _nested(keys: Callable[[tuple[int, ...]], tuple], ranges: Sequence[range]) -
 
 def _run(fn: Callable, reads: tuple, *parts: Any) -> Any:
     """Join each source's pieces (its chunks, or the cells of a chunk a block needs) and
-    compute the block."""
-    return fn(*(np.ascontiguousarray(concatenate3(p)) for p in parts), reads)
+    compute the block, its result outside avgpool's buffer pool: Dask owns it from here (a
+    worker frees memory by spilling results, which a pooled block would not give back)."""
+    with unpooled():
+        return fn(*(np.ascontiguousarray(concatenate3(p)) for p in parts), reads)
 
 
 def _pieces(starts: Sequence[int], lo: int, hi: int) -> list[tuple[int, slice]]:
