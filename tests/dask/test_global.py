@@ -26,12 +26,8 @@ def test_global_pooling_and_gradients(case, keepdims, data):
     x, dx, ndim, cl = case
     options = dict(ndim=ndim, channels_last=cl)
     expected = avgpool.global_avg_pool(x, keepdims=keepdims, **options)
-    actual = apd.global_avg_pool(dx, keepdims=keepdims, **options).compute()
-    cells = x.size // (x.shape[0] * (x.shape[-1] if cl else x.shape[1]))
-    # the chunks' sums added in another order than the NumPy kernel's
-    assert_sums_close(
-        actual, expected, avgpool.global_avg_pool(np.abs(x), keepdims=keepdims, **options), cells
-    )
+    # whole planes fit a task: the NumPy op's own sums
+    assert_array_equal(apd.global_avg_pool(dx, keepdims=keepdims, **options).compute(), expected)
     expected = avgpool.global_max_pool(x, keepdims=keepdims, **options)
     assert_array_equal(apd.global_max_pool(dx, keepdims=keepdims, **options).compute(), expected)
 
@@ -69,3 +65,18 @@ def test_global_max_ties_nan_and_infinities_pick_the_numpy_cell(policy):
         expected, expected_index = avgpool.max_pool(x, window=window, return_indices=True, nan_policy=policy)
         assert_array_equal(y.compute(), expected)
         assert_array_equal(index.compute(), expected_index)
+
+
+def test_planes_too_large_for_a_task_are_summed_chunk_by_chunk(monkeypatch):
+    from avgpool.dask import _global
+
+    x = np.random.default_rng(2).standard_normal((2, 3, 40, 50))
+    dx = da.from_array(x, chunks=(1, 3, 16, 16))
+    expected = avgpool.global_avg_pool(x)
+    exact = apd.global_avg_pool(dx)
+    assert any("rechunk" in str(k) for k in dict(exact.dask))  # gathered into whole planes
+    assert_array_equal(exact.compute(), expected)
+    monkeypatch.setattr(_global, "PLANE_TASK_BYTES", 3 * 40 * 50 * 8 - 1)  # one plane set too many
+    chunked = apd.global_avg_pool(dx)
+    assert not any("rechunk" in str(k) for k in dict(chunked.dask))  # no task gathers a plane
+    assert_sums_close(chunked.compute(), expected, avgpool.global_avg_pool(np.abs(x)), 40 * 50)

@@ -26,15 +26,16 @@ values and indices when both are returned); global pooling reduces chunk by chun
 
 Precision against the NumPy op on the computed array, with the default "numba" backend:
 
-* bit for bit: every forward op but the global average (average, max with indices into the
-  whole input, Lp, blur, adaptive), the gradients of max, blur and adaptive pooling whose sizes
-  do not divide the input, and both global gradients;
+* bit for bit: every forward op (average, max with indices into the whole input, Lp, blur,
+  adaptive, global; the global average while a task of whole planes stays under
+  `avgpool.dask._global.PLANE_TASK_BYTES`, 256 MiB), the gradients of max, blur and adaptive
+  pooling whose sizes do not divide the input, and both global gradients;
 * within a few float64 roundings of the largest window's magnitude: the gradients of average
   and Lp pooling (and of adaptive averages whose sizes divide the input: box windows), whose
   kernels sum the covering windows with running sums restarted every 32 input rows of the
-  block they are given, and the global average, whose chunks' sums are added in another order
-  than the whole array's kernel adds its cells. float32 and float16 gradients are then within
-  one rounding of their dtype.
+  block they are given, and the global average of planes too large for a task, whose chunks'
+  sums are added in another order than the whole array's kernel adds its cells. float32 and
+  float16 gradients are then within one rounding of their dtype.
 
 Under the float64 reference backend (``avgpool.use_backend("reference")``) maxima stay exact
 and sums agree within the same roundings (NumPy's own reductions order a sum by the array's
@@ -61,7 +62,10 @@ __all__ = list(ops.__all__)
 _ROUNDED = {
     "avg_pool_backward": "its sums over the covering windows run in another order",
     "lp_pool_backward": "its sums over the covering windows run in another order",
-    "global_avg_pool": "the chunks' float64 sums are added in another order",
+    "global_avg_pool": (
+        "exact while a task of whole planes stays under 256 MiB; larger planes are summed chunk by "
+        "chunk, in another order"
+    ),
     "adaptive_avg_pool_backward": (
         "exact unless the sizes divide the input (box windows, whose sums run in another order)"
     ),

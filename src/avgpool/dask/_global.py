@@ -1,7 +1,11 @@
 """Global pooling of Dask arrays: reductions over the spatial axes, chunk by chunk.
 
-The mean is a float64 sum per chunk, the chunks' sums added, divided once: the same cells
-as the NumPy op, added in another order, so within a few ulps of it (not bit for bit). The
+The mean is the NumPy op's own on whole planes, bit for bit, whenever a task holding whole
+planes (the spatial axes in one chunk, and the channels too in a channels-last array; the
+other chunks as they are) stays under `PLANE_TASK_BYTES`: the array is rechunked so if it is
+not. Larger planes
+are reduced chunk by chunk: a float64 sum per chunk, the chunks' sums added, divided once,
+the same cells as the NumPy op added in another order, so within a few ulps of it. The
 maximum is exact: each chunk's maximum and arg-max (the NumPy op's, on the chunk), then the
 chunks' combined by the same rules (NaN wins, the last one; else the first maximum in
 row-major order). The gradients are exact: the mean's is the NumPy kernel's arithmetic
@@ -19,17 +23,41 @@ import numpy as np
 
 from avgpool._arrays import Layout
 from avgpool._backends import NUMPY, _geometry, _nan_args
+from avgpool._buffers import unpooled
 from avgpool.dask._blocks import offsets
 from avgpool.dask._graph import Read, blocks
 from avgpool.dask._local import INDEX, globalize, spatial_axes
 from avgpool.window import Window
 
+#: The largest task (bytes of its input) the global mean pools whole planes in, exactly; a
+#: larger one would not fit a worker, and is reduced chunk by chunk instead.
+PLANE_TASK_BYTES = 256 << 20
+
 
 def global_avg(x: da.Array, window: Window) -> da.Array:
-    """The mean over the spatial axes (within a few ulps of the NumPy op: see the module)."""
+    """The mean over the spatial axes: the NumPy op's on whole planes when a task of them stays
+    under `PLANE_TASK_BYTES` (bit for bit), else chunked sums (a few ulps; see the module)."""
     layout, _ = _geometry(tuple(x.shape), window)
-    total = x.astype(np.float64).sum(axis=tuple(spatial_axes(layout)), keepdims=True)
+    dims = spatial_axes(layout)
+    # whole planes, and in a channels-last array every channel of a cell together: the NumPy
+    # kernels pick their loops by the channel count, which add in other orders
+    whole = {d: -1 for d in dims} | ({x.ndim - 1: -1} if layout.channels_last else {})
+    others = [max(c, default=0) for d, c in enumerate(x.chunks) if d not in whole]
+    task = math.prod(x.shape[d] for d in whole) * math.prod(others) * x.dtype.itemsize
+    if task <= PLANE_TASK_BYTES:
+        planes = x.rechunk(whole)
+        chunks = tuple((1,) if d in dims else c for d, c in enumerate(planes.chunks))
+        meta = np.empty((0,) * x.ndim, x.dtype)
+        return planes.map_blocks(
+            functools.partial(_plane_means, window), chunks=chunks, dtype=x.dtype, meta=meta
+        )
+    total = x.astype(np.float64).sum(axis=tuple(dims), keepdims=True)
     return (total / math.prod(layout.spatial)).astype(x.dtype)
+
+
+def _plane_means(window: Window, block: np.ndarray) -> np.ndarray:
+    with unpooled():
+        return NUMPY.avg_pool(np.ascontiguousarray(block), window, None)
 
 
 def global_max(x: da.Array, window: Window, nan_policy: str | None) -> da.Array:
