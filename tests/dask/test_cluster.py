@@ -1,10 +1,13 @@
 """An image larger than a worker's memory, pooled on a LocalCluster and written chunk by chunk.
 
-The input (968 MiB of float64, 11264x11264 in 1024x1024 chunks) is 1.9 times each worker's
-memory limit (512 MiB) and is made on the workers from a seeded generator, never on the
+The input (1.5 GiB of float64, 24576x8192 in 1024x1024 chunks) is twice each worker's
+memory limit (768 MiB) and is made on the workers from a seeded generator, never on the
 client; the pooled results go straight from the workers into ``.npy`` files on disk. A worker
 process with NumPy, Numba and avgpool loaded already holds about 220 MiB, so a worker has
-under 300 MiB for data: a third of the input. The test then checks:
+about 550 MiB for data: a third of the input. (At 512 MiB a worker reached its pause
+threshold on a fresh machine: average pooling runs in strips of whole rows, so a worker keeps
+a row of input chunks while the strips that read it run; a tall image keeps those rows small,
+64 MiB here, and the peak near 380 MiB, well under the pause threshold of 614 MiB.) The test then checks:
 
 (a) values: output chunks at the corners, an edge and the middle equal the NumPy op on the
     matching slice of the input, recreated here from the same generator (only the few input
@@ -38,8 +41,8 @@ import dask.array as da  # noqa: E402
 import avgpool  # noqa: E402
 
 MIB = 1 << 20
-MEMORY_LIMIT = 512 * MIB
-SIDE = 11 * 1024  # (1, 1, 11264, 11264) float64: 968 MiB
+MEMORY_LIMIT = 768 * MIB
+HEIGHT, WIDTH = 24 * 1024, 8 * 1024  # (1, 1, 24576, 8192) float64: 1536 MiB
 CHUNK = 1024
 SEED = 2026
 #: distributed's default thresholds, set here so a user's dask config cannot change the test
@@ -59,9 +62,9 @@ OPS = (
 COMPUTE_TIMEOUT_S = 120  # about 5 s here; a busy machine needs more
 
 
-def _input(side: int = SIDE, chunk: int = CHUNK) -> da.Array:
+def _input(height: int = HEIGHT, width: int = WIDTH, chunk: int = CHUNK) -> da.Array:
     """The lazy input: each chunk made where it is needed, the same values every time."""
-    return da.random.default_rng(SEED).random((1, 1, side, side), chunks=(1, 1, chunk, chunk))
+    return da.random.default_rng(SEED).random((1, 1, height, width), chunks=(1, 1, chunk, chunk))
 
 
 class NpyTarget:
@@ -99,7 +102,7 @@ def _pid() -> int:
 def _warm_numba_cache() -> None:
     """Compile every kernel the chunks use here, once, into Numba's on-disk cache, so two
     workers do not compile the same kernels side by side inside the timed computation."""
-    small = _input(side=2 * CHUNK)
+    small = _input(2 * CHUNK, 2 * CHUNK)
     with dask.config.set(scheduler="sync"):
         for _, op, k, s in OPS:
             op(small, k, s).compute()
@@ -147,7 +150,7 @@ def test_an_image_larger_than_a_worker_pools_chunk_by_chunk(client, tmp_path):
     for name, op, k, s in OPS:
         y = op(x, k, s)
         assert isinstance(y, da.Array)
-        assert y.shape == (1, 1, (SIDE - k) // s + 1, (SIDE - k) // s + 1)
+        assert y.shape == (1, 1, (HEIGHT - k) // s + 1, (WIDTH - k) // s + 1)
         path = str(tmp_path / f"{name}.npy")
         np.lib.format.open_memmap(path, mode="w+", dtype=y.dtype, shape=y.shape)
         results.append(y)
