@@ -20,7 +20,7 @@ import numpy as np
 
 from avgpool._arrays import Layout
 from avgpool._backends import NUMPY
-from avgpool.dask._blocks import Span, offsets, whole_like, window_span
+from avgpool.dask._blocks import Span, offsets, window_span
 from avgpool.dask._graph import Read, blocks
 from avgpool.dask._local import block_window, localize, spatial_axes
 from avgpool.window import Axis, Window
@@ -57,11 +57,6 @@ def input_reads(axis: Axis, chunks: Sequence[int], sources: str) -> list[Read]:
     for i0, i1 in itertools.pairwise(starts):
         g0, g1 = touching(axis, i0, i1)
         span = window_span(axis, g0, g1) if g0 < g1 else None
-        if span is not None and axis.out > 1 and whole_like(axis, span):
-            # one more output (its gradient lands outside the block) keeps the NumPy op off
-            # its global kernels
-            g0, g1 = (g0, g1 + 1) if g1 < axis.out else (g0 - 1, g1)
-            span = window_span(axis, g0, g1)
         x_cells = (span.in_start, span.in_stop) if span else (i0, i0)
         cells = tuple((g0, g1) if s == "g" else x_cells for s in sources)
         reads.append(Read(i1 - i0, cells, (i0, i1, span)))

@@ -57,31 +57,6 @@ def window_span(axis: Axis, start: int, stop: int) -> Span:
     return Span(start, stop, lo, hi, lo - first, after)
 
 
-def whole_like(axis: Axis, span: Span) -> bool:
-    """Whether a block of one output reads exactly ``kernel`` cells with no padding under a
-    dilated window: the NumPy drivers take such a window (kernel == size, no padding, one
-    output) for a global one, though its taps skip cells. A block is never cut that way."""
-    return (
-        span.out_stop - span.out_start == 1
-        and axis.dilation > 1
-        and axis.kernel == span.in_stop - span.in_start
-        and span.pad_before == span.pad_after == 0
-    )
-
-
-def _joined(axis: Axis, cuts: list[int]) -> list[int]:
-    """``cuts`` less those that leave a `whole_like` block (it joins a neighbour)."""
-    cuts = list(cuts)
-    i = 0
-    while i < len(cuts) - 1:
-        if len(cuts) > 2 and whole_like(axis, window_span(axis, cuts[i], cuts[i + 1])):
-            del cuts[i + 1 if i + 1 < len(cuts) - 1 else i]
-            i = 0
-            continue
-        i += 1
-    return cuts
-
-
 def _reaching(axis: Axis) -> tuple[int, int]:
     """[first, stop) of the outputs whose windows reach some input cell (not only padding)."""
     first = max(0, (axis.pad_before - axis.span) // axis.stride + 1)
@@ -103,7 +78,7 @@ def window_boundaries(axis: Axis, chunks: Sequence[int]) -> list[int]:
             o = -(-(c + axis.pad_before) // axis.stride)
             if first < o < stop:
                 cuts.add(o)
-    return _joined(axis, sorted(cuts))
+    return sorted(cuts)
 
 
 def window_spans(axis: Axis, chunks: Sequence[int]) -> list[Span]:
@@ -157,7 +132,7 @@ def strip_boundaries(axis: Axis, rows: int) -> list[int]:
     cuts = [o for o in range(step, axis.out, step) if first < o < stop]
     if cuts and (stop - cuts[-1]) * axis.stride < rows:  # a short last strip joins the one before
         cuts.pop()
-    return _joined(axis, [0, *cuts, axis.out])
+    return [0, *cuts, axis.out]
 
 
 def depth_boundaries(axis: Axis, chunks: Sequence[int]) -> list[int]:
