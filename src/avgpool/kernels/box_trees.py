@@ -188,7 +188,10 @@ def _sum4_rows(dst, X, rows, p):
 
 @njit(cache=True, inline="always")
 def _w_levels(cols, n, plan):
-    """The kept block levels along W of the first ``n`` cells of ``cols[0]``."""
+    """The kept block levels along W of the first ``n`` cells of ``cols[0]``. Level j + 1 is
+    summed over ``n - b`` cells (b: the level-j block), so it reads level j's first ``n`` cells
+    and no further: the row buffers may be exactly ``n`` long. Its cells whose blocks run off the
+    strip's end hold values no output reads."""
     kept = _kept(plan)
     if kept == 0:
         return
@@ -197,7 +200,7 @@ def _w_levels(cols, n, plan):
     for j in range(1, kept):
         b = 2 << j
         a = cols[j]
-        _sum2(cols[j + 1, : n - b + 1], a, a[b:])
+        _sum2(cols[j + 1, : n - b], a, a[b:n])
 
 
 @njit(cache=True, inline="always")
