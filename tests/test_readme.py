@@ -78,28 +78,30 @@ def _agrees(got: object, shown: object, text: str) -> bool:
     return fits and bool(np.allclose(a, b, rtol=1e-12, atol=0.5 * 10.0**-decimals))
 
 
-def test_readme_python_blocks_run_and_print_what_they_say():
-    blocks = _blocks("python")
-    assert len(blocks) >= 3
-    namespace: dict = {}
+def run_blocks(blocks: list[str], namespace: dict, page: Path) -> int:
+    """Run ``blocks`` in order in ``namespace``, statement run by statement run, evaluating each
+    claimed expression (``expr  # literal``) on its line and asserting it gives what its comment
+    shows; returns how many claims were checked."""
     checked = 0
     for block in blocks:
         claims = {number: (code, value, comment) for number, code, value, comment in _claims(block)}
         lines = block.splitlines()
         start = 0
-        # run the block statement by statement, evaluating each claimed expression on its line
         for number in [*sorted(claims), len(lines)]:
-            chunk = "\n".join(lines[start:number])
-            exec(compile(chunk, str(README), "exec"), namespace)
+            exec(compile("\n".join(lines[start:number]), str(page), "exec"), namespace)
             if number < len(lines):
                 code, shown, comment = claims[number]
-                got = eval(compile(code, str(README), "eval"), namespace)
-                assert _agrees(got, shown, comment), (
-                    f"README: {code} gives {got!r}, the README says {comment!r}"
-                )
+                got = eval(compile(code, str(page), "eval"), namespace)
+                assert _agrees(got, shown, comment), f"{page.name}: {code} gives {got!r}, it says {comment!r}"
                 checked += 1
             start = number + 1
-    assert checked >= 5  # the quickstart's and the conventions' shown results
+    return checked
+
+
+def test_readme_python_blocks_run_and_print_what_they_say():
+    blocks = _blocks("python")
+    assert len(blocks) >= 3
+    assert run_blocks(blocks, {}, README) >= 5  # the quickstart's and the conventions' shown results
 
 
 def _transcripts(page: Path = README) -> list[tuple[str, list[str]]]:

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("dask.array")
 pytest.importorskip("distributed")
 
-from tests.test_readme import _agrees, _blocks, _claims
+from tests.test_readme import _blocks, run_blocks
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "dask.md"
 LIMIT_S = 300  # a computation on the cluster has no timeout of its own
@@ -50,27 +50,13 @@ def test_the_dask_page_runs_and_shows_what_it_says(tmp_path, monkeypatch):
     blocks = _blocks("python", PAGE)
     assert len(blocks) >= 4
     namespace: dict = {}
-    checked = 0
     # the page's local examples use Dask's default (threaded) scheduler, not this folder's
     # synchronous one
     previous = signal.signal(signal.SIGALRM, _too_long)
     signal.alarm(LIMIT_S)
     with dask.config.set(scheduler="threads"):
         try:
-            for block in blocks:
-                claims = {number: (code, value, comment) for number, code, value, comment in _claims(block)}
-                lines = block.splitlines()
-                start = 0
-                for number in [*sorted(claims), len(lines)]:
-                    exec(compile("\n".join(lines[start:number]), str(PAGE), "exec"), namespace)
-                    if number < len(lines):
-                        code, shown, comment = claims[number]
-                        got = eval(compile(code, str(PAGE), "eval"), namespace)
-                        assert _agrees(got, shown, comment), (
-                            f"{code} gives {got!r}, the page says {comment!r}"
-                        )
-                        checked += 1
-                    start = number + 1
+            checked = run_blocks(blocks, namespace, PAGE)
         finally:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, previous)
