@@ -7,7 +7,7 @@ process with NumPy, Numba and avgpool loaded already holds about 220 MiB, so a w
 about 550 MiB for data: a third of the input. (At 512 MiB a worker reached its pause
 threshold on a fresh machine: average pooling runs in strips of whole rows, so a worker keeps
 a row of input chunks while the strips that read it run; a tall image keeps those rows small,
-64 MiB here, and the peak near 380 MiB, well under the pause threshold of 614 MiB.) The test then checks:
+64 MiB here, well under the pause threshold of 614 MiB.) The test then checks:
 
 (a) values: output chunks at the corners, an edge and the middle equal the NumPy op on the
     matching slice of the input, recreated here from the same generator (only the few input
