@@ -149,6 +149,74 @@ def _cmd_suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from avgpool.bench.serve_load import load_table, run_load
+
+    inputs = None
+    if args.inputs:
+        from avgpool.monitor import load_inputs
+
+        inputs = load_inputs(args.inputs)
+    result = run_load(
+        args.url,
+        args.model,
+        inputs,
+        rate=args.rate,
+        duration=args.duration,
+        version=args.version,
+        binary=args.binary,
+        concurrency_limit=args.concurrency,
+        timeout=args.timeout,
+        allow_remote=args.allow_remote,
+        seed=args.seed,
+    )
+    emit_table(result.to_dict(), load_table(result), args)
+    return 0
+
+
+def _serve_args(modes: Any) -> None:
+    serve = modes.add_parser(
+        "serve",
+        help="drive an Open Inference Protocol server at a fixed request rate: P50/P95/P99, throughput",
+        description="Send infer requests to a v2 (KServe / Triton REST) server at a fixed rate for a fixed "
+        "time, open loop: each request goes out when the schedule says, answered or not, and its latency "
+        "runs from that scheduled time, so queueing in a slow server shows. Prints P50/P95/P99/max, "
+        "throughput and errors by status. Inputs: random, of the shapes the server's metadata lists "
+        "(free axes 1), unless --inputs. Only loopback URLs unless --allow-remote.",
+    )
+    serve.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000")
+    serve.add_argument("--model", "-m", required=True, help="the model's name")
+    serve.add_argument("--version", help="the model's version (default: the server's default)")
+    serve.add_argument("--rate", type=float, default=10.0, help="requests per second (default 10)")
+    serve.add_argument(
+        "--duration", type=float, default=10.0, metavar="SECONDS", help="seconds of load (default 10)"
+    )
+    body = serve.add_mutually_exclusive_group()
+    body.add_argument(
+        "--binary",
+        dest="binary",
+        action="store_true",
+        default=True,
+        help="the binary tensor extension, as tritonclient sends (default)",
+    )
+    body.add_argument("--json-body", dest="binary", action="store_false", help="JSON tensors instead")
+    serve.add_argument(
+        "--inputs", metavar="FILE.npz", help="the input arrays by name, sent as they are (default: random)"
+    )
+    serve.add_argument("--concurrency", type=int, default=64, help="requests in flight at most (default 64)")
+    serve.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default 10)"
+    )
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a URL whose host is not loopback (a load test reaches that machine)",
+    )
+    serve.add_argument("--seed", type=int, default=0, help="seeds the random inputs")
+    output_args(serve, "machine-readable output, every latency included")
+    serve.set_defaults(func=_cmd_serve)
+
+
 def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, threads: str) -> None:
     cmd.add_argument(
         "--batch-sizes",
@@ -180,7 +248,7 @@ def add_commands(sub: Any) -> None:
         description="Latency benchmarks: warm-up, timed calls on rotating inputs, nearest-rank "
         "P50/P95/P99 with their sample counts, throughput per batch size, peak memory.",
     )
-    modes = bench.add_subparsers(dest="bench_mode", required=True, metavar="{op,model,suite}")
+    modes = bench.add_subparsers(dest="bench_mode", required=True, metavar="{op,model,suite,serve,telemetry}")
 
     op = modes.add_parser(
         "op",
@@ -256,3 +324,5 @@ def add_commands(sub: Any) -> None:
         help="each case's timings on stderr as they come (default: on)",
     )
     suite.set_defaults(func=_cmd_suite)
+
+    _serve_args(modes)
