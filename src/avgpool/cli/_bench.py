@@ -217,6 +217,58 @@ def _serve_args(modes: Any) -> None:
     serve.set_defaults(func=_cmd_serve)
 
 
+def _cmd_telemetry(args: argparse.Namespace) -> int:
+    from avgpool.inspect import parse_input_shapes
+    from avgpool.serve._cost import cost_table, telemetry_cost
+
+    shapes = parse_input_shapes([s.replace("=", ":", 1) for s in args.input_shape or []]) or None
+    report = telemetry_cost(
+        args.model,
+        batch_sizes=args.batch_sizes,
+        repeats=args.repeats,
+        input_shapes=shapes,
+        trust=args.trust_file,
+        progress=progress(args.progress, "batch sizes"),
+    )
+    emit_table(report.to_dict(), cost_table(report), args)
+    return 0
+
+
+def _telemetry_args(modes: Any) -> None:
+    cmd = modes.add_parser(
+        "telemetry",
+        help="what avgpool serve's telemetry costs per request: sampling off, 1 in 100, every request",
+        description="Run a model in process the way avgpool serve answers a request: without telemetry, "
+        "with the per-request metrics and sampling off, with 1 request in 100 sampled (its pooling "
+        "layers' outputs profiled) and with every request sampled. Prints the request path's time "
+        "per request, the telemetry worker's time per sample, and both as microseconds and % of the "
+        f"model's own time. MODEL: {MODEL_HELP}.",
+    )
+    cmd.add_argument("model", metavar="MODEL")
+    cmd.add_argument(
+        "--input-shape",
+        "-i",
+        action="append",
+        metavar="[NAME=]SHAPE",
+        help="1x3x32x32 or image=1x3x32x32: a PyTorch model's input shape (axis 0 set by --batch-sizes)",
+    )
+    cmd.add_argument(
+        "--batch-sizes",
+        "-b",
+        type=lambda t: ints(t, "batch sizes"),
+        default=(1, 32),
+        metavar="1,32",
+        help="rows per request (default 1,32)",
+    )
+    cmd.add_argument(
+        "--repeats", type=int, default=2000, help="requests per mode and batch size (default 2000)"
+    )
+    trust_file_arg(cmd)
+    progress_arg(cmd)
+    output_args(cmd, "machine-readable output")
+    cmd.set_defaults(func=_cmd_telemetry)
+
+
 def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, threads: str) -> None:
     cmd.add_argument(
         "--batch-sizes",
@@ -326,3 +378,4 @@ def add_commands(sub: Any) -> None:
     suite.set_defaults(func=_cmd_suite)
 
     _serve_args(modes)
+    _telemetry_args(modes)
