@@ -276,3 +276,57 @@ def test_cli_refuses_a_remote_url_without_the_flag(capsys):
     code = main(["bench", "serve", "http://192.0.2.1:8000", "--model", "m", "--rate", "1", "--duration", "1"])
     assert code == 2
     assert "--allow-remote" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- telemetry's cost
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    pytest.importorskip("avgpool.serve._runners")
+    pytest.importorskip("avgpool.serve._telemetry")
+    from tests.serve.models import to_onnx
+
+    return to_onnx(tmp_path_factory.mktemp("cost") / "tiny.onnx")
+
+
+def test_telemetry_cost_measures_every_mode(tiny_onnx):
+    from avgpool.serve._cost import MODES, cost_table, telemetry_cost
+
+    report = telemetry_cost(tiny_onnx, batch_sizes=(1, 2), repeats=100)
+    assert [(r["batch"], r["mode"]) for r in report.rows] == [(b, m) for b in (1, 2) for m, _ in MODES]
+    assert report.platform == "onnxruntime_onnx" and len(report.layers) == 3
+    for r in report.rows:
+        assert np.isfinite(r["request_us"]) and r["request_us"] > 0
+    # one block of 100 counted: the deterministic 1-in-N counter samples 0, 1 and 100 requests
+    for batch in (1, 2):
+        assert report.row(batch, "sampling off")["samples"] == 0
+        assert report.row(batch, "N=100")["samples"] == 1
+        assert report.row(batch, "N=1")["samples"] == 100
+        for mode in ("N=100", "N=1"):
+            row = report.row(batch, mode)
+            assert np.isfinite(row["background_us_per_sample"]) and row["background_us_per_sample"] > 0
+            assert row["total_us"] == pytest.approx(row["overhead_us"] + row["background_us"])
+        assert np.isnan(report.row(batch, "sampling off")["background_us_per_sample"])
+    _, _, rows, footer = cost_table(report)
+    assert len(rows) == 8 and rows[0][1] == "model only" and rows[3][1] == "N=1"
+    assert "3 pooling layers profiled" in footer[0]
+
+
+def test_telemetry_cost_refuses_bad_settings(tiny_onnx):
+    from avgpool.serve._cost import telemetry_cost
+
+    with pytest.raises(AvgPoolError, match="repeats must be an int >= 1, got 0"):
+        telemetry_cost(tiny_onnx, repeats=0)
+    with pytest.raises(AvgPoolError, match=r"batch_sizes must be ints >= 1, got \[0\]"):
+        telemetry_cost(tiny_onnx, batch_sizes=(0,))
+
+
+def test_cli_bench_telemetry(tiny_onnx, capsys):
+    code = main(["bench", "telemetry", tiny_onnx, "-b", "1", "--repeats", "100", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [r["mode"] for r in out["rows"]] == ["model only", "sampling off", "N=100", "N=1"]
+    assert out["rows"][3]["samples"] == 100
