@@ -15,8 +15,9 @@ work the telemetry worker thread does per queued sample (adding the pooling outp
 profile's statistics): it is measured by profiling the queued samples on the calling thread
 (``Telemetry.flush``) after each block of requests, so it is counted once, on its own, and
 shared by a sampled request's 1/N. Requests run in blocks of 100; the modes take turns block by
-block (so a busy machine slows them alike) and each figure is the median over blocks of the mean
-time per request. Overheads are against ``model only``, in microseconds and in % of its time.
+block (so a busy machine slows them alike) and each time per request is the median over blocks
+of a block's mean. An overhead is the median over rounds of a block's difference to the same
+round's ``model only`` block, in microseconds and in % of the model's time.
 """
 
 from __future__ import annotations
@@ -154,7 +155,9 @@ def _measure(runner: Any, batch: int, blocks: int) -> list[dict[str, Any]]:
     rows = []
     for mode, every in MODES:
         request = float(np.median(per_request[mode]))
-        overhead = request - base
+        # paired with the same round's model-only block: a slow spell on a busy machine moves
+        # both, so their difference is steadier than the difference of the two medians
+        overhead = float(np.median(np.subtract(per_request[mode], per_request["model only"])))
         bg_request = background[mode] / (blocks * _BLOCK)
         bg_sample = background[mode] / samples[mode] if samples[mode] else float("nan")
         rows.append(
@@ -238,7 +241,8 @@ def cost_table(report: CostReport) -> Table:
         f"{report.model} ({report.platform}), {len(report.layers)} pooling layers profiled: "
         + (", ".join(report.layers) or "none"),
         f"{report.repeats} requests per mode and batch size, in blocks of {_BLOCK} taking turns; medians "
-        "over blocks. Request path: should_sample, run, observe_pooling, observe. Background: the "
-        "telemetry worker's profiling of a queued sample; total = request path + background / N.",
+        "over blocks (overheads: of the difference to the same round's model-only block). Request "
+        "path: should_sample, run, observe_pooling, observe. Background: the telemetry worker's "
+        "profiling of a queued sample; total = request path + background / N.",
     ]
     return "avgpool bench telemetry: the cost per request", headers, rows, footer
