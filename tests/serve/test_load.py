@@ -27,7 +27,7 @@ from avgpool.cli import main
 pytest.importorskip("httpx")
 
 #: Stub models: the delay each infer sleeps, and every how many requests one answers 500
-MODELS = {"tiny": (0.0, 0), "slow": (0.05, 0), "flaky": (0.0, 5)}
+MODELS = {"tiny": (0.0, 0), "slow": (0.05, 0), "flaky": (0.0, 5), "stuck": (1.0, 0)}
 METADATA_INPUTS = [{"name": "image", "datatype": "FP32", "shape": [-1, 3, 4, 4]}]
 _NUMPY = {
     "FP16": np.float16,
@@ -67,6 +67,10 @@ class StubServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.received: list[dict[str, np.ndarray]] = []
         self.counts: dict[str, int] = {}
+
+    def handle_error(self, request, client_address) -> None:
+        # a client that timed out closed its connection on purpose; the test checks what it saw
+        pass
 
     @property
     def url(self) -> str:
@@ -177,7 +181,20 @@ def test_errors_are_counted_by_status(stub):
     assert any("500 x5" in line for line in footer)
 
 
-def test_connection_refused_is_counted():
+def test_timeouts_and_requests_left_open_are_counted(stub):
+    # one in flight, 0.2 s each before the client gives up: 10 requests need 2 s, and the run
+    # waits only timeout + 1 s after its schedule, so the last ones are cancelled
+    result = run_load(stub.url, "stuck", rate=100, duration=0.1, concurrency_limit=1, timeout=0.2)
+    assert result.sent == 10 and result.ok == 0 and result.latencies.size == 0
+    assert set(result.statuses) == {"timeout", "cancelled"}
+    assert result.statuses["timeout"] >= 1 and result.statuses["cancelled"] >= 1
+    assert sum(result.statuses.values()) == 10
+    assert result.elapsed < 2.0
+    assert np.isnan(result.summary()["p50"])
+    assert load_table(result)[2][0][5] == "-"
+
+
+def test_a_dead_server_is_one_clear_error():
     # metadata is read first, so a dead server is one clear error, not 50 failed requests
     with pytest.raises(AvgPoolError, match="cannot reach"):
         run_load("http://127.0.0.1:9", "tiny", rate=10, duration=0.1, timeout=1.0)

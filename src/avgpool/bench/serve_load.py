@@ -445,6 +445,8 @@ class _Run:
             _, pending = await asyncio.wait(tasks, timeout=self.timeout + 1.0)
             for task in pending:
                 task.cancel()
+            # let the cancelled requests unwind before the client closes their connections
+            await asyncio.gather(*pending, return_exceptions=True)
             self.outcomes += ["cancelled"] * len(pending)
             self.elapsed = time.perf_counter() - start
 
