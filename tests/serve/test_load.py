@@ -347,3 +347,21 @@ def test_cli_bench_telemetry(tiny_onnx, capsys):
     assert code == 0
     assert [r["mode"] for r in out["rows"]] == ["model only", "sampling off", "N=100", "N=1"]
     assert out["rows"][3]["samples"] == 100
+
+
+# --------------------------------------------------------------------------- the real server
+
+
+def test_load_against_avgpool_serve(tiny_onnx):
+    server = pytest.importorskip("avgpool.serve._server")
+    import httpx
+
+    config = server.ServeConfig(models=[tiny_onnx], port=0, sample_every=10, log_level="warning")
+    with server.start_in_thread(config) as handle:
+        assert handle.wait_ready(120)
+        binary = run_load(handle.url, "tiny", rate=50, duration=1.0)
+        json_body = run_load(handle.url, "tiny", rate=20, duration=0.5, binary=False, version="1")
+        metrics = httpx.get(handle.url + "/metrics").text
+    assert binary.statuses == {"200": 50}, binary.first_errors
+    assert json_body.statuses == {"200": 10}, json_body.first_errors
+    assert 'avgpool_requests_total{model="tiny",version="1"} 60.0' in metrics
