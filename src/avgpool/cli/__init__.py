@@ -22,11 +22,11 @@ import traceback
 from collections.abc import Sequence
 
 from avgpool._errors import AvgPoolError
-from avgpool.cli import _bench, _diff, _drift, _inspect, _merge, _profile, _shape, _study, _verify
+from avgpool.cli import _bench, _diff, _drift, _inspect, _merge, _profile, _serve, _shape, _study, _verify
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = (_shape, _inspect, _diff, _verify, _profile, _merge, _drift, _bench, _study)
+_SUBCOMMANDS = (_shape, _inspect, _diff, _verify, _profile, _merge, _drift, _bench, _study, _serve)
 
 _EXIT_CODES = """exit codes:
   0    done

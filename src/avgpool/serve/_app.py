@@ -27,6 +27,11 @@ from typing import Any
 from avgpool._errors import AvgPoolError
 from avgpool.serve._protocol import HEADER_LENGTH, V2Error, decode_request, encode_response
 
+try:  # the runners' own failure type, where they are installed
+    from avgpool.serve._runners import ModelRunError
+except ImportError:  # pragma: no cover
+    ModelRunError = None  # type: ignore[assignment,misc]
+
 try:  # tracing is optional: without the OpenTelemetry module the spans are no-ops
     from avgpool.serve import _otel
 except ImportError:  # pragma: no cover - depends on the install
@@ -194,9 +199,7 @@ def _run_infer(state: AppState, runner: Any, body: bytearray, header_length: str
         except V2Error:
             raise
         except AvgPoolError as exc:
-            from avgpool.serve._runners import ModelRunError
-
-            if isinstance(exc, ModelRunError):
+            if ModelRunError is not None and isinstance(exc, ModelRunError):
                 raise V2Error(500, str(exc), "model_error") from exc
             raise V2Error(400, str(exc)) from exc
         except Exception as exc:
