@@ -24,13 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
 from avgpool._errors import AvgPoolError
 from avgpool.serve._protocol import HEADER_LENGTH, V2Error, decode_request, encode_response
-
-try:  # the runners' own failure type, where they are installed
-    from avgpool.serve._runners import ModelRunError
-except ImportError:  # pragma: no cover
-    ModelRunError = None  # type: ignore[assignment,misc]
+from avgpool.serve._runners import ModelRunError
 
 try:  # tracing is optional: without the OpenTelemetry module the spans are no-ops
     from avgpool.serve import _otel
@@ -144,7 +144,7 @@ def _is_loopback(host: str | None) -> bool:
 
 async def _read_body(request: Any, limit: int) -> bytearray:
     """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    too_large = V2Error(413, f"the request body exceeds --max-body-mb ({limit / 2**20:g} MiB)")
+    too_large = V2Error(413, f"the request body exceeds --max-body-mb ({limit / 2**20:.3g} MiB)")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
@@ -199,7 +199,7 @@ def _run_infer(state: AppState, runner: Any, body: bytearray, header_length: str
         except V2Error:
             raise
         except AvgPoolError as exc:
-            if ModelRunError is not None and isinstance(exc, ModelRunError):
+            if isinstance(exc, ModelRunError):
                 raise V2Error(500, str(exc), "model_error") from exc
             raise V2Error(400, str(exc)) from exc
         except Exception as exc:
@@ -216,10 +216,6 @@ def _run_infer(state: AppState, runner: Any, body: bytearray, header_length: str
 
 def create_app(state: AppState) -> Any:
     """The FastAPI app serving ``state``; its lifespan starts the telemetry and the warm-up."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
-    from starlette.exceptions import HTTPException
-
     executor = ThreadPoolExecutor(max_workers=state.threads or max(4, os.cpu_count() or 1))
 
     @contextlib.asynccontextmanager
@@ -374,10 +370,6 @@ def _profile_bytes(model: Any) -> bytes:
 
 def _admin_routes(app: Any, state: AppState, resolve: Any) -> None:
     """POST /admin/faults and /admin/deploy-window, for loopback clients only."""
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
-
-    timers: dict[tuple[str, str], threading.Timer] = {}
 
     async def admin_body(request: Request, amount: str) -> tuple[Any, float] | Any:
         if not _is_loopback(request.client.host if request.client else None):
@@ -420,15 +412,5 @@ def _admin_routes(app: Any, state: AppState, resolve: Any) -> None:
         if not isinstance(got, tuple):
             return got
         runner, minutes = got
-        key = (runner.name, runner.version)
-        model = state.telemetry.model(*key)
-        old = timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-        model.set_deploy_window(minutes * 60)
-        if minutes > 0:  # close it when it ends, whether or not the telemetry tracks the time
-            timer = threading.Timer(minutes * 60, model.set_deploy_window, args=(0.0,))
-            timer.daemon = True
-            timer.start()
-            timers[key] = timer
+        state.telemetry.model(runner.name, runner.version).set_deploy_window(minutes)
         return {"model": runner.name, "version": runner.version, "minutes": minutes}

@@ -80,8 +80,6 @@ class ServeConfig:
 
     def check(self) -> None:
         """AvgPoolError naming the first option out of range."""
-        if not self.models:
-            raise AvgPoolError("serve needs at least one MODEL")
         if self.name is not None and len(self.models) != 1:
             raise AvgPoolError(
                 f"--name names one model, got {len(self.models)} MODELs; use NAME=PATH for each"
@@ -89,7 +87,7 @@ class ServeConfig:
         checks = [
             ("--port", self.port, 0 <= self.port <= 65535, "0 to 65535"),
             ("--workers", self.workers, self.workers >= 1, ">= 1"),
-            ("--sample-every", self.sample_every, self.sample_every >= 1, ">= 1"),
+            ("--sample-every", self.sample_every, self.sample_every >= 0, ">= 0 (0: never)"),
             ("--interval", self.interval, self.interval > 0, "> 0 seconds"),
             ("--window", self.window, self.window >= self.interval, "at least --interval"),
             ("--max-body-mb", self.max_body_mb, self.max_body_mb > 0, "> 0"),
@@ -106,6 +104,8 @@ def load_runners(config: ServeConfig) -> tuple[list[Any], dict[tuple[str, str], 
     """Load every MODEL of ``config``: the runners and each one's load seconds."""
     from avgpool.serve._runners import load_runner
 
+    if not config.models:
+        raise AvgPoolError("serve needs at least one MODEL")
     runners: list[Any] = []
     seconds: dict[tuple[str, str], float] = {}
     try:
@@ -279,6 +279,7 @@ class ServerHandle:
 
     def __init__(self, server: Any, thread: threading.Thread, state: Any) -> None:
         self._server, self._thread, self.state = server, thread, state
+        self.app = server.config.app
         host, port = server.servers[0].sockets[0].getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
         self.url = f"http://{host}:{port}"
