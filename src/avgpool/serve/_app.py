@@ -32,21 +32,39 @@ from avgpool._errors import AvgPoolError
 from avgpool.serve._protocol import HEADER_LENGTH, V2Error, decode_request, encode_response
 from avgpool.serve._runners import ModelRunError
 
-try:  # tracing is optional: without the OpenTelemetry module the spans are no-ops
-    from avgpool.serve import _otel
-except ImportError:  # pragma: no cover - depends on the install
-    _otel = None  # type: ignore[assignment]
-
-__all__ = ["AppState", "ModelRepository", "create_app", "version_key"]
-
 log = logging.getLogger("avgpool.serve")
 
 
-def span(name: str, **attributes: Any) -> Any:
-    """An OpenTelemetry span when tracing is set up, else a no-op context."""
-    if _otel is None:
-        return contextlib.nullcontext()
-    return _otel.span(name, **attributes)
+class _NoTracing:
+    """Stands in for `avgpool.serve._otel.Otel` where that module is not installed."""
+
+    def span(self, name: str, **attributes: Any) -> Any:
+        return contextlib.nullcontext(self)
+
+    def request_span(self, *args: Any, **kwargs: Any) -> Any:
+        return contextlib.nullcontext(self)
+
+    def set_status_code(self, status: int) -> None:
+        pass
+
+    def record_request(self, seconds: float, model: str, version: str, status: int) -> None:
+        pass
+
+    def observe_activations(self, callback: Any, *, window: float | None = None) -> None:
+        pass
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        pass
+
+
+def setup_tracing() -> Any:
+    """The server's OpenTelemetry from the ``OTEL_*`` environment (a no-op without an endpoint,
+    or without the tracing module)."""
+    try:
+        from avgpool.serve import _otel
+    except ImportError:  # pragma: no cover - depends on the install
+        return _NoTracing()
+    return _otel.setup(service_name="avgpool-serve")
 
 
 def version_key(versions: Sequence[str]) -> Any:
@@ -107,6 +125,8 @@ class AppState:
     faults: dict[tuple[str, str], float] = field(default_factory=dict)
     warmup_errors: dict[tuple[str, str], str] = field(default_factory=dict)
     warmed_up: threading.Event = field(default_factory=threading.Event)
+    otel: Any = None
+    workers: int = 1
 
     def all_ready(self) -> bool:
         return all((r.name, r.version) in self.ready for r in self.repository.runners())
@@ -184,6 +204,7 @@ def _metadata(repository: ModelRepository, runner: Any) -> dict[str, Any]:
 def _run_infer(state: AppState, runner: Any, body: bytearray, header_length: str | None) -> tuple[Any, ...]:
     """Decode, run and encode one request (on a pool thread): body, header length, model seconds,
     rows."""
+    span = state.otel.span
     attrs = {"avgpool.model": runner.name, "avgpool.version": runner.version}
     model = state.telemetry.model(runner.name, runner.version)
     with span("decode", **attrs):
@@ -220,6 +241,9 @@ def create_app(state: AppState) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
+        if state.otel is None:
+            state.otel = setup_tracing()
+        state.otel.observe_activations(lambda: _activation_sources(state), window=state.telemetry.window)
         state.telemetry.start()
         warmer = threading.Thread(target=state.warm_up, name="avgpool-warmup", daemon=True)
         warmer.start()
@@ -227,6 +251,7 @@ def create_app(state: AppState) -> Any:
             yield
         finally:
             state.telemetry.stop()
+            state.otel.shutdown()
             executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="avgpool serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -255,9 +280,7 @@ def create_app(state: AppState) -> Any:
 
     @app.get("/v2")
     async def server_metadata() -> Any:
-        from avgpool.cli import _version
-
-        return {"name": "avgpool", "version": _version(), "extensions": ["binary_tensor_data"]}
+        return {"name": "avgpool", "version": _package_version(), "extensions": ["binary_tensor_data"]}
 
     @app.get("/v2/health/live")
     async def live() -> Any:
@@ -295,29 +318,32 @@ def create_app(state: AppState) -> Any:
     async def infer(request: Request, name: str, version: str | None) -> Any:
         start = time.perf_counter()
         try:
-            runner = resolve(name, version)
+            runner, failure = resolve(name, version), None
         except V2Error as exc:
-            return refused(exc, name)
-        attrs = {"avgpool.model": runner.name, "avgpool.version": runner.version}
-        with span(
-            f"POST {request.url.path}",
-            **attrs,
-            **{"http.request.method": "POST", "url.path": request.url.path},
-        ):
-            try:
-                if (runner.name, runner.version) not in state.ready:
-                    raise V2Error(
-                        503, f"model {runner.name} version {runner.version} is not ready (warming up)"
+            runner, failure = None, exc
+        model, ver = (runner.name, runner.version) if runner is not None else (None, None)
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        extra = {"url.path": request.url.path}
+        with state.otel.request_span("POST", route, model, ver, headers=request.headers, **extra) as span:
+            if runner is not None:
+                try:
+                    if (runner.name, runner.version) not in state.ready:
+                        raise V2Error(503, f"model {model} version {ver} is not ready (warming up)")
+                    body = await _read_body(request, state.max_body_bytes)
+                    content, json_length, model_seconds, rows = await in_thread(
+                        _run_infer, state, runner, body, request.headers.get(HEADER_LENGTH)
                     )
-                body = await _read_body(request, state.max_body_bytes)
-                content, json_length, model_seconds, rows = await in_thread(
-                    _run_infer, state, runner, body, request.headers.get(HEADER_LENGTH)
-                )
-            except V2Error as exc:
-                return error(exc, runner.name, runner.version)
-            state.telemetry.model(runner.name, runner.version).observe(
-                request_seconds=time.perf_counter() - start, model_seconds=model_seconds, rows=rows
-            )
+                except V2Error as exc:
+                    failure = exc
+            status = 200 if failure is None else failure.status
+            span.set_status_code(status)
+        seconds = time.perf_counter() - start
+        state.otel.record_request(seconds, model or "", ver or "", status)
+        if failure is not None:
+            return refused(failure, name) if runner is None else error(failure, model, ver)
+        state.telemetry.model(model, ver).observe(
+            request_seconds=seconds, model_seconds=model_seconds, rows=rows
+        )
         headers = {} if json_length is None else {HEADER_LENGTH: str(json_length)}
         media = "application/json" if json_length is None else "application/octet-stream"
         return Response(content, media_type=media, headers=headers)
@@ -356,6 +382,27 @@ def create_app(state: AppState) -> Any:
     if state.admin:
         _admin_routes(app, state, resolve)
     return app
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("avgpool")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _activation_sources(state: AppState) -> list[tuple[str, str, Any]]:
+    """(model, version, profile) of each model for the OTLP activation histograms. With several
+    workers each exports its own share (a backend adds the workers' instances up), so the merged
+    window, which every worker can read, is not sent N times."""
+    out = []
+    for model in state.telemetry.models:
+        own = getattr(model, "_own_window", None)
+        profile = own() if state.workers > 1 and own is not None else model.live_profile()
+        out.append((model.name, model.version, profile))
+    return out
 
 
 def _profile_bytes(model: Any) -> bytes:

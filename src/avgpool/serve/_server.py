@@ -185,15 +185,8 @@ def build_state(
         admin=config.admin,
         warmup=config.warmup,
         load_seconds=dict(load_seconds or {}),
+        workers=config.workers,
     )
-
-
-def _setup_tracing() -> None:
-    try:
-        from avgpool.serve import _otel
-    except ImportError:  # pragma: no cover - depends on the install
-        return
-    _otel.setup(service_name="avgpool-serve")
 
 
 def _uvicorn_config(app: Any, config: ServeConfig, **extra: Any) -> Any:
@@ -215,7 +208,6 @@ def worker_app() -> Any:
     from avgpool.serve._app import create_app
 
     config = ServeConfig(**json.loads(os.environ[_CONFIG_ENV]))
-    _setup_tracing()
     return create_app(build_state(config))
 
 
@@ -232,7 +224,6 @@ def serve_models(config: ServeConfig) -> int:
     try:
         if config.workers == 1:
             state = build_state(config)
-            _setup_tracing()
             try:
                 uvicorn.Server(_uvicorn_config(create_app(state), config)).run()
             finally:
