@@ -327,6 +327,135 @@ def test_admin_routes_exist_only_with_admin(start_server):
     assert response.status_code == 404 and "error" in response.json()
 
 
+def test_compressed_requests(server, demo_models):
+    x = images(2, seed=8)
+    client = triton(server.url)
+    for algorithm in ("gzip", "deflate"):
+        inp = httpclient.InferInput("image", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        out = client.infer("tiny", [inp], model_version="1", request_compression_algorithm=algorithm)
+        np.testing.assert_allclose(
+            out.as_numpy("linear"), _direct(demo_models["base"], x), rtol=1e-6, atol=1e-6
+        )
+
+
+def test_bodies_over_the_limit_are_refused_while_streaming_and_after_inflating(server):
+    import zlib
+
+    limit = int(MAX_BODY_MB * 2**20)
+    labels = {"kind": "too_large", "model": "tiny", "version": "2"}
+    before = metric(server.url, "avgpool_request_errors_total", **labels)
+
+    def chunks():  # no Content-Length: the server counts as it reads
+        for _ in range(limit // 2**15 + 2):
+            yield b"\0" * 2**15
+
+    streamed = httpx.post(f"{server.url}/v2/models/tiny/infer", content=chunks(), timeout=30)
+    assert streamed.status_code == 413 and "exceeds --max-body-mb" in streamed.json()["error"]
+    bomb = zlib.compress(b"\0" * (limit + 1))  # a few hundred bytes on the wire
+    inflated = _raw(server.url, "/v2/models/tiny/infer", bomb, {"Content-Encoding": "deflate"})
+    assert inflated.status_code == 413
+    odd = _raw(server.url, "/v2/models/tiny/infer", b"{}", {"Content-Encoding": "br"})
+    assert (
+        odd.status_code == 400
+        and odd.json()["error"] == "Content-Encoding 'br' is not supported (gzip, deflate)"
+    )
+    assert metric(server.url, "avgpool_request_errors_total", **labels) == before + 2
+    assert (
+        metric(server.url, "avgpool_request_errors_total", kind="unsupported", model="tiny", version="2") >= 1
+    )
+
+
+class _Spans:
+    """Records what the app asks of OpenTelemetry (the `avgpool.serve._otel.Otel` methods)."""
+
+    def __init__(self):
+        self.spans, self.requests, self.sources = [], [], []
+        self.status = None
+
+    def request_span(self, method, route, model=None, version=None, *, headers=None, **attributes):
+        import contextlib
+
+        self.spans.append(("request", method, route, model, version))
+        return contextlib.nullcontext(self)
+
+    def span(self, name, **attributes):
+        import contextlib
+
+        self.spans.append((name, attributes["avgpool.model"], attributes["avgpool.version"]))
+        return contextlib.nullcontext(self)
+
+    def set_status_code(self, status):
+        self.status = status
+
+    def record_request(self, seconds, model, version, status):
+        self.requests.append((model, version, status))
+
+    def observe_activations(self, callback, *, window=None):
+        self.sources.append((callback, window))
+
+    def shutdown(self, timeout=10.0):
+        pass
+
+
+def test_a_request_span_with_decode_model_telemetry_encode_children(start_server, demo_models):
+    from avgpool.serve._runners import load_runner
+
+    spans = _Spans()
+    config = ServeConfig(models=[], port=0, sample_every=1, window=60, log_level="warning")
+    runner = load_runner(demo_models["base"], name="tiny", version="1")
+    handle = start_server(config, runners=[runner], otel=spans)
+    assert handle.wait_ready(30)
+    _infer(handle.url, images(1), version="1")
+    route = "/v2/models/{name}/versions/{version}/infer"
+    assert spans.spans == [
+        ("request", "POST", route, "tiny", "1"),
+        ("decode", "tiny", "1"),
+        ("model", "tiny", "1"),
+        ("telemetry", "tiny", "1"),
+        ("encode", "tiny", "1"),
+    ]
+    assert spans.status == 200 and spans.requests == [("tiny", "1", 200)]
+    with pytest.raises(InferenceServerException):
+        _infer(handle.url, images(1), model="nope")
+    assert spans.spans[-1] == ("request", "POST", "/v2/models/{name}/infer", None, None)
+    assert spans.status == 404 and spans.requests[-1] == ("", "", 404)
+    ((callback, window),) = spans.sources
+    assert window == 60
+    [(name, version, profile)] = callback()
+    assert (name, version) == ("tiny", "1") and set(profile.layers) == set(runner.layers)
+
+
+def test_baselines_go_to_the_models_they_name(tmp_path):
+    from avgpool.monitor.profile import Profile
+    from avgpool.serve._server import build_state
+
+    paths = {}
+    for label in ("all", "a", "a2"):
+        paths[label] = str(tmp_path / f"{label}.avgprof")
+        Profile(model={"label": label}).save(paths[label])
+
+    class Recorder:
+        def __init__(self):
+            self.baselines = {}
+
+        def add_model(self, runner, *, baseline=None):
+            self.baselines[(runner.name, runner.version)] = None if baseline is None else baseline.model["label"]
+
+    runners = [failing_runner("a", "1"), failing_runner("a", "2"), failing_runner("b", "1")]
+    config = ServeConfig(models=[], baselines={"a": paths["a"], "a:2": paths["a2"]})
+    telemetry = Recorder()
+    build_state(config, runners=runners, telemetry=telemetry)
+    assert telemetry.baselines == {("a", "1"): "a", ("a", "2"): "a2", ("b", "1"): None}
+    one = Recorder()
+    build_state(ServeConfig(models=[], baselines={"": paths["all"]}), runners=runners[:2], telemetry=one)
+    assert one.baselines == {("a", "1"): "all", ("a", "2"): "all"}
+    with pytest.raises(ValueError, match="--baseline FILE without a name is for one model; 2 are served"):
+        build_state(
+            ServeConfig(models=[], baselines={"": paths["all"]}), runners=runners, telemetry=Recorder()
+        )
+
+
 # --------------------------------------------------------------------------- the CLI
 
 

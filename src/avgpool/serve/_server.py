@@ -149,9 +149,11 @@ def build_state(
     runners: Sequence[Any] | None = None,
     telemetry: Any = None,
     load_seconds: Mapping[tuple[str, str], float] | None = None,
+    otel: Any = None,
 ) -> Any:
     """The app's state for ``config``: its runners (loaded unless given) registered with the
-    telemetry (a new `Telemetry` unless given)."""
+    telemetry (a new `Telemetry` unless given); ``otel``: the tracing (default: from the
+    ``OTEL_*`` environment when the app starts)."""
     from avgpool.serve._app import AppState, ModelRepository
 
     config.check()
@@ -186,6 +188,7 @@ def build_state(
         warmup=config.warmup,
         load_seconds=dict(load_seconds or {}),
         workers=config.workers,
+        otel=otel,
     )
 
 
@@ -294,12 +297,18 @@ class ServerHandle:
 
 
 def start_in_thread(
-    config: ServeConfig, *, runners: Sequence[Any] | None = None, telemetry: Any = None, timeout: float = 30.0
+    config: ServeConfig,
+    *,
+    runners: Sequence[Any] | None = None,
+    telemetry: Any = None,
+    otel: Any = None,
+    timeout: float = 30.0,
 ) -> ServerHandle:
     """Serve ``config`` from a thread of this process (one worker; port 0 picks a free port) and
     return once it listens: the handle's ``url``, ``wait_ready()`` and ``stop()``.
 
-    ``runners`` and ``telemetry`` replace the ones ``config`` would load and make (tests).
+    ``runners``, ``telemetry`` and ``otel`` replace the ones ``config`` would load and make
+    (tests).
     """
     import uvicorn
 
@@ -307,7 +316,7 @@ def start_in_thread(
 
     if config.workers != 1:
         raise AvgPoolError(f"start_in_thread runs one worker, got workers={config.workers}")
-    state = build_state(config, runners=runners, telemetry=telemetry)
+    state = build_state(config, runners=runners, telemetry=telemetry, otel=otel)
     server = uvicorn.Server(_uvicorn_config(create_app(state), config, lifespan="on"))
     failure: list[BaseException] = []
 
