@@ -407,7 +407,7 @@ def test_a_request_span_with_decode_model_telemetry_encode_children(start_server
     handle = start_server(config, runners=[runner], otel=spans)
     assert handle.wait_ready(30)
     _infer(handle.url, images(1), version="1")
-    route = "/v2/models/{name}/versions/{version}/infer"
+    route = "/v2/models/{model_name}/versions/{model_version}/infer"
     assert spans.spans == [
         ("request", "POST", route, "tiny", "1"),
         ("decode", "tiny", "1"),
@@ -418,7 +418,7 @@ def test_a_request_span_with_decode_model_telemetry_encode_children(start_server
     assert spans.status == 200 and spans.requests == [("tiny", "1", 200)]
     with pytest.raises(InferenceServerException):
         _infer(handle.url, images(1), model="nope")
-    assert spans.spans[-1] == ("request", "POST", "/v2/models/{name}/infer", None, None)
+    assert spans.spans[-1] == ("request", "POST", "/v2/models/{model_name}/infer", None, None)
     assert spans.status == 404 and spans.requests[-1] == ("", "", 404)
     ((callback, window),) = spans.sources
     assert window == 60
@@ -440,7 +440,9 @@ def test_baselines_go_to_the_models_they_name(tmp_path):
             self.baselines = {}
 
         def add_model(self, runner, *, baseline=None):
-            self.baselines[(runner.name, runner.version)] = None if baseline is None else baseline.model["label"]
+            self.baselines[(runner.name, runner.version)] = (
+                None if baseline is None else baseline.model["label"]
+            )
 
     runners = [failing_runner("a", "1"), failing_runner("a", "2"), failing_runner("b", "1")]
     config = ServeConfig(models=[], baselines={"a": paths["a"], "a:2": paths["a2"]})

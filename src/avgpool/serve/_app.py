@@ -60,9 +60,13 @@ class _NoTracing:
 def setup_tracing() -> Any:
     """The server's OpenTelemetry from the ``OTEL_*`` environment (a no-op without an endpoint,
     or without the tracing module)."""
+    import importlib
+
     try:
-        from avgpool.serve import _otel
-    except ImportError:  # pragma: no cover - depends on the install
+        _otel = importlib.import_module("avgpool.serve._otel")
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+        if exc.name != "avgpool.serve._otel":
+            raise
         return _NoTracing()
     return _otel.setup(service_name="avgpool-serve")
 
@@ -254,7 +258,14 @@ def create_app(state: AppState) -> Any:
             state.otel.shutdown()
             executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="avgpool serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="avgpool serve",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        **_without_native_telemetry(),
+    )
     app.state.avgpool = state
 
     async def in_thread(fn: Any, *args: Any) -> Any:
@@ -364,11 +375,11 @@ def create_app(state: AppState) -> Any:
     def endpoint(handler: Any) -> Any:
         async def route(request: Request) -> Any:
             params = request.path_params
-            return await handler(request, params["name"], params.get("version"))
+            return await handler(request, params["model_name"], params.get("model_version"))
 
         return route
 
-    for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+    for base in ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}"):
         app.get(base)(endpoint(model_metadata))
         app.get(base + "/ready")(endpoint(model_ready))
         app.post(base + "/infer")(endpoint(infer))
@@ -382,6 +393,17 @@ def create_app(state: AppState) -> Any:
     if state.admin:
         _admin_routes(app, state, resolve)
     return app
+
+
+def _without_native_telemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry off (FastAPI versions that have it): the server's tracing
+    makes the request spans, and a second server span per request would start its own trace."""
+    import inspect
+
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    off = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    return {"telemetry": {**off, "auto_configure": False}}
 
 
 def _package_version() -> str:
