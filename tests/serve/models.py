@@ -113,3 +113,23 @@ def failing_net() -> TinyNet:
     """Raises on inputs above 100."""
     torch.manual_seed(0)
     return _Failing().eval()
+
+
+class FunctionalNet(nn.Module):
+    """A functional max pool (no module to hook) and an LPPool2d (several ops once exported)."""
+
+    example_input_shape = SHAPE
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.lp = nn.LPPool2d(2, 2)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.conv(x), 2)
+        return self.lp(x.abs()).mean(dim=(2, 3))
+
+
+def functional_net() -> FunctionalNet:
+    torch.manual_seed(0)
+    return FunctionalNet().eval()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+F = torch.nn.functional
 pytest.importorskip("onnxruntime")
 
 from avgpool._errors import AvgPoolError  # noqa: E402
@@ -202,3 +203,37 @@ def test_datatypes():
     assert datatype_of(torch.int8) == "INT8" and datatype_of(torch.bool) == "BOOL"
     with pytest.raises(TypeError, match="complex64"):
         datatype_of(np.dtype("complex64"))
+
+
+def test_exported_program_taps_functional_ops_and_whole_modules(tmp_path):
+    """A .pt2 keeps no modules to hook: the interpreter reads a functional pooling op (and a
+    global mean) at its node and a module exported as several ops (LPPool2d: pow, avg_pool2d,
+    ...) at its last node."""
+    model = models.functional_net()
+    runner = load_runner(models.to_pt2(tmp_path / "f.pt2", model), trust=True)
+    assert runner.layers == ("max_pool2d", "lp", "mean")
+    x = models.images(2)
+    with torch.no_grad():
+        pooled = F.max_pool2d(model.conv(torch.from_numpy(x)), 2)
+        want_lp = model.lp(pooled.abs())
+    outputs, pooling = runner.run({"x": x}, sample=True)
+    np.testing.assert_allclose(pooling["max_pool2d"], pooled.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(pooling["lp"], want_lp.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooling["mean"], outputs["output"])
+    np.testing.assert_allclose(outputs["output"], want_lp.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    # the same model as a module: the functional call has no module to hook, and says so
+    module = load_runner("tests.serve.models:functional_net")
+    assert module.layers == ("lp",)
+    assert "functional call with no module to hook" in module.telemetry_note
+
+
+def test_exported_avgpool_ops_match_the_module(tmp_path):
+    runner = load_runner(models.to_pt2(tmp_path / "a.pt2", models.tiny_avgpool_net()), trust=True)
+    eager = load_runner("tests.serve.models:tiny_avgpool_net")
+    assert runner.warmup() > 0
+    x = {"x": models.images(2)}
+    (outputs, pooling), (want, want_pooling) = runner.run(x, sample=True), eager.run(x, sample=True)
+    np.testing.assert_allclose(outputs["output"], want["output"], rtol=1e-6)
+    assert set(pooling) == set(want_pooling) == {"pool1", "pool2", "gap"}
+    for name in pooling:
+        np.testing.assert_allclose(pooling[name], want_pooling[name], rtol=1e-6)

@@ -148,7 +148,6 @@ class Runner:
         sha256: str,
         plain: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
         sampled: Callable[[dict[str, np.ndarray]], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
-        close: Callable[[], None] | None = None,
         telemetry_note: str | None = None,
         example_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
@@ -157,7 +156,7 @@ class Runner:
         self.layers = tuple(layers)
         self.size_bytes, self.sha256 = int(size_bytes), sha256
         self.telemetry_note = telemetry_note
-        self._plain, self._sampled, self._close = plain, sampled, close
+        self._plain, self._sampled = plain, sampled
         self._example_shapes = {k: tuple(int(n) for n in v) for k, v in (example_shapes or {}).items()}
 
     def __repr__(self) -> str:
@@ -257,17 +256,12 @@ class Runner:
         return time.perf_counter() - start
 
     def close(self) -> None:
-        """Release the model (a session, a module)."""
-        if self._close is not None:
-            self._close()
-        self._plain = self._sampled = _closed(self.name)  # type: ignore[assignment]
+        """Release the model (its session or module); later runs raise ModelRunError."""
 
+        def closed(*args: Any) -> Any:
+            raise ModelRunError(f"model {self.name} is closed")
 
-def _closed(name: str) -> Callable[..., Any]:
-    def run(*args: Any) -> Any:
-        raise ModelRunError(f"model {name} is closed")
-
-    return run
+        self._plain = self._sampled = closed
 
 
 # --------------------------------------------------------------------------- loading
@@ -534,9 +528,19 @@ def _pool_owner(node: Any) -> str | None:
     op = rest.partition(".")[0]
     if namespace == "avgpool" and "backward" not in op:
         return node.name
-    if namespace == "aten" and op.lstrip("_") in _ATEN_POOLING:
+    if namespace == "aten" and (op.lstrip("_") in _ATEN_POOLING or _global_reduction(node, op)):
         return node.name
     return None
+
+
+def _global_reduction(node: Any, op: str) -> bool:
+    """A mean or amax over every spatial axis (global pooling, as inspect counts it)."""
+    if op not in ("mean", "amax") or len(node.args) < 2:
+        return False
+    val = getattr(node.args[0], "meta", {}).get("val")
+    rank = getattr(val, "ndim", 0)
+    dims = node.args[1] if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
+    return rank >= 3 and {int(d) % rank for d in dims} == set(range(2, rank))
 
 
 def _exported_runner(torch: Any, loaded: Any, name: str, version: str) -> Runner:
