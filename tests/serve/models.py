@@ -133,3 +133,16 @@ class FunctionalNet(nn.Module):
 def functional_net() -> FunctionalNet:
     torch.manual_seed(0)
     return FunctionalNet().eval()
+
+
+class InplaceNet(TinyNet):
+    """An in-place ReLU right after a pooling layer."""
+
+    def forward(self, x):
+        x = self.pool1(self.stem(x))
+        return self.fc(torch.flatten(self.gap(F.relu(x, inplace=True)), 1))
+
+
+def inplace_net() -> TinyNet:
+    torch.manual_seed(0)
+    return InplaceNet().eval()

@@ -237,3 +237,14 @@ def test_exported_avgpool_ops_match_the_module(tmp_path):
     assert set(pooling) == set(want_pooling) == {"pool1", "pool2", "gap"}
     for name in pooling:
         np.testing.assert_allclose(pooling[name], want_pooling[name], rtol=1e-6)
+
+
+def test_pooling_outputs_are_copies_an_inplace_op_cannot_change():
+    runner = load_runner("tests.serve.models:inplace_net")
+    x = models.images(2)
+    _, pooling = runner.run({"x": x}, sample=True)
+    model = models.inplace_net()
+    with torch.no_grad():
+        want = model.pool1(model.stem(torch.from_numpy(x))).numpy()
+    assert (want < 0).any()  # the ReLU after it would have zeroed these
+    np.testing.assert_allclose(pooling["pool1"], want, rtol=1e-6)

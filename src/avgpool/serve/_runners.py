@@ -374,7 +374,7 @@ class _Recorder:
     def add(self, name: str, value: Any) -> None:
         if threading.get_ident() != self.owner:
             return
-        array = _numpy(value)
+        array = _copy(value)
         old = self.values.get(name)
         if old is not None and old.shape[1:] == array.shape[1:]:
             array = np.concatenate([old, array])
@@ -392,6 +392,12 @@ def _numpy(value: Any) -> np.ndarray:
             value = value.float()
         return value.cpu().numpy()
     return np.asarray(value)
+
+
+def _copy(value: Any) -> np.ndarray:
+    """A pooling output as an array of its own: a later in-place op of the model (a ReLU with
+    ``inplace=True``) would otherwise change what the telemetry reads."""
+    return np.array(_numpy(value), copy=True)
 
 
 # --------------------------------------------------------------------------- torch
