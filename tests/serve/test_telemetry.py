@@ -290,3 +290,35 @@ def test_workers_sharing_a_directory_answer_for_all(tmp_path):
     assert count == 8 * 48  # both workers' windows merged
     assert value(fams, "avgpool_activation_values_total", layer="pool1") == 8 * 48
     assert pids == 3
+
+
+@pytest.mark.parametrize("kind", ["onnx", "module"])
+def test_served_layers_match_a_profile_from_avgpool_profile(kind, tmp_path):
+    """A baseline written by `avgpool profile` (profile_model) judges the served model's layers:
+    same names, verdict ok on the same data, fail on shifted data."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from avgpool.monitor.collectors import profile_model
+    from avgpool.serve._runners import load_runner
+    from tests.serve import models
+
+    source = models.to_onnx(tmp_path / "tiny.onnx") if kind == "onnx" else "tests.serve.models:tiny_net"
+    runner = load_runner(source)
+    name = runner.inputs[0].name
+    baseline = profile_model(source, [{name: models.images(16, seed)} for seed in range(4)])
+    clock = Clock()
+    telemetry = Telemetry(sample_every=1, interval=10, window=10, clock=clock)
+    model = telemetry.add_model(runner, baseline=baseline)
+    verdicts = []
+    for shift in (0.0, 3.0):
+        for seed in range(10, 14):
+            assert model.should_sample()
+            _, pooling = runner.run({name: models.images(16, seed, shift)}, sample=True)
+            model.observe_pooling(pooling)
+        clock.now += 10
+        telemetry.tick()
+        report = model.drift()
+        assert not report.missing and not report.added
+        assert [d.candidate_name for d in report.layers] == list(runner.layers)
+        verdicts.append(report.verdict)
+    assert verdicts == ["ok", "fail"]
