@@ -59,8 +59,9 @@ def images(n: int = 2, seed: int = 0, shift: float = 0.0) -> np.ndarray:
     return (rng.standard_normal((n, *SHAPE[1:])) + shift).astype(np.float32)
 
 
-def to_onnx(path: Path, model: nn.Module | None = None) -> str:
+def to_onnx(path: Path, model: nn.Module | None = None, *, free_spatial: bool = False) -> str:
     model = model or tiny_net()
+    axes = {0: "batch", 2: "height", 3: "width"} if free_spatial else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, fast here
         torch.onnx.export(
@@ -70,7 +71,7 @@ def to_onnx(path: Path, model: nn.Module | None = None) -> str:
             dynamo=False,
             input_names=["image"],
             output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes={"image": axes, "logits": {0: "batch"}},
         )
     return str(path)
 

@@ -248,3 +248,16 @@ def test_pooling_outputs_are_copies_an_inplace_op_cannot_change():
         want = model.pool1(model.stem(torch.from_numpy(x))).numpy()
     assert (want < 0).any()  # the ReLU after it would have zeroed these
     np.testing.assert_allclose(pooling["pool1"], want, rtol=1e-6)
+
+
+def test_onnx_free_spatial_axes_need_shapes_for_telemetry(tmp_path):
+    source = models.to_onnx(tmp_path / "free.onnx", free_spatial=True)
+    bare = load_runner(source)
+    assert bare.inputs[0].shape == (-1, 3, -1, -1)
+    assert bare.layers == () and "pass --input-shape" in bare.telemetry_note
+    runner = load_runner(source, input_shapes={"image": (1, 3, 16, 16)})
+    assert len(runner.layers) == 3 and runner.telemetry_note is None
+    assert runner.example_inputs(2)["image"].shape == (2, 3, 16, 16)
+    outputs, pooling = runner.run({"image": models.images(1)}, sample=True)
+    np.testing.assert_allclose(outputs["logits"], _reference(models.images(1))[0], rtol=1e-5, atol=1e-6)
+    assert {v.shape for v in pooling.values()} == {(1, 8, 8, 8), (1, 8, 4, 4), (1, 8, 1, 1)}
