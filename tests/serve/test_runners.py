@@ -261,3 +261,17 @@ def test_onnx_free_spatial_axes_need_shapes_for_telemetry(tmp_path):
     outputs, pooling = runner.run({"image": models.images(1)}, sample=True)
     np.testing.assert_allclose(outputs["logits"], _reference(models.images(1))[0], rtol=1e-5, atol=1e-6)
     assert {v.shape for v in pooling.values()} == {(1, 8, 8, 8), (1, 8, 4, 4), (1, 8, 1, 1)}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compile_applies_to_exported_programs_and_is_refused_elsewhere(files):
+    runner = load_runner(files["exported"], trust=True, compile=True)
+    x = {"x": models.images(2)}
+    want, _ = _reference(x["x"])
+    (plain, none), (sampled, pooling) = runner.run(x), runner.run(x, sample=True)
+    assert none == {} and set(pooling) == {"pool1", "pool2", "gap"}
+    np.testing.assert_allclose(plain["output"], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sampled["output"], want, rtol=1e-5, atol=1e-6)
+    for kind, what in (("onnx", "an ONNX model"), ("torchscript", "TorchScript")):
+        with pytest.raises(AvgPoolError, match=f"applies to nn.Module and .pt2 models; .* is {what}"):
+            load_runner(files[kind], input_shapes={"": models.SHAPE}, compile=True)
