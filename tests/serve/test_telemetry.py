@@ -205,6 +205,28 @@ def test_full_queue_drops_and_counts():
     fams = families(telemetry)
     assert value(fams, "avgpool_telemetry_dropped_total", model="tiny") == 3
     assert value(fams, "avgpool_telemetry_sampled_requests_total", model="tiny") == 2
+    # a byte budget: one sample (1.5 KiB of arrays) always fits, a second would pass 2 KiB
+    telemetry = Telemetry(sample_every=1, queue_bytes=2048)
+    model = telemetry.add_model(fake_runner())
+    assert sum(v.nbytes for v in batch(0, n=4).values()) == 2 * 4 * 3 * 16 * 4
+    for seed in range(3):
+        model.observe_pooling(batch(seed, n=4))
+    assert telemetry.flush() == 1
+    model.observe_pooling(batch(9, n=4))  # room again once profiled
+    assert telemetry.flush() == 1
+    assert value(families(telemetry), "avgpool_telemetry_dropped_total", model="tiny") == 2
+
+
+def test_a_given_registry_gets_the_avgpool_metrics_only():
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # as the global registry has it
+    telemetry = Telemetry(registry=registry)  # no second process_* collector: no clash
+    telemetry.add_model(fake_runner())
+    fams = families(telemetry)
+    assert "process_resident_memory_bytes" in fams and "python_info" not in fams
+    assert value(fams, "avgpool_model_size_bytes", model="tiny") == 4746
 
 
 def test_threads_profile_and_rotate_on_their_own():
