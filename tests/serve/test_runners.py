@@ -275,3 +275,21 @@ def test_compile_applies_to_exported_programs_and_is_refused_elsewhere(files):
     for kind, what in (("onnx", "an ONNX model"), ("torchscript", "TorchScript")):
         with pytest.raises(AvgPoolError, match=f"applies to nn.Module and .pt2 models; .* is {what}"):
             load_runner(files[kind], input_shapes={"": models.SHAPE}, compile=True)
+
+
+def test_trusted_pickle_serves_as_a_module(tmp_path):
+    path = tmp_path / "whole.pt"
+    torch.save(models.tiny_net(), path)
+    with pytest.raises(AvgPoolError, match="pass --trust-file"):
+        load_runner(str(path))
+    runner = load_runner(str(path), trust=True)
+    assert (runner.name, runner.platform, runner.layers) == (
+        "whole",
+        "pytorch_module",
+        ("pool1", "pool2", "gap"),
+    )
+    assert runner.size_bytes == path.stat().st_size
+    x = models.images(2)
+    outputs, pooling = runner.run({"x": x}, sample=True)
+    np.testing.assert_allclose(outputs["output"], _reference(x)[0], rtol=1e-6)
+    assert {k: v.shape for k, v in pooling.items()} == POOLS
