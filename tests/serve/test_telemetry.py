@@ -344,3 +344,39 @@ def test_served_layers_match_a_profile_from_avgpool_profile(kind, tmp_path):
         assert [d.candidate_name for d in report.layers] == list(runner.layers)
         verdicts.append(report.verdict)
     assert verdicts == ["ok", "fail"]
+
+
+def test_windows_merge_across_telemetries_sharing_a_directory(tmp_path, monkeypatch):
+    """Two telemetries of one process (as two workers): each answers with both windows; a window
+    of other weights, and the file of a dead process, are left out."""
+    import os
+    import subprocess
+    import sys
+
+    from prometheus_client import values
+
+    # multiprocess mode is process-wide: put it back as it was after this test
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    a, b = (Telemetry(sample_every=1, multiproc_dir=str(tmp_path)) for _ in range(2))
+    ma, mb = a.add_model(fake_runner()), b.add_model(fake_runner())
+    for seed in range(2):
+        ma.observe_pooling(batch(seed, n=1))
+    for seed in range(3):
+        mb.observe_pooling(batch(10 + seed, n=1))
+    a.tick()
+    b.tick()
+    assert ma.live_profile()["pool1"].count.sum() == mb.live_profile()["pool1"].count.sum() == 5 * 48
+    other = Profile(model={"sha256": "cd" * 32})
+    other.update_many(batch(99, n=7))
+    other.save(tmp_path / f"window-{os.getpid()}-otherbuild-tiny%3A1.avgprof")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f"window-{int(dead.stdout)}-gone-tiny%3A1.avgprof"
+    Profile(model={"sha256": "ab" * 32}).save(stale)
+    assert ma.live_profile()["pool1"].count.sum() == 5 * 48
+    assert not stale.exists()
+    a.stop()
+    assert mb.live_profile()["pool1"].count.sum() == 3 * 48  # a's window went with it
+    b.stop()

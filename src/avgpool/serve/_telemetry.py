@@ -179,7 +179,14 @@ class ModelTelemetry:
         """The rolling window as a `Profile`: this worker's, merged with every live worker's
         last written window when workers share a directory."""
         profile = self._own_window()
-        others = self._owner._read_others(self)
+        others = []
+        for other in self._owner._read_others(self):
+            if other.model.get("sha256") == self._identity["sha256"]:
+                others.append(other)
+            else:  # another build under the same name and version: not this model's data
+                log.warning(
+                    "%s version %s: a worker serves other weights; its window is left out", *self._labels
+                )
         return profile.merge(*others) if others else profile
 
     def snapshot(self) -> Any:
