@@ -350,7 +350,9 @@ class _SdkOtel(Otel):
     def _install_globals(self) -> None:
         from opentelemetry import metrics, trace
 
-        if self._tracer_provider is not None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        if self._tracer_provider is not None and isinstance(
+            trace.get_tracer_provider(), trace.ProxyTracerProvider
+        ):
             trace.set_tracer_provider(self._tracer_provider)
         if self._meter_provider is not None:
             try:  # the API names its placeholder privately; if it moves, leave the global alone
@@ -450,7 +452,11 @@ class _SdkOtel(Otel):
                         continue
                     points.append(
                         ExponentialHistogramDataPoint(
-                            attributes={"avgpool.model": model, "avgpool.version": version, "avgpool.layer": layer.name},
+                            attributes={
+                                "avgpool.model": model,
+                                "avgpool.version": version,
+                                "avgpool.layer": layer.name,
+                            },
                             start_time_unix_nano=start,
                             time_unix_nano=now,
                             count=p["count"],
