@@ -251,8 +251,21 @@ def test_an_endpoint_for_traces_alone_sends_no_metrics(receiver, make_otel, monk
     with otel.request_span("GET", "/v2/health/ready"):
         pass
     otel.force_flush(timeout=5)
-    assert [s.name for _, s in receiver.wait_for(lambda rx: rx.spans())] == ["GET /v2/health/ready"]
+    ((_, span),) = receiver.wait_for(lambda rx: rx.spans())
+    # no model on this route: the attributes say nothing rather than "None"
+    assert (span.name, attributes(span.attributes)) == (
+        "GET /v2/health/ready",
+        {"http.request.method": "GET", "http.route": "/v2/health/ready"},
+    )
     assert receiver.received("/v1/metrics") == []
+
+
+def test_a_protocol_the_server_cannot_speak_is_said_once_per_signal(receiver, make_otel, monkeypatch, caplog):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+    make_otel()
+    warned = [r.getMessage() for r in caplog.records if "OTEL_EXPORTER_OTLP_PROTOCOL" in r.getMessage()]
+    assert len(warned) == 1 and "'grpc'" in warned[0] and "sends traces over OTLP/HTTP" in warned[0]
 
 
 def test_shutdown_sends_what_is_still_queued(receiver, make_otel, monkeypatch):

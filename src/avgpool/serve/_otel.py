@@ -11,8 +11,9 @@ them read what they already honour: endpoints, ``OTEL_EXPORTER_OTLP_*_HEADERS``,
 ``OTEL_PROPAGATORS``; ``OTEL_BSP_*`` and ``OTEL_METRIC_EXPORT_INTERVAL``/``_TIMEOUT``;
 ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` and
 ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION``. ``OTEL_TRACES_EXPORTER=none`` or
-``OTEL_METRICS_EXPORTER=none`` turns that signal off. A signal is on when its own endpoint or the
-shared one is set, so an endpoint for traces alone sends no metrics.
+``OTEL_METRICS_EXPORTER=none`` turns that signal off. The transport is OTLP/HTTP with protobuf
+(``http/protobuf``); another ``OTEL_EXPORTER_OTLP_PROTOCOL`` is logged as a warning. A signal is on
+when its own endpoint or the shared one is set, so an endpoint for traces alone sends no metrics.
 
 Spans go through a ``BatchSpanProcessor`` and metrics through a ``PeriodicExportingMetricReader``:
 a request only queues a finished span or adds to a histogram, and never waits on a collector.
@@ -300,6 +301,15 @@ class _SdkOtel(Otel):
             resource = resource.merge(Resource({SERVICE_NAME: service_name}))
         self.resource = resource
         self.tracing, self.metering = tracing, metering
+        for signal, on in (("TRACES", tracing), ("METRICS", metering)):
+            protocol = _env(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or _env("OTEL_EXPORTER_OTLP_PROTOCOL")
+            if on and protocol and protocol != "http/protobuf":
+                _log.warning(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL is %r, but the server sends %s over OTLP/HTTP with "
+                    "protobuf (http/protobuf) only: point the endpoint at a collector's HTTP port (4318)",
+                    protocol,
+                    signal.lower(),
+                )
         self._start_ns = time.time_ns()
         self._sources: list[tuple[ActivationSource, float | None]] = []
         self._lock = threading.Lock()
