@@ -146,6 +146,35 @@ def test_a_traceparent_header_continues_the_callers_trace(receiver, make_otel):
     assert (child.trace_id.hex(), child.parent_span_id) == (trace_id, root.span_id)
 
 
+def test_concurrent_requests_keep_their_own_children_across_awaits_and_worker_threads(receiver, make_otel):
+    # what the server does: async handlers interleaved on one loop, the model run on a worker thread
+    import asyncio
+
+    run_in_threadpool = pytest.importorskip("starlette.concurrency").run_in_threadpool
+    otel = make_otel()
+
+    def run_model(model):
+        with otel.span("model", **{"avgpool.model": model}):
+            time.sleep(0.01)
+
+    async def handle(model):
+        with otel.request_span("POST", ROUTE, model, "1"):
+            with otel.span("decode", **{"avgpool.model": model}):
+                await asyncio.sleep(0.01)  # the other request runs here
+            await run_in_threadpool(run_model, model)
+
+    async def main():
+        await asyncio.gather(*(handle(m) for m in ("a", "b", "c")))
+
+    asyncio.run(main())
+    spans = [s for _, s in receiver.wait_for(lambda rx: len(rx.spans()) >= 9 and rx.spans())]
+    roots = {attributes(s.attributes)["avgpool.model"]: s for s in spans if s.kind == SERVER}
+    assert sorted(roots) == ["a", "b", "c"] and len({r.trace_id for r in roots.values()}) == 3
+    for child in (s for s in spans if s.kind != SERVER):
+        root = roots[attributes(child.attributes)["avgpool.model"]]
+        assert (child.trace_id, child.parent_span_id) == (root.trace_id, root.span_id), child.name
+
+
 def _live_profile():
     p = Profile(max_buckets=16)
     rng = np.random.default_rng(0)
