@@ -118,7 +118,10 @@ class OTLPReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
+        # a short poll so that close() returns at once (the default is half a second per receiver)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), name="otlp-receiver", daemon=True
+        )
         self._thread.start()
 
     # -- where and how to reach it -----------------------------------------------------------------

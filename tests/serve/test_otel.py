@@ -399,11 +399,14 @@ def test_the_global_providers_are_installed_once_and_an_applications_own_are_kep
         """
         import json
         from opentelemetry import metrics, trace
+        from opentelemetry.sdk.trace import TracerProvider
         from avgpool.serve._otel import setup
+        app = TracerProvider()
+        trace.set_tracer_provider(app)  # the embedding application's own tracing
         first = setup()
         second = setup()
-        ok = (trace.get_tracer_provider() is first._tracer_provider
-              and metrics.get_meter_provider() is first._meter_provider)
+        ok = [trace.get_tracer_provider() is app, metrics.get_meter_provider() is first._meter_provider,
+              second._meter_provider is not first._meter_provider]
         second.shutdown(timeout=2); first.shutdown(timeout=2)
         print(json.dumps(ok))
         """
@@ -412,5 +415,5 @@ def test_the_global_providers_are_installed_once_and_an_applications_own_are_kep
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) is True
+    assert json.loads(out.stdout) == [True, True, True]
     assert "Overriding of current" not in out.stderr  # the second setup left the global alone
