@@ -268,6 +268,7 @@ def test_the_standard_variables_name_the_service_add_headers_compress_and_sample
     assert export.compressed and export.headers["x-tenant"] == "ml-platform"
     res = attributes(export.message.resource_metrics[0].resource.attributes)
     assert (res["service.name"], res["deployment.environment.name"]) == ("pool-prod", "staging")
+    assert len(res["service.instance.id"]) == 36  # a UUID: each worker process its own series
     assert receiver.received("/v1/traces") == []  # the flush sent every span there was: none
 
 

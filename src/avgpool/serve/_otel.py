@@ -7,8 +7,9 @@
 With an endpoint it builds the SDK's providers and the OTLP/HTTP (protobuf) exporters, and lets
 them read what they already honour: endpoints, ``OTEL_EXPORTER_OTLP_*_HEADERS``, ``_TIMEOUT``,
 ``_COMPRESSION`` and ``_CERTIFICATE``; ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``
-(which win over the ``service_name`` argument); ``OTEL_TRACES_SAMPLER`` and its argument;
-``OTEL_PROPAGATORS``; ``OTEL_BSP_*`` and ``OTEL_METRIC_EXPORT_INTERVAL``/``_TIMEOUT``;
+(which win over the ``service_name`` argument; a random ``service.instance.id`` is added unless
+they give one); ``OTEL_TRACES_SAMPLER`` and its argument; ``OTEL_PROPAGATORS``; ``OTEL_BSP_*``
+and ``OTEL_METRIC_EXPORT_INTERVAL``/``_TIMEOUT``;
 ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` and
 ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION``. ``OTEL_TRACES_EXPORTER=none`` or
 ``OTEL_METRICS_EXPORTER=none`` turns that signal off. The transport is OTLP/HTTP with protobuf
@@ -244,6 +245,12 @@ class Otel:
         window : float, optional
             The window's length in seconds: a point covers ``[now - window, now]`` (never before
             `setup`). None: the profile holds everything since `setup`.
+
+        Notes
+        -----
+        Each process exports under its own ``service.instance.id``, and a backend adds instances
+        up. With several worker processes, register the source in one of them if the callback
+        returns all workers' merged profile, or let each return its own share: never both.
         """
 
     def force_flush(self, timeout: float = 10.0) -> bool:
@@ -293,12 +300,18 @@ class _SdkOtel(Otel):
         metering: bool,
         set_global: bool,
     ) -> None:
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        import uuid
+
+        from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 
         resource = Resource.create(resource_attributes)
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             # neither the environment nor the caller named the service: the SDK's placeholder
             resource = resource.merge(Resource({SERVICE_NAME: service_name}))
+        if SERVICE_INSTANCE_ID not in resource.attributes:
+            # each worker process sends its own cumulative histograms: without an instance id, a
+            # backend would take two workers' series for one series that jumps back and forth
+            resource = resource.merge(Resource({SERVICE_INSTANCE_ID: str(uuid.uuid4())}))
         self.resource = resource
         self.tracing, self.metering = tracing, metering
         for signal, on in (("TRACES", tracing), ("METRICS", metering)):
