@@ -284,6 +284,18 @@ def setup(
     Otel
         The no-op `Otel` when no signal is enabled (`enabled_signals`), else a live one. Call its
         `Otel.shutdown` when the server stops.
+
+    Examples
+    --------
+    What a request handler does (without an endpoint in the environment, nothing at all):
+
+    >>> otel = setup(set_global=False)
+    >>> with otel.request_span("POST", "/v2/models/{model_name}/infer", "resnet", "1") as span:
+    ...     with otel.span("model", rows=1):
+    ...         pass
+    ...     span.set_status_code(200)
+    >>> otel.record_request(0.012, "resnet", "1", 200)
+    >>> otel.shutdown()
     """
     tracing, metering = enabled_signals()
     if not (tracing or metering):
