@@ -235,6 +235,10 @@ def test_request_durations_and_the_live_activation_histograms_arrive_as_otlp_met
         for f in ("attributes", "start_time_unix_nano", "time_unix_nano"):
             got.ClearField(f)
         assert MessageToDict(got) == MessageToDict(want)
+        # what a backend checks before it takes a point: the buckets hold every value counted
+        assert point.count == point.zero_count + sum(point.positive.bucket_counts) + sum(
+            point.negative.bucket_counts
+        )
         # the point covers the live window: it starts no earlier than setup, ends at the export
         assert point.start_time_unix_nano <= before <= point.time_unix_nano
     assert layers["head.avgpool"].count == 4 and layers["head.avgpool"].zero_count == 1
