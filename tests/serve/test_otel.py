@@ -216,7 +216,7 @@ def test_request_durations_and_the_live_activation_histograms_arrive_as_otlp_met
     assert points[500].count == 1
 
     (_, activation) = receiver.metrics("avgpool.activation")[-1]
-    assert (activation.unit, activation.WhichOneof("data")) == ("1", "exponential_histogram")
+    assert (activation.unit, activation.WhichOneof("data")) == ("", "exponential_histogram")
     assert activation.exponential_histogram.aggregation_temporality == CUMULATIVE
     layers = {
         attributes(p.attributes)["avgpool.layer"]: p for p in activation.exponential_histogram.data_points
@@ -242,6 +242,26 @@ def test_request_durations_and_the_live_activation_histograms_arrive_as_otlp_met
         # the point covers the live window: it starts no earlier than setup, ends at the export
         assert point.start_time_unix_nano <= before <= point.time_unix_nano
     assert layers["head.avgpool"].count == 4 and layers["head.avgpool"].zero_count == 1
+
+    # M3 and M4 per layer (all channels together), beside the histograms
+    for statistic in ("mean", "std"):
+        (_, gauge) = receiver.metrics(f"avgpool.activation.{statistic}")[-1]
+        assert (gauge.unit, gauge.WhichOneof("data")) == ("", "gauge")
+        got = {attributes(p.attributes)["avgpool.layer"]: p for p in gauge.gauge.data_points}
+        assert sorted(got) == sorted(layers)
+        for name, point in got.items():
+            assert attributes(point.attributes) == attributes(layers[name].attributes)
+            assert point.as_double == pytest.approx(profile[name].totals()[statistic], rel=1e-12)
+
+
+def test_an_activation_point_starts_where_the_live_window_starts(receiver, make_otel):
+    otel = make_otel()
+    profile = _live_profile()
+    otel.observe_activations(lambda: [("resnet", "2", profile)], window=0.05)
+    # exports every 200 ms: by the second one the window is younger than the process
+    (_, metric) = receiver.wait_for(lambda rx: rx.metrics("avgpool.activation")[1:])[-1]
+    for point in metric.exponential_histogram.data_points:
+        assert point.time_unix_nano - point.start_time_unix_nano == 50_000_000
 
 
 def test_the_collector_can_ask_for_exponential_request_histograms(receiver, make_otel, monkeypatch):
@@ -299,7 +319,7 @@ def test_a_protocol_the_server_cannot_speak_is_said_once_per_signal(receiver, ma
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
     make_otel()
     warned = [r.getMessage() for r in caplog.records if "OTEL_EXPORTER_OTLP_PROTOCOL" in r.getMessage()]
-    assert len(warned) == 1 and "'grpc'" in warned[0] and "sends traces over OTLP/HTTP" in warned[0]
+    assert len(warned) == 1 and "'grpc'" in warned[0] and "sends traces as http/protobuf only" in warned[0]
 
 
 def test_shutdown_sends_what_is_still_queued(receiver, make_otel, monkeypatch):

@@ -36,7 +36,7 @@ Spans
     (`REQUEST_DURATION_BUCKETS`, 5 ms to 10 s); a collector that prefers base-2 exponential
     buckets gets them with
     ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=base2_exponential_bucket_histogram``.
-``avgpool.activation`` (exponential histogram, dimensionless)
+``avgpool.activation`` (exponential histogram, no unit: the model's own values)
     Each pooling layer's live histogram, with ``avgpool.model``, ``avgpool.version`` and
     ``avgpool.layer``, sent exactly as the profile keeps it (`LayerStats.otlp`: its scale, buckets,
     count, sum, min and max), so no resolution is lost. The SDK's instruments cannot take
@@ -47,6 +47,10 @@ Spans
     never a counter that went down. NaN and infinities are not in a histogram; the Prometheus
     metrics count them (``avgpool_activation_nonfinite_values_total``), and ``/metrics`` shows the
     same histograms as cumulative ``le`` buckets (``avgpool_activation_histogram``).
+``avgpool.activation.mean``, ``avgpool.activation.std`` (gauges, no unit)
+    Each layer's mean and standard deviation over the window (M3, M4; all channels together, as
+    the drift gate judges a layer), with the same attributes. Drift against a baseline
+    (PSI, status) is in ``/metrics`` only: alerts are Prometheus rules.
 
 Global providers: the server is an application, so with ``set_global=True`` (the default)
 `setup` installs its providers as OpenTelemetry's global ones, so that instrumentation libraries
@@ -107,10 +111,7 @@ def enabled_signals() -> tuple[bool, bool]:
 
 class SpanHandle:
     """What ``with otel.span(...)`` and ``with otel.request_span(...)`` give: the span to annotate.
-
-    This base class is the no-op one (every method does nothing); a live span's handle forwards
-    to the SDK span.
-    """
+    This base class is the no-op one; a live span's handle forwards to the SDK's span."""
 
     __slots__ = ()
 
@@ -328,13 +329,9 @@ class _SdkOtel(Otel):
         self.tracing, self.metering = tracing, metering
         for signal, on in (("TRACES", tracing), ("METRICS", metering)):
             protocol = _env(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or _env("OTEL_EXPORTER_OTLP_PROTOCOL")
-            if on and protocol and protocol != "http/protobuf":
-                _log.warning(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL is %r, but the server sends %s over OTLP/HTTP with "
-                    "protobuf (http/protobuf) only: point the endpoint at a collector's HTTP port (4318)",
-                    protocol,
-                    signal.lower(),
-                )
+            if on and protocol not in ("", "http/protobuf"):
+                msg = "OTEL_EXPORTER_OTLP_PROTOCOL is %r, but the server sends %s as http/protobuf only"
+                _log.warning(msg + " (to a collector's OTLP/HTTP port, 4318)", protocol, signal.lower())
         self._start_ns = time.time_ns()
         self._sources: list[tuple[ActivationSource, float | None]] = []
         self._lock = threading.Lock()
@@ -381,6 +378,16 @@ class _SdkOtel(Otel):
             description="Duration of inference requests in the server: decode, model run, encode.",
             explicit_bucket_boundaries_advisory=REQUEST_DURATION_BUCKETS,
         )
+        # M3 and M4 as gauges. They also make the reader export at all: it sends nothing when no
+        # instrument has a point (before the first request, or idle under delta temporality), and
+        # the histograms ride on its exports.
+        for statistic, what in (("mean", "Mean"), ("std", "Standard deviation (ddof=0)")):
+            meter.create_observable_gauge(
+                f"avgpool.activation.{statistic}",
+                callbacks=[self._observe(statistic)],
+                unit="",
+                description=f"{what} of each pooling layer's finite output values over the live window.",
+            )
 
     def _install_globals(self) -> None:
         from opentelemetry import metrics, trace
@@ -389,13 +396,10 @@ class _SdkOtel(Otel):
             trace.get_tracer_provider(), trace.ProxyTracerProvider
         ):
             trace.set_tracer_provider(self._tracer_provider)
-        if self._meter_provider is not None:
-            try:  # the API names its placeholder privately; if it moves, leave the global alone
-                from opentelemetry.metrics._internal import _ProxyMeterProvider
-            except ImportError:  # pragma: no cover
-                return
-            if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
-                metrics.set_meter_provider(self._meter_provider)
+        # the API names its placeholder privately; should it move, the global is left alone
+        placeholder = getattr(getattr(metrics, "_internal", None), "_ProxyMeterProvider", ())
+        if self._meter_provider is not None and isinstance(metrics.get_meter_provider(), placeholder):
+            metrics.set_meter_provider(self._meter_provider)
 
     # -- spans -----------------------------------------------------------------------------------
 
@@ -459,6 +463,35 @@ class _SdkOtel(Otel):
         with self._lock:
             self._sources.append((callback, window))
 
+    def _layers(self, now: int, *, log: bool) -> list[tuple[dict[str, str], Any, int]]:
+        """``(attributes, LayerStats, start time)`` of every layer with values, from every source."""
+        with self._lock:
+            sources = list(self._sources)
+        out = []
+        for callback, window in sources:
+            start = self._start_ns if window is None else max(self._start_ns, now - int(window * 1e9))
+            try:
+                models = list(callback())
+            except Exception:
+                if log:  # once per export, not once per instrument
+                    _log.exception("the activation callback failed; this export has no activation metrics")
+                continue
+            for model, version, profile in models:
+                for layer in profile:
+                    if int(layer.count.sum()):
+                        attrs = {"avgpool.model": model, "avgpool.version": version}
+                        out.append(({**attrs, "avgpool.layer": layer.name}, layer, start))
+        return out
+
+    def _observe(self, statistic: str) -> Callable[[Any], Iterable[Any]]:
+        from opentelemetry.metrics import Observation
+
+        def observe(options: Any) -> Iterable[Any]:
+            layers = self._layers(time.time_ns(), log=False)
+            return [Observation(layer.totals()[statistic], attrs) for attrs, layer, _ in layers]
+
+        return observe
+
     def _activation_metric(self) -> Any:
         """The ``avgpool.activation`` metric of every registered source, or None when empty."""
         from opentelemetry.sdk.metrics.export import (
@@ -470,47 +503,31 @@ class _SdkOtel(Otel):
         )
 
         now = time.time_ns()
-        with self._lock:
-            sources = list(self._sources)
         points = []
-        for callback, window in sources:
-            start = self._start_ns if window is None else max(self._start_ns, now - int(window * 1e9))
-            try:
-                models = list(callback())
-            except Exception:
-                _log.exception("the activation callback failed; this export has no activation histograms")
-                continue
-            for model, version, profile in models:
-                for layer in profile:
-                    p = layer.otlp()
-                    if not p["count"]:
-                        continue
-                    points.append(
-                        ExponentialHistogramDataPoint(
-                            attributes={
-                                "avgpool.model": model,
-                                "avgpool.version": version,
-                                "avgpool.layer": layer.name,
-                            },
-                            start_time_unix_nano=start,
-                            time_unix_nano=now,
-                            count=p["count"],
-                            sum=p["sum"],
-                            scale=p["scale"],
-                            zero_count=p["zeroCount"],
-                            positive=Buckets(p["positive"]["offset"], p["positive"]["bucketCounts"]),
-                            negative=Buckets(p["negative"]["offset"], p["negative"]["bucketCounts"]),
-                            flags=0,
-                            min=p["min"],
-                            max=p["max"],
-                        )
-                    )
+        for attrs, layer, start in self._layers(now, log=True):
+            p = layer.otlp()
+            points.append(
+                ExponentialHistogramDataPoint(
+                    attributes=attrs,
+                    start_time_unix_nano=start,
+                    time_unix_nano=now,
+                    count=p["count"],
+                    sum=p["sum"],
+                    scale=p["scale"],
+                    zero_count=p["zeroCount"],
+                    positive=Buckets(p["positive"]["offset"], p["positive"]["bucketCounts"]),
+                    negative=Buckets(p["negative"]["offset"], p["negative"]["bucketCounts"]),
+                    flags=0,
+                    min=p["min"],
+                    max=p["max"],
+                )
+            )
         if not points:
             return None
         return Metric(
             name="avgpool.activation",
             description="Values of each pooling layer's output over the live window (finite values).",
-            unit="1",
+            unit="",
             data=ExponentialHistogram(points, AggregationTemporality.CUMULATIVE),
         )
 
