@@ -239,10 +239,10 @@ class Otel:
         Parameters
         ----------
         callback : callable
-            Called at each export (on the metric reader's thread, never a request's) and returning
-            ``(model, version, profile)`` for each model: the live window's `Profile`. Layers with
-            no values yet are left out. An exception in it is logged, and that export goes on
-            without the histograms.
+            Called three times at each export (the mean and std gauges, the histograms), on the
+            metric reader's thread, never a request's, and returning ``(model, version, profile)``
+            for each model: the live window's `Profile`. Layers with no values yet are left out.
+            An exception in it is logged, and that export goes on without activation metrics.
         window : float, optional
             The window's length in seconds: a point covers ``[now - window, now]`` (never before
             `setup`). None: the profile holds everything since `setup`.
