@@ -426,6 +426,38 @@ def test_a_request_span_with_decode_model_telemetry_encode_children(start_server
     assert (name, version) == ("tiny", "1") and set(profile.layers) == set(runner.layers)
 
 
+def test_spans_reach_an_otlp_receiver_as_one_tree(start_server, demo_models, monkeypatch):
+    pytest.importorskip("opentelemetry.sdk")
+    pytest.importorskip("opentelemetry.proto")
+    from avgpool.serve import _otel
+    from avgpool.serve._runners import load_runner
+    from tests.serve.otlp_receiver import OTLPReceiver, attributes
+
+    with OTLPReceiver() as receiver:
+        for key in [k for k in os.environ if k.startswith("OTEL_")]:
+            monkeypatch.delenv(key)
+        for key, value in receiver.environ().items():
+            monkeypatch.setenv(key, value)
+        config = ServeConfig(models=[], port=0, sample_every=1, log_level="warning")
+        runner = load_runner(demo_models["base"], name="tiny", version="1")
+        handle = start_server(config, runners=[runner], otel=_otel.setup(set_global=False))
+        assert handle.wait_ready(30)
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        inp = httpclient.InferInput("image", [1, 3, 32, 32], "FP32")
+        inp.set_data_from_numpy(images(1))
+        triton(handle.url).infer("tiny", [inp], headers={"traceparent": traceparent})
+        handle.stop()  # the app's shutdown flushes the spans
+        spans = receiver.wait_for(lambda rx: len(rx.spans()) >= 5 and rx.spans(), 10)
+    by_name = {span.name: span for _, span in spans}
+    request = by_name["POST /v2/models/{model_name}/infer"]
+    assert request.trace_id.hex() == "0af7651916cd43dd8448eb211c80319c"  # the caller's trace
+    assert attributes(request.attributes)["avgpool.model"] == "tiny"
+    assert attributes(request.attributes)["http.response.status_code"] == 200
+    for step in ("decode", "model", "telemetry", "encode"):
+        assert by_name[step].parent_span_id == request.span_id, step
+        assert attributes(by_name[step].attributes)["avgpool.version"] == "1"
+
+
 def test_baselines_go_to_the_models_they_name(tmp_path):
     from avgpool.monitor.profile import Profile
     from avgpool.serve._server import build_state
