@@ -458,6 +458,19 @@ def test_spans_reach_an_otlp_receiver_as_one_tree(start_server, demo_models, mon
         assert attributes(by_name[step].attributes)["avgpool.version"] == "1"
 
 
+@pytest.mark.parametrize(
+    ("versions", "latest"), [(["2", "10", "9"], "10"), (["a", "b2", "b10"], "b2"), (["1", "x"], "x")]
+)
+def test_a_request_without_a_version_reaches_the_highest(versions, latest):
+    from avgpool.serve._app import ModelRepository
+
+    repository = ModelRepository([failing_runner("m", v) for v in versions])
+    assert repository.resolve("m").version == latest
+    assert repository.resolve("m", versions[0]).version == versions[0]
+    with pytest.raises(ValueError, match="model 'm' version '2' is given twice"):
+        ModelRepository([failing_runner("m", "2"), failing_runner("m", "2")])
+
+
 def test_baselines_go_to_the_models_they_name(tmp_path):
     from avgpool.monitor.profile import Profile
     from avgpool.serve._server import build_state
