@@ -355,6 +355,10 @@ def test_bodies_over_the_limit_are_refused_while_streaming_and_after_inflating(s
     bomb = zlib.compress(b"\0" * (limit + 1))  # a few hundred bytes on the wire
     inflated = _raw(server.url, "/v2/models/tiny/infer", bomb, {"Content-Encoding": "deflate"})
     assert inflated.status_code == 413
+    cut = _raw(
+        server.url, "/v2/models/tiny/infer", zlib.compress(b"{}" * 100)[:-6], {"Content-Encoding": "deflate"}
+    )
+    assert cut.status_code == 400 and cut.json()["error"] == "the deflate request body is truncated"
     odd = _raw(server.url, "/v2/models/tiny/infer", b"{}", {"Content-Encoding": "br"})
     assert (
         odd.status_code == 400

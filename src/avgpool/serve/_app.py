@@ -189,6 +189,8 @@ async def _read_body(request: Any, limit: int) -> bytearray:
         raise V2Error(400, f"the {encoding} request body does not decompress: {exc}") from None
     if len(plain) > limit:
         raise too_large
+    if not inflate.eof:
+        raise V2Error(400, f"the {encoding} request body is truncated")
     return bytearray(plain)
 
 
