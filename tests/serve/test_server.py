@@ -113,6 +113,30 @@ def test_two_versions_served_at_once(server, demo_models):
     assert not np.allclose(v1, v2)
 
 
+def test_torch_models_answer_what_they_compute(start_server, tmp_path):
+    import torch
+
+    from avgpool.serve._runners import load_runner
+    from tests.serve import models
+
+    runners = [
+        load_runner("tests.serve.models:tiny_net", name="net", version="1"),
+        load_runner(models.to_pt2(tmp_path / "tiny.pt2"), name="net", version="2", trust=True),
+    ]
+    handle = start_server(ServeConfig(models=[], port=0, log_level="warning"), runners=runners)
+    assert handle.wait_ready(60), handle.state.warmup_errors
+    x = models.images(3)
+    with torch.no_grad():
+        want = models.tiny_net()(torch.from_numpy(x)).numpy()
+    client = triton(handle.url)
+    for version in ("1", "2"):
+        (output,) = client.get_model_metadata("net", version)["outputs"]
+        inp = httpclient.InferInput(runners[0].inputs[0].name, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = client.infer("net", [inp], model_version=version).as_numpy(output["name"])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def _raw(url, path, body, headers=None):
     return httpx.post(f"{url}{path}", content=body, headers=headers or {}, timeout=30)
 
