@@ -372,7 +372,7 @@ def rules(
     _check("error_ratio", error_ratio, 0, 1)
     _check("min_window", min_window, 0)
     s = _Scaler(scale, min_window)
-    note = "" if scale == 1 else f" (Times at {scale:g} of this scale here.)"
+    note = "" if scale == 1 else f" (Windows and durations here are scaled by {scale:g}.)"
     recording = [{"record": name, "expr": s.expr(expr)} for name, expr in _recording()]
     alerts = []
     for a in _alerts(latency_slo_seconds, error_budget, memory_ratio, error_ratio):
