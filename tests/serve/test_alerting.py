@@ -8,7 +8,10 @@ import importlib.util
 import json
 import re
 import shutil
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -458,3 +461,91 @@ def test_committed_deploy_files_are_what_make_deploy_writes(tmp_path):
     assert (tmp_path / "deploy/grafana/avgpool-debug.json").read_text() == files[
         "deploy/grafana/avgpool-debug.json"
     ]
+
+
+ALERTMANAGER_BIN = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _api(url: str, body: list | None = None) -> list:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        text = response.read()
+    return json.loads(text) if text.strip() else []
+
+
+@pytest.mark.skipif(
+    ALERTMANAGER_BIN is None,
+    reason="ALERTMANAGER NOT INSTALLED: inhibition is checked only by structure "
+    "(Debian: apt install prometheus-alertmanager)",
+)
+def test_a_real_alertmanager_inhibits_by_deploy_window_and_page(tmp_path):
+    """Posted alerts: the deploy window mutes its model version's drift ticket, not another
+    version's nor the process-wide memory page; a latency page mutes the latency ticket."""
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(alerting.to_yaml(alerting.alertmanager(1 / 120, webhook_base="http://127.0.0.1:9")))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        ALERTMANAGER_BIN,
+        f"--config.file={config}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/-/ready", timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+                time.sleep(0.1)
+
+        def alert(name, severity, team, signal, **labels):
+            labels = {"alertname": name, "severity": severity, "team": team, "signal": signal, **labels}
+            return {"labels": labels, "annotations": {"runbook_url": "docs/runbooks/x.md"}}
+
+        posted = [
+            alert("AvgpoolDeployWindow", "none", "sre", "deploy", model="m", version="2"),
+            alert("AvgpoolActivationDrift", "ticket", "ml", "drift", model="m", version="2"),
+            alert("AvgpoolActivationDrift", "ticket", "ml", "drift", model="m", version="1"),
+            alert("AvgpoolLatencyP99High", "page", "sre", "latency", model="m", version="1"),
+            alert("AvgpoolLatencyP99Regression", "ticket", "sre", "latency", model="m", version="1"),
+            alert("AvgpoolMemoryNearLimit", "page", "sre", "memory", instance="a:8000"),
+        ]
+        _api(f"{url}/api/v2/alerts", posted)
+        expected = {
+            ("AvgpoolDeployWindow", "2"): False,
+            ("AvgpoolActivationDrift", "2"): True,
+            ("AvgpoolActivationDrift", "1"): False,
+            ("AvgpoolLatencyP99High", "1"): False,
+            ("AvgpoolLatencyP99Regression", "1"): True,
+            ("AvgpoolMemoryNearLimit", ""): False,
+        }
+        deadline = time.monotonic() + 10
+        while True:  # the inhibitor learns of source alerts asynchronously
+            got = {
+                (a["labels"]["alertname"], a["labels"].get("version", "")): bool(a["status"]["inhibitedBy"])
+                for a in _api(f"{url}/api/v2/alerts")
+            }
+            if got == expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert got == expected
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
