@@ -30,7 +30,9 @@ avgpool.serve.alerting.rules(): edit that, not this file.
 severity=page wakes someone; severity=ticket files work for office hours; team routes it
 (ml: model activations, sre: latency, errors, memory, the server). Objective: P99 under 250 ms,
 model-error budget 0.1%. Check: promtool check rules; promtool test rules avgpool-serve-rules.test.yml
-Runbooks: docs/runbooks/"""
+Runbooks: docs/runbooks/
+avgpool-alerts.yml beside this file is for avgpool.monitor's exporters without a server; do not
+load both against one server: their drift alerts would fire twice."""
 
 ALERTMANAGER_HEADER = """\
 Alertmanager configuration for `avgpool serve`. Written by scripts/make_deploy.py from
