@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -549,3 +550,19 @@ def test_a_real_alertmanager_inhibits_by_deploy_window_and_page(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@needs_promtool
+@needs_amtool
+def test_without_pyyaml_the_files_are_json_that_the_tools_read(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml raises ImportError
+    rules_text = alerting.to_yaml(alerting.rules(**FAST), "fast rules")
+    am_text = alerting.to_yaml(alerting.alertmanager(1 / 120), "fast routes")
+    assert rules_text.startswith("# fast rules\n{") and am_text.startswith("# fast routes\n{")
+    assert json.loads(rules_text.split("\n", 1)[1]) == alerting.rules(**FAST)
+    (tmp_path / "r.yml").write_text(rules_text)
+    (tmp_path / "am.yml").write_text(am_text)
+    check = run([PROMTOOL, "check", "rules", str(tmp_path / "r.yml")])
+    assert check.returncode == 0, check.stdout + check.stderr
+    check = run([AMTOOL, "check-config", str(tmp_path / "am.yml")])
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -495,20 +495,27 @@ def alertmanager(
 
 
 def to_yaml(doc: Mapping[str, Any], header: str = "") -> str:
-    """YAML text of a rules or Alertmanager dict (PyYAML), ``header`` as ``#`` comment lines."""
+    """YAML text of a rules or Alertmanager dict, ``header`` as ``#`` comment lines.
+
+    Without PyYAML the body is indented JSON, which is YAML too: Prometheus and Alertmanager read
+    it the same.
+    """
+    lines = [f"# {line}".rstrip() for line in header.strip().splitlines()] if header else []
     try:
         import yaml
-    except ImportError:  # pragma: no cover
-        raise AvgPoolError("writing YAML needs PyYAML: pip install pyyaml") from None
+    except ImportError:
+        import json
 
-    class _Dumper(yaml.SafeDumper):
-        pass
+        body = json.dumps(doc, indent=2) + "\n"
+    else:
 
-    def text(dumper: Any, value: str) -> Any:
-        style = "|" if "\n" in value else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+        class _Dumper(yaml.SafeDumper):
+            pass
 
-    _Dumper.add_representer(str, text)
-    body = yaml.dump(dict(doc), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
-    lines = [f"# {line}".rstrip() for line in header.strip().splitlines()] if header else []
+        def text(dumper: Any, value: str) -> Any:
+            style = "|" if "\n" in value else None
+            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+        _Dumper.add_representer(str, text)
+        body = yaml.dump(dict(doc), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
     return "\n".join([*lines, body]) if lines else body
