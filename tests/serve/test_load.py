@@ -322,6 +322,7 @@ def test_telemetry_cost_measures_every_mode(tiny_onnx):
         assert report.row(batch, "sampling off")["samples"] == 0
         assert report.row(batch, "N=100")["samples"] == 1
         assert report.row(batch, "N=1")["samples"] == 100
+        assert all(r["dropped"] == 0 for r in report.rows)
         for mode in ("N=100", "N=1"):
             row = report.row(batch, mode)
             assert np.isfinite(row["background_us_per_sample"]) and row["background_us_per_sample"] > 0

@@ -13,10 +13,10 @@ server's infer route does it:
 The **request path** is the time a request spends in those calls. The **background** is the
 work the telemetry worker thread does per queued sample (adding the pooling outputs to the live
 profile's statistics): it is measured by profiling the queued samples on the calling thread
-(``Telemetry.flush``) after each block of requests, so it is counted once, on its own, and
-shared by a sampled request's 1/N. Requests run in blocks of 100; the modes take turns block by
-block (so a busy machine slows them alike) and each time per request is the median over blocks
-of a block's mean. An overhead is the median over rounds of a block's difference to the same
+(``Telemetry.flush``) every few samples, off the request path's clock, so it is counted once,
+on its own, and shared by a sampled request's 1/N. Requests run in blocks of 100; the modes take
+turns block by block (so a busy machine slows them alike) and each time per request is the median
+over blocks of a block's mean. An overhead is the median over rounds of a block's difference to the same
 round's ``model only`` block, in microseconds and in % of the model's time.
 """
 
@@ -43,6 +43,8 @@ MODES: tuple[tuple[str, int | None], ...] = (
     ("N=1", 1),
 )
 _BLOCK = 100
+#: Samples queued before they are profiled (the telemetry's queue holds more by default).
+_FLUSH_EVERY = 8
 
 
 @dataclass
@@ -99,7 +101,8 @@ def telemetry_cost(
     -------
     CostReport
         Rows with ``batch``, ``mode``, ``sample_every``, ``request_us`` (request path per
-        request), ``overhead_us`` and ``overhead_pct`` (against ``model only``), ``samples``,
+        request), ``overhead_us`` and ``overhead_pct`` (against ``model only``), ``samples``
+        (profiled), ``dropped`` (sampled but not queued: the queue was full),
         ``background_us_per_sample``, ``background_us`` (per request) and ``total_us`` /
         ``total_pct`` (request-path overhead plus background, per request).
     """
@@ -137,19 +140,16 @@ def _measure(runner: Any, batch: int, blocks: int) -> list[dict[str, Any]]:
     per_request: dict[str, list[float]] = {mode: [] for mode, _ in MODES}
     background = dict.fromkeys(per_request, 0.0)
     samples = dict.fromkeys(per_request, 0)
+    sampled = dict.fromkeys(per_request, 0)
     names = [mode for mode, _ in MODES]
     for block in range(blocks + 1):  # block 0 warms every path up and is not counted
         for mode in names[block % len(names) :] + names[: block % len(names)]:
             gc.collect()
-            seconds = _block(runner, models.get(mode), inputs, batch)
-            spent, done = 0.0, 0
-            if mode in telemetry:
-                start = time.perf_counter()
-                done = telemetry[mode].flush()
-                spent = time.perf_counter() - start
+            seconds, spent, asked, done = _block(runner, models.get(mode), telemetry.get(mode), inputs, batch)
             if block:
                 per_request[mode].append(seconds / _BLOCK)
                 background[mode] += spent
+                sampled[mode] += asked
                 samples[mode] += done
     base = float(np.median(per_request["model only"]))
     rows = []
@@ -169,6 +169,7 @@ def _measure(runner: Any, batch: int, blocks: int) -> list[dict[str, Any]]:
                 "overhead_us": overhead * 1e6,
                 "overhead_pct": 100 * overhead / base,
                 "samples": samples[mode],
+                "dropped": sampled[mode] - samples[mode],
                 "background_us_per_sample": bg_sample * 1e6,
                 "background_us": bg_request * 1e6,
                 "total_us": (overhead + bg_request) * 1e6,
@@ -178,15 +179,21 @@ def _measure(runner: Any, batch: int, blocks: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _block(runner: Any, model: Any, inputs: dict[str, np.ndarray], batch: int) -> float:
-    """Seconds for `_BLOCK` requests as the server's infer route makes them."""
+def _block(
+    runner: Any, model: Any, telemetry: Any, inputs: dict[str, np.ndarray], batch: int
+) -> tuple[float, float, int, int]:
+    """`_BLOCK` requests as the server's infer route makes them: (request-path seconds,
+    background seconds, sampled requests, samples profiled). The queued samples are profiled
+    every `_FLUSH_EVERY` samples, off the request path's clock, so the queue never fills."""
     clock = time.perf_counter
-    start = clock()
-    if model is None:
-        for _ in range(_BLOCK):
-            runner.run(inputs)
-        return clock() - start
+    path = background = 0.0
+    sampled = profiled = 0
     for _ in range(_BLOCK):
+        if model is None:
+            began = clock()
+            runner.run(inputs)
+            path += clock() - began
+            continue
         began = clock()
         sample = model.should_sample()
         before = clock()
@@ -195,7 +202,18 @@ def _block(runner: Any, model: Any, inputs: dict[str, np.ndarray], batch: int) -
         if sample:
             model.observe_pooling(pooled)
         model.observe(request_seconds=clock() - began, model_seconds=after - before, rows=batch)
-    return clock() - start
+        path += clock() - began
+        if sample:
+            sampled += 1
+            if sampled % _FLUSH_EVERY == 0:
+                began = clock()
+                profiled += telemetry.flush()
+                background += clock() - began
+    if telemetry is not None:
+        began = clock()
+        profiled += telemetry.flush()
+        background += clock() - began
+    return path, background, sampled, profiled
 
 
 def _us(value: float) -> str:
@@ -245,4 +263,7 @@ def cost_table(report: CostReport) -> Table:
         "path: should_sample, run, observe_pooling, observe. Background: the telemetry worker's "
         "profiling of a queued sample; total = request path + background / N.",
     ]
+    dropped = sum(r["dropped"] for r in report.rows)
+    if dropped:
+        footer.append(f"{dropped} sampled requests were dropped (the telemetry queue was full)")
     return "avgpool bench telemetry: the cost per request", headers, rows, footer
