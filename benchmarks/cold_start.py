@@ -176,11 +176,17 @@ def _warmup(cache: str) -> float:
     return time.time() - start
 
 
+def _log_new(log: Callable[[str], None], what: str, out: dict, seen: set) -> None:
+    log(f"{what}: {json.dumps({k: v for k, v in out.items() if k not in seen})}")
+    seen.update(out)
+
+
 def measure(
     shape: str = SHAPE, quick: bool = False, serve: bool = True, log: Callable[[str], None] = print
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """One run of every step: {step: {"cold": s, "warm": s}} (the warmup row: "cold" only)."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | None]] = {}
+    seen: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="avgpool-numba-") as cache:
         extra = (shape,) if quick else (shape, "--max")
         cold, warm = _child(_OPS, cache, *extra), _child(_OPS, cache, *extra)
@@ -191,7 +197,7 @@ def measure(
                 "cold": cold["max_pool2d"] - cold["avg_pool2d"],
                 "warm": warm["max_pool2d"] - warm["avg_pool2d"],
             }
-        log(f"ops: {json.dumps(out)}")
+        _log_new(log, "ops", out, seen)
     if quick:
         return out
     with tempfile.TemporaryDirectory(prefix="avgpool-numba-") as cache:
@@ -201,29 +207,32 @@ def measure(
             "cold": cold["forward"],
             "warm": warm["forward"],
         }
-        log(f"nn: {json.dumps(out)}")
+        _log_new(log, "nn", out, seen)
     if serve:
         with tempfile.TemporaryDirectory(prefix="avgpool-numba-") as cache:
             cold_ready = _serve_until_ready(cache)
         with tempfile.TemporaryDirectory(prefix="avgpool-numba-") as cache:
             filled = _warmup(cache)
             warm_ready = _serve_until_ready(cache)
-        out["avgpool warmup (fills the cache)"] = {"cold": filled, "warm": float("nan")}
+        out["avgpool warmup (fills the cache)"] = {"cold": filled, "warm": None}
         out["avgpool serve, start to ready"] = {"cold": cold_ready, "warm": warm_ready}
-        log(f"serve: {json.dumps(out)}")
+        _log_new(log, "serve", out, seen)
     return out
 
 
-def median_of(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+def median_of(runs: list[dict[str, dict[str, float | None]]]) -> dict[str, dict[str, float | None]]:
     return {
-        step: {kind: statistics.median(r[step][kind] for r in runs) for kind in runs[0][step]}
+        step: {
+            kind: None if runs[0][step][kind] is None else statistics.median(r[step][kind] for r in runs)
+            for kind in runs[0][step]
+        }
         for step in runs[0]
     }
 
 
-def table(result: dict[str, dict[str, float]], repeats: int, shape: str) -> Table:
-    def s(v: float) -> str:
-        return "-" if v != v else f"{v:.2f}"
+def table(result: dict[str, dict[str, float | None]], repeats: int, shape: str) -> Table:
+    def s(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
 
     rows = [[step, s(t["cold"]), s(t["warm"])] for step, t in result.items()]
     footer = [
