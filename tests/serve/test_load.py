@@ -147,6 +147,7 @@ def test_sends_rate_times_duration_requests_on_schedule(stub):
     assert len(stub.received) == 50
     assert all(np.array_equal(r["image"], image) for r in stub.received)
     assert result.throughput == pytest.approx(50 / result.elapsed)
+    assert result.dispatch_lags.size == 50 and result.max_dispatch_lag < 1.0
     s = result.summary()
     assert 0 < s["p50"] <= s["p95"] <= s["p99"] <= s["max"] < 3.0
 
