@@ -225,6 +225,8 @@ def test_bad_settings_are_refused(stub):
         run_load(stub.url, "tiny", rate=0, duration=1)
     with pytest.raises(AvgPoolError, match=f"between 1 and {MAX_REQUESTS} requests"):
         run_load(stub.url, "tiny", rate=1000, duration=1000)
+    with pytest.raises(AvgPoolError, match=r"timeout must be in \(0, 600\] seconds, got 1000000.0"):
+        run_load(stub.url, "tiny", rate=1, duration=1, timeout=1e6)
     with pytest.raises(AvgPoolError, match="url must be http"):
         run_load("ftp://127.0.0.1/", "tiny", rate=1, duration=1)
 

@@ -15,7 +15,8 @@ needed (the ``serve`` extra has it).
 
 A load test is easy to aim at the wrong host, so `run_load` refuses any URL whose host is not
 loopback unless ``allow_remote=True`` (``--allow-remote``), and it is bounded: at most
-`MAX_REQUESTS` requests and `MAX_DURATION` seconds, however it is called.
+`MAX_REQUESTS` requests, scheduled over at most `MAX_DURATION` seconds, each given at most
+`MAX_TIMEOUT` seconds, however it is called.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from avgpool._tables import Table
 __all__ = [
     "MAX_DURATION",
     "MAX_REQUESTS",
+    "MAX_TIMEOUT",
     "LoadResult",
     "check_loopback",
     "fetch_metadata",
@@ -48,9 +50,11 @@ __all__ = [
     "v2_datatype",
 ]
 
-#: The most requests one run sends, and the longest it schedules them for (seconds).
+#: The most requests one run sends, the longest it schedules them for and the longest one request
+#: may take (seconds): a run ends within MAX_DURATION + MAX_TIMEOUT + 1 s.
 MAX_REQUESTS = 100_000
 MAX_DURATION = 3600.0
+MAX_TIMEOUT = 600.0
 
 #: A generator that sends 1% of its requests this late (seconds) behind their schedule is itself
 #: a bottleneck; the table says so, since the figures then describe the client, not the server.
@@ -347,8 +351,8 @@ def run_load(
     concurrency_limit
         Requests in flight at most (and the HTTP connection pool's size).
     timeout
-        Seconds for one request; once the schedule ends, requests still open after this long
-        are cancelled (counted as ``"cancelled"``).
+        Seconds for one request (at most `MAX_TIMEOUT`); once the schedule ends, requests
+        still open after this long are cancelled (counted as ``"cancelled"``).
     seed
         Seeds the random inputs.
 
@@ -376,8 +380,8 @@ def run_load(
         )
     if int(concurrency_limit) < 1:
         raise AvgPoolError(f"concurrency_limit must be >= 1, got {concurrency_limit}")
-    if not (np.isfinite(timeout) and timeout > 0):
-        raise AvgPoolError(f"timeout must be > 0 seconds, got {timeout}")
+    if not (np.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise AvgPoolError(f"timeout must be in (0, {MAX_TIMEOUT:g}] seconds, got {timeout}")
     metadata = fetch_metadata(base, model, version, timeout=timeout)
     arrays = dict(inputs) if inputs is not None else inputs_from_metadata(metadata, seed=seed)
     body, header_length = request_body(arrays, binary=binary)
