@@ -20,7 +20,8 @@ moment the subprocess is started (interpreter start-up included) to the result:
 - ``avgpool serve``: ``python -m avgpool serve cold_start:serve_model`` until
   ``/v2/health/ready`` answers 200 (the server compiles the model's kernels before it is ready);
   "warm" is a new cache directory filled by ``avgpool warmup cold_start:serve_model`` first,
-  as an image build would (that command's own time is a row too).
+  as an image build would (that command's own time is a row too), and the server's own
+  ``avgpool_model_startup_seconds`` (the model's load and warm-up) beside it.
 
 Each figure is the median over ``--repeats`` runs.
 """
@@ -130,8 +131,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve_until_ready(cache: str, timeout: float = 600.0) -> float:
-    """Seconds from starting ``avgpool serve`` to its first 200 on /v2/health/ready."""
+def _serve_until_ready(cache: str, timeout: float = 600.0) -> tuple[float, float | None]:
+    """Seconds from starting ``avgpool serve`` to its first 200 on /v2/health/ready, and the
+    model's load and warm-up time as the server exports it (``avgpool_model_startup_seconds``)."""
     port = _free_port()
     cmd = [sys.executable, "-m", "avgpool", "serve", SPEC, "--port", str(port)]
     log = tempfile.TemporaryFile()
@@ -147,7 +149,7 @@ def _serve_until_ready(cache: str, timeout: float = 600.0) -> float:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
                     if r.status == 200:
-                        return time.time() - start
+                        return time.time() - start, _startup_gauge(port)
             except OSError:
                 pass
             time.sleep(0.05)
@@ -160,6 +162,14 @@ def _serve_until_ready(cache: str, timeout: float = 600.0) -> float:
             server.kill()
             server.wait()
         log.close()
+
+
+def _startup_gauge(port: int) -> float | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("avgpool_model_startup_seconds{"):
+                return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def _warmup(cache: str) -> float:
@@ -210,12 +220,13 @@ def measure(
         _log_new(log, "nn", out, seen)
     if serve:
         with tempfile.TemporaryDirectory(prefix="avgpool-numba-") as cache:
-            cold_ready = _serve_until_ready(cache)
+            cold_ready, cold_own = _serve_until_ready(cache)
         with tempfile.TemporaryDirectory(prefix="avgpool-numba-") as cache:
             filled = _warmup(cache)
-            warm_ready = _serve_until_ready(cache)
+            warm_ready, warm_own = _serve_until_ready(cache)
         out["avgpool warmup (fills the cache)"] = {"cold": filled, "warm": None}
         out["avgpool serve, start to ready"] = {"cold": cold_ready, "warm": warm_ready}
+        out["  of which model load + warm-up"] = {"cold": cold_own, "warm": warm_own}
         _log_new(log, "serve", out, seen)
     return out
 
@@ -223,7 +234,9 @@ def measure(
 def median_of(runs: list[dict[str, dict[str, float | None]]]) -> dict[str, dict[str, float | None]]:
     return {
         step: {
-            kind: None if runs[0][step][kind] is None else statistics.median(r[step][kind] for r in runs)
+            kind: None
+            if any(r[step][kind] is None for r in runs)
+            else statistics.median(r[step][kind] for r in runs)
             for kind in runs[0][step]
         }
         for step in runs[0]
