@@ -12,6 +12,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -85,9 +86,11 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, *, every: fl
 
 class _Process:
     """A binary on 127.0.0.1:``port`` with a temporary directory, its output in a log file there,
-    ready once ``GET /-/ready`` answers 200."""
+    ready once ``GET <ready_path>`` answers 200."""
 
     name = "process"
+    ready_path = "/-/ready"
+    ready_timeout = READY_TIMEOUT
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -100,6 +103,9 @@ class _Process:
 
     def argv(self) -> list[str]:
         raise NotImplementedError
+
+    def popen_kwargs(self) -> dict:
+        return {}
 
     def __enter__(self):
         try:
@@ -118,20 +124,26 @@ class _Process:
     def start(self) -> None:
         self._log_file = open(self.log, "wb")
         self._proc = subprocess.Popen(
-            self.argv(), cwd=self.dir, stdout=self._log_file, stderr=subprocess.STDOUT
+            self.argv(),
+            cwd=self.dir,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            **self.popen_kwargs(),
         )
-        deadline = time.monotonic() + READY_TIMEOUT
+        deadline = time.monotonic() + self.ready_timeout
         while True:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self._proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                with urllib.request.urlopen(f"{self.url}{self.ready_path}", timeout=2) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() >= deadline:
-                raise RuntimeError(f"{self.name} not ready within {READY_TIMEOUT:g} s:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} not ready within {self.ready_timeout:g} s:\n{self.log_tail()}"
+                )
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -297,6 +309,37 @@ class Alertmanager(_Process):
 
     def alerts(self) -> list[dict]:
         return http_json(f"{self.url}/api/v2/alerts")
+
+
+class AvgpoolServe(_Process):
+    """``avgpool serve`` in a subprocess (``python -m avgpool serve <args>``) on 127.0.0.1, ready
+    once ``/v2/health/ready`` answers 200 (every model warmed up, Numba's kernels compiled)."""
+
+    name = "avgpool-serve"
+    ready_path = "/v2/health/ready"
+    ready_timeout = 180.0  # a cold Numba cache compiles the telemetry's kernels first
+
+    def __init__(self, *args: str, python: str = sys.executable, env: Mapping | None = None):
+        super().__init__()
+        self.args = list(args)
+        self.python = python
+        self.env = None if env is None else dict(env)
+
+    def argv(self) -> list[str]:
+        return [
+            self.python,
+            "-m",
+            "avgpool",
+            "serve",
+            *self.args,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+
+    def popen_kwargs(self) -> dict:
+        return {} if self.env is None else {"env": self.env}
 
 
 @dataclass(frozen=True)
