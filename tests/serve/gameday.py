@@ -84,6 +84,10 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, *, every: fl
         time.sleep(every)
 
 
+class _PortTaken(Exception):
+    pass
+
+
 class _Process:
     """A binary on 127.0.0.1:``port`` with a temporary directory, its output in a log file there,
     ready once ``GET <ready_path>`` answers 200."""
@@ -108,12 +112,21 @@ class _Process:
         return {}
 
     def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for _attempt in range(3):
+            try:
+                self.start()
+                return self
+            except _PortTaken:
+                # another process took the probed port before the binary bound it
+                self.stop()
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+            except BaseException:
+                self.stop()
+                self._tmp.cleanup()
+                raise
+        self._tmp.cleanup()
+        raise RuntimeError(f"{self.name}: three probed ports were taken before it bound one")
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.stop()
@@ -133,6 +146,8 @@ class _Process:
         deadline = time.monotonic() + self.ready_timeout
         while True:
             if self._proc.poll() is not None:
+                if "address already in use" in self.log_tail().lower():
+                    raise _PortTaken
                 raise RuntimeError(f"{self.name} exited with {self._proc.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}{self.ready_path}", timeout=2) as response:

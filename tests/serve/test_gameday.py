@@ -109,6 +109,24 @@ def test_harness_fires_routes_and_resolves_a_trivial_alert():
     print(f"harness: fired after {fired - start:.1f} s, resolved {resolved - fired:.1f} s later")
 
 
+@needs_binaries
+def test_harness_moves_off_a_port_taken_after_the_probe(monkeypatch):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])
+        real = gameday.free_port
+        monkeypatch.setattr(gameday, "free_port", lambda: next(ports, None) or real())
+        am = gameday.Alertmanager(routed_config("http://127.0.0.1:9", {"ml": "/ml"}))
+        assert am.port == taken.getsockname()[1]
+        with am:
+            assert am.port != taken.getsockname()[1]
+            assert gameday.http_json(f"{am.url}/api/v2/status")["cluster"]["status"] == "disabled"
+        assert not am.dir.exists()
+
+
 # --- the game day -------------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[2]
