@@ -181,7 +181,8 @@ class Traffic:
         self._thread.join(10)
 
     def summary(self) -> str:
-        return f"{self.ok} requests answered, {len(self.errors)} failed"
+        first = f", the first: {self.errors[0]}" if self.errors else ""
+        return f"{self.ok} requests answered, {len(self.errors)} failed{first}"
 
     def _run(self) -> None:
         import tritonclient.http as httpclient
