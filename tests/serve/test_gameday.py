@@ -137,6 +137,11 @@ RATE = 20.0
 BATCH = 2
 #: the fault: every infer sleeps this long, far over the P99 objective
 FAULT_MS = 400
+DRIFT = "AvgpoolActivationDrift"
+P99 = "AvgpoolLatencyP99High"
+#: webhook paths: Alertmanager's receivers post to /<receiver name>
+ML_TICKETS = "/ml-engineers"
+SRE_PAGES = "/sre-page"
 
 
 def _serving_pieces() -> str | None:
@@ -213,34 +218,41 @@ def _post(url: str, body: dict) -> None:
     assert answer is None or "error" not in answer, answer
 
 
+#: the alert rules' and Alertmanager's time scale: 10 minutes become 5 seconds
+SCALE = 1 / 120
+#: scrape and evaluation interval (seconds); rate windows span at least four of them
+INTERVAL = 1
+
+
 def _rules() -> list[dict]:
     from avgpool.serve import alerting
 
-    rules = alerting.rules(scale="small")
-    return rules if isinstance(rules, list) else [rules]
+    return [alerting.rules(SCALE, min_window=4 * INTERVAL)]
 
 
 def _alertmanager_config(webhook: str) -> dict:
+    """Alertmanager's configuration with each receiver posting to ``webhook``/<receiver>:
+    /ml-engineers (ML tickets), /ml-engineers-page, /sre (SRE tickets), /sre-page."""
     from avgpool.serve import alerting
 
-    return alerting.alertmanager(ml_url=f"{webhook}/ml", sre_url=f"{webhook}/sre", scale="small")
+    return alerting.alertmanager(SCALE, webhook_base=webhook)
 
 
-def _routed(*, path: str, status: str, team: str, severity: str, keyword: str, after: float = 0):
-    """A webhook predicate: the notification came to ``path`` at or after ``after`` and holds an
-    alert with ``status`` and the labels the route promises (its name contains ``keyword``);
-    it returns that alert."""
+def _routed(*, path: str, status: str, name: str, team: str, severity: str, after: float = 0):
+    """A webhook predicate: the notification came to ``path`` (the receiver of that name) at or
+    after ``after`` and holds the alert ``name`` with ``status`` and the labels its route
+    promises; it returns that alert."""
 
     def match(note):
-        if note.path != path or note.at < after:
+        if note.path != path or note.at < after or note.payload.get("receiver") != path[1:]:
             return None
         for alert in note.alerts:
             labels = alert.get("labels", {})
             if (
                 alert.get("status") == status
+                and labels.get("alertname") == name
                 and labels.get("team") == team
                 and labels.get("severity") == severity
-                and keyword.lower() in labels.get("alertname", "").lower()
             ):
                 return alert
         return None
@@ -347,18 +359,23 @@ def _normal_phase(prom, hook, traffic) -> None:
     assert traffic.errors == [], traffic.errors[:3]
 
 
+def _check_runbook(alert: dict, name: str) -> None:
+    """The alert links the runbook ``docs/runbooks/<name>.md``, and that page exists."""
+    url = alert["annotations"]["runbook_url"]
+    assert url.endswith(f"runbooks/{name}.md"), url
+    assert (ROOT / "docs" / "runbooks" / f"{name}.md").is_file(), url
+
+
 def _drift_phase(prom, hook, traffic) -> None:
     """Shifted inputs (x * 4 + 3) move every pooling layer: the drift ticket reaches the ML
     route with its runbook link, and nothing reaches SRE."""
     start = time.monotonic()
     traffic.transform = lambda x: x * 4 + 3
-    ticket = _routed(path="/ml", status="firing", team="ml", severity="ticket", keyword="drift")
-    alert = ticket(hook.wait_for(ticket, 60, "drift ticket at /ml"))
+    ticket = _routed(path=ML_TICKETS, status="firing", name=DRIFT, team="ml", severity="ticket")
+    alert = ticket(hook.wait_for(ticket, 60, f"drift ticket at {ML_TICKETS}"))
     assert alert["labels"]["model"] == MODEL and alert["labels"]["version"] == VERSION, alert
-    runbook = alert["annotations"]["runbook_url"]
-    assert "runbooks/" in runbook and runbook.endswith(".md"), runbook
-    assert (ROOT / "docs" / "runbooks" / runbook.rsplit("/", 1)[1]).is_file(), runbook
-    assert not [n for n in hook.since(start) if n.path == "/sre"], hook.since(start)
+    _check_runbook(alert, "drift-triage")
+    assert {n.path for n in hook.since(start)} == {ML_TICKETS}, hook.since(start)
 
 
 def _latency_phase(server, prom, hook, traffic) -> None:
@@ -372,10 +389,12 @@ def _latency_phase(server, prom, hook, traffic) -> None:
         10,
         "the fault visible in Prometheus",
     )
-    page = _routed(path="/sre", status="firing", team="sre", severity="page", keyword="latency")
-    alert = page(hook.wait_for(page, 60, "P99 page at /sre"))
-    assert alert["labels"]["model"] == MODEL, alert
-    assert "runbooks/" in alert["annotations"]["runbook_url"], alert
+    start = time.monotonic()
+    page = _routed(path=SRE_PAGES, status="firing", name=P99, team="sre", severity="page")
+    alert = page(hook.wait_for(page, 60, f"P99 page at {SRE_PAGES}"))
+    assert alert["labels"]["model"] == MODEL and alert["labels"]["version"] == VERSION, alert
+    _check_runbook(alert, "high-latency")
+    assert {n.path for n in hook.since(start)} == {SRE_PAGES}, hook.since(start)
 
 
 def _recovery_phase(server, prom, hook, traffic) -> None:
@@ -383,12 +402,10 @@ def _recovery_phase(server, prom, hook, traffic) -> None:
     start = time.monotonic()
     _post(f"{server.url}/admin/faults", {"model": MODEL, "version": VERSION, "latency_ms": 0})
     traffic.transform = lambda x: x
-    for path, team, severity, keyword in (
-        ("/sre", "sre", "page", "latency"),
-        ("/ml", "ml", "ticket", "drift"),
+    for path, name, team, severity in (
+        (SRE_PAGES, P99, "sre", "page"),
+        (ML_TICKETS, DRIFT, "ml", "ticket"),
     ):
-        resolved = _routed(
-            path=path, status="resolved", team=team, severity=severity, keyword=keyword, after=start
-        )
-        hook.wait_for(resolved, 60, f"{keyword} resolved at {path}")
+        resolved = _routed(path=path, status="resolved", name=name, team=team, severity=severity, after=start)
+        hook.wait_for(resolved, 60, f"{name} resolved at {path}")
     gameday.wait_until(lambda: not prom.firing(), 20, "no alert firing in Prometheus")
