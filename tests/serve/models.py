@@ -59,8 +59,9 @@ def images(n: int = 2, seed: int = 0, shift: float = 0.0) -> np.ndarray:
     return (rng.standard_normal((n, *SHAPE[1:])) + shift).astype(np.float32)
 
 
-def to_onnx(path: Path, model: nn.Module | None = None) -> str:
+def to_onnx(path: Path, model: nn.Module | None = None, *, free_spatial: bool = False) -> str:
     model = model or tiny_net()
+    axes = {0: "batch", 2: "height", 3: "width"} if free_spatial else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, fast here
         torch.onnx.export(
@@ -70,7 +71,7 @@ def to_onnx(path: Path, model: nn.Module | None = None) -> str:
             dynamo=False,
             input_names=["image"],
             output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes={"image": axes, "logits": {0: "batch"}},
         )
     return str(path)
 
@@ -113,3 +114,36 @@ def failing_net() -> TinyNet:
     """Raises on inputs above 100."""
     torch.manual_seed(0)
     return _Failing().eval()
+
+
+class FunctionalNet(nn.Module):
+    """A functional max pool (no module to hook) and an LPPool2d (several ops once exported)."""
+
+    example_input_shape = SHAPE
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.lp = nn.LPPool2d(2, 2)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.conv(x), 2)
+        return self.lp(x.abs()).mean(dim=(2, 3))
+
+
+def functional_net() -> FunctionalNet:
+    torch.manual_seed(0)
+    return FunctionalNet().eval()
+
+
+class InplaceNet(TinyNet):
+    """An in-place ReLU right after a pooling layer."""
+
+    def forward(self, x):
+        x = self.pool1(self.stem(x))
+        return self.fc(torch.flatten(self.gap(F.relu(x, inplace=True)), 1))
+
+
+def inplace_net() -> TinyNet:
+    torch.manual_seed(0)
+    return InplaceNet().eval()

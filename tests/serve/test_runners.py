@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+F = torch.nn.functional
 pytest.importorskip("onnxruntime")
 
 from avgpool._errors import AvgPoolError  # noqa: E402
@@ -202,3 +203,93 @@ def test_datatypes():
     assert datatype_of(torch.int8) == "INT8" and datatype_of(torch.bool) == "BOOL"
     with pytest.raises(TypeError, match="complex64"):
         datatype_of(np.dtype("complex64"))
+
+
+def test_exported_program_taps_functional_ops_and_whole_modules(tmp_path):
+    """A .pt2 keeps no modules to hook: the interpreter reads a functional pooling op (and a
+    global mean) at its node and a module exported as several ops (LPPool2d: pow, avg_pool2d,
+    ...) at its last node."""
+    model = models.functional_net()
+    runner = load_runner(models.to_pt2(tmp_path / "f.pt2", model), trust=True)
+    assert runner.layers == ("max_pool2d", "lp", "mean")
+    x = models.images(2)
+    with torch.no_grad():
+        pooled = F.max_pool2d(model.conv(torch.from_numpy(x)), 2)
+        want_lp = model.lp(pooled.abs())
+    outputs, pooling = runner.run({"x": x}, sample=True)
+    np.testing.assert_allclose(pooling["max_pool2d"], pooled.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(pooling["lp"], want_lp.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooling["mean"], outputs["output"])
+    np.testing.assert_allclose(outputs["output"], want_lp.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    # the same model as a module: the functional call has no module to hook, and says so
+    module = load_runner("tests.serve.models:functional_net")
+    assert module.layers == ("lp",)
+    assert "functional call with no module to hook" in module.telemetry_note
+
+
+def test_exported_avgpool_ops_match_the_module(tmp_path):
+    runner = load_runner(models.to_pt2(tmp_path / "a.pt2", models.tiny_avgpool_net()), trust=True)
+    eager = load_runner("tests.serve.models:tiny_avgpool_net")
+    assert runner.warmup() > 0
+    x = {"x": models.images(2)}
+    (outputs, pooling), (want, want_pooling) = runner.run(x, sample=True), eager.run(x, sample=True)
+    np.testing.assert_allclose(outputs["output"], want["output"], rtol=1e-6)
+    assert set(pooling) == set(want_pooling) == {"pool1", "pool2", "gap"}
+    for name in pooling:
+        np.testing.assert_allclose(pooling[name], want_pooling[name], rtol=1e-6)
+
+
+def test_pooling_outputs_are_copies_an_inplace_op_cannot_change():
+    runner = load_runner("tests.serve.models:inplace_net")
+    x = models.images(2)
+    _, pooling = runner.run({"x": x}, sample=True)
+    model = models.inplace_net()
+    with torch.no_grad():
+        want = model.pool1(model.stem(torch.from_numpy(x))).numpy()
+    assert (want < 0).any()  # the ReLU after it would have zeroed these
+    np.testing.assert_allclose(pooling["pool1"], want, rtol=1e-6)
+
+
+def test_onnx_free_spatial_axes_need_shapes_for_telemetry(tmp_path):
+    source = models.to_onnx(tmp_path / "free.onnx", free_spatial=True)
+    bare = load_runner(source)
+    assert bare.inputs[0].shape == (-1, 3, -1, -1)
+    assert bare.layers == () and "pass --input-shape" in bare.telemetry_note
+    runner = load_runner(source, input_shapes={"image": (1, 3, 16, 16)})
+    assert len(runner.layers) == 3 and runner.telemetry_note is None
+    assert runner.example_inputs(2)["image"].shape == (2, 3, 16, 16)
+    outputs, pooling = runner.run({"image": models.images(1)}, sample=True)
+    np.testing.assert_allclose(outputs["logits"], _reference(models.images(1))[0], rtol=1e-5, atol=1e-6)
+    assert {v.shape for v in pooling.values()} == {(1, 8, 8, 8), (1, 8, 4, 4), (1, 8, 1, 1)}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compile_applies_to_exported_programs_and_is_refused_elsewhere(files):
+    runner = load_runner(files["exported"], trust=True, compile=True)
+    x = {"x": models.images(2)}
+    want, _ = _reference(x["x"])
+    (plain, none), (sampled, pooling) = runner.run(x), runner.run(x, sample=True)
+    assert none == {} and set(pooling) == {"pool1", "pool2", "gap"}
+    np.testing.assert_allclose(plain["output"], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sampled["output"], want, rtol=1e-5, atol=1e-6)
+    for kind, what in (("onnx", "an ONNX model"), ("torchscript", "TorchScript")):
+        with pytest.raises(AvgPoolError, match=f"applies to nn.Module and .pt2 models; .* is {what}"):
+            load_runner(files[kind], input_shapes={"": models.SHAPE}, compile=True)
+
+
+def test_trusted_pickle_serves_as_a_module(tmp_path):
+    path = tmp_path / "whole.pt"
+    torch.save(models.tiny_net(), path)
+    with pytest.raises(AvgPoolError, match="pass --trust-file"):
+        load_runner(str(path))
+    runner = load_runner(str(path), trust=True)
+    assert (runner.name, runner.platform, runner.layers) == (
+        "whole",
+        "pytorch_module",
+        ("pool1", "pool2", "gap"),
+    )
+    assert runner.size_bytes == path.stat().st_size
+    x = models.images(2)
+    outputs, pooling = runner.run({"x": x}, sample=True)
+    np.testing.assert_allclose(outputs["output"], _reference(x)[0], rtol=1e-6)
+    assert {k: v.shape for k, v in pooling.items()} == POOLS

@@ -205,6 +205,28 @@ def test_full_queue_drops_and_counts():
     fams = families(telemetry)
     assert value(fams, "avgpool_telemetry_dropped_total", model="tiny") == 3
     assert value(fams, "avgpool_telemetry_sampled_requests_total", model="tiny") == 2
+    # a byte budget: one sample (1.5 KiB of arrays) always fits, a second would pass 2 KiB
+    telemetry = Telemetry(sample_every=1, queue_bytes=2048)
+    model = telemetry.add_model(fake_runner())
+    assert sum(v.nbytes for v in batch(0, n=4).values()) == 2 * 4 * 3 * 16 * 4
+    for seed in range(3):
+        model.observe_pooling(batch(seed, n=4))
+    assert telemetry.flush() == 1
+    model.observe_pooling(batch(9, n=4))  # room again once profiled
+    assert telemetry.flush() == 1
+    assert value(families(telemetry), "avgpool_telemetry_dropped_total", model="tiny") == 2
+
+
+def test_a_given_registry_gets_the_avgpool_metrics_only():
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # as the global registry has it
+    telemetry = Telemetry(registry=registry)  # no second process_* collector: no clash
+    telemetry.add_model(fake_runner())
+    fams = families(telemetry)
+    assert "process_resident_memory_bytes" in fams and "python_info" not in fams
+    assert value(fams, "avgpool_model_size_bytes", model="tiny") == 4746
 
 
 def test_threads_profile_and_rotate_on_their_own():
@@ -290,3 +312,71 @@ def test_workers_sharing_a_directory_answer_for_all(tmp_path):
     assert count == 8 * 48  # both workers' windows merged
     assert value(fams, "avgpool_activation_values_total", layer="pool1") == 8 * 48
     assert pids == 3
+
+
+@pytest.mark.parametrize("kind", ["onnx", "module"])
+def test_served_layers_match_a_profile_from_avgpool_profile(kind, tmp_path):
+    """A baseline written by `avgpool profile` (profile_model) judges the served model's layers:
+    same names, verdict ok on the same data, fail on shifted data."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from avgpool.monitor.collectors import profile_model
+    from avgpool.serve._runners import load_runner
+    from tests.serve import models
+
+    source = models.to_onnx(tmp_path / "tiny.onnx") if kind == "onnx" else "tests.serve.models:tiny_net"
+    runner = load_runner(source)
+    name = runner.inputs[0].name
+    baseline = profile_model(source, [{name: models.images(16, seed)} for seed in range(4)])
+    clock = Clock()
+    telemetry = Telemetry(sample_every=1, interval=10, window=10, clock=clock)
+    model = telemetry.add_model(runner, baseline=baseline)
+    verdicts = []
+    for shift in (0.0, 3.0):
+        for seed in range(10, 14):
+            assert model.should_sample()
+            _, pooling = runner.run({name: models.images(16, seed, shift)}, sample=True)
+            model.observe_pooling(pooling)
+        clock.now += 10
+        telemetry.tick()
+        report = model.drift()
+        assert not report.missing and not report.added
+        assert [d.candidate_name for d in report.layers] == list(runner.layers)
+        verdicts.append(report.verdict)
+    assert verdicts == ["ok", "fail"]
+
+
+def test_windows_merge_across_telemetries_sharing_a_directory(tmp_path, monkeypatch):
+    """Two telemetries of one process (as two workers): each answers with both windows; a window
+    of other weights, and the file of a dead process, are left out."""
+    import os
+    import subprocess
+    import sys
+
+    from prometheus_client import values
+
+    # multiprocess mode is process-wide: put it back as it was after this test
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    a, b = (Telemetry(sample_every=1, multiproc_dir=str(tmp_path)) for _ in range(2))
+    ma, mb = a.add_model(fake_runner()), b.add_model(fake_runner())
+    for seed in range(2):
+        ma.observe_pooling(batch(seed, n=1))
+    for seed in range(3):
+        mb.observe_pooling(batch(10 + seed, n=1))
+    a.tick()
+    b.tick()
+    assert ma.live_profile()["pool1"].count.sum() == mb.live_profile()["pool1"].count.sum() == 5 * 48
+    other = Profile(model={"sha256": "cd" * 32})
+    other.update_many(batch(99, n=7))
+    other.save(tmp_path / f"window-{os.getpid()}-otherbuild-tiny%3A1.avgprof")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f"window-{int(dead.stdout)}-gone-tiny%3A1.avgprof"
+    Profile(model={"sha256": "ab" * 32}).save(stale)
+    assert ma.live_profile()["pool1"].count.sum() == 5 * 48
+    assert not stale.exists()
+    a.stop()
+    assert mb.live_profile()["pool1"].count.sum() == 3 * 48  # a's window went with it
+    b.stop()

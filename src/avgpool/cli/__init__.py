@@ -1,8 +1,9 @@
 """The ``avgpool`` command: thin argument parsing and rendering over the library's tools.
 
 Each subcommand lives in its own module (``_shape``, ``_inspect``, ``_diff``, ``_verify``,
-``_profile``, ``_merge``, ``_drift``, ``_bench``, ``_study``) with an ``add_commands(subparsers)``; what they
-share is in ``_common``. This module only assembles the parser and maps exceptions to exit codes.
+``_profile``, ``_merge``, ``_drift``, ``_bench``, ``_study``, ``_serve``) with an
+``add_commands(subparsers)``; what they share is in ``_common``. This module only assembles the
+parser and maps exceptions to exit codes.
 
 Exit codes: 0 done (clean), 1 findings at or above ``--fail-on`` / disallowed diff changes / verify
 failures, 2 bad arguments or input (one clear message on stderr, no traceback), 3 an unexpected
@@ -22,11 +23,11 @@ import traceback
 from collections.abc import Sequence
 
 from avgpool._errors import AvgPoolError
-from avgpool.cli import _bench, _diff, _drift, _inspect, _merge, _profile, _shape, _study, _verify
+from avgpool.cli import _bench, _diff, _drift, _inspect, _merge, _profile, _serve, _shape, _study, _verify
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = (_shape, _inspect, _diff, _verify, _profile, _merge, _drift, _bench, _study)
+_SUBCOMMANDS = (_shape, _inspect, _diff, _verify, _profile, _merge, _drift, _bench, _study, _serve)
 
 _EXIT_CODES = """exit codes:
   0    done

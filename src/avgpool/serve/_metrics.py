@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from avgpool.serve._telemetry import Telemetry
+from typing import Any
 
 __all__ = ["ERROR_KINDS", "HISTOGRAM_EDGES", "METRICS", "Collector", "make_metrics", "memory_limit"]
 
@@ -143,7 +140,7 @@ def _histogram_buckets(layer: Any) -> list[tuple[str, float]]:
 class Collector:
     """Gauges and the activation families, computed from state at each scrape."""
 
-    def __init__(self, owner: Telemetry) -> None:
+    def __init__(self, owner: Any) -> None:  # a Telemetry (which imports this module)
         self.owner = owner
 
     def describe(self) -> list[Any]:

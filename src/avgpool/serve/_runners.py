@@ -10,10 +10,11 @@ Every request is one model run, sampled or not:
   pooling modules, registered only for the duration of a sampled run and recording only that
   run's thread. With ``compile=True`` unsampled runs call ``torch.compile``'s module; compiled
   graphs skip Python hooks, so sampled runs call the eager module (same weights) with hooks.
-* ExportedProgram (``.pt2``): unsampled runs call ``program.module()``; sampled runs go
-  through a ``torch.fx.Interpreter`` that keeps the outputs of the pooling nodes (aten pooling
-  ops and avgpool's own ``torch.ops.avgpool`` ops; a pooling module such as ``nn.LPPool2d``,
-  exported as several ops, is read at its last node).
+* ExportedProgram (``.pt2``): unsampled runs call ``program.module()`` (compiled with
+  ``compile=True``); sampled runs go through a ``torch.fx.Interpreter`` that keeps the outputs
+  of the pooling nodes (aten pooling ops, global means and maxima over the spatial axes, and
+  avgpool's own ``torch.ops.avgpool`` ops; a pooling module such as ``nn.LPPool2d``, exported
+  as several ops, is read at its last node).
 * TorchScript: a loaded script module takes no Python hooks and hides its graph's Python
   modules, so its pooling outputs are not read: sampled runs return none and the runner says
   so in ``telemetry_note`` (export the model to ONNX to serve it with pooling telemetry).
@@ -48,31 +49,12 @@ PLATFORMS = {
     "module": "pytorch_module",
 }
 
-#: Open Inference Protocol datatype by NumPy dtype.
-_OIP = {
-    np.dtype(np.float32): "FP32",
-    np.dtype(np.float64): "FP64",
-    np.dtype(np.float16): "FP16",
-    np.dtype(np.int64): "INT64",
-    np.dtype(np.int32): "INT32",
-    np.dtype(np.int16): "INT16",
-    np.dtype(np.int8): "INT8",
-    np.dtype(np.uint8): "UINT8",
-    np.dtype(np.bool_): "BOOL",
-}
+#: Open Inference Protocol datatype by NumPy dtype, and by ONNX Runtime's type name.
+_NAMES = ("FP32", "FP64", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT8", "BOOL")
+_OIP = dict(zip(map(np.dtype, "f4 f8 f2 i8 i4 i2 i1 u1 ?".split()), _NAMES))
 _NUMPY = {v: k for k, v in _OIP.items()}
-_ORT = {
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(float16)": "FP16",
-    "tensor(int64)": "INT64",
-    "tensor(int32)": "INT32",
-    "tensor(int16)": "INT16",
-    "tensor(int8)": "INT8",
-    "tensor(uint8)": "UINT8",
-    "tensor(bool)": "BOOL",
-    "tensor(string)": "BYTES",
-}
+_ORT_NAMES = "float double float16 int64 int32 int16 int8 uint8 bool string".split()
+_ORT = {f"tensor({t})": n for t, n in zip(_ORT_NAMES, (*_NAMES, "BYTES"))}
 #: aten ops (without overload, leading underscores stripped) whose output is a pooling layer's.
 _ATEN_POOLING = frozenset(
     f"{op}{d}d{suffix}"
@@ -148,7 +130,6 @@ class Runner:
         sha256: str,
         plain: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
         sampled: Callable[[dict[str, np.ndarray]], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
-        close: Callable[[], None] | None = None,
         telemetry_note: str | None = None,
         example_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
@@ -157,7 +138,7 @@ class Runner:
         self.layers = tuple(layers)
         self.size_bytes, self.sha256 = int(size_bytes), sha256
         self.telemetry_note = telemetry_note
-        self._plain, self._sampled, self._close = plain, sampled, close
+        self._plain, self._sampled = plain, sampled
         self._example_shapes = {k: tuple(int(n) for n in v) for k, v in (example_shapes or {}).items()}
 
     def __repr__(self) -> str:
@@ -257,17 +238,12 @@ class Runner:
         return time.perf_counter() - start
 
     def close(self) -> None:
-        """Release the model (a session, a module)."""
-        if self._close is not None:
-            self._close()
-        self._plain = self._sampled = _closed(self.name)  # type: ignore[assignment]
+        """Release the model (its session or module); later runs raise ModelRunError."""
 
+        def closed(*args: Any) -> Any:
+            raise ModelRunError(f"model {self.name} is closed")
 
-def _closed(name: str) -> Callable[..., Any]:
-    def run(*args: Any) -> Any:
-        raise ModelRunError(f"model {name} is closed")
-
-    return run
+        self._plain = self._sampled = closed
 
 
 # --------------------------------------------------------------------------- loading
@@ -298,7 +274,8 @@ def load_runner(
     trust : bool
         Let a pickled module or a ``.pt2`` load (both can run code as they load).
     compile : bool
-        ``torch.compile`` an ``nn.Module`` (see the module docstring).
+        ``torch.compile`` an ``nn.Module`` or a ``.pt2``'s module (see the module docstring);
+        ONNX and TorchScript models refuse it.
     """
     from avgpool._loading import _archive_kind, is_torch_source
 
@@ -314,7 +291,16 @@ def load_runner(
         return _torch_runner(source, name, version, shapes, trust=trust, compile=compile)
     if not os.path.exists(source):
         raise AvgPoolError(f"{source}: no such model file (give an .onnx file or a package.module:factory)")
+    _no_compile(compile, source, "an ONNX model")
     return _onnx_runner(source, name, version, shapes)
+
+
+def _no_compile(compile: bool, source: str, kind: str) -> None:
+    if compile:
+        raise AvgPoolError(
+            f"compile=True (--compile) applies to nn.Module and .pt2 models; {source} is {kind}: "
+            "serve it without --compile"
+        )
 
 
 def _onnx_runner(source: str, name: str, version: str, shapes: dict[str, tuple[int, ...]]) -> Runner:
@@ -380,7 +366,7 @@ class _Recorder:
     def add(self, name: str, value: Any) -> None:
         if threading.get_ident() != self.owner:
             return
-        array = _numpy(value)
+        array = _copy(value)
         old = self.values.get(name)
         if old is not None and old.shape[1:] == array.shape[1:]:
             array = np.concatenate([old, array])
@@ -400,6 +386,12 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def _copy(value: Any) -> np.ndarray:
+    """A pooling output as an array of its own: a later in-place op of the model (a ReLU with
+    ``inplace=True``) would otherwise change what the telemetry reads."""
+    return np.array(_numpy(value), copy=True)
+
+
 # --------------------------------------------------------------------------- torch
 
 
@@ -413,9 +405,10 @@ def _torch_runner(
     loaded = load_torch_model(source, trust=trust)
     module = loaded.module
     if loaded.format == "exported":
-        return _exported_runner(torch, loaded, name, version)
+        return _exported_runner(torch, loaded, name, version, compile)
     module.eval()
     if loaded.format == "torchscript":
+        _no_compile(compile, source, "TorchScript")
         arguments = module.forward.schema.arguments[1:]
         names = [a.name for a in arguments if not a.has_default_value()]
     else:
@@ -534,13 +527,24 @@ def _pool_owner(node: Any) -> str | None:
     op = rest.partition(".")[0]
     if namespace == "avgpool" and "backward" not in op:
         return node.name
-    if namespace == "aten" and op.lstrip("_") in _ATEN_POOLING:
+    if namespace == "aten" and (op.lstrip("_") in _ATEN_POOLING or _global_reduction(node, op)):
         return node.name
     return None
 
 
-def _exported_runner(torch: Any, loaded: Any, name: str, version: str) -> Runner:
+def _global_reduction(node: Any, op: str) -> bool:
+    """A mean or amax over every spatial axis (global pooling, as inspect counts it)."""
+    if op not in ("mean", "amax") or len(node.args) < 2:
+        return False
+    val = getattr(node.args[0], "meta", {}).get("val")
+    rank = getattr(val, "ndim", 0)
+    dims = node.args[1] if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
+    return rank >= 3 and {int(d) % rank for d in dims} == set(range(2, rank))
+
+
+def _exported_runner(torch: Any, loaded: Any, name: str, version: str, compile: bool) -> Runner:
     program, gm = loaded.program, loaded.module
+    compiled = torch.compile(gm) if compile else gm
     placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     inputs = []
     for user in program.graph_signature.user_inputs:
@@ -571,7 +575,7 @@ def _exported_runner(torch: Any, loaded: Any, name: str, version: str) -> Runner
 
     def plain(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            return _flat_outputs(gm(*tensors(feeds)))
+            return _flat_outputs(compiled(*tensors(feeds)))
 
     def sampled(feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         recorder = _Recorder()
@@ -592,7 +596,8 @@ def _exported_runner(torch: Any, loaded: Any, name: str, version: str) -> Runner
         sampled=sampled,
     )
     free = any(s.shape and s.shape[0] == -1 for s in inputs)
-    outputs = plain(runner.example_inputs())
+    with torch.no_grad():  # the eager module: compiling waits for the warm-up
+        outputs = _flat_outputs(gm(*tensors(runner.example_inputs())))
     runner.outputs = (
         _output_specs(outputs)
         if free

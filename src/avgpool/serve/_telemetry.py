@@ -127,12 +127,12 @@ class ModelTelemetry:
         metrics["samples"].labels(*self._labels).inc(rows)
 
     def observe_pooling(self, outputs: Mapping[str, np.ndarray]) -> None:
-        """Queue a sampled request's pooling outputs for the profile; when the queue is full the
-        sample is dropped and counted, never waited for."""
-        try:
-            self._owner._queue.put_nowait((self, dict(outputs)))
-        except queue.Full:
-            self._owner._metrics["dropped"].labels(*self._labels).inc()
+        """Queue a sampled request's pooling outputs for the profile; when the queue is full
+        (``queue_size`` samples, or ``queue_bytes`` of arrays) the sample is dropped and
+        counted, never waited for."""
+        if self._owner._enqueue(self, dict(outputs)):
+            return
+        self._owner._metrics["dropped"].labels(*self._labels).inc()
 
     def _add(self, outputs: Mapping[str, np.ndarray]) -> None:
         with self._lock:
@@ -179,7 +179,14 @@ class ModelTelemetry:
         """The rolling window as a `Profile`: this worker's, merged with every live worker's
         last written window when workers share a directory."""
         profile = self._own_window()
-        others = self._owner._read_others(self)
+        others = []
+        for other in self._owner._read_others(self):
+            if other.model.get("sha256") == self._identity["sha256"]:
+                others.append(other)
+            else:  # another build under the same name and version: not this model's data
+                log.warning(
+                    "%s version %s: a worker serves other weights; its window is left out", *self._labels
+                )
         return profile.merge(*others) if others else profile
 
     def snapshot(self) -> Any:
@@ -224,8 +231,9 @@ class Telemetry:
         A directory shared by the server's worker processes (see the module docstring).
     per_channel : bool
         Also export per-channel activation statistics and judge drift per channel.
-    queue_size : int
-        Sampled requests waiting to be profiled before new ones are dropped.
+    queue_size, queue_bytes : int
+        Sampled requests, and bytes of their arrays, waiting to be profiled before new ones are
+        dropped (one sample is always taken when none waits, however large).
     clock : callable
         Monotonic seconds (tests pass a fake clock).
     """
@@ -239,7 +247,8 @@ class Telemetry:
         registry: Any = None,
         multiproc_dir: str | None = None,
         per_channel: bool = False,
-        queue_size: int = 256,
+        queue_size: int = 64,
+        queue_bytes: int = 256 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(sample_every, bool) or not isinstance(sample_every, int) or sample_every < 0:
@@ -255,6 +264,9 @@ class Telemetry:
         self._id = uuid.uuid4().hex[:8]
         self._models: dict[tuple[str, str], ModelTelemetry] = {}
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, int(queue_size)))
+        self.queue_bytes = int(queue_bytes)
+        self._queued_bytes = 0
+        self._bytes_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._memory_limit = memory_limit()
@@ -267,8 +279,9 @@ class Telemetry:
             from prometheus_client import multiprocess
 
             multiprocess.MultiProcessCollector(self.registry, path=self.multiproc_dir)
-        for default in (client.ProcessCollector, client.PlatformCollector, client.GCCollector):
-            default(registry=self.registry)
+        if registry is None:  # a caller's registry may have them already (the global one does)
+            for default in (client.ProcessCollector, client.PlatformCollector, client.GCCollector):
+                default(registry=self.registry)
         self.registry.register(Collector(self))
 
     # ------------------------------------------------------------------ models
@@ -320,23 +333,39 @@ class Telemetry:
         client = _client()
         return client.generate_latest(self.registry), client.CONTENT_TYPE_LATEST
 
+    def _enqueue(self, model: ModelTelemetry, outputs: dict[str, np.ndarray]) -> bool:
+        size = sum(int(getattr(v, "nbytes", 0)) for v in outputs.values())
+        with self._bytes_lock:
+            if self._queued_bytes and self._queued_bytes + size > self.queue_bytes:
+                return False
+            self._queued_bytes += size
+        try:
+            self._queue.put_nowait((model, outputs, size))
+            return True
+        except queue.Full:
+            with self._bytes_lock:
+                self._queued_bytes -= size
+            return False
+
     def flush(self) -> int:
         """Profile every queued sample now (the worker thread does this on its own); how many."""
         done = 0
         while True:
             try:
-                model, outputs = self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 return done
-            self._profile(model, outputs)
+            self._profile(*item)
             done += 1
 
-    def _profile(self, model: ModelTelemetry, outputs: Mapping[str, np.ndarray]) -> None:
+    def _profile(self, model: ModelTelemetry, outputs: Mapping[str, np.ndarray], size: int) -> None:
         try:
             model._add(outputs)
         except Exception:  # a bad sample must not stop the worker
             log.exception("profiling a sample of %s version %s failed", model.name, model.version)
         finally:
+            with self._bytes_lock:
+                self._queued_bytes -= size
             self._queue.task_done()
 
     def tick(self) -> None:
@@ -376,10 +405,10 @@ class Telemetry:
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
-                model, outputs = self._queue.get(timeout=0.2)
+                item = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._profile(model, outputs)
+            self._profile(*item)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.interval):
