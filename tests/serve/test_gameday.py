@@ -9,16 +9,14 @@ rule, so a broken Prometheus/Alertmanager set-up fails there and not as a missin
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.serve import gameday
+from tests.serve.conftest import ROOT, images
 
 pytestmark = pytest.mark.gameday
 
@@ -129,7 +127,6 @@ def test_harness_moves_off_a_port_taken_after_the_probe(monkeypatch):
 
 # --- the game day -------------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "base"
 VERSION = "1"
 #: requests per second the traffic thread aims at, and images per request
@@ -142,24 +139,6 @@ P99 = "AvgpoolLatencyP99High"
 #: webhook paths: Alertmanager's receivers post to /<receiver name>
 ML_TICKETS = "/ml-engineers"
 SRE_PAGES = "/sre-page"
-
-
-def _serving_pieces() -> str | None:
-    """Why the game day cannot run yet (a piece of ``avgpool serve`` is absent), or None."""
-    for module in ("avgpool.serve.alerting", "avgpool.cli._serve", "tritonclient.http"):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            return f"GAME DAY SKIPPED: {module} cannot be imported ({exc})"
-    return None
-
-
-def _demo():
-    """examples/monitor_pooling.py as a module (the examples are no package)."""
-    spec = importlib.util.spec_from_file_location("monitor_pooling", ROOT / "examples" / "monitor_pooling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Traffic:
@@ -265,10 +244,7 @@ def _routed(*, path: str, status: str, name: str, team: str, severity: str, afte
 
 
 @needs_binaries
-def test_game_day(tmp_path):
-    missing = _serving_pieces()
-    if missing:
-        pytest.skip(missing)
+def test_game_day(tmp_path, demo_models):
     from avgpool.cli import main
 
     timings: dict[str, float] = {}
@@ -281,19 +257,16 @@ def test_game_day(tmp_path):
         timings[name] = now - mark
         mark = now
 
-    demo = _demo()
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    model = demo.export(demo.TinyNet(), tmp_path / "base.onnx")
-    np.savez(tmp_path / "samples.npz", image=demo.sample_images(256))
+    model = demo_models["base"]
+    np.savez(tmp_path / "samples.npz", image=images(256))
     baseline = str(tmp_path / "base.avgprof")
     code = main(
         ["profile", model, "--inputs", str(tmp_path / "samples.npz"), "-o", baseline, "--no-progress"]
     )
     assert code == 0
     # live traffic: new images from the same process as the baseline's, not the same ones
-    normal = demo.sample_images(256, seed=1)
-    phase("model and baseline")
+    normal = images(256, seed=1)
+    phase("baseline profile")
 
     traffic = None
     with contextlib.ExitStack() as stack:
