@@ -339,9 +339,10 @@ def _normal_phase(prom, hook, traffic) -> None:
     )
     assert worst == 0.0, f"a layer left 'ok' during normal traffic: {worst}"
     psi = prom.value(f'max(avgpool_activation_psi{{model="{MODEL}"}})')
+    dropped = prom.value(f'sum(avgpool_telemetry_dropped_total{{model="{MODEL}"}})')
     # a pending alert (one slow request on a busy machine) is shown, not failed on
     pending = [a["labels"]["alertname"] for a in prom.alerts() if a["state"] == "pending"]
-    print(f"game day: normal traffic: largest PSI {psi:.3g}, pending alerts {pending}")
+    print(f"game day: normal traffic: largest PSI {psi:.3g}, {dropped:g} samples dropped, pending {pending}")
     assert prom.firing() == [], prom.firing()
     assert hook.notifications == [], hook.notifications
     assert traffic.errors == [], traffic.errors[:3]
