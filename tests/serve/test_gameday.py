@@ -134,6 +134,8 @@ RATE = 20.0
 BATCH = 4
 #: the fault: every infer sleeps this long, far over the P99 objective
 FAULT_MS = 400
+#: the demo model's pooling layers, as inspect names them in the ONNX graph
+LAYERS = ("/pool1/MaxPool", "/pool2/AveragePool", "/gap/ReduceMean")
 DRIFT = "AvgpoolActivationDrift"
 P99 = "AvgpoolLatencyP99High"
 #: webhook paths: Alertmanager's receivers post to /<receiver name>
@@ -307,6 +309,9 @@ def test_game_day(tmp_path, demo_models):
             phase("injected latency")
             _recovery_phase(server, prom, hook, traffic)
             phase("recovery")
+        except BaseException:
+            _print_state(prom, hook)
+            raise
         finally:
             total = time.monotonic() - began
             for name, seconds in timings.items():
@@ -314,6 +319,24 @@ def test_game_day(tmp_path, demo_models):
             sent = "no traffic" if traffic is None else traffic.summary()
             print(f"game day: {'total':<20} {total:6.1f} s ({sent})")
     assert total < 180, f"the game day took {total:.0f} s"
+
+
+def _print_state(prom, hook) -> None:
+    """What Prometheus and the receivers saw, for a failed phase."""
+    try:
+        for alert in prom.alerts():
+            print(f"game day: prometheus alert {alert['labels']} {alert['state']} value {alert['value']}")
+        for expr in (
+            f'avgpool_activation_drift_status{{model="{MODEL}"}}',
+            f'model_version:avgpool_request_duration_seconds:p99_5m{{model="{MODEL}"}}',
+        ):
+            for series in prom.query(expr):
+                print(f"game day: {expr.split('{')[0]}{series['metric']} = {series['value'][1]}")
+    except Exception as exc:  # the failure being reported matters more
+        print(f"game day: prometheus unreadable: {exc!r}")
+    for note in hook.notifications:
+        names = [(a["labels"].get("alertname"), a.get("status")) for a in note.alerts]
+        print(f"game day: webhook {note.path} {note.status} {names}")
 
 
 def _normal_phase(prom, hook, traffic) -> None:
@@ -332,7 +355,7 @@ def _normal_phase(prom, hook, traffic) -> None:
     time.sleep(NORMAL_SECONDS)
     status = prom.query(f'avgpool_activation_drift_status{{model="{MODEL}"}}')
     layers = {s["metric"]["layer"]: float(s["value"][1]) for s in status}
-    assert len(layers) == 3 and set(layers.values()) == {0.0}, layers
+    assert layers == dict.fromkeys(LAYERS, 0.0), layers
     worst = prom.value(
         f'max_over_time(max(avgpool_activation_drift_status{{model="{MODEL}"}})'
         f"[{NORMAL_SECONDS}s:{INTERVAL}s])"
@@ -364,6 +387,8 @@ def _drift_phase(prom, hook, traffic) -> None:
     alert = ticket(hook.wait_for(ticket, 60, f"drift ticket at {ML_TICKETS}"))
     assert alert["labels"]["model"] == MODEL and alert["labels"]["version"] == VERSION, alert
     _check_runbook(alert, "drift-triage")
+    status = prom.query(f'avgpool_activation_drift_status{{model="{MODEL}"}}')
+    assert {s["metric"]["layer"]: s["value"][1] for s in status} == dict.fromkeys(LAYERS, "2"), status
     assert {n.path for n in hook.since(start)} == {ML_TICKETS}, hook.since(start)
 
 
@@ -383,6 +408,8 @@ def _latency_phase(server, prom, hook, traffic) -> None:
     alert = page(hook.wait_for(page, 60, f"P99 page at {SRE_PAGES}"))
     assert alert["labels"]["model"] == MODEL and alert["labels"]["version"] == VERSION, alert
     _check_runbook(alert, "high-latency")
+    p99 = prom.value(f'model_version:avgpool_request_duration_seconds:p99_5m{{model="{MODEL}"}}')
+    assert p99 > 0.25, p99
     assert {n.path for n in hook.since(start)} == {SRE_PAGES}, hook.since(start)
 
 
