@@ -9,7 +9,8 @@ your own model.
 3. models  a ResNet-style model exported to ONNX here: inspect it (lint), verify it
            (ONNX Runtime against avgpool's float64 oracle), diff it against an edited copy
 4. drift   activation profiles of a max-pool model and its average-pool twin, the drift gate
-5. study   the downsampling trade-off on scikit-learn's digits (fast setting): the report
+5. serve   the two as versions of one served model: traffic to each, drift in /metrics
+6. study   the downsampling trade-off on scikit-learn's digits (fast setting): the report
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import urllib.request
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -26,6 +30,7 @@ import inspect_resnet  # noqa: E402  (this folder's examples, reused)
 import monitor_pooling  # noqa: E402
 
 from avgpool.cli import main  # noqa: E402
+from avgpool.serve import ServeConfig, start_in_thread  # noqa: E402
 
 EXPECTED = {"inspect": 1, "diff": 1, "drift": 1}  # these find something on purpose: exit 1 is the point
 
@@ -71,7 +76,10 @@ def tour(out: Path, *, threads: int) -> None:
     run("profile", cand, "--inputs", data, "-o", f"{o}/cand.avgprof", "--no-progress")
     run("drift", f"{o}/base.avgprof", f"{o}/cand.avgprof", "--plot", f"{o}/drift.png", "--top", "3")
 
-    step("5. study: which downsampling should a small CNN use? (scikit-learn digits, fast setting)")
+    step("5. serve: both models as versions of one, over the Open Inference Protocol; traffic to each")
+    serve_step(out, base, cand, data)
+
+    step("6. study: which downsampling should a small CNN use? (scikit-learn digits, fast setting)")
     run("study", "--fast", "--out", f"{o}/study", "--threads", str(threads), "--no-progress")
 
     report = out / "study" / "report.md"
@@ -80,6 +88,46 @@ def tour(out: Path, *, threads: int) -> None:
     for path in [*sorted(out.glob("study/*.png")), out / "drift.png"]:
         print(f"  plot: {path.resolve()}")
     print("Each step above is one `avgpool` command; docs/ explains how to point it at your own model.")
+
+
+def serve_step(out: Path, base: str, cand: str, data: str) -> None:
+    """`avgpool serve` in a thread of this process (port 0: a free one), the base profile as
+    the baseline, a few seconds of the demo images sent to each version, then the drift status
+    of every pooling layer as Prometheus scrapes it."""
+    inputs = out / "serve-inputs.npz"
+    np.savez(inputs, image=np.load(data)["image"][:16])
+    config = ServeConfig(
+        models=[f"tinynet:1={base}", f"tinynet:2={cand}"],
+        baselines={"tinynet": str(out / "base.avgprof")},
+        port=0,
+        sample_every=1,
+        interval=0.5,
+        log_level="warning",
+    )
+    print(f"$ avgpool serve {' '.join(config.models)} --baseline tinynet={config.baselines['tinynet']}")
+    server = start_in_thread(config)
+    try:
+        server.wait_ready()
+        for version in ("1", "2"):
+            run("bench", "serve", server.url, "--model", "tinynet", "--version", version,
+                "--rate", "40", "--duration", "2", "--inputs", str(inputs))  # fmt: skip
+        time.sleep(1.0)  # one drift interval after the last request
+        print(f"$ curl -s {server.url}/metrics | grep drift_status")
+        metrics = urllib.request.urlopen(f"{server.url}/metrics", timeout=10).read().decode()
+        print(
+            "\n".join(
+                line for line in metrics.splitlines() if line.startswith("avgpool_activation_drift_status")
+            )
+        )
+        print("(0 ok, 2 fail: version 2's swapped stem pool moves every layer after it)")
+    finally:
+        server.stop()
+    keep = f"avgpool serve {' '.join(config.models)} --baseline tinynet={config.baselines['tinynet']}"
+    print(
+        f"To keep it up: {keep}\n"
+        "then http://127.0.0.1:8000/metrics, /v2/models/tinynet, /v2/models/tinynet/versions/2/profile;\n"
+        "docs/serve.md has Prometheus, the alerts and their routes, the dashboards, traces and the runbooks."
+    )
 
 
 if __name__ == "__main__":

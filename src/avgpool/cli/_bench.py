@@ -149,6 +149,126 @@ def _cmd_suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from avgpool.bench.serve_load import load_table, run_load
+
+    inputs = None
+    if args.inputs:
+        from avgpool.monitor import load_inputs
+
+        inputs = load_inputs(args.inputs)
+    result = run_load(
+        args.url,
+        args.model,
+        inputs,
+        rate=args.rate,
+        duration=args.duration,
+        version=args.version,
+        binary=args.binary,
+        concurrency_limit=args.concurrency,
+        timeout=args.timeout,
+        allow_remote=args.allow_remote,
+        seed=args.seed,
+    )
+    emit_table(result.to_dict(), load_table(result), args)
+    return 0
+
+
+def _serve_args(modes: Any) -> None:
+    serve = modes.add_parser(
+        "serve",
+        help="drive an Open Inference Protocol server at a fixed request rate: P50/P95/P99, throughput",
+        description="Send infer requests to a v2 (KServe / Triton REST) server at a fixed rate for a fixed "
+        "time, open loop: each request goes out when the schedule says, answered or not, and its latency "
+        "runs from that scheduled time, so queueing in a slow server shows. Prints P50/P95/P99/max, "
+        "throughput and errors by status. Inputs: random, of the shapes the server's metadata lists "
+        "(free axes 1), unless --inputs. Only loopback URLs unless --allow-remote.",
+    )
+    serve.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000")
+    serve.add_argument("--model", "-m", required=True, help="the model's name")
+    serve.add_argument("--version", help="the model's version (default: the server's default)")
+    serve.add_argument("--rate", type=float, default=10.0, help="requests per second (default 10)")
+    serve.add_argument(
+        "--duration", type=float, default=10.0, metavar="SECONDS", help="seconds of load (default 10)"
+    )
+    body = serve.add_mutually_exclusive_group()
+    body.add_argument(
+        "--binary",
+        dest="binary",
+        action="store_true",
+        default=True,
+        help="the binary tensor extension, as tritonclient sends (default)",
+    )
+    body.add_argument("--json-body", dest="binary", action="store_false", help="JSON tensors instead")
+    serve.add_argument(
+        "--inputs", metavar="FILE.npz", help="the input arrays by name, sent as they are (default: random)"
+    )
+    serve.add_argument("--concurrency", type=int, default=64, help="requests in flight at most (default 64)")
+    serve.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default 10)"
+    )
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a URL whose host is not loopback (a load test reaches that machine)",
+    )
+    serve.add_argument("--seed", type=int, default=0, help="seeds the random inputs")
+    output_args(serve, "machine-readable output, every latency included")
+    serve.set_defaults(func=_cmd_serve)
+
+
+def _cmd_telemetry(args: argparse.Namespace) -> int:
+    from avgpool.inspect import parse_input_shapes
+    from avgpool.serve._cost import cost_table, telemetry_cost
+
+    shapes = parse_input_shapes([s.replace("=", ":", 1) for s in args.input_shape or []]) or None
+    report = telemetry_cost(
+        args.model,
+        batch_sizes=args.batch_sizes,
+        repeats=args.repeats,
+        input_shapes=shapes,
+        trust=args.trust_file,
+        progress=progress(args.progress, "batch sizes"),
+    )
+    emit_table(report.to_dict(), cost_table(report), args)
+    return 0
+
+
+def _telemetry_args(modes: Any) -> None:
+    cmd = modes.add_parser(
+        "telemetry",
+        help="what avgpool serve's telemetry costs per request: sampling off, 1 in 100, every request",
+        description="Run a model in process the way avgpool serve answers a request: without telemetry, "
+        "with the per-request metrics and sampling off, with 1 request in 100 sampled (its pooling "
+        "layers' outputs profiled) and with every request sampled. Prints the request path's time "
+        "per request, the telemetry worker's time per sample, and both as microseconds and % of the "
+        f"model's own time. MODEL: {MODEL_HELP}.",
+    )
+    cmd.add_argument("model", metavar="MODEL")
+    cmd.add_argument(
+        "--input-shape",
+        "-i",
+        action="append",
+        metavar="[NAME=]SHAPE",
+        help="1x3x32x32 or image=1x3x32x32: a PyTorch model's input shape (axis 0 set by --batch-sizes)",
+    )
+    cmd.add_argument(
+        "--batch-sizes",
+        "-b",
+        type=lambda t: ints(t, "batch sizes"),
+        default=(1, 32),
+        metavar="1,32",
+        help="rows per request (default 1,32)",
+    )
+    cmd.add_argument(
+        "--repeats", type=int, default=2000, help="requests per mode and batch size (default 2000)"
+    )
+    trust_file_arg(cmd)
+    progress_arg(cmd)
+    output_args(cmd, "machine-readable output")
+    cmd.set_defaults(func=_cmd_telemetry)
+
+
 def _timing_args(cmd: argparse.ArgumentParser, *, repeats: int, budget: float, threads: str) -> None:
     cmd.add_argument(
         "--batch-sizes",
@@ -180,7 +300,7 @@ def add_commands(sub: Any) -> None:
         description="Latency benchmarks: warm-up, timed calls on rotating inputs, nearest-rank "
         "P50/P95/P99 with their sample counts, throughput per batch size, peak memory.",
     )
-    modes = bench.add_subparsers(dest="bench_mode", required=True, metavar="{op,model,suite}")
+    modes = bench.add_subparsers(dest="bench_mode", required=True, metavar="{op,model,suite,serve,telemetry}")
 
     op = modes.add_parser(
         "op",
@@ -256,3 +376,6 @@ def add_commands(sub: Any) -> None:
         help="each case's timings on stderr as they come (default: on)",
     )
     suite.set_defaults(func=_cmd_suite)
+
+    _serve_args(modes)
+    _telemetry_args(modes)
