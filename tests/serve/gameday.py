@@ -1,6 +1,6 @@
-"""A game day's processes for the tests: a real Prometheus, a real Alertmanager and a webhook
-receiver, each on 127.0.0.1 with its own temporary directory, each a context manager that stops
-what it started even when the test fails.
+"""A game day's processes for the tests: a real Prometheus, a real Alertmanager, ``avgpool serve``
+in a subprocess and a webhook receiver, each on 127.0.0.1 (the processes with their own temporary
+directory), each a context manager that stops what it started even when the test fails.
 
 Prometheus and Alertmanager are Debian's binaries (``make test`` installs them when absent);
 :func:`missing_binaries` names those not found, so a test can skip saying which.

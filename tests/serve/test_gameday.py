@@ -125,6 +125,19 @@ def test_harness_moves_off_a_port_taken_after_the_probe(monkeypatch):
         assert not am.dir.exists()
 
 
+@needs_binaries
+def test_harness_stops_its_process_when_the_body_fails():
+    with pytest.raises(KeyError, match="the test failed"):
+        with gameday.Prometheus(gameday.prometheus_config({})) as prom:
+            proc = prom._proc
+            assert prom.query("vector(1)")[0]["value"][1] == "1"
+            raise KeyError("the test failed")
+    assert proc.poll() is not None
+    assert not prom.dir.exists()
+    with pytest.raises(OSError):
+        gameday.http_json(f"{prom.url}/-/ready", timeout=1)
+
+
 # --- the game day -------------------------------------------------------------------------------
 
 MODEL = "base"
