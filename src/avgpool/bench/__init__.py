@@ -28,6 +28,8 @@ same timing harness and peers:
 - `avgpool.bench.ab`: interleaved pairs and the ratio of medians with a bootstrap interval.
 - `avgpool.bench.memory`: the RSS high-water mark over a stretch of calls.
 - `avgpool.bench.latency_tables`: the command's tables.
+- `avgpool.bench.serve_load`: ``avgpool bench serve``, an open-loop load generator for
+  Open Inference Protocol servers (an HTTP client; it imports nothing of `avgpool.serve`).
 """
 
 from avgpool.bench.ab import Ratio, ratio_of_medians, time_pairs
