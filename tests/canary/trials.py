@@ -5,9 +5,9 @@ tests/canary/test_trials.py (a short run) and scripts/canary_trials.py (the tabl
 docs/canary.md).
 
 A trial of a candidate expected to fail stops once the judge has said fail and every check the
-variant names has failed (or at ``max_looks``). A trial of the identical candidate runs all
-``max_looks`` looks, so a fail at any of them counts: that is the false alarm the judge's
-sequential correction bounds, and what the false-fail rate reports.
+variant names has failed (or at ``max_looks``). Any other trial runs all ``max_looks`` looks
+unless one fails, so a fail at any of them counts: that is the false alarm the judge's
+sequential correction bounds, and what the false-fail rate of the identical candidate reports.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.canary.variants import Variant
+from tests.canary.variants import MEASURED, Variant
 from tests.canary.variants import images as demo_images
 
 #: The model name both versions are served under; version 1 is the baseline, 2 the candidate.
@@ -64,7 +64,9 @@ class Trial:
 
     @property
     def ok(self) -> bool:
-        """The verdict the variant expects, on the checks it expects."""
+        """The verdict the variant expects, on the checks it expects (always, when measured)."""
+        if self.variant.expected == MEASURED:
+            return True
         if self.variant.expected == "pass":
             return self.verdict == "pass"
         return self.verdict == "fail" and self.expected_checks_failed
@@ -147,8 +149,8 @@ def run_trial(
     images: np.ndarray | None = None,
     rate: float = 100.0,
     share: float = 0.5,
-    look_every: int = 50,
-    max_looks: int = 12,
+    look_every: int = 25,
+    max_looks: int = 20,
     timeout: float = 60.0,
     policy: Any = None,
 ) -> Trial:
@@ -249,9 +251,9 @@ def _record(trial: Trial, look: int, requests: int, verdict: Any) -> None:
 
 
 def _finished(trial: Trial) -> bool:
-    if trial.variant.expected == "pass":
-        return trial.verdict == "fail"  # a false fail; otherwise every look runs
-    return trial.verdict == "fail" and trial.expected_checks_failed
+    if trial.variant.expected == "fail":
+        return trial.verdict == "fail" and trial.expected_checks_failed
+    return trial.verdict == "fail"  # otherwise every look runs: a late false fail counts
 
 
 # ---------------------------------------------------------------------------- the table
@@ -261,7 +263,7 @@ def table(trials: list[Trial]) -> str:
     """The markdown table of ``trials``: one row per variant and mode."""
     rows = [
         "| candidate | mode | expected | verdict | deciding check(s) | requests to decide "
-        "(median, range) | each expected check's first fail (median) | false fails |",
+        "(median, range) | first fail of each expected check (median) | false fails |",
         "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[Trial]] = {}
@@ -271,7 +273,8 @@ def table(trials: list[Trial]) -> str:
         v = group[0].variant
         verdicts = _counts(t.verdict for t in group)
         deciding = _counts("+".join(t.deciding) for t in group if t.deciding) or "-"
-        decided = [t.decided_at for t in group if t.decided_at is not None and t.verdict == v.expected]
+        wanted = ("pass", "fail") if v.expected == MEASURED else (v.expected,)
+        decided = [t.decided_at for t in group if t.decided_at is not None and t.verdict in wanted]
         to_decide = f"{_median(decided)} ({min(decided)}-{max(decided)})" if decided else "-"
         named = v.fails_on + v.fails_on_any
         firsts = ", ".join(
@@ -283,10 +286,20 @@ def table(trials: list[Trial]) -> str:
             f"{sum(t.verdict == 'fail' for t in group)}/{len(group)}" if v.expected == "pass" else "-"
         )
         rows.append(
-            f"| {name} ({v.change}) | {mode} | {v.expected} | {verdicts} | {deciding} | "
+            f"| {name} ({v.change}) | {mode} | {_expected(v)} | {verdicts} | {deciding} | "
             f"{to_decide} | {firsts or '-'} | {false_fails} |"
         )
     return "\n".join(rows)
+
+
+def _expected(v: Variant) -> str:
+    if v.expected == MEASURED:
+        return "reported, not required"
+    if v.fails_on:
+        return f"fail on {' and '.join(v.fails_on)}"
+    if v.fails_on_any:
+        return f"fail on {' or '.join(v.fails_on_any)}"
+    return v.expected
 
 
 def _counts(values) -> str:

@@ -9,6 +9,8 @@ variant            candidate                                                    
 ``delay-3ms``      the identical file, with 3 ms injected through the server's   fail
                    ``POST /admin/faults`` (no change to the model)
 ``border-padding`` the second pool counts the padding out of its border windows  fail
+                   (shadow mode; in split mode, without a mirror, the verdict is
+                   reported, not required)
 =================  ===========================================================  ========
 
 The border-padding pair needs a pool that pads, which the demo's second pool (2x2, stride 2) does
@@ -31,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: The checks of ``avgpool.canary.judge`` the trials expect to fail, by name.
 LATENCY, ACTIVATIONS, OUTPUTS = "latency", "activations", "outputs"
+#: The expectation of a variant whose verdict is reported, not required.
+MEASURED = "measured"
 
 
 def demo():
@@ -48,9 +52,10 @@ def demo():
 class Variant:
     """One canary trial's pair of models and what the judge must say about it.
 
-    ``fails_on``: checks that must all fail; ``fails_on_any``: checks of which at least one
-    must fail; ``latency_ms``: a delay the trial injects on the candidate version through the
-    server's faults; ``mode``: how the canary routes traffic (``split`` or ``shadow``).
+    ``expected``: "pass", "fail" or `MEASURED` (reported, not required); ``fails_on``: checks
+    that must all fail; ``fails_on_any``: checks of which at least one must fail;
+    ``latency_ms``: a delay the trial injects on the candidate version through the server's
+    faults; ``mode``: how the canary routes traffic (``split`` or ``shadow``).
     """
 
     name: str
@@ -127,6 +132,15 @@ def build(out: Path) -> dict[str, Variant]:
             "fail",
             "shadow",
             fails_on_any=(OUTPUTS, ACTIVATIONS),
+        ),
+        # without a mirror only the activations can see it: what they see is measured, not required
+        Variant(
+            "border-padding",
+            "second pool's padding counted out (border cells only)",
+            padded,
+            padded_cand,
+            MEASURED,
+            "split",
         ),
     ]
     return {f"{v.name}/{v.mode}": v for v in variants}
