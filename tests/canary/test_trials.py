@@ -105,3 +105,15 @@ def test_canary_trial(family, key, seed):
         assert trial.expected_checks_failed, summary
         for check in variant.fails_on:
             assert trial.first_fail[check] <= DECIDE_WITHIN[key], summary
+
+
+def test_the_pooling_diff_shown_in_the_docs(family, capsys):
+    from avgpool.cli import main
+
+    v = family["border-padding/shadow"]
+    main(["diff", v.base, v.candidate])
+    changed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("changed")]
+    assert changed == [
+        "changed  /pool2/AveragePool  /pool2/AveragePool  name        count_include_pad True -> False  no"
+    ]
+    assert f"     {changed[0]}\n" in (variants.ROOT / "docs" / "canary.md").read_text()

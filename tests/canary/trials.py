@@ -263,7 +263,7 @@ def table(trials: list[Trial]) -> str:
     """The markdown table of ``trials``: one row per variant and mode."""
     rows = [
         "| candidate | mode | expected | verdict | deciding check(s) | requests to decide "
-        "(median, range) | first fail of each expected check (median) | false fails |",
+        "(median, range) | first fail of each expected check (median) | false fails (95% bound) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[Trial]] = {}
@@ -283,13 +283,21 @@ def table(trials: list[Trial]) -> str:
             if any(c in t.first_fail for t in group)
         )
         false_fails = (
-            f"{sum(t.verdict == 'fail' for t in group)}/{len(group)}" if v.expected == "pass" else "-"
+            _false_fails(sum(t.verdict == "fail" for t in group), len(group)) if v.expected == "pass" else "-"
         )
         rows.append(
-            f"| {name} ({v.change}) | {mode} | {_expected(v)} | {verdicts} | {deciding} | "
+            f"| {name} | {mode} | {_expected(v)} | {verdicts} | {deciding} | "
             f"{to_decide} | {firsts or '-'} | {false_fails} |"
         )
     return "\n".join(rows)
+
+
+def _false_fails(k: int, n: int) -> str:
+    """``k/n`` and the one-sided 95% Clopper-Pearson upper bound of the rate."""
+    from scipy.stats import beta
+
+    upper = 1.0 if k == n else float(beta.ppf(0.95, k + 1, n - k))
+    return f"{k}/{n} (at most {upper:.0%})"
 
 
 def _expected(v: Variant) -> str:
