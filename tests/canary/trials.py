@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from avgpool.serve import ServeConfig, start_in_thread
 from tests.canary.variants import MEASURED, Variant
 from tests.canary.variants import images as demo_images
 
@@ -175,8 +176,6 @@ def run_trial(
     """
     from avgpool.canary.judge import Policy, judge
     from avgpool.canary.sources import from_server
-
-    from avgpool.serve import ServeConfig, start_in_thread
 
     policy = policy if policy is not None else Policy(max_looks=max_looks)
     pool = demo_images() if images is None else images
