@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from tests.canary import variants
-    from tests.canary.trials import run_trial, table
+    from tests.canary.trials import activation_notes, run_trial, table
 
     started = time.monotonic()
     trials = []
@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                 trials.append(trial)
     print(table(trials))
     print()
+    for note in activation_notes(trials):
+        print(f"- {note}")
     print(
         f"{len(trials)} trials in {time.monotonic() - started:.0f} s: {args.rate:g} requests/s, batch 1, "
         f"a look every {args.look_every} requests, at most {args.max_looks} looks, "

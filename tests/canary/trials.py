@@ -37,6 +37,7 @@ class Look:
     verdict: str
     checks: dict[str, str]
     reasons: dict[str, str]
+    layers: dict[str, dict] = field(default_factory=dict)  # the activations check's, per layer
 
 
 @dataclass
@@ -232,8 +233,9 @@ def run_trial(
 
 def _record(trial: Trial, look: int, requests: int, verdict: Any) -> None:
     checks = {c.name: c.verdict for c in verdict.checks}
+    layers = next((c.stats.get("layers", {}) for c in verdict.checks if c.name == "activations"), {})
     trial.looks.append(
-        Look(look, requests, verdict.verdict, checks, {c.name: c.reason for c in verdict.checks})
+        Look(look, requests, verdict.verdict, checks, {c.name: c.reason for c in verdict.checks}, layers)
     )
     for name, said in checks.items():
         if said == "fail":
@@ -289,6 +291,30 @@ def table(trials: list[Trial]) -> str:
             f"{to_decide} | {firsts or '-'} | {false_fails} |"
         )
     return "\n".join(rows)
+
+
+def activation_notes(trials: list[Trial]) -> list[str]:
+    """For each variant and mode whose activations never failed: each layer's largest mean shift
+    and PSI over its trials' last looks (what the drift thresholds saw and let through)."""
+    groups: dict[tuple[str, str], list[Trial]] = {}
+    for t in trials:
+        groups.setdefault((t.variant.name, t.variant.mode), []).append(t)
+    notes = []
+    for (name, mode), group in groups.items():
+        if any("activations" in t.first_fail for t in group) or not any(t.looks for t in group):
+            continue
+        last = [t.looks[-1] for t in group if t.looks]
+        layers = sorted({layer for look in last for layer in look.layers})
+        worst = ", ".join(
+            f"{layer} mean shift {max(abs(look.layers[layer]['mean_shift']) for look in last):.2g} "
+            f"PSI {max(look.layers[layer]['psi'] for look in last):.2g}"
+            for layer in layers
+        )
+        notes.append(
+            f"{name} ({mode}), activations at the last look, the largest of {len(last)} trials "
+            f"({last[0].requests} requests): {worst}"
+        )
+    return notes
 
 
 def _false_fails(k: int, n: int) -> str:
