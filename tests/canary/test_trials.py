@@ -19,6 +19,8 @@ pytest.importorskip("tritonclient.http")
 from tests.canary import variants
 from tests.canary.trials import run_trial
 
+httpx = pytest.importorskip("httpx")
+
 #: Requests at which each verdict must have come, at the latest (the looks come every 25). The
 #: judge passes nothing before each version has answered 200 requests: at 400 in a split at 0.5,
 #: at 200 in shadow mode (where the candidate also runs every request, a few behind). It judges
@@ -95,6 +97,8 @@ def test_canary_trial(family, key, seed):
     trial = run_trial(variant, seed=seed, rate=100, look_every=25, max_looks=LOOKS, timeout=40)
     summary = trial.summary()
     assert not trial.errors, summary + f"; errors: {trial.errors}"
+    with pytest.raises(httpx.ConnectError):  # the trial stopped its server
+        httpx.get(f"{trial.url}/v2/health/live", timeout=5)
     assert trial.verdict == variant.expected, summary
     assert trial.decided_at is not None and trial.decided_at <= DECIDE_WITHIN[key], summary
     if variant.expected == "pass":

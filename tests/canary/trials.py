@@ -54,6 +54,7 @@ class Trial:
     seconds: float = 0.0
     sent: int = 0
     errors: list[str] = field(default_factory=list)
+    url: str = ""
 
     @property
     def expected_checks_failed(self) -> bool:
@@ -193,6 +194,7 @@ def run_trial(
     )
     started = time.monotonic()
     server = start_in_thread(config)
+    trial.url = server.url
     sender = None
     try:
         if not server.wait_ready(timeout):
