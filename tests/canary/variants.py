@@ -18,8 +18,8 @@ not: both of its models are the demo's TinyNet, same weights, with that pool mad
 average. The baseline counts the padding in its divisor (``count_include_pad=True``, PyTorch's
 default); the candidate does not (TensorFlow's ``SAME`` does not either). On the 16x16 input
 only the top row and the left column of windows reach into the padding (the last windows end on
-the input's last row and column), so of the 8x8 output cells those 15 are larger, by 9/6 on the
-edges and 9/4 at the corner, and the other 49 are bit for bit the same.
+the input's last row and column), so of the 8x8 output cells those 15 are multiplied by 9/6 on
+the edges and 9/4 at the corner, and the other 49 are bit for bit the same.
 """
 
 from __future__ import annotations
