@@ -305,16 +305,19 @@ def activation_notes(trials: list[Trial]) -> list[str]:
     for (name, mode), group in groups.items():
         if any("activations" in t.first_fail for t in group) or not any(t.looks for t in group):
             continue
-        last = [t.looks[-1] for t in group if t.looks]
+        last = [t.looks[-1] for t in group if t.looks and t.looks[-1].layers]
         layers = sorted({layer for look in last for layer in look.layers})
+        if not layers:  # not judged yet at the last look (too few values per channel)
+            continue
+        seen = {layer: [look.layers[layer] for look in last if layer in look.layers] for layer in layers}
         worst = ", ".join(
-            f"{layer} mean shift {max(abs(look.layers[layer]['mean_shift']) for look in last):.2g} "
-            f"PSI {max(look.layers[layer]['psi'] for look in last):.2g}"
-            for layer in layers
+            f"{layer} mean shift {max(abs(m['mean_shift']) for m in metrics):.2g} "
+            f"PSI {max(m['psi'] for m in metrics):.2g}"
+            for layer, metrics in seen.items()
         )
         notes.append(
             f"{name} ({mode}), activations at the last look, the largest of {len(last)} trials "
-            f"({last[0].requests} requests): {worst}"
+            f"(at {max(look.requests for look in last)} requests at most): {worst}"
         )
     return notes
 
