@@ -486,8 +486,8 @@ def add_routes(app: Any, state: Any, in_thread: Callable[..., Any]) -> None:
     """The canary admin routes and the Flagger webhook on ``app`` (``--admin`` servers)."""
     import json
 
-    from fastapi import Request
-    from fastapi.responses import JSONResponse, Response
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
 
     from avgpool.serve._app import _is_loopback
     from avgpool.serve._protocol import V2Error
@@ -523,7 +523,8 @@ def add_routes(app: Any, state: Any, in_thread: Callable[..., Any]) -> None:
         content = json.dumps(_json_safe(doc), separators=(",", ":")).encode()
         return Response(content, status_code=status, media_type="application/json")
 
-    @app.post("/admin/canary")
+    # plain Starlette routes: FastAPI would read a parameter annotated with a Request imported
+    # here (not at module level, to keep this module light) as a query parameter
     async def canary_open(request: Request) -> Any:
         if not local(request):
             return forbidden()
@@ -533,44 +534,42 @@ def add_routes(app: Any, state: Any, in_thread: Callable[..., Any]) -> None:
             return refuse(exc.status, exc.message)
         canary = canaries.open(*args)
         log.info("canary on %s: %s", canary.model, canary.summary())
-        return canary.summary()
+        return json_response(canary.summary())
 
-    @app.get("/admin/canary/{model_name}")
-    async def canary_state(request: Request, model_name: str) -> Any:
+    async def canary_state(request: Request) -> Any:
         if not local(request):
             return forbidden()
         try:
-            canary = find(model_name)
+            canary = find(request.path_params["model_name"])
         except V2Error as exc:
             return refuse(exc.status, exc.message)
         return await in_thread(lambda: json_response(canary.to_dict()))
 
-    @app.post("/admin/canary/{model_name}/reset")
-    async def canary_reset(request: Request, model_name: str) -> Any:
+    async def canary_reset(request: Request) -> Any:
         if not local(request):
             return forbidden()
         try:
-            canary = find(model_name)
+            canary = find(request.path_params["model_name"])
         except V2Error as exc:
             return refuse(exc.status, exc.message)
         canary.reset()
-        return canary.summary()
+        return json_response(canary.summary())
 
-    @app.delete("/admin/canary/{model_name}")
-    async def canary_close(request: Request, model_name: str) -> Any:
+    async def canary_close(request: Request) -> Any:
         if not local(request):
             return forbidden()
+        model_name = request.path_params["model_name"]
         try:
             find(model_name)
         except V2Error as exc:
             return refuse(exc.status, exc.message)
         canary = canaries.close(model_name)
-        return {**canary.summary(), "closed": True} if canary is not None else {"closed": False}
+        return json_response({**canary.summary(), "closed": True} if canary else {"closed": False})
 
     # Flagger calls its webhooks from its own pod, never over loopback; the route only reads the
     # records and judges them, so it answers any client of an --admin server
-    @app.post("/admin/flagger/{model_name}")
-    async def flagger(request: Request, model_name: str) -> Any:
+    async def flagger(request: Request) -> Any:
+        model_name = request.path_params["model_name"]
         judge = registered_judge()
         if judge is None:
             return refuse(
@@ -601,3 +600,9 @@ def add_routes(app: Any, state: Any, in_thread: Callable[..., Any]) -> None:
         except Exception as exc:
             log.exception("the canary judge failed on model %s", model_name)
             return refuse(500, f"the canary judge failed: {type(exc).__name__}: {exc}")
+
+    app.add_route("/admin/canary", canary_open, methods=["POST"])
+    app.add_route("/admin/canary/{model_name}", canary_state, methods=["GET"])
+    app.add_route("/admin/canary/{model_name}", canary_close, methods=["DELETE"])
+    app.add_route("/admin/canary/{model_name}/reset", canary_reset, methods=["POST"])
+    app.add_route("/admin/flagger/{model_name}", flagger, methods=["POST"])
