@@ -447,7 +447,7 @@ def create_app(state: AppState) -> Any:
         from avgpool.serve._canary import add_routes
 
         _admin_routes(app, state, resolve)
-        add_routes(app, state, in_thread)
+        add_routes(app, state, in_thread, _is_loopback)
     return app
 
 

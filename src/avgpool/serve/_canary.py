@@ -482,14 +482,15 @@ def parse_open(doc: Any, canaries: Canaries, repository: Any) -> tuple[str, str,
     return model, baseline, candidate, float(share), mode
 
 
-def add_routes(app: Any, state: Any, in_thread: Callable[..., Any]) -> None:
+def add_routes(
+    app: Any, state: Any, in_thread: Callable[..., Any], is_loopback: Callable[[str | None], bool]
+) -> None:
     """The canary admin routes and the Flagger webhook on ``app`` (``--admin`` servers)."""
     import json
 
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
 
-    from avgpool.serve._app import _is_loopback
     from avgpool.serve._protocol import V2Error
 
     canaries: Canaries = state.canaries
@@ -498,7 +499,7 @@ def add_routes(app: Any, state: Any, in_thread: Callable[..., Any]) -> None:
         return JSONResponse({"error": message}, status_code=status)
 
     def local(request: Request) -> bool:
-        return _is_loopback(request.client.host if request.client else None)
+        return is_loopback(request.client.host if request.client else None)
 
     def forbidden() -> Any:
         return refuse(403, "admin endpoints answer loopback clients only")
