@@ -444,7 +444,7 @@ def create_app(state: AppState) -> Any:
         return Response(body, headers={"Content-Type": content_type})
 
     if state.admin:
-        from avgpool.serve._canary import add_routes
+        from avgpool.serve._canary_routes import add_routes
 
         _admin_routes(app, state, resolve)
         add_routes(app, state, in_thread, _is_loopback)
