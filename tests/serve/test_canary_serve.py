@@ -6,6 +6,7 @@ the Flagger webhook through a registered judge, bounded buffers and queue."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 
@@ -177,11 +178,32 @@ def test_shadow_of_the_swapped_pool_disagrees_and_still_answers_as_the_baseline(
     assert len(mirror["abs_errors"]) == 10
 
 
+def test_a_slow_shadow_candidate_never_delays_the_answers(server, admin):
+    import time
+
+    open_canary(admin, model="tiny", baseline="1", candidate="3", mode="shadow")
+    fault = {"model": "tiny", "version": "3", "latency_ms": 200}
+    assert admin.post("/admin/faults", json=fault).status_code == 200
+    try:
+        start = time.perf_counter()
+        for seed in range(5):
+            assert infer(server.url, images(1, seed))[0] == "1"
+        answered = time.perf_counter() - start
+        server.state.canaries.drain()
+    finally:
+        admin.post("/admin/faults", json=fault | {"latency_ms": 0})
+    assert answered < 0.5  # the candidate alone needs 1 s for these five
+    state = admin.get("/admin/canary/tiny").json()
+    assert len(state["versions"]["3"]["latencies"]) == 5
+    assert min(state["versions"]["3"]["latencies"]) >= 0.2  # model-run seconds, fault included
+    assert max(state["versions"]["1"]["latencies"]) < 0.2
+
+
 def test_errors_are_recorded_by_kind_and_only_server_errors_count(server, admin):
     open_canary(admin, model="boom", baseline="1", candidate="2", share=0.5)
     good, bad = np.ones((1, 4), np.float32), np.full((1, 4), 1000, np.float32)
     for x in (good, good, bad, bad, good, bad, np.ones((1, 5), np.float32), np.ones((1, 5), np.float32)):
-        with pytest.raises(InferenceServerException) if x is not good else _nothing():
+        with pytest.raises(InferenceServerException) if x is not good else contextlib.nullcontext():
             infer(server.url, x, model="boom")
     state = admin.get("/admin/canary/boom").json()["versions"]
     total = {
@@ -192,14 +214,6 @@ def test_errors_are_recorded_by_kind_and_only_server_errors_count(server, admin)
     assert state["1"]["requests"] == state["2"]["requests"] == 4
     assert state["1"]["errors"] + state["2"]["errors"] == 3  # 5xx only: bad requests are the client's
     assert len(state["1"]["latencies"]) + len(state["2"]["latencies"]) == 3  # answered only
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_admin_errors(server, admin):
