@@ -330,12 +330,16 @@ def test_flagger_webhook_answers_with_the_registered_judge(server, admin):
 
 def test_cli_carries_on_without_the_canary_layer(monkeypatch, capsys):
     import sys
+    import types
 
     from avgpool.cli._serve import install_canary_judge
 
     monkeypatch.setitem(sys.modules, "avgpool.canary", None)  # as if not installed
     assert install_canary_judge() is False
     assert "POST /admin/flagger/MODEL answers 501" in capsys.readouterr().err
+    installed = types.ModuleType("avgpool.canary")
+    monkeypatch.setitem(sys.modules, "avgpool.canary", installed)
+    assert install_canary_judge() is True and capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("share", [0.0, 0.05, 0.1, 1 / 3, 0.5, 0.95, 1.0])
