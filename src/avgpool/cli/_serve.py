@@ -61,11 +61,30 @@ def config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+def install_canary_judge() -> bool:
+    """Import ``avgpool.canary``, which installs the judge of the Flagger webhook; False (and a
+    note on stderr) where it cannot be imported: the server runs, the webhook answers 501."""
+    import importlib
+
+    try:
+        importlib.import_module("avgpool.canary")
+    except ImportError as exc:
+        print(
+            f"avgpool serve: no canary judge ({exc}); POST /admin/flagger/MODEL answers 501",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    return True
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from avgpool.serve._server import serve_models
 
     config = config_from_args(args)
     config.check()
+    if config.admin:
+        install_canary_judge()
     where = f"http://{config.host}:{config.port}"
     print(
         f"avgpool serve: {len(config.models)} model(s) on {where} (metrics at {where}/metrics; "
@@ -159,7 +178,8 @@ def add_commands(sub: Any) -> None:
     serve.add_argument(
         "--admin",
         action="store_true",
-        help="enable POST /admin/faults and /admin/deploy-window (loopback clients only)",
+        help="enable POST /admin/faults, /admin/deploy-window and the canary routes /admin/canary "
+        "(loopback clients only), and the Flagger webhook POST /admin/flagger/MODEL",
     )
     serve.add_argument(
         "--no-warmup",
