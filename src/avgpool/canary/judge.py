@@ -113,7 +113,9 @@ class Evidence:
         self.latencies = np.asarray(self.latencies, dtype=np.float64).ravel()
         if not np.isfinite(self.latencies).all() or (self.latencies < 0).any():
             bad = self.latencies[~(np.isfinite(self.latencies) & (self.latencies >= 0))][0]
-            raise AvgPoolError(f"latencies of version {self.version!r} must be finite seconds >= 0, got {bad}")
+            raise AvgPoolError(
+                f"latencies of version {self.version!r} must be finite seconds >= 0, got {bad}"
+            )
         if not (0 <= self.errors <= self.requests):
             raise AvgPoolError(
                 f"errors of version {self.version!r} must be between 0 and requests ({self.requests}), "
@@ -185,7 +187,11 @@ class Policy:
 
     def alpha_at(self, look: int) -> float:
         """The level each test uses at ``look`` (Bonferroni over ``max_looks``)."""
-        if isinstance(look, bool) or not isinstance(look, (int, np.integer)) or not 1 <= look <= self.max_looks:
+        if (
+            isinstance(look, bool)
+            or not isinstance(look, (int, np.integer))
+            or not 1 <= look <= self.max_looks
+        ):
             raise AvgPoolError(
                 f"look must be an integer from 1 to max_looks ({self.max_looks}), got {look!r}: "
                 "the false-alarm budget is spread over max_looks looks"
@@ -284,10 +290,19 @@ def judge(
 
 
 def _enough(baseline: Evidence, candidate: Evidence, policy: Policy) -> Check:
-    stats = {"baseline": baseline.requests, "candidate": candidate.requests, "min_requests": policy.min_requests}
+    stats = {
+        "baseline": baseline.requests,
+        "candidate": candidate.requests,
+        "min_requests": policy.min_requests,
+    }
     short = [f"{e.version} {e.requests}" for e in (baseline, candidate) if e.requests < policy.min_requests]
     if short:
-        return Check("enough data", "not enough data", f"requests below {policy.min_requests}: {', '.join(short)}", stats)
+        return Check(
+            "enough data",
+            "not enough data",
+            f"requests below {policy.min_requests}: {', '.join(short)}",
+            stats,
+        )
     return Check("enough data", "pass", f"{baseline.requests} and {candidate.requests} requests", stats)
 
 
@@ -412,17 +427,27 @@ def _errors(baseline: Evidence, candidate: Evidence, policy: Policy, level: floa
     # one-sided Fisher: exact at any count (a chi-square test is not with a handful of errors);
     # conditional, hence conservative, which a rollback gate can afford
     p = float(fisher_exact([[ec, nc - ec], [eb, nb - eb]], alternative="greater").pvalue)
-    stats = {"errors": [eb, ec], "requests": [nb, nc], "rate": [eb / nb, ec / nc], "fisher_p": p, "alpha": level}
+    stats = {
+        "errors": [eb, ec],
+        "requests": [nb, nc],
+        "rate": [eb / nb, ec / nc],
+        "fisher_p": p,
+        "alpha": level,
+    }
     said = f"{ec}/{nc} ({ec / nc:.2%}) vs {eb}/{nb} ({eb / nb:.2%}); Fisher p={p:.2g}"
     if p < level:
         return Check("errors", "fail", f"more errors: {said}", stats)
     if p < policy.alpha:
-        return Check("errors", "marginal", f"maybe more errors (not after the look correction): {said}", stats)
+        return Check(
+            "errors", "marginal", f"maybe more errors (not after the look correction): {said}", stats
+        )
     return Check("errors", "pass", said, stats)
 
 
 def _observed(profile: Profile) -> int:
-    return sum(t["count"] + t["nan"] + t["posinf"] + t["neginf"] for t in (layer.totals() for layer in profile))
+    return sum(
+        t["count"] + t["nan"] + t["posinf"] + t["neginf"] for t in (layer.totals() for layer in profile)
+    )
 
 
 def _activations(baseline: Profile | None, candidate: Profile | None, policy: Policy) -> Check:
@@ -438,7 +463,11 @@ def _activations(baseline: Profile | None, candidate: Profile | None, policy: Po
     layers = {d.name: d.verdict for d in report.layers}
     stats = {
         "layers": {
-            d.name: {"verdict": d.verdict, "reasons": list(d.reasons), **{k: d.metrics[k] for k in ("psi", "ks", "mean_shift")}}
+            d.name: {
+                "verdict": d.verdict,
+                "reasons": list(d.reasons),
+                **{k: d.metrics[k] for k in ("psi", "ks", "mean_shift")},
+            }
             for d in report.layers
         },
         "first_drifted": None if report.first_drifted is None else report.first_drifted.name,
@@ -468,7 +497,12 @@ def _outputs(mirror: Mirror | None, policy: Policy) -> Check:
         "max_rel_error": mirror.max_rel_error,
     }
     if mirror.compared < policy.min_mirrored:
-        return Check("outputs", "not enough data", f"{mirror.compared} mirrored requests, {policy.min_mirrored} needed", stats)
+        return Check(
+            "outputs",
+            "not enough data",
+            f"{mirror.compared} mirrored requests, {policy.min_mirrored} needed",
+            stats,
+        )
     agreement = stats["top1_agreement"]
     said = f"top-1 agreement {agreement:.2%} on {mirror.compared}, max abs error {mirror.max_abs_error:.3g}"
     wrong = []
