@@ -91,7 +91,7 @@ def _add_judge(modes: Any) -> None:
         "inflate false fails. Exit 0 pass, 1 marginal or not enough data, 2 fail (or bad input).",
     )
     source = cmd.add_mutually_exclusive_group(required=True)
-    source.add_argument("--server", metavar="URL", help="an `avgpool serve --admin` with a canary open")
+    source.add_argument("--server", metavar="URL", help="an avgpool serve --admin with a canary open")
     source.add_argument("--prometheus", metavar="URL", help="a Prometheus scraping the server")
     source.add_argument(
         "--files",
@@ -143,7 +143,7 @@ def add_commands(sub: Any) -> None:
     canary = sub.add_parser(
         "canary",
         help="judge a candidate version of a served model against its baseline",
-        description="Canaries of models served by `avgpool serve`.",
+        description="Canaries of models served by avgpool serve.",
     )
     modes = canary.add_subparsers(dest="canary_mode", required=True)
     _add_judge(modes)
