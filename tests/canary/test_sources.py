@@ -34,7 +34,7 @@ def _state(shift: float = 0.0, errors: int = 0, mirror: dict | None = None) -> d
     def version(seed, s, e):
         return {
             "requests": 400 + e + 3,
-            "errors": e + 3,
+            "errors": e,  # the server counts its own (5xx) failures
             "errors_by_kind": {"model_error": e, "bad_request": 3},
             "latencies": _latencies(400, seed, s),
         }
@@ -96,6 +96,14 @@ def test_from_server_state_counts_only_server_errors():
     assert mirror is None  # nothing mirrored in split mode
 
 
+def test_without_an_error_count_the_5xx_kinds_count():
+    state = _state()
+    del state["versions"]["2"]["errors"]
+    state["versions"]["2"]["errors_by_kind"] = {"model_error": 2, "not_ready": 1, "too_large": 4}
+    _, cand, _ = from_server_state(state)
+    assert cand.errors == 3
+
+
 def test_from_server_state_reads_the_mirror():
     record = {"compared": 300, "top1_agree": 297, "max_abs_error": 0.5, "max_rel_error": 0.01}
     _, _, mirror = from_server_state(_state(mirror=record))
@@ -118,6 +126,8 @@ def test_judge_server_state_is_the_webhook_verdict():
     from avgpool.canary import judge_server_state
 
     assert judge_server_state(_state()).verdict == "pass"
+    assert judge_server_state({**_state(), "look": 7}).look == 7
+    assert judge_server_state({**_state(), "look": 25}).look == 20  # past max_looks: the last look
     slow = judge_server_state(_state(shift=0.003))
     assert slow.verdict == "fail" and slow.reasons[0].startswith("latency: slower")
 
@@ -197,7 +207,7 @@ def test_from_prometheus_approximates_latencies_from_the_histogram():
             ["canary", "judge", "--prometheus", url, "--model", "tiny", "--baseline", "1", "--candidate", "2"]
         )
     assert seen[:3] == [
-        'sum by (le) (increase(avgpool_request_duration_seconds_bucket{model="tiny",version="1"}[5m]))',
+        'sum by (le) (increase(avgpool_inference_latency_seconds_bucket{model="tiny",version="1"}[5m]))',
         'sum(increase(avgpool_requests_total{model="tiny",version="1"}[5m]))',
         'sum by (kind) (increase(avgpool_request_errors_total{model="tiny",version="1"}[5m]))',
     ]

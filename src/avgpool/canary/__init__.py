@@ -50,10 +50,18 @@ def judge_server_state(
     profiles: Mapping[str, Any] | None = None,
     *,
     policy: Policy | None = None,
-    look: int = 1,
+    look: int | None = None,
 ) -> Verdict:
     """The verdict on a server's canary records (the dict ``GET /admin/canary/{model}``
-    returns) and its versions' live profiles: what the server's Flagger webhook answers with."""
+    returns) and its versions' live profiles: what the server's Flagger webhook answers with.
+
+    ``look`` defaults to the state's ``"look"`` (the server counts the webhook's calls). A look
+    past ``policy.max_looks`` is judged as the last one: every look tests at the same
+    Bonferroni level, but the false-fail bound covers ``max_looks`` looks only, so set it to
+    the number of times the analysis calls the webhook."""
+    policy = policy or Policy()
+    if look is None:
+        look = min(max(int(state.get("look", 1)), 1), policy.max_looks)
     baseline, candidate, mirror = from_server_state(state, profiles)
     return judge(baseline, candidate, mirror=mirror, policy=policy, look=look)
 

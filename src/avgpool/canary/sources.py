@@ -7,7 +7,7 @@ no request was mirrored).
   per-version records since it opened or was last reset) and each version's live profile.
 - `from_server_state`: the same from that JSON as a dict, in the server's own process.
 - `from_prometheus`: Prometheus's HTTP query API over a window. Prometheus keeps the
-  request-duration *histogram*, not the requests, so latencies are approximate: each bucket's
+  model-run latency *histogram*, not the requests, so latencies are approximate: each bucket's
   count in the window (``increase`` of the ``_bucket`` series, rounded) becomes that many
   latencies at the bucket's midpoint (the first bucket's from 0, the +Inf bucket's at the largest
   finite bound, an underestimate). The judge's rank statistics then see ties within a bucket:
@@ -45,17 +45,19 @@ __all__ = [
     "read_latencies",
 ]
 
-#: Error kinds that count against a version: the server's own failures (HTTP 5xx). A client's
-#: bad request, an unknown model or an oversized body says nothing about the version.
+#: Error kinds that count against a version where only kinds are known (Prometheus): the server's
+#: own failures (HTTP 5xx). A client's bad request, an unknown model or an oversized body says
+#: nothing about the version.
 SERVER_ERROR_KINDS = ("model_error", "not_ready")
 Sources = tuple[Evidence, Evidence, "Mirror | None"]
 
 
 def _server_errors(record: Mapping[str, Any]) -> int:
-    kinds = record.get("errors_by_kind")
-    if isinstance(kinds, Mapping):
-        return int(sum(int(kinds.get(k, 0)) for k in SERVER_ERROR_KINDS))
-    return int(record.get("errors", 0))
+    """The server's own failures: its ``errors`` count (status 5xx), else the 5xx kinds."""
+    if "errors" in record:
+        return int(record["errors"])
+    kinds = record.get("errors_by_kind") or {}
+    return int(sum(int(kinds.get(k, 0)) for k in SERVER_ERROR_KINDS))
 
 
 def from_server_state(state: Mapping[str, Any], profiles: Mapping[str, Any] | None = None) -> Sources:
@@ -139,7 +141,9 @@ def from_server(url: str, model: str, *, timeout: float = 10.0) -> Sources:
 
 _DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
 #: The server's metric families the query reads (`avgpool.serve` exports them).
-DURATION_METRIC = "avgpool_request_duration_seconds"
+#: The model-run histogram: the same measure as the server's canary records (the model run with
+#: any injected delay, without the HTTP transfer both versions share).
+LATENCY_METRIC = "avgpool_inference_latency_seconds"
 REQUESTS_METRIC = "avgpool_requests_total"
 ERRORS_METRIC = "avgpool_request_errors_total"
 
@@ -182,19 +186,22 @@ def from_prometheus(
     window: str = "10m",
     *,
     profiles: Mapping[str, Any] | None = None,
+    histogram: str = LATENCY_METRIC,
     timeout: float = 10.0,
 ) -> Sources:
     """Evidence from Prometheus over the last ``window`` (a Prometheus duration: ``10m``,
-    ``1h30m``): latencies approximated from the request-duration histogram (see the module's
-    docstring), requests answered plus failed, server-side errors by kind. ``profiles`` (version
-    to `Profile`) adds activations; no mirror (Prometheus counts agreements, not errors)."""
+    ``1h30m``): latencies approximated from the model-run histogram (``histogram``, e.g.
+    ``avgpool_request_duration_seconds`` for whole requests; see the module's docstring),
+    requests answered plus failed, server-side errors by kind (`SERVER_ERROR_KINDS`).
+    ``profiles`` (version to `Profile`) adds activations; no mirror (Prometheus counts
+    agreements, not output errors)."""
     if not _DURATION.fullmatch(window):
         raise AvgPoolError(f"window must be a Prometheus duration such as 10m or 1h30m, got {window!r}")
     profiles = profiles or {}
     evidence = []
     for version in (baseline, candidate):
         where = f'model="{_label(model)}",version="{_label(version)}"'
-        rows = _query(url, f"sum by (le) (increase({DURATION_METRIC}_bucket{{{where}}}[{window}]))", timeout)
+        rows = _query(url, f"sum by (le) (increase({histogram}_bucket{{{where}}}[{window}]))", timeout)
         latencies = bucket_latencies([(float(r["metric"]["le"]), float(r["value"][1])) for r in rows])
         answered = _total(_query(url, f"sum(increase({REQUESTS_METRIC}{{{where}}}[{window}]))", timeout))
         kinds = {
