@@ -181,8 +181,12 @@ def test_evidence_refuses_impossible_counts():
         AvgPoolError, match=r"errors of version '2' must be between 0 and requests \(3\), got 5"
     ):
         Evidence("2", [0.1], 3, 5)
-    with pytest.raises(AvgPoolError, match="latencies of version '1' must be finite seconds >= 0, got nan"):
+    with pytest.raises(
+        AvgPoolError, match=r"latencies of version '1' must be finite seconds from 0 to 1e\+06, got nan"
+    ):
         Evidence("1", [0.1, math.nan], 2)
+    with pytest.raises(AvgPoolError, match=r"latencies of version '1' must be .* got 1e\+20"):
+        Evidence("1", [0.1, 1e20], 2)
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,9 @@ EXIT_CODES = {"pass": 0, "marginal": 1, "not enough data": 1, "fail": 2}
 NOT_AVAILABLE = "not available"
 #: Precedence in the overall verdict: a fail wins, then too little data, then a marginal check.
 _RANK = {"pass": 0, NOT_AVAILABLE: 0, "marginal": 1, "not enough data": 2, "fail": 3}
+#: Latencies above this are refused: no request takes days, and nanosecond differences of
+#: larger values would not fit the 64-bit integers the selection counts in.
+MAX_LATENCY_S = 1e6
 #: Exact Mann-Whitney critical values up to this many pairs, the normal approximation above.
 EXACT_PAIRS = 2500
 
@@ -111,10 +114,11 @@ class Evidence:
 
     def __post_init__(self) -> None:
         self.latencies = np.asarray(self.latencies, dtype=np.float64).ravel()
-        if not np.isfinite(self.latencies).all() or (self.latencies < 0).any():
-            bad = self.latencies[~(np.isfinite(self.latencies) & (self.latencies >= 0))][0]
+        sound = np.isfinite(self.latencies) & (self.latencies >= 0) & (self.latencies <= MAX_LATENCY_S)
+        if not sound.all():
             raise AvgPoolError(
-                f"latencies of version {self.version!r} must be finite seconds >= 0, got {bad}"
+                f"latencies of version {self.version!r} must be finite seconds from 0 to {MAX_LATENCY_S:g}, "
+                f"got {self.latencies[~sound][0]}"
             )
         if not (0 <= self.errors <= self.requests):
             raise AvgPoolError(
