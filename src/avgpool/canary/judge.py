@@ -11,6 +11,8 @@ nothing), and one verdict:
                  U test (candidate slower) beside it. Fails when the interval's lower bound is
                  above the tolerated slowdown, ``max(max_slowdown * baseline median,
                  min_slowdown_s)``; marginal when only the estimate is; passes otherwise.
+                 Each bound is one-sided at the look's level: the Mann-Whitney critical value,
+                 exact up to `EXACT_PAIRS` pairs, its normal approximation above.
 ``errors``       server-side error rates, one-sided Fisher exact test (candidate worse): fails
                  when significant at the corrected level, marginal when only at the nominal one.
 ``activations``  `avgpool.monitor.compare` of the candidate's live activation profile against
@@ -22,36 +24,43 @@ nothing), and one verdict:
 Overall: any fail is fail; else not enough data; else marginal; else pass (exit 0 pass, 1
 marginal or not enough data, 2 fail).
 
-**Sequential looks.** The judge is called again and again while traffic flows (look 1, 2, ...
-up to ``max_looks``), each time on all the data so far. Testing each look at ``alpha`` would
-give an identical candidate many chances to fail by luck (about 4 in 20 at 20 looks and alpha
-0.05). The latency and error tests therefore spend alpha by Bonferroni over the looks: each look
-tests at ``alpha / max_looks``, so the chance of any false fail over all looks is at most
-``alpha`` whatever the correlation between looks. An O'Brien-Fleming (Lan-DeMets) spending
-function would be less conservative at late looks, but it needs the information fraction of
-each look (known only to whoever schedules them, and traffic rates change) and it spends almost
-nothing early, where a rollback must be fast; Bonferroni needs no state between calls.
+**Sequential looks.** The judge is called again and again while traffic flows (look 1, 2, ... up
+to ``max_looks``), each time on all the data so far. Testing each look at ``alpha`` would give
+an identical candidate many chances to fail by luck (about one canary in five at 20 looks and
+alpha 0.05, as the tests measure). The latency and error tests therefore spend alpha by
+Bonferroni over the looks: each look tests at ``alpha / max_looks``, so the chance of any false
+fail over all looks is at most ``alpha`` whatever the correlation between looks. An
+O'Brien-Fleming (Lan-DeMets) spending function would be less conservative at late looks, but it
+needs the information fraction of each look (known only to whoever schedules them, and traffic
+rates change) and it spends almost nothing early, where a rollback must be fast; Bonferroni
+needs no state between calls.
 
-**Against Kayenta.** Kayenta's judge (NetflixACAJudge) also runs a Mann-Whitney U test per
-metric, with a confidence interval on the difference, and scores the canary as the weighted
-share of metrics that pass. Ours differs where that matters for a rollback gate:
+**Against Kayenta.** Kayenta's judge (NetflixACAJudge, behind Spinnaker and Argo Rollouts)
+classifies each metric with a Mann-Whitney U test and the confidence interval of the
+Hodges-Lehmann shift (98% by default): High when the whole interval lies above a band of
+0.25 x |the estimate itself| and the ratio of the means exceeds ``allowedIncrease`` (default
+1.0); the canary's score is the weighted share of metrics that pass, against pass and marginal
+score thresholds, and a metric marked critical fails it outright. Ours differs where a
+rollback gate needs it:
 
-- An effect size, not significance alone: a latency fails only when the whole confidence
-  interval lies beyond a tolerated slowdown, stated in seconds and in percent of the baseline
-  median. With thousands of requests a significance test flags any difference, however small.
-  (Kayenta's tolerance serves the same end, as a fraction of the value, not a shift.)
-- A sequential correction: Kayenta judges each analysis interval on its own level; repeated
-  looks at the same canary inflate its false-alarm rate.
-- "Not enough data" is its own verdict, never a pass, and a check that cannot be computed
-  (no profile from Prometheus) is shown as not available rather than counted as a pass.
-- One fail fails the canary: no weights that let good metrics outvote a broken one; and the
-  checks no latency metric can see (activations, outputs on the same input) are first-class.
+- An effect-size tolerance, not significance alone: Kayenta's band scales with the estimate,
+  so with enough requests any real shift, however small, is High unless an effect size is
+  configured, and its effect size is a ratio of means, which a few slow outliers move. Ours
+  fails only when the whole interval of the (robust) median shift is beyond a stated slowdown:
+  seconds, and a share of the baseline median.
+- A sequential correction: Kayenta judges each interval at the same level, so judging a canary
+  every interval raises its false-fail rate with every look; ours spends alpha over the looks.
+- "Not enough data" is its own verdict, never a pass: Kayenta gives a verdict on whatever count
+  the interval holds. A check that cannot be computed (no profile from Prometheus) is shown as
+  not available and decides nothing.
+- No weights: every check is critical, so good metrics never outvote a broken one; and two
+  checks no latency metric can make (activations, outputs on the same inputs) are first-class.
 
 **The Hodges-Lehmann estimate, exactly.** Latencies are taken in whole nanoseconds (no clock in a
 server's path resolves finer), so every difference is an exact integer. The k-th smallest of the
 ``n*m`` differences is found by bisection on its value, counting the differences at or below a
 value exactly with one sorted search of the baseline per candidate latency: ``O(m log n)`` per
-step and at most ~45 steps, never the ``n*m`` differences themselves (20,000 latencies a side
+step and at most about 50 steps, never the ``n*m`` differences themselves (20,000 latencies a side
 are 4e8 differences).
 """
 
