@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from avgpool._errors import AvgPoolError
-from avgpool.canary import from_files, from_prometheus, from_server, from_server_state, read_latencies
+from avgpool.canary import from_files, from_prometheus, from_server, from_server_state, judge, read_latencies
 from avgpool.canary.sources import bucket_latencies
 from avgpool.cli import main
 from avgpool.monitor import Profile, profile_arrays
@@ -221,6 +222,58 @@ def test_from_prometheus_approximates_latencies_from_the_histogram():
     assert (base.requests, base.errors) == (402, 0)
     assert (cand.requests, cand.errors) == (409, 8)  # model_error 7 + not_ready 1; too_large is the client's
     assert v == 2  # 6 ms slower
+
+
+def test_from_prometheus_against_a_real_prometheus():
+    """The queries as Prometheus itself runs them: a registry with the server's three families
+    scraped every 0.5 s. ``increase`` extrapolates to the window's end, so counts may exceed what
+    was observed by up to one scrape interval's share; the buckets' proportions stay."""
+    from tests.serve import gameday
+
+    if gameday.binary(gameday.PROMETHEUS) is None:
+        pytest.skip("prometheus is not installed")
+    from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+    from avgpool.monitor.prometheus import LATENCY_BUCKETS
+
+    registry = CollectorRegistry()
+    mv = ("model", "version")
+    latency = Histogram(
+        "avgpool_inference_latency_seconds", "run", mv, buckets=LATENCY_BUCKETS, registry=registry
+    )
+    answered = Counter("avgpool_requests", "answered", mv, registry=registry)
+    failed = Counter("avgpool_request_errors", "failed", (*mv, "kind"), registry=registry)
+    for version in ("1", "2"):  # every series at 0 from the first scrape, as a fresh server's are
+        latency.labels("tiny", version)
+        answered.labels("tiny", version)
+        failed.labels("tiny", version, "model_error")
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        config = gameday.prometheus_config({"serve": [f"127.0.0.1:{server.server_port}"]}, interval="500ms")
+        with gameday.Prometheus(config) as prom:
+            gameday.wait_until(lambda: prom.value("sum(avgpool_requests_total)") == 0.0, 20, "first scrape")
+            for version, shift in (("1", 0.0), ("2", 0.003)):
+                for seconds in _latencies(400, int(version), shift - 0.008):  # ~2 ms and ~5 ms
+                    latency.labels("tiny", version).observe(seconds)
+                answered.labels("tiny", version).inc(400)
+            failed.labels("tiny", "2", "model_error").inc(6)
+            gameday.wait_until(lambda: prom.value("sum(avgpool_requests_total)") == 800.0, 20, "the requests")
+            time.sleep(2.0)  # a few more scrapes: increase() extrapolates by at most one interval's share
+            base, cand, mirror = from_prometheus(prom.url, "tiny", "1", "2", "1m")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert mirror is None and 6 <= cand.errors <= 8 and base.errors == 0
+    for version, got in (("1", base), ("2", cand)):
+        observed = _latencies(400, int(version), (0.0 if version == "1" else 0.003) - 0.008)
+        exact = bucket_latencies(_cumulative(observed, (*LATENCY_BUCKETS, float("inf"))).items())
+        points, counts = np.unique(got.latencies, return_counts=True)
+        want_points, want_counts = np.unique(exact, return_counts=True)
+        assert points.tolist() == want_points.tolist()  # every bucket's midpoint, nothing else
+        assert np.all((counts >= want_counts) & (counts <= want_counts * 1.3 + 1)), (counts, want_counts)
+        assert 400 <= got.requests <= 490
+    assert judge(base, cand).check("latency").verdict == "fail"
 
 
 def test_from_prometheus_refuses_a_bad_window():

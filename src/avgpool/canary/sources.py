@@ -11,8 +11,11 @@ no request was mirrored).
   count in the window (``increase`` of the ``_bucket`` series, rounded) becomes that many
   latencies at the bucket's midpoint (the first bucket's from 0, the +Inf bucket's at the largest
   finite bound, an underestimate). The judge's rank statistics then see ties within a bucket:
-  a shift smaller than a bucket can go unseen, one across buckets is found. Profiles are not in
-  Prometheus, so activations are not available unless profiles are given.
+  a shift smaller than a bucket can go unseen, one across buckets is found. Counts are
+  Prometheus's ``increase``: it extrapolates to the window's end (by up to one scrape
+  interval's share, the same for every bucket) and misses what a series held at its first
+  scrape. Profiles are not in Prometheus, so activations are not available unless profiles
+  are given.
 - `from_files`: two profile files and two latency logs (one number per line in seconds, or a
   JSON list), for judging offline.
 """
