@@ -276,6 +276,23 @@ def test_from_prometheus_against_a_real_prometheus():
     assert judge(base, cand).check("latency").verdict == "fail"
 
 
+def test_cli_prometheus_with_profiles_and_another_histogram(tmp_path, capsys):
+    hist = {v: _cumulative(_latencies(400, int(v))) for v in ("1", "2")}
+    seen: list[str] = []
+    _profile(0).save(tmp_path / "b.avgprof")
+    _profile(2.0).save(tmp_path / "c.avgprof")
+    args = ["--model", "tiny", "--baseline", "1", "--candidate", "2", "--window", "2h", "--json"]
+    args += ["--histogram", "avgpool_request_duration_seconds"]
+    args += ["--profiles", str(tmp_path / "b.avgprof"), str(tmp_path / "c.avgprof")]
+    no_errors = {"1": {}, "2": {}}
+    with http_server(_fake_prometheus(hist, {"1": 400.0, "2": 400.0}, no_errors, seen)) as url:
+        assert main(["canary", "judge", "--prometheus", url, *args]) == 2
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["latency"]["verdict"] == "pass" and checks["activations"]["verdict"] == "fail"
+    assert seen[0].startswith("sum by (le) (increase(avgpool_request_duration_seconds_bucket{")
+    assert seen[0].endswith("[2h]))")
+
+
 def test_from_prometheus_refuses_a_bad_window():
     with pytest.raises(
         AvgPoolError, match="window must be a Prometheus duration such as 10m or 1h30m, got '10 min'"

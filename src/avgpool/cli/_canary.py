@@ -54,6 +54,7 @@ def _cmd_judge(args: argparse.Namespace) -> int:
             args.candidate,
             args.window,
             profiles=profiles,
+            histogram=args.histogram,
             timeout=args.timeout,
         )
         where = f"{args.prometheus} {args.model} over {args.window}"
@@ -107,6 +108,12 @@ def _add_judge(modes: Any) -> None:
         "--candidate", metavar="V", help="the candidate version (--prometheus; a label with --files)"
     )
     cmd.add_argument("--window", default="10m", help="Prometheus range to judge (default 10m)")
+    cmd.add_argument(
+        "--histogram",
+        default="avgpool_inference_latency_seconds",
+        help="the latency histogram Prometheus keeps (default: the model run, as the server's canary "
+        "records; avgpool_request_duration_seconds for whole requests)",
+    )
     cmd.add_argument(
         "--profiles",
         nargs=2,
