@@ -96,6 +96,16 @@ def test_a_clear_fail_is_not_hidden_by_too_little_data():
     assert v.verdict == "fail"
 
 
+def test_one_request_each_bounds_nothing():
+    v = judge(Evidence("1", [0.010], 1), Evidence("2", [0.020], 1))
+    latency = v.check("latency")
+    assert latency.verdict == "marginal" and latency.stats["ci_s"] == [-math.inf, math.inf]
+    assert v.verdict == "not enough data"  # too little data outranks a marginal check
+    assert json.loads(json.dumps(v.to_dict(), allow_nan=False))["checks"][1]["stats"]["ci_s"] == [None, None]
+    with pytest.raises(AvgPoolError, match="alpha must be above 0 and at most 0.5, got 0.7"):
+        hodges_lehmann([0.1], [0.2], 0.7)
+
+
 def test_no_latencies_at_all():
     v = judge(Evidence("1", [], 0), Evidence("2", [], 0))
     assert v.verdict == "not enough data"
@@ -326,7 +336,7 @@ def test_a_look_past_max_looks_is_refused():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("alpha", 1.0, "alpha must be between 0 and 1 (exclusive), got 1.0"),
+        ("alpha", 0.6, "alpha must be above 0 and at most 0.5, got 0.6"),
         ("max_looks", 0, "max_looks must be an integer >= 1, got 0"),
         ("max_slowdown", -0.1, "max_slowdown must be a number >= 0, got -0.1"),
         ("min_top1_agreement", 1.5, "min_top1_agreement must be between 0 and 1, got 1.5"),

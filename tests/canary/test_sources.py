@@ -397,7 +397,7 @@ def test_cli_policy_options(tmp_path, capsys):
     ("args", "message"),
     [
         (["--look", "21"], "look must be an integer from 1 to max_looks (20), got 21"),
-        (["--alpha", "2"], "alpha must be between 0 and 1 (exclusive), got 2.0"),
+        (["--alpha", "2"], "alpha must be above 0 and at most 0.5, got 2.0"),
         (["--server", "http://127.0.0.1:9"], "canary judge --server needs --model"),
         (
             ["--prometheus", "http://127.0.0.1:9", "--model", "m"],

@@ -185,8 +185,8 @@ class Policy:
     drift: Mapping[str, Threshold] | None = None
 
     def __post_init__(self) -> None:
-        if not (0 < self.alpha < 1):
-            raise AvgPoolError(f"alpha must be between 0 and 1 (exclusive), got {self.alpha}")
+        if not (0 < self.alpha <= 0.5):  # a one-sided level above 1/2 bounds nothing
+            raise AvgPoolError(f"alpha must be above 0 and at most 0.5, got {self.alpha}")
         for name in ("max_looks", "min_requests", "min_mirrored"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -377,6 +377,8 @@ def hodges_lehmann(baseline: Any, candidate: Any, alpha: float = 0.05) -> tuple[
     """The Hodges-Lehmann shift of ``candidate`` from ``baseline`` (seconds) and its Moses
     confidence interval: each bound is a one-sided (1 - ``alpha``) bound, so the two make a
     (1 - 2 ``alpha``) interval; a bound is -inf / inf where the samples are too small for one."""
+    if not (0 < alpha <= 0.5):
+        raise AvgPoolError(f"alpha must be above 0 and at most 0.5, got {alpha}")
     x, y = _ns(baseline), _ns(candidate)
     n, m = len(x), len(y)
     if not n or not m:
@@ -401,7 +403,7 @@ def latency_check(baseline: np.ndarray, candidate: np.ndarray, policy: Policy, l
     median_b, median_c = float(np.median(baseline)), float(np.median(candidate))
     tolerance = max(policy.max_slowdown * median_b, policy.min_slowdown_s)
     shift, lower, upper = hodges_lehmann(baseline, candidate, level)
-    p = float(mannwhitneyu(candidate, baseline, alternative="greater").pvalue) if n > 1 or m > 1 else 1.0
+    p = float(mannwhitneyu(candidate, baseline, alternative="greater").pvalue)
     stats = {
         "n": [n, m],
         "median_s": [median_b, median_c],
