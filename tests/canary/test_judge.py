@@ -102,7 +102,7 @@ def test_one_request_each_bounds_nothing():
     assert latency.verdict == "marginal" and latency.stats["ci_s"] == [-math.inf, math.inf]
     assert v.verdict == "not enough data"  # too little data outranks a marginal check
     assert json.loads(json.dumps(v.to_dict(), allow_nan=False))["checks"][1]["stats"]["ci_s"] == [None, None]
-    with pytest.raises(AvgPoolError, match="alpha must be above 0 and at most 0.5, got 0.7"):
+    with pytest.raises(AvgPoolError, match=r"alpha must be above 0 and at most 0\.5, got 0\.7"):
         hodges_lehmann([0.1], [0.2], 0.7)
 
 
