@@ -81,7 +81,9 @@ if TYPE_CHECKING:
     from avgpool.monitor import Profile, Threshold
 
 __all__ = [
+    "EXACT_PAIRS",
     "EXIT_CODES",
+    "NOT_AVAILABLE",
     "VERDICTS",
     "Check",
     "Evidence",
@@ -90,6 +92,9 @@ __all__ = [
     "Verdict",
     "hodges_lehmann",
     "judge",
+    "kth_differences",
+    "latency_check",
+    "lower_rank",
     "verdict_table",
 ]
 
