@@ -230,6 +230,7 @@ def profiles():
         "base": profile_model(tiny_net(), batches(0)),
         "same": profile_model(tiny_net(), batches(1)),
         "swapped": profile_model(swapped, batches(1)),
+        "five": profile_model(tiny_net(), [{"input": images(5, seed=2)[i : i + 1]} for i in range(5)]),
     }
 
 
@@ -282,6 +283,16 @@ def test_activations_without_profiles_decide_nothing(profiles):
         evidence(latencies(300, 17), "2", profile=empty),
     )
     assert v.check("activations").verdict == "not enough data" and v.verdict == "not enough data"
+
+
+def test_activations_of_a_few_inputs_are_not_enough_data(profiles):
+    """Five inputs of the very same model: the global pool's PSI is noise (here it warns)."""
+    base = evidence(latencies(300, 16), profile=profiles["base"])
+    cand = evidence(latencies(300, 17), "2", profile=profiles["five"])
+    check = judge(base, cand).check("activations")
+    assert check.verdict == "not enough data"
+    assert check.reason == "values per channel below 20: candidate gap 5"
+    assert judge(base, cand, policy=Policy(min_profiled=1)).check("activations").verdict == "marginal"
 
 
 @pytest.mark.parametrize(

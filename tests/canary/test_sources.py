@@ -404,6 +404,7 @@ def test_cli_policy_options(tmp_path, capsys):
     assert main(["canary", "judge", "--files", *files]) == 0
     assert main(["canary", "judge", "--files", *files, "--max-slowdown", "0.02"]) == 2
     assert main(["canary", "judge", "--files", *files, "--min-requests", "1000"]) == 1
+    assert main(["canary", "judge", "--files", *files, "--min-profiled", "5000"]) == 1  # 2304 a channel
     capsys.readouterr()
 
 

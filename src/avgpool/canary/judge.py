@@ -170,6 +170,11 @@ class Policy:
         approximation is excellent there, and a 10% shift of a typical latency spread is found).
     min_mirrored
         Mirrored requests before outputs are judged (100: one disagreement is then 1%).
+    min_profiled
+        Values per channel in every layer of both live profiles before activations are judged
+        (20; for a global pool, the sampled inputs): the drift statistics are effect sizes with
+        no allowance for sample size, and over 5 to 10 inputs of the very same model a global
+        average pool's PSI already warns and nears the fail threshold.
     min_top1_agreement, max_abs_error
         Two versions of the same model on the same input: top-1 classes agree on 99% of inputs
         at least, and no output differs by more than 1e-4 (float32 rounding between runtimes
@@ -185,6 +190,7 @@ class Policy:
     min_slowdown_s: float = 0.0005
     min_requests: int = 200
     min_mirrored: int = 100
+    min_profiled: int = 20
     min_top1_agreement: float = 0.99
     max_abs_error: float = 1e-4
     drift: Mapping[str, Threshold] | None = None
@@ -192,7 +198,7 @@ class Policy:
     def __post_init__(self) -> None:
         if not (0 < self.alpha <= 0.5):  # a one-sided level above 1/2 bounds nothing
             raise AvgPoolError(f"alpha must be above 0 and at most 0.5, got {self.alpha}")
-        for name in ("max_looks", "min_requests", "min_mirrored"):
+        for name in ("max_looks", "min_requests", "min_mirrored", "min_profiled"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise AvgPoolError(f"{name} must be an integer >= 1, got {value!r}")
@@ -470,6 +476,12 @@ def _observed(profile: Profile) -> int:
     )
 
 
+def _per_channel(layer: Any) -> int:
+    """The fewest values (finite or not) any channel of ``layer`` holds."""
+    seen = layer.count + layer.nan + layer.posinf + layer.neginf
+    return int(np.min(seen)) if np.size(seen) else 0
+
+
 def _activations(baseline: Profile | None, candidate: Profile | None, policy: Policy) -> Check:
     if baseline is None or candidate is None:
         which = " and ".join(w for w, p in (("baseline", baseline), ("candidate", candidate)) if p is None)
@@ -477,6 +489,19 @@ def _activations(baseline: Profile | None, candidate: Profile | None, policy: Po
     empty = [w for w, p in (("baseline", baseline), ("candidate", candidate)) if not _observed(p)]
     if empty:
         return Check("activations", "not enough data", f"no sampled activations yet: {', '.join(empty)}", {})
+    thin = [
+        f"{which} {layer.name} {_per_channel(layer)}"
+        for which, profile in (("baseline", baseline), ("candidate", candidate))
+        for layer in profile
+        if _per_channel(layer) < policy.min_profiled
+    ]
+    if thin:
+        return Check(
+            "activations",
+            "not enough data",
+            f"values per channel below {policy.min_profiled}: {', '.join(thin)}",
+            {"min_profiled": policy.min_profiled},
+        )
     from avgpool.monitor import compare
 
     report = compare(baseline, candidate, thresholds=policy.drift)

@@ -23,6 +23,7 @@ def _cmd_judge(args: argparse.Namespace) -> int:
         min_slowdown_s=args.min_slowdown_s,
         min_requests=args.min_requests,
         min_mirrored=args.min_mirrored,
+        min_profiled=args.min_profiled,
         min_top1_agreement=args.min_top1_agreement,
         max_abs_error=args.max_abs_error,
         drift=dict(parse_threshold(t) for t in args.threshold) or None,
@@ -135,6 +136,9 @@ def _add_judge(modes: Any) -> None:
     policy.add_argument("--min-requests", type=int, default=200, help="requests per version to judge (200)")
     policy.add_argument(
         "--min-mirrored", type=int, default=100, help="mirrored requests to judge outputs (100)"
+    )
+    policy.add_argument(
+        "--min-profiled", type=int, default=20, help="values per channel to judge activations (20)"
     )
     policy.add_argument("--min-top1-agreement", type=float, default=0.99, help="of mirrored requests (0.99)")
     policy.add_argument("--max-abs-error", type=float, default=1e-4, help="of mirrored outputs (1e-4)")
