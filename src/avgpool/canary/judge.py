@@ -17,7 +17,8 @@ nothing), and one verdict:
                  when significant at the corrected level, marginal when only at the nominal one.
 ``activations``  `avgpool.monitor.compare` of the candidate's live activation profile against
                  the baseline's, layers matched as ``diff`` matches them: a failing layer fails,
-                 a warning or a layer on one side only is marginal.
+                 a warning or a layer on one side only is marginal; not enough data until every
+                 layer of both holds ``min_profiled`` values per channel.
 ``outputs``      on mirrored requests (shadow mode): top-1 agreement and the largest absolute
                  difference of the two versions' outputs for the same input.
 
