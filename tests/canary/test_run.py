@@ -7,7 +7,6 @@ records each call, so these tests run in milliseconds and say exactly which call
 
 from __future__ import annotations
 
-import argparse
 import json
 from types import SimpleNamespace
 
@@ -46,7 +45,7 @@ class FakeServer:
     def admin(self):
         """The admin calls as (what, share) pairs: share changes and window resets."""
         out = []
-        for method, path, body in self.calls:
+        for _method, path, body in self.calls:
             if path == "/admin/canary":
                 out.append(("share", body["share"]))
             elif path.endswith("/reset"):

@@ -28,6 +28,7 @@ Every look's verdict, with each check's reason, and every admin call are kept in
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -97,11 +98,12 @@ def check_steps(steps: Sequence[float]) -> tuple[float, ...]:
     shares = tuple(float(s) for s in steps)
     if not shares or any(not 0.0 < s <= 1.0 for s in shares):
         raise AvgPoolError(f"steps must be shares in (0, 1], got {list(shares)}")
-    if any(b <= a for a, b in zip(shares, shares[1:])):
+    if any(b <= a for a, b in itertools.pairwise(shares)):
         raise AvgPoolError(f"steps must rise strictly, got {list(shares)}")
     if shares[0] >= 1.0:
         raise AvgPoolError(
-            f"steps need a share below 1 to judge at (at 1.0 the baseline gets no traffic), got {list(shares)}"
+            "steps need a share below 1 to judge at (at 1.0 the baseline gets no traffic), "
+            f"got {list(shares)}"
         )
     return shares
 
@@ -357,7 +359,7 @@ def run_canary(
             if opened and result.share != 0.0 and result.outcome == "undecided":
                 try:  # whatever went wrong, users are better off on the baseline
                     set_share("rollback", 0.0)
-                except Exception:  # noqa: BLE001 - the original error is the one to report
+                except Exception:  # the original error is the one to report
                     pass
             raise
     finally:
