@@ -7,6 +7,7 @@ records each call, so these tests run in milliseconds and say exactly which call
 
 from __future__ import annotations
 
+import argparse
 import json
 from types import SimpleNamespace
 
@@ -351,3 +352,86 @@ def test_the_json_log_round_trips():
         "max_looks": 20,
         "min_looks_per_step": 1,
     }
+
+
+def command(argv, monkeypatch, judge):
+    """``avgpool canary run ARGV`` against the fake server and an injected judge: (exit code, server)."""
+    import argparse
+
+    import avgpool.canary.run as run_module
+    from avgpool.cli._canary_run import add_run
+
+    server, clock = FakeServer(), Clock()
+    real = run_canary  # the real one, however often this is patched
+
+    def wired(*args, **kwargs):
+        return real(
+            *args,
+            judge=judge,
+            source=evidence,
+            client=server.client(),
+            clock=clock,
+            sleep=clock.sleep,
+            **kwargs,
+        )
+
+    monkeypatch.setattr(run_module, "run_canary", wired)
+    parser = argparse.ArgumentParser(prog="avgpool canary")
+    add_run(parser.add_subparsers(dest="canary", required=True))
+    args = parser.parse_args(["run", *argv])
+    return args.func(args), server
+
+
+def test_the_command_prints_each_look_and_exits_by_outcome(monkeypatch, capsys, tmp_path):
+    argv = [URL, "--model", "tinynet", "--baseline", "1", "--candidate", "2", "--steps", "10,50,100"]
+    log = tmp_path / "canary.json"
+    code, server = command(
+        [*argv, "--interval", "2", "--json", str(log)], monkeypatch, scripted("pass", "fail")
+    )
+    assert code == 2
+    assert server.admin() == [
+        ("share", 0.1),
+        ("reset", None),
+        ("share", 0.5),
+        ("reset", None),
+        ("share", 0.0),
+    ]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "open: share 10%",
+        "look  1  share 10%  pass",
+        "step: share 50%",
+        "look  2  share 50%  fail",
+        "    latency fail: median slowdown 3.1 ms > 0.5 ms",
+        "rollback: share 0%",
+        "rolled back: look 2 failed at share 0.5: latency fail: median slowdown 3.1 ms > 0.5 ms",
+    ]
+    written = json.loads(log.read_text())
+    assert written["outcome"] == "rolled back"
+    assert written["settings"]["interval"] == 2.0
+    assert [look["verdict"] for look in written["looks"]] == ["pass", "fail"]
+
+    code, _ = command(argv, monkeypatch, scripted("pass"))
+    assert code == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("promoted: every step passed (0.1, 0.5)")
+    code, _ = command([*argv, "--max-looks", "3"], monkeypatch, scripted("not enough data"))
+    assert code == 1
+
+
+def test_json_to_stdout_leaves_stdout_to_the_log(monkeypatch, capsys):
+    argv = [URL, "--model", "tinynet", "--baseline", "1", "--candidate", "2", "--json", "-"]
+    code, _ = command(argv, monkeypatch, scripted("pass"))
+    captured = capsys.readouterr()
+    assert code == 0
+    assert json.loads(captured.out)["outcome"] == "promoted"
+    assert "look  1  share 5%  pass" in captured.err
+
+
+def test_steps_in_percent():
+    from avgpool.cli._canary_run import parse_steps
+
+    assert parse_steps("5,25,50,100") == (0.05, 0.25, 0.5, 1.0)
+    with pytest.raises(
+        argparse.ArgumentTypeError, match=r"--steps must look like 5,25,50,100 \(percent\), got '5;25'"
+    ):
+        parse_steps("5;25")
