@@ -197,8 +197,8 @@ def test_the_first_fail_rolls_back_within_the_same_look():
     # looks fall on the interval's grid (10 s, 20 s); the failing one took 0.25 s and the
     # rollback came in the same instant: within one interval of the step's first evidence
     assert rollback["elapsed"] == fail.elapsed == 20.25
-    assert result.reason == "look 2 failed at share 0.25: latency fail: median slowdown 3.1 ms > 0.5 ms"
-    assert fail.reasons[0] == "latency fail: median slowdown 3.1 ms > 0.5 ms"
+    assert result.reason == "look 2 failed at share 0.25: latency (fail): median slowdown 3.1 ms > 0.5 ms"
+    assert fail.reasons[0] == "latency (fail): median slowdown 3.1 ms > 0.5 ms"
 
 
 def test_looks_keep_to_the_interval_even_when_a_look_takes_time():
@@ -402,9 +402,9 @@ def test_the_command_prints_each_look_and_exits_by_outcome(monkeypatch, capsys, 
         "look  1  share 10%  pass",
         "step: share 50%",
         "look  2  share 50%  fail",
-        "    latency fail: median slowdown 3.1 ms > 0.5 ms",
+        "    latency (fail): median slowdown 3.1 ms > 0.5 ms",
         "rollback: share 0%",
-        "rolled back: look 2 failed at share 0.5: latency fail: median slowdown 3.1 ms > 0.5 ms",
+        "rolled back: look 2 failed at share 0.5: latency (fail): median slowdown 3.1 ms > 0.5 ms",
     ]
     written = json.loads(log.read_text())
     assert written["outcome"] == "rolled back"
@@ -435,3 +435,133 @@ def test_steps_in_percent():
         argparse.ArgumentTypeError, match=r"--steps must look like 5,25,50,100 \(percent\), got '5;25'"
     ):
         parse_steps("5;25")
+
+
+# --- against a real `avgpool serve --admin` ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_onnx(tmp_path_factory):
+    """The demo's TinyNet as base.onnx and its twin with an average-pool stem as swapped.onnx."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from tests.serve.conftest import demo_module
+
+    demo = demo_module()
+    root = tmp_path_factory.mktemp("canary-run-models")
+    torch.manual_seed(0)
+    base = demo.TinyNet()
+    swapped = demo.TinyNet(torch.nn.AvgPool2d(3, 2, 1))
+    swapped.load_state_dict(base.state_dict())
+    return {
+        "base": demo.export(base, root / "base.onnx"),
+        "swapped": demo.export(swapped, root / "swapped.onnx"),
+    }
+
+
+def traffic(url, stop, sent):
+    """Unversioned requests, one image each, back to back until ``stop``: the users of the canary."""
+    from tests.serve.conftest import demo_module
+
+    images = demo_module().sample_images(64, 1)
+    with httpx.Client(timeout=10.0) as client:
+        i = 0
+        while not stop.is_set():
+            x = images[i % 64 : i % 64 + 1]
+            body = {
+                "inputs": [
+                    {"name": "image", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+                ]
+            }
+            response = client.post(f"{url}/v2/models/tinynet/infer", json=body)
+            sent.append(response.status_code)
+            i += 1
+
+
+@pytest.fixture
+def served(demo_onnx, request):
+    """``avgpool serve --admin`` of tinynet 1 (base) and 2 (the candidate file named by the test's
+    param) with traffic flowing; stopped, with its traffic, whatever happens."""
+    import threading
+
+    pytest.importorskip("fastapi")
+    pytest.importorskip("avgpool.canary.judge")
+    pytest.importorskip("avgpool.serve._canary", reason="this tree's server has no canaries")
+    from avgpool.serve import ServeConfig, start_in_thread
+
+    config = ServeConfig(
+        models=[f"tinynet:1={demo_onnx['base']}", f"tinynet:2={demo_onnx[request.param]}"],
+        port=0,
+        admin=True,
+        sample_every=1,
+        interval=0.5,
+        window=60,
+        log_level="warning",
+    )
+    server = start_in_thread(config)
+    stop, sent, thread = threading.Event(), [], None
+    try:
+        assert server.wait_ready()
+        thread = threading.Thread(target=traffic, args=(server.url, stop, sent), daemon=True)
+        thread.start()
+        yield server.url, sent
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(15)
+        server.stop()
+
+
+def small_policy():
+    from avgpool.canary.judge import Policy
+
+    # the defaults want 200 requests per version and window; a test's traffic on 2 shared cores
+    # reaches fewer per second, so each step is judged on 60
+    return Policy(min_requests=60)
+
+
+@pytest.mark.parametrize("served", ["base"], indirect=True)
+def test_an_identical_candidate_is_promoted_on_a_real_server(served):
+    url, sent = served
+    looks = []
+    result = run_canary(
+        url,
+        "tinynet",
+        "1",
+        "2",
+        steps=(0.25, 0.5, 1.0),
+        interval=1.0,
+        max_looks=30,
+        policy=small_policy(),
+        log=lambda event, record: looks.append(record) if event == "look" else None,
+    )
+    assert result.outcome == "promoted", json.dumps(result.to_dict(), indent=1, default=str)[:4000]
+    assert [a["action"] for a in result.actions if a["action"] != "reset"] == ["open", "step", "promote"]
+    state = httpx.get(f"{url}/admin/canary/tinynet").json()
+    assert (state["share"], state["mode"], state["baseline"], state["candidate"]) == (1.0, "split", "1", "2")
+    # the loop sent no inference itself: the server routed no more than the traffic thread sent
+    # (plus the one request it may have in flight)
+    routed = sum(v["requests"] for v in state["versions"].values())
+    assert 0 < routed <= len(sent) + 1
+    assert {look["verdict"] for look in looks} <= {"pass", "marginal", "not enough data"}
+
+
+@pytest.mark.parametrize("served", ["swapped"], indirect=True)
+def test_a_swapped_stem_pool_is_rolled_back_on_a_real_server(served):
+    url, _ = served
+    result = run_canary(
+        url, "tinynet", "1", "2", steps=(0.25, 0.5, 1.0), interval=1.0, max_looks=30, policy=small_policy()
+    )
+    assert result.outcome == "rolled back", json.dumps(result.to_dict(), indent=1, default=str)[:4000]
+    assert "activations (fail): drift at" in result.reason
+    state = httpx.get(f"{url}/admin/canary/tinynet").json()
+    assert state["share"] == 0.0
+    # after the rollback, unversioned requests reach the baseline only
+    before = state["versions"].get("2", {}).get("requests", 0)
+    import time
+
+    time.sleep(0.5)
+    after = httpx.get(f"{url}/admin/canary/tinynet").json()["versions"].get("2", {}).get("requests", 0)
+    assert after == before

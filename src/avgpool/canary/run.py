@@ -170,10 +170,10 @@ class _Admin:
 
 
 def _reasons(verdict: Any) -> list[str]:
-    """Each check as ``name verdict: reason``, the ones that did not pass first."""
+    """Each check as ``name (verdict): reason``, the ones that did not pass first."""
     checks = list(getattr(verdict, "checks", []) or [])
     checks.sort(key=lambda c: getattr(c, "verdict", "") == "pass")
-    return [f"{c.name} {c.verdict}: {c.reason}" for c in checks]
+    return [f"{c.name} ({c.verdict}): {c.reason}" for c in checks]
 
 
 def _as_dict(verdict: Any) -> dict[str, Any]:
@@ -333,7 +333,7 @@ def run_canary(
                     set_share("rollback", 0.0)
                     result.outcome = "rolled back"
                     result.reason = f"look {k} failed at share {judged[step]:g}: " + "; ".join(
-                        r for r in look.reasons if " fail: " in r
+                        r for r in look.reasons if " (fail): " in r
                     )
                     return result
                 passes = passes + 1 if verdict.verdict == "pass" else 0

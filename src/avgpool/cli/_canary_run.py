@@ -40,7 +40,7 @@ def _write(path: str, document: dict[str, Any]) -> None:
 
 def _look_line(record: dict[str, Any]) -> str:
     head = f"look {record['look']:>2}  share {record['share'] * 100:g}%  {record['verdict']}"
-    reasons = [r for r in record["reasons"] if not r.split(":", 1)[0].endswith(" pass")]
+    reasons = [r for r in record["reasons"] if not r.split(":", 1)[0].endswith(" (pass)")]
     return head + "".join(f"\n    {r}" for r in reasons)
 
 
@@ -86,7 +86,7 @@ def add_run(group: Any) -> None:
         help="step a candidate's share of traffic up while the judge passes; roll back at the first fail",
         description="Open a split canary on a live `avgpool serve --admin`, judge it every --interval "
         "seconds, step the candidate's share up (a fresh judging window per step) while the judge "
-        "passes, set the share to 0 at the first fail and to 100%% when the last step below 100%% "
+        "passes, set the share to 0 at the first fail and to 100% when the last step below 100% "
         "passes. It sends no traffic: the users (or a load generator) do. Exit codes: 0 promoted, "
         "1 undecided after --max-looks, 2 rolled back.",
     )
