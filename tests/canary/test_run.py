@@ -565,3 +565,13 @@ def test_a_swapped_stem_pool_is_rolled_back_on_a_real_server(served):
     time.sleep(0.5)
     after = httpx.get(f"{url}/admin/canary/tinynet").json()["versions"].get("2", {}).get("requests", 0)
     assert after == before
+
+
+def test_the_command_passes_its_policy_options_to_the_judge(monkeypatch):
+    pytest.importorskip("avgpool.canary.judge")
+    judge = scripted("pass")
+    argv = [URL, "--model", "tinynet", "--baseline", "1", "--candidate", "2", "--min-requests", "50"]
+    code, _ = command([*argv, "--alpha", "0.01", "--max-looks", "9"], monkeypatch, judge)
+    assert code == 0
+    policy = judge.calls[0]["policy"]
+    assert (policy.min_requests, policy.alpha, policy.max_looks) == (50, 0.01, 9)

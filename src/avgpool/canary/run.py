@@ -183,11 +183,16 @@ def _as_dict(verdict: Any) -> dict[str, Any]:
 
 def _defaults(judge: Any, source: Any, policy: Any, max_looks: int) -> tuple[Any, Any, Any]:
     if judge is None:
-        from avgpool.canary.judge import Policy
         from avgpool.canary.judge import judge as judge_fn
 
         judge = judge_fn
-        policy = Policy() if policy is None else policy
+    if policy is None:
+        try:
+            from avgpool.canary.judge import Policy
+        except ImportError:  # an injected judge without the judge module: it gets no policy
+            pass
+        else:
+            policy = Policy()
     if policy is not None and getattr(policy, "max_looks", max_looks) != max_looks:
         # the correction spreads alpha over the looks this run may take: the two must agree
         policy = dataclasses.replace(policy, max_looks=max_looks)

@@ -61,6 +61,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             share = record["body"]["share"] * 100
             print(f"{record['action']}: share {share:g}%", file=out, flush=True)
 
+    policy = None
+    if args.alpha is not None or args.min_requests is not None:
+        from avgpool.canary.judge import Policy
+
+        given = {"alpha": args.alpha, "min_requests": args.min_requests}
+        policy = Policy(**{k: v for k, v in given.items() if v is not None})
     result = run_canary(
         args.url,
         args.model,
@@ -70,6 +76,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         interval=args.interval,
         max_looks=args.max_looks,
         min_looks_per_step=args.min_looks_per_step,
+        policy=policy,
         log=log,
         hold_undecided=args.hold_undecided,
     )
@@ -119,6 +126,19 @@ def add_run(group: Any) -> None:
         default=1,
         metavar="N",
         help="passing looks in a row needed to leave a step (default 1)",
+    )
+    cmd.add_argument(
+        "--alpha",
+        type=float,
+        metavar="A",
+        help="the judge's false-fail rate over all --max-looks looks (default: avgpool.canary.Policy's)",
+    )
+    cmd.add_argument(
+        "--min-requests",
+        type=int,
+        metavar="N",
+        help="requests per version in a step's window before it is judged (default: "
+        "avgpool.canary.Policy's); at a 5%% step the candidate gets 1 request in 20",
     )
     cmd.add_argument(
         "--hold-undecided",
