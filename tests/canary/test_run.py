@@ -443,6 +443,9 @@ def test_steps_in_percent():
 @pytest.fixture(scope="module")
 def demo_onnx(tmp_path_factory):
     """The demo's TinyNet as base.onnx and its twin with an average-pool stem as swapped.onnx."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("avgpool.canary.judge")
+    pytest.importorskip("avgpool.serve._canary", reason="this tree's server has no canaries")
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     import torch
@@ -486,9 +489,6 @@ def served(demo_onnx, request):
     param) with traffic flowing; stopped, with its traffic, whatever happens."""
     import threading
 
-    pytest.importorskip("fastapi")
-    pytest.importorskip("avgpool.canary.judge")
-    pytest.importorskip("avgpool.serve._canary", reason="this tree's server has no canaries")
     from avgpool.serve import ServeConfig, start_in_thread
 
     config = ServeConfig(
@@ -575,3 +575,34 @@ def test_the_command_passes_its_policy_options_to_the_judge(monkeypatch):
     assert code == 0
     policy = judge.calls[0]["policy"]
     assert (policy.min_requests, policy.alpha, policy.max_looks) == (50, 0.01, 9)
+
+
+def test_an_unreachable_server_is_named():
+    def refused(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    clock = Clock()
+    with pytest.raises(
+        AvgPoolError, match=r"url: GET http://127.0.0.1:8000/v2/models/tinynet failed: connection refused"
+    ):
+        run_canary(
+            URL,
+            "tinynet",
+            "1",
+            "2",
+            judge=scripted("pass"),
+            source=evidence,
+            client=httpx.Client(transport=httpx.MockTransport(refused)),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+
+
+def test_the_json_log_takes_numpy_statistics(tmp_path):
+    np = pytest.importorskip("numpy")
+    from avgpool.cli._canary_run import _write
+
+    _write(
+        str(tmp_path / "log.json"), {"stats": {"shift": np.float64(0.5), "n": np.int64(3), "x": np.arange(2)}}
+    )
+    assert json.loads((tmp_path / "log.json").read_text()) == {"stats": {"shift": 0.5, "n": 3, "x": [0, 1]}}

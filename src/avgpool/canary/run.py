@@ -143,7 +143,13 @@ class _Admin:
         return response
 
     def check_versions(self) -> None:
-        response = self.client.get(f"{self.url}/v2/models/{quote(self.model, safe='')}")
+        import httpx
+
+        target = f"{self.url}/v2/models/{quote(self.model, safe='')}"
+        try:
+            response = self.client.get(target)
+        except httpx.HTTPError as exc:
+            raise AvgPoolError(f"url: GET {target} failed: {exc}") from exc
         if response.status_code != 200:
             raise AvgPoolError(
                 f"model: the server at {self.url} has no model {self.model!r} ({response.status_code})"

@@ -26,8 +26,13 @@ def parse_steps(text: str) -> tuple[float, ...]:
     return tuple(round(p / 100.0, 6) for p in percents)
 
 
+def _plain(value: Any) -> Any:
+    """A NumPy scalar or array in the judge's statistics as plain JSON."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def _write(path: str, document: dict[str, Any]) -> None:
-    text = json.dumps(document, indent=2) + "\n"
+    text = json.dumps(document, indent=2, default=_plain) + "\n"
     if path == "-":
         sys.stdout.write(text)
         return
