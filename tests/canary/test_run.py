@@ -207,6 +207,39 @@ def test_looks_keep_to_the_interval_even_when_a_look_takes_time():
     assert clock.sleeps == [10.0, 7.0]
 
 
+def test_shadow_first_judges_a_shadow_stage_before_any_user_sees_the_candidate():
+    server, clock = FakeServer(), Clock()
+    result = run(server, scripted("pass"), clock, steps=(0.1, 1.0), shadow_first=True)
+    assert result.outcome == "promoted"
+    bodies = [(b["mode"], b["share"]) for method, path, b in server.calls if path == "/admin/canary"]
+    assert bodies == [("shadow", 0.0), ("split", 0.1), ("split", 1.0)]
+    assert [(look.mode, look.share) for look in result.looks] == [("shadow", 0.0), ("split", 0.1)]
+    assert result.reason == "every step passed (shadow, 0.1); look 2 of 20"
+
+    server, clock = FakeServer(), Clock()
+    result = run(server, scripted("fail"), clock, shadow_first=True)
+    assert (result.outcome, result.share, result.mode) == ("rolled back", 0.0, "split")
+    assert [(b["mode"], b["share"]) for _, path, b in server.calls if path == "/admin/canary"] == [
+        ("shadow", 0.0),
+        ("split", 0.0),
+    ]
+    assert result.reason.startswith("look 1 failed at shadow: latency (fail)")
+
+
+def test_an_error_in_shadow_closes_the_shadow():
+    server, clock = FakeServer(), Clock()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("judge bug")
+
+    with pytest.raises(RuntimeError):
+        run(server, broken, clock, shadow_first=True)
+    assert [(b["mode"], b["share"]) for _, path, b in server.calls if path == "/admin/canary"] == [
+        ("shadow", 0.0),
+        ("split", 0.0),
+    ]
+
+
 def test_not_enough_data_and_marginal_hold_the_step():
     server, clock = FakeServer(), Clock()
     judge = scripted("not enough data", "not enough data", "marginal", "pass", "pass")
@@ -351,6 +384,7 @@ def test_the_json_log_round_trips():
         "interval": 10.0,
         "max_looks": 20,
         "min_looks_per_step": 1,
+        "shadow_first": False,
     }
 
 
@@ -549,13 +583,26 @@ def test_an_identical_candidate_is_promoted_on_a_real_server(served):
 
 
 @pytest.mark.parametrize("served", ["swapped"], indirect=True)
-def test_a_swapped_stem_pool_is_rolled_back_on_a_real_server(served):
+@pytest.mark.parametrize("shadow_first", [False, True], ids=["split", "shadow-first"])
+def test_a_swapped_stem_pool_is_rolled_back_on_a_real_server(served, shadow_first):
     url, _ = served
     result = run_canary(
-        url, "tinynet", "1", "2", steps=(0.25, 0.5, 1.0), interval=1.0, max_looks=30, policy=small_policy()
+        url,
+        "tinynet",
+        "1",
+        "2",
+        steps=(0.25, 0.5, 1.0),
+        interval=1.0,
+        max_looks=30,
+        policy=small_policy(),
+        shadow_first=shadow_first,
     )
     assert result.outcome == "rolled back", json.dumps(result.to_dict(), indent=1, default=str)[:4000]
     assert "activations (fail): drift at" in result.reason
+    if shadow_first:
+        # caught in the shadow: no user got an answer from the candidate
+        assert [a["body"]["mode"] for a in result.actions if "body" in a] == ["shadow", "split"]
+        assert result.looks[-1].mode == "shadow"
     state = httpx.get(f"{url}/admin/canary/tinynet").json()
     assert state["share"] == 0.0
     # after the rollback, unversioned requests reach the baseline only

@@ -11,6 +11,9 @@ sends none.
 - **Steps.** Each step starts a fresh judging window (``POST /admin/canary/{m}/reset``), so a
   step is judged on traffic at its own share only. A step is left upward after
   ``min_looks_per_step`` passing looks in a row; "marginal" and "not enough data" hold it.
+- **Shadow first** (optional). A first stage in shadow mode: the baseline answers every
+  request and the candidate runs it too, unseen, so the judge compares their outputs before any
+  user gets an answer from the candidate.
 - **Rollback.** The first "fail" sets the share to 0 at once, in the same look: all unversioned
   traffic goes to the baseline within one interval of the evidence that failed. The canary is
   left open at share 0 rather than deleted, because without a canary a request that names no
@@ -57,6 +60,7 @@ class Look:
     verdict: str
     reasons: list[str]
     judge: dict[str, Any] = field(default_factory=dict)
+    mode: str = "split"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,6 +76,7 @@ class RunResult:
     outcome: str  # "promoted" | "rolled back" | "undecided"
     reason: str
     share: float  # the candidate's share when the run ended
+    mode: str = "split"  # the canary's mode when the run ended
     looks: list[Look] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -161,13 +166,13 @@ class _Admin:
                     f"{what}: model {self.model!r} has no version {version!r}; it has {versions}"
                 )
 
-    def share(self, action: str, share: float) -> None:
+    def share(self, action: str, share: float, mode: str = "split") -> None:
         body = {
             "model": self.model,
             "baseline": self.baseline,
             "candidate": self.candidate,
             "share": share,
-            "mode": "split",
+            "mode": mode,
         }
         self._call(action, "POST", "/admin/canary", body)
 
@@ -225,6 +230,7 @@ def run_canary(
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str, dict[str, Any]], None] | None = None,
     hold_undecided: bool = False,
+    shadow_first: bool = False,
 ) -> RunResult:
     """Open a split canary of ``candidate`` against ``baseline`` on ``model`` and see it through.
 
@@ -259,6 +265,10 @@ def run_canary(
         (``event`` "look") as it happens.
     hold_undecided
         Leave the share where it is when undecided, instead of sending traffic to the baseline.
+    shadow_first
+        Judge a shadow stage before the first step: the baseline answers every request and the
+        candidate runs it too, unseen, so its outputs are compared with the baseline's before
+        any user gets one of its answers.
 
     Returns
     -------
@@ -273,7 +283,9 @@ def run_canary(
         the baseline first.
     """
     shares = check_steps(steps)
-    judged = [s for s in shares if s < 1.0]
+    # (mode, share) of each judged stage; the share of a shadow stage is no user's traffic
+    stages = [("shadow", 0.0)] if shadow_first else []
+    stages += [("split", s) for s in shares if s < 1.0]
     if not interval > 0:
         raise AvgPoolError(f"interval must be > 0 seconds, got {interval}")
     if max_looks < 1 or min_looks_per_step < 1:
@@ -306,6 +318,7 @@ def run_canary(
             "interval": interval,
             "max_looks": max_looks,
             "min_looks_per_step": min_looks_per_step,
+            "shadow_first": shadow_first,
         },
     )
 
@@ -313,17 +326,21 @@ def run_canary(
         if log is not None:
             log(event, record)
 
-    def set_share(action: str, share: float) -> None:
-        admin.share(action, share)
-        result.share = share
+    def set_share(action: str, share: float, mode: str = "split") -> None:
+        admin.share(action, share, mode)
+        result.share, result.mode = share, mode
         note("action", admin.actions[-1])
+
+    def stage(step: int) -> str:
+        mode, share = stages[step]
+        return "shadow" if mode == "shadow" else f"share {share:g}"
 
     try:
         admin.check_versions()
         opened = False
         try:
             step = 0
-            set_share("open", judged[0])
+            set_share("open", stages[0][1], stages[0][0])
             opened = True
             admin.reset()
             note("action", admin.actions[-1])
@@ -335,39 +352,39 @@ def run_canary(
                     sleep(wait)
                 evidence = source(admin.url, model)
                 verdict = judge(evidence[0], evidence[1], mirror=evidence[2], policy=policy, look=k)
+                mode, share = stages[step]
                 look = Look(
-                    k, step, judged[step], elapsed(), verdict.verdict, _reasons(verdict), _as_dict(verdict)
+                    k, step, share, elapsed(), verdict.verdict, _reasons(verdict), _as_dict(verdict), mode
                 )
                 result.looks.append(look)
                 note("look", look.to_dict())
                 if verdict.verdict == "fail":
                     set_share("rollback", 0.0)
                     result.outcome = "rolled back"
-                    result.reason = f"look {k} failed at share {judged[step]:g}: " + "; ".join(
+                    result.reason = f"look {k} failed at {stage(step)}: " + "; ".join(
                         r for r in look.reasons if " (fail): " in r
                     )
                     return result
                 passes = passes + 1 if verdict.verdict == "pass" else 0
                 if passes < min_looks_per_step:
                     continue
-                if step + 1 == len(judged):
+                if step + 1 == len(stages):
                     set_share("promote", 1.0)
                     result.outcome = "promoted"
-                    result.reason = (
-                        f"every step passed ({', '.join(f'{s:g}' for s in judged)}); look {k} of {max_looks}"
-                    )
+                    passed = ", ".join(m if m == "shadow" else f"{v:g}" for m, v in stages)
+                    result.reason = f"every step passed ({passed}); look {k} of {max_looks}"
                     return result
                 step += 1
                 passes = 0
-                set_share("step", judged[step])
+                set_share("step", stages[step][1], stages[step][0])
                 admin.reset()
                 note("action", admin.actions[-1])
-            result.reason = f"no decision after {max_looks} looks, at share {judged[step]:g}"
+            result.reason = f"no decision after {max_looks} looks, at {stage(step)}"
             if not hold_undecided:
                 set_share("rollback", 0.0)
             return result
         except BaseException:
-            if opened and result.share != 0.0 and result.outcome == "undecided":
+            if opened and (result.share, result.mode) != (0.0, "split") and result.outcome == "undecided":
                 try:  # whatever went wrong, users are better off on the baseline
                     set_share("rollback", 0.0)
                 except Exception:  # the original error is the one to report

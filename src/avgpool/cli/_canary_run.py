@@ -43,8 +43,12 @@ def _write(path: str, document: dict[str, Any]) -> None:
     partial.replace(target)
 
 
+def _stage(mode: str, share: float) -> str:
+    return "shadow" if mode == "shadow" else f"share {share * 100:g}%"
+
+
 def _look_line(record: dict[str, Any]) -> str:
-    head = f"look {record['look']:>2}  share {record['share'] * 100:g}%  {record['verdict']}"
+    head = f"look {record['look']:>2}  {_stage(record['mode'], record['share'])}  {record['verdict']}"
     reasons = [r for r in record["reasons"] if not r.split(":", 1)[0].endswith(" (pass)")]
     return head + "".join(f"\n    {r}" for r in reasons)
 
@@ -63,8 +67,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if args.json not in (None, "-"):
                 _write(args.json, {"outcome": None, "looks": looks})
         elif record["action"] != "reset":
-            share = record["body"]["share"] * 100
-            print(f"{record['action']}: share {share:g}%", file=out, flush=True)
+            body = record["body"]
+            print(f"{record['action']}: {_stage(body['mode'], body['share'])}", file=out, flush=True)
 
     policy = None
     if args.alpha is not None or args.min_requests is not None:
@@ -84,6 +88,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         policy=policy,
         log=log,
         hold_undecided=args.hold_undecided,
+        shadow_first=args.shadow_first,
     )
     print(f"{result.outcome}: {result.reason}", file=out, flush=True)
     if args.json is not None:
@@ -144,6 +149,12 @@ def add_run(group: Any) -> None:
         metavar="N",
         help="requests per version in a step's window before it is judged (default: "
         "avgpool.canary.Policy's); at a 5%% step the candidate gets 1 request in 20",
+    )
+    cmd.add_argument(
+        "--shadow-first",
+        action="store_true",
+        help="judge a shadow stage first: the candidate runs every request beside the baseline, which "
+        "answers them all, so outputs are compared before any user sees the candidate",
     )
     cmd.add_argument(
         "--hold-undecided",
