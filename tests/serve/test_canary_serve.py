@@ -301,17 +301,22 @@ def test_flagger_webhook_answers_with_the_registered_judge(server, admin):
     first = admin.post("/admin/flagger/tiny", json=payload)
     assert first.status_code == 503
     assert first.json()["reasons"] == ["enough data: not enough data: 1 request < 2"]
+    # a rollout check counts only a fail: not enough data is not one
+    held = admin.post("/admin/flagger/tiny?fail_on=fail", json=payload)
+    assert held.status_code == 200 and held.json()["verdict"] == "not enough data"
+    bad = admin.post("/admin/flagger/tiny?fail_on=maybe")
+    assert bad.status_code == 400 and "fail_on must be one of ['fail', 'not-pass']" in bad.json()["error"]
     infer(server.url, images(1))
     infer(server.url, images(1))
     second = admin.post("/admin/flagger/tiny")  # Flagger may post no body
     assert second.status_code == 200 and second.json() == {
         "verdict": "pass",
         "checks": [],
-        "look": 2,
+        "look": 3,
         "reasons": [],
     }
-    (state, versions, got), (_, _, empty) = calls
-    assert versions == ["1", "2"] and got == payload and empty == {}
+    (state, versions, got), (_, _, held_payload), (_, _, empty) = calls
+    assert versions == ["1", "2"] and got == payload == held_payload and empty == {}
     assert state["look"] == 1 and state["versions"]["2"]["requests"] == 1
 
     class Verdict:  # the judge's own type: to_dict and verdict, called with two arguments
@@ -323,6 +328,7 @@ def test_flagger_webhook_answers_with_the_registered_judge(server, admin):
     register_judge(lambda state, profiles: Verdict())
     third = admin.post("/admin/flagger/tiny")
     assert third.status_code == 503 and third.json()["reasons"] == ["latency: fail: slower"]
+    assert admin.post("/admin/flagger/tiny?fail_on=fail").status_code == 503
     register_judge(lambda state, profiles: 1 / 0)
     broken = admin.post("/admin/flagger/tiny")
     assert broken.status_code == 500 and "ZeroDivisionError" in broken.json()["error"]

@@ -1,6 +1,5 @@
-"""``avgpool canary``: judge a candidate version of a served model against its baseline.
-
-Each subcommand is added by its own function below, called from `add_commands`.
+"""``avgpool canary``: judge a candidate version of a served model against its baseline
+(``judge``, here), and step its share of traffic up or roll it back (``run``, in `_canary_run`).
 """
 
 from __future__ import annotations
@@ -8,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from avgpool.cli._canary_run import add_run
 from avgpool.cli._common import emit_table, output_args
 
 
@@ -153,8 +153,9 @@ def add_commands(sub: Any) -> None:
     """Add the ``canary`` group to the ``avgpool`` command's subparsers."""
     canary = sub.add_parser(
         "canary",
-        help="judge a candidate version of a served model against its baseline",
+        help="judge a candidate version of a served model against its baseline; promote or roll it back",
         description="Canaries of models served by avgpool serve.",
     )
     modes = canary.add_subparsers(dest="canary_mode", required=True)
     _add_judge(modes)
+    add_run(modes)

@@ -20,7 +20,7 @@ import numpy as np
 
 from avgpool.serve._canary import MODES, Canaries, Canary, registered_judge
 
-__all__ = ["add_routes", "call_judge", "parse_open", "verdict_body"]
+__all__ = ["FAIL_ON", "add_routes", "call_judge", "parse_open", "verdict_body"]
 
 log = logging.getLogger("avgpool.serve")
 
@@ -37,8 +37,15 @@ def call_judge(fn: Callable[..., Any], state: dict[str, Any], profiles: dict[str
     return fn(state, profiles)
 
 
-def verdict_body(result: Any) -> tuple[int, dict[str, Any]]:
-    """The webhook's status and JSON body for a judge's ``result``."""
+#: ``?fail_on=`` of the Flagger webhook: which verdicts answer 503.
+FAIL_ON = {"not-pass": "every verdict but pass", "fail": "fail only"}
+
+
+def verdict_body(result: Any, fail_on: str = "not-pass") -> tuple[int, dict[str, Any]]:
+    """The webhook's status and JSON body for a judge's ``result``: 503 for every verdict but
+    pass (``fail_on="not-pass"``: a gate that holds while the judge is unsure), or for fail
+    only (``fail_on="fail"``: a check whose failures roll back, so marginal and not enough
+    data must not count as failures)."""
     if isinstance(result, Mapping):
         body = dict(result)
     elif hasattr(result, "to_dict"):
@@ -54,7 +61,8 @@ def verdict_body(result: Any) -> tuple[int, dict[str, Any]]:
             for c in checks
             if isinstance(c, Mapping) and c.get("verdict") != "pass"
         ]
-    return (200 if verdict == "pass" else 503), body
+    failed = verdict == "fail" if fail_on == "fail" else verdict != "pass"
+    return (503 if failed else 200), body
 
 
 def _json_safe(value: Any) -> Any:
@@ -206,6 +214,9 @@ def add_routes(
                 "no canary judge is installed: importing avgpool.canary installs it (avgpool serve "
                 "--admin imports it when it is installed)",
             )
+        fail_on = request.query_params.get("fail_on", "not-pass")
+        if fail_on not in FAIL_ON:
+            return refuse(400, f"fail_on must be one of {sorted(FAIL_ON)}, got {fail_on!r}")
         try:
             canary = find(model_name)
             payload = await body_json(request, empty={})
@@ -221,7 +232,7 @@ def add_routes(
                 v: state.telemetry.model(model_name, v).live_profile()
                 for v in (canary.baseline, canary.candidate)
             }
-            status, body = verdict_body(call_judge(judge, doc, profiles, payload))
+            status, body = verdict_body(call_judge(judge, doc, profiles, payload), fail_on)
             return json_response(body, status)
 
         try:
