@@ -427,3 +427,56 @@ def test_compare_outputs():
     assert compare_outputs({"y": nan}, {"y": np.array([[0.0, 1.0]])}).mismatch
     flat = compare_outputs({"y": np.zeros(4)}, {"y": np.full(4, 1e-6)})
     assert flat.top1_rows == 0 and flat.max_abs_error == pytest.approx(1e-6) and not flat.mismatch
+
+
+def test_a_canary_opened_at_start_mirrors_from_the_first_request(demo_models):
+    """``--canary`` opens the canary before the server answers, for servers whose admin routes a
+    deployment tool cannot reach (Flagger's webhook judges a pod's own records)."""
+    from avgpool.serve._runners import load_runner
+    from avgpool.serve._server import start_in_thread
+
+    runners = [
+        load_runner(demo_models["base"], name="tiny", version="1"),
+        load_runner(demo_models["base"], name="tiny", version="2"),
+    ]
+    config = ServeConfig(
+        models=[], port=0, sample_every=0, log_level="warning", admin=True, canary="tiny=1,2"
+    )
+    handle = start_in_thread(config, runners=runners)
+    try:
+        assert handle.wait_ready(60)
+        for _ in range(3):
+            assert infer(handle.url, images(2))[0] == "1"  # shadow: the baseline answers
+        handle.state.canaries.drain()
+        doc = httpx.get(f"{handle.url}/admin/canary/tiny").json()
+        assert (doc["baseline"], doc["candidate"], doc["mode"], doc["share"]) == ("1", "2", "shadow", 0.0)
+        assert doc["mirror"]["compared"] == 6 and doc["mirror"]["top1_agree"] == 6
+    finally:
+        handle.stop()
+        for runner in runners:
+            runner.close()
+
+
+@pytest.mark.parametrize(
+    ("canary", "admin", "message"),
+    [
+        ("tiny=1,2", False, "--canary needs --admin"),
+        ("tiny=1", True, "--canary must be NAME=BASELINE,CANDIDATE[,MODE[,SHARE]]"),
+        ("tiny=1,2,split,half", True, "--canary's share must be a number from 0 to 1, got 'half'"),
+        ("tiny=1,2,split,1.5", True, "--canary tiny=1,2,split,1.5: share must be a number from 0 to 1"),
+        ("tiny=1,2,both", True, "mode must be 'split' or 'shadow', got 'both'"),
+        ("tiny=1,9", True, "--canary tiny=1,9:"),
+        ("tiny=1,1", True, "candidate must differ from baseline"),
+    ],
+)
+def test_a_bad_canary_at_start_is_refused_naming_the_option(demo_models, canary, admin, message):
+    from avgpool._errors import AvgPoolError
+    from avgpool.serve._runners import load_runner
+    from avgpool.serve._server import build_state
+
+    runner = load_runner(demo_models["base"], name="tiny", version="1")
+    config = ServeConfig(models=[], port=0, admin=admin, canary=canary)
+    with pytest.raises(AvgPoolError) as info:
+        build_state(config, runners=[runner])
+    assert message in str(info.value)
+    runner.close()

@@ -58,6 +58,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         admin=args.admin,
         warmup=not args.no_warmup,
         log_level=args.log_level,
+        canary=args.canary,
     )
 
 
@@ -180,6 +181,14 @@ def add_commands(sub: Any) -> None:
         action="store_true",
         help="enable POST /admin/faults, /admin/deploy-window and the canary routes /admin/canary "
         "(loopback clients only), and the Flagger webhook POST /admin/flagger/MODEL",
+    )
+    serve.add_argument(
+        "--canary",
+        metavar="NAME=BASE,CAND[,MODE[,SHARE]]",
+        help="open a canary at start (with --admin): e.g. tinynet=1,2,shadow mirrors every "
+        "unversioned request of tinynet to version 2, or tinynet=1,2,split,0.05 sends it 5%%; "
+        "for a server whose admin routes a deployment tool cannot reach, such as Flagger's webhook "
+        "in a pod",
     )
     serve.add_argument(
         "--no-warmup",
