@@ -450,6 +450,7 @@ def test_a_request_span_with_decode_model_telemetry_encode_children(start_server
     assert spans.status == 404 and spans.requests[-1] == ("", "", 404)
     ((callback, window),) = spans.sources
     assert window == 60
+    handle.state.telemetry.flush()  # the worker thread profiles the sample after the answer
     [(name, version, profile)] = callback()
     assert (name, version) == ("tiny", "1") and set(profile.layers) == set(runner.layers)
 

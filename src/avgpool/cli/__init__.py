@@ -1,7 +1,7 @@
 """The ``avgpool`` command: thin argument parsing and rendering over the library's tools.
 
 Each subcommand lives in its own module (``_shape``, ``_inspect``, ``_diff``, ``_verify``,
-``_profile``, ``_merge``, ``_drift``, ``_bench``, ``_study``, ``_serve``) with an
+``_profile``, ``_merge``, ``_drift``, ``_bench``, ``_study``, ``_serve``, ``_canary``) with an
 ``add_commands(subparsers)``; what they share is in ``_common``. This module only assembles the
 parser and maps exceptions to exit codes.
 
@@ -23,11 +23,23 @@ import traceback
 from collections.abc import Sequence
 
 from avgpool._errors import AvgPoolError
-from avgpool.cli import _bench, _diff, _drift, _inspect, _merge, _profile, _serve, _shape, _study, _verify
+from avgpool.cli import (
+    _bench,
+    _canary,
+    _diff,
+    _drift,
+    _inspect,
+    _merge,
+    _profile,
+    _serve,
+    _shape,
+    _study,
+    _verify,
+)
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = (_shape, _inspect, _diff, _verify, _profile, _merge, _drift, _bench, _study, _serve)
+_SUBCOMMANDS = (_shape, _inspect, _diff, _verify, _profile, _merge, _drift, _bench, _study, _serve, _canary)
 
 _EXIT_CODES = """exit codes:
   0    done

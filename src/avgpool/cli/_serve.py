@@ -58,7 +58,25 @@ def config_from_args(args: argparse.Namespace) -> Any:
         admin=args.admin,
         warmup=not args.no_warmup,
         log_level=args.log_level,
+        canary=args.canary,
     )
+
+
+def install_canary_judge() -> bool:
+    """Import ``avgpool.canary``, which installs the judge of the Flagger webhook; False (and a
+    note on stderr) where it cannot be imported: the server runs, the webhook answers 501."""
+    import importlib
+
+    try:
+        importlib.import_module("avgpool.canary")
+    except ImportError as exc:
+        print(
+            f"avgpool serve: no canary judge ({exc}); POST /admin/flagger/MODEL answers 501",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    return True
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -66,6 +84,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     config.check()
+    if config.admin:
+        install_canary_judge()
     where = f"http://{config.host}:{config.port}"
     print(
         f"avgpool serve: {len(config.models)} model(s) on {where} (metrics at {where}/metrics; "
@@ -159,7 +179,16 @@ def add_commands(sub: Any) -> None:
     serve.add_argument(
         "--admin",
         action="store_true",
-        help="enable POST /admin/faults and /admin/deploy-window (loopback clients only)",
+        help="enable POST /admin/faults, /admin/deploy-window and the canary routes /admin/canary "
+        "(loopback clients only), and the Flagger webhook POST /admin/flagger/MODEL",
+    )
+    serve.add_argument(
+        "--canary",
+        metavar="NAME=BASE,CAND[,MODE[,SHARE]]",
+        help="open a canary at start (with --admin): e.g. tinynet=1,2,shadow mirrors every "
+        "unversioned request of tinynet to version 2, or tinynet=1,2,split,0.05 sends it 5%%; "
+        "for a server whose admin routes a deployment tool cannot reach, such as Flagger's webhook "
+        "in a pod",
     )
     serve.add_argument(
         "--no-warmup",

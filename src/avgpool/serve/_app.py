@@ -29,8 +29,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from avgpool._errors import AvgPoolError
+from avgpool.serve._canary import Canaries, register_judge
 from avgpool.serve._protocol import HEADER_LENGTH, V2Error, decode_request, encode_response
 from avgpool.serve._runners import ModelRunError
+
+__all__ = ["AppState", "ModelRepository", "create_app", "register_judge"]
 
 log = logging.getLogger("avgpool.serve")
 
@@ -131,6 +134,7 @@ class AppState:
     warmed_up: threading.Event = field(default_factory=threading.Event)
     otel: Any = None
     workers: int = 1
+    canaries: Canaries = field(default_factory=Canaries)
 
     def all_ready(self) -> bool:
         return all((r.name, r.version) in self.ready for r in self.repository.runners())
@@ -207,9 +211,45 @@ def _metadata(repository: ModelRepository, runner: Any) -> dict[str, Any]:
     }
 
 
-def _run_infer(state: AppState, runner: Any, body: bytearray, header_length: str | None) -> tuple[Any, ...]:
+def _model_run(state: AppState, runner: Any, inputs: Any, sample: bool) -> tuple[Any, Any, float]:
+    """Run the model once, with any injected fault latency: outputs, pooling outputs, seconds;
+    its failures as V2Error."""
+    start = time.perf_counter()
+    delay = state.faults.get((runner.name, runner.version), 0.0)
+    if delay > 0:
+        time.sleep(delay)
+    try:
+        outputs, pooling = runner.run(inputs, sample=sample)
+    except V2Error:
+        raise
+    except AvgPoolError as exc:
+        if isinstance(exc, ModelRunError):
+            raise V2Error(500, str(exc), "model_error") from exc
+        raise V2Error(400, str(exc)) from exc
+    except Exception as exc:
+        log.exception("model %s version %s raised", runner.name, runner.version)
+        raise V2Error(500, f"model {runner.name} failed: {type(exc).__name__}: {exc}") from exc
+    return outputs, pooling, time.perf_counter() - start
+
+
+def _shadow_run(state: AppState, runner: Any, inputs: Any) -> tuple[Any, float]:
+    """A mirrored request on a shadow canary's candidate (the shadow thread): outputs, seconds."""
+    if (runner.name, runner.version) not in state.ready:
+        raise V2Error(503, f"model {runner.name} version {runner.version} is not ready (warming up)")
+    model = state.telemetry.model(runner.name, runner.version)
+    sample = model.should_sample()
+    outputs, pooling, seconds = _model_run(state, runner, inputs, sample)
+    if sample and pooling:
+        model.observe_pooling(pooling)
+    return outputs, seconds
+
+
+def _run_infer(
+    state: AppState, runner: Any, body: bytearray, header_length: str | None, mirror: Any = None
+) -> tuple[Any, ...]:
     """Decode, run and encode one request (on a pool thread): body, header length, model seconds,
-    rows."""
+    rows. ``mirror(inputs, outputs)`` (a shadow canary) gets the decoded inputs and the outputs
+    (None when the model failed) once the model has run."""
     span = state.otel.span
     attrs = {"avgpool.model": runner.name, "avgpool.version": runner.version}
     model = state.telemetry.model(runner.name, runner.version)
@@ -217,22 +257,14 @@ def _run_infer(state: AppState, runner: Any, body: bytearray, header_length: str
         request = decode_request(body, header_length)
     sample = model.should_sample()
     with span("model", **attrs, **{"avgpool.sampled": sample}):
-        start = time.perf_counter()
-        delay = state.faults.get((runner.name, runner.version), 0.0)
-        if delay > 0:
-            time.sleep(delay)
         try:
-            outputs, pooling = runner.run(request.inputs, sample=sample)
+            outputs, pooling, model_seconds = _model_run(state, runner, request.inputs, sample)
         except V2Error:
+            if mirror is not None:
+                mirror(request.inputs, None)
             raise
-        except AvgPoolError as exc:
-            if isinstance(exc, ModelRunError):
-                raise V2Error(500, str(exc), "model_error") from exc
-            raise V2Error(400, str(exc)) from exc
-        except Exception as exc:
-            log.exception("model %s version %s raised", runner.name, runner.version)
-            raise V2Error(500, f"model {runner.name} failed: {type(exc).__name__}: {exc}") from exc
-        model_seconds = time.perf_counter() - start
+    if mirror is not None:
+        mirror(request.inputs, outputs)
     if sample and pooling:
         with span("telemetry", **attrs):
             model.observe_pooling(pooling)
@@ -244,6 +276,11 @@ def _run_infer(state: AppState, runner: Any, body: bytearray, header_length: str
 def create_app(state: AppState) -> Any:
     """The FastAPI app serving ``state``; its lifespan starts the telemetry and the warm-up."""
     executor = ThreadPoolExecutor(max_workers=state.threads or max(4, os.cpu_count() or 1))
+    state.canaries.run = lambda runner, inputs: _shadow_run(state, runner, inputs)
+    state.canaries.on_error = lambda exc: (
+        (exc.kind, exc.status) if isinstance(exc, V2Error) else ("model_error", 500)
+    )
+    state.telemetry.canaries = state.canaries  # the canary families of /metrics
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -256,6 +293,7 @@ def create_app(state: AppState) -> Any:
         try:
             yield
         finally:
+            state.canaries.stop()
             state.telemetry.stop()
             state.otel.shutdown()
             executor.shutdown(wait=False, cancel_futures=True)
@@ -330,10 +368,18 @@ def create_app(state: AppState) -> Any:
 
     async def infer(request: Request, name: str, version: str | None) -> Any:
         start = time.perf_counter()
+        canary = state.canaries.get(name) if version is None else None
+        mirror = None
         try:
-            runner, failure = resolve(name, version), None
+            runner, failure = resolve(name, canary.route() if canary else version), None
         except V2Error as exc:
             runner, failure = None, exc
+        if canary is not None and canary.mode == "shadow" and runner is not None:
+            candidate = resolve(name, canary.candidate)
+
+            def mirror(inputs: Any, outputs: Any) -> None:
+                state.canaries.mirror(canary, candidate, inputs, outputs)
+
         model, ver = (runner.name, runner.version) if runner is not None else (None, None)
         route = getattr(request.scope.get("route"), "path", request.url.path)
         extra = {"url.path": request.url.path}
@@ -344,7 +390,7 @@ def create_app(state: AppState) -> Any:
                         raise V2Error(503, f"model {model} version {ver} is not ready (warming up)")
                     body = await _read_body(request, state.max_body_bytes)
                     content, json_length, model_seconds, rows = await in_thread(
-                        _run_infer, state, runner, body, request.headers.get(HEADER_LENGTH)
+                        _run_infer, state, runner, body, request.headers.get(HEADER_LENGTH), mirror
                     )
                 except V2Error as exc:
                     failure = exc
@@ -352,6 +398,11 @@ def create_app(state: AppState) -> Any:
             span.set_status_code(status)
         seconds = time.perf_counter() - start
         state.otel.record_request(seconds, model or "", ver or "", status)
+        if canary is not None and runner is not None:
+            if failure is None:
+                canary.answered(ver, model_seconds)
+            else:
+                canary.failed(ver, failure.kind, failure.status)
         if failure is not None:
             return refused(failure, name) if runner is None else error(failure, model, ver)
         state.telemetry.model(model, ver).observe(
@@ -393,7 +444,10 @@ def create_app(state: AppState) -> Any:
         return Response(body, headers={"Content-Type": content_type})
 
     if state.admin:
+        from avgpool.serve._canary_routes import add_routes
+
         _admin_routes(app, state, resolve)
+        add_routes(app, state, in_thread, _is_loopback)
     return app
 
 

@@ -10,6 +10,13 @@ spanning up to 2**80 at the default 320 buckets), so the counts are exact there,
 value exactly equal to a negative edge counts in the next bucket up. Its ``_count`` is the
 window's finite values; it has no ``_sum`` (values can be negative: prometheus-client leaves it
 out then; `avgpool_activation_mean` is the window's mean).
+
+The canary families have one series per model name, 0 while no canary is open:
+``avgpool_canary_share`` is the share of unversioned requests the candidate answers (0 in shadow
+mode); ``avgpool_canary_mirrored_total`` counts the rows of mirrored requests compared and
+``avgpool_canary_top1_agreements_total`` those whose top-1 class agreed (their ratio is the
+top-1 agreement of a classifier); ``avgpool_canary_mirror_dropped_total`` the mirrors dropped
+because the shadow queue was full.
 """
 
 from __future__ import annotations
@@ -46,6 +53,10 @@ METRICS: dict[str, str] = {
     "avgpool_activation_histogram": "histogram",
     "avgpool_fault_latency_seconds": "gauge",
     "avgpool_deploy_window": "gauge",
+    "avgpool_canary_share": "gauge",
+    "avgpool_canary_mirrored_total": "counter",
+    "avgpool_canary_top1_agreements_total": "counter",
+    "avgpool_canary_mirror_dropped_total": "counter",
 }
 #: The ``kind`` label values of ``avgpool_request_errors_total``.
 ERROR_KINDS = ("bad_request", "too_large", "model_not_found", "not_ready", "model_error", "unsupported")
@@ -236,4 +247,37 @@ class Collector:
                 drift["mean_shift"].add_metric(lv, d.metrics["mean_shift"])
                 drift["std_ratio"].add_metric(lv, d.metrics["std_ratio"])
                 drift["drift_status"].add_metric(lv, VERDICTS.index(d.verdict))
-        return [*fams, *gauges.values(), *activation.values(), *drift.values(), hist]
+        return [
+            *fams,
+            *gauges.values(),
+            *activation.values(),
+            *drift.values(),
+            hist,
+            *_canary_families(owner),
+        ]
+
+
+def _canary_families(owner: Any) -> list[Any]:
+    """The canary gauge and counters of every model name (``owner.canaries``: the app's)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    canaries = getattr(owner, "canaries", None)
+    share = GaugeMetricFamily(
+        "avgpool_canary_share",
+        "Share of unversioned requests the canary's candidate answers.",
+        labels=["model"],
+    )
+    counters = {
+        key: CounterMetricFamily(name, help_, labels=["model"])
+        for key, name, help_ in (
+            ("mirrored", "avgpool_canary_mirrored", "Rows of mirrored requests compared with the baseline."),
+            ("agree", "avgpool_canary_top1_agreements", "Mirrored rows whose top-1 class agreed."),
+            ("dropped", "avgpool_canary_mirror_dropped", "Mirrors dropped: the shadow queue was full."),
+        )
+    }
+    for name in sorted({m.name for m in owner._models.values()}):
+        share.add_metric([name], canaries.share(name) if canaries is not None else 0.0)
+        totals = canaries.totals(name) if canaries is not None else {}
+        for key, family in counters.items():
+            family.add_metric([name], float(totals.get(key, 0)))
+    return [share, *counters.values()]

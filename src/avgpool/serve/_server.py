@@ -24,7 +24,15 @@ from typing import Any
 
 from avgpool._errors import AvgPoolError
 
-__all__ = ["ServeConfig", "ServerHandle", "build_state", "parse_model", "serve_models", "start_in_thread"]
+__all__ = [
+    "ServeConfig",
+    "ServerHandle",
+    "build_state",
+    "parse_canary",
+    "parse_model",
+    "serve_models",
+    "start_in_thread",
+]
 
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*"
 _MODEL_PREFIX = re.compile(rf"({_NAME})(?::({_NAME}))?=(.+)")
@@ -77,6 +85,7 @@ class ServeConfig:
     admin: bool = False
     warmup: bool = True
     log_level: str = "info"
+    canary: str | None = None
 
     def check(self) -> None:
         """AvgPoolError naming the first option out of range."""
@@ -95,6 +104,10 @@ class ServeConfig:
         for option, value, ok, allowed in checks:
             if not ok:
                 raise AvgPoolError(f"{option} must be {allowed}, got {value}")
+        if self.canary is not None and not self.admin:
+            raise AvgPoolError(
+                f"--canary needs --admin (its records and judge are admin routes), got --canary {self.canary}"
+            )
         if self.admin and self.workers > 1:
             # a fault or deploy window set through one worker would not reach the others
             raise AvgPoolError(f"--admin needs --workers 1, got --workers {self.workers}")
@@ -180,7 +193,7 @@ def build_state(
     cache: dict[str, Any] = {}
     for runner in runners:
         telemetry.add_model(runner, baseline=_baseline_for(config, runner, cache))
-    return AppState(
+    state = AppState(
         repository=repository,
         telemetry=telemetry,
         max_body_bytes=int(config.max_body_mb * 2**20),
@@ -190,6 +203,34 @@ def build_state(
         workers=config.workers,
         otel=otel,
     )
+    if config.canary is not None:
+        state.canaries.open(*parse_canary(config.canary, state))
+    return state
+
+
+def parse_canary(text: str, state: Any) -> tuple[str, str, str, float, str]:
+    """(model, baseline, candidate, share, mode) of ``--canary NAME=BASELINE,CANDIDATE[,MODE[,SHARE]]``
+    (mode ``split`` or ``shadow``, default shadow; share default 0), checked as ``POST
+    /admin/canary`` checks its body; AvgPoolError naming what is wrong."""
+    from avgpool.serve._canary_routes import parse_open
+    from avgpool.serve._protocol import V2Error
+
+    form = "NAME=BASELINE,CANDIDATE[,MODE[,SHARE]], e.g. tinynet=1,2,shadow or tinynet=1,2,split,0.05"
+    name, sep, rest = text.partition("=")
+    parts = rest.split(",")
+    if not sep or not name or not 2 <= len(parts) <= 4 or not all(parts):
+        raise AvgPoolError(f"--canary must be {form}, got {text!r}")
+    doc: dict[str, Any] = {"model": name, "baseline": parts[0], "candidate": parts[1]}
+    doc["mode"] = parts[2] if len(parts) > 2 else "shadow"
+    if len(parts) > 3:
+        try:
+            doc["share"] = float(parts[3])
+        except ValueError:
+            raise AvgPoolError(f"--canary's share must be a number from 0 to 1, got {parts[3]!r}") from None
+    try:
+        return parse_open(doc, state.canaries, state.repository)
+    except V2Error as exc:
+        raise AvgPoolError(f"--canary {text}: {exc.message}") from None
 
 
 def _uvicorn_config(app: Any, config: ServeConfig, **extra: Any) -> Any:

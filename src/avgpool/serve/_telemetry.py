@@ -348,12 +348,15 @@ class Telemetry:
             return False
 
     def flush(self) -> int:
-        """Profile every queued sample now (the worker thread does this on its own); how many."""
+        """Profile every queued sample now (the worker thread does this on its own) and wait for
+        the one the worker may be profiling, so every sample queued before the call is in the
+        window when it returns; how many this call profiled."""
         done = 0
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
+                self._queue.join()
                 return done
             self._profile(*item)
             done += 1
