@@ -121,3 +121,29 @@ def test_the_pooling_diff_shown_in_the_docs(family, capsys):
         "changed  /pool2/AveragePool  /pool2/AveragePool  name        count_include_pad True -> False  no"
     ]
     assert f"     {changed[0]}\n" in (variants.ROOT / "docs" / "canary.md").read_text()
+
+
+def _doc_commands() -> list[str]:
+    """Every ``avgpool ...`` command of docs/canary.md's shell blocks, continuation lines joined."""
+    import re
+
+    text = (variants.ROOT / "docs" / "canary.md").read_text()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = re.sub(r"\s+#.*$", "", line.strip()).split(" > ")[0].rstrip("&").strip()
+            if line.startswith("avgpool "):
+                commands.append(line)
+    return commands
+
+
+def test_the_docs_commands_parse():
+    import shlex
+
+    from avgpool.cli import _parser
+
+    commands = _doc_commands()
+    assert sum(c.startswith("avgpool canary ") for c in commands) >= 5, commands
+    parser = _parser()
+    for command in commands:
+        parser.parse_args(shlex.split(command)[1:])  # exits 2 on an option the CLI does not have
