@@ -17,20 +17,6 @@ from avgpool.canary import Evidence, Mirror, Policy, hodges_lehmann, judge, verd
 from avgpool.canary.judge import _ns, kth_differences, lower_rank
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_judge_left_registered():
-    """Importing avgpool.canary registers its judge with the server where the hook exists; the
-    server's own tests expect none registered once these tests are done."""
-    yield
-    try:
-        from avgpool.serve import _app
-    except ImportError:
-        return
-    register = getattr(_app, "register_judge", None)
-    if register is not None:
-        register(None)
-
-
 def latencies(n: int, seed: int, median: float = 0.010, spread: float = 0.001, shift: float = 0.0):
     rng = np.random.default_rng(seed)
     return np.maximum(rng.normal(median, spread, n) + shift, 0.0)

@@ -21,20 +21,6 @@ from avgpool.cli import main
 from avgpool.monitor import Profile, profile_arrays
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_judge_left_registered():
-    """Importing avgpool.canary registers its judge with the server where the hook exists; the
-    server's own tests expect none registered once these tests are done."""
-    yield
-    try:
-        from avgpool.serve import _app
-    except ImportError:
-        return
-    register = getattr(_app, "register_judge", None)
-    if register is not None:
-        register(None)
-
-
 def _profile(shift: float) -> Profile:
     rng = np.random.default_rng(0)
     return profile_arrays([{"pool": rng.standard_normal((64, 4, 3, 3)) + shift} for _ in range(4)])

@@ -101,7 +101,7 @@ def add_run(group: Any) -> None:
     cmd = group.add_parser(
         "run",
         help="step a candidate's share of traffic up while the judge passes; roll back at the first fail",
-        description="Open a split canary on a live `avgpool serve --admin`, judge it every --interval "
+        description="Open a split canary on a live avgpool serve --admin, judge it every --interval "
         "seconds, step the candidate's share up (a fresh judging window per step) while the judge "
         "passes, set the share to 0 at the first fail and to 100% when the last step below 100% "
         "passes. It sends no traffic: the users (or a load generator) do. Exit codes: 0 promoted, "
