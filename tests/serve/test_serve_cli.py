@@ -4,6 +4,7 @@ and with two workers (ready, answering, counting across workers, SIGTERM ending 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -99,7 +100,11 @@ def test_serve_command_in_a_subprocess(demo_models, workers):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     argv = [sys.executable, "-m", "avgpool", "serve", f"tiny={demo_models['base']}", "--port", str(port)]
     argv += ["--workers", str(workers), "--sample-every", "1", "--interval", "0.5", "--log-level", "warning"]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a session of its own: if the test fails, killing the group also stops uvicorn's workers,
+    # which a SIGKILL of the supervisor alone would leave running
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
 
         def ready():
@@ -120,8 +125,8 @@ def test_serve_command_in_a_subprocess(demo_models, workers):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the workers too, whatever the supervisor did
+        proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
