@@ -231,28 +231,33 @@ class TapTables:
 
     ``out``: the output's spatial sizes; ``weight`` and ``real``: per axis (D, H, W) the tap
     positions followed by their weights, or by whether each tap reads a real cell (an absent
-    axis has one unit tap).
+    axis has one unit tap); ``sizes``: the input's spatial sizes (D, H, W), 1 for an absent
+    axis.
     """
 
     out: tuple[int, ...]
     weight: tuple[np.ndarray, ...]
     real: tuple[np.ndarray, ...]
+    sizes: tuple[int, int, int]
 
     @property
     def rows(self) -> tuple[np.ndarray, ...]:
-        """`weight` with the W axis's tables transposed to (taps, out), as `cpu_taps.taps_sum`
-        takes them."""
+        """`weight` with the W axis's tables transposed to (taps, out), as
+        `cpu_taps.taps_sum_rows` takes them: a tap of weight 0 reads position W, the zero cell
+        past the end of the kernel's row buffer, so that no tap needs a test."""
         return self.weight[:4] + self._w_by_tap
 
     @functools.cached_property
     def _w_by_tap(self) -> tuple[np.ndarray, np.ndarray]:
-        return _read_only(tuple(np.ascontiguousarray(t.T) for t in self.weight[4:]))
+        pos, weight = (np.ascontiguousarray(t.T) for t in self.weight[4:])
+        return _read_only((np.where(weight != 0.0, pos, self.sizes[2]).astype(np.int64), weight))
 
 
 def tap_tables(taps: Sequence) -> TapTables:
     """Kernel-ready, read-only tables of per-axis `avgpool.reference.Taps`."""
     weight, real = _read_only(tuple(_tables(taps, "weight"))), _read_only(tuple(_tables(taps, "real")))
-    return TapTables(tuple(t.out for t in taps), weight, real)
+    sizes = (1,) * (3 - len(taps)) + tuple(t.size for t in taps)
+    return TapTables(tuple(t.out for t in taps), weight, real, sizes)
 
 
 # -- small planes: tables of `kernels.small_planes` --------------------------------------------

@@ -8,31 +8,59 @@ the forward calls are planned once per layout, tables and dtype, like the box an
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
-from avgpool import _buffers
 from avgpool._arrays import Layout
-from avgpool._cpu_calls import Planned
+from avgpool._cpu_calls import Planned, kernel_name
 from avgpool._cpu_drivers import (
     PLANS_KEPT,
     _blocks,
-    _full,
     _kernel_dtype,
     _lowest,
     _moved,
     _shape4,
-    _threads_by_size,
-    _view4,
     planned_call,
 )
 from avgpool._cpu_plans import TapTables
+
+#: Float32 weighted tap sums (`cpu_taps.taps_sum_rows`) whose D*H taps and W taps number at
+#: most this many together sum in float32: each tap's product (its weight rounded to float32,
+#: times the value) and each addition round once, so a result is within (taps + 2) * 2**-24 of
+#: the sum of |weight| * |value| over its taps (9.5e-7 at 14, inside the 1e-6 the kernels
+#: promise; the 2-d blurs up to filt_size 7 fit). More taps sum in float64.
+F32_TAP_SUMS = 14
+
+#: Channels-first planes at most this wide, at least `PLANES_MIN` of them, run
+#: `cpu_taps.taps_sum_planes` (vectorised across planes), in blocks of 16-64 planes of at most
+#: `PLANE_CELLS` cells together.
+PLANES_MAX_W = 32
+PLANES_MIN = 16
+PLANE_CELLS = 32768
+
+#: Taps per output that cost about one pass over the data: a planned call with more taps
+#: counts its bytes that many times over when it picks its threads (a 4x4 blur: twice).
+TAPS_PER_PASS = 4
+
+
+def _taps(tables: TapTables) -> int:
+    """Taps of the two passes of `cpu_taps.taps_sum_rows`: D*H taps, then W taps."""
+    return tables.weight[1].shape[1] * tables.weight[3].shape[1] + tables.weight[5].shape[1]
+
+
+def tap_sum_dtype(dtype: np.dtype, tables: TapTables) -> np.dtype:
+    """The dtype `cpu_taps.taps_sum_rows` sums in for inputs of ``dtype`` (as the kernel takes
+    them): float32 for float32 within `F32_TAP_SUMS` taps, else float64."""
+    small = _kernel_dtype(np.dtype(dtype)) == np.float32 and _taps(tables) <= F32_TAP_SUMS
+    return np.dtype(np.float32 if small else np.float64)
 
 
 def clear_plans() -> None:
     """Forget the planned calls."""
     plan_taps_sum.cache_clear()
     plan_taps_max.cache_clear()
+    plan_taps_scatter.cache_clear()
 
 
 def taps_sum(x: np.ndarray, layout: Layout, tables: TapTables) -> np.ndarray:
@@ -42,16 +70,23 @@ def taps_sum(x: np.ndarray, layout: Layout, tables: TapTables) -> np.ndarray:
 
 @functools.lru_cache(maxsize=PLANS_KEPT)
 def plan_taps_sum(layout: Layout, tables: TapTables, dtype: np.dtype) -> Planned:
-    """`taps_sum`'s kernel call: the two-pass `cpu_taps.taps_sum_rows` for channels-last data
-    and for windows that read input rows more than once (blur), else `cpu_taps.taps_sum`."""
+    """`taps_sum`'s kernel call: `cpu_taps.taps_sum_planes` for many narrow channels-first
+    planes (`PLANES_MAX_W`, `PLANES_MIN`), the two-pass `cpu_taps.taps_sum_rows` for other
+    channels-last data and windows that read input rows more than once (blur), else
+    `cpu_taps.taps_sum`. Its threads count the taps (`TAPS_PER_PASS`)."""
     from avgpool.kernels import cpu_taps
 
     view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
     out_view, _ = _shape4(layout.out_full_shape(tables.out), layout.channels_last, layout.ndim)
-    nbytes = _moved(layout, tables.out, dtype)
+    nbytes = _moved(layout, tables.out, dtype) * max(1, _taps(tables) // TAPS_PER_PASS)
     pos_h = tables.weight[2]
-    if c > 1 or pos_h.shape[0] * pos_h.shape[1] > view[2]:
-        kernel, args = cpu_taps.taps_sum_rows, (c, *tables.rows, _blocks(nbytes))
+    acc = np.empty(0, tap_sum_dtype(dtype, tables))
+    if c == 1 and tables.sizes[2] <= PLANES_MAX_W and view[0] >= PLANES_MIN:
+        cells = math.prod(tables.sizes)
+        lanes = min(max(PLANE_CELLS // cells // 16 * 16, 16), 64)
+        kernel, args = cpu_taps.taps_sum_planes, (lanes, *tables.rows, _blocks(nbytes), acc)
+    elif c > 1 or pos_h.shape[0] * pos_h.shape[1] > view[2]:
+        kernel, args = cpu_taps.taps_sum_rows, (c, *tables.rows, _blocks(nbytes), acc)
     else:
         kernel, args = cpu_taps.taps_sum, (c, *tables.weight)
     return planned_call("taps", kernel, args, layout, tables.out, dtype, view, out_view, nbytes)
@@ -76,19 +111,28 @@ def plan_taps_max(layout: Layout, tables: TapTables, dtype: np.dtype) -> Planned
     )
 
 
-@_threads_by_size
 def taps_scatter(grad_output: np.ndarray, layout: Layout, tables: TapTables) -> np.ndarray:
     """The transpose of `taps_sum`: the backward of adaptive average and blur pooling."""
+    return plan_taps_scatter(layout, tables, grad_output.dtype)(grad_output)
+
+
+@functools.lru_cache(maxsize=PLANS_KEPT)
+def plan_taps_scatter(layout: Layout, tables: TapTables, dtype: np.dtype) -> Planned:
+    """`taps_scatter`'s kernel call, `cpu_taps.taps_scatter`: its input is the gradient of the
+    output, its output the gradient of the input (the layout's shape)."""
     from avgpool.kernels import cpu_taps
 
-    result = _buffers.empty(layout.shape, grad_output.dtype)
-    work = _buffers.empty(layout.full_shape, np.float64)
-    g4, c = _view4(
-        _full(grad_output, layout, tables.out).astype(np.float64, copy=False),
-        layout.channels_last,
-        layout.ndim,
+    g_view, c = _shape4(layout.out_full_shape(tables.out), layout.channels_last, layout.ndim)
+    view, _ = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
+    nbytes = _moved(layout, tables.out, dtype)
+    kernel = cpu_taps.taps_scatter
+    return Planned(
+        kernel,
+        (c, *tables.rows, _blocks(nbytes)),
+        view=g_view,
+        out_shape=layout.shape,
+        out_view=view,
+        dtype=dtype,
+        nbytes=nbytes,
+        path=f"taps: {kernel_name(kernel)}",
     )
-    grad4, _ = _view4(work, layout.channels_last, layout.ndim)
-    cpu_taps.taps_scatter(g4, grad4, c, *tables.weight)
-    result.reshape(layout.full_shape)[...] = work
-    return result

@@ -960,6 +960,12 @@ KERNEL_CASES = {
     "cpu_max.max_backward": ("max_pool_backward", "channels_first", K3S2),
     "cpu_taps.taps_sum": ("adaptive_avg_pool", "channels_first", {"output_size": (4, 5)}),
     "cpu_taps.taps_sum_rows": ("blur_pool", "channels_first", {"filt_size": 4, "stride": 2}),
+    "cpu_taps.taps_sum_planes": (
+        "blur_pool",
+        "channels_first",
+        {"filt_size": 3, "stride": 2},
+        (2, 17, 9, 11),
+    ),
     "cpu_taps.taps_scatter": ("adaptive_avg_pool_backward", "channels_last", {"output_size": (5, 4)}),
     "cpu_taps.taps_max": ("adaptive_max_pool", "channels_first", {"output_size": (5, 4)}),
     "small_planes.avg_small": ("avg_pool", "channels_first", K3S2),

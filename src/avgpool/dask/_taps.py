@@ -27,7 +27,7 @@ from avgpool._arrays import Layout
 from avgpool._cpu_calls import Planned
 from avgpool._cpu_drivers import _kernel_dtype, _lowest, _shape4
 from avgpool._cpu_plans import tap_tables
-from avgpool._cpu_taps import taps_scatter
+from avgpool._cpu_taps import tap_sum_dtype, taps_scatter
 from avgpool.dask._blocks import offsets
 from avgpool.dask._graph import Read, blocks
 from avgpool.dask._local import INDEX, globalize, localize, spatial_axes
@@ -124,7 +124,7 @@ def _sum_planned(layout: Layout, tables, dtype, rows: bool) -> Planned:
     view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
     out_view, _ = _shape4(layout.out_full_shape(tables.out), layout.channels_last, layout.ndim)
     if rows:
-        kernel, args = cpu_taps.taps_sum_rows, (c, *tables.rows, 1)
+        kernel, args = cpu_taps.taps_sum_rows, (c, *tables.rows, 1, np.empty(0, tap_sum_dtype(dtype, tables)))
     else:
         kernel, args = cpu_taps.taps_sum, (c, *tables.weight)
     out_shape = layout.out_shape(tables.out)

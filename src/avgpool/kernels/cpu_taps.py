@@ -53,104 +53,326 @@ def taps_sum(x, out, C, pos_d, w_d, pos_h, w_h, pos_w, w_w):
                 orow[ow * C + c] = acc
 
 
+@njit(cache=True, inline="always")
+def _rows_sum(X, ridx, rw, n, col):
+    """col = the sum over k < n of rw[k] * X[ridx[k]], in col's dtype: the rows four at a time
+    (one pass over ``col`` per four rows), the products of a group added left to right and the
+    group's sum added to those before it. 0 when n is 0."""
+    L = col.shape[0]
+    t = col.dtype.type
+    if n == 0:
+        for i in range(L):
+            col[i] = 0.0
+        return
+    a, wa = X[ridx[0]], t(rw[0])
+    if n == 1:
+        for i in range(L):
+            col[i] = wa * t(a[i])
+        return
+    b, wb = X[ridx[1]], t(rw[1])
+    if n == 2:
+        for i in range(L):
+            col[i] = wa * t(a[i]) + wb * t(b[i])
+        return
+    c, wc = X[ridx[2]], t(rw[2])
+    if n == 3:
+        for i in range(L):
+            col[i] = (wa * t(a[i]) + wb * t(b[i])) + wc * t(c[i])
+        return
+    d, wd = X[ridx[3]], t(rw[3])
+    for i in range(L):
+        col[i] = ((wa * t(a[i]) + wb * t(b[i])) + wc * t(c[i])) + wd * t(d[i])
+    k = 4
+    while k + 4 <= n:
+        a, b, c, d = X[ridx[k]], X[ridx[k + 1]], X[ridx[k + 2]], X[ridx[k + 3]]
+        wa, wb, wc, wd = t(rw[k]), t(rw[k + 1]), t(rw[k + 2]), t(rw[k + 3])
+        for i in range(L):
+            col[i] += ((wa * t(a[i]) + wb * t(b[i])) + wc * t(c[i])) + wd * t(d[i])
+        k += 4
+    while k < n:
+        a, wa = X[ridx[k]], t(rw[k])
+        for i in range(L):
+            col[i] += wa * t(a[i])
+        k += 1
+
+
+@njit(cache=True, inline="always")
+def _gather_sum(col, pos, w, KW, acc):
+    """acc[ow] = the sum over the taps jw of w[jw, ow] * col[pos[jw, ow]] (one channel), the
+    taps in groups of four as `_rows_sum`."""
+    OW = acc.shape[0]
+    t = acc.dtype.type
+    k = 0
+    while k < KW:
+        m = min(4, KW - k)
+        pa, wa = pos[k], w[k]
+        if m == 1:
+            if k == 0:
+                for ow in range(OW):
+                    acc[ow] = t(wa[ow]) * col[pa[ow]]
+            else:
+                for ow in range(OW):
+                    acc[ow] += t(wa[ow]) * col[pa[ow]]
+        elif m == 2:
+            pb, wb = pos[k + 1], w[k + 1]
+            if k == 0:
+                for ow in range(OW):
+                    acc[ow] = t(wa[ow]) * col[pa[ow]] + t(wb[ow]) * col[pb[ow]]
+            else:
+                for ow in range(OW):
+                    acc[ow] += t(wa[ow]) * col[pa[ow]] + t(wb[ow]) * col[pb[ow]]
+        elif m == 3:
+            pb, wb, pc, wc = pos[k + 1], w[k + 1], pos[k + 2], w[k + 2]
+            if k == 0:
+                for ow in range(OW):
+                    acc[ow] = (t(wa[ow]) * col[pa[ow]] + t(wb[ow]) * col[pb[ow]]) + t(wc[ow]) * col[pc[ow]]
+            else:
+                for ow in range(OW):
+                    acc[ow] += (t(wa[ow]) * col[pa[ow]] + t(wb[ow]) * col[pb[ow]]) + t(wc[ow]) * col[pc[ow]]
+        else:
+            pb, wb, pc, wc, pd, wd = pos[k + 1], w[k + 1], pos[k + 2], w[k + 2], pos[k + 3], w[k + 3]
+            if k == 0:
+                for ow in range(OW):
+                    acc[ow] = (
+                        (t(wa[ow]) * col[pa[ow]] + t(wb[ow]) * col[pb[ow]]) + t(wc[ow]) * col[pc[ow]]
+                    ) + t(wd[ow]) * col[pd[ow]]
+            else:
+                for ow in range(OW):
+                    acc[ow] += (
+                        (t(wa[ow]) * col[pa[ow]] + t(wb[ow]) * col[pb[ow]]) + t(wc[ow]) * col[pc[ow]]
+                    ) + t(wd[ow]) * col[pd[ow]]
+        k += m
+
+
+@njit(cache=True, inline="always")
+def _channels_sum(col, pos, w, KW, ow, C, dst):
+    """dst[c] = the sum over the taps jw of w[jw, ow] * col[pos[jw, ow] * C + c] (C channels of
+    output ``ow``), the taps in groups of four as `_rows_sum`."""
+    t = dst.dtype.type
+    k = 0
+    while k < KW:
+        m = min(4, KW - k)
+        a, wa = col[pos[k, ow] * C :], t(w[k, ow])
+        if m == 1:
+            if k == 0:
+                for c in range(C):
+                    dst[c] = wa * a[c]
+            else:
+                for c in range(C):
+                    dst[c] += wa * a[c]
+        elif m == 2:
+            b, wb = col[pos[k + 1, ow] * C :], t(w[k + 1, ow])
+            if k == 0:
+                for c in range(C):
+                    dst[c] = wa * a[c] + wb * b[c]
+            else:
+                for c in range(C):
+                    dst[c] += wa * a[c] + wb * b[c]
+        elif m == 3:
+            b, wb = col[pos[k + 1, ow] * C :], t(w[k + 1, ow])
+            cc, wc = col[pos[k + 2, ow] * C :], t(w[k + 2, ow])
+            if k == 0:
+                for c in range(C):
+                    dst[c] = (wa * a[c] + wb * b[c]) + wc * cc[c]
+            else:
+                for c in range(C):
+                    dst[c] += (wa * a[c] + wb * b[c]) + wc * cc[c]
+        else:
+            b, wb = col[pos[k + 1, ow] * C :], t(w[k + 1, ow])
+            cc, wc = col[pos[k + 2, ow] * C :], t(w[k + 2, ow])
+            d, wd = col[pos[k + 3, ow] * C :], t(w[k + 3, ow])
+            if k == 0:
+                for c in range(C):
+                    dst[c] = ((wa * a[c] + wb * b[c]) + wc * cc[c]) + wd * d[c]
+            else:
+                for c in range(C):
+                    dst[c] += ((wa * a[c] + wb * b[c]) + wc * cc[c]) + wd * d[c]
+        k += m
+
+
 @register("adaptive_avg_pool", "blur_pool")
 @njit(parallel=True, cache=True)
-def taps_sum_rows(x, out, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks):
-    """`taps_sum` in two passes, for windows that overlap down the plane (blur) or channels-last.
+def taps_sum_rows(x, out, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks, acc):
+    """`taps_sum` in two passes over whole rows: for windows that overlap down the plane (blur)
+    and for channels-last data.
 
-    The tables are separable, so each input row an output reads is filtered along W once per
-    (outer, output depth) item, into a float64 row buffer: ``pos_wt`` and ``w_wt`` are the W
-    table transposed, (taps, OW), so one tap's positions and weights are contiguous and the
-    loop over the outputs (and channels) vectorises. Then each output row is the weighted sum
-    of its buffered rows, a whole row at a time. A zero weight adds exactly 0 (never 0 x inf):
-    the taps that read padding hold weight 0. Items are split into at most ``blocks`` runs,
-    each allocating its buffers once.
+    The tables are separable, so each output row first sums the input rows its D and H taps
+    read, weighted, into a row buffer ``col`` (`_rows_sum`: contiguous W*C values, four rows
+    per pass, which vectorises; a tap of weight 0 is skipped), then filters that one row along
+    W: ``pos_wt`` and ``w_wt`` are the W table transposed, (taps, OW), and a tap of weight 0
+    reads position W, a zero cell past the row's end, so the W pass has no test and adds
+    exactly 0 there (never 0 x inf). Each input row is read once per output row that uses it,
+    and output rows are subsampled before any W filtering. Sums run in ``acc``'s dtype
+    (`avgpool._cpu_taps.sum_dtype`) in a fixed order per output. Output rows are split into at
+    most ``blocks`` runs, each allocating its buffers once.
     """
-    n_outer, H = x.shape[0], x.shape[2]
+    n_outer, D, H, WC = x.shape
     OD, OH, OW = pos_d.shape[0], pos_h.shape[0], pos_wt.shape[1]
     KD, KH, KW = pos_d.shape[1], pos_h.shape[1], pos_wt.shape[0]
-    width = OW * C
-    items = n_outer * OD
+    X3 = x.reshape(n_outer, D * H, WC)
+    O3 = out.reshape(n_outer, OD * OH, OW * C)
+    items = n_outer * OD * OH
     runs, per = split_runs(items, blocks)
     for block in prange(runs):
-        rows_, used, acc_ = np.empty((H, width)), np.empty(H, np.bool_), np.empty(width)
-        # views with no reference count (`_nrt`): a row or channel-vector view per tap costs
-        # no atomic update
-        rows, acc, xu, ou = unowned(rows_), unowned(acc_), unowned(x), unowned(out)
-        pwu, wwu = unowned(pos_wt), unowned(w_wt)
-        for item in range(block * per, min(items, (block + 1) * per)):
-            o, od = item // OD, item % OD
-            used[:] = False
-            for oh in range(OH):
+        col_, acc_ = np.zeros(WC + C, acc.dtype), np.empty(OW * C, acc.dtype)
+        ridx_, rw_ = np.empty(KD * KH, np.int64), np.empty(KD * KH)
+        # views with no reference count (`_nrt`): a row view per tap costs no atomic update
+        col, accu, xu, ou = unowned(col_), unowned(acc_), unowned(X3), unowned(O3)
+        ridx, rw, pwu, wwu = unowned(ridx_), unowned(rw_), unowned(pos_wt), unowned(w_wt)
+        colw = col[:WC]
+        start, stop = block * per, min(items, (block + 1) * per)
+        o, r = start // (OD * OH), start % (OD * OH)
+        for _ in range(start, stop):
+            od, oh = r // OH, r % OH
+            n = 0
+            for jd in range(KD):
                 for jh in range(KH):
-                    if w_h[oh, jh] != 0.0:
-                        used[pos_h[oh, jh]] = True
-            for h in range(H):
-                if not used[h]:
-                    continue
-                r = rows[h]
-                r[:] = 0.0
-                for jd in range(KD):
-                    fd = w_d[od, jd]
-                    if fd == 0.0:
-                        continue
-                    xrow = xu[o, pos_d[od, jd], h]
-                    for jw in range(KW):
-                        pos, wt = pwu[jw], wwu[jw]
-                        if C == 1:
-                            for ow in range(OW):
-                                f = fd * wt[ow]
-                                r[ow] += f * xrow[pos[ow]] if f != 0.0 else 0.0
-                        else:
-                            for ow in range(OW):
-                                f = fd * wt[ow]
-                                if f != 0.0:
-                                    src = xrow[pos[ow] * C : pos[ow] * C + C]
-                                    dst = r[ow * C : ow * C + C]
-                                    for c in range(C):
-                                        dst[c] += f * src[c]
-            for oh in range(OH):
-                acc[:] = 0.0
-                for jh in range(KH):
-                    f = w_h[oh, jh]
+                    f = w_d[od, jd] * w_h[oh, jh]
                     if f != 0.0:
-                        r = rows[pos_h[oh, jh]]
-                        for i in range(width):
-                            acc[i] += f * r[i]
-                orow = ou[o, od, oh]
-                for i in range(width):
-                    orow[i] = acc[i]
-        keep_alive(rows_)
+                        ridx[n], rw[n] = pos_d[od, jd] * H + pos_h[oh, jh], f
+                        n += 1
+            _rows_sum(xu[o], ridx, rw, n, colw)
+            orow = ou[o, r]
+            if C == 1:
+                _gather_sum(col, pwu, wwu, KW, accu)
+            else:
+                for ow in range(OW):
+                    _channels_sum(col, pwu, wwu, KW, ow, C, accu[ow * C : ow * C + C])
+            for i in range(OW * C):
+                orow[i] = accu[i]
+            r += 1
+            if r == OD * OH:
+                o, r = o + 1, 0
+        keep_alive(col_)
         keep_alive(acc_)
+        keep_alive(ridx_)
+        keep_alive(rw_)
+
+
+@register("adaptive_avg_pool", "blur_pool")
+@njit(parallel=True, cache=True)
+def taps_sum_planes(x, out, lanes, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks, acc):
+    """`taps_sum_rows` for small channels-first planes, vectorised across planes: a block of
+    ``lanes`` planes is transposed into a scratch array ``T`` (D*H, W*lanes) in ``acc``'s dtype,
+    so that each input row holds ``lanes`` interleaved planes, as channels-last data with
+    ``lanes`` channels; `taps_sum_rows`' two passes then run over rows of W*lanes values, and the
+    output rows (OW*lanes) are transposed back. On rows of 7-28 cells the per-row passes of
+    `taps_sum_rows` are too short to vectorise; here every loop is ``lanes`` long or longer.
+    Sums and their order per output are `taps_sum_rows`'; lanes past the last plane read 0.
+    Blocks of planes are split into at most ``blocks`` runs, each allocating its scratch once.
+    """
+    n, D, H, W = x.shape
+    OD, OH, OW = pos_d.shape[0], pos_h.shape[0], pos_wt.shape[1]
+    KD, KH, KW = pos_d.shape[1], pos_h.shape[1], pos_wt.shape[0]
+    L = lanes
+    X2 = x.reshape(n, D * H * W)
+    O2 = out.reshape(n, OD * OH * OW)
+    groups = -(-n // L)
+    runs, per = split_runs(groups, blocks)
+    for block in prange(runs):
+        T_, col_ = np.empty((D * H, W * L), acc.dtype), np.zeros((W + 1) * L, acc.dtype)
+        Ob_ = np.empty((OD * OH, OW * L), acc.dtype)
+        ridx_, rw_ = np.empty(KD * KH, np.int64), np.empty(KD * KH)
+        T, col, Ob, xu, ou = unowned(T_), unowned(col_), unowned(Ob_), unowned(X2), unowned(O2)
+        ridx, rw, pwu, wwu = unowned(ridx_), unowned(rw_), unowned(pos_wt), unowned(w_wt)
+        colw = col[: W * L]
+        for g in range(block * per, min(groups, (block + 1) * per)):
+            p0 = g * L
+            m = min(L, n - p0)
+            T1 = T.reshape(D * H * W, L)
+            for q in range(D * H * W):
+                trow = T1[q]
+                for i in range(m):
+                    trow[i] = xu[p0 + i, q]
+                for i in range(m, L):
+                    trow[i] = 0.0
+            for od in range(OD):
+                for oh in range(OH):
+                    k = 0
+                    for jd in range(KD):
+                        for jh in range(KH):
+                            f = w_d[od, jd] * w_h[oh, jh]
+                            if f != 0.0:
+                                ridx[k], rw[k] = pos_d[od, jd] * H + pos_h[oh, jh], f
+                                k += 1
+                    _rows_sum(T, ridx, rw, k, colw)
+                    orow = Ob[od * OH + oh]
+                    for ow in range(OW):
+                        _channels_sum(col, pwu, wwu, KW, ow, L, orow[ow * L : ow * L + L])
+            O1 = Ob.reshape(OD * OH * OW, L)
+            for i in range(m):
+                dst = ou[p0 + i]
+                for q in range(OD * OH * OW):
+                    dst[q] = O1[q, i]
+        keep_alive(T_)
+        keep_alive(col_)
+        keep_alive(Ob_)
+        keep_alive(ridx_)
+        keep_alive(rw_)
 
 
 @register("adaptive_avg_pool_backward", "blur_pool_backward")
 @njit(parallel=True, cache=True)
-def taps_scatter(g, grad, C, pos_d, w_d, pos_h, w_h, pos_w, w_w):
-    """The transpose of `taps_sum`: grad (outer, D, H, W*C) receives g times each tap's weight.
+def taps_scatter(g, grad, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks):
+    """The transpose of `taps_sum_rows`: grad (outer, D, H, W*C) receives g times each tap's
+    weight, in the tables' order.
 
-    One work item per outer slice, scanned in order: deterministic for any thread count.
+    Per outer slice, in a float64 buffer of the slice: each output row is first spread along W
+    into a row buffer ``t``, output by output and tap by tap for any C (its taps of weight 0
+    land in the zero cell past the row's end and are dropped), then ``t`` is added, weighted, to each input row its D and H taps read (a
+    pass over contiguous W*C values, which vectorises); the slice is rounded once into
+    ``grad``. Output rows are scanned in order within a slice and slices are independent:
+    deterministic for any thread count. Slices are split into at most ``blocks`` runs, each
+    allocating its buffers once.
     """
-    n_outer = g.shape[0]
-    OD, OH, OW = pos_d.shape[0], pos_h.shape[0], pos_w.shape[0]
-    for o in prange(n_outer):
-        grad[o] = 0.0
-        for od in range(OD):
-            for oh in range(OH):
-                grow = g[o, od, oh]
-                for jd in range(pos_d.shape[1]):
-                    for jh in range(pos_h.shape[1]):
-                        f = w_d[od, jd] * w_h[oh, jh]
-                        if f == 0.0:
-                            continue
-                        target = grad[o, pos_d[od, jd], pos_h[oh, jh]]
+    n_outer, D, H, WC = grad.shape
+    OD, OH, OW = pos_d.shape[0], pos_h.shape[0], pos_wt.shape[1]
+    KD, KH, KW = pos_d.shape[1], pos_h.shape[1], pos_wt.shape[0]
+    runs, per = split_runs(n_outer, blocks)
+    for block in prange(runs):
+        work_, t_ = np.empty((D, H, WC)), np.empty(WC + C)
+        work, t, gu, grad_u = unowned(work_), unowned(t_), unowned(g), unowned(grad)
+        pwu, wwu = unowned(pos_wt), unowned(w_wt)
+        for o in range(block * per, min(n_outer, (block + 1) * per)):
+            for d in range(D):
+                for h in range(H):
+                    row = work[d, h]
+                    for i in range(WC):
+                        row[i] = 0.0
+            for od in range(OD):
+                for oh in range(OH):
+                    grow = gu[o, od, oh]
+                    for i in range(WC + C):
+                        t[i] = 0.0
+                    if C == 1:
                         for ow in range(OW):
-                            for jw in range(pos_w.shape[1]):
-                                fw = f * w_w[ow, jw]
-                                if fw != 0.0:
-                                    base = pos_w[ow, jw] * C
-                                    for c in range(C):
-                                        target[base + c] += fw * grow[ow * C + c]
+                            for jw in range(KW):
+                                t[pwu[jw, ow]] += wwu[jw, ow] * grow[ow]
+                    else:
+                        for ow in range(OW):
+                            src = grow[ow * C : ow * C + C]
+                            for jw in range(KW):
+                                p, wt = pwu[jw, ow] * C, wwu[jw, ow]
+                                for c in range(C):
+                                    t[p + c] += wt * src[c]
+                    for jd in range(KD):
+                        fd = w_d[od, jd]
+                        if fd == 0.0:
+                            continue
+                        for jh in range(KH):
+                            f = fd * w_h[oh, jh]
+                            if f == 0.0:
+                                continue
+                            row = work[pos_d[od, jd], pos_h[oh, jh]]
+                            for i in range(WC):
+                                row[i] += f * t[i]
+            for d in range(D):
+                for h in range(H):
+                    row, dst = work[d, h], grad_u[o, d, h]
+                    for i in range(WC):
+                        dst[i] = row[i]
+        keep_alive(work_)
+        keep_alive(t_)
 
 
 @register("adaptive_max_pool", "adaptive_max_pool_backward")
