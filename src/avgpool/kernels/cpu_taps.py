@@ -319,11 +319,11 @@ def taps_scatter(g, grad, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks):
 
     Per outer slice, in a float64 buffer of the slice: each output row is first spread along W
     into a row buffer ``t``, output by output and tap by tap for any C (its taps of weight 0
-    land in the zero cell past the row's end and are dropped), then ``t`` is added, weighted, to each input row its D and H taps read (a
-    pass over contiguous W*C values, which vectorises); the slice is rounded once into
-    ``grad``. Output rows are scanned in order within a slice and slices are independent:
-    deterministic for any thread count. Slices are split into at most ``blocks`` runs, each
-    allocating its buffers once.
+    land in the zero cell past the row's end and are dropped), then ``t`` is added, weighted,
+    to each input row its D and H taps read (a pass over contiguous W*C values, which
+    vectorises); the slice is rounded once into ``grad``. Output rows are scanned in order
+    within a slice and slices are independent: deterministic for any thread count. Slices are
+    split into at most ``blocks`` runs, each allocating its buffers once.
     """
     n_outer, D, H, WC = grad.shape
     OD, OH, OW = pos_d.shape[0], pos_h.shape[0], pos_wt.shape[1]
