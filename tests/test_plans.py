@@ -208,3 +208,32 @@ def test_adaptive_pools_whose_sizes_divide_are_plain_ones(caplog, channels_last)
         np.testing.assert_array_equal(m, want_m)
         np.testing.assert_array_equal(i, want_i)
         np.testing.assert_allclose(g, want_g, rtol=1e-15)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_windows_of_one_cell_are_a_copy(caplog, channels_last, dtype):
+    """Adaptive to the input's own size (VGG's 7x7 head on a 7x7 map) and kernel 1 at stride 1
+    copy the input, bit for bit (-0.0, inf and NaN kept), into ``out=`` too; a divisor
+    override other than 1, a stride, or padding still pools."""
+    x = _x((2, 3, 7, 7), dtype)
+    x[0, 0, 0, :3] = [-0.0, np.inf, np.nan]
+    x = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if channels_last else x
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        for y in (
+            ap.adaptive_avg_pool(x, 7, channels_last=channels_last),
+            ap.avg_pool(x, 1, channels_last=channels_last),
+        ):
+            assert y.dtype == dtype and y is not x
+            np.testing.assert_array_equal(y.view(np.uint8), x.view(np.uint8))
+        out = np.empty_like(x)
+        assert ap.avg_pool(x, 1, channels_last=channels_last, out=out) is out
+        np.testing.assert_array_equal(out.view(np.uint8), x.view(np.uint8))
+    assert caplog.text.count("copy (every window is one cell)") == 3
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        halved = ap.avg_pool(x, 1, divisor_override=2, channels_last=channels_last)
+        ap.avg_pool(x, 1, 1, 1, channels_last=channels_last)
+        ap.avg_pool(x, 1, 2, channels_last=channels_last)
+    assert "copy" not in caplog.text
+    np.testing.assert_array_equal(halved, x / dtype(2))

@@ -159,3 +159,22 @@ class Planned:
         if self.work != self.dtype:
             result.reshape(self.out_view)[...] = ov
         return (result, index) if self.index else result
+
+
+class Copy:
+    """A planned call that copies its input: an average whose every window is the one cell it
+    stands on (kernel 1, stride 1, no padding, divisor 1), as an adaptive average to the
+    input's own size is. The copy is the bandwidth floor and exact (an average of one cell is
+    that cell, -0.0, inf and NaN included)."""
+
+    __slots__ = ("dtype", "out_shape", "path", "threads")
+
+    def __init__(self, out_shape: tuple[int, ...], dtype: np.dtype, path: str) -> None:
+        self.out_shape, self.dtype, self.path, self.threads = out_shape, np.dtype(dtype), path, 1
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s (serial)", self.path)
+        result = _buffers.empty(self.out_shape, self.dtype) if out is None else out
+        np.copyto(result, x.reshape(self.out_shape))
+        return result

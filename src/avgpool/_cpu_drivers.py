@@ -21,7 +21,7 @@ import numpy as np
 
 from avgpool import _buffers
 from avgpool._arrays import Layout
-from avgpool._cpu_calls import Planned, call_on, kernel_name, threads_for
+from avgpool._cpu_calls import Copy, Planned, call_on, kernel_name, threads_for
 from avgpool._cpu_plans import (
     avg_backward_plan,
     avg_plan,
@@ -250,6 +250,11 @@ def avg_forward(
     return planned(x, _checked_out(out, planned.out_shape, x.dtype))
 
 
+def _one_cell(a: Axis) -> bool:
+    """Whether every window along this axis is the one cell it stands on."""
+    return a.kernel == 1 and a.stride == 1 and a.pad_before == 0 and a.out == a.size
+
+
 @functools.lru_cache(maxsize=PLANS_KEPT)
 def plan_avg_forward(
     layout: Layout,
@@ -264,13 +269,16 @@ def plan_avg_forward(
 
     A window that covers the whole input (kernel == size, no padding, one output) is a global
     average, however it was written (``avg_pool2d(x, 7)`` on 7x7, adaptive to 1): it runs the
-    global kernels.
+    global kernels. Windows of one cell each at stride 1 (adaptive to the input's size) are a
+    copy (`avgpool._cpu_calls.Copy`).
     """
     from avgpool.kernels import box_planes, box_rows, box_trees
 
     plan = avg_plan(axes, count_include_pad, divisor_override)
     if plan.whole and divisor_override is None:
         return plan_global_avg(layout, dtype)
+    if divisor_override in (None, 1) and all(_one_cell(a) for a in axes):
+        return Copy(layout.shape, dtype, "avg_pool: copy (every window is one cell)")
     geo, (factor, zero, real) = plan.geo, plan.tables
     work = _kernel_dtype(np.dtype(dtype))
     view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
