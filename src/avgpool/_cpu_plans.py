@@ -252,6 +252,29 @@ class TapTables:
         pos, weight = (np.ascontiguousarray(t.T) for t in self.weight[4:])
         return _read_only((np.where(weight != 0.0, pos, self.sizes[2]).astype(np.int64), weight))
 
+    @functools.cached_property
+    def transposed(self) -> TapTables:
+        """The tables of the transpose (the backward): per input cell along each axis, the
+        outputs whose taps of nonzero weight read it, with those weights, in (output, tap)
+        order, padded with weight 0; its ``out`` is the input's sizes and its ``sizes`` the
+        output's."""
+        tables = []
+        for a in range(3):
+            pos, weight = self.weight[2 * a], self.weight[2 * a + 1]
+            reads: list[list[tuple[int, float]]] = [[] for _ in range(self.sizes[a])]
+            for o, j in zip(*np.nonzero(weight)):
+                reads[pos[o, j]].append((int(o), float(weight[o, j])))
+            t_pos = np.zeros((self.sizes[a], max(1, *map(len, reads))), np.int64)
+            t_weight = np.zeros(t_pos.shape)
+            for i, cell in enumerate(reads):
+                for k, (o, w) in enumerate(cell):
+                    t_pos[i, k], t_weight[i, k] = o, w
+            tables += [t_pos, t_weight]
+        ndim = len(self.out)
+        sizes = (1,) * (3 - ndim) + tuple(self.out)
+        real = tuple(t if i % 2 == 0 else t != 0 for i, t in enumerate(tables))
+        return TapTables(self.sizes[3 - ndim :], _read_only(tuple(tables)), _read_only(real), sizes)
+
 
 def tap_tables(taps: Sequence) -> TapTables:
     """Kernel-ready, read-only tables of per-axis `avgpool.reference.Taps`."""

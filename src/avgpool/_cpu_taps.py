@@ -70,26 +70,51 @@ def taps_sum(x: np.ndarray, layout: Layout, tables: TapTables) -> np.ndarray:
 
 @functools.lru_cache(maxsize=PLANS_KEPT)
 def plan_taps_sum(layout: Layout, tables: TapTables, dtype: np.dtype) -> Planned:
-    """`taps_sum`'s kernel call: `cpu_taps.taps_sum_planes` for many narrow channels-first
-    planes (`PLANES_MAX_W`, `PLANES_MIN`), the two-pass `cpu_taps.taps_sum_rows` for other
-    channels-last data and windows that read input rows more than once (blur), else
-    `cpu_taps.taps_sum`. Its threads count the taps (`TAPS_PER_PASS`)."""
-    from avgpool.kernels import cpu_taps
-
+    """`taps_sum`'s kernel call (`_sum_call`)."""
     view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
     out_view, _ = _shape4(layout.out_full_shape(tables.out), layout.channels_last, layout.ndim)
-    nbytes = _moved(layout, tables.out, dtype) * max(1, _taps(tables) // TAPS_PER_PASS)
+    acc = tap_sum_dtype(dtype, tables)
+    out_shape = layout.out_shape(tables.out)
+    return _sum_call(tables, c, view, out_view, out_shape, dtype, acc, _moved(layout, tables.out, dtype))
+
+
+def two_passes(tables: TapTables, c: int, view: tuple[int, ...]) -> bool:
+    """Whether a tap sum over an array of this 4-d view runs in the two-pass order of
+    `cpu_taps.taps_sum_rows` (whose bits `cpu_taps.taps_sum_planes` gives too) rather than
+    `cpu_taps.taps_sum`'s: channels-last data, windows that read input rows more than once
+    (blur), and many narrow channels-first planes."""
     pos_h = tables.weight[2]
-    acc = np.empty(0, tap_sum_dtype(dtype, tables))
+    planes = c == 1 and tables.sizes[2] <= PLANES_MAX_W and view[0] >= PLANES_MIN
+    return planes or c > 1 or pos_h.shape[0] * pos_h.shape[1] > view[2]
+
+
+def _sum_call(tables, c, view, out_view, out_shape, dtype, acc, nbytes, two_pass=False) -> Planned:
+    """A weighted tap sum's kernel call: `cpu_taps.taps_sum_planes` for many narrow
+    channels-first planes (`PLANES_MAX_W`, `PLANES_MIN`), the two-pass `cpu_taps.taps_sum_rows`
+    for other channels-last data and windows that read input rows more than once (blur), else
+    `cpu_taps.taps_sum` (unless ``two_pass``). Its threads count the taps (`TAPS_PER_PASS`)."""
+    from avgpool.kernels import cpu_taps
+
+    nbytes *= max(1, _taps(tables) // TAPS_PER_PASS)
+    acc = np.empty(0, acc)
     if c == 1 and tables.sizes[2] <= PLANES_MAX_W and view[0] >= PLANES_MIN:
-        cells = math.prod(tables.sizes)
+        cells = max(math.prod(tables.sizes), math.prod(out_view[1:]))
         lanes = min(max(PLANE_CELLS // cells // 16 * 16, 16), 64)
         kernel, args = cpu_taps.taps_sum_planes, (lanes, *tables.rows, _blocks(nbytes), acc)
-    elif c > 1 or pos_h.shape[0] * pos_h.shape[1] > view[2]:
+    elif two_pass or two_passes(tables, c, view):
         kernel, args = cpu_taps.taps_sum_rows, (c, *tables.rows, _blocks(nbytes), acc)
     else:
         kernel, args = cpu_taps.taps_sum, (c, *tables.weight)
-    return planned_call("taps", kernel, args, layout, tables.out, dtype, view, out_view, nbytes)
+    return Planned(
+        kernel,
+        args,
+        view=view,
+        out_shape=out_shape,
+        out_view=out_view,
+        dtype=dtype,
+        nbytes=nbytes,
+        path=f"taps: {kernel_name(kernel)}",
+    )
 
 
 def taps_max(x: np.ndarray, layout: Layout, tables: TapTables) -> tuple[np.ndarray, np.ndarray]:
@@ -111,28 +136,24 @@ def plan_taps_max(layout: Layout, tables: TapTables, dtype: np.dtype) -> Planned
     )
 
 
-def taps_scatter(grad_output: np.ndarray, layout: Layout, tables: TapTables) -> np.ndarray:
-    """The transpose of `taps_sum`: the backward of adaptive average and blur pooling."""
-    return plan_taps_scatter(layout, tables, grad_output.dtype)(grad_output)
+def taps_scatter(
+    grad_output: np.ndarray, layout: Layout, tables: TapTables, acc: np.dtype | None = None
+) -> np.ndarray:
+    """The transpose of `taps_sum`: the backward of adaptive average and blur pooling. Sums run
+    in ``acc`` (by default `tap_sum_dtype` of the transposed tables; a chunk of a larger array
+    passes the whole array's)."""
+    if acc is None:
+        acc = tap_sum_dtype(grad_output.dtype, tables.transposed)
+    return plan_taps_scatter(layout, tables, grad_output.dtype, np.dtype(acc))(grad_output)
 
 
 @functools.lru_cache(maxsize=PLANS_KEPT)
-def plan_taps_scatter(layout: Layout, tables: TapTables, dtype: np.dtype) -> Planned:
-    """`taps_scatter`'s kernel call, `cpu_taps.taps_scatter`: its input is the gradient of the
-    output, its output the gradient of the input (the layout's shape)."""
-    from avgpool.kernels import cpu_taps
-
+def plan_taps_scatter(layout: Layout, tables: TapTables, dtype: np.dtype, acc: np.dtype) -> Planned:
+    """`taps_scatter`'s kernel call: the forward's kernels on the transposed tables
+    (`avgpool._cpu_plans.TapTables.transposed`), each input cell gathering the gradients of
+    the outputs that read it, always in the two-pass order (so that a chunk of the array, whose
+    tables hold fewer taps, fewer planes or fewer channels, sums as the whole does)."""
     g_view, c = _shape4(layout.out_full_shape(tables.out), layout.channels_last, layout.ndim)
     view, _ = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
     nbytes = _moved(layout, tables.out, dtype)
-    kernel = cpu_taps.taps_scatter
-    return Planned(
-        kernel,
-        (c, *tables.rows, _blocks(nbytes)),
-        view=g_view,
-        out_shape=layout.shape,
-        out_view=view,
-        dtype=dtype,
-        nbytes=nbytes,
-        path=f"taps: {kernel_name(kernel)}",
-    )
+    return _sum_call(tables.transposed, c, g_view, view, layout.shape, dtype, acc, nbytes, two_pass=True)

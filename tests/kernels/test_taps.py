@@ -178,3 +178,30 @@ def test_backward_is_the_same_for_any_thread_count(monkeypatch):
     finally:
         ap.set_num_threads(before)
     np.testing.assert_array_equal(*results)
+
+
+@pytest.mark.parametrize("cl", [False, True], ids=["channels_first", "channels_last"])
+@pytest.mark.parametrize("f, s", [(4, 2), (5, 1), (3, 2)])
+def test_float32_blur_gradients_stay_within_the_documented_bound(cl, f, s):
+    """The backward gathers, per input cell, the gradients of the outputs that read it (the
+    transposed tables); a float32 gradient within `_cpu_taps.F32_TAP_SUMS` of those sums in
+    float32 and stays within (taps + 2) * 2**-24 of the sum of |weight| * |grad|."""
+    rng = np.random.default_rng(6)
+    spatial = (15, 14)
+    tables = _cpu_plans.tap_tables(reference.blur_tables(spatial, f, s, "reflect", 0)).transposed
+    taps = tables.weight[3].shape[1] + tables.weight[5].shape[1]
+    assert _cpu_taps.tap_sum_dtype(np.dtype(np.float32), tables) == np.float32
+    out = tuple(tables.sizes[1:])
+    shape = (1, 40, *out)
+    g = rng.choice([-1.0, 1.0], shape) * 2.0 ** rng.integers(-12, 13, shape)
+    g = (g + rng.standard_normal(shape) * 2.0 ** rng.integers(-12, 13, shape)).astype(np.float32)
+    x_shape = _layouts(np.empty((1, 40, *spatial)), cl).shape
+    fast = _back(ap.blur_pool_backward(_layouts(g, cl), x_shape, f, s, channels_last=cl), cl).astype(
+        np.float64
+    )
+    flat = g.astype(np.float64).reshape(-1, *out)
+    exact = reference.blur_pool_backward(flat, spatial, f, s, "reflect").reshape(fast.shape)
+    magnitude = reference.blur_pool_backward(np.abs(flat), spatial, f, s, "reflect").reshape(fast.shape)
+    error = np.abs(fast - exact)
+    assert (error <= (taps + 2) * 2.0**-24 * magnitude).all()
+    assert error.max() > 0

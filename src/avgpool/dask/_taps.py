@@ -27,7 +27,7 @@ from avgpool._arrays import Layout
 from avgpool._cpu_calls import Planned
 from avgpool._cpu_drivers import _kernel_dtype, _lowest, _shape4
 from avgpool._cpu_plans import tap_tables
-from avgpool._cpu_taps import tap_sum_dtype, taps_scatter
+from avgpool._cpu_taps import tap_sum_dtype, taps_scatter, two_passes
 from avgpool.dask._blocks import offsets
 from avgpool.dask._graph import Read, blocks
 from avgpool.dask._local import INDEX, globalize, localize, spatial_axes
@@ -190,13 +190,13 @@ def _gathered(grad: np.ndarray, dims: Sequence[int], reads, compute) -> np.ndarr
     return block
 
 
-def _scatter_block(ndim: int, channels_last: bool, dims, grad: np.ndarray, reads) -> np.ndarray:
+def _scatter_block(ndim: int, channels_last: bool, dims, acc, grad: np.ndarray, reads) -> np.ndarray:
     def compute(shape, taps):
         layout = Layout.of(shape, ndim, channels_last, "input_shape")
         if _dispatch.get_backend() != "numba" or grad.size == 0:
             grad_layout = Layout(layout.out_shape([t.out for t in taps]), ndim, channels_last)
             return layout.from_work(ref.scatter(grad_layout.to_work(grad), taps), grad.dtype)
-        return taps_scatter(grad, layout, tap_tables(taps))
+        return taps_scatter(grad, layout, tap_tables(taps), acc)
 
     return _gathered(grad, dims, reads, compute)
 
@@ -215,11 +215,9 @@ def _index_block(ndim, channels_last, dims, spatial, grad, index, reads) -> np.n
 
 def _rows(layout: Layout, taps: Sequence[ref.Taps]) -> bool:
     """Whether the NumPy op sums these taps on the whole array in two passes
-    (`avgpool._cpu_taps.plan_taps_sum`'s choice: channels-last, or rows read more than once)."""
-    _, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
-    height = layout.spatial[-2] if layout.ndim > 1 else 1
-    pos_h = taps[-2].pos.shape if layout.ndim > 1 else (1, 1)
-    return c > 1 or pos_h[0] * pos_h[1] > height
+    (`avgpool._cpu_taps.two_passes`), so that every block sums in the same order."""
+    view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
+    return two_passes(tap_tables(taps), c, view)
 
 
 def taps_sum(x: da.Array, layout: Layout, taps: Sequence[ref.Taps], name: str, token) -> da.Array:
@@ -242,7 +240,8 @@ def taps_scatter_grad(grad: da.Array, layout: Layout, taps: Sequence[ref.Taps], 
     """The transposed taps sum: chunked like the gradient's outputs, mapped to input cells."""
     dims = spatial_axes(layout)
     reads = [input_reads(t, grad_chunks(t, grad.chunks[d]), 1) for t, d in zip(taps, dims)]
-    fn = functools.partial(_scatter_block, layout.ndim, layout.channels_last, dims)
+    acc = tap_sum_dtype(grad.dtype, tap_tables(taps).transposed)  # the whole array's
+    fn = functools.partial(_scatter_block, layout.ndim, layout.channels_last, dims, acc)
     (y,) = blocks([grad], dims, reads, fn, [grad.dtype], name, token)
     return y
 

@@ -7,7 +7,10 @@ views ``(outer, D, H, W*C)`` as in `_common`; absent axes have a 1x1 table (pos 
 
 Windows here are short (adaptive windows span about n/out cells, blur filters at most 7), so
 each output reads its taps directly: the cost per output is the window's size, and every
-input cell is read about once per window that covers it.
+input cell is read about once per window that covers it. The backward runs the same kernels
+on the transposed tables (`avgpool._cpu_plans.TapTables.transposed`): each input cell gathers
+the gradients of the outputs that read it, so nothing is scattered and no thread writes where
+another does.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels.registry import register
 
 
-@register("adaptive_avg_pool", "blur_pool")
+@register("adaptive_avg_pool", "blur_pool", "adaptive_avg_pool_backward", "blur_pool_backward")
 @njit(parallel=True, cache=True)
 def taps_sum(x, out, C, pos_d, w_d, pos_h, w_h, pos_w, w_w):
     """out[o, od, oh, ow*C + c] = sum of w_d * w_h * w_w * x over the taps (float64 sums).
@@ -190,7 +193,7 @@ def _channels_sum(col, pos, w, KW, ow, C, dst):
         k += m
 
 
-@register("adaptive_avg_pool", "blur_pool")
+@register("adaptive_avg_pool", "blur_pool", "adaptive_avg_pool_backward", "blur_pool_backward")
 @njit(parallel=True, cache=True)
 def taps_sum_rows(x, out, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks, acc):
     """`taps_sum` in two passes over whole rows: for windows that overlap down the plane (blur)
@@ -249,7 +252,7 @@ def taps_sum_rows(x, out, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks, acc):
         keep_alive(rw_)
 
 
-@register("adaptive_avg_pool", "blur_pool")
+@register("adaptive_avg_pool", "blur_pool", "adaptive_avg_pool_backward", "blur_pool_backward")
 @njit(parallel=True, cache=True)
 def taps_sum_planes(x, out, lanes, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks, acc):
     """`taps_sum_rows` for small channels-first planes, vectorised across planes: a block of
@@ -309,70 +312,6 @@ def taps_sum_planes(x, out, lanes, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks,
         keep_alive(Ob_)
         keep_alive(ridx_)
         keep_alive(rw_)
-
-
-@register("adaptive_avg_pool_backward", "blur_pool_backward")
-@njit(parallel=True, cache=True)
-def taps_scatter(g, grad, C, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks):
-    """The transpose of `taps_sum_rows`: grad (outer, D, H, W*C) receives g times each tap's
-    weight, in the tables' order.
-
-    Per outer slice, in a float64 buffer of the slice: each output row is first spread along W
-    into a row buffer ``t``, output by output and tap by tap for any C (its taps of weight 0
-    land in the zero cell past the row's end and are dropped), then ``t`` is added, weighted,
-    to each input row its D and H taps read (a pass over contiguous W*C values, which
-    vectorises); the slice is rounded once into ``grad``. Output rows are scanned in order
-    within a slice and slices are independent: deterministic for any thread count. Slices are
-    split into at most ``blocks`` runs, each allocating its buffers once.
-    """
-    n_outer, D, H, WC = grad.shape
-    OD, OH, OW = pos_d.shape[0], pos_h.shape[0], pos_wt.shape[1]
-    KD, KH, KW = pos_d.shape[1], pos_h.shape[1], pos_wt.shape[0]
-    runs, per = split_runs(n_outer, blocks)
-    for block in prange(runs):
-        work_, t_ = np.empty((D, H, WC)), np.empty(WC + C)
-        work, t, gu, grad_u = unowned(work_), unowned(t_), unowned(g), unowned(grad)
-        pwu, wwu = unowned(pos_wt), unowned(w_wt)
-        for o in range(block * per, min(n_outer, (block + 1) * per)):
-            for d in range(D):
-                for h in range(H):
-                    row = work[d, h]
-                    for i in range(WC):
-                        row[i] = 0.0
-            for od in range(OD):
-                for oh in range(OH):
-                    grow = gu[o, od, oh]
-                    for i in range(WC + C):
-                        t[i] = 0.0
-                    if C == 1:
-                        for ow in range(OW):
-                            for jw in range(KW):
-                                t[pwu[jw, ow]] += wwu[jw, ow] * grow[ow]
-                    else:
-                        for ow in range(OW):
-                            src = grow[ow * C : ow * C + C]
-                            for jw in range(KW):
-                                p, wt = pwu[jw, ow] * C, wwu[jw, ow]
-                                for c in range(C):
-                                    t[p + c] += wt * src[c]
-                    for jd in range(KD):
-                        fd = w_d[od, jd]
-                        if fd == 0.0:
-                            continue
-                        for jh in range(KH):
-                            f = fd * w_h[oh, jh]
-                            if f == 0.0:
-                                continue
-                            row = work[pos_d[od, jd], pos_h[oh, jh]]
-                            for i in range(WC):
-                                row[i] += f * t[i]
-            for d in range(D):
-                for h in range(H):
-                    row, dst = work[d, h], grad_u[o, d, h]
-                    for i in range(WC):
-                        dst[i] = row[i]
-        keep_alive(work_)
-        keep_alive(t_)
 
 
 @register("adaptive_max_pool", "adaptive_max_pool_backward")
