@@ -296,29 +296,28 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
             start, jw0, jw1 = ow * sw - pw, jw_lo[ow], jw_hi[ow]
             div = f_row * count[2, ow]
             if inner and jw0 == 0 and jw1 == kw:
-                # a 2x2 or 3x3 window wholly inside the input: its taps added in one loop over
-                # the channels, in the order below (so the same sums), with no pass over acc
+                # a 2x2 or 3x3 window wholly inside the input: its taps added and scaled in one
+                # loop over the channels, in the order below (so the same sums), with no acc
                 a, t = start * C, acc_like.dtype.type
                 inv = t(1.0 / div)
                 r0, r1 = xu[o, od * sd - pd, ih0], xu[o, od * sd - pd, ih0 + 1]
                 p0, p1, q0, q1 = r0[a : a + C], r0[a + C : a + 2 * C], r1[a : a + C], r1[a + C : a + 2 * C]
                 if kh == 2:
-                    for c in range(C):
-                        acc[c] = ((t(p0[c]) + t(p1[c])) + t(q0[c])) + t(q1[c])
-                else:
-                    r2, b = xu[o, od * sd - pd, ih0 + 2], a + 2 * C
-                    p2, q2 = r0[b : b + C], r1[b : b + C]
-                    u0, u1, u2 = r2[a : a + C], r2[a + C : a + 2 * C], r2[b : b + C]
-                    for c in range(C):
-                        v = ((t(p0[c]) + t(p1[c])) + t(p2[c])) + t(q0[c])
-                        v = ((v + t(q1[c])) + t(q2[c])) + t(u0[c])
-                        acc[c] = (v + t(u1[c])) + t(u2[c])
-                if exact:
-                    for c in range(C):
-                        cell[c] = acc[c] / div
-                else:
-                    for c in range(C):
-                        cell[c] = acc[c] * inv
+                    if exact:
+                        for c in range(C):
+                            cell[c] = (((t(p0[c]) + t(p1[c])) + t(q0[c])) + t(q1[c])) / div
+                    else:
+                        for c in range(C):
+                            cell[c] = (((t(p0[c]) + t(p1[c])) + t(q0[c])) + t(q1[c])) * inv
+                    continue
+                r2, b = xu[o, od * sd - pd, ih0 + 2], a + 2 * C
+                p2, q2 = r0[b : b + C], r1[b : b + C]
+                u0, u1, u2 = r2[a : a + C], r2[a + C : a + 2 * C], r2[b : b + C]
+                for c in range(C):
+                    v = ((t(p0[c]) + t(p1[c])) + t(p2[c])) + t(q0[c])
+                    v = ((v + t(q1[c])) + t(q2[c])) + t(u0[c])
+                    v = (v + t(u1[c])) + t(u2[c])
+                    cell[c] = v / div if exact else v * inv
                 continue
             first = True  # the first tap sets the sums (no zeroing pass)
             for jd in range(kd):
