@@ -6,9 +6,11 @@ too short to vectorise. Here a block of ``lanes`` planes is transposed into a sc
 ``T`` of shape (H*W, lanes), so that every cell of the plane is a row of ``lanes`` values, one
 per plane; every step of the pooling is then a loop over ``lanes`` contiguous values, the same
 for every plane of the block (LLVM vectorises it), and the results are transposed back.
-These kernels take any undilated 1-D or 2-D window; `flat_planes` has faster ones for
-"same" windows and windows that tile the plane, and `_cpu_plans.small_planes_kernel` says
-which kernel serves a geometry. `run_avg` and `run_max` call the one a plan names.
+`max_small` keeps blocks of 8 planes, one vector, and steps them with the explicit vector
+steps of `_lanes` (a loop of a constant 8 would compile to 8 scalar steps). These kernels
+take any undilated 1-D or 2-D window; `flat_planes` has faster ones for "same" windows and
+windows that tile the plane, and `_cpu_plans.small_planes_kernel` says which kernel serves a
+geometry. `run_avg` and `run_max` call the one a plan names.
 
 The window is read through per-geometry tables built once (`avgpool._cpu_plans`, "small
 planes"): per output row and column the range of input rows and columns its window reads
