@@ -407,6 +407,16 @@ def small_tiles_tables(axes: tuple[Axis, ...], divisor_override: int | None = No
 #: (avg 2x2/2 0.35 against 0.69, max 2x2/2 0.44 against 0.67): their rows are long enough.
 SMALL_PLANE_CELLS = 17 * 17
 
+#: Max pooling values (no arg-max) run `small_planes.max_small` on planes of up to this many
+#: cells: it keeps 8 planes side by side and steps them as vectors, so it beats the row
+#: kernel `cpu_max.max_planes_values` past 17x17. Float32, ns per input cell, one thread,
+#: max_planes_values -> max_small: 3x3/2 0.94 -> 0.23 (17x17), 0.53 -> 0.33 (35x35), 3x3/2
+#: pad 1 0.42 -> 0.30 (56x56); two threads, batch 1: 0.50 -> 0.12, 0.27 -> 0.15, 0.29 ->
+#: 0.18; 3x3/2 at 71x71 0.37 -> 0.34 (one thread), too close to move. Other windows, one
+#: thread: 5x5/1 pad 2 2.11 -> 0.84 (28x28), 1.32 -> 0.84 (56x56); 3x3/1 1.17 -> 0.55
+#: (28x28); 3x3/3 0.53 -> 0.21 (27x27); the one loss measured, 2x2/1 0.54 -> 0.59 (56x56).
+SMALL_MAX_CELLS = 56 * 56
+
 #: ... and float64 averages on planes of up to this many cells (the row kernels divide, cell
 #: by cell): avg 2x2/2 2.16 -> 0.75 (14x14), 1.24 -> 0.78 (28x28), 0.82 -> 0.91 (56x56); avg
 #: 3x3/2 pad 1 2.30 -> 0.89, 1.25 -> 0.85, 0.99 -> 0.97.
@@ -461,8 +471,9 @@ def small_planes_kernel(
     `_cpu_drivers.sum_dtype`; ``float64``: float64 results), "max_pool" (values only, no
     arg-max) or "max_pool_index" (values and arg-max). Only 1-D and 2-D undilated windows
     qualify; the choice rests on the window's shape and the plane's size
-    (`SMALL_PLANE_CELLS`, `SMALL_PLANE_CELLS_F64`, `SAME_PLANE_CELLS`, `SAME_WIDE_CELLS`,
-    `INDEX_PLANE_CELLS`, `TILES_PLANE_CELLS`, `SAME_MAX_CELLS`, where the measurements are),
+    (`SMALL_PLANE_CELLS`, `SMALL_MAX_CELLS`, `SMALL_PLANE_CELLS_F64`, `SAME_PLANE_CELLS`,
+    `SAME_WIDE_CELLS`, `INDEX_PLANE_CELLS`, `TILES_PLANE_CELLS`, `SAME_MAX_CELLS`, where the
+    measurements are),
     whatever the number of planes.
 
     >>> from avgpool.window import Window
@@ -472,7 +483,9 @@ def small_planes_kernel(
     'flat_planes.max_tiles'
     >>> small_planes_kernel("max_pool", Window((3, 3), (2, 2)).resolve((14, 14)))
     'small_planes.max_small'
-    >>> small_planes_kernel("max_pool", Window((3, 3), (2, 2)).resolve((28, 28))) is None
+    >>> small_planes_kernel("max_pool", Window((3, 3), (2, 2)).resolve((35, 35)))
+    'small_planes.max_small'
+    >>> small_planes_kernel("max_pool", Window((3, 3), (2, 2)).resolve((71, 71))) is None
     True
     """
     if len(axes) > 2 or any(a.dilation != 1 for a in axes):
@@ -494,7 +507,7 @@ def small_planes_kernel(
             return "flat_planes.max_same"
         if tiles:
             return "flat_planes.max_tiles"
-        return "small_planes.max_small" if cells <= SMALL_PLANE_CELLS else None
+        return "small_planes.max_small" if cells <= SMALL_MAX_CELLS else None
     if op == "max_pool_index":
         return "small_planes.max_small_index" if cells <= INDEX_PLANE_CELLS else None
     return None

@@ -270,6 +270,30 @@ def test_max_kernels_take_integers(dtype):
     np.testing.assert_array_equal(out, reference.max_pool(x, axes)[0])
 
 
+@pytest.mark.parametrize("size, padding", [(17, 0), (35, 0), (14, 1), (56, 1), (9, ((3, 0), (0, 2)))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("omit", [False, True])
+def test_max_small_on_inception_planes(size, padding, dtype, omit):
+    """`max_small` keeps 8 planes a block: 21 planes (two whole blocks and 5 more), planes
+    of 17x17 to 56x56 (output rows not a multiple of 8 cells), NaN and inf, the values of
+    the reference bit for bit."""
+    axes = ap.Window((3, 3), (2, 2), padding).resolve((size, size))
+    x = _planes(axes, 21, np.float64, size, specials=True) * 100
+    if np.dtype(dtype).kind == "i":
+        x = np.nan_to_num(x, nan=0.0, posinf=1e6, neginf=-1e6).astype(dtype)
+        out = np.empty((21, axes[0].out, axes[1].out), dtype)
+        lowest = dtype(np.iinfo(dtype).min)
+        small_planes.run_max(x, out, None, _max_plan(axes, "any"), False, lowest, lowest)
+        np.testing.assert_array_equal(out, reference.max_pool(x, axes)[0])
+        return
+    x = x.astype(dtype)
+    x[3, :3, :3] = np.nan  # a window that is all NaN
+    fast, slow = _max(x, axes, omit)
+    assert fast.tobytes() == slow.astype(dtype).tobytes()
+    if padding == 0:  # the first window is the NaN block
+        assert np.isnan(fast[3, 0, 0]) != omit
+
+
 def test_max_windows_in_padding_and_nan_rules():
     axes = ap.Window((2, 2), (2, 2), ((3, 0), (3, 0))).resolve((4, 4))
     x = np.full((2, 4, 4), -np.inf, np.float32)
@@ -298,7 +322,11 @@ def test_the_predicate_picks_by_window_and_plane_size():
     assert pick("avg_pool", (3, 3), (2, 2), 1, (35, 35)) is None
     assert pick("max_pool", (2, 2), (2, 2), 0, (14, 14)) == "flat_planes.max_tiles"
     assert pick("max_pool", (3, 3), (1, 1), 1, (112, 112)) == "flat_planes.max_same"
-    assert pick("max_pool", (5, 5), (1, 1), 2, (28, 28)) is None
+    assert pick("max_pool", (5, 5), (1, 1), 2, (28, 28)) == "small_planes.max_small"
+    assert pick("max_pool", (5, 5), (1, 1), 2, (112, 112)) is None
+    assert pick("max_pool", (3, 3), (2, 2), 0, (35, 35)) == "small_planes.max_small"
+    assert pick("max_pool", (3, 3), (2, 2), 1, (56, 56)) == "small_planes.max_small"
+    assert pick("max_pool", (3, 3), (2, 2), 0, (71, 71)) is None
     assert pick("max_pool_index", (3, 3), (2, 2), 1, (56, 56)) == "small_planes.max_small_index"
     assert pick("max_pool_index", (3, 3), (2, 2), 1, (112, 112)) is None
     assert (

@@ -6,9 +6,11 @@ too short to vectorise. Here a block of ``lanes`` planes is transposed into a sc
 ``T`` of shape (H*W, lanes), so that every cell of the plane is a row of ``lanes`` values, one
 per plane; every step of the pooling is then a loop over ``lanes`` contiguous values, the same
 for every plane of the block (LLVM vectorises it), and the results are transposed back.
-These kernels take any undilated 1-D or 2-D window; `flat_planes` has faster ones for
-"same" windows and windows that tile the plane, and `_cpu_plans.small_planes_kernel` says
-which kernel serves a geometry. `run_avg` and `run_max` call the one a plan names.
+`max_small` keeps blocks of 8 planes, one vector, and steps them with the explicit vector
+steps of `_lanes` (a loop of a constant 8 would compile to 8 scalar steps). These kernels
+take any undilated 1-D or 2-D window; `flat_planes` has faster ones for "same" windows and
+windows that tile the plane, and `_cpu_plans.small_planes_kernel` says which kernel serves a
+geometry. `run_avg` and `run_max` call the one a plan names.
 
 The window is read through per-geometry tables built once (`avgpool._cpu_plans`, "small
 planes"): per output row and column the range of input rows and columns its window reads
@@ -27,6 +29,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from avgpool.kernels._lanes import LANES as LANES8
+from avgpool.kernels._lanes import lanes_max3, transpose8
 from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels.registry import register
 
@@ -246,85 +250,155 @@ def _bigger(a, b):
 
 
 @njit(cache=True, inline="always")
-def _max_lanes(src, first, count, step, dst, lowest):
-    """dst = the max of ``count`` rows of ``src`` (rows ``first``, ``first + step``, ...);
-    ``lowest`` when ``count`` is 0."""
-    L = dst.shape[0]
+def _load8(x, p0, m, T, spare):
+    """T[8q + i] = x[p0 + i, q] for the block's ``m`` (<= 8) planes, lanes past ``m`` from
+    ``spare`` (a plane of ``lowest``). Eight stores a cell, one per plane, at constant offsets
+    with unsigned indices: LLVM vectorises the loop over cells as an interleaved store (a
+    transpose in shuffles), reading each plane as a contiguous run."""
+    r0 = x[p0]
+    r1 = x[p0 + 1] if m > 1 else spare
+    r2 = x[p0 + 2] if m > 2 else spare
+    r3 = x[p0 + 3] if m > 3 else spare
+    r4 = x[p0 + 4] if m > 4 else spare
+    r5 = x[p0 + 5] if m > 5 else spare
+    r6 = x[p0 + 6] if m > 6 else spare
+    r7 = x[p0 + 7] if m > 7 else spare
+    for q in range(x.shape[1]):
+        j = np.uint64(8 * q)
+        T[j] = r0[q]
+        T[j + np.uint64(1)] = r1[q]
+        T[j + np.uint64(2)] = r2[q]
+        T[j + np.uint64(3)] = r3[q]
+        T[j + np.uint64(4)] = r4[q]
+        T[j + np.uint64(5)] = r5[q]
+        T[j + np.uint64(6)] = r6[q]
+        T[j + np.uint64(7)] = r7[q]
+
+
+@njit(cache=True, inline="always")
+def _store8(Ob, out, p0, m, OHW):
+    """out[(p0 + i) * OHW + q] = Ob[8q + i] for the block's ``m`` planes (``out`` the
+    outputs end to end): 8x8 tiles (`_lanes.transpose8`), the last columns one by one."""
+    if m < 8:
+        for i in range(m):
+            for q in range(OHW):
+                out[(p0 + i) * OHW + q] = Ob[8 * q + i]
+        return
+    q = 0
+    while q + 8 <= OHW:
+        transpose8(out, p0 * OHW + q, OHW, Ob, 8 * q, 8)
+        q += 8
+    for c in range(q, OHW):
+        for i in range(8):
+            out[(p0 + i) * OHW + c] = Ob[8 * c + i]
+
+
+@njit(cache=True, inline="always")
+def _max_along_w(S, T, H, W, OW, taps_w, lowest):
+    """S[(ih*OW + ow)*8 + i] = the max of row ih's cells of window column ow, lane by lane
+    (`_lanes.lanes_max3`: three taps a step); the loop over rows is innermost, so each
+    column's taps are read once."""
+    for ow in range(OW):
+        w0, wn = taps_w[ow, 0], taps_w[ow, 1]
+        if wn <= 0:
+            for k in range(H):
+                for i in range(8):
+                    S[(k * OW + ow) * 8 + i] = lowest
+            continue
+        a = w0 * 8
+        b = a + 8 if wn > 1 else a  # fewer than 3 taps: a tap twice (max(v, v) is v)
+        c = a + 16 if wn > 2 else b
+        for k in range(H):
+            lanes_max3(S, (k * OW + ow) * 8, T, k * W * 8 + a, T, k * W * 8 + b, T, k * W * 8 + c)
+        for t in range(3, wn, 2):
+            b = a + t * 8
+            c = b + 8 if t + 1 < wn else b
+            for k in range(H):
+                d = (k * OW + ow) * 8
+                lanes_max3(S, d, S, d, T, k * W * 8 + b, T, k * W * 8 + c)
+
+
+@njit(cache=True, inline="always")
+def _max_rows(dst, src, first, count, step, lowest):
+    """dst[k] = the max over ``count`` runs of ``src`` (from ``first``, every ``step``) of
+    their element k, for k < len(dst): one long loop per run, which LLVM vectorises."""
+    n = dst.shape[0]
     if count <= 0:
-        for i in range(L):
-            dst[i] = lowest
+        for k in range(n):
+            dst[k] = lowest
         return
-    a = src[first]
+    a = src[first : first + n]
     if count == 1:
-        for i in range(L):
-            dst[i] = a[i]
+        for k in range(n):
+            dst[k] = a[k]
         return
-    b = src[first + step]
+    b = src[first + step : first + step + n]
     if count == 2:
-        for i in range(L):
-            dst[i] = _bigger(a[i], b[i])
+        for k in range(n):
+            dst[k] = _bigger(a[k], b[k])
         return
-    c = src[first + 2 * step]
-    for i in range(L):
-        dst[i] = _bigger(_bigger(a[i], b[i]), c[i])
-    for r in range(3, count):
-        a = src[first + r * step]
-        for i in range(L):
-            dst[i] = _bigger(dst[i], a[i])
+    c = src[first + 2 * step : first + 2 * step + n]
+    for k in range(n):
+        dst[k] = _bigger(_bigger(a[k], b[k]), c[k])
+    for t in range(3, count):
+        a = src[first + t * step : first + t * step + n]
+        for k in range(n):
+            dst[k] = _bigger(dst[k], a[k])
 
 
 @register("max_pool")
 @njit(parallel=True, cache=True)
 def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, runs):
-    """Max pooling values (no arg-max) of channels-first planes without dilation, ``lanes``
-    planes at a time, as `avg_small`: the block transposed into ``T`` (NaN replaced by
-    ``lowest`` under ``omit_nan``), the window maxima along W (``S``), then along H (``Ob``),
-    transposed back. A max needs no tie rule, so the separable order gives the same value as
-    `cpu_max.max_planes_values`: a NaN propagates (or, with ``omit_nan``, never wins and
-    results are at least ``floor``); a window with no real cell gives ``lowest``. Arguments as
-    `avg_small` (``taps_h``, ``taps_w``: `_cpu_plans.small_max_tables`).
+    """Max pooling values (no arg-max) of channels-first planes without dilation, 8 planes
+    at a time.
+
+    Per block of 8 planes: the block transposed into ``T`` (H*W runs of 8, one value per
+    plane; NaN replaced by ``lowest`` under ``omit_nan``), the window maxima along W of
+    every input row (``S``, H*OW runs, `_lanes.lanes_max3`), then along H as runs of whole
+    output rows (``Ob``), transposed back in 8x8 tiles (`_lanes.transpose8`). A max needs no
+    tie rule, so the separable order gives the same value as `cpu_max.max_planes_values`: a
+    NaN propagates (or, with ``omit_nan``, never wins and results are at least ``floor``); a
+    window with no real cell gives ``lowest``. Arguments as `avg_small` (``taps_h``,
+    ``taps_w``: `_cpu_plans.small_max_tables`).
     """
     n, HW = x.shape
     OHW = out.shape[1]
     OH, OW = taps_h.shape[0], taps_w.shape[0]
     H = HW // W
-    lanes = _lanes_for(max(HW, H * OW, OHW))
-    blocks = -(-n // lanes)
+    blocks = -(-n // LANES8)
     if blocks == 0:
         return
     runs = max(1, min(runs, blocks))
     per = -(-blocks // runs)
     runs = -(-blocks // per)
     for run in prange(runs):
-        T_ = np.empty((HW, lanes), x.dtype)
-        S_ = np.empty((H * OW, lanes), x.dtype)
-        Ob_ = np.empty((OHW, lanes), x.dtype)
-        T, S, Ob = unowned(T_), unowned(S_), unowned(Ob_)  # no reference count per row view
-        xu, ou = unowned(x), unowned(out)
+        T_ = np.empty(HW * LANES8, x.dtype)
+        S_ = np.empty(H * OW * LANES8, x.dtype)
+        Ob_ = np.empty(OHW * LANES8, x.dtype)
+        spare_ = np.full(HW, lowest, x.dtype)
+        T, S, Ob, spare = unowned(T_), unowned(S_), unowned(Ob_), unowned(spare_)
+        xu, ou = unowned(x), unowned(out).reshape(n * OHW)
         for b in range(run * per, min(blocks, (run + 1) * per)):
-            p0 = b * lanes
-            m = min(lanes, n - p0)
-            _load_block(xu, p0, m, T)
+            p0 = b * LANES8
+            m = min(LANES8, n - p0)
+            _load8(xu, p0, m, T, spare)
             if omit_nan:
-                for q in range(HW):
-                    row = T[q]
-                    for i in range(lanes):
-                        v = row[i]
-                        row[i] = lowest if v != v else v
-            for ih in range(H):
-                for ow in range(OW):
-                    _max_lanes(T, ih * W + taps_w[ow, 0], taps_w[ow, 1], 1, S[ih * OW + ow], lowest)
+                for q in range(HW * LANES8):
+                    v = T[q]
+                    T[q] = lowest if v != v else v
+            _max_along_w(S, T, H, W, OW, taps_w, lowest)
+            row = OW * LANES8
             for oh in range(OH):
-                for ow in range(OW):
-                    dst = Ob[oh * OW + ow]
-                    _max_lanes(S, taps_h[oh, 0] * OW + ow, taps_h[oh, 1], OW, dst, lowest)
-                    if omit_nan:
-                        for i in range(lanes):
-                            dst[i] = floor if dst[i] < floor else dst[i]
-            _store_block(Ob, ou, p0, m)
+                _max_rows(Ob[oh * row : (oh + 1) * row], S, taps_h[oh, 0] * row, taps_h[oh, 1], row, lowest)
+            if omit_nan:
+                for q in range(OHW * LANES8):
+                    v = Ob[q]
+                    Ob[q] = floor if v < floor else v
+            _store8(Ob, ou, p0, m, OHW)
         keep_alive(T_)
         keep_alive(S_)
         keep_alive(Ob_)
+        keep_alive(spare_)
 
 
 @register("max_pool", "max_pool_backward")

@@ -1,0 +1,119 @@
+"""Explicit 8-lane vector steps for the kernels that keep 8 planes side by side.
+
+`small_planes.max_small` holds a block of 8 planes transposed, each cell of the planes a run
+of 8 values (one per plane). Numba leaves LLVM's SLP vectoriser off, so a loop of a constant
+8 iterations compiles to 8 scalar steps, and the loop vectoriser only takes loops long
+enough for several vectors; these intrinsics emit the vector step itself: `lanes_max3` (the
+maximum of three runs of 8) and `transpose8` (an 8x8 tile transposed, 8 vector loads, three
+rounds of shuffles, 8 vector stores).
+
+Every run is 8 consecutive elements of a 1-D C-contiguous array, read and written as one
+vector of the array's dtype. Under ``NUMBA_BOUNDSCHECK`` each run's first and last index is
+checked as an ordinary index would be (IndexError).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+#: Values per run (planes per block).
+LANES = 8
+
+
+def _run_pointer(context, builder, aty, aval, idx, idxty, vec):
+    """A pointer to the run ``aval[idx : idx + LANES]`` as a vector; bounds checked when on."""
+    arr = context.make_array(aty)(context, builder, aval)
+    i = context.cast(builder, idx, idxty, types.intp)
+    if context.enable_boundscheck:
+        n = builder.extract_value(arr.shape, 0)
+        cgutils.do_boundscheck(context, builder, i, n)
+        cgutils.do_boundscheck(context, builder, builder.add(i, i.type(LANES - 1)), n)
+    return builder.bitcast(builder.gep(arr.data, [i], inbounds=True), vec.as_pointer())
+
+
+def _bigger(builder, dtype, a, b):
+    """Lane by lane, ``b`` where it is larger than ``a`` or NaN, else ``a``: the rule of
+    `small_planes._bigger` (a NaN wins; of equal values the first is kept)."""
+    if isinstance(dtype, types.Float):
+        take = builder.or_(builder.fcmp_ordered(">", b, a), builder.fcmp_unordered("uno", b, b))
+    elif dtype.signed:
+        take = builder.icmp_signed(">", b, a)
+    else:
+        take = builder.icmp_unsigned(">", b, a)
+    return builder.select(take, b, a)
+
+
+def _arrays_1d(*arrays) -> bool:
+    return all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == arrays[0].dtype for a in arrays)
+
+
+@intrinsic
+def lanes_max3(typingctx, dst, d, p, i, q, j, r, k):
+    """``dst[d : d+8] = bigger(bigger(p[i : i+8], q[j : j+8]), r[k : k+8])`` lane by lane
+    (`_bigger`'s rule). All four arrays 1-D, C-contiguous, of one dtype; the sources are
+    read before ``dst`` is written, so a source may be ``dst``'s own run."""
+    if not _arrays_1d(dst, p, q, r):
+        return None
+    dtype = dst.dtype
+
+    def codegen(context, builder, sig, args):
+        vec = ir.VectorType(context.get_data_type(dtype), LANES)
+        align = context.get_abi_sizeof(context.get_data_type(dtype))
+        ptrs = [
+            _run_pointer(context, builder, sig.args[n], args[n], args[n + 1], sig.args[n + 1], vec)
+            for n in (0, 2, 4, 6)
+        ]
+        va, vb, vc = (builder.load(ptr, align=align, typ=vec) for ptr in ptrs[1:])
+        builder.store(_bigger(builder, dtype, _bigger(builder, dtype, va, vb), vc), ptrs[0], align=align)
+        return context.get_dummy_value()
+
+    return types.void(dst, d, p, i, q, j, r, k), codegen
+
+
+def _transposed(builder, rows):
+    """``n`` vectors of ``n`` -> their transpose (vector c holds element c of every row):
+    log2(n) rounds of one perfect shuffle (rows r and r + n/2 zipped into rows 2r, 2r + 1)."""
+    n = len(rows)
+    index = ir.VectorType(ir.IntType(32), n)
+    low = ir.Constant(index, [e for i in range(n // 2) for e in (i, n + i)])
+    high = ir.Constant(index, [e for i in range(n // 2, n) for e in (i, n + i)])
+    for _ in range(n.bit_length() - 1):
+        zipped = []
+        for r in range(n // 2):
+            zipped += [
+                builder.shuffle_vector(rows[r], rows[r + n // 2], low),
+                builder.shuffle_vector(rows[r], rows[r + n // 2], high),
+            ]
+        rows = zipped
+    return rows
+
+
+@intrinsic
+def transpose8(typingctx, dst, d, dstep, src, s, sstep):
+    """``dst[d + c*dstep + r] = src[s + r*sstep + c]`` for r, c < 8: the 8x8 tile whose rows
+    start every ``sstep`` elements of ``src`` written as the rows, every ``dstep`` elements,
+    of ``dst``. Both arrays 1-D, C-contiguous, of one dtype, and not overlapping."""
+    if not _arrays_1d(dst, src):
+        return None
+    dtype = dst.dtype
+
+    def codegen(context, builder, sig, args):
+        vec = ir.VectorType(context.get_data_type(dtype), LANES)
+        align = context.get_abi_sizeof(context.get_data_type(dtype))
+        d0, dn, s0, sn = (context.cast(builder, args[n], sig.args[n], types.intp) for n in (1, 2, 4, 5))
+        rows = []
+        for r in range(LANES):
+            at = builder.add(s0, builder.mul(sn, sn.type(r)))
+            ptr = _run_pointer(context, builder, sig.args[3], args[3], at, types.intp, vec)
+            rows.append(builder.load(ptr, align=align, typ=vec))
+        for c, column in enumerate(_transposed(builder, rows)):
+            at = builder.add(d0, builder.mul(dn, dn.type(c)))
+            builder.store(
+                column, _run_pointer(context, builder, sig.args[0], args[0], at, types.intp, vec), align=align
+            )
+        return context.get_dummy_value()
+
+    return types.void(dst, d, dstep, src, s, sstep), codegen

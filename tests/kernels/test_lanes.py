@@ -1,0 +1,69 @@
+"""The 8-lane vector steps (`avgpool.kernels._lanes`) against the same steps in NumPy: every
+dtype the max kernels take, NaN (it wins), ties and signed zeros (the first is kept). CI also
+runs this file with NUMBA_BOUNDSCHECK=1, where a run past an array's end is an IndexError."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from numba import njit
+
+from avgpool.kernels._lanes import lanes_max3, transpose8
+
+
+@njit
+def _max3(dst, d, src, i, j, k):
+    lanes_max3(dst, d, src, i, src, j, src, k)
+
+
+@njit
+def _transpose(dst, d, dstep, src, s, sstep):
+    transpose8(dst, d, dstep, src, s, sstep)
+
+
+def _bigger(a, b):
+    return b if (b > a) or (b != b) else a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64])
+def test_lanes_max3_keeps_the_nan_and_tie_rules(dtype):
+    rng = np.random.default_rng(3)
+    src = (rng.standard_normal(40) * 40).round().astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        src[[1, 12, 30, 31]] = [np.nan, np.nan, -0.0, 0.0]
+        src[[22, 23]] = [0.0, -0.0]
+    dst = np.zeros(20, dtype)
+    _max3(dst, 5, src, 0, 10, 24)
+    want = [_bigger(_bigger(src[i], src[10 + i]), src[24 + i]) for i in range(8)]
+    got = dst[5:13]
+    assert got.tobytes() == np.array(want, dtype).tobytes()
+    assert not dst[:5].any() and not dst[13:].any()  # nothing written outside the run
+
+
+def test_lanes_max3_reads_before_it_writes():
+    src = np.arange(24, dtype=np.float32)[::-1].copy()
+    _max3(src, 0, src, 0, 8, 16)  # the destination is also the first source
+    np.testing.assert_array_equal(src[:8], np.arange(23, 15, -1, dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.int64])
+def test_transpose8_moves_every_cell(dtype):
+    src = np.arange(300).astype(dtype)
+    dst = np.zeros(400, dtype)
+    _transpose(dst, 7, 41, src, 3, 33)
+    for r in range(8):
+        for c in range(8):
+            assert dst[7 + c * 41 + r] == src[3 + r * 33 + c]
+    assert np.count_nonzero(dst) == 64  # nothing else written (no cell of the tile is 0)
+
+
+@pytest.mark.skipif(
+    not numba.config.BOUNDSCHECK, reason="runs past the end are checked under NUMBA_BOUNDSCHECK=1"
+)
+def test_runs_past_the_end_are_index_errors():
+    src = np.zeros(20, np.float32)
+    with pytest.raises(IndexError):
+        _max3(np.zeros(10, np.float32), 3, src, 0, 1, 2)
+    with pytest.raises(IndexError):
+        _transpose(np.zeros(100, np.float32), 0, 8, src, 0, 2)
