@@ -118,6 +118,7 @@ def small_plane_cells() -> int:
         plans.INDEX_PLANE_CELLS,
         plans.TILES_PLANE_CELLS,
         plans.SAME_MAX_CELLS,
+        plans.SMALL_MAX_CELLS,
     )
 
 
