@@ -211,10 +211,14 @@ class NumpyBackend(Backend):
         layout.check_grad_shape(grad, [a.out for a in axes])
         return layout, axes
 
+    def planned_avg(self, x, window):
+        """``avg_pool(x, window, None)`` planned for arrays of ``x``'s shape and dtype (kept)."""
+        key = ("avg", x.shape, x.dtype, window, get_backend())
+        return _kept(key, lambda: self._plan_avg(x, window))
+
     def avg_pool(self, x, window, out):
         if out is None:
-            key = ("avg", x.shape, x.dtype, window, get_backend())
-            return _kept(key, lambda: self._plan_avg(x, window))(x)
+            return self.planned_avg(x, window)(x)
         layout, axes = self._prepared(x, window)
         empty = EMPTY_AVERAGE.get(window.convention, 0.0)
         out, later = _out_arg(out, x)
@@ -244,10 +248,15 @@ class NumpyBackend(Backend):
             return compute.global_max(x, layout, *args)
         return compute.max_forward(x, layout, axes, *args, out, with_index=with_index)
 
+    def planned_max(self, x, window, nan_policy, return_indices):
+        """``max_pool(x, window, nan_policy, None, return_indices)`` planned for arrays of
+        ``x``'s shape and dtype (kept): ``call(x) -> (values, indices or None)``."""
+        key = ("max", x.shape, x.dtype, window, nan_policy, return_indices, get_backend())
+        return _kept(key, lambda: self._plan_max(x, window, nan_policy, return_indices))
+
     def max_pool(self, x, window, nan_policy, out, return_indices):
         if out is None:
-            key = ("max", x.shape, x.dtype, window, nan_policy, return_indices, get_backend())
-            y, index = _kept(key, lambda: self._plan_max(x, window, nan_policy, return_indices))(x)
+            y, index = self.planned_max(x, window, nan_policy, return_indices)(x)
             return (y, index) if return_indices else y
         layout, axes = self._prepared(x, window)
         out, later = _out_arg(out, x)

@@ -20,7 +20,14 @@ from avgpool.torch._library._args import (
     window_of,
     with_spatial,
 )
-from avgpool.torch._library._eager import FLOATS, Ready, call, needs_dispatcher, plain_array
+from avgpool.torch._library._eager import (
+    FLOATS,
+    Ready,
+    call,
+    needs_dispatcher,
+    plain_array,
+    tensor_call,
+)
 from avgpool.window import Window
 
 
@@ -44,6 +51,16 @@ class AvgReady(Ready):
         v = to_numpy(x, w.ndim, w.channels_last)
         nw = w if v.channels_last == w.channels_last else self.nhwc
         return torch_layout(v.back(NUMPY.avg_pool(NUMPY.array(v.array), nw, None)), x, w, "avg")
+
+    @property
+    def ndim(self) -> int:
+        return self.window.ndim
+
+    def plan(self, x: Tensor):
+        array = plain_array(x, FLOATS)
+        if array is None:
+            return None
+        return tensor_call(NUMPY.planned_avg(array, self.window))
 
     def backward_cpu(self, grad: Tensor, input_shape) -> Tensor:
         """``avg_pool_backward``'s CPU kernel on this Window."""
