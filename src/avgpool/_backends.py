@@ -237,6 +237,18 @@ class NumpyBackend(Backend):
         cip, override = window.count_include_pad, window.divisor_override
         return compute.plan_avg_forward(layout, axes, cip, override, empty, x.dtype, x.size)
 
+    def planned_avg_backward(self, grad, input_shape, window):
+        """``avg_pool_backward(grad, input_shape, window)`` planned for gradients of ``grad``'s
+        shape and dtype (kept; the shapes checked once): ``call(grad) -> gradient``."""
+        key = ("avg_backward", grad.shape, grad.dtype, tuple(input_shape), window, get_backend())
+        return _kept(key, lambda: self._plan_avg_backward(grad, input_shape, window))
+
+    def _plan_avg_backward(self, grad, input_shape, window):
+        layout, axes = self._grad_geometry(grad, input_shape, window)
+        check_allocation(input_shape, grad.dtype, "the gradient (input_shape)")
+        cip, override = window.count_include_pad, window.divisor_override
+        return compute.plan_avg_backward(layout, axes, cip, override, grad.dtype, grad.size)
+
     def avg_pool_backward(self, grad, input_shape, window):
         layout, axes = self._grad_geometry(grad, input_shape, window)
         check_allocation(input_shape, grad.dtype, "the gradient (input_shape)")
@@ -302,6 +314,11 @@ class NumpyBackend(Backend):
     def adaptive_avg_pool_backward(self, grad, layout, out):
         check_allocation(layout.shape, grad.dtype, "the gradient (input_shape)")
         return compute.adaptive_avg_backward(grad, layout, out)
+
+    def planned_adaptive_avg_backward(self, grad, layout, out):
+        """`adaptive_avg_pool_backward` planned for gradients of ``grad``'s dtype and size."""
+        check_allocation(layout.shape, grad.dtype, "the gradient (input_shape)")
+        return compute.plan_adaptive_avg_backward(layout, tuple(out), grad.dtype, grad.size)
 
     def adaptive_max_pool(self, x, layout, out):
         check_allocation(layout.out_shape(out), np.int64, "the output with its indices")

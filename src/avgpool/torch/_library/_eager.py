@@ -128,15 +128,15 @@ class _ReadyFunction(torch.autograd.Function):
     dispatcher), on the ready arguments."""
 
     @staticmethod
-    def forward(ctx, x, ready):
-        output = ready.cpu(x)
+    def forward(ctx, x, ready, kept=None):
+        output = ready.cpu(x) if kept is None else kept(x.detach().numpy())
         ready.setup_context(ctx, (x, *ready.args), output)
         ctx.ready = ready
         return output
 
     @staticmethod
     def backward(ctx, *grads):
-        return ctx.ready.grad(ctx, *grads), None
+        return ctx.ready.grad(ctx, *grads), None, None
 
 
 def tensor_call(planned: Callable[[np.ndarray], Any], pair: bool = False) -> Callable[[np.ndarray], Any]:
@@ -161,11 +161,12 @@ class Ready:
 
     Calling it is calling `call`'s op: through the dispatcher where `needs_dispatcher` says so,
     else the CPU kernel (`cpu`, the one the op registers) and the op's autograd formula.
-    A plain contiguous CPU tensor that needs no gradient goes further: once a call on its
-    shape and dtype has succeeded, the NumPy call it made (`plan`) is kept beside the NumPy
-    backend's plans, keyed by this Ready, the shape, the dtype and the backend, and a repeated
-    call is that lookup, the kernel and `torch.from_numpy`. Subclasses set `name`, `ndim`, the
-    op's autograd pieces, `cpu` and `plan`.
+    A plain contiguous CPU tensor goes further: once a call on its shape and dtype has
+    succeeded, the NumPy call it made (`plan`) is kept beside the NumPy backend's plans (so
+    `avgpool._backends.clear_plans` forgets it too), keyed by this Ready, the caller's check,
+    the shape, the dtype and the backend, and a repeated call is that lookup, the kernel and
+    `torch.from_numpy` (inside the autograd formula where a gradient is recorded).
+    Subclasses set `name`, `ndim`, the op's autograd pieces, `cpu` and `plan`.
     """
 
     __slots__ = ("args",)
@@ -203,13 +204,12 @@ class Ready:
         first, which a call that finds a plan kept under the same check has passed: it depends
         on nothing but the tensor's shape and dtype."""
         compiling, tracing, dispatch_modes, function_modes, transforms, profiling = _PLAIN_CHECKS
-        # needs_dispatcher's tests inlined (a call here is a few µs), with no gradient to
-        # record, a contiguous tensor and no debug log (whose lines the full path writes)
+        # needs_dispatcher's tests inlined (a call here is a few µs), with a contiguous tensor
+        # and no debug log (whose lines the full path writes)
         key = None
         if not (
             compiling()
             or type(x) is not Tensor
-            or x.requires_grad
             or not x.is_cpu
             or tracing()
             or dispatch_modes()
@@ -220,9 +220,13 @@ class Ready:
             or log.isEnabledFor(_DEBUG)
         ):
             key = (self, check, x.shape, x.dtype, get_backend())
-            run = _plans.get(key)
-            if run is not None:
-                return run(x.numpy())
+            kept = _plans.get(key)
+            if kept is not None:
+                if not x.requires_grad:
+                    return kept(x.numpy())
+                if torch.is_grad_enabled():
+                    return self.recorded(x, kept)
+                return kept(x.detach().numpy())
         if check is not None:
             check(x)
         try:
@@ -235,6 +239,11 @@ class Ready:
             # the call succeeded on a shape torch.nn's input check passes: keep its plan
             self.keep(key, x)
         return y
+
+    def recorded(self, x: Tensor, kept: Callable[[np.ndarray], Any]):
+        """The op on ``x``, which requires grad, with its autograd formula; ``kept`` (the kept
+        plan of ``x``'s shape and dtype) computes the outputs."""
+        return self.function.apply(x, self, kept)
 
     def keep(self, key: tuple, x: Tensor) -> None:
         plan = self.plan(x)

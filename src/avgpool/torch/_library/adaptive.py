@@ -2,6 +2,7 @@
 ``avgpool::adaptive_max_pool`` (whose backward is max pooling's scatter)."""
 
 import functools
+import logging
 
 import numpy as np
 import torch
@@ -9,8 +10,9 @@ from torch import Tensor
 
 from avgpool import _args, _dispatch, ops
 from avgpool._arrays import Layout
-from avgpool._backends import NUMPY
+from avgpool._backends import NUMPY, _kept
 from avgpool._errors import AvgPoolError, TorchPoolError
+from avgpool._settings import get_backend
 from avgpool.torch._arrays import as_torch_gives, permute_shape, to_numpy
 from avgpool.torch._library._args import (
     check_rank,
@@ -27,6 +29,8 @@ from avgpool.torch._library._eager import (
     plain_array,
     tensor_call,
 )
+
+log = logging.getLogger("avgpool")
 
 
 def _adaptive_sizes(output_size, spatial) -> tuple[int, ...]:
@@ -103,9 +107,14 @@ class AdaptiveAvgReady(_AdaptiveReady):
         if array is None:  # through call: differentiates again, or copies what it must
             return _adaptive_avg_backward(ctx, grad)[0]
         try:
-            layout, out = self._layout(tuple(ctx.input_shape), self.channels_last)
+            shape = tuple(ctx.input_shape)
+            layout, out = self._layout(shape, self.channels_last)
             layout.check_grad_shape(array, out)
-            return torch.from_numpy(NUMPY.adaptive_avg_pool_backward(array, layout, out))
+            if log.isEnabledFor(logging.DEBUG):  # the NumPy op's path, with its debug lines
+                return torch.from_numpy(NUMPY.adaptive_avg_pool_backward(array, layout, out))
+            key = (self, "backward", shape, array.shape, array.dtype, get_backend())
+            plan = NUMPY.planned_adaptive_avg_backward
+            return _kept(key, lambda: tensor_call(plan(array, layout, out)))(array)
         except TorchPoolError:
             raise
         except AvgPoolError as exc:

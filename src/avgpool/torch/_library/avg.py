@@ -2,13 +2,15 @@
 CPU kernels, fake implementations and autograd (each the other's backward: they are linear)."""
 
 import functools
+import logging
 
 import torch
 from torch import Tensor
 
 from avgpool._args import input_shape as input_shape_arg
-from avgpool._backends import NUMPY
+from avgpool._backends import NUMPY, _kept
 from avgpool._errors import AvgPoolError, TorchPoolError
+from avgpool._settings import get_backend
 from avgpool.torch._arrays import as_torch_gives, permute_shape, to_numpy
 from avgpool.torch._library._args import (
     check_rank,
@@ -29,6 +31,8 @@ from avgpool.torch._library._eager import (
     tensor_call,
 )
 from avgpool.window import Window
+
+log = logging.getLogger("avgpool")
 
 
 class AvgReady(Ready):
@@ -67,7 +71,11 @@ class AvgReady(Ready):
         w = self.window
         array = plain_array(grad, FLOATS)
         if array is not None:
-            return torch.from_numpy(NUMPY.avg_pool_backward(array, tuple(input_shape), w))
+            shape = tuple(input_shape)
+            if log.isEnabledFor(logging.DEBUG):  # the NumPy op's path, with its debug lines
+                return torch.from_numpy(NUMPY.avg_pool_backward(array, shape, w))
+            key = (self, "backward", shape, array.shape, array.dtype, get_backend())
+            return _kept(key, lambda: tensor_call(NUMPY.planned_avg_backward(array, shape, w)))(array)
         v = to_numpy(grad, w.ndim, w.channels_last)
         if v.channels_last != w.channels_last:
             input_shape, w = permute_shape(input_shape, w.ndim), self.nhwc

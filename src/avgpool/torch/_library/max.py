@@ -112,6 +112,9 @@ class MaxValuesReady(MaxReady):
         log.debug("avgpool.torch: max_pool values only (no gradient, eager CPU)")
         return self.cpu(x, return_indices=False)
 
+    def recorded(self, x: Tensor, kept) -> Tensor:
+        return self.with_indices(x)[0]  # the arg-max, which the backward reads
+
     def plan(self, x: Tensor):
         array = plain_array(x, MAX_DTYPES)
         if array is None:
