@@ -94,6 +94,21 @@ def _on_threads(kernel: Any, threads: int) -> Callable[..., Any]:
     return run
 
 
+def _compiled(kernel: Any, args: tuple) -> Any:
+    """The machine code a Numba dispatcher has compiled for arguments of these types, called
+    without the dispatcher's per-call typing (a microsecond on a kernel of many arrays); the
+    kernel itself where it is no dispatcher or has compiled no such signature."""
+    overloads = getattr(kernel, "overloads", None)
+    if not isinstance(overloads, dict):
+        return kernel
+    from numba.core.typing.typeof import Purpose, typeof
+
+    try:
+        return overloads[tuple(typeof(a, Purpose.argument) for a in args)].entry_point
+    except (KeyError, AttributeError, ValueError):
+        return kernel
+
+
 def kernel_name(kernel: Any) -> str:
     """``"module.function"`` of a kernel (``"box_planes.avg_planes"``), as the logs name it."""
     py = getattr(kernel, "py_func", kernel)
@@ -177,10 +192,12 @@ class Planned:
             if self.index:
                 return lambda x: tuple(wrap(r) for r in self(x))
             return lambda x: wrap(self(x))
-        run, args, view, out_view = self._run, self.args, self.view, self.out_view
+        args, view, out_view = self.args, self.view, self.out_view
         shape, dtype, empty = self.out_shape, self.dtype, np.empty
+        int64 = np.dtype(np.int64)
+        arrays = [empty(view, dtype), empty(out_view, dtype)] + [empty(out_view, int64)] * self.index
+        run = _compiled(self._run, (*arrays, *args))
         if self.index:
-            int64 = np.dtype(np.int64)
 
             def pair(x: np.ndarray) -> Any:
                 result, index = empty(shape, dtype), empty(shape, int64)

@@ -170,6 +170,23 @@ def test_after_a_kept_call_the_input_checks_still_refuse(make, bad, message):
     assert str(kept.value) == str(dispatched.value)
 
 
+@pytest.mark.parametrize("module", ["avg-padded", "max-indices", "adaptive-avg"])
+def test_a_kept_plan_reads_a_tensor_whose_data_is_not_aligned(module):
+    """A kept plan calls the kernel's machine code for aligned arrays straight; a float32
+    tensor over a buffer at an odd byte offset must still read right."""
+    n = X.numel()
+    x = torch.frombuffer(bytearray(4 * n + 1), dtype=torch.float32, offset=1, count=n).reshape(X.shape)
+    x.copy_(X)
+    assert x.data_ptr() % 4 and x.is_contiguous()
+    m = MODULES[module][0]()
+    with torch.no_grad():
+        want = _flat(m(X))
+        m(X)
+        for _ in range(2):
+            for a, b in zip(_flat(m(x)), want, strict=True):
+                _same(a, b)
+
+
 def test_a_plan_kept_without_the_modules_check_does_not_pass_it():
     """avgpool.torch's adaptive max pools integers; torch.nn's module refuses them, plan or not."""
     x = torch.arange(2 * 3 * 8 * 8).reshape(2, 3, 8, 8)
