@@ -231,13 +231,13 @@ class Ready:
             check(x)
         try:
             y = self.run(x)
+            if key is not None and x.numel() and 1 <= x.dim() - self.ndim <= 2:
+                # the call succeeded on a shape torch.nn's input check passes: keep its plan
+                self.keep(key, x)
         except TorchPoolError:
             raise
         except AvgPoolError as exc:
             raise TorchPoolError(str(exc)) from None
-        if key is not None and x.numel() and 1 <= x.dim() - self.ndim <= 2:
-            # the call succeeded on a shape torch.nn's input check passes: keep its plan
-            self.keep(key, x)
         return y
 
     def recorded(self, x: Tensor, kept: Callable[[np.ndarray], Any]):
