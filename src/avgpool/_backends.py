@@ -211,10 +211,14 @@ class NumpyBackend(Backend):
         layout.check_grad_shape(grad, [a.out for a in axes])
         return layout, axes
 
+    def planned_avg(self, x, window):
+        """``avg_pool(x, window, None)`` planned for arrays of ``x``'s shape and dtype (kept)."""
+        key = ("avg", x.shape, x.dtype, window, get_backend())
+        return _kept(key, lambda: self._plan_avg(x, window))
+
     def avg_pool(self, x, window, out):
         if out is None:
-            key = ("avg", x.shape, x.dtype, window, get_backend())
-            return _kept(key, lambda: self._plan_avg(x, window))(x)
+            return self.planned_avg(x, window)(x)
         layout, axes = self._prepared(x, window)
         empty = EMPTY_AVERAGE.get(window.convention, 0.0)
         out, later = _out_arg(out, x)
@@ -233,6 +237,18 @@ class NumpyBackend(Backend):
         cip, override = window.count_include_pad, window.divisor_override
         return compute.plan_avg_forward(layout, axes, cip, override, empty, x.dtype, x.size)
 
+    def planned_avg_backward(self, grad, input_shape, window):
+        """``avg_pool_backward(grad, input_shape, window)`` planned for gradients of ``grad``'s
+        shape and dtype (kept; the shapes checked once): ``call(grad) -> gradient``."""
+        key = ("avg_backward", grad.shape, grad.dtype, tuple(input_shape), window, get_backend())
+        return _kept(key, lambda: self._plan_avg_backward(grad, input_shape, window))
+
+    def _plan_avg_backward(self, grad, input_shape, window):
+        layout, axes = self._grad_geometry(grad, input_shape, window)
+        check_allocation(input_shape, grad.dtype, "the gradient (input_shape)")
+        cip, override = window.count_include_pad, window.divisor_override
+        return compute.plan_avg_backward(layout, axes, cip, override, grad.dtype, grad.size)
+
     def avg_pool_backward(self, grad, input_shape, window):
         layout, axes = self._grad_geometry(grad, input_shape, window)
         check_allocation(input_shape, grad.dtype, "the gradient (input_shape)")
@@ -244,10 +260,15 @@ class NumpyBackend(Backend):
             return compute.global_max(x, layout, *args)
         return compute.max_forward(x, layout, axes, *args, out, with_index=with_index)
 
+    def planned_max(self, x, window, nan_policy, return_indices):
+        """``max_pool(x, window, nan_policy, None, return_indices)`` planned for arrays of
+        ``x``'s shape and dtype (kept): ``call(x) -> (values, indices or None)``."""
+        key = ("max", x.shape, x.dtype, window, nan_policy, return_indices, get_backend())
+        return _kept(key, lambda: self._plan_max(x, window, nan_policy, return_indices))
+
     def max_pool(self, x, window, nan_policy, out, return_indices):
         if out is None:
-            key = ("max", x.shape, x.dtype, window, nan_policy, return_indices, get_backend())
-            y, index = _kept(key, lambda: self._plan_max(x, window, nan_policy, return_indices))(x)
+            y, index = self.planned_max(x, window, nan_policy, return_indices)(x)
             return (y, index) if return_indices else y
         layout, axes = self._prepared(x, window)
         out, later = _out_arg(out, x)
@@ -293,6 +314,11 @@ class NumpyBackend(Backend):
     def adaptive_avg_pool_backward(self, grad, layout, out):
         check_allocation(layout.shape, grad.dtype, "the gradient (input_shape)")
         return compute.adaptive_avg_backward(grad, layout, out)
+
+    def planned_adaptive_avg_backward(self, grad, layout, out):
+        """`adaptive_avg_pool_backward` planned for gradients of ``grad``'s dtype and size."""
+        check_allocation(layout.shape, grad.dtype, "the gradient (input_shape)")
+        return compute.plan_adaptive_avg_backward(layout, tuple(out), grad.dtype, grad.size)
 
     def adaptive_max_pool(self, x, layout, out):
         check_allocation(layout.out_shape(out), np.int64, "the output with its indices")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import types
 from collections.abc import Callable
 from typing import Any
@@ -93,6 +94,21 @@ def _on_threads(kernel: Any, threads: int) -> Callable[..., Any]:
     return run
 
 
+def _compiled(kernel: Any, args: tuple) -> Any:
+    """The machine code a Numba dispatcher has compiled for arguments of these types, called
+    without the dispatcher's per-call typing (a microsecond on a kernel of many arrays); the
+    kernel itself where it is no dispatcher or has compiled no such signature."""
+    overloads = getattr(kernel, "overloads", None)
+    if not isinstance(overloads, dict):
+        return kernel
+    from numba.core.typing.typeof import Purpose, typeof
+
+    try:
+        return overloads[tuple(typeof(a, Purpose.argument) for a in args)].entry_point
+    except (KeyError, AttributeError, ValueError):
+        return kernel
+
+
 def kernel_name(kernel: Any) -> str:
     """``"module.function"`` of a kernel (``"box_planes.avg_planes"``), as the logs name it."""
     py = getattr(kernel, "py_func", kernel)
@@ -117,6 +133,7 @@ class Planned:
         "out_shape",
         "out_view",
         "path",
+        "small",
         "threads",
         "view",
         "work",
@@ -141,6 +158,12 @@ class Planned:
         self.index = index
         self.threads = threads_for(nbytes)
         self._run = _on_threads(kernel, self.threads)
+        # results too small for the buffer pool come straight from np.empty
+        self.small = math.prod(out_shape) * max(self.dtype.itemsize, 8 if index else 1) < _buffers.MIN_BYTES
+
+    def _empty(self, dtype: np.dtype) -> np.ndarray:
+        shape = self.out_shape
+        return np.empty(shape, dtype) if self.small else _buffers.empty(shape, dtype)
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None):
         if log.isEnabledFor(logging.DEBUG):
@@ -149,16 +172,46 @@ class Planned:
         if x.dtype != self.work or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=self.work)
         xv = x.reshape(self.view)
-        result = _buffers.empty(self.out_shape, self.dtype) if out is None else out
+        result = self._empty(self.dtype) if out is None else out
         ov = result.reshape(self.out_view) if self.work == self.dtype else np.empty(self.out_view, self.work)
         if self.index:
-            index = _buffers.empty(self.out_shape, np.int64)
+            index = self._empty(np.dtype(np.int64))
             self._run(xv, ov, index.reshape(self.out_view), *self.args)
         else:
             self._run(xv, ov, *self.args)
         if self.work != self.dtype:
             result.reshape(self.out_view)[...] = ov
         return (result, index) if self.index else result
+
+    def bare(self, wrap: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
+        """``wrap`` of each array ``self(x)`` returns, for a C-contiguous ``x`` of the planned
+        shape and dtype alone, without the per-call checks of ``x`` or the debug line: for a
+        caller that checks the input and the log level itself (the torch front end's kept calls).
+        """
+        if self.work != self.dtype or not self.small:
+            if self.index:
+                return lambda x: tuple(wrap(r) for r in self(x))
+            return lambda x: wrap(self(x))
+        args, view, out_view = self.args, self.view, self.out_view
+        shape, dtype, empty = self.out_shape, self.dtype, np.empty
+        int64 = np.dtype(np.int64)
+        arrays = [empty(view, dtype), empty(out_view, dtype)] + [empty(out_view, int64)] * self.index
+        run = _compiled(self._run, (*arrays, *args))
+        if self.index:
+
+            def pair(x: np.ndarray) -> Any:
+                result, index = empty(shape, dtype), empty(shape, int64)
+                run(x.reshape(view), result.reshape(out_view), index.reshape(out_view), *args)
+                return wrap(result), wrap(index)
+
+            return pair
+
+        def single(x: np.ndarray) -> Any:
+            result = empty(shape, dtype)
+            run(x.reshape(view), result.reshape(out_view), *args)
+            return wrap(result)
+
+        return single
 
 
 class Copy:
@@ -178,3 +231,7 @@ class Copy:
         result = _buffers.empty(self.out_shape, self.dtype) if out is None else out
         np.copyto(result, x.reshape(self.out_shape))
         return result
+
+    def bare(self, wrap: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
+        """As `Planned.bare`: ``wrap`` of the copy."""
+        return lambda x: wrap(self(x))

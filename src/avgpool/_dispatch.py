@@ -124,6 +124,14 @@ def avg_forward(
     return into(out, layout.from_work(y, x.dtype))
 
 
+def plan_avg_backward(layout: Layout, axes: tuple[Axis, ...], cip: bool, override, dtype, size: int):
+    """``avg_backward`` planned for gradients of this dtype and size (``layout``: the input's):
+    ``call(g) -> gradient``."""
+    if get_backend() == "numba" and size:
+        return _cpu_drivers.plan_avg_backward(layout, tuple(axes), cip, override, np.dtype(dtype))
+    return lambda g: avg_backward(g, layout, axes, cip, override)
+
+
 def avg_backward(g, layout: Layout, axes: Sequence[Axis], cip: bool, override):
     if _fast("avg_pool_backward", g):
         return _cpu_drivers.avg_backward(g, layout, axes, cip, override)
@@ -235,6 +243,25 @@ def adaptive_avg_forward(x, layout: Layout, out_sizes: Sequence[int]):
     return _cpu_taps.taps_sum(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
 
 
+def plan_adaptive_avg(layout: Layout, out_sizes: tuple[int, ...], dtype, size: int):
+    """`adaptive_avg_forward` planned for arrays of this layout, dtype and size: ``call(x) -> y``."""
+    axes = _even_axes(layout.spatial, out_sizes)
+    if axes is not None:
+        return plan_avg_forward(layout, axes, True, None, 0.0, dtype, size)
+    if get_backend() == "numba" and size:
+        return _cpu_taps.plan_taps_sum(layout, _adaptive_tables(layout.spatial, out_sizes), np.dtype(dtype))
+    return lambda x: adaptive_avg_forward(x, layout, out_sizes)
+
+
+def plan_adaptive_avg_backward(layout: Layout, out_sizes: tuple[int, ...], dtype, size: int):
+    """`adaptive_avg_backward` planned for gradients of this dtype and size (``layout``: the
+    input's): ``call(g) -> gradient``."""
+    axes = _even_axes(layout.spatial, out_sizes)
+    if axes is not None:
+        return plan_avg_backward(layout, axes, True, None, dtype, size)
+    return lambda g: adaptive_avg_backward(g, layout, out_sizes)
+
+
 def adaptive_avg_backward(g, layout: Layout, out_sizes: Sequence[int]):
     axes = _even_axes(layout.spatial, tuple(out_sizes))
     if axes is not None:
@@ -253,6 +280,17 @@ def adaptive_max_forward(x, layout: Layout, out_sizes: Sequence[int]):
         y, index = ref.adaptive_max_pool(layout.to_work(x), out_sizes)
         return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))
     return _cpu_taps.taps_max(x, layout, _adaptive_tables(layout.spatial, tuple(out_sizes)))
+
+
+def plan_adaptive_max(layout: Layout, out_sizes: tuple[int, ...], dtype, size: int):
+    """`adaptive_max_forward` planned for arrays of this layout, dtype and size:
+    ``call(x) -> (values, indices)``."""
+    axes = _even_axes(layout.spatial, out_sizes)
+    if axes is not None:
+        return plan_max_forward(layout, axes, "propagate", -np.inf, dtype, size, True)
+    if get_backend() == "numba" and size:
+        return _cpu_taps.plan_taps_max(layout, _adaptive_tables(layout.spatial, out_sizes), np.dtype(dtype))
+    return lambda x: adaptive_max_forward(x, layout, out_sizes)
 
 
 def global_avg(x, layout: Layout, empty: float):

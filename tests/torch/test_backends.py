@@ -10,7 +10,7 @@ import torch
 
 import avgpool as ap
 import avgpool.torch as apt
-from avgpool._backends import backend_of
+from avgpool._backends import backend_of, clear_plans
 from avgpool._errors import TorchPoolError
 from avgpool.torch._library.max import MaxReady
 
@@ -64,16 +64,28 @@ def test_tensor_errors_are_runtime_errors_whichever_way_the_op_is_called():
 
 @pytest.fixture
 def arg_max_calls(monkeypatch):
-    """The runs of the max kernels that compute indices (every path reaches them), counted."""
+    """The runs of the max kernels that compute indices (every path reaches them: the CPU
+    kernel, or the plan a repeated call keeps), counted."""
     calls = []
-    cpu = MaxReady.cpu
+    cpu, plan = MaxReady.cpu, MaxReady.plan
 
     def counting(self, x, return_indices=True):
         if return_indices:
             calls.append(self.args)
         return cpu(self, x, return_indices)
 
+    def counting_plan(self, x):
+        run = plan(self, x)
+
+        def counted(array):
+            calls.append(self.args)
+            return run(array)
+
+        return counted
+
     monkeypatch.setattr(MaxReady, "cpu", counting)
+    monkeypatch.setattr(MaxReady, "plan", counting_plan)
+    clear_plans()  # plans kept before the counting began would run uncounted
     return calls
 
 

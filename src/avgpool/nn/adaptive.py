@@ -1,5 +1,6 @@
 """torch.nn's adaptive pooling modules (average and max, 1-3d) computed by avgpool."""
 
+import functools
 from typing import Any
 
 import torch
@@ -69,6 +70,8 @@ def _adaptive_class(ndim: int, base: type, kind: str) -> type:
             self._sizes = sizes
             # the eager call, built once (see avgpool.nn.pooling)
             self._ready = ready_of(tuple(sizes), False)
+            # torch.nn's input check, which the ready call skips for a shape it has seen pass
+            self._check = functools.partial(_checks.adaptive, kind, ndim, output_size=self.output_size)
             self._stale = False
 
         def __setattr__(self, name: str, value: Any) -> None:
@@ -94,8 +97,7 @@ def _adaptive_class(ndim: int, base: type, kind: str) -> type:
                 if not torch.jit.is_scripting():
                     if self._stale:
                         self._refresh()
-                    _checks.adaptive("avg", ndim, input, self.output_size)
-                    return self._ready(input)
+                    return self._ready(input, self._check)
                 return torch.ops.avgpool.adaptive_avg_pool(input, self._sizes, False)
 
         else:
@@ -104,8 +106,7 @@ def _adaptive_class(ndim: int, base: type, kind: str) -> type:
                 if not torch.jit.is_scripting():
                     if self._stale:
                         self._refresh()
-                    _checks.adaptive("max", ndim, input, self.output_size)
-                    y, indices = self._ready(input)
+                    y, indices = self._ready(input, self._check)
                 else:
                     y, indices = torch.ops.avgpool.adaptive_max_pool(input, self._sizes, False)
                 if self.return_indices:

@@ -87,6 +87,8 @@ _GEOMETRY = frozenset(
 
 class _AvgMixin:
     op = "avg"
+    #: Whether calls run torch.nn's input check (`_checks.input_of`) in the torch convention.
+    _checks_input = True
     #: The NaN policy of the module's max pooling ("": the convention's).
     _nan_policy = ""
     _kernel: list[int]
@@ -119,8 +121,11 @@ class _AvgMixin:
         self._avg_args = window_args(window)
         kernel, stride, padding, mode, dilation, ceil, _, _, cl, convention = self._avg_args
         self._max_args = (kernel, stride, padding, mode, dilation, ceil, cl, convention)
-        # the eager call, built once (the custom op's arguments, its Window for the kernels)
+        # the eager call, built once (the custom op's arguments, its Window for the kernels),
+        # and torch.nn's input check, which the ready call skips for a shape it has seen pass
         self._stale = False
+        checked = self._checks_input and window.convention == "torch"
+        self._check = _checks.input_check(self.op, window.ndim) if checked else None
         if self.op == "avg":
             self._ready = avg_ready(window)
         elif self.op == "max":
@@ -232,9 +237,7 @@ def _avg_class(ndim: int, base: type) -> type:
             if not torch.jit.is_scripting():
                 if self._stale:
                     self._refresh()
-                if self._convention == "torch":
-                    _checks.input_of("avg", ndim, input)
-                return self._ready(input)
+                return self._ready(input, self._check)
             return torch.ops.avgpool.avg_pool(
                 input,
                 self._kernel,
@@ -272,6 +275,7 @@ class _MaxMixin(_AvgMixin):
 
 class _GlobalMixin:
     _watched = frozenset(("ndim",))
+    _checks_input = False
 
     def _attribute_window(self) -> Window:
         return Window(None, ndim=int(self.ndim), convention=self.convention)
@@ -335,11 +339,9 @@ def _max_class(ndim: int, base: type) -> type:
             if not torch.jit.is_scripting():
                 if self._stale:
                     self._refresh()
-                if self._convention == "torch":
-                    _checks.input_of("max", ndim, input)
                 if not self.return_indices:  # inference skips the arg-max (values-only kernels)
-                    return self._ready(input)
-                y, indices = self._ready_indices(input)
+                    return self._ready(input, self._check)
+                y, indices = self._ready_indices(input, self._check)
             else:
                 y, indices = torch.ops.avgpool.max_pool(
                     input,
@@ -412,9 +414,7 @@ def _lp_class(ndim: int, base: type) -> type:
             if not torch.jit.is_scripting():
                 if self._stale:
                     self._refresh()
-                if self._convention == "torch":
-                    _checks.input_of("lp", ndim, input)
-                return self._ready(input)
+                return self._ready(input, self._check)
             return torch.ops.avgpool.lp_pool(
                 input,
                 self._norm,

@@ -8,7 +8,8 @@ starts with PyTorch's wording, then says what avgpool allows where that adds som
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -142,6 +143,13 @@ def _pooling(
                 f"Given input size: {_shape(x)}. Calculated output size on spatial axis {axis}: {out}. "
                 "Output size is too small"
             )
+
+
+@functools.cache
+def input_check(op: str, ndim: int) -> Callable[[torch.Tensor], None]:
+    """`input_of` of one op and rank as a function of the input (one object per pair, so calls
+    that kept a plan under it share it: see `avgpool.torch._library.Ready`)."""
+    return functools.partial(input_of, op, ndim)
 
 
 def input_of(op: str, ndim: int, x: torch.Tensor) -> None:

@@ -19,7 +19,9 @@ Every op takes a tensor and plain numbers: the `Window` travels as its fields (s
   and autograd formulas, called directly); everything else goes through the dispatcher
   (`needs_dispatcher`). The modules, the functional API and the backward formulas use it;
   a `Ready` call (``avg_ready(window)`` and its kin) is the same with the arguments, the
-  Window and the per-shape layouts built once, which a module keeps.
+  Window and the per-shape layouts built once, which a module keeps, and it keeps the NumPy
+  plan of each contiguous input shape it has run, so a repeated call is a lookup, the kernel
+  and ``torch.from_numpy`` (with the debug log on, every call takes the full path and logs it).
 
 One module per family (avg, max, lp, adaptive, blur) defines its ops; `_args` turns a
 `Window` into op arguments and back, `_eager` holds `call`. This package is imported for

@@ -2,11 +2,17 @@
 dispatcher's ~50 µs where it would change nothing (a plain CPU tensor in eager mode)."""
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from avgpool._backends import _kept, _plans
+from avgpool._cpu_calls import Planned
 from avgpool._errors import AvgPoolError, TorchPoolError, torch_errors
+from avgpool._settings import get_backend
 
 log = logging.getLogger("avgpool")
 
@@ -122,15 +128,31 @@ class _ReadyFunction(torch.autograd.Function):
     dispatcher), on the ready arguments."""
 
     @staticmethod
-    def forward(ctx, x, ready):
-        output = ready.cpu(x)
+    def forward(ctx, x, ready, kept=None):
+        output = ready.cpu(x) if kept is None else kept(x.detach().numpy())
         ready.setup_context(ctx, (x, *ready.args), output)
         ctx.ready = ready
         return output
 
     @staticmethod
     def backward(ctx, *grads):
-        return ctx.ready.grad(ctx, *grads), None
+        return ctx.ready.grad(ctx, *grads), None, None
+
+
+def tensor_call(planned: Callable[[np.ndarray], Any], pair: bool = False) -> Callable[[np.ndarray], Any]:
+    """A planned NumPy call (`avgpool._cpu_calls.Planned`, or another callable) as a call giving
+    tensors: ``torch.from_numpy`` of its result, or of each of its ``pair`` of results."""
+    if isinstance(planned, Planned):
+        return planned.bare(torch.from_numpy)
+    from_numpy = torch.from_numpy
+    if pair:
+        return lambda a: tuple(from_numpy(r) for r in planned(a))
+    return lambda a: from_numpy(planned(a))
+
+
+#: `Ready.__call__`'s state queries: `needs_dispatcher`'s (each True where this torch lacks one).
+_PLAIN_CHECKS = _CHECKS or (lambda: True,) * 6
+_DEBUG = logging.DEBUG
 
 
 class Ready:
@@ -139,16 +161,28 @@ class Ready:
 
     Calling it is calling `call`'s op: through the dispatcher where `needs_dispatcher` says so,
     else the CPU kernel (`cpu`, the one the op registers) and the op's autograd formula.
-    Subclasses set `name`, the op's autograd pieces and `cpu`.
+    A plain contiguous CPU tensor goes further: once a call on its shape and dtype has
+    succeeded, the NumPy call it made (`plan`) is kept beside the NumPy backend's plans (so
+    `avgpool._backends.clear_plans` forgets it too), keyed by this Ready, the caller's check,
+    the shape, the dtype and the backend, and a repeated call is that lookup, the kernel and
+    `torch.from_numpy` (inside the autograd formula where a gradient is recorded).
+    Subclasses set `name`, `ndim`, the op's autograd pieces, `cpu` and `plan`.
     """
 
     __slots__ = ("args",)
     name = ""
+    #: The spatial rank of the op's window.
+    ndim = 0
     setup_context = staticmethod(lambda ctx, inputs, output: None)
     backward = staticmethod(lambda ctx, *grads: (None,))
 
     def cpu(self, x: Tensor):
         raise NotImplementedError
+
+    def plan(self, x: Tensor) -> Callable[[np.ndarray], Any] | None:
+        """What `cpu` computes for a contiguous tensor of ``x``'s shape and dtype, as a call on
+        the NumPy view of such a tensor, returning tensors; None: no such call."""
+        return None
 
     #: The autograd.Function outside the dispatcher, named as `call`'s (one per op).
     function: type = _ReadyFunction
@@ -165,15 +199,62 @@ class Ready:
     def op(self, x: Tensor):
         return getattr(torch.ops.avgpool, self.name)(x, *self.args)
 
-    def __call__(self, x: Tensor):
+    def __call__(self, x: Tensor, check: Callable[[Tensor], None] | None = None):
+        """The op on ``x``; ``check``: a caller's check of ``x`` (torch.nn's input checks), run
+        first, which a call that finds a plan kept under the same check has passed: it depends
+        on nothing but the tensor's shape and dtype."""
+        compiling, tracing, dispatch_modes, function_modes, transforms, profiling = _PLAIN_CHECKS
+        # needs_dispatcher's tests inlined (a call here is a few µs), with a contiguous tensor
+        # and no debug log (whose lines the full path writes)
+        key = None
+        if not (
+            compiling()
+            or type(x) is not Tensor
+            or not x.is_cpu
+            or tracing()
+            or dispatch_modes()
+            or function_modes()
+            or transforms()
+            or profiling()
+            or not x.is_contiguous()
+            or log.isEnabledFor(_DEBUG)
+        ):
+            key = (self, check, x.shape, x.dtype, get_backend())
+            kept = _plans.get(key)
+            if kept is not None:
+                if not x.requires_grad:
+                    return kept(x.numpy())
+                if torch.is_grad_enabled():
+                    return self.recorded(x, kept)
+                return kept(x.detach().numpy())
+        if check is not None:
+            check(x)
         try:
-            if needs_dispatcher(x):
-                return self.op(x)
-            log.debug("avgpool.torch: %s without the dispatcher (a plain CPU tensor, eager)", self.name)
-            if torch.is_grad_enabled() and x.requires_grad:
-                return self.function.apply(x, self)
-            return self.cpu(x)
+            y = self.run(x)
+            if key is not None and x.numel() and 1 <= x.dim() - self.ndim <= 2:
+                # the call succeeded on a shape torch.nn's input check passes: keep its plan
+                self.keep(key, x)
         except TorchPoolError:
             raise
         except AvgPoolError as exc:
             raise TorchPoolError(str(exc)) from None
+        return y
+
+    def recorded(self, x: Tensor, kept: Callable[[np.ndarray], Any]):
+        """The op on ``x``, which requires grad, with its autograd formula; ``kept`` (the kept
+        plan of ``x``'s shape and dtype) computes the outputs."""
+        return self.function.apply(x, self, kept)
+
+    def keep(self, key: tuple, x: Tensor) -> None:
+        plan = self.plan(x)
+        if plan is not None:
+            _kept(key, lambda: plan)
+
+    def run(self, x: Tensor):
+        """The op on ``x`` without the kept plans (see `needs_dispatcher`)."""
+        if needs_dispatcher(x):
+            return self.op(x)
+        log.debug("avgpool.torch: %s without the dispatcher (a plain CPU tensor, eager)", self.name)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return self.function.apply(x, self)
+        return self.cpu(x)

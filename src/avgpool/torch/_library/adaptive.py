@@ -2,15 +2,17 @@
 ``avgpool::adaptive_max_pool`` (whose backward is max pooling's scatter)."""
 
 import functools
+import logging
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from avgpool import _args, ops
+from avgpool import _args, _dispatch, ops
 from avgpool._arrays import Layout
-from avgpool._backends import NUMPY
+from avgpool._backends import NUMPY, _kept
 from avgpool._errors import AvgPoolError, TorchPoolError
+from avgpool._settings import get_backend
 from avgpool.torch._arrays import as_torch_gives, permute_shape, to_numpy
 from avgpool.torch._library._args import (
     check_rank,
@@ -18,7 +20,17 @@ from avgpool.torch._library._args import (
     spatial,
     with_spatial,
 )
-from avgpool.torch._library._eager import FLOATS, MAX_DTYPES, Ready, call, needs_dispatcher, plain_array
+from avgpool.torch._library._eager import (
+    FLOATS,
+    MAX_DTYPES,
+    Ready,
+    call,
+    needs_dispatcher,
+    plain_array,
+    tensor_call,
+)
+
+log = logging.getLogger("avgpool")
 
 
 def _adaptive_sizes(output_size, spatial) -> tuple[int, ...]:
@@ -32,6 +44,8 @@ class _AdaptiveReady(Ready):
 
     __slots__ = ("channels_last", "geometry", "ndim", "sizes")
     dtypes = FLOATS
+    #: Whether the op returns (values, indices).
+    pairs = False
 
     def __init__(self, output_size: tuple[int, ...], channels_last: bool) -> None:
         self.sizes, self.channels_last, self.ndim = output_size, channels_last, len(output_size)
@@ -61,6 +75,13 @@ class _AdaptiveReady(Ready):
         array = NUMPY.array(v.array, allow_int=self.dtypes is not FLOATS)
         return self._back(self._run(array, v.channels_last), x, v.back)
 
+    def plan(self, x: Tensor):
+        array = plain_array(x, self.dtypes)
+        if array is None:
+            return None
+        layout, out = self._layout(array.shape, self.channels_last)
+        return tensor_call(self.planner(layout, out, array.dtype, array.size), self.pairs)
+
     def _back(self, result, x: Tensor, back):
         if isinstance(result, tuple):
             return tuple(self._back(r, x, back) for r in result)
@@ -74,6 +95,8 @@ class AdaptiveAvgReady(_AdaptiveReady):
     __slots__ = ()
     name = "adaptive_avg_pool"
 
+    planner = staticmethod(_dispatch.plan_adaptive_avg)
+
     def _run(self, array, channels_last):
         return NUMPY.adaptive_avg_pool(array, *self._layout(array.shape, channels_last))
 
@@ -84,9 +107,14 @@ class AdaptiveAvgReady(_AdaptiveReady):
         if array is None:  # through call: differentiates again, or copies what it must
             return _adaptive_avg_backward(ctx, grad)[0]
         try:
-            layout, out = self._layout(tuple(ctx.input_shape), self.channels_last)
+            shape = tuple(ctx.input_shape)
+            layout, out = self._layout(shape, self.channels_last)
             layout.check_grad_shape(array, out)
-            return torch.from_numpy(NUMPY.adaptive_avg_pool_backward(array, layout, out))
+            if log.isEnabledFor(logging.DEBUG):  # the NumPy op's path, with its debug lines
+                return torch.from_numpy(NUMPY.adaptive_avg_pool_backward(array, layout, out))
+            key = (self, "backward", shape, array.shape, array.dtype, get_backend())
+            plan = NUMPY.planned_adaptive_avg_backward
+            return _kept(key, lambda: tensor_call(plan(array, layout, out)))(array)
         except TorchPoolError:
             raise
         except AvgPoolError as exc:
@@ -99,6 +127,9 @@ class AdaptiveMaxReady(_AdaptiveReady):
     __slots__ = ()
     name = "adaptive_max_pool"
     dtypes = MAX_DTYPES
+
+    planner = staticmethod(_dispatch.plan_adaptive_max)
+    pairs = True
 
     def _run(self, array, channels_last):
         return NUMPY.adaptive_max_pool(array, *self._layout(array.shape, channels_last))

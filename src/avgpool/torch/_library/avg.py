@@ -2,13 +2,15 @@
 CPU kernels, fake implementations and autograd (each the other's backward: they are linear)."""
 
 import functools
+import logging
 
 import torch
 from torch import Tensor
 
 from avgpool._args import input_shape as input_shape_arg
-from avgpool._backends import NUMPY
+from avgpool._backends import NUMPY, _kept
 from avgpool._errors import AvgPoolError, TorchPoolError
+from avgpool._settings import get_backend
 from avgpool.torch._arrays import as_torch_gives, permute_shape, to_numpy
 from avgpool.torch._library._args import (
     check_rank,
@@ -20,8 +22,17 @@ from avgpool.torch._library._args import (
     window_of,
     with_spatial,
 )
-from avgpool.torch._library._eager import FLOATS, Ready, call, needs_dispatcher, plain_array
+from avgpool.torch._library._eager import (
+    FLOATS,
+    Ready,
+    call,
+    needs_dispatcher,
+    plain_array,
+    tensor_call,
+)
 from avgpool.window import Window
+
+log = logging.getLogger("avgpool")
 
 
 class AvgReady(Ready):
@@ -45,12 +56,26 @@ class AvgReady(Ready):
         nw = w if v.channels_last == w.channels_last else self.nhwc
         return torch_layout(v.back(NUMPY.avg_pool(NUMPY.array(v.array), nw, None)), x, w, "avg")
 
+    @property
+    def ndim(self) -> int:
+        return self.window.ndim
+
+    def plan(self, x: Tensor):
+        array = plain_array(x, FLOATS)
+        if array is None:
+            return None
+        return tensor_call(NUMPY.planned_avg(array, self.window))
+
     def backward_cpu(self, grad: Tensor, input_shape) -> Tensor:
         """``avg_pool_backward``'s CPU kernel on this Window."""
         w = self.window
         array = plain_array(grad, FLOATS)
         if array is not None:
-            return torch.from_numpy(NUMPY.avg_pool_backward(array, tuple(input_shape), w))
+            shape = tuple(input_shape)
+            if log.isEnabledFor(logging.DEBUG):  # the NumPy op's path, with its debug lines
+                return torch.from_numpy(NUMPY.avg_pool_backward(array, shape, w))
+            key = (self, "backward", shape, array.shape, array.dtype, get_backend())
+            return _kept(key, lambda: tensor_call(NUMPY.planned_avg_backward(array, shape, w)))(array)
         v = to_numpy(grad, w.ndim, w.channels_last)
         if v.channels_last != w.channels_last:
             input_shape, w = permute_shape(input_shape, w.ndim), self.nhwc

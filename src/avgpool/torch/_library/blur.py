@@ -64,6 +64,14 @@ class BlurReady(Ready):
         except AvgPoolError as exc:
             raise TorchPoolError(str(exc)) from None
 
+    def plan(self, x: Tensor):
+        array = plain_array(x, FLOATS)
+        if array is None:
+            return None
+        geometry = self._geometry(array.shape, self.channels_last)
+        blur_pool = NUMPY.blur_pool
+        return lambda a: torch.from_numpy(blur_pool(a, *geometry))
+
     def cpu(self, x: Tensor) -> Tensor:
         array = plain_array(x, FLOATS)
         if array is not None:  # contiguous: the NumPy result is the tensor PyTorch gives

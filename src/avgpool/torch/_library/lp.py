@@ -42,6 +42,17 @@ class LpReady(Ready):
             self.checked = (_args.norm_type(self.args[0]), _args.lp_convention(self.args[8], window))
         return NUMPY.lp_pool(array, self.checked[0], window, self.checked[1])
 
+    @property
+    def ndim(self) -> int:
+        return self.window.ndim
+
+    def plan(self, x: Tensor):
+        array = plain_array(x, FLOATS)
+        if array is None:
+            return None
+        run, w = self._run, self.window
+        return lambda a: torch.from_numpy(run(a, w))
+
     def cpu(self, x: Tensor) -> Tensor:
         w = self.window
         array = plain_array(x, FLOATS)

@@ -24,7 +24,14 @@ from avgpool.torch._library._args import (
     window_of,
     with_spatial,
 )
-from avgpool.torch._library._eager import MAX_DTYPES, Ready, call, needs_dispatcher, plain_array
+from avgpool.torch._library._eager import (
+    MAX_DTYPES,
+    Ready,
+    call,
+    needs_dispatcher,
+    plain_array,
+    tensor_call,
+)
 from avgpool.window import Window
 
 log = logging.getLogger("avgpool")
@@ -62,6 +69,16 @@ class MaxReady(Ready):
             return torch_layout(v.back(result), x, w, "max_values")
         return torch_layout(v.back(result[0]), x, w, "max"), torch_layout(v.back(result[1]), x, w, "max")
 
+    @property
+    def ndim(self) -> int:
+        return self.window.ndim
+
+    def plan(self, x: Tensor):
+        array = plain_array(x, MAX_DTYPES)
+        if array is None:
+            return None
+        return tensor_call(NUMPY.planned_max(array, self.window, self.policy, True), pair=True)
+
     def grad(self, ctx, grad: Tensor, _grad_indices) -> Tensor:
         if needs_dispatcher(grad) or (torch.is_grad_enabled() and grad.requires_grad):
             return _max_backward(ctx, grad, _grad_indices)[0]  # through call: differentiates again
@@ -89,16 +106,21 @@ class MaxValuesReady(MaxReady):
         super().__init__(window, nan_policy)
         self.with_indices = max_ready(window, nan_policy)
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def run(self, x: Tensor) -> Tensor:
         if needs_dispatcher(x) or (torch.is_grad_enabled() and x.requires_grad):
             return self.with_indices(x)[0]
         log.debug("avgpool.torch: max_pool values only (no gradient, eager CPU)")
-        try:
-            return self.cpu(x, return_indices=False)
-        except TorchPoolError:
-            raise
-        except AvgPoolError as exc:
-            raise TorchPoolError(str(exc)) from None
+        return self.cpu(x, return_indices=False)
+
+    def recorded(self, x: Tensor, kept) -> Tensor:
+        return self.with_indices(x)[0]  # the arg-max, which the backward reads
+
+    def plan(self, x: Tensor):
+        array = plain_array(x, MAX_DTYPES)
+        if array is None:
+            return None
+        planned = NUMPY.planned_max(array, self.window, self.policy, False)
+        return lambda a: torch.from_numpy(planned(a)[0])
 
 
 @functools.lru_cache(maxsize=1024)
