@@ -21,7 +21,7 @@ import numpy as np
 
 from avgpool import _buffers
 from avgpool._arrays import Layout
-from avgpool._cpu_calls import Copy, Planned, call_on, kernel_name, threads_for
+from avgpool._cpu_calls import Copy, Planned, _on_threads, kernel_name, threads_for
 from avgpool._cpu_plans import (
     avg_backward_plan,
     avg_plan,
@@ -46,18 +46,6 @@ def clear_plans() -> None:
     """Forget the planned calls (after changing a tuning constant below, as tests do)."""
     for plan in (plan_avg_forward, plan_avg_backward, plan_max_forward, plan_global_avg, plan_global_max):
         plan.cache_clear()
-
-
-def _threads_by_size(fn):
-    """Run the driver on `avgpool._cpu_calls.threads_for` its first array's bytes (twice: read
-    and written), at most `get_num_threads` (`avgpool._cpu_calls.call_on`)."""
-
-    @functools.wraps(fn)
-    def driver(x, *args, **kwargs):
-        wanted = min(threads_for(2 * x.nbytes), get_num_threads())
-        return call_on(wanted, lambda: fn(x, *args, **kwargs))
-
-    return driver
 
 
 def _kernel_dtype(dtype: np.dtype) -> np.dtype:
@@ -468,7 +456,6 @@ def _planes(shape4: tuple[int, ...]) -> tuple[int, ...]:
     return (shape4[0], shape4[2], shape4[3])
 
 
-@_threads_by_size
 def scatter_to_index(
     grad_output: np.ndarray,
     index: np.ndarray,
@@ -497,7 +484,10 @@ def scatter_to_index(
     per_out, per_in = math.prod(out_spatial) * chans, math.prod(layout.spatial) * chans
     log.debug("max_pool_backward: cpu_max.max_backward (%s sums)", acc.dtype)
     g2, idx2, grad2 = g.reshape(outer, per_out), idx.reshape(outer, per_out), work.reshape(outer, per_in)
-    cpu_max.max_backward(g2, idx2, grad2, chans, acc, _blocks(2 * grad_full.nbytes))
+    # threads by the bytes read and written; one thread runs the serial twin, with no switch
+    # of Numba's thread count (a lock and microseconds per call)
+    threads = threads_for(2 * grad_full.nbytes)
+    _on_threads(cpu_max.max_backward, threads)(g2, idx2, grad2, chans, acc, _blocks(2 * grad_full.nbytes))
     return _finish(work, result, grad_full)
 
 
