@@ -78,40 +78,49 @@ def test_set_backend_holds_in_every_thread():
         ap.set_backend("numba")
 
 
-def test_set_num_threads_holds_in_threads_started_later():
+def test_set_num_threads_holds_in_threads_started_later(monkeypatch):
+    """A planned kernel call run in a thread started after `set_num_threads(1)` takes the
+    serial twin; after the count is raised again, the parallel kernel on that many threads."""
     import numba
+
+    from avgpool import _cpu_calls
 
     seen = {}
 
     def probe(*_):
         seen["threads"] = numba.get_num_threads()
 
-    from avgpool import _cpu_calls, _cpu_drivers
-
-    driver = _cpu_drivers._threads_by_size(probe)
-    big = np.zeros(_cpu_calls.BYTES_PER_THREAD * numba.config.NUMBA_NUM_THREADS // 8 + 1)
+    threads = numba.config.NUMBA_NUM_THREADS
+    run = _cpu_calls._on_threads(probe, threads)
     ap.set_num_threads(1)
     try:
         assert _in_thread(ap.get_num_threads) == 1
-        _in_thread(lambda: driver(big))
-        assert seen["threads"] == 1
+        with monkeypatch.context() as patch:
+            patch.setattr(_cpu_calls, "serial", lambda kernel: lambda *_: seen.update(threads="serial"))
+            _in_thread(run)
+        assert seen["threads"] == ("serial" if threads > 1 else 1)
     finally:
-        ap.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    _in_thread(lambda: driver(big))
-    assert seen["threads"] == numba.config.NUMBA_NUM_THREADS
+        ap.set_num_threads(threads)
+    _in_thread(run)
+    assert seen["threads"] == threads
 
 
-def test_small_work_runs_on_one_thread_and_restores_the_callers_count():
+def test_small_work_runs_the_serial_twin_and_leaves_the_callers_count():
+    """One thread wanted: the serial twin, with no switch of Numba's thread count (a switch
+    takes a process-wide lock on every call)."""
     import numba
 
-    from avgpool import _cpu_drivers
+    from avgpool import _cpu_calls
+    from avgpool.kernels import cpu_max
 
-    seen = {}
-    driver = _cpu_drivers._threads_by_size(lambda *_: seen.setdefault("threads", numba.get_num_threads()))
+    assert _cpu_calls._on_threads(cpu_max.max_backward, 1) is _cpu_calls.serial(cpu_max.max_backward)
     before = numba.get_num_threads()
-    driver(np.zeros(4))
-    assert seen["threads"] == 1
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 6))
+    y, index = ap.max_pool(x, 2, return_indices=True)
+    grad = ap.max_pool_backward(np.ones_like(y), x, 2, indices=index)
     assert numba.get_num_threads() == before
+    with ap.use_backend("reference"):
+        np.testing.assert_array_equal(grad, ap.max_pool_backward(np.ones_like(y), x, 2, indices=index))
 
 
 def test_settings_refuse_bad_values():
