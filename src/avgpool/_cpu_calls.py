@@ -6,10 +6,10 @@ an allocation of the output and the kernel call, with no geometry, table or disp
 Python.
 
 Threads are chosen per plan from the bytes the call reads and writes (`threads_for`): work
-below `BYTES_PER_THREAD` runs the kernel's serial twin (`serial`: the same code compiled
+below 1.5 `BYTES_PER_THREAD` runs the kernel's serial twin (`serial`: the same code compiled
 without a thread pool), since waking a pool costs microseconds when its threads spin and up to
 milliseconds when they sleep on a busy machine, more than such work takes. Larger work takes one
-thread per `BYTES_PER_THREAD`, up to `avgpool.get_num_threads`. Results do not depend on the
+thread per `BYTES_PER_THREAD` (to the nearest), up to `avgpool.get_num_threads`. Results do not depend on the
 thread count: every kernel fixes its order of additions.
 """
 
@@ -37,12 +37,13 @@ BYTES_PER_THREAD = 1 << 19
 
 
 def threads_for(nbytes: int) -> int:
-    """Threads a call moving ``nbytes`` asks for (capped by `get_num_threads` when it runs).
+    """Threads a call moving ``nbytes`` asks for (capped by `get_num_threads` when it runs):
+    one per `BYTES_PER_THREAD`, to the nearest (768 KiB: two).
 
     >>> threads_for(100_000), threads_for(3 << 20)
     (1, 6)
     """
-    return max(1, nbytes // BYTES_PER_THREAD)
+    return max(1, (nbytes + BYTES_PER_THREAD // 2) // BYTES_PER_THREAD)
 
 
 @functools.cache

@@ -258,20 +258,21 @@ def plan_avg_forward(
     A window that covers the whole input (kernel == size, no padding, one output) is a global
     average, however it was written (``avg_pool2d(x, 7)`` on 7x7, adaptive to 1): it runs the
     global kernels. Windows of one cell each at stride 1 (adaptive to the input's size) are a
-    copy (`avgpool._cpu_calls.Copy`).
+    copy (`avgpool._cpu_calls.Copy`) when the work is one thread's; a larger one runs the
+    kernels, on threads.
     """
     from avgpool.kernels import box_planes, box_rows, box_trees
 
     plan = avg_plan(axes, count_include_pad, divisor_override)
     if plan.whole and divisor_override is None:
         return plan_global_avg(layout, dtype)
-    if divisor_override in (None, 1) and all(_one_cell(a) for a in axes):
+    nbytes = _moved(layout, plan.out, dtype)
+    if divisor_override in (None, 1) and all(_one_cell(a) for a in axes) and threads_for(nbytes) == 1:
         return Copy(layout.shape, dtype, "avg_pool: copy (every window is one cell)")
     geo, (factor, zero, real) = plan.geo, plan.tables
     work = _kernel_dtype(np.dtype(dtype))
     view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
     out_view, _ = _shape4(layout.out_full_shape(plan.out), layout.channels_last, layout.ndim)
-    nbytes = _moved(layout, plan.out, dtype)
     blocks = _blocks(nbytes)
     (kh, sh), (kw, sw) = geo[1, :2], geo[2, :2]
     acc = np.empty(0, sum_dtype(work, int(np.prod(geo[:, 0]))))
