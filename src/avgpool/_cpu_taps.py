@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from avgpool._arrays import Layout
-from avgpool._cpu_calls import Planned, kernel_name
+from avgpool._cpu_calls import Planned
 from avgpool._cpu_drivers import (
     PLANS_KEPT,
     _blocks,
@@ -74,8 +74,8 @@ def plan_taps_sum(layout: Layout, tables: TapTables, dtype: np.dtype) -> Planned
     view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
     out_view, _ = _shape4(layout.out_full_shape(tables.out), layout.channels_last, layout.ndim)
     acc = tap_sum_dtype(dtype, tables)
-    out_shape = layout.out_shape(tables.out)
-    return _sum_call(tables, c, view, out_view, out_shape, dtype, acc, _moved(layout, tables.out, dtype))
+    nbytes = _moved(layout, tables.out, dtype)
+    return _sum_call(tables, c, view, out_view, layout, tables.out, dtype, acc, nbytes)
 
 
 def two_passes(tables: TapTables, c: int, view: tuple[int, ...]) -> bool:
@@ -88,7 +88,7 @@ def two_passes(tables: TapTables, c: int, view: tuple[int, ...]) -> bool:
     return planes or c > 1 or pos_h.shape[0] * pos_h.shape[1] > view[2]
 
 
-def _sum_call(tables, c, view, out_view, out_shape, dtype, acc, nbytes, two_pass=False) -> Planned:
+def _sum_call(tables, c, view, out_view, layout, out_spatial, dtype, acc, nbytes, two_pass=False) -> Planned:
     """A weighted tap sum's kernel call: `cpu_taps.taps_sum_planes` for many narrow
     channels-first planes (`PLANES_MAX_W`, `PLANES_MIN`), the two-pass `cpu_taps.taps_sum_rows`
     for other channels-last data and windows that read input rows more than once (blur), else
@@ -105,16 +105,7 @@ def _sum_call(tables, c, view, out_view, out_shape, dtype, acc, nbytes, two_pass
         kernel, args = cpu_taps.taps_sum_rows, (c, *tables.rows, _blocks(nbytes), acc)
     else:
         kernel, args = cpu_taps.taps_sum, (c, *tables.weight)
-    return Planned(
-        kernel,
-        args,
-        view=view,
-        out_shape=out_shape,
-        out_view=out_view,
-        dtype=dtype,
-        nbytes=nbytes,
-        path=f"taps: {kernel_name(kernel)}",
-    )
+    return planned_call("taps", kernel, args, layout, out_spatial, dtype, view, out_view, nbytes)
 
 
 def taps_max(x: np.ndarray, layout: Layout, tables: TapTables) -> tuple[np.ndarray, np.ndarray]:
@@ -156,4 +147,5 @@ def plan_taps_scatter(layout: Layout, tables: TapTables, dtype: np.dtype, acc: n
     g_view, c = _shape4(layout.out_full_shape(tables.out), layout.channels_last, layout.ndim)
     view, _ = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
     nbytes = _moved(layout, tables.out, dtype)
-    return _sum_call(tables.transposed, c, g_view, view, layout.shape, dtype, acc, nbytes, two_pass=True)
+    spatial = layout.spatial
+    return _sum_call(tables.transposed, c, g_view, view, layout, spatial, dtype, acc, nbytes, two_pass=True)

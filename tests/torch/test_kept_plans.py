@@ -6,7 +6,6 @@ trace, the debug level, `clear_plans`) must give what the full path gives, error
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import avgpool
 import avgpool.nn as apnn
@@ -18,6 +17,7 @@ from avgpool._cpu_calls import Planned
 from avgpool._errors import TorchPoolError
 from avgpool.torch._library._eager import Ready
 from avgpool.window import Window
+from tests.torch.eager_checks import Seen, flat, same
 
 X = torch.randn(2, 3, 8, 8)
 
@@ -41,31 +41,6 @@ MODULES = {
     "lp": (lambda: apnn.LPPool2d(2, 2), lambda: torch.nn.LPPool2d(2, 2)),
     "blur": (lambda: apnn.BlurPool2d(3), None),
 }
-
-_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16}
-
-
-class Seen(TorchDispatchMode):
-    """Records the ops that reach the dispatcher (a dispatch mode also forces the dispatcher)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
-def _flat(y):
-    return list(y) if isinstance(y, tuple) else [y]
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> None:
-    """Bitwise equal (NaN and signed zeros included), same dtype, shape and strides."""
-    assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
-    bits = _BITS.get(a.dtype)
-    assert torch.equal(a.view(bits), b.view(bits)) if bits else torch.equal(a, b)
 
 
 def _dispatched(m, x):
@@ -112,10 +87,10 @@ def test_a_repeated_call_runs_the_kept_plan_and_gives_the_first_calls_result(mod
         no_full_path()
         again = m(X)
         want = twin()(X) if twin is not None else None
-    for a, b in zip(_flat(again), _flat(first), strict=True):
-        _same(a, b)
+    for a, b in zip(flat(again), flat(first), strict=True):
+        same(a, b)
     if want is not None:
-        for a, b in zip(_flat(again), _flat(want), strict=True):
+        for a, b in zip(flat(again), flat(want), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
             assert a.stride() == b.stride()
 
@@ -139,11 +114,11 @@ def test_a_kept_plan_serves_its_shape_and_dtype_only(module):
         m(X)
         for x in CHANGED.values():
             got, want = m(x), _dispatched(m, x)
-            for a, b in zip(_flat(got), _flat(want), strict=True):
-                _same(a, b)
+            for a, b in zip(flat(got), flat(want), strict=True):
+                same(a, b)
             got, want = m(X), _dispatched(m, X)  # and X's plan still serves X
-            for a, b in zip(_flat(got), _flat(want), strict=True):
-                _same(a, b)
+            for a, b in zip(flat(got), flat(want), strict=True):
+                same(a, b)
 
 
 @pytest.mark.parametrize(
@@ -180,11 +155,11 @@ def test_a_kept_plan_reads_a_tensor_whose_data_is_not_aligned(module):
     assert x.data_ptr() % 4 and x.is_contiguous()
     m = MODULES[module][0]()
     with torch.no_grad():
-        want = _flat(m(X))
+        want = flat(m(X))
         m(X)
         for _ in range(2):
-            for a, b in zip(_flat(m(x)), want, strict=True):
-                _same(a, b)
+            for a, b in zip(flat(m(x)), want, strict=True):
+                same(a, b)
 
 
 def test_a_plan_kept_without_the_modules_check_does_not_pass_it():
@@ -209,23 +184,23 @@ def test_gradients_and_inference_mode_after_a_kept_call(module):
     grads = []
     for _ in range(3):  # the first call keeps its plans (forward and backward), the others run them
         x = X.clone().requires_grad_(True)
-        out = _flat(m(x))[0]
+        out = flat(m(x))[0]
         assert type(out.grad_fn).__name__.startswith("EagerFor_avgpool_")
         g = torch.linspace(-1.0, 1.0, out.numel()).reshape(out.shape)
         grads.append(torch.autograd.grad(out, x, g)[0])
         if twin is not None:
             x2 = X.clone().requires_grad_(True)
-            out2 = _flat(twin()(x2))[0]
+            out2 = flat(twin()(x2))[0]
             torch.testing.assert_close(grads[-1], torch.autograd.grad(out2, x2, g)[0])
     for a in grads[1:]:
-        _same(a, grads[0])
+        same(a, grads[0])
     with torch.no_grad():  # an input that requires grad, but no gradient recorded
-        out = _flat(m(X.clone().requires_grad_(True)))[0]
+        out = flat(m(X.clone().requires_grad_(True)))[0]
         assert out.grad_fn is None and not out.requires_grad
     with torch.inference_mode():  # a tensor made in inference mode, as torch.nn's modules give
-        first, again = _flat(m(X))[0], _flat(m(X))[0]
+        first, again = flat(m(X))[0], flat(m(X))[0]
         assert first.is_inference() and again.is_inference()
-    _same(again, _flat(m(X))[0])
+    same(again, flat(m(X))[0])
 
 
 def test_double_backward_after_kept_calls():
@@ -268,7 +243,7 @@ def test_clear_plans_forgets_the_kept_calls():
         assert _kept_keys()
         _backends.clear_plans()
         assert not _kept_keys()
-        _same(m(X), want)
+        same(m(X), want)
         assert _kept_keys()
 
 
@@ -280,7 +255,7 @@ def test_traces_modes_and_the_profiler_after_a_kept_call_still_reach_the_custom_
     with torch.no_grad():
         want = m(X)
         m(X)
-        _same(_dispatched(m, X), want)
+        same(_dispatched(m, X), want)
         assert "avgpool." in str(make_fx(m)(X).graph)
         with torch.profiler.profile() as prof:
             m(X)

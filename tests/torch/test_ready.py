@@ -5,13 +5,13 @@ follow torch.nn's attributes when a user assigns them after construction."""
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import avgpool.nn as apnn
 from avgpool._errors import TorchPoolError
 from avgpool.conventions import CONVENTIONS
 from avgpool.torch._library import call, window_args
 from tests.torch.conftest import assert_close
+from tests.torch.eager_checks import Seen, flat, same
 
 X = torch.randn(2, 3, 9, 8, dtype=torch.float64)
 
@@ -42,31 +42,6 @@ MODULES = {
     "lp-onnx": lambda: apnn.LPPool2d(3, 2, convention="onnx"),
 }
 
-_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16}
-
-
-class Seen(TorchDispatchMode):
-    """Records the ops that reach the dispatcher (a dispatch mode also forces the dispatcher)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
-def _flat(y):
-    return list(y) if isinstance(y, tuple) else [y]
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> None:
-    """Bitwise equal (NaN and signed zeros included), same dtype, shape and strides."""
-    assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
-    bits = _BITS.get(a.dtype)
-    assert torch.equal(a.view(bits), b.view(bits)) if bits else torch.equal(a, b)
-
 
 def _dispatched(fn, *args):
     with Seen() as seen:
@@ -81,13 +56,13 @@ def test_ready_call_gives_the_dispatchers_outputs(module, form):
     m, x = MODULES[module](), INPUTS[form]
     with torch.no_grad():
         got, want = m(x), _dispatched(m, x)
-    for a, b in zip(_flat(got), _flat(want), strict=True):
-        _same(a, b)
+    for a, b in zip(flat(got), flat(want), strict=True):
+        same(a, b)
 
 
 def _grads(m, x):
     x = x.detach().clone().requires_grad_(True)
-    out = _flat(m(x))[0]
+    out = flat(m(x))[0]
     g = torch.linspace(-1.0, 1.0, out.numel(), dtype=out.dtype).reshape(out.shape).requires_grad_(True)
     (dx,) = torch.autograd.grad(out, x, g, create_graph=True)
     v = torch.linspace(0.5, 1.5, dx.numel(), dtype=dx.dtype).reshape(dx.shape)
@@ -110,7 +85,7 @@ def test_ready_call_gives_the_dispatchers_gradients(module, form):
         if a is None or b is None:
             assert a is None and b is None
         else:
-            _same(a.detach(), b.detach())
+            same(a.detach(), b.detach())
 
 
 @pytest.mark.parametrize(
@@ -225,7 +200,7 @@ def test_traces_and_transforms_still_reach_the_custom_op(module):
     assert "avgpool." in graph
     stacked = torch.func.vmap(m)(x[:, None])
     for i in range(x.shape[0]):
-        for a, b in zip(_flat(stacked), _flat(m(x[i : i + 1])), strict=True):
+        for a, b in zip(flat(stacked), flat(m(x[i : i + 1])), strict=True):
             assert torch.equal(a[i], b)
     with torch.profiler.profile() as prof:
         m(x)
@@ -253,14 +228,14 @@ def test_copied_and_pickled_modules_keep_computing_the_same(module):
     import pickle
 
     m, x = MODULES[module](), X.float()
-    want = _flat(m(x))
+    want = flat(m(x))
     buffer = io.BytesIO()
     torch.save(m, buffer)
     buffer.seek(0)
     copies = (copy.deepcopy(m), pickle.loads(pickle.dumps(m)), torch.load(buffer, weights_only=False))
     for twin in copies:
-        for a, b in zip(_flat(twin(x)), want, strict=True):
-            _same(a, b)
+        for a, b in zip(flat(twin(x)), want, strict=True):
+            same(a, b)
 
 
 def test_kept_pytorch_checks_still_refuse_what_they_refused():
@@ -289,10 +264,10 @@ def test_modules_compile_with_dynamic_shapes_and_follow_assigned_attributes(modu
     m = MODULES[module]()
     compiled = torch.compile(m, fullgraph=True, dynamic=True)
     for x in (X.float(), torch.randn(3, 3, 12, 10)):
-        for a, b in zip(_flat(compiled(x)), _flat(m(x)), strict=True):
+        for a, b in zip(flat(compiled(x)), flat(m(x)), strict=True):
             torch.testing.assert_close(a, b)
     if hasattr(m, "kernel_size"):
         m.kernel_size = 2
         x = torch.randn(3, 3, 12, 10)
-        for a, b in zip(_flat(compiled(x)), _flat(m(x)), strict=True):
+        for a, b in zip(flat(compiled(x)), flat(m(x)), strict=True):
             torch.testing.assert_close(a, b)
