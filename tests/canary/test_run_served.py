@@ -21,20 +21,10 @@ def demo_onnx(tmp_path_factory):
     pytest.importorskip("avgpool.serve._canary", reason="this tree's server has no canaries")
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    import torch
+    from tests.serve.conftest import export_demo_pair
 
-    from tests.serve.conftest import demo_module
-
-    demo = demo_module()
-    root = tmp_path_factory.mktemp("canary-run-models")
-    torch.manual_seed(0)
-    base = demo.TinyNet()
-    swapped = demo.TinyNet(torch.nn.AvgPool2d(3, 2, 1))
-    swapped.load_state_dict(base.state_dict())
-    return {
-        "base": demo.export(base, root / "base.onnx"),
-        "swapped": demo.export(swapped, root / "swapped.onnx"),
-    }
+    base, swapped = export_demo_pair(tmp_path_factory.mktemp("canary-run-models"), "swapped")
+    return {"base": base, "swapped": swapped}
 
 
 def traffic(url, stop, sent):

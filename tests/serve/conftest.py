@@ -33,18 +33,22 @@ def demo_models(tmp_path_factory):
     max pool is an average pool (same weights), exported as the demo exports them."""
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
+
+    base, candidate = export_demo_pair(tmp_path_factory.mktemp("serve-models"), "candidate")
+    return {"base": base, "candidate": candidate}
+
+
+def export_demo_pair(root, twin: str):
+    """(base.onnx, {twin}.onnx) in ``root``: the demo's TinyNet (seed 0) and its twin whose stem
+    max pool is an average pool, with the same weights, exported as the demo exports them."""
     import torch
 
     demo = demo_module()
-    root = tmp_path_factory.mktemp("serve-models")
     torch.manual_seed(0)
     base = demo.TinyNet()
-    candidate = demo.TinyNet(torch.nn.AvgPool2d(3, 2, 1))
-    candidate.load_state_dict(base.state_dict())
-    return {
-        "base": demo.export(base, root / "base.onnx"),
-        "candidate": demo.export(candidate, root / "candidate.onnx"),
-    }
+    other = demo.TinyNet(torch.nn.AvgPool2d(3, 2, 1))
+    other.load_state_dict(base.state_dict())
+    return demo.export(base, root / "base.onnx"), demo.export(other, root / f"{twin}.onnx")
 
 
 def images(n: int = 2, seed: int = 0) -> np.ndarray:
