@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import logging
 import math
 import sys
 import threading
@@ -32,7 +33,9 @@ from avgpool._arrays import Layout, as_array, check_allocation
 from avgpool._errors import AvgPoolError
 from avgpool._settings import get_backend
 from avgpool.conventions import EMPTY_AVERAGE, MAX_NAN_POLICY
-from avgpool.window import Axis, Window
+from avgpool.window import Axis, Window, typed_key
+
+log = logging.getLogger("avgpool")
 
 #: What the ops take and return: a NumPy array (or a list), or another backend's array.
 Array = Any
@@ -172,6 +175,13 @@ _plans: dict[tuple, Callable[[np.ndarray], Any]] = {}
 _plans_lock = threading.Lock()
 
 
+def _keep(kept: dict, key: Any, value: Any) -> None:
+    with _plans_lock:  # another thread may be adding too: no iteration over a changing dict
+        if len(kept) >= PLANS_CACHED:
+            kept.pop(next(iter(kept)), None)
+        kept[key] = value
+
+
 def _kept(key: tuple, build: Callable[[], Callable[[np.ndarray], Any]]) -> Callable[[np.ndarray], Any]:
     """The call planned for ``key``, built once: a model calls each of its layers with the same
     shapes again and again, and a repeated call then costs a dict lookup before its kernel.
@@ -179,16 +189,77 @@ def _kept(key: tuple, build: Callable[[], Callable[[np.ndarray], Any]]) -> Calla
     planned = _plans.get(key)
     if planned is None:
         planned = build()
-        with _plans_lock:  # another thread may be adding too: no iteration over a changing dict
-            if len(_plans) >= PLANS_CACHED:
-                _plans.pop(next(iter(_plans)), None)
-            _plans[key] = planned
+        _keep(_plans, key, planned)
+    runs = _learning.runs
+    if runs is not None:
+        return functools.partial(_seen_run, planned, runs)
     return planned
+
+
+class _Learning(threading.local):
+    """The planned calls that the op being learned in this thread ran: (plan, input, result)."""
+
+    runs: list | None = None
+
+
+_learning = _Learning()
+
+
+def _seen_run(planned: Callable[[np.ndarray], Any], runs: list, x: np.ndarray) -> Any:
+    result = planned(x)
+    runs.append((planned, x, result))
+    return result
+
+
+#: Calls kept by the public ops for NumPy arrays: (op, arguments with their types, shape,
+#: dtype, backend setting) -> the planned call that returns the op's result.
+_calls: dict[tuple, Callable[[np.ndarray], Any]] = {}
+
+
+def _replay(runs: list, x: np.ndarray, result: Any) -> Callable[[np.ndarray], Any] | None:
+    """The call that returns what the op returned for ``x``, from the one planned call it ran
+    on ``x`` itself, or None when the op did more than that call (another planned call, a
+    computation of its own, a result that is not the call's): the caller then runs the op.
+
+    The op's result may be the call's result (or a tuple of the same arrays), the values of a
+    (values, indices or None) pair, or a C-contiguous reshape of the values (a global pool without its
+    kept axes)."""
+    if len(runs) != 1 or runs[0] is None or runs[0][1] is not x:
+        return None
+    planned, _, got = runs[0]
+    bare = getattr(planned, "bare", None)
+    run = planned if bare is None else bare(_same)
+    if result is got or (
+        type(result) is tuple and type(got) is tuple and list(map(id, result)) == list(map(id, got))
+    ):
+        return run
+    values = got[0] if type(got) is tuple and len(got) == 2 else got
+    if result is values:
+        return lambda x: run(x)[0]
+    if (
+        type(result) is np.ndarray
+        and type(values) is np.ndarray
+        and result.dtype == values.dtype
+        and result.size == values.size
+        and result.flags.c_contiguous
+        and values.flags.c_contiguous
+        and result.ctypes.data == values.ctypes.data
+    ):
+        shape = result.shape
+        if values is got:
+            return lambda x: run(x).reshape(shape)
+        return lambda x: run(x)[0].reshape(shape)
+    return None
+
+
+def _same(array: np.ndarray) -> np.ndarray:
+    return array
 
 
 def clear_plans() -> None:
     """Forget every planned call (after changing a driver's tuning constant, as tests do)."""
     _plans.clear()
+    _calls.clear()
     compute.clear_plans()
 
 
@@ -395,12 +466,42 @@ def op(fn: Callable[..., Any] | None = None, *, name: str | None = None, doc: st
 
     @functools.wraps(fn)
     def public(*args: Any, **kwargs: Any) -> Any:
-        return run(fn, backend_of(_first_array(args, kwargs, first)), args, kwargs)
+        x = args[0] if args else kwargs.get(first)
+        if type(x) is not np.ndarray or not args or not x.flags.c_contiguous:
+            return run(fn, backend_of(x), args, kwargs)
+        try:
+            key = (public, x.shape, x.dtype, get_backend(), typed_key(args[1:], kwargs))
+            kept = _calls.get(key)
+        except TypeError:  # an unhashable argument (a list, an array)
+            return run(fn, NUMPY, args, kwargs)
+        if kept is not None and not log.isEnabledFor(logging.DEBUG):
+            return kept(x)
+        return _learn(fn, key, x, args, kwargs)
 
     public.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     public.impl = fn  # type: ignore[attr-defined]
     public.on = functools.partial(_bound, fn, public.__signature__)  # type: ignore[attr-defined]
     return public
+
+
+def _learn(
+    fn: Callable[..., Any], key: tuple, x: np.ndarray, args: Sequence[Any], kwargs: dict[str, Any]
+) -> Any:
+    """``fn`` on the NumPy array ``x``, its planned call kept under ``key`` when the op's result
+    is that call's (`_replay`): a repeated call with the same arguments, shape and dtype then
+    skips the op's argument checks and geometry, which take most of a small array's time."""
+    outer = _learning.runs
+    runs = _learning.runs = []
+    try:
+        result = run(fn, NUMPY, args, kwargs)
+    finally:
+        _learning.runs = outer
+        if outer is not None:  # an op inside another: the outer op is more than one call
+            outer.append(None)
+    kept = _replay(runs, x, result)
+    if kept is not None:
+        _keep(_calls, key, kept)
+    return result
 
 
 def _bound(fn: Callable[..., Any], signature: inspect.Signature, backend: Backend) -> Callable[..., Any]:

@@ -121,6 +121,19 @@ def _typed(value: Any) -> Any:
     return (type(value), value)
 
 
+def typed_key(args: tuple, kwargs: dict[str, Any]) -> tuple:
+    """A key for a call's arguments that compares their types too, at any depth: ``(2, 2.0)``
+    is not ``(2, 2)`` and ``True`` is not ``1``, so a value that validation refuses never finds
+    one it accepted. Keyword arguments in another order make another key. Hashing it raises
+    TypeError when an argument is unhashable (a list, an array)."""
+    values = (*args, *kwargs.values())
+    types = tuple(map(type, values))
+    if tuple in types:  # the types of a tuple's items too
+        return ("typed", tuple(kwargs), *map(_typed, values))
+    # scalars: their types beside them (a few µs less per call, which is most of it)
+    return ("flat", tuple(kwargs), values, types)
+
+
 #: How many argument sets `kept_windows` keeps per builder.
 _WINDOWS_KEPT = 1024
 
@@ -139,12 +152,7 @@ def kept_windows(build: Callable[..., Window]) -> Callable[..., Window]:
 
     @functools.wraps(build)
     def keeping(*args: Any, **kwargs: Any) -> Window:
-        values = (*args, *kwargs.values())
-        types = tuple(map(type, values))
-        if tuple in types:  # the types of a tuple's items too
-            key = ("typed", tuple(kwargs), *map(_typed, values))
-        else:  # scalars: their types beside them (a few µs less per call, which is most of it)
-            key = ("flat", tuple(kwargs), values, types)
+        key = typed_key(args, kwargs)
         try:
             return kept[key]
         except KeyError:
