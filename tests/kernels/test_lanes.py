@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from avgpool.kernels._lanes import lanes_max3, transpose8
+from avgpool.kernels._lanes import lanes_max3, tiles_max8, tiles_sum8, transpose8
 
 
 @njit
@@ -20,6 +20,16 @@ def _max3(dst, d, src, i, j, k):
 @njit
 def _transpose(dst, d, dstep, src, s, sstep):
     transpose8(dst, d, dstep, src, s, sstep)
+
+
+@njit
+def _sum8(dst, d, src, i, j, scale):
+    tiles_sum8(dst, d, src, i, j, scale)
+
+
+@njit
+def _pairs_max8(dst, d, src, i, j):
+    tiles_max8(dst, d, src, i, j)
 
 
 def _bigger(a, b):
@@ -58,6 +68,37 @@ def test_transpose8_moves_every_cell(dtype):
     assert np.count_nonzero(dst) == 64  # nothing else written (no cell of the tile is 0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiles_sum8_adds_as_the_scalar_loop(dtype):
+    """Each pair of a row first, then the two rows, then the scale: the scalar loop's order,
+    so the bits agree (values that round differently in another order)."""
+    src = (np.random.default_rng(4).standard_normal(60) * 10.0 ** np.arange(60) % 7).astype(dtype)
+    dst = np.zeros(20, dtype)
+    _sum8(dst, 6, src, 3, 29, 0.25)
+    t = np.dtype(dtype).type
+    want = [
+        ((src[3 + 2 * k] + src[4 + 2 * k]) + (src[29 + 2 * k] + src[30 + 2 * k])) * t(0.25) for k in range(8)
+    ]
+    assert dst[6:14].tobytes() == np.array(want, dtype).tobytes()
+    assert not dst[:6].any() and not dst[14:].any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.uint8, np.int64])
+def test_tiles_max8_keeps_the_nan_and_tie_rules(dtype):
+    rng = np.random.default_rng(6)
+    src = (rng.standard_normal(50) * 40).round().astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        src[[0, 5, 20, 21, 40, 41]] = [np.nan, np.nan, -0.0, 0.0, 0.0, -0.0]
+    dst = np.zeros(12, dtype)
+    _pairs_max8(dst, 2, src, 0, 17)
+    want = [
+        _bigger(_bigger(src[2 * k], src[2 * k + 1]), _bigger(src[17 + 2 * k], src[18 + 2 * k]))
+        for k in range(8)
+    ]
+    assert dst[2:10].tobytes() == np.array(want, dtype).tobytes()
+    assert not dst[:2].any() and not dst[10:].any()
+
+
 @pytest.mark.skipif(
     not numba.config.BOUNDSCHECK, reason="runs past the end are checked under NUMBA_BOUNDSCHECK=1"
 )
@@ -67,3 +108,7 @@ def test_runs_past_the_end_are_index_errors():
         _max3(np.zeros(10, np.float32), 3, src, 0, 1, 2)
     with pytest.raises(IndexError):
         _transpose(np.zeros(100, np.float32), 0, 8, src, 0, 2)
+    with pytest.raises(IndexError):
+        _sum8(np.zeros(10, np.float32), 0, src, 0, 5, 1.0)  # a run of 16 from 5 ends past 20
+    with pytest.raises(IndexError):
+        _pairs_max8(np.zeros(10, np.float32), 3, src, 0, 4)  # 8 written from 3 end past 10

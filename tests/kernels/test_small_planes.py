@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import avgpool as ap
 from avgpool import _cpu_drivers, _cpu_plans, reference
-from avgpool.kernels import small_planes
+from avgpool.kernels import flat_planes, small_planes
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOLERANCE = {"float32": 2e-6, "float64": 1e-12}
@@ -241,6 +241,28 @@ def test_max_index_tie_rules():
     assert at[1, 1, 1] == 5  # all -inf: the first real cell
     assert at[2, 1, 1] == 2 * 4 + 1 and np.isnan(fast[2, 1, 1])  # NaN wins, the last one
     assert at[0, 0, 0] == 0  # the corner window: its only real cell
+
+
+@pytest.mark.parametrize("width", [2, 4, 6, 14, 16, 18, 28, 30, 56, 112])
+def test_2x2_tiles_in_runs_of_8_agree_with_the_scalar_order(width):
+    """2x2/2 on planes of every width class (fewer outputs per row than a run, a run and a
+    part, whole runs), enough planes for several chunks, on 1 and 3 runs: the runs of 8 that
+    spill into the next row, and the rows at a chunk's end done one output at a time, give the
+    bits of the scalar loop everywhere."""
+    planes = 3 + 3 * flat_planes.TILE_CELLS // (width * width // 2) + 1
+    x = np.random.default_rng(width).standard_normal((planes, width, width)).astype(np.float32)
+    x[1, 1, 1] = np.nan
+    a, b, c, d = x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]
+    want_avg = ((a + b) + (c + d)) * np.float32(0.25)
+    want_max = np.maximum(np.maximum(a, b), np.maximum(c, d))
+    flat = x.reshape(-1)
+    for runs in (1, 3):
+        out = np.full(want_avg.size, -7.0, np.float32)
+        flat_planes.avg_tiles(flat, out, width, 2, 2, 0.25, 4.0, 0.0, np.empty(0, np.float32), runs)
+        assert out.tobytes() == want_avg.tobytes()
+        out[:] = -7.0
+        flat_planes.max_tiles(flat, out, width, 2, 2, False, -np.inf, -np.inf, runs)
+        assert out.tobytes() == want_max.tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64])

@@ -24,13 +24,13 @@ LANES = 8
 
 
 def _run_pointer(context, builder, aty, aval, idx, idxty, vec):
-    """A pointer to the run ``aval[idx : idx + LANES]`` as a vector; bounds checked when on."""
+    """A pointer to the run ``aval[idx : idx + len(vec)]`` as a vector; bounds checked when on."""
     arr = context.make_array(aty)(context, builder, aval)
     i = context.cast(builder, idx, idxty, types.intp)
     if context.enable_boundscheck:
         n = builder.extract_value(arr.shape, 0)
         cgutils.do_boundscheck(context, builder, i, n)
-        cgutils.do_boundscheck(context, builder, builder.add(i, i.type(LANES - 1)), n)
+        cgutils.do_boundscheck(context, builder, builder.add(i, i.type(vec.count - 1)), n)
     return builder.bitcast(builder.gep(arr.data, [i], inbounds=True), vec.as_pointer())
 
 
@@ -71,6 +71,75 @@ def lanes_max3(typingctx, dst, d, p, i, q, j, r, k):
         return context.get_dummy_value()
 
     return types.void(dst, d, p, i, q, j, r, k), codegen
+
+
+def _pair_reduced(context, builder, sig, args, reduce):
+    """The 8 results of `tiles_sum8` / `tiles_max8`: the runs of 16 at ``src[i]`` and
+    ``src[j]`` (args 2-4), each reduced over its adjacent pairs, then the two reduced."""
+    dtype = sig.args[0].dtype
+    wide = ir.VectorType(context.get_data_type(dtype), 2 * LANES)
+    align = context.get_abi_sizeof(context.get_data_type(dtype))
+    index = ir.VectorType(ir.IntType(32), LANES)
+    even = ir.Constant(index, list(range(0, 2 * LANES, 2)))
+    odd = ir.Constant(index, list(range(1, 2 * LANES, 2)))
+    rows = []
+    for n in (3, 4):
+        ptr = _run_pointer(context, builder, sig.args[2], args[2], args[n], sig.args[n], wide)
+        run = builder.load(ptr, align=align, typ=wide)
+        rows.append(reduce(builder.shuffle_vector(run, run, even), builder.shuffle_vector(run, run, odd)))
+    return reduce(*rows)
+
+
+@intrinsic
+def tiles_sum8(typingctx, dst, d, src, i, j, scale):
+    """``dst[d + l] = ((src[i + 2l] + src[i + 2l + 1]) + (src[j + 2l] + src[j + 2l + 1])) *
+    scale`` for l < 8: eight 2x2 windows of two input rows (at ``i`` and ``j``) averaged, in
+    the order and rounding of the scalar loop (no fused multiply-add). Both arrays 1-D,
+    C-contiguous, of one float dtype; ``scale`` is cast to it."""
+    if not (_arrays_1d(dst, src) and isinstance(dst.dtype, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        dtype = sig.args[0].dtype
+        vec = ir.VectorType(context.get_data_type(dtype), LANES)
+        total = _pair_reduced(context, builder, sig, args, builder.fadd)
+        factor = context.cast(builder, args[5], sig.args[5], dtype)
+        one = builder.insert_element(ir.Constant(vec, ir.Undefined), factor, ir.IntType(32)(0))
+        splat = builder.shuffle_vector(
+            one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+        )
+        _store_run(context, builder, sig, args, builder.fmul(total, splat))
+        return context.get_dummy_value()
+
+    return types.void(dst, d, src, i, j, scale), codegen
+
+
+@intrinsic
+def tiles_max8(typingctx, dst, d, src, i, j):
+    """``dst[d + l] = bigger(bigger(src[i + 2l], src[i + 2l + 1]), bigger(src[j + 2l],
+    src[j + 2l + 1]))`` for l < 8 (`_bigger`'s rule): the maxima of eight 2x2 windows of two
+    input rows, as `tiles_sum8` reads them. Both arrays 1-D, C-contiguous, of one dtype."""
+    if not _arrays_1d(dst, src):
+        return None
+
+    def codegen(context, builder, sig, args):
+        dtype = sig.args[0].dtype
+        _store_run(
+            context,
+            builder,
+            sig,
+            args,
+            _pair_reduced(context, builder, sig, args, lambda a, b: _bigger(builder, dtype, a, b)),
+        )
+        return context.get_dummy_value()
+
+    return types.void(dst, d, src, i, j), codegen
+
+
+def _store_run(context, builder, sig, args, values):
+    """``values`` (8 lanes) stored at ``dst[d]`` (args 0-1)."""
+    ptr = _run_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], values.type)
+    builder.store(values, ptr, align=context.get_abi_sizeof(context.get_data_type(sig.args[0].dtype)))
 
 
 def _transposed(builder, rows):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from avgpool.kernels._lanes import LANES, tiles_max8, tiles_sum8
 from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels.registry import register
 
@@ -267,11 +268,23 @@ def avg_tiles(x, out, W, kh, kw, scale, divisor, empty, acc, runs):
     t = acc.dtype.type
     s = t(scale)
     exact = out.itemsize == 8
+    lanes = kh == 2 and kw == 2 and not exact and acc.itemsize == x.itemsize
     for run in prange(runs):
-        S_ = np.empty(chunk * kh * OW, acc.dtype)
+        S_ = np.empty(0 if lanes else chunk * kh * OW, acc.dtype)
         S, xu, ou = unowned(S_), unowned(x), unowned(out)
         for c in range(run * per, min(chunks, (run + 1) * per)):
             r0, r1 = c * chunk, min(rows, (c + 1) * chunk)
+            if lanes:
+                for r in range(r0, r1):
+                    if _lanes_fit(r, r1, OW, W, N):
+                        for v in range(0, OW, LANES):
+                            tiles_sum8(ou, r * OW + v, xu, 2 * r * W + 2 * v, (2 * r + 1) * W + 2 * v, s)
+                    else:
+                        for ow in range(OW):
+                            i = 2 * r * W + 2 * ow
+                            a, b = t(xu[i]) + t(xu[i + 1]), t(xu[i + W]) + t(xu[i + W + 1])
+                            ou[r * OW + ow] = (a + b) * s
+                continue
             m = (r1 - r0) * kh * OW
             src = xu[r0 * kh * W : r1 * kh * W]
             if kw == 2:
@@ -319,11 +332,23 @@ def max_tiles(x, out, W, kh, kw, omit_nan, floor, lowest, runs):
     if rows == 0:
         return
     chunk, chunks, runs, per = _chunks(rows, kh * OW, runs)
+    lanes = kh == 2 and kw == 2 and not omit_nan
     for run in prange(runs):
-        S_ = np.empty(chunk * kh * OW, x.dtype)
+        S_ = np.empty(0 if lanes else chunk * kh * OW, x.dtype)
         S, xu, ou = unowned(S_), unowned(x), unowned(out)
         for c in range(run * per, min(chunks, (run + 1) * per)):
             r0, r1 = c * chunk, min(rows, (c + 1) * chunk)
+            if lanes:
+                for r in range(r0, r1):
+                    if _lanes_fit(r, r1, OW, W, N):
+                        for v in range(0, OW, LANES):
+                            tiles_max8(ou, r * OW + v, xu, 2 * r * W + 2 * v, (2 * r + 1) * W + 2 * v)
+                    else:
+                        for ow in range(OW):
+                            i = 2 * r * W + 2 * ow
+                            a, b = _bigger(xu[i], xu[i + 1]), _bigger(xu[i + W], xu[i + W + 1])
+                            ou[r * OW + ow] = _bigger(a, b)
+                continue
             m = (r1 - r0) * kh * OW
             src = xu[r0 * kh * W : r1 * kh * W]
             if kw == 2 and not omit_nan:
@@ -359,6 +384,16 @@ def max_tiles(x, out, W, kh, kw, omit_nan, floor, lowest, runs):
                 for k in range((r1 - r0) * OW):
                     o[k] = floor if o[k] < floor else o[k]
         keep_alive(S_)
+
+
+@njit(cache=True, inline="always")
+def _lanes_fit(r, r1, OW, W, N):
+    """Whether output row ``r`` of a 2x2/2 chunk ending at row ``r1`` may be written in runs of
+    `LANES` (`tiles_sum8`, `tiles_max8`): its last run reads no cell past the input's end, and
+    the outputs it writes past the row's end (OW not a multiple of `LANES`) lie in the rows
+    after it in the same chunk, which are written after it."""
+    runs = -(-OW // LANES)
+    return r * OW + runs * LANES <= r1 * OW and (2 * r + 1) * W + 2 * runs * LANES <= N
 
 
 @njit(cache=True, inline="always")
