@@ -30,6 +30,7 @@ def _refuse_planning(monkeypatch):
 
     monkeypatch.setattr(_backends.NumpyBackend, "planned_avg", refuse)
     monkeypatch.setattr(_backends.NumpyBackend, "planned_max", refuse)
+    monkeypatch.setattr(_backends.NumpyBackend, "_plan_adaptive_avg", refuse)
 
 
 CALLS = [
@@ -41,6 +42,8 @@ CALLS = [
     pytest.param(lambda x: ap.global_avg_pool(x), id="global"),
     pytest.param(lambda x: ap.global_avg_pool(x, keepdims=False), id="global squeezed"),
     pytest.param(lambda x: ap.global_max_pool(x, keepdims=False, channels_last=True), id="global max cl"),
+    pytest.param(lambda x: ap.adaptive_avg_pool(x, (3, 2)), id="adaptive"),
+    pytest.param(lambda x: ap.adaptive_avg_pool(x, 6, channels_last=True), id="adaptive cl"),
 ]
 
 

@@ -379,8 +379,12 @@ class NumpyBackend(Backend):
         return compute.lp_backward(grad, x, layout, axes, p, convention)
 
     def adaptive_avg_pool(self, x, layout, out):
+        key = ("adaptive_avg", layout, x.dtype, tuple(out), get_backend())
+        return _kept(key, lambda: self._plan_adaptive_avg(x, layout, tuple(out)))(x)
+
+    def _plan_adaptive_avg(self, x, layout, out):
         check_allocation(layout.out_shape(out), x.dtype, "the output")
-        return compute.adaptive_avg_forward(x, layout, out)
+        return compute.plan_adaptive_avg(layout, out, x.dtype, x.size)
 
     def adaptive_avg_pool_backward(self, grad, layout, out):
         check_allocation(layout.shape, grad.dtype, "the gradient (input_shape)")
