@@ -59,8 +59,9 @@ def global_avg_planes(x, out, divisor):
     """
     n_outer, S = x.shape
     for o in prange(n_outer):
-        prefetch_ahead(x[o], 0, S)
+        plane = unowned(x)[o]  # no reference count per plane (`_nrt`)
+        prefetch_ahead(plane, 0, S)
         acc = 0.0
         for s in range(S):
-            acc += x[o, s]
+            acc += plane[s]
         out[o] = acc / divisor
