@@ -1,11 +1,13 @@
-"""Explicit 8-lane vector steps for the kernels that keep 8 planes side by side.
+"""Explicit 8-lane vector steps for kernels whose loops are too short to vectorise.
 
 `small_planes.max_small` holds a block of 8 planes transposed, each cell of the planes a run
-of 8 values (one per plane). Numba leaves LLVM's SLP vectoriser off, so a loop of a constant
-8 iterations compiles to 8 scalar steps, and the loop vectoriser only takes loops long
-enough for several vectors; these intrinsics emit the vector step itself: `lanes_max3` (the
-maximum of three runs of 8) and `transpose8` (an 8x8 tile transposed, 8 vector loads, three
-rounds of shuffles, 8 vector stores).
+of 8 values (one per plane); `flat_planes.avg_tiles` and `max_tiles` pool 2x2/2 on planes
+whose rows are a few outputs long. Numba leaves LLVM's SLP vectoriser off, so a loop of a
+constant 8 iterations compiles to 8 scalar steps, and the loop vectoriser only takes loops
+long enough for several vectors; these intrinsics emit the vector step itself: `lanes_max3`
+(the maximum of three runs of 8), `transpose8` (an 8x8 tile transposed, 8 vector loads,
+three rounds of shuffles, 8 vector stores), and `tiles_sum8` / `tiles_max8` (eight 2x2
+windows from two rows' runs of 16: adjacent pairs, then the rows).
 
 Every run is 8 consecutive elements of a 1-D C-contiguous array, read and written as one
 vector of the array's dtype. Under ``NUMBA_BOUNDSCHECK`` each run's first and last index is

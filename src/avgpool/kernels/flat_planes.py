@@ -6,7 +6,8 @@ taken over a whole block of planes at once, the planes need no transposing (as i
 plane, and vectorise. `avg_same` and `max_same` serve stride-1 windows whose output has the
 input's shape ("same" padding), with masks for the cells a shift moves out of their row or
 plane; `avg_tiles` and `max_tiles` serve windows that tile the plane (kernel == stride, no padding,
-the plane a whole number of windows: 2x2/2 on even planes).
+the plane a whole number of windows: 2x2/2 on even planes), 2x2 windows eight outputs a step
+(`_lanes.tiles_sum8`, `tiles_max8`) whatever the row's length.
 
 Arrays are 1-D: the planes' cells ``x`` (planes * H*W) and ``out``, C-contiguous
 (`small_planes.run_avg` and `small_planes.run_max` take the 3-D planes and reshape them).
