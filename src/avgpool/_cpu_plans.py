@@ -356,13 +356,17 @@ def small_same_masks(axes: tuple[Axis, ...]) -> tuple:
 
 
 @functools.lru_cache(maxsize=TABLES_CACHED)
-def small_same_tables(axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None) -> tuple:
+def small_same_tables(
+    axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None, float32_sums: bool = False
+) -> tuple:
     """`flat_planes.avg_same`'s tables ``(W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor,
     empty_at)``: `small_same_masks` and the per-cell divisor tables of `small_avg_tables`,
-    tiled as the masks; read-only and kept per geometry."""
+    tiled as the masks, ``scale`` in the sums' dtype (float32 with ``float32_sums``);
+    read-only and kept per geometry."""
     masks = small_same_masks(axes)
     planes = masks[6].shape[1] // math.prod(a.size for a in axes)
     _, _, _, scale, divisor, empty_at = small_avg_tables(axes, count_include_pad, divisor_override)
+    scale = scale.astype(np.float32) if float32_sums else scale
     return _read_only((*masks, *(np.tile(a, planes) for a in (scale, divisor, empty_at))))
 
 
@@ -528,7 +532,7 @@ def small_avg_plan(
     if name is None:
         return None
     if name == "flat_planes.avg_same":
-        return name, small_same_tables(axes, count_include_pad, divisor_override)
+        return name, small_same_tables(axes, count_include_pad, divisor_override, float32_sums)
     if name == "flat_planes.avg_tiles":
         return name, small_tiles_tables(axes, divisor_override)
     return name, small_avg_tables(axes, count_include_pad, divisor_override)

@@ -69,7 +69,7 @@ def _avg(x, axes, cip, override, empty, shape="any"):
     acc = _cpu_drivers.sum_dtype(x.dtype, int(np.prod([a.kernel for a in axes])))
     if shape == "same":
         assert _cpu_plans.same_window(axes)
-        plan = "flat_planes.avg_same", _cpu_plans.small_same_tables(axes, cip, override)
+        plan = "flat_planes.avg_same", _cpu_plans.small_same_tables(axes, cip, override, acc == np.float32)
     elif shape == "tiles":
         assert _cpu_plans.tiled_window(axes)
         plan = "flat_planes.avg_tiles", _cpu_plans.small_tiles_tables(axes, override)

@@ -39,8 +39,10 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
     taken modulo the plane size.
 
     ``x``, ``out``: the planes' cells, 1-D (planes * H*W), C-contiguous. ``scale``,
-    ``divisor``, ``empty_at``: per cell of the block as in `avg_small`. Blocks at either end
-    of ``x`` read their cells from a zero-guarded copy (no read outside ``x``).
+    ``divisor``, ``empty_at``: per cell of the block as in `avg_small` (``scale`` cast to
+    ``acc``'s dtype as it is read; the tables hold it in that dtype, so no copy per call).
+    Blocks at either end of ``x`` read their cells from a guarded copy (no read outside
+    ``x``); the guard cells are only ever read by masked taps, so they are never zeroed.
     """
     L = masks_w.shape[1]
     N = x.shape[0]
@@ -53,11 +55,11 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
     gw, gh = max(pw, kw - 1 - pw), W * max(ph, kh - 1 - ph)
     t = acc.dtype.type
     exact = out.itemsize == 8
-    scale_t = scale.astype(acc.dtype)
     any_empty = empty_at.any()
     for run in prange(runs):
-        xp_ = np.zeros(L + 2 * gw, x.dtype)
-        S_ = np.zeros(L + 2 * gh, acc.dtype)
+        # guard cells are never summed (every tap reading one is masked): no zeroing
+        xp_ = np.empty(L + 2 * gw, x.dtype)
+        S_ = np.empty(L + 2 * gh, acc.dtype)
         R_ = np.empty(L, acc.dtype)  # sums along H of windows other than 3 high
         xp, S, R = unowned(xp_), unowned(S_), unowned(R_)
         xu, ou, mw, mh = unowned(x), unowned(out), unowned(masks_w), unowned(masks_h)
@@ -72,7 +74,13 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
                 src = xu[j0 - pw : j0 - pw + m + kw - 1]
             Sm = S[gh : gh + m]
             # along W: src[k + jw] is tap jw of cell k's window
-            if kw == 3:
+            if kw == 3 and pw == 1:  # the middle tap is the cell itself: never masked
+                a, c, e = src[0:m], src[1 : m + 1], src[2 : m + 2]
+                m0, m2 = mw[0], mw[2]
+                for k in range(m):
+                    va, vc, ve = t(a[k]), t(c[k]), t(e[k])
+                    Sm[k] = ((va if m0[k] else t(0.0)) + vc) + (ve if m2[k] else t(0.0))
+            elif kw == 3:
                 a, c, e = src[0:m], src[1 : m + 1], src[2 : m + 2]
                 m0, m1, m2 = mw[0], mw[1], mw[2]
                 for k in range(m):
@@ -95,13 +103,18 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
                             ve if m2[k] else t(0.0)
                         )
                         o[k] = v / divisor[k]
+                elif ph == 1:  # the middle row is the cell's own: never masked
+                    for k in range(m):
+                        va, vc, ve = a[k], c[k], e[k]
+                        v = ((va if m0[k] else t(0.0)) + vc) + (ve if m2[k] else t(0.0))
+                        o[k] = v * t(scale[k])
                 else:
                     for k in range(m):
                         va, vc, ve = a[k], c[k], e[k]
                         v = ((va if m0[k] else t(0.0)) + (vc if m1[k] else t(0.0))) + (
                             ve if m2[k] else t(0.0)
                         )
-                        o[k] = v * scale_t[k]
+                        o[k] = v * t(scale[k])
             else:
                 _masked_taps(S, base, W, kh, mh, R, m)
                 if exact:
@@ -109,7 +122,7 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
                         o[k] = R[k] / divisor[k]
                 else:
                     for k in range(m):
-                        o[k] = R[k] * scale_t[k]
+                        o[k] = R[k] * t(scale[k])
             if any_empty:
                 for k in range(m):
                     if empty_at[k]:
