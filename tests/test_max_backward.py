@@ -1,10 +1,13 @@
-"""max_pool_backward given the forward's indices (no second arg-max search), and the direct
-scatter of windows that share no cell."""
+"""max_pool_backward given the forward's indices (no second arg-max search), the direct
+scatter of windows that share no cell, and their gather in channels-last."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import avgpool as ap
+from avgpool import _cpu_plans
 
 
 def _x(shape, dtype=np.float32, seed=0):
@@ -68,6 +71,102 @@ def test_bad_indices_are_refused():
         j[0, 0, 0, 0] = bad
         with pytest.raises(ap.AvgPoolError, match=r"indices must lie in \[-1, 64\)"):
             ap.max_pool_backward(g, x, 2, indices=j)
+        # channels-last windows that share no cell are gathered; a bad index is found there too
+        xl, jl = (
+            np.ascontiguousarray(x.transpose(0, 2, 3, 1).repeat(4, -1)),
+            np.tile(j.transpose(0, 2, 3, 1), 4),
+        )
+        with pytest.raises(ap.AvgPoolError, match=r"indices must lie in \[-1, 64\)"):
+            ap.max_pool_backward(np.ones(jl.shape, np.float32), xl, 2, channels_last=True, indices=jl)
+
+
+def _brute_windows(axes):
+    """Each output's input cells (flat), -1 for a tap in the padding, by walking every tap."""
+    sizes = [a.size for a in axes]
+    rows = []
+    for out in np.ndindex(*(a.out for a in axes)):
+        row = []
+        for taps in np.ndindex(*(a.kernel for a in axes)):
+            at = [
+                o * a.stride - a.pad_before + t * a.dilation for o, t, a in zip(out, taps, axes, strict=True)
+            ]
+            real = all(0 <= i < n for i, n in zip(at, sizes, strict=True))
+            row.append(int(np.ravel_multi_index(at, sizes)) if real else -1)
+        rows.append(row)
+    return np.array(rows, np.int64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spatial=st.lists(st.integers(1, 9), min_size=1, max_size=3),
+    data=st.data(),
+)
+def test_disjoint_windows_table_matches_every_tap(spatial, data):
+    ndim = len(spatial)
+    kernel = data.draw(st.tuples(*[st.integers(1, 3)] * ndim))
+    stride = data.draw(st.tuples(*[st.integers(1, 4)] * ndim))
+    dilation = data.draw(st.tuples(*[st.integers(1, 2)] * ndim))
+    pads = tuple(data.draw(st.integers(0, (k - 1) * d // 2)) for k, d in zip(kernel, dilation, strict=True))
+    try:
+        axes = tuple(
+            ap.Window(kernel, stride, pads, dilation=dilation, ceil_mode=data.draw(st.booleans())).resolve(
+                spatial
+            )
+        )
+    except ap.AvgPoolError:
+        return
+    brute = _brute_windows(axes)
+    real = brute[brute >= 0]
+    table = _cpu_plans.disjoint_windows(axes)
+    if len(np.unique(real)) < len(real):
+        assert table is None
+        return
+    cells, lonely = table
+    np.testing.assert_array_equal(cells, brute)
+    np.testing.assert_array_equal(lonely, np.setdiff1d(np.arange(np.prod(spatial)), real))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "args",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=(2, 3), stride=(3, 3), padding=1),  # lonely cells between windows
+        dict(kernel_size=2, dilation=2, stride=4, ceil_mode=True),
+        dict(kernel_size=3, stride=3, padding=1, ceil_mode=True),  # windows in the padding: -1
+    ],
+)
+def test_channels_last_disjoint_windows_are_gathered_with_the_scatters_bits(caplog, dtype, args):
+    x = _x((3, 11, 10, 24), dtype)
+    x[0, :3, :3] = np.nan  # NaN wins
+    y, i = ap.max_pool(x, **args, channels_last=True, return_indices=True)
+    g = _x(y.shape, dtype, 1)
+    g[0, 0, 0, :4] = -0.0  # arrives as 0.0, as 0.0 + g does in the scatter
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        got = ap.max_pool_backward(g, x, **args, channels_last=True, indices=i)
+    assert "max_backward_disjoint" in caplog.text
+    with ap.use_backend("reference"):
+        want = ap.max_pool_backward(g, x, **args, channels_last=True, indices=i)
+    assert got.dtype == dtype and got.tobytes() == (want + dtype(0.0)).astype(dtype).tobytes()
+    assert not np.signbit(got[0, 0, 0, :4]).any()
+
+
+def test_indices_of_another_geometry_are_scattered(caplog):
+    """An index that names a cell outside its window (here: the window of 2x2/1 at the same
+    output) is sent there, as the scatter does, never dropped."""
+    x = _x((2, 8, 8, 16))
+    g = _x((2, 4, 4, 16), seed=2)
+    _, wide = ap.max_pool(x, 2, 1, channels_last=True, return_indices=True)
+    i = np.ascontiguousarray(wide[:, :4, :4])
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        got = ap.max_pool_backward(g, x, 2, channels_last=True, indices=i)
+    assert "max_backward (float32 sums)" in caplog.text
+    with ap.use_backend("reference"):
+        want = ap.max_pool_backward(g, x, 2, channels_last=True, indices=i)
+        magnitude = ap.max_pool_backward(np.abs(g.astype(np.float64)), x, 2, channels_last=True, indices=i)
+    # a cell may take two windows' gradients here, summed in float32
+    assert (np.abs(got - want) <= 2.0**-24 * magnitude + np.spacing(np.abs(got))).all()
+    assert np.count_nonzero(got) == np.count_nonzero(want)
 
 
 def test_torch_tensors_take_indices_too():

@@ -148,13 +148,18 @@ def _out_arg(out: Any, x: np.ndarray) -> tuple[Any, np.ndarray | None]:
     return out, None
 
 
-def _check_indices(indices: Any, shape: tuple[int, ...], cells: int) -> None:
-    """Arg-max indices given to a backward: an integer array of the gradient's shape, each
-    in [-1, cells) (-1: a window with no cell), or an AvgPoolError (never a write out of bounds)."""
+def _check_indices(indices: Any, shape: tuple[int, ...]) -> None:
+    """Arg-max indices given to a backward: an integer array of the gradient's shape, or a
+    TypeError or AvgPoolError. Their values are checked by `_check_index_range`."""
     if not isinstance(indices, np.ndarray) or indices.dtype.kind not in "iu":
         raise TypeError(f"indices must be an integer NumPy array, got {type(indices).__name__}")
     if indices.shape != shape:
         raise AvgPoolError(f"indices must have grad_output's shape {shape}, got {indices.shape}")
+
+
+def _check_index_range(indices: np.ndarray, cells: int) -> None:
+    """Each index in [-1, cells) (-1: a window with no cell), or an AvgPoolError: run before
+    any gradient is scattered to them (never a write out of bounds)."""
     if indices.size and (indices.min() < -1 or indices.max() >= cells):
         raise AvgPoolError(
             f"indices must lie in [-1, {cells}) (flat positions in a spatial plane of {cells} cells), "
@@ -357,17 +362,19 @@ class NumpyBackend(Backend):
         layout, axes = self._prepared(x, window)
         out_spatial = [a.out for a in axes]
         layout.check_grad_shape(grad, out_spatial)
+        check_range = None  # the indices computed here need no check
         if indices is None:
             _, indices = self._max(x, window, layout, axes, nan_policy)
         else:
-            _check_indices(indices, grad.shape, math.prod(layout.spatial))
+            _check_indices(indices, grad.shape)
+            check_range = functools.partial(_check_index_range, indices, math.prod(layout.spatial))
         # how many windows share a cell at most: each axis's window span over its stride, rounded up
         sharing = (
             1
             if window.kernel_size is None
             else math.prod(-(-((a.kernel - 1) * a.dilation + 1) // a.stride) for a in axes)
         )
-        return compute.max_backward(grad, indices, layout, out_spatial, sharing)
+        return compute.max_backward(grad, indices, layout, out_spatial, sharing, tuple(axes), check_range)
 
     def lp_pool(self, x, p, window, convention):
         layout, axes = self._prepared(x, window)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from avgpool._cpu_calls import Copy, Planned, _on_threads, kernel_name, threads_
 from avgpool._cpu_plans import (
     avg_backward_plan,
     avg_plan,
+    disjoint_windows,
     max_plan,
     small_avg_plan,
     small_max_plan,
@@ -457,19 +458,32 @@ def _planes(shape4: tuple[int, ...]) -> tuple[int, ...]:
     return (shape4[0], shape4[2], shape4[3])
 
 
+#: Channels-last max backward over windows that share no cell gathers
+#: (`cpu_max.max_backward_disjoint`) from this many channels (a cell's C values are one
+#: vector loop); fewer scatter.
+DISJOINT_CHANNELS = 8
+
+
 def scatter_to_index(
     grad_output: np.ndarray,
     index: np.ndarray,
     layout: Layout,
     out_spatial: Sequence[int],
     sharing: int | None = None,
+    axes: tuple[Axis, ...] | None = None,
+    check_range: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Max-pool backward: each output's gradient added at its arg-max (index -1: nowhere).
 
     ``sharing``: the most windows that share one cell (None: not known). A cell then sums at
     most that many gradients: up to `F32_SUM_TAPS` of them sum in the result's dtype, in the
     outputs' order (float32: within (sharing - 1) * 2**-24 of their magnitudes' sum; one
-    window per cell is exact), more in float64, rounded once.
+    window per cell is exact), more in float64, rounded once. With the geometry (``axes``),
+    channels-last windows that share no cell are gathered instead: each cell reads its one
+    window's gradient (`cpu_max.max_backward_disjoint`), the same bits with no scatter; an
+    index that names no cell of its window (indices of another geometry, or out of range) is
+    found there, and the gradient is then scattered as without ``axes``. ``check_range``
+    (indices from the caller) runs before any scatter.
     """
     from avgpool.kernels import cpu_max
 
@@ -483,11 +497,19 @@ def scatter_to_index(
     n, c = layout.batch_channels
     outer, chans = (n, c) if layout.channels_last else (n * c, 1)
     per_out, per_in = math.prod(out_spatial) * chans, math.prod(layout.spatial) * chans
-    log.debug("max_pool_backward: cpu_max.max_backward (%s sums)", acc.dtype)
+    threads = threads_for(2 * grad_full.nbytes)
     g2, idx2, grad2 = g.reshape(outer, per_out), idx.reshape(outer, per_out), work.reshape(outer, per_in)
+    disjoint = disjoint_windows(axes) if axes is not None and chans >= DISJOINT_CHANNELS else None
+    if disjoint is not None:
+        stray = _on_threads(cpu_max.max_backward_disjoint, threads)(g2, idx2, grad2, *disjoint, chans)
+        if stray == 0:
+            log.debug("max_pool_backward: cpu_max.max_backward_disjoint")
+            return _finish(work, result, grad_full)
+    if check_range is not None:
+        check_range()
+    log.debug("max_pool_backward: cpu_max.max_backward (%s sums)", acc.dtype)
     # threads by the bytes read and written; one thread runs the serial twin, with no switch
     # of Numba's thread count (a lock and microseconds per call)
-    threads = threads_for(2 * grad_full.nbytes)
     _on_threads(cpu_max.max_backward, threads)(g2, idx2, grad2, chans, acc, _blocks(2 * grad_full.nbytes))
     return _finish(work, result, grad_full)
 

@@ -211,6 +211,24 @@ def _cover(a: Axis) -> np.ndarray:
     return np.stack([lo, hi], axis=1).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=TABLES_CACHED)
+def disjoint_windows(axes: tuple[Axis, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """For windows that share no input cell: ``(cells, lonely)``, each window's input cells
+    (outputs x taps, flat row-major indices, -1 for a tap in the padding) and the cells no
+    window reads; None when some cell is read by two windows. Read-only, kept per geometry."""
+    cells = np.zeros((1, 1), np.int64)  # (outputs so far, taps so far)
+    for a in axes:
+        taps = np.arange(a.out)[:, None] * a.stride - a.pad_before + a.dilation * np.arange(a.kernel)
+        taps = np.where((taps >= 0) & (taps < a.size), taps, -1)
+        flat = cells[:, None, :, None] * a.size + taps[None, :, None, :]
+        real = (cells[:, None, :, None] >= 0) & (taps[None, :, None, :] >= 0)
+        cells = np.where(real, flat, -1).reshape(cells.shape[0] * a.out, -1)
+    reads = np.bincount(cells[cells >= 0], minlength=math.prod(a.size for a in axes))
+    if reads.max(initial=0) > 1:
+        return None
+    return _read_only((cells, np.flatnonzero(reads == 0).astype(np.int64)))
+
+
 def _tables(taps: Sequence, field: str) -> list[np.ndarray]:
     from avgpool.kernels.cpu_taps import unit_table
 

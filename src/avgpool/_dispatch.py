@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -153,11 +153,22 @@ def max_forward(
     return into(out, layout.from_work(y, x.dtype)), layout.from_work(index, np.dtype(np.int64))
 
 
-def max_backward(g, index, layout: Layout, out_spatial: Sequence[int], sharing: int | None = None):
+def max_backward(
+    g,
+    index,
+    layout: Layout,
+    out_spatial: Sequence[int],
+    sharing: int | None = None,
+    axes: tuple[Axis, ...] | None = None,
+    check_range: Callable[[], None] | None = None,
+):
     """The gradient at each window's arg-max; ``sharing``: the most windows that share a cell
-    (None: not known)."""
+    (None: not known); ``axes``: the windows' geometry, when known; ``check_range``: raises
+    if an index lies outside the plane, called before anything is scattered to them."""
     if _fast("max_pool_backward", g):
-        return _cpu_drivers.scatter_to_index(g, index, layout, out_spatial, sharing)
+        return _cpu_drivers.scatter_to_index(g, index, layout, out_spatial, sharing, axes, check_range)
+    if check_range is not None:
+        check_range()
     grad_layout = _grad_layout(layout, out_spatial)
     index_work = grad_layout.to_work(index).astype(np.int64)
     grad = ref.max_pool_backward(grad_layout.to_work(g), index_work, layout.spatial)

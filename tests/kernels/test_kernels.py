@@ -141,6 +141,28 @@ def _max_backward(layout, dtype, problem):
     _close(*_both(ap.max_pool_backward, g, x, window=w), dtype)
 
 
+@pytest.mark.parametrize(
+    "shape, window",
+    [
+        ((2, 7, 9, 8), ap.Window((2, 2), (2, 2), channels_last=True)),  # a lonely last row and column
+        ((1, 6, 40), ap.Window((3,), (4,), 1, ceil_mode=True, channels_last=True)),  # a window in the padding
+        ((2, 5, 4, 6, 16), ap.Window((2, 2, 3), (2, 3, 3), dilation=(1, 2, 1), channels_last=True)),
+        ((3, 4, 4, 9), ap.Window((4, 4), channels_last=True)),  # the whole plane
+    ],
+)
+def test_channels_last_disjoint_max_backward(caplog, shape, window):
+    """Windows that share no cell, channels-last: each cell gathers its window's gradient
+    (`cpu_max.max_backward_disjoint`), the reference's bits; NaN and ties in the input."""
+    x = np.round(np.random.default_rng(3).standard_normal(shape), 1).astype(np.float32)
+    x.flat[::37] = np.nan
+    y, i = ap.max_pool(x, window=window, return_indices=True)
+    g = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        fast, slow = _both(ap.max_pool_backward, g, x, window=window, indices=i)
+    assert "max_backward_disjoint" in caplog.text
+    np.testing.assert_array_equal(fast, slow)
+
+
 @SETTINGS
 @given(problem=problems(), p=st.sampled_from([1.0, 2.0, 3.0]), convention=st.sampled_from(["torch", "onnx"]))
 def _lp(layout, dtype, problem, p, convention):
@@ -921,6 +943,7 @@ def test_max_window_of_minus_infinity_points_at_its_first_real_cell(layout):
 #: kernels that small planes no longer reach (`_cpu_plans.small_planes_kernel`). A kernel
 #: registered without a case here fails `test_every_kernel_has_a_case`.
 CASE_SHAPE = (2, 3, 12, 13)
+K2 = {"kernel_size": 2}
 LARGE_SHAPE = (1, 2, 60, 61)
 K3S2 = {"kernel_size": 3, "stride": 2}
 KERNEL_CASES = {
@@ -958,6 +981,7 @@ KERNEL_CASES = {
     "cpu_max.max_values_large": ("max_pool", "channels_last", {"kernel_size": 5, "stride": 1}),
     "cpu_max.global_max": ("global_max_pool", "channels_last", {}),
     "cpu_max.max_backward": ("max_pool_backward", "channels_first", K3S2),
+    "cpu_max.max_backward_disjoint": ("max_pool_backward", "channels_last", K2, (2, 16, 7, 9)),
     "cpu_taps.taps_sum": ("adaptive_avg_pool", "channels_first", {"output_size": (4, 5)}),
     "cpu_taps.taps_sum_rows": ("blur_pool", "channels_first", {"filt_size": 4, "stride": 2}),
     "cpu_taps.taps_sum_planes": (

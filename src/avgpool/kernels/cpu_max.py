@@ -153,6 +153,47 @@ def max_backward(g, index, grad, C, acc_like, blocks):
                     row[i] = acc[i]
 
 
+@register("max_pool_backward", "global_max_pool_backward")
+@njit(parallel=True, cache=True)
+def max_backward_disjoint(g, index, grad, cells, lonely, C):
+    """grad (outer, S*C), channels-last, for windows that share no input cell: each cell of a
+    window gets the window's g where its arg-max is that cell, else 0; the cells no window
+    reads get 0 (``cells``, ``lonely``: `_cpu_plans.disjoint_windows`).
+
+    Every cell is written once, a C-vector at a time, with no zeroing pass and no scatter;
+    the bits of `max_backward`'s (0.0 + g: a gradient of -0.0 arrives as 0.0). Returns how
+    many windows have an arg-max index (other than -1) that names no cell of theirs: such a
+    gradient was not sent (nor was any index outside the plane read or written through), so a
+    caller with such indices must check them and scatter instead. Parallel over (outer, window).
+    """
+    n_outer, windows, taps = g.shape[0], cells.shape[0], cells.shape[1]
+    zero = grad.dtype.type(0.0)
+    stray = 0
+    for item in prange(n_outer * windows):
+        o, j = item // windows, item % windows
+        gu, iu = unowned(g)[o, j * C : j * C + C], unowned(index)[o, j * C : j * C + C]
+        row = unowned(grad)[o]
+        # the window's cells are distinct, so each index names at most one: every index but
+        # -1 names one of them when the hits are as many as those indices
+        hits = 0
+        for t in range(taps):
+            s = cells[j, t]
+            if s < 0:
+                continue
+            cell = row[s * C : s * C + C]
+            for c in range(C):
+                hit = iu[c] == s
+                cell[c] = (zero + gu[c]) if hit else zero
+                hits += hit
+        for c in range(C):
+            hits -= iu[c] != -1
+        stray += hits != 0
+        if j == 0:
+            for s in lonely:
+                row[s * C : s * C + C] = zero
+    return stray
+
+
 @register("global_max_pool", "global_max_pool_backward", "max_pool", "max_pool_backward")
 @njit(parallel=True, cache=True)
 def global_max(x, out, index, omit_nan, floor, lowest):
