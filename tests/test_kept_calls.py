@@ -31,6 +31,7 @@ def _refuse_planning(monkeypatch):
     monkeypatch.setattr(_backends.NumpyBackend, "planned_avg", refuse)
     monkeypatch.setattr(_backends.NumpyBackend, "planned_max", refuse)
     monkeypatch.setattr(_backends.NumpyBackend, "_plan_adaptive_avg", refuse)
+    monkeypatch.setattr(_backends.compute, "plan_blur", refuse)
 
 
 CALLS = [
@@ -44,6 +45,8 @@ CALLS = [
     pytest.param(lambda x: ap.global_max_pool(x, keepdims=False, channels_last=True), id="global max cl"),
     pytest.param(lambda x: ap.adaptive_avg_pool(x, (3, 2)), id="adaptive"),
     pytest.param(lambda x: ap.adaptive_avg_pool(x, 6, channels_last=True), id="adaptive cl"),
+    pytest.param(lambda x: ap.blur_pool(x, 4, 2), id="blur"),
+    pytest.param(lambda x: ap.blur_pool(x, 3, 2, pad_type="zero", channels_last=True), id="blur cl"),
 ]
 
 

@@ -195,9 +195,6 @@ def _kept(key: tuple, build: Callable[[], Callable[[np.ndarray], Any]]) -> Calla
     if planned is None:
         planned = build()
         _keep(_plans, key, planned)
-    runs = _learning.runs
-    if runs is not None:
-        return functools.partial(_seen_run, planned, runs)
     return planned
 
 
@@ -210,9 +207,12 @@ class _Learning(threading.local):
 _learning = _Learning()
 
 
-def _seen_run(planned: Callable[[np.ndarray], Any], runs: list, x: np.ndarray) -> Any:
+def _call_seen(planned: Callable[[np.ndarray], Any], x: np.ndarray) -> Any:
+    """``planned(x)``, seen by the op being learned in this thread (`_learn`), if any."""
     result = planned(x)
-    runs.append((planned, x, result))
+    runs = _learning.runs
+    if runs is not None:
+        runs.append((planned, x, result))
     return result
 
 
@@ -294,7 +294,7 @@ class NumpyBackend(Backend):
 
     def avg_pool(self, x, window, out):
         if out is None:
-            return self.planned_avg(x, window)(x)
+            return _call_seen(self.planned_avg(x, window), x)
         layout, axes = self._prepared(x, window)
         empty = EMPTY_AVERAGE.get(window.convention, 0.0)
         out, later = _out_arg(out, x)
@@ -344,7 +344,7 @@ class NumpyBackend(Backend):
 
     def max_pool(self, x, window, nan_policy, out, return_indices):
         if out is None:
-            y, index = self.planned_max(x, window, nan_policy, return_indices)(x)
+            y, index = _call_seen(self.planned_max(x, window, nan_policy, return_indices), x)
             return (y, index) if return_indices else y
         layout, axes = self._prepared(x, window)
         out, later = _out_arg(out, x)
@@ -387,7 +387,7 @@ class NumpyBackend(Backend):
 
     def adaptive_avg_pool(self, x, layout, out):
         key = ("adaptive_avg", layout, x.dtype, tuple(out), get_backend())
-        return _kept(key, lambda: self._plan_adaptive_avg(x, layout, tuple(out)))(x)
+        return _call_seen(_kept(key, lambda: self._plan_adaptive_avg(x, layout, tuple(out))), x)
 
     def _plan_adaptive_avg(self, x, layout, out):
         check_allocation(layout.out_shape(out), x.dtype, "the output")
@@ -411,7 +411,11 @@ class NumpyBackend(Backend):
         return compute.max_backward(grad, index, layout, out)
 
     def blur_pool(self, x, layout, filt_size, stride, mode, pad_off):
-        return compute.blur_forward(x, layout, filt_size, stride, mode, pad_off)
+        key = ("blur", layout, x.dtype, filt_size, stride, mode, pad_off, get_backend())
+        plan = _kept(
+            key, lambda: compute.plan_blur(layout, filt_size, stride, mode, pad_off, x.dtype, x.size)
+        )
+        return _call_seen(plan, x)
 
     def blur_pool_backward(self, grad, layout, filt_size, stride, mode, pad_off):
         check_allocation(layout.shape, grad.dtype, "the gradient (input_shape)")

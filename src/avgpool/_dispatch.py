@@ -326,6 +326,14 @@ def blur_forward(x, layout: Layout, filt_size: int, stride: int, mode: str, pad_
     return _cpu_taps.taps_sum(x, layout, _blur_tables(layout.spatial, filt_size, stride, mode, pad_off))
 
 
+def plan_blur(layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int, dtype, size: int):
+    """`blur_forward` planned for arrays of this layout, dtype and size: ``call(x) -> y``."""
+    if get_backend() == "numba" and size:
+        tables = _blur_tables(layout.spatial, filt_size, stride, mode, pad_off)
+        return _cpu_taps.plan_taps_sum(layout, tables, np.dtype(dtype))
+    return lambda x: blur_forward(x, layout, filt_size, stride, mode, pad_off)
+
+
 def blur_backward(g, layout: Layout, filt_size: int, stride: int, mode: str, pad_off: int):
     if not _fast("blur_pool_backward", g):
         taps = ref.blur_tables(layout.spatial, filt_size, stride, mode, pad_off)

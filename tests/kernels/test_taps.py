@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import avgpool as ap
-from avgpool import _cpu_plans, _cpu_taps, reference
+from avgpool import _backends, _cpu_plans, _cpu_taps, reference
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOLERANCE = {"float32": 2e-6, "float64": 1e-12}
@@ -146,7 +146,7 @@ def test_planes_kernel_sums_as_the_rows_kernel(monkeypatch, caplog, dtype):
     results = []
     for planes_min in (1, 10**9):
         monkeypatch.setattr(_cpu_taps, "PLANES_MIN", planes_min)
-        _cpu_taps.clear_plans()
+        _backends.clear_plans()
         with caplog.at_level("DEBUG", logger="avgpool"):
             results.append([call(x) for call in calls[:2]])
         assert ("taps_sum_planes" in caplog.text) == (planes_min == 1)
@@ -154,7 +154,7 @@ def test_planes_kernel_sums_as_the_rows_kernel(monkeypatch, caplog, dtype):
     for planes, rows in zip(*results):
         np.testing.assert_array_equal(planes, rows)
     monkeypatch.setattr(_cpu_taps, "PLANES_MIN", 1)
-    _cpu_taps.clear_plans()
+    _backends.clear_plans()
     exact = reference.adaptive_avg_pool(x.astype(np.float64).reshape(-1, 14, 13), (5, 4))
     tol = TOLERANCE[np.dtype(dtype).name]
     np.testing.assert_allclose(calls[2](x).reshape(exact.shape), exact, rtol=tol, atol=tol)
@@ -173,7 +173,7 @@ def test_backward_is_the_same_for_any_thread_count(monkeypatch):
     try:
         for threads in (1, 2):
             ap.set_num_threads(threads)
-            _cpu_taps.clear_plans()
+            _backends.clear_plans()
             results.append(ap.blur_pool_backward(g, (4, 12, 11, 9), 4, 2, channels_last=True))
     finally:
         ap.set_num_threads(before)
