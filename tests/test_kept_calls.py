@@ -12,12 +12,7 @@ import pytest
 import avgpool as ap
 from avgpool import _backends
 
-
-@pytest.fixture(autouse=True)
-def fresh_plans():
-    _backends.clear_plans()
-    yield
-    _backends.clear_plans()
+pytestmark = pytest.mark.usefixtures("fresh_plans")
 
 
 def _x(shape, dtype=np.float32, seed=0):

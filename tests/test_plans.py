@@ -12,12 +12,7 @@ from avgpool import _backends, _cpu_calls, _cpu_drivers
 from avgpool import reference as ref
 from avgpool._arrays import Layout
 
-
-@pytest.fixture(autouse=True)
-def fresh_plans():
-    _backends.clear_plans()
-    yield
-    _backends.clear_plans()
+pytestmark = pytest.mark.usefixtures("fresh_plans")
 
 
 def _x(shape, dtype=np.float32, seed=0):

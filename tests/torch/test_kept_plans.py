@@ -54,11 +54,7 @@ def _kept_keys() -> list:
     return [k for k in _backends._plans if isinstance(k[0], Ready)]
 
 
-@pytest.fixture(autouse=True)
-def fresh_plans():
-    _backends.clear_plans()
-    yield
-    _backends.clear_plans()
+pytestmark = pytest.mark.usefixtures("fresh_plans")
 
 
 @pytest.fixture
