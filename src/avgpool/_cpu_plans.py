@@ -216,10 +216,17 @@ def disjoint_windows(axes: tuple[Axis, ...]) -> tuple[np.ndarray, np.ndarray] | 
     """For windows that share no input cell: ``(cells, lonely)``, each window's input cells
     (outputs x taps, flat row-major indices, -1 for a tap in the padding) and the cells no
     window reads; None when some cell is read by two windows. Read-only, kept per geometry."""
-    cells = np.zeros((1, 1), np.int64)  # (outputs so far, taps so far)
+    per_axis = []
     for a in axes:
         taps = np.arange(a.out)[:, None] * a.stride - a.pad_before + a.dilation * np.arange(a.kernel)
-        taps = np.where((taps >= 0) & (taps < a.size), taps, -1)
+        per_axis.append(np.where((taps >= 0) & (taps < a.size), taps, -1))
+    # windows that share a cell along one axis share one in N-d when every axis has a real
+    # cell: refused here, before a table of every output's taps is built
+    shared = [np.bincount(t[t >= 0], minlength=1).max() > 1 for t in per_axis]
+    if any(shared) and all((t >= 0).any() for t in per_axis):
+        return None
+    cells = np.zeros((1, 1), np.int64)  # (outputs so far, taps so far)
+    for a, taps in zip(axes, per_axis, strict=True):
         flat = cells[:, None, :, None] * a.size + taps[None, :, None, :]
         real = (cells[:, None, :, None] >= 0) & (taps[None, :, None, :] >= 0)
         cells = np.where(real, flat, -1).reshape(cells.shape[0] * a.out, -1)
