@@ -84,7 +84,7 @@ DIRECT_READS = 4
 #: `cpu_max.max_values_large`: its cost per output does not grow with the window height and
 #: grows as log2 of its width; other windows take their taps one by one (on short
 #: channels-first rows its fixed cost per row dominates, hence the higher threshold there).
-LARGE_MAX_READS = (81, 4)
+LARGE_MAX_READS = (81, 5)
 
 
 #: Parallel kernels whose items need scratch buffers split them into this many runs per thread,
@@ -428,6 +428,7 @@ def plan_max_forward(
     elif not with_index:
         if plan.reads >= LARGE_MAX_READS[vectors] and geo[1, 2] == geo[2, 2] == 1:
             kernel = cpu_max.max_values_large
+            args = (*args, _blocks(_moved(layout, plan.out, dtype)))
         elif plan.planes and not layout.channels_last:
             kernel, args = cpu_max.max_planes_values, (geo, omit, floor_value, lowest)
             view, out_view = _planes(view), _planes(out_view)

@@ -350,6 +350,21 @@ def test_large_max_windows_match_the_reference(layout, kernel):
         _close(*_both(ap.max_pool, x, kernel, stride, pad, **args), np.float32)
 
 
+@pytest.mark.parametrize("blocks", [2, 5, 64])
+@pytest.mark.parametrize("layout", KERNEL_LAYOUTS)
+def test_large_max_splits_one_image_into_bands(monkeypatch, layout, blocks):
+    """With more runs to fill than images, `max_values_large` splits each image's output rows
+    into bands, each starting its first block of rows afresh: bands that start inside a block,
+    at its first row and past the last real row, against the reference."""
+    monkeypatch.setattr(_cpu_drivers, "LARGE_MAX_READS", (0, 0))
+    monkeypatch.setattr(_cpu_drivers, "_blocks", lambda nbytes: blocks)
+    x = np.round(_array((1, 3, 61, 20), np.float32, blocks, layout, specials=True), 1)
+    cl = layout == "channels_last"
+    for kernel, stride, pad in (((2, 2), 1, 0), ((5, 3), 2, (2, 1)), ((3, 3), 1, 1), ((7, 7), 3, 3)):
+        args = dict(channels_last=cl, ceil_mode=True)
+        _close(*_both(ap.max_pool, x, kernel, stride, pad, **args), np.float32)
+
+
 @pytest.mark.parametrize("kw", [*range(1, 10), 15, 24, 25])
 @pytest.mark.parametrize("specials", [False, True], ids=["finite", "inf-nan"])
 def test_every_w_pass_of_the_plane_kernel(kw, specials):

@@ -456,7 +456,7 @@ def _depth_row(x, o, od, r, dst, geo, omit_nan, lowest):
 
 @register("max_pool")
 @njit(parallel=True, cache=True)
-def max_values_large(x, out, C, geo, omit_nan, floor, lowest):
+def max_values_large(x, out, C, geo, omit_nan, floor, lowest, blocks):
     """Max pooling values over large windows (no dilation along H and W), either layout:
     the cost per output does not grow with the window height and grows as log2 of its width.
 
@@ -468,7 +468,10 @@ def max_values_large(x, out, C, geo, omit_nan, floor, lowest):
     the max of two overlapping spans of the largest power of two in its width. A max needs no
     tie rule, so the order does not change the value. NaN propagates (with ``omit_nan`` it
     never wins and results are at least ``floor``); a window with no real cell is ``lowest``.
-    Depth taps are reduced into each row as it is read. Parallel over (outer, output depth).
+    Depth taps are reduced into each row as it is read. Parallel over (outer, output depth,
+    band of output rows): when there are fewer (outer, depth) items than ``blocks``, the
+    output rows are split into up to ``blocks`` bands (each at least ``4 * kh`` input rows
+    tall), and a band starts its first block afresh, so a single image still uses every thread.
     Shifted operands are slices, not offsets inside an index (Numba tests a signed index for
     wraparound on every element, and such loops do not vectorise).
     """
@@ -483,8 +486,13 @@ def max_values_large(x, out, C, geo, omit_nan, floor, lowest):
     while 4 * span <= kw:
         levels += 1
         span *= 2
-    for item in prange(n_outer * OD):
-        o, od = item // OD, item % OD
+    items = n_outer * OD
+    bands = 1
+    if 0 < items < blocks:
+        bands = max(1, min(-(-blocks // items), (OH * sh) // (4 * kh)))
+    bands, per = split_runs(OH, bands)
+    for item in prange(items * bands):
+        o, od, band = item // (OD * bands), (item // bands) % OD, item % bands
         S = np.empty((kh, WC), dtype=x.dtype)
         G = np.empty(WC, dtype=x.dtype)
         row = np.empty(WC, dtype=x.dtype)
@@ -492,7 +500,7 @@ def max_values_large(x, out, C, geo, omit_nan, floor, lowest):
         spans = np.empty((levels, width), dtype=x.dtype)
         R = Rp[pw * C : pw * C + WC]
         block, grown = -1, 0
-        for oh in range(OH):
+        for oh in range(band * per, min(OH, (band + 1) * per)):
             p = oh * sh  # the window's first row in padded rows (input row p - ph)
             m, j = p // kh, p % kh
             if m != block:  # block m's suffix maxima
