@@ -385,14 +385,15 @@ def small_same_tables(
     axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None, float32_sums: bool = False
 ) -> tuple:
     """`flat_planes.avg_same`'s tables ``(W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor,
-    empty_at)``: `small_same_masks` and the per-cell divisor tables of `small_avg_tables`,
-    tiled as the masks, ``scale`` in the sums' dtype (float32 with ``float32_sums``);
-    read-only and kept per geometry."""
+    empty_at, H)``: `small_same_masks` and the per-cell divisor tables of `small_avg_tables`,
+    tiled as the masks, ``scale`` in the sums' dtype (float32 with ``float32_sums``), then the
+    plane's height; read-only and kept per geometry."""
     masks = small_same_masks(axes)
     planes = masks[6].shape[1] // math.prod(a.size for a in axes)
     _, _, _, scale, divisor, empty_at = small_avg_tables(axes, count_include_pad, divisor_override)
     scale = scale.astype(np.float32) if float32_sums else scale
-    return _read_only((*masks, *(np.tile(a, planes) for a in (scale, divisor, empty_at))))
+    tiled = (np.tile(a, planes) for a in (scale, divisor, empty_at))
+    return _read_only((*masks, *tiled, _plane_axes(axes)[0].size))
 
 
 @functools.lru_cache(maxsize=TABLES_CACHED)

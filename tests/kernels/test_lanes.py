@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from avgpool.kernels._lanes import lanes_max3, tiles_max8, tiles_sum8, transpose8
+from avgpool.kernels._lanes import lanes_max3, same3x3_rows8, tiles_max8, tiles_sum8, transpose8
 
 
 @njit
@@ -30,6 +30,11 @@ def _sum8(dst, d, src, i, j, scale):
 @njit
 def _pairs_max8(dst, d, src, i, j):
     tiles_max8(dst, d, src, i, j)
+
+
+@njit
+def _same8(dst, d, src, s, scale, t, rows):
+    same3x3_rows8(dst, d, src, s, scale, t, rows)
 
 
 def _bigger(a, b):
@@ -99,6 +104,44 @@ def test_tiles_max8_keeps_the_nan_and_tie_rules(dtype):
     assert not dst[:2].any() and not dst[10:].any()
 
 
+def _same_rows(x, scale, acc):
+    """`same3x3_rows8` in NumPy: rows of 8 widened to ``acc``, +0.0 outside the plane."""
+    x = x.astype(acc)
+    col, row = np.zeros((x.shape[0], 1), acc), np.zeros((1, 8), acc)
+    h = (np.concatenate([col, x[:, :-1]], 1) + x) + np.concatenate([x[:, 1:], col], 1)
+    return ((np.concatenate([row, h[:-1]]) + h) + np.concatenate([h[1:], row])) * scale
+
+
+@pytest.mark.parametrize(
+    "src_t, acc_t, dst_t",
+    [
+        (np.float32,) * 3,
+        (np.float64,) * 3,
+        (np.float32, np.float64, np.float32),
+        (np.float32, np.float64, np.float64),
+    ],
+)
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_same3x3_rows8_sums_in_the_masked_order(src_t, acc_t, dst_t, rows):
+    """Along W ``(left + cell) + right``, then ``(above + row) + below``, a tap outside the
+    plane +0.0 (so a plane of -0.0 gives +0.0 at its edges), times the cell's scale, in ``scale``'s dtype;
+    the runs at the offsets given, nothing written outside the plane's."""
+    rng = np.random.default_rng(rows)
+    src = (rng.standard_normal(8 * rows + 9) * 10.0 ** rng.integers(-3, 4, 8 * rows + 9)).astype(src_t)
+    src[5 : 5 + 8 * rows : 7] = -0.0
+    scale = rng.random(8 * rows + 4).astype(acc_t)
+    dst = np.zeros(8 * rows + 6, dst_t)
+    _same8(dst, 3, src, 5, scale, 2, rows)
+    want = _same_rows(src[5 : 5 + 8 * rows].reshape(rows, 8), scale[2 : 2 + 8 * rows].reshape(rows, 8), acc_t)
+    assert dst[3 : 3 + 8 * rows].tobytes() == want.astype(dst_t).reshape(-1).tobytes()
+    assert not dst[:3].any() and not dst[3 + 8 * rows :].any()
+    zeros, ones = np.full((rows, 8), -0.0, src_t), np.ones((rows, 8), acc_t)
+    _same8(dst, 0, zeros.reshape(-1), 0, ones.reshape(-1), 0, rows)
+    edge = np.ones((rows, 8), bool)
+    edge[1:-1, 1:-1] = False
+    assert (np.signbit(dst[: 8 * rows]) == ~edge.reshape(-1)).all()  # -0.0 inside, +0.0 at edges
+
+
 @pytest.mark.skipif(
     not numba.config.BOUNDSCHECK, reason="runs past the end are checked under NUMBA_BOUNDSCHECK=1"
 )
@@ -112,3 +155,7 @@ def test_runs_past_the_end_are_index_errors():
         _sum8(np.zeros(10, np.float32), 0, src, 0, 5, 1.0)  # a run of 16 from 5 ends past 20
     with pytest.raises(IndexError):
         _pairs_max8(np.zeros(10, np.float32), 3, src, 0, 4)  # 8 written from 3 end past 10
+    with pytest.raises(IndexError):
+        _same8(np.zeros(24, np.float32), 0, src, 0, np.ones(24, np.float32), 0, 3)  # row 3 of src
+    with pytest.raises(IndexError):
+        _same8(np.zeros(24, np.float32), 0, np.zeros(24, np.float32), 0, np.ones(20, np.float32), 0, 3)

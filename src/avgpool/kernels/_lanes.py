@@ -6,8 +6,9 @@ whose rows are a few outputs long. Numba leaves LLVM's SLP vectoriser off, so a 
 constant 8 iterations compiles to 8 scalar steps, and the loop vectoriser only takes loops
 long enough for several vectors; these intrinsics emit the vector step itself: `lanes_max3`
 (the maximum of three runs of 8), `transpose8` (an 8x8 tile transposed, 8 vector loads,
-three rounds of shuffles, 8 vector stores), and `tiles_sum8` / `tiles_max8` (eight 2x2
-windows from two rows' runs of 16: adjacent pairs, then the rows).
+three rounds of shuffles, 8 vector stores), `tiles_sum8` / `tiles_max8` (eight 2x2
+windows from two rows' runs of 16: adjacent pairs, then the rows), and `same3x3_rows8` (a
+3x3/1 pad-1 average over a plane 8 cells wide, a row per vector, looping over the rows).
 
 Every run is 8 consecutive elements of a 1-D C-contiguous array, read and written as one
 vector of the array's dtype. Under ``NUMBA_BOUNDSCHECK`` each run's first and last index is
@@ -188,3 +189,77 @@ def transpose8(typingctx, dst, d, dstep, src, s, sstep):
         return context.get_dummy_value()
 
     return types.void(dst, d, dstep, src, s, sstep), codegen
+
+
+def _converted(context, builder, value, src, dst):
+    """A vector of float dtype ``src`` as float dtype ``dst`` (exact when widening)."""
+    wide = ir.VectorType(context.get_data_type(dst), value.type.count)
+    if src.bitwidth < dst.bitwidth:
+        return builder.fpext(value, wide)
+    if src.bitwidth > dst.bitwidth:
+        return builder.fptrunc(value, wide)
+    return value
+
+
+@intrinsic
+def same3x3_rows8(typingctx, dst, d, src, s, scale, t, rows):
+    """A 3x3/1 pad-1 window's averages over one plane of ``rows`` rows of 8 cells, the plane's
+    rows held in vectors: ``dst[d + 8r + l] = ((h[r-1] + h[r]) + h[r+1])[l] * scale[t + 8r + l]``
+    where ``h[r] = (x[r, l-1] + x[r, l]) + x[r, l+1]``, ``x[r, l] = src[s + 8r + l]`` and every
+    cell outside the plane reads +0.0. Sums are in ``scale``'s dtype (``src`` widened to it),
+    the result is stored in ``dst``'s; these are the masked taps of `flat_planes.avg_same` in
+    its order, so the bits are the same. Each row is read once: the cell's neighbours come from
+    the same vector shifted one lane (the lane shifted in is +0.0), and the rows above and below
+    are the sums already made. All three arrays 1-D, C-contiguous, of float dtypes."""
+    arrays = (dst, src, scale)
+    if not all(isinstance(a, types.Array) and a.ndim == 1 for a in arrays):
+        return None
+    if not all(isinstance(a.dtype, types.Float) and a.dtype.bitwidth in (32, 64) for a in arrays):
+        return None
+
+    def codegen(context, builder, sig, args):
+        out_t, in_t, acc_t = (sig.args[n].dtype for n in (0, 2, 4))
+        vec = {a: ir.VectorType(context.get_data_type(a), LANES) for a in (out_t, in_t, acc_t)}
+        size = {a: context.get_abi_sizeof(context.get_data_type(a)) for a in (out_t, in_t, acc_t)}
+        index = ir.VectorType(ir.IntType(32), LANES)
+        shifted_in = ir.Constant(index, [LANES, *range(LANES - 1)])  # lane 0 from the zeros
+        shifted_out = ir.Constant(index, [*range(1, LANES), LANES])  # lane 7 from the zeros
+        zero = ir.Constant(vec[acc_t], [0.0] * LANES)
+        d0, s0, t0, n = (context.cast(builder, args[k], sig.args[k], types.intp) for k in (1, 3, 5, 6))
+        step = n.type(LANES)
+
+        def row_sums(r):
+            at = builder.add(s0, builder.mul(r, step))
+            ptr = _run_pointer(context, builder, sig.args[2], args[2], at, types.intp, vec[in_t])
+            row = builder.load(ptr, align=size[in_t], typ=vec[in_t])
+            row = _converted(context, builder, row, in_t, acc_t)
+            left = builder.shuffle_vector(row, zero, shifted_in)
+            right = builder.shuffle_vector(row, zero, shifted_out)
+            return builder.fadd(builder.fadd(left, row), right)
+
+        above, here, below = (cgutils.alloca_once(builder, vec[acc_t]) for _ in range(3))
+        builder.store(zero, above)
+        builder.store(zero, here)
+        with builder.if_then(builder.icmp_signed(">", n, n.type(0))):
+            builder.store(row_sums(n.type(0)), here)
+        with cgutils.for_range(builder, n) as loop:
+            r = loop.index
+            nxt = builder.add(r, r.type(1))
+            with builder.if_else(builder.icmp_signed("<", nxt, n)) as (more, last):
+                with more:
+                    builder.store(row_sums(nxt), below)
+                with last:
+                    builder.store(zero, below)
+            ha, hh, hb = (builder.load(p, typ=vec[acc_t]) for p in (above, here, below))
+            total = builder.fadd(builder.fadd(ha, hh), hb)
+            at = builder.add(t0, builder.mul(r, step))
+            sp = _run_pointer(context, builder, sig.args[4], args[4], at, types.intp, vec[acc_t])
+            mean = builder.fmul(total, builder.load(sp, align=size[acc_t], typ=vec[acc_t]))
+            at = builder.add(d0, builder.mul(r, step))
+            dp = _run_pointer(context, builder, sig.args[0], args[0], at, types.intp, vec[out_t])
+            builder.store(_converted(context, builder, mean, acc_t, out_t), dp, align=size[out_t])
+            builder.store(hh, above)
+            builder.store(hb, here)
+        return context.get_dummy_value()
+
+    return types.void(dst, d, src, s, scale, t, rows), codegen

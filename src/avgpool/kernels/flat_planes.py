@@ -7,7 +7,9 @@ plane, and vectorise. `avg_same` and `max_same` serve stride-1 windows whose out
 input's shape ("same" padding), with masks for the cells a shift moves out of their row or
 plane; `avg_tiles` and `max_tiles` serve windows that tile the plane (kernel == stride, no padding,
 the plane a whole number of windows: 2x2/2 on even planes), 2x2 windows eight outputs a step
-(`_lanes.tiles_sum8`, `tiles_max8`) whatever the row's length.
+(`_lanes.tiles_sum8`, `tiles_max8`) whatever the row's length. Planes 8 cells wide under a
+3x3/1 pad-1 average (Inception's 8x8 blocks) are held a row per vector instead
+(`_lanes.same3x3_rows8`).
 
 Arrays are 1-D: the planes' cells ``x`` (planes * H*W) and ``out``, C-contiguous
 (`small_planes.run_avg` and `small_planes.run_max` take the 3-D planes and reshape them).
@@ -18,14 +20,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from avgpool.kernels._lanes import LANES, tiles_max8, tiles_sum8
+from avgpool.kernels._lanes import LANES, same3x3_rows8, tiles_max8, tiles_sum8
 from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels.registry import register
 
 
 @register("avg_pool")
 @njit(parallel=True, cache=True)
-def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_at, empty, acc, runs):
+def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_at, H, empty, acc, runs):
     """Average pooling at stride 1 whose output has the input's shape ("same" padding, the
     3x3/1 pad 1 of Inception), over a block of planes as one flat run of cells.
 
@@ -38,7 +40,13 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
     ``masks_w.shape[1] // (H*W)`` planes (`_cpu_plans.small_same_tables`), so no index is
     taken modulo the plane size.
 
-    ``x``, ``out``: the planes' cells, 1-D (planes * H*W), C-contiguous. ``scale``,
+    A 3x3/1 pad-1 window on planes 8 cells wide, with results in the sums' dtype and no
+    empty window, runs `_lanes.same3x3_rows8` a plane at a time instead: the same taps in the
+    same order (the same bits), each row read once into a vector and its neighbours taken by
+    shifting lanes, with no mask tables (Inception's 8x8 blocks).
+
+    ``x``, ``out``: the planes' cells, 1-D (planes * H*W), C-contiguous; ``H`` the planes'
+    height. ``scale``,
     ``divisor``, ``empty_at``: per cell of the block as in `avg_small` (``scale`` cast to
     ``acc``'s dtype as it is read; the tables hold it in that dtype, so no copy per call).
     Blocks at either end of ``x`` read their cells from a guarded copy (no read outside
@@ -56,6 +64,7 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
     t = acc.dtype.type
     exact = out.itemsize == 8
     any_empty = empty_at.any()
+    rows8 = W == LANES and kh == kw == 3 and ph == pw == 1 and not exact and not any_empty
     for run in prange(runs):
         # guard cells are never summed (every tap reading one is masked): no zeroing
         xp_ = np.empty(L + 2 * gw, x.dtype)
@@ -66,6 +75,10 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
         for b in range(run * per, min(blocks, (run + 1) * per)):
             j0 = b * L
             m = min(L, N - j0)
+            if rows8:  # a row per vector: no masks, no guarded copy (shifts bring in zeros)
+                for p in range(j0, j0 + m, H * W):
+                    same3x3_rows8(ou, p, xu, p, scale, 0, H)
+                continue
             if j0 - gw < 0 or j0 + m + gw > N:  # a block at an end: its cells between guards
                 for k in range(m):
                     xp[gw + k] = xu[j0 + k]
