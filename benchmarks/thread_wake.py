@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-GAPS = (0.0, 0.001, 0.01, 0.05)
+GAPS = (0.0, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.05)
 CALLS, DISCARD = 40, 10
 
 

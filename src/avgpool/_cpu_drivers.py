@@ -101,24 +101,43 @@ BLOCKS_PER_THREAD = 4
 F32_SUM_TAPS = 9
 
 
-def sum_dtype(work: np.dtype, taps: int, most: int | None = None) -> np.dtype:
+def sum_dtype(work: np.dtype, taps: int) -> np.dtype:
     """The dtype a direct (not running) average sums in: float32 for float32 results over at
-    most ``most`` taps (by default `F32_SUM_TAPS`; `F32_GLOBAL_CELLS` for channels-last global
-    averages), else float64.
+    most `F32_SUM_TAPS` taps, else float64.
 
-    >>> sum_dtype(np.dtype(np.float32), 56, F32_GLOBAL_CELLS), sum_dtype(np.dtype(np.float32), 57, 56)
+    >>> sum_dtype(np.dtype(np.float32), 9), sum_dtype(np.dtype(np.float32), 10)
     (dtype('float32'), dtype('float64'))
     """
-    small = work == np.float32 and taps <= (F32_SUM_TAPS if most is None else most)
+    small = work == np.float32 and taps <= F32_SUM_TAPS
     return np.dtype(np.float32 if small else np.float64)
 
 
-#: Channels-last float32 global averages over at most this many cells sum in float32
-#: (`box_global.global_avg`): blocks of 8 cells three additions deep, then the blocks and the
-#: last cells one after another, at most 12 more additions (55 cells: 6 blocks and 7 cells),
-#: and one rounding of the division: within 16 * 2**-24 = 9.5e-7 of the mean magnitude,
-#: inside the 1e-6 the kernels promise (63 cells would be 17 deep). Larger windows sum in float64.
-F32_GLOBAL_CELLS = 56
+#: Channels-last float32 global averages sum in float32 (`box_global.global_avg`) when no cell
+#: reaches its mean through more than this many roundings (`global_roundings`): within
+#: 16 * 2**-24 = 9.5e-7 of the mean magnitude, inside the 1e-6 the kernels promise. Others sum
+#: in float64.
+F32_GLOBAL_ROUNDINGS = 16
+
+
+def global_roundings(cells: int) -> int:
+    """The most roundings between a cell and its mean in `box_global.global_avg`'s float32
+    order over ``cells`` cells: blocks of 8 cells are summed three additions deep, then the
+    blocks and the last ``cells % 8`` cells join the sum one after another (the first onto 0.0,
+    exactly), and the division rounds once.
+
+    >>> [global_roundings(n) for n in (1, 7, 49, 55, 56, 63, 64, 104, 105)]
+    [1, 7, 10, 16, 10, 17, 11, 16, 17]
+    """
+    if cells < 8:
+        return cells
+    return 3 + cells // 8 + cells % 8
+
+
+def global_sum_dtype(work: np.dtype, cells: int) -> np.dtype:
+    """The dtype a channels-last global average of ``cells`` cells sums in: float32 for float32
+    results within `F32_GLOBAL_ROUNDINGS`, else float64."""
+    small = work == np.float32 and global_roundings(cells) <= F32_GLOBAL_ROUNDINGS
+    return np.dtype(np.float32 if small else np.float64)
 
 
 def fused_w_window(kw: int, sw: int) -> bool:
@@ -541,7 +560,7 @@ def plan_global_avg(layout: Layout, dtype: np.dtype) -> Planned:
     if c == 1:
         kernel, args, views = box_global.global_avg_planes, (float(size),), ((outer, size), (outer,))
     else:
-        acc = np.empty(0, sum_dtype(_kernel_dtype(np.dtype(dtype)), size, F32_GLOBAL_CELLS))
+        acc = np.empty(0, global_sum_dtype(_kernel_dtype(np.dtype(dtype)), size))
         kernel, args = box_global.global_avg, (float(size), _blocks(nbytes), acc)
         views = ((outer, size, c), (outer, c))
     return Planned(

@@ -843,15 +843,21 @@ def test_global_average_keeps_infinities_and_nan(layout, dtype):
     assert np.isfinite(rest).all()
 
 
-@pytest.mark.parametrize("spatial", [(7, 7), (7, 8), (5, 11), (1, 3), (3, 19)])
-def test_channels_last_global_average_of_few_cells_sums_in_float32_within_1e_6(spatial):
-    """Float32 channels-last global windows of at most `_cpu_drivers.F32_GLOBAL_CELLS` cells sum in
-    float32 (55: its deepest sum; 57: float64): on +/-(1e4 +/- 1), whose means nearly cancel,
+@pytest.mark.parametrize(
+    "spatial, f32",
+    [
+        *(((7, 7), True), ((7, 8), True), ((5, 11), True), ((1, 3), True), ((8, 8), True), ((8, 13), True)),
+        *(((7, 9), False), ((3, 35), False), ((15, 15), False)),
+    ],
+)
+def test_channels_last_global_average_sums_in_float32_within_1e_6(spatial, f32):
+    """Float32 channels-last global windows sum in float32 when no cell reaches its mean
+    through more than `_cpu_drivers.F32_GLOBAL_ROUNDINGS` roundings (55 and 104 cells: exactly
+    that many; 63 and 105: one more, float64): on +/-(1e4 +/- 1), whose means nearly cancel,
     each output is within 1e-6 of its window's mean magnitude; inf and NaN propagate on either
     path."""
     cells = spatial[0] * spatial[1]
-    f32 = _cpu_drivers.sum_dtype(np.dtype(np.float32), cells, _cpu_drivers.F32_GLOBAL_CELLS) == np.float32
-    assert f32 == (cells <= 56)
+    assert (_cpu_drivers.global_sum_dtype(np.dtype(np.float32), cells) == np.float32) == f32
     rng = np.random.default_rng(cells)
     shape = (3, *spatial, 40)
     x = (rng.choice([-1.0, 1.0], shape) * (1e4 + rng.uniform(-1, 1, shape))).astype(np.float32)

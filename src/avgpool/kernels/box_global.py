@@ -18,8 +18,8 @@ def global_avg(x, out, divisor, blocks, acc_like):
 
     Eight rows are added in the input's dtype (a tree three additions deep) before their sum
     joins the sums of a C-vector, in ``acc_like``'s dtype: float64, or the input's float32
-    for at most `_cpu_drivers.F32_GLOBAL_CELLS` rows (each sum within (2 + S // 8 + S % 8) * 2**-24 of
-    its magnitude; no conversions, half the bytes of sums to read and write per eight rows).
+    where `_cpu_drivers.global_roundings` stays within `_cpu_drivers.F32_GLOBAL_ROUNDINGS` (no
+    conversions, half the bytes of sums to read and write per eight rows).
     One pass over the sums per eight rows, with no conversion per cell. A fixed order, so the
     same bits on any thread count. The items are split
     into at most ``blocks`` runs, each allocating its sums once.
