@@ -284,9 +284,12 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
         f_row = count[0, od] * count[1, oh]
         zero_row = zero[0, od] or zero[1, oh]
         ih0 = oh * sh - ph
-        # every row of this output row's windows inside the input, for a square 2x2 or 3x3
-        # undilated window one deep (its inner cells take one fused loop)
-        inner = square and od * sd - pd >= 0 and od * sd - pd < D and ih0 >= 0 and ih0 + kh <= H
+        # a square 2x2 or 3x3 undilated window one deep takes one fused loop over the channels
+        # wherever its real taps form a 2x2, 2x3, 3x2 or 3x3 block (inner windows and the
+        # edges of a pad-1 window): the rows of this output row's windows that are real
+        idp0, r_lo = od * sd - pd, max(ih0, 0)
+        nr = min(ih0 + kh, H) - r_lo
+        fused = square and 0 <= idp0 < D and nr >= 2
         for ow in range(OW):
             cell = orow[ow * C : ow * C + C]
             if zero_row or zero[2, ow]:
@@ -295,14 +298,15 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
             # the width taps inside the input: no bounds test per tap, slices that vectorise
             start, jw0, jw1 = ow * sw - pw, jw_lo[ow], jw_hi[ow]
             div = f_row * count[2, ow]
-            if inner and jw0 == 0 and jw1 == kw:
-                # a 2x2 or 3x3 window wholly inside the input: its taps added and scaled in one
-                # loop over the channels, in the order below (so the same sums), with no acc
-                a, t = start * C, acc_like.dtype.type
+            nc = jw1 - jw0
+            if fused and nc >= 2:
+                # the real taps added and scaled in one loop over the channels, in the order
+                # below (so the same sums), with no acc
+                a, t = (start + jw0) * C, acc_like.dtype.type
                 inv = t(1.0 / div)
-                r0, r1 = xu[o, od * sd - pd, ih0], xu[o, od * sd - pd, ih0 + 1]
+                r0, r1 = xu[o, idp0, r_lo], xu[o, idp0, r_lo + 1]
                 p0, p1, q0, q1 = r0[a : a + C], r0[a + C : a + 2 * C], r1[a : a + C], r1[a + C : a + 2 * C]
-                if kh == 2:
+                if nr == 2 and nc == 2:
                     if exact:
                         for c in range(C):
                             cell[c] = (((t(p0[c]) + t(p1[c])) + t(q0[c])) + t(q1[c])) / div
@@ -310,13 +314,25 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
                         for c in range(C):
                             cell[c] = (((t(p0[c]) + t(p1[c])) + t(q0[c])) + t(q1[c])) * inv
                     continue
-                r2, b = xu[o, od * sd - pd, ih0 + 2], a + 2 * C
-                p2, q2 = r0[b : b + C], r1[b : b + C]
-                u0, u1, u2 = r2[a : a + C], r2[a + C : a + 2 * C], r2[b : b + C]
+                b = a + 2 * C
+                if nr == 2:  # 2 rows of 3
+                    s0, s1, s2, s3, s4, s5 = p0, p1, r0[b : b + C], q0, q1, r1[b : b + C]
+                else:
+                    r2 = xu[o, idp0, r_lo + 2]
+                    if nc == 2:  # 3 rows of 2
+                        s0, s1, s2, s3, s4, s5 = p0, p1, q0, q1, r2[a : a + C], r2[a + C : a + 2 * C]
+                    else:
+                        p2, q2 = r0[b : b + C], r1[b : b + C]
+                        u0, u1, u2 = r2[a : a + C], r2[a + C : a + 2 * C], r2[b : b + C]
+                        for c in range(C):
+                            v = ((t(p0[c]) + t(p1[c])) + t(p2[c])) + t(q0[c])
+                            v = ((v + t(q1[c])) + t(q2[c])) + t(u0[c])
+                            v = (v + t(u1[c])) + t(u2[c])
+                            cell[c] = v / div if exact else v * inv
+                        continue
                 for c in range(C):
-                    v = ((t(p0[c]) + t(p1[c])) + t(p2[c])) + t(q0[c])
-                    v = ((v + t(q1[c])) + t(q2[c])) + t(u0[c])
-                    v = (v + t(u1[c])) + t(u2[c])
+                    v = ((t(s0[c]) + t(s1[c])) + t(s2[c])) + t(s3[c])
+                    v = (v + t(s4[c])) + t(s5[c])
                     cell[c] = v / div if exact else v * inv
                 continue
             first = True  # the first tap sets the sums (no zeroing pass)
