@@ -104,6 +104,25 @@ def test_tiles_max8_keeps_the_nan_and_tie_rules(dtype):
     assert not dst[:2].any() and not dst[10:].any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nan_at", [None, 3, 20, 31], ids=["no-nan", "nan-row-i", "nan-row-j", "nan-last"])
+def test_tiles_max8_with_and_without_nan_in_the_run(dtype, nan_at):
+    """A run that reads no NaN takes each larger value by one comparison, one that reads a
+    NaN is reduced by the rule: both keep the first of equal values (-0.0 before 0.0, in
+    either order) and let NaN win."""
+    src = np.array([0.0, -0.0, -0.0, 0.0, 1.5, 1.5, -2.0, -3.0] * 4, dtype)
+    src[8:16] = [-0.0, -1.0, 0.0, -1.0, 7.0, 7.0, -0.0, -0.0]
+    if nan_at is not None:
+        src[nan_at] = np.nan
+    dst = np.zeros(8, dtype)
+    _pairs_max8(dst, 0, src, 0, 16)
+    want = [
+        _bigger(_bigger(src[2 * k], src[2 * k + 1]), _bigger(src[16 + 2 * k], src[17 + 2 * k]))
+        for k in range(8)
+    ]
+    assert dst.tobytes() == np.array(want, dtype).tobytes()
+
+
 def _same_rows(x, scale, acc):
     """`same3x3_rows8` in NumPy: rows of 8 widened to ``acc``, +0.0 outside the plane."""
     x = x.astype(acc)

@@ -76,9 +76,9 @@ def lanes_max3(typingctx, dst, d, p, i, q, j, r, k):
     return types.void(dst, d, p, i, q, j, r, k), codegen
 
 
-def _pair_reduced(context, builder, sig, args, reduce):
-    """The 8 results of `tiles_sum8` / `tiles_max8`: the runs of 16 at ``src[i]`` and
-    ``src[j]`` (args 2-4), each reduced over its adjacent pairs, then the two reduced."""
+def _pair_halves(context, builder, sig, args):
+    """The runs of 16 at ``src[i]`` and ``src[j]`` (args 2-4) of `tiles_sum8` / `tiles_max8`,
+    each split into its even and odd elements: ``[(even, odd) of row i, (even, odd) of row j]``."""
     dtype = sig.args[0].dtype
     wide = ir.VectorType(context.get_data_type(dtype), 2 * LANES)
     align = context.get_abi_sizeof(context.get_data_type(dtype))
@@ -89,8 +89,15 @@ def _pair_reduced(context, builder, sig, args, reduce):
     for n in (3, 4):
         ptr = _run_pointer(context, builder, sig.args[2], args[2], args[n], sig.args[n], wide)
         run = builder.load(ptr, align=align, typ=wide)
-        rows.append(reduce(builder.shuffle_vector(run, run, even), builder.shuffle_vector(run, run, odd)))
-    return reduce(*rows)
+        rows.append((builder.shuffle_vector(run, run, even), builder.shuffle_vector(run, run, odd)))
+    return rows
+
+
+def _pair_reduced(context, builder, sig, args, reduce):
+    """The 8 results of `tiles_sum8` / `tiles_max8`: the runs of 16 at ``src[i]`` and
+    ``src[j]`` (args 2-4), each reduced over its adjacent pairs, then the two reduced."""
+    (a, b), (c, d) = _pair_halves(context, builder, sig, args)
+    return reduce(reduce(a, b), reduce(c, d))
 
 
 @intrinsic
@@ -121,19 +128,36 @@ def tiles_sum8(typingctx, dst, d, src, i, j, scale):
 def tiles_max8(typingctx, dst, d, src, i, j):
     """``dst[d + l] = bigger(bigger(src[i + 2l], src[i + 2l + 1]), bigger(src[j + 2l],
     src[j + 2l + 1]))`` for l < 8 (`_bigger`'s rule): the maxima of eight 2x2 windows of two
-    input rows, as `tiles_sum8` reads them. Both arrays 1-D, C-contiguous, of one dtype."""
+    input rows, as `tiles_sum8` reads them. Both arrays 1-D, C-contiguous, of one dtype.
+
+    For floats, the run first takes each larger value by one ordered comparison (a
+    ``maxps``), which is `_bigger`'s rule wherever no NaN is read; a run that reads a NaN is
+    reduced again by the rule itself, so NaN still wins (the last one read)."""
     if not _arrays_1d(dst, src):
         return None
 
     def codegen(context, builder, sig, args):
         dtype = sig.args[0].dtype
-        _store_run(
-            context,
-            builder,
-            sig,
-            args,
-            _pair_reduced(context, builder, sig, args, lambda a, b: _bigger(builder, dtype, a, b)),
-        )
+        (a, b), (c, d) = _pair_halves(context, builder, sig, args)
+
+        def bigger(x, y):
+            return _bigger(builder, dtype, x, y)
+
+        if not isinstance(dtype, types.Float):
+            _store_run(context, builder, sig, args, bigger(bigger(a, b), bigger(c, d)))
+            return context.get_dummy_value()
+
+        def larger(x, y):  # y where it is larger, else x: `_bigger` without its NaN test
+            return builder.select(builder.fcmp_ordered(">", y, x), y, x)
+
+        nan = builder.or_(builder.fcmp_unordered("uno", a, b), builder.fcmp_unordered("uno", c, d))
+        mask = ir.IntType(LANES)
+        any_nan = builder.icmp_unsigned("!=", builder.bitcast(nan, mask), mask(0))
+        with builder.if_else(any_nan, likely=False) as (with_nan, finite):
+            with with_nan:
+                _store_run(context, builder, sig, args, bigger(bigger(a, b), bigger(c, d)))
+            with finite:
+                _store_run(context, builder, sig, args, larger(larger(a, b), larger(c, d)))
         return context.get_dummy_value()
 
     return types.void(dst, d, src, i, j), codegen
