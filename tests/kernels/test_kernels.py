@@ -876,6 +876,25 @@ def test_channels_last_global_average_sums_in_float32_within_1e_6(spatial, f32):
 # -- accuracy, determinism, buffers ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "kernel, padding, cip",
+    [((5, 5), 0, True), ((15, 15), 7, False), ((7, 3), (3, 1), True), ((4, 6), (1, 2), False)],
+)
+def test_channels_last_running_sums_slide_one_row_and_one_cell(monkeypatch, kernel, padding, cip, dtype):
+    """Channels-last running sums at stride 1 (`box_rows.avg_forward`), where each step takes
+    one row (cell) out and one in, in one sweep where both are real and tap by tap at the
+    edges; with an infinity and a NaN (their chunks summed again tap by tap)."""
+    monkeypatch.setattr(_cpu_drivers, "DIRECT_READS", 0)
+    monkeypatch.setattr(_cpu_drivers, "F32_SUM_TAPS", 0)
+    rng = np.random.default_rng(sum(kernel))
+    x = (rng.standard_normal((2, 40, 23, 6)) * 100).astype(dtype)
+    x[1, 30, 11, 2], x[1, 5, 20, 4] = np.inf, np.nan
+    args = dict(channels_last=True, count_include_pad=cip)
+    fast, slow = _both(ap.avg_pool, x, kernel, 1, padding, **args)
+    _close(fast, slow, dtype, scale=100.0)
+
+
 def test_float32_running_sums_stay_accurate_on_long_rows_with_an_offset():
     # 1e4 +/- 1 over 200k cells: a float32 running sum would drift by far more than 1e-6.
     rng = np.random.default_rng(0)

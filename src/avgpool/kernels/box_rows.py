@@ -85,6 +85,13 @@ def _avg_chunk(x, out, C, geo, count, zero, real, scale_w, any_zero_w, empty, o,
             R[:] = 0.0
             for jh in range(kh):
                 _add_row(x, R, o, od, start + jh * dh, geo, 1.0)
+        elif sh == 1 and geo[0, 0] == 1 and 0 < start and start + kh - 1 < x.shape[2]:
+            # one row leaves, one enters, both real: one sweep, in the order of the two below
+            idp = od * geo[0, 1] - geo[0, 3]
+            if 0 <= idp < x.shape[1]:
+                old, new = x[o, idp, start - 1], x[o, idp, start + kh - 1]
+                for i in range(R.shape[0]):
+                    R[i] = (R[i] - old[i]) + new[i]
         else:
             for ih in range(start - sh, start):
                 _add_row(x, R, o, od, ih, geo, -1.0)
@@ -168,6 +175,11 @@ def _w_vectors(src, orow, acc, C, geo, run_w, row, tables, empty):
                     cell = src[iw * C : iw * C + C]
                     for c in range(C):
                         acc[c] += cell[c]
+        elif sw == 1 and 0 < wstart and wstart + kw - 1 < W:
+            # one cell leaves, one enters, both real: one sweep, in the order of the two below
+            out_, in_ = src[(wstart - 1) * C : wstart * C], src[(wstart + kw - 1) * C : (wstart + kw) * C]
+            for c in range(C):
+                acc[c] = (acc[c] - out_[c]) + in_[c]
         else:
             for iw in range(max(wstart - sw, 0), min(wstart, W)):
                 cell = src[iw * C : iw * C + C]
