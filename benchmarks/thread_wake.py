@@ -3,8 +3,8 @@ work on one thread.
 
     python benchmarks/thread_wake.py            # a Markdown table on stdout
 
-A batch-1 pooling layer of a few hundred KiB is timed after gaps of idle time (none, 1 ms,
-10 ms, 50 ms), on one thread and on two: avgpool's global average of a (1, 2048, 8, 8)
+A batch-1 pooling layer of a few hundred KiB is timed after gaps of idle time (none, 0.1 ms,
+0.3 ms, 1 ms, 3 ms, 10 ms, 50 ms), on one thread and on two: avgpool's global average of a (1, 2048, 8, 8)
 float32 array (its serial kernel, and its parallel kernel on 2 Numba threads), and PyTorch's
 ``adaptive_avg_pool2d`` and an elementwise add on its own 2-thread pool. Back to back (no gap)
 the pools' threads spin and two threads win; after a gap they sleep, and the first call
