@@ -115,6 +115,22 @@ def triton(url: str):
     return httpclient.InferenceServerClient(url.removeprefix("http://"), network_timeout=30.0)
 
 
+def infer(url: str, x: np.ndarray, *, model="tiny", version="", binary=True, outputs=None, request_id=""):
+    """tritonclient's infer of ``x`` as the demo models' FP32 input "image"."""
+    import tritonclient.http as httpclient
+
+    inp = httpclient.InferInput("image", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    return triton(url).infer(model, [inp], model_version=version, outputs=outputs, request_id=request_id)
+
+
+def run_directly(path: str, x: np.ndarray) -> np.ndarray:
+    """The ONNX model at ``path`` on ``x`` in ONNX Runtime, without the server: what it should answer."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+
+
 def metric(url: str, name: str, **labels: str) -> float:
     """The value of the sample ``name{labels}`` in the server's /metrics (0.0 when absent)."""
     import httpx

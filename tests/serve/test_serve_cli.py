@@ -19,8 +19,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpclient = pytest.importorskip("tritonclient.http")
 
-from tests.serve.conftest import ROOT, images, metric, wait_for  # noqa: E402
-from tests.serve.test_server import _direct, _infer  # noqa: E402
+from tests.serve.conftest import ROOT, images, infer, metric, run_directly, wait_for  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -118,8 +117,8 @@ def test_serve_command_in_a_subprocess(demo_models, workers):
         wait_for(ready, 60, "avgpool serve to be ready")
         x = images(2, seed=7)
         for _ in range(4):
-            out = _infer(url, x).as_numpy("linear")
-            np.testing.assert_allclose(out, _direct(demo_models["base"], x), rtol=1e-6, atol=1e-6)
+            out = infer(url, x).as_numpy("linear")
+            np.testing.assert_allclose(out, run_directly(demo_models["base"], x), rtol=1e-6, atol=1e-6)
         # with several workers every scrape answers for all of them
         assert metric(url, "avgpool_requests_total", model="tiny", version="1") == 4
         proc.send_signal(signal.SIGTERM)

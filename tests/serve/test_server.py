@@ -20,7 +20,7 @@ httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from avgpool.serve._server import ServeConfig  # noqa: E402
-from tests.serve.conftest import failing_runner, images, metric, triton, wait_for  # noqa: E402
+from tests.serve.conftest import failing_runner, images, infer, metric, run_directly, triton, wait_for  # noqa: E402
 
 MAX_BODY_MB = 0.5
 
@@ -49,19 +49,6 @@ def server(demo_models):
             runner.close()
 
 
-def _direct(path: str, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    return ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
-
-
-def _infer(url, x, *, model="tiny", version="", binary=True, outputs=None, request_id=""):
-    client = triton(url)
-    inp = httpclient.InferInput("image", list(x.shape), "FP32")
-    inp.set_data_from_numpy(x, binary_data=binary)
-    return client.infer(model, [inp], model_version=version, outputs=outputs, request_id=request_id)
-
-
 def test_health_and_metadata(server):
     client = triton(server.url)
     assert client.is_server_live() and client.is_server_ready()
@@ -79,9 +66,9 @@ def test_health_and_metadata(server):
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_infer_matches_the_model_run_directly(server, demo_models, binary):
     x = images(3, seed=1)
-    result = _infer(server.url, x, version="1", binary=binary)
+    result = infer(server.url, x, version="1", binary=binary)
     np.testing.assert_allclose(
-        result.as_numpy("linear"), _direct(demo_models["base"], x), rtol=1e-6, atol=1e-6
+        result.as_numpy("linear"), run_directly(demo_models["base"], x), rtol=1e-6, atol=1e-6
     )
     assert result.get_response()["model_version"] == "1"
 
@@ -89,22 +76,22 @@ def test_infer_matches_the_model_run_directly(server, demo_models, binary):
 def test_json_outputs_by_name_and_request_id(server, demo_models):
     x = images(2, seed=2)
     outputs = [httpclient.InferRequestedOutput("linear", binary_data=False)]
-    result = _infer(server.url, x, version="1", binary=False, outputs=outputs, request_id="req-42")
+    result = infer(server.url, x, version="1", binary=False, outputs=outputs, request_id="req-42")
     response = result.get_response()
     assert response["id"] == "req-42"
     assert len(response["outputs"][0]["data"]) == 20  # JSON data, not binary
     np.testing.assert_allclose(
-        result.as_numpy("linear"), _direct(demo_models["base"], x), rtol=1e-6, atol=1e-6
+        result.as_numpy("linear"), run_directly(demo_models["base"], x), rtol=1e-6, atol=1e-6
     )
 
 
 def test_two_versions_served_at_once(server, demo_models):
     x = images(2, seed=3)
-    v1 = _infer(server.url, x, version="1").as_numpy("linear")
-    v2 = _infer(server.url, x, version="2").as_numpy("linear")
-    latest = _infer(server.url, x).as_numpy("linear")
-    np.testing.assert_allclose(v1, _direct(demo_models["base"], x), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(v2, _direct(demo_models["candidate"], x), rtol=1e-6, atol=1e-6)
+    v1 = infer(server.url, x, version="1").as_numpy("linear")
+    v2 = infer(server.url, x, version="2").as_numpy("linear")
+    latest = infer(server.url, x).as_numpy("linear")
+    np.testing.assert_allclose(v1, run_directly(demo_models["base"], x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(v2, run_directly(demo_models["candidate"], x), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(latest, v2)  # no version: the highest
     assert not np.allclose(v1, v2)
 
@@ -238,8 +225,8 @@ def test_errors_answer_their_status_are_counted_and_the_server_keeps_serving(ser
     assert metric(server.url, "avgpool_request_errors_total", **labels) == before + 1
     x = images(1, seed=5)
     np.testing.assert_allclose(
-        _infer(server.url, x, version="1").as_numpy("linear"),
-        _direct(demo_models["base"], x),
+        infer(server.url, x, version="1").as_numpy("linear"),
+        run_directly(demo_models["base"], x),
         rtol=1e-6,
         atol=1e-6,
     )
@@ -257,7 +244,7 @@ def test_metrics_count_requests_and_rows(server):
     labels = {"model": "tiny", "version": "1"}
     before = metric(server.url, "avgpool_requests_total", **labels)
     rows = metric(server.url, "avgpool_inference_samples_total", **labels)
-    _infer(server.url, images(3), version="1")
+    infer(server.url, images(3), version="1")
     assert metric(server.url, "avgpool_requests_total", **labels) == before + 1
     assert metric(server.url, "avgpool_inference_samples_total", **labels) == rows + 3
     assert metric(server.url, "avgpool_request_duration_seconds_count", **labels) >= 1
@@ -269,7 +256,7 @@ def test_profile_route_returns_the_live_window(server, tmp_path):
     from avgpool.monitor import Profile
 
     for seed in range(3):
-        _infer(server.url, images(2, seed=seed), version="2")
+        infer(server.url, images(2, seed=seed), version="2")
 
     def fetched():
         response = httpx.get(f"{server.url}/v2/models/tiny/versions/2/profile", timeout=10)
@@ -292,7 +279,7 @@ def test_admin_faults_and_deploy_window(server):
     assert response.status_code == 200, response.text
     try:
         start = time.perf_counter()
-        _infer(server.url, images(1), version="1")
+        infer(server.url, images(1), version="1")
         assert time.perf_counter() - start >= 0.3
         assert metric(server.url, "avgpool_fault_latency_seconds", **labels) == pytest.approx(0.3)
     finally:
@@ -355,7 +342,7 @@ def test_compressed_requests(server, demo_models):
         inp.set_data_from_numpy(x)
         out = client.infer("tiny", [inp], model_version="1", request_compression_algorithm=algorithm)
         np.testing.assert_allclose(
-            out.as_numpy("linear"), _direct(demo_models["base"], x), rtol=1e-6, atol=1e-6
+            out.as_numpy("linear"), run_directly(demo_models["base"], x), rtol=1e-6, atol=1e-6
         )
 
 
@@ -430,7 +417,7 @@ def test_a_request_span_with_decode_model_telemetry_encode_children(start_server
     runner = load_runner(demo_models["base"], name="tiny", version="1")
     handle = start_server(config, runners=[runner], otel=spans)
     assert handle.wait_ready(30)
-    _infer(handle.url, images(1), version="1")
+    infer(handle.url, images(1), version="1")
     route = "/v2/models/{model_name}/versions/{model_version}/infer"
     assert spans.spans == [
         ("request", "POST", route, "tiny", "1"),
@@ -441,7 +428,7 @@ def test_a_request_span_with_decode_model_telemetry_encode_children(start_server
     ]
     assert spans.status == 200 and spans.requests == [("tiny", "1", 200)]
     with pytest.raises(InferenceServerException):
-        _infer(handle.url, images(1), model="nope")
+        infer(handle.url, images(1), model="nope")
     assert spans.spans[-1] == ("request", "POST", "/v2/models/{model_name}/infer", None, None)
     assert spans.status == 404 and spans.requests[-1] == ("", "", 404)
     ((callback, window),) = spans.sources
