@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from avgpool._errors import AvgPoolError
+from avgpool.serve._protocol import DATATYPES
 
 __all__ = ["PLATFORMS", "ModelRunError", "Runner", "TensorSpec", "datatype_of"]
 
@@ -23,12 +24,14 @@ PLATFORMS = {
     "module": "pytorch_module",
 }
 
-#: Open Inference Protocol datatype by NumPy dtype, and by ONNX Runtime's type name.
-_NAMES = ("FP32", "FP64", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT8", "BOOL")
-_OIP = dict(zip(map(np.dtype, "f4 f8 f2 i8 i4 i2 i1 u1 ?".split()), _NAMES))
-_NUMPY = {v: k for k, v in _OIP.items()}
-_ORT_NAMES = "float double float16 int64 int32 int16 int8 uint8 bool string".split()
-_ORT = {f"tensor({t})": n for t, n in zip(_ORT_NAMES, (*_NAMES, "BYTES"))}
+#: NumPy dtype of each Open Inference Protocol datatype a tensor of numbers has
+#: (`_protocol.DATATYPES` without BYTES), the datatype of each such dtype, and the datatype of
+#: each ONNX Runtime tensor type (its NumPy name, but "float" and "double").
+_NUMPY = {name: dtype for name, dtype in DATATYPES.items() if name != "BYTES"}
+_OIP = {dtype: name for name, dtype in _NUMPY.items()}
+_ORT_NAMES = {"float32": "float", "float64": "double"}  # where ONNX Runtime's differ from NumPy's
+_ORT = {f"tensor({_ORT_NAMES.get(d.name, d.name)})": n for n, d in _NUMPY.items()}
+_ORT["tensor(string)"] = "BYTES"
 
 
 class ModelRunError(AvgPoolError):
