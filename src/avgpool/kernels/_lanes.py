@@ -13,6 +13,10 @@ windows from two rows' runs of 16: adjacent pairs, then the rows), and `same3x3_
 Every run is 8 consecutive elements of a 1-D C-contiguous array, read and written as one
 vector of the array's dtype. Under ``NUMBA_BOUNDSCHECK`` each run's first and last index is
 checked as an ordinary index would be (IndexError).
+
+Numba's disk cache keys each kernel on its own source file, not on this one: after changing a
+step here, clear the kernels' cache (or point ``NUMBA_CACHE_DIR`` at a fresh directory) before
+testing or timing them, or they run the machine code of the old step.
 """
 
 from __future__ import annotations
