@@ -144,11 +144,14 @@ def tiles_max8(typingctx, dst, d, src, i, j):
         dtype = sig.args[0].dtype
         (a, b), (c, d) = _pair_halves(context, builder, sig, args)
 
-        def bigger(x, y):
-            return _bigger(builder, dtype, x, y)
+        def by_rule():
+            def bigger(x, y):
+                return _bigger(builder, dtype, x, y)
+
+            return bigger(bigger(a, b), bigger(c, d))
 
         if not isinstance(dtype, types.Float):
-            _store_run(context, builder, sig, args, bigger(bigger(a, b), bigger(c, d)))
+            _store_run(context, builder, sig, args, by_rule())
             return context.get_dummy_value()
 
         def larger(x, y):  # y where it is larger, else x: `_bigger` without its NaN test
@@ -159,7 +162,7 @@ def tiles_max8(typingctx, dst, d, src, i, j):
         any_nan = builder.icmp_unsigned("!=", builder.bitcast(nan, mask), mask(0))
         with builder.if_else(any_nan, likely=False) as (with_nan, finite):
             with with_nan:
-                _store_run(context, builder, sig, args, bigger(bigger(a, b), bigger(c, d)))
+                _store_run(context, builder, sig, args, by_rule())
             with finite:
                 _store_run(context, builder, sig, args, larger(larger(a, b), larger(c, d)))
         return context.get_dummy_value()
