@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import avgpool as ap
 from avgpool import _cpu_drivers, _cpu_plans
-from avgpool.kernels import registry
+from avgpool.kernels import cpu_max, registry
 
 KERNEL_LAYOUTS, KERNEL_DTYPES = registry.LAYOUTS, registry.DTYPES
 KERNEL_OPS = registry.ops()
@@ -363,6 +363,36 @@ def test_large_max_splits_one_image_into_bands(monkeypatch, layout, blocks):
     for kernel, stride, pad in (((2, 2), 1, 0), ((5, 3), 2, (2, 1)), ((3, 3), 1, 1), ((7, 7), 3, 3)):
         args = dict(channels_last=cl, ceil_mode=True)
         _close(*_both(ap.max_pool, x, kernel, stride, pad, **args), np.float32)
+
+
+@pytest.mark.parametrize("kw", [*range(1, 8), 10])
+def test_plane_max_at_stride_2_reads_even_and_odd_cells(caplog, kw):
+    """`max_planes_values` at stride 2 splits each row into its even and odd cells and takes
+    two or three taps a loop: every window width, with padding and a ragged last window
+    (ceil mode), NaN and infinities, against the reference; and the row step alone, bit for
+    bit against tap-by-tap `_row_max` on zeros of both signs (a max keeps the first of equal
+    values, so the taps' order shows)."""
+    x = _array((1, 3, 61, 67), np.float32, kw, "channels_first", specials=True)
+    for policy in ("propagate", "omit"):
+        for pad in (0, kw // 2):
+            args = dict(ceil_mode=True, nan_policy=policy)
+            with caplog.at_level("DEBUG", logger="avgpool"):
+                fast, slow = _both(ap.max_pool, x, (3, kw), (1, 2), (1, pad), **args)
+            assert "cpu_max.max_planes_values" in caplog.text
+            np.testing.assert_array_equal(fast, slow)
+
+    rng = np.random.default_rng(kw)
+    row = rng.choice(np.array([0.0, -0.0, 1.0, -1.0, np.nan], np.float32), 2 * 37 + kw + 1)
+    half = row.shape[0] // 2
+    pairs, taps = np.empty(37, np.float32), np.empty(37, np.float32)
+    _row_steps(row, np.empty(half, np.float32), np.empty(half, np.float32), pairs, taps, kw)
+    np.testing.assert_array_equal(pairs.view(np.uint32), taps.view(np.uint32))
+
+
+@numba.njit
+def _row_steps(row, even, odd, pairs, taps, kw):
+    cpu_max._row_max_pairs(row, even, odd, pairs, kw)
+    cpu_max._row_max(row, taps, kw, 2)
 
 
 @pytest.mark.parametrize("kw", [*range(1, 10), 15, 24, 25])
