@@ -112,31 +112,37 @@ def sum_dtype(work: np.dtype, taps: int) -> np.dtype:
     return np.dtype(np.float32 if small else np.float64)
 
 
-#: Channels-last float32 global averages sum in float32 (`box_global.global_avg`) when no cell
-#: reaches its mean through more than this many roundings (`global_roundings`): within
-#: 16 * 2**-24 = 9.5e-7 of the mean magnitude, inside the 1e-6 the kernels promise. Others sum
-#: in float64.
+#: Float32 global averages sum in float32 (`box_global.global_avg` channels-last,
+#: `box_global.global_avg_runs` channels-first) when no cell reaches its mean through more than
+#: this many roundings (`global_roundings`): within 16 * 2**-24 = 9.5e-7 of the mean magnitude,
+#: inside the 1e-6 the kernels promise. Others sum in float64.
 F32_GLOBAL_ROUNDINGS = 16
 
 
-def global_roundings(cells: int) -> int:
-    """The most roundings between a cell and its mean in `box_global.global_avg`'s float32
-    order over ``cells`` cells: blocks of 8 cells are summed three additions deep, then the
-    blocks and the last ``cells % 8`` cells join the sum one after another (the first onto 0.0,
-    exactly), and the division rounds once.
+def global_roundings(cells: int, planes: bool = False) -> int:
+    """The most roundings between a cell and its mean in the float32 order over ``cells``
+    cells, the division included. Channels-last (`box_global.global_avg`): blocks of 8 cells
+    are summed three additions deep, then the blocks and the last ``cells % 8`` cells join the
+    sum one after another (the first onto 0.0, exactly). Channels-first, ``planes``
+    (`_lanes.run_sum8`): 8 lanes each add every 8th cell one after another (the first onto
+    0.0), then the lanes meet in a tree three additions deep.
 
     >>> [global_roundings(n) for n in (1, 7, 49, 55, 56, 63, 64, 104, 105)]
     [1, 7, 10, 16, 10, 17, 11, 16, 17]
+    >>> [global_roundings(n, planes=True) for n in (1, 8, 9, 49, 64, 104, 105)]
+    [4, 4, 5, 10, 11, 16, 17]
     """
+    if planes:
+        return -(-cells // 8) + 3
     if cells < 8:
         return cells
     return 3 + cells // 8 + cells % 8
 
 
-def global_sum_dtype(work: np.dtype, cells: int) -> np.dtype:
-    """The dtype a channels-last global average of ``cells`` cells sums in: float32 for float32
-    results within `F32_GLOBAL_ROUNDINGS`, else float64."""
-    small = work == np.float32 and global_roundings(cells) <= F32_GLOBAL_ROUNDINGS
+def global_sum_dtype(work: np.dtype, cells: int, planes: bool = False) -> np.dtype:
+    """The dtype a global average of ``cells`` cells sums in (``planes``: channels-first):
+    float32 for float32 results within `F32_GLOBAL_ROUNDINGS`, else float64."""
+    small = work == np.float32 and global_roundings(cells, planes) <= F32_GLOBAL_ROUNDINGS
     return np.dtype(np.float32 if small else np.float64)
 
 
@@ -558,7 +564,9 @@ def plan_global_avg(layout: Layout, dtype: np.dtype) -> Planned:
     nbytes = _moved(layout, ones, dtype)
     common = {"out_shape": layout.out_shape(ones), "dtype": dtype, "nbytes": nbytes}
     if c == 1:
-        kernel, args, views = box_global.global_avg_planes, (float(size),), ((outer, size), (outer,))
+        f32 = global_sum_dtype(_kernel_dtype(np.dtype(dtype)), size, planes=True) == np.float32
+        kernel = box_global.global_avg_runs if f32 else box_global.global_avg_planes
+        args, views = (float(size),), ((outer, size), (outer,))
     else:
         acc = np.empty(0, global_sum_dtype(_kernel_dtype(np.dtype(dtype)), size))
         kernel, args = box_global.global_avg, (float(size), _blocks(nbytes), acc)

@@ -874,33 +874,44 @@ def test_global_average_keeps_infinities_and_nan(layout, dtype):
 
 
 @pytest.mark.parametrize(
-    "spatial, f32",
+    "layout, spatial, f32",
     [
-        *(((7, 7), True), ((7, 8), True), ((5, 11), True), ((1, 3), True), ((8, 8), True), ((8, 13), True)),
-        *(((7, 9), False), ((3, 35), False), ((15, 15), False)),
+        *(("channels_last", s, True) for s in ((7, 7), (7, 8), (5, 11), (1, 3), (8, 8), (8, 13))),
+        *(("channels_last", s, False) for s in ((7, 9), (3, 35), (15, 15))),
+        *(("channels_first", s, True) for s in ((7, 7), (1, 3), (8, 8), (9, 11), (8, 13))),
+        *(("channels_first", s, False) for s in ((15, 7), (3, 35), (15, 15))),
     ],
 )
-def test_channels_last_global_average_sums_in_float32_within_1e_6(spatial, f32):
-    """Float32 channels-last global windows sum in float32 when no cell reaches its mean
-    through more than `_cpu_drivers.F32_GLOBAL_ROUNDINGS` roundings (55 and 104 cells: exactly
-    that many; 63 and 105: one more, float64): on +/-(1e4 +/- 1), whose means nearly cancel,
-    each output is within 1e-6 of its window's mean magnitude; inf and NaN propagate on either
-    path."""
+def test_global_average_sums_in_float32_within_1e_6(caplog, layout, spatial, f32):
+    """Float32 global windows sum in float32 when no cell reaches its mean through more than
+    `_cpu_drivers.F32_GLOBAL_ROUNDINGS` roundings in the kernel's order (channels-last: 55 and
+    104 cells exactly that many, 63 and 105 one more; channels-first: 104 and 105), else in
+    float64: on +/-(1e4 +/- 1), whose means nearly cancel, each output is within 1e-6 of its
+    window's mean magnitude; inf and NaN propagate on either path."""
+    cl = layout == "channels_last"
     cells = spatial[0] * spatial[1]
-    assert (_cpu_drivers.global_sum_dtype(np.dtype(np.float32), cells) == np.float32) == f32
+    small = _cpu_drivers.global_sum_dtype(np.dtype(np.float32), cells, planes=not cl) == np.float32
+    assert small == f32
     rng = np.random.default_rng(cells)
-    shape = (3, *spatial, 40)
+    shape = (3, *spatial, 40) if cl else (3, 40, *spatial)
     x = (rng.choice([-1.0, 1.0], shape) * (1e4 + rng.uniform(-1, 1, shape))).astype(np.float32)
-    fast = ap.global_avg_pool(x, channels_last=True)
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        fast = ap.global_avg_pool(x, channels_last=cl)
+    if not cl:
+        assert ("global_avg_runs" in caplog.text) == f32
     with ap.use_backend("reference"):
-        exact = ap.global_avg_pool(x.astype(np.float64), channels_last=True)
-        magnitude = ap.global_avg_pool(np.abs(x.astype(np.float64)), channels_last=True)
+        exact = ap.global_avg_pool(x.astype(np.float64), channels_last=cl)
+        magnitude = ap.global_avg_pool(np.abs(x.astype(np.float64)), channels_last=cl)
     assert fast.dtype == np.float32 and (np.abs(fast - exact) <= 1e-6 * magnitude).all()
-    x[0, 0, 0, 1], x[1, -1, -1, 2], x[2, 0, -1, 3] = np.inf, np.nan, -np.inf
-    x[2, -1, 0, 3] = np.inf
-    out = ap.global_avg_pool(x, channels_last=True).reshape(3, 40)
+    where = [(0, 1), (1, 2), (2, 3)]
+    cells_of = (lambda n, ch: x[n, ..., ch]) if cl else (lambda n, ch: x[n, ch])
+    cells_of(0, 1)[0, 0] = np.inf
+    cells_of(1, 2)[-1, -1] = np.nan
+    cells_of(2, 3)[0, -1] = -np.inf
+    cells_of(2, 3)[-1, 0] = np.inf
+    out = ap.global_avg_pool(x, channels_last=cl).reshape(3, 40)
     assert out[0, 1] == np.inf and np.isnan(out[1, 2]) and np.isnan(out[2, 3])
-    assert np.isfinite(np.delete(out.ravel(), [1, 40 + 2, 80 + 3])).all()
+    assert np.isfinite(np.delete(out, [n * 40 + ch for n, ch in where])).all()
 
 
 # -- accuracy, determinism, buffers ----------------------------------------------------------------
@@ -1044,6 +1055,7 @@ KERNEL_CASES = {
     "box_backward.global_spread": ("avg_pool_backward", "channels_last", {"kernel_size": (12, 13)}),
     "box_global.global_avg": ("global_avg_pool", "channels_last", {}),
     "box_global.global_avg_planes": ("global_avg_pool", "channels_first", {}),
+    "box_global.global_avg_runs": ("global_avg_pool", "channels_first", {}, (2, 3, 7, 9)),
     "cpu_max.max_forward": ("max_pool", "channels_last", {**K3S2, "return_indices": True}),
     "cpu_max.max_planes": ("max_pool", "channels_first", {**K3S2, "return_indices": True}, LARGE_SHAPE),
     "cpu_max.max_planes_values": ("max_pool", "channels_first", K3S2, LARGE_SHAPE),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from avgpool.kernels._lanes import lanes_max3, same3x3_rows8, tiles_max8, tiles_sum8, transpose8
+from avgpool.kernels._lanes import lanes_max3, run_sum8, same3x3_rows8, tiles_max8, tiles_sum8, transpose8
 
 
 @njit
@@ -35,6 +35,11 @@ def _pairs_max8(dst, d, src, i, j):
 @njit
 def _same8(dst, d, src, s, scale, t, rows):
     same3x3_rows8(dst, d, src, s, scale, t, rows)
+
+
+@njit
+def _run_sum(src, s, n):
+    return run_sum8(src, s, n)
 
 
 def _bigger(a, b):
@@ -161,6 +166,26 @@ def test_same3x3_rows8_sums_in_the_masked_order(src_t, acc_t, dst_t, rows):
     assert (np.signbit(dst[: 8 * rows]) == ~edge.reshape(-1)).all()  # -0.0 inside, +0.0 at edges
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_run_sum8_adds_in_its_documented_order(dtype):
+    """Lane l adds cells l, l + 8, ... in turn from +0.0, then ((0 + 4) + (2 + 6)) + ((1 + 5) +
+    (3 + 7)): bit for bit against that order spelled out in NumPy, on values spread over 12
+    orders of magnitude (where another order gives other bits), for every length up to 40 and
+    a run ending at the array's last cell; inf and NaN propagate."""
+    rng = np.random.default_rng(0)
+    src = (rng.standard_normal(60) * 10.0 ** rng.integers(-6, 6, 60)).astype(dtype)
+    for s, n in [(3, n) for n in range(41)] + [(60 - n, n) for n in (1, 7, 8, 9, 60)]:
+        lanes = np.zeros(8, dtype)
+        for k in range(n):
+            lanes[k % 8] += src[s + k]
+        four = lanes[:4] + lanes[4:]
+        two = four[:2] + four[2:]
+        got = _run_sum(src, s, n)
+        assert np.array(got, dtype).tobytes() == np.array(two[0] + two[1], dtype).tobytes(), (s, n)
+    src[20], src[33] = np.inf, np.nan
+    assert _run_sum(src, 18, 5) == np.inf and np.isnan(_run_sum(src, 18, 16))
+
+
 @pytest.mark.skipif(
     not numba.config.BOUNDSCHECK, reason="runs past the end are checked under NUMBA_BOUNDSCHECK=1"
 )
@@ -178,3 +203,5 @@ def test_runs_past_the_end_are_index_errors():
         _same8(np.zeros(24, np.float32), 0, src, 0, np.ones(24, np.float32), 0, 3)  # row 3 of src
     with pytest.raises(IndexError):
         _same8(np.zeros(24, np.float32), 0, np.zeros(24, np.float32), 0, np.ones(20, np.float32), 0, 3)
+    with pytest.raises(IndexError):
+        _run_sum(src, 13, 8)  # cells 13-20: the last is past the end

@@ -7,8 +7,10 @@ constant 8 iterations compiles to 8 scalar steps, and the loop vectoriser only t
 long enough for several vectors; these intrinsics emit the vector step itself: `lanes_max3`
 (the maximum of three runs of 8), `transpose8` (an 8x8 tile transposed, 8 vector loads,
 three rounds of shuffles, 8 vector stores), `tiles_sum8` / `tiles_max8` (eight 2x2
-windows from two rows' runs of 16: adjacent pairs, then the rows), and `same3x3_rows8` (a
-3x3/1 pad-1 average over a plane 8 cells wide, a row per vector, looping over the rows).
+windows from two rows' runs of 16: adjacent pairs, then the rows), `same3x3_rows8` (a
+3x3/1 pad-1 average over a plane 8 cells wide, a row per vector, looping over the rows), and
+`run_sum8` (a run of any length summed in 8 lanes in a fixed order, its ragged end read
+masked: the float32 global average of channels-first planes).
 
 Every run is 8 consecutive elements of a 1-D C-contiguous array, read and written as one
 vector of the array's dtype. Under ``NUMBA_BOUNDSCHECK`` each run's first and last index is
@@ -294,3 +296,80 @@ def same3x3_rows8(typingctx, dst, d, src, s, scale, t, rows):
         return context.get_dummy_value()
 
     return types.void(dst, d, src, s, scale, t, rows), codegen
+
+
+def _lane_index(*lanes):
+    """An i32 constant (one lane) or a vector of them (several): shuffle masks, lane numbers."""
+    i32 = ir.IntType(32)
+    return i32(lanes[0]) if len(lanes) == 1 else ir.Constant(ir.VectorType(i32, len(lanes)), list(lanes))
+
+
+def _masked_load(builder, ptr, vec, mask, align):
+    """``llvm.masked.load`` of ``vec`` at ``ptr``: lanes off in ``mask`` read nothing (no fault
+    past the end of an array) and come back +0.0."""
+    ptr_t = ptr.type
+    fnty = ir.FunctionType(vec, [ptr_t, ir.IntType(32), mask.type, vec])
+    width = 32 if vec.element == ir.FloatType() else 64
+    name = f"llvm.masked.load.v{vec.count}f{width}.p0"
+    fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+    zero = ir.Constant(vec, [0.0] * vec.count)
+    return builder.call(fn, [ptr, ir.IntType(32)(align), mask, zero])
+
+
+@intrinsic
+def run_sum8(typingctx, src, s, n):
+    """The sum of ``src[s : s + n]`` in ``src``'s float dtype, in a fixed order: lane ``l`` of
+    an 8-lane vector adds cells ``s + l``, ``s + 8 + l``, ... one after another (the first onto
+    +0.0, exactly), the last ``n % 8`` cells through a masked read (no read past ``s + n``), then
+    the lanes in a tree three additions deep ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)). A cell
+    reaches the sum through at most ``ceil(n / 8) - 1 + 3`` roundings. ``src`` 1-D,
+    C-contiguous, float32 or float64."""
+    if not (isinstance(src, types.Array) and src.ndim == 1 and isinstance(src.dtype, types.Float)):
+        return None
+    if not (isinstance(s, types.Integer) and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        dtype = sig.args[0].dtype
+        vec = ir.VectorType(context.get_data_type(dtype), LANES)
+        align = context.get_abi_sizeof(context.get_data_type(dtype))
+        s0, n0 = (context.cast(builder, args[k], sig.args[k], types.intp) for k in (1, 2))
+        step = s0.type(LANES)
+        if context.enable_boundscheck:
+            arr = context.make_array(sig.args[0])(context, builder, args[0])
+            size = builder.extract_value(arr.shape, 0)
+            with builder.if_then(builder.icmp_signed(">", n0, n0.type(0))):
+                cgutils.do_boundscheck(context, builder, s0, size)
+                cgutils.do_boundscheck(context, builder, builder.sub(builder.add(s0, n0), n0.type(1)), size)
+        full = builder.sdiv(n0, step)
+        acc = cgutils.alloca_once(builder, vec)
+        builder.store(ir.Constant(vec, [0.0] * LANES), acc)
+        with cgutils.for_range(builder, full) as loop:
+            at = builder.add(s0, builder.mul(loop.index, step))
+            ptr = _run_pointer(context, builder, sig.args[0], args[0], at, types.intp, vec)
+            run = builder.load(ptr, align=align, typ=vec)
+            builder.store(builder.fadd(builder.load(acc, typ=vec), run), acc)
+        tail = builder.sub(n0, builder.mul(full, step))
+        with builder.if_then(builder.icmp_signed(">", tail, tail.type(0))):
+            lanes = ir.VectorType(tail.type, LANES)
+            left = builder.insert_element(ir.Constant(lanes, ir.Undefined), tail, _lane_index(0))
+            left = builder.shuffle_vector(left, left, _lane_index(*[0] * LANES))
+            mask = builder.icmp_signed("<", ir.Constant(lanes, list(range(LANES))), left)
+            arr = context.make_array(sig.args[0])(context, builder, args[0])
+            at = builder.add(s0, builder.mul(full, step))
+            ptr = builder.bitcast(builder.gep(arr.data, [at], inbounds=True), vec.as_pointer())
+            run = _masked_load(builder, ptr, vec, mask, align)
+            builder.store(builder.fadd(builder.load(acc, typ=vec), run), acc)
+        total = builder.load(acc, typ=vec)
+        four = builder.fadd(
+            builder.shuffle_vector(total, total, _lane_index(0, 1, 2, 3)),
+            builder.shuffle_vector(total, total, _lane_index(4, 5, 6, 7)),
+        )
+        two = builder.fadd(
+            builder.shuffle_vector(four, four, _lane_index(0, 1)),
+            builder.shuffle_vector(four, four, _lane_index(2, 3)),
+        )
+        low, high = (builder.extract_element(two, _lane_index(k)) for k in (0, 1))
+        return builder.fadd(low, high)
+
+    return src.dtype(src, s, n), codegen

@@ -6,6 +6,7 @@ import numpy as np
 from numba import njit, prange
 
 from avgpool.kernels._common import split_runs
+from avgpool.kernels._lanes import run_sum8
 from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels._prefetch import prefetch_ahead
 from avgpool.kernels.registry import register
@@ -65,3 +66,17 @@ def global_avg_planes(x, out, divisor):
         for s in range(S):
             acc += plane[s]
         out[o] = acc / divisor
+
+
+@register("global_avg_pool", "avg_pool")
+@njit(parallel=True, cache=True)
+def global_avg_runs(x, out, divisor):
+    """`global_avg_planes` summed in float32, in a fixed order (`_lanes.run_sum8`): each
+    contiguous plane as runs of 8 cells added lane by lane, the lanes in a tree, then one
+    division in float64. For float32 planes whose cells reach their mean through at most
+    `_cpu_drivers.F32_GLOBAL_ROUNDINGS` roundings (`_cpu_drivers.global_roundings`); the same
+    bits on any thread count and any x86 vector width.
+    """
+    n_outer, S = x.shape
+    for o in prange(n_outer):
+        out[o] = np.float64(run_sum8(unowned(x)[o], 0, S)) / divisor
