@@ -80,23 +80,30 @@ def _avg_backward_chunk(g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w, 
                 if iw == 0 or wlo > whi_cur:
                     acc[:] = 0.0
                     wlo_cur, whi_cur = wlo, wlo - 1
+                # through slices, indexed by the loop's own counter: an index such as
+                # ``wlo_cur * C + c`` may be negative for all Numba knows, so each read takes
+                # a wraparound select and the loop compiles to gathers
                 while wlo_cur < wlo:
+                    cells, f = T[wlo_cur * C : wlo_cur * C + C], inv_w[wlo_cur]
                     for c in range(C):
-                        acc[c] -= T[wlo_cur * C + c] * inv_w[wlo_cur]
+                        acc[c] -= cells[c] * f
                     wlo_cur += 1
                 while whi_cur < whi:
                     whi_cur += 1
+                    cells, f = T[whi_cur * C : whi_cur * C + C], inv_w[whi_cur]
                     for c in range(C):
-                        acc[c] += T[whi_cur * C + c] * inv_w[whi_cur]
+                        acc[c] += cells[c] * f
             else:
                 acc[:] = 0.0
                 for ow in range(OW):
                     if _covers(iw, ow, geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]):
+                        cells, f = T[ow * C : ow * C + C], inv_w[ow]
                         for c in range(C):
-                            acc[c] += T[ow * C + c] * inv_w[ow]
+                            acc[c] += cells[c] * f
+            cell = grow[iw * C : iw * C + C]
             for c in range(C):
                 check[c] += acc[c] * 0.0
-                grow[iw * C + c] = acc[c]
+                cell[c] = acc[c]
     return finite and np.sum(check) == 0.0
 
 
