@@ -367,31 +367,32 @@ def test_large_max_splits_one_image_into_bands(monkeypatch, layout, blocks):
 
 @pytest.mark.parametrize("kw", [*range(1, 8), 10])
 def test_plane_max_at_stride_2_reads_even_and_odd_cells(caplog, kw):
-    """`max_planes_values` at stride 2 splits each row into its even and odd cells and takes
-    two or three taps a loop: every window width, with padding and a ragged last window
-    (ceil mode), NaN and infinities, against the reference; and the row step alone, bit for
-    bit against tap-by-tap `_row_max` on zeros of both signs (a max keeps the first of equal
-    values, so the taps' order shows)."""
-    x = _array((1, 3, 61, 67), np.float32, kw, "channels_first", specials=True)
-    for policy in ("propagate", "omit"):
-        for pad in (0, kw // 2):
+    """`max_planes_values` at stride 2 holds each row as its even and odd cells, filled from
+    the input rows in pairs, and takes two or three taps a loop: every window width, 1-4 rows
+    high (3: one sweep), odd and even padding (the input's even cells land in the buffer's
+    odd cells), odd and even widths, ragged last windows (ceil mode), NaN and infinities,
+    against the reference; and the taps alone, bit for bit against tap-by-tap `_row_max` on
+    zeros of both signs (a max keeps the first of equal values, so the taps' order shows)."""
+    for width in (67, 66):
+        x = _array((1, 3, 61, width), np.float32, kw, "channels_first", specials=True)
+        rows = ((3, "propagate", 0), (3, "omit", 1), (1, "propagate", kw // 2), (4, "omit", 0))
+        for kh, policy, pad in rows:
             args = dict(ceil_mode=True, nan_policy=policy)
             with caplog.at_level("DEBUG", logger="avgpool"):
-                fast, slow = _both(ap.max_pool, x, (3, kw), (1, 2), (1, pad), **args)
+                fast, slow = _both(ap.max_pool, x, (kh, kw), (1, 2), (kh // 2, pad), **args)
             assert "cpu_max.max_planes_values" in caplog.text
             np.testing.assert_array_equal(fast, slow)
 
     rng = np.random.default_rng(kw)
     row = rng.choice(np.array([0.0, -0.0, 1.0, -1.0, np.nan], np.float32), 2 * 37 + kw + 1)
-    half = row.shape[0] // 2
     pairs, taps = np.empty(37, np.float32), np.empty(37, np.float32)
-    _row_steps(row, np.empty(half, np.float32), np.empty(half, np.float32), pairs, taps, kw)
+    _row_steps(row, row[0::2].copy(), row[1::2].copy(), pairs, taps, kw)
     np.testing.assert_array_equal(pairs.view(np.uint32), taps.view(np.uint32))
 
 
 @numba.njit
 def _row_steps(row, even, odd, pairs, taps, kw):
-    cpu_max._row_max_pairs(row, even, odd, pairs, kw)
+    cpu_max._pair_taps(even, odd, pairs, kw)
     cpu_max._row_max(row, taps, kw, 2)
 
 

@@ -279,52 +279,99 @@ def max_planes_values(x, out, geo, omit_nan, floor, lowest):
 
     Separable, as a max needs no tie rule: the column maxima of the window's rows go into a
     row buffer padded with ``lowest`` (one sweep per row), then each output takes the max of
-    its ``kw`` buffer cells. A NaN propagates (or, with ``omit_nan``, never wins and the
-    result is at least ``floor``); a window with no real cell gives ``lowest``.
+    its ``kw`` buffer cells. At stride 2 the buffer is held as its even and odd cells, filled
+    straight from the input rows (`_column_pairs`, `_pair_taps`). A NaN propagates (or, with
+    ``omit_nan``, never wins and the result is at least ``floor``); a window with no real cell
+    gives ``lowest``.
     """
     n, H, W = x.shape
     OH, OW = out.shape[1], out.shape[2]
     kh, sh, ph = geo[1, 0], geo[1, 1], geo[1, 3]
     kw, sw, pw = geo[2, 0], geo[2, 1], geo[2, 3]
-    # one cell more than the windows read: at stride 2 the row splits into pairs of cells
-    width = max(pw + W, (OW - 1) * sw + kw) + 1
-    half = width // 2
+    width = max(pw + W, (OW - 1) * sw + kw) if sw != 2 else 0
+    # at stride 2: input cell iw is buffer cell pw + iw, so the input's even cells land in
+    # the buffer's even cells from pw / 2 (pw even) or in its odd cells (pw odd), and so on
+    na, nb = (W + 1) // 2, W // 2
+    half = max(pw // 2 + na, (pw + 1) // 2 + nb, OW + (kw - 1) // 2) if sw == 2 else 0
     for o in prange(n):
         Rp = np.full(width, lowest, dtype=x.dtype)
         R = Rp[pw : pw + W]
-        even = np.empty(half, dtype=x.dtype)
-        odd = np.empty(half, dtype=x.dtype)
+        even = np.full(half, lowest, dtype=x.dtype)
+        odd = np.full(half, lowest, dtype=x.dtype)
+        A = (even if pw % 2 == 0 else odd)[pw // 2 : pw // 2 + na]
+        B = (odd if pw % 2 == 0 else even)[(pw + 1) // 2 : (pw + 1) // 2 + nb]
         for oh in range(OH):
             start = oh * sh - ph
             lo, hi = max(start, 0), min(start + kh, H)
             prefetch_ahead(x[o, min(max(start, 0), H - 1)], 0, sh * W)
-            if lo >= hi:
-                R[:] = lowest
-            else:
-                row = x[o, lo]
-                for i in range(W):
-                    v = row[i]
-                    R[i] = lowest if omit_nan and v != v else v
-                for ih in range(lo + 1, hi):
-                    row = x[o, ih]
-                    if omit_nan:
-                        for i in range(W):
-                            v = row[i]
-                            R[i] = _bigger(R[i], lowest if v != v else v)
-                    else:
-                        for i in range(W):
-                            R[i] = _bigger(R[i], row[i])
             best = out[o, oh]
-            # literal strides: LLVM vectorises only with a known stride
-            if sw == 1:
-                _row_max(Rp, best, kw, 1)
-            elif sw == 2:
-                _row_max_pairs(Rp, even, odd, best, kw)
+            if sw == 2:
+                _column_pairs(x, o, lo, hi, A, B, omit_nan, lowest)
+                _pair_taps(even, odd, best, kw)
             else:
-                _row_max(Rp, best, kw, sw)
+                if lo >= hi:
+                    R[:] = lowest
+                else:
+                    row = x[o, lo]
+                    for i in range(W):
+                        v = row[i]
+                        R[i] = lowest if omit_nan and v != v else v
+                    for ih in range(lo + 1, hi):
+                        row = x[o, ih]
+                        if omit_nan:
+                            for i in range(W):
+                                v = row[i]
+                                R[i] = _bigger(R[i], lowest if v != v else v)
+                        else:
+                            for i in range(W):
+                                R[i] = _bigger(R[i], row[i])
+                # literal strides: LLVM vectorises only with a known stride
+                if sw == 1:
+                    _row_max(Rp, best, kw, 1)
+                else:
+                    _row_max(Rp, best, kw, sw)
             if omit_nan:
                 for ow in range(OW):
                     best[ow] = floor if best[ow] < floor else best[ow]
+
+
+@njit(cache=True, inline="always")
+def _column_pairs(x, o, lo, hi, A, B, omit_nan, lowest):
+    """``A[i]``, ``B[i]`` = the max over rows ``lo`` .. ``hi - 1`` of plane ``o``'s cells ``2i``
+    and ``2i + 1`` (rows in order; NaN as ``lowest`` under ``omit_nan``; ``lowest`` for no row).
+    Each loop reads its rows' cells in pairs, which LLVM vectorises as shuffles of whole
+    vectors, and three rows (3x3/2) are taken in one sweep."""
+    W = x.shape[2]
+    nb = B.shape[0]
+    if lo >= hi:
+        A[:] = lowest
+        B[:] = lowest
+        return
+    if hi - lo == 3 and not omit_nan:
+        r0, r1, r2 = x[o, lo], x[o, lo + 1], x[o, lo + 2]
+        for i in range(nb):
+            A[i] = _bigger(_bigger(r0[2 * i], r1[2 * i]), r2[2 * i])
+            B[i] = _bigger(_bigger(r0[2 * i + 1], r1[2 * i + 1]), r2[2 * i + 1])
+        if W % 2:
+            A[nb] = _bigger(_bigger(r0[W - 1], r1[W - 1]), r2[W - 1])
+        return
+    row = x[o, lo]
+    for i in range(nb):
+        a, b = row[2 * i], row[2 * i + 1]
+        A[i] = lowest if omit_nan and a != a else a
+        B[i] = lowest if omit_nan and b != b else b
+    if W % 2:
+        a = row[W - 1]
+        A[nb] = lowest if omit_nan and a != a else a
+    for ih in range(lo + 1, hi):
+        row = x[o, ih]
+        for i in range(nb):
+            a, b = row[2 * i], row[2 * i + 1]
+            A[i] = _bigger(A[i], lowest if omit_nan and a != a else a)
+            B[i] = _bigger(B[i], lowest if omit_nan and b != b else b)
+        if W % 2:
+            a = row[W - 1]
+            A[nb] = _bigger(A[nb], lowest if omit_nan and a != a else a)
 
 
 @register("max_pool")
@@ -403,17 +450,13 @@ def _row_max(Rp, best, kw, step):
 
 
 @njit(cache=True, inline="always")
-def _row_max_pairs(Rp, even, odd, best, kw):
-    """`_row_max` at step 2, from the row split into its even and odd cells first.
-
-    Tap j of window ow is ``Rp[2 * ow + j]``, that is ``even[ow + j // 2]`` or ``odd[ow + j //
-    2]``: every loop then reads cells side by side. (A loop reading every other cell compiles
-    to gathers, which some x86 cores, AMD's Zen 4 among them, run several times slower.) Taps
-    are taken in the same order as `_row_max`, so the result is the same.
+def _pair_taps(even, odd, best, kw):
+    """`_row_max` at step 2 from the row held as its even and odd cells: tap j of window ow,
+    ``Rp[2 * ow + j]``, is ``even[ow + j // 2]`` or ``odd[ow + j // 2]``, so every loop reads
+    cells side by side. (A loop reading every other cell compiles to gathers, which some x86
+    cores, AMD's Zen 4 among them, run several times slower.) Taps are taken in
+    `_row_max`'s order, so the result is the same.
     """
-    for i in range(even.shape[0]):
-        even[i] = Rp[2 * i]
-        odd[i] = Rp[2 * i + 1]
     n = best.shape[0]
     # Two or three taps a loop, the first loop starting from tap 0 rather than from a copy
     if kw % 2:  # taps 0; (1, 2), (3, 4), ...: odd[ow + t], even[ow + t + 1]
