@@ -145,6 +145,21 @@ def test_small_work_runs_serially_and_large_work_on_threads(caplog):
     assert _cpu_calls.threads_for(_cpu_calls.BYTES_PER_THREAD - 1) == 1
 
 
+def test_direct_channels_last_averages_count_each_read_for_their_threads():
+    """`box_rows.avg_direct` reads each input cell once per window that covers it, so its
+    thread count weighs the input by those reads: a 3x3/1 window (9 reads) moving 640 KiB
+    asks for more than one thread, a 2x2/2 window (1 read) of the same input for one."""
+    x = _x((1, 8, 8, 1280))
+    layout = Layout.of(x.shape, 2, True)
+    wanted = {}
+    for window in (ap.Window(3, 1, 1, ndim=2, channels_last=True), ap.Window(2, ndim=2, channels_last=True)):
+        axes = tuple(a.bounded() for a in window.resolve(layout.spatial))
+        planned = _cpu_drivers.plan_avg_forward(layout, axes, True, None, 0.0, x.dtype)
+        assert "avg_direct" in planned.path
+        wanted[window.kernel_size[0]] = planned.threads
+    assert wanted[3] > 1 and wanted[2] == 1
+
+
 def test_serial_twins_give_the_parallel_kernels_bits():
     """A call's thread count never changes its result: each kernel's serial twin is the same
     code, and gives the same bits as the threaded kernel."""
