@@ -67,6 +67,19 @@ def prefetch_write(typingctx, a, i):
     return types.void(a, i), _prefetch_codegen(1)
 
 
+@intrinsic
+def _itemsize(typingctx, a):
+    """``a.itemsize`` as a constant of the code (Numba's ``a.itemsize`` reads the array's
+    struct at run time, so the hint loops' bounds would divide)."""
+    if not isinstance(a, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(a.dtype)))
+
+    return types.intp(a), codegen
+
+
 @njit(cache=True, inline="always")
 def prefetch_ahead(a, i, n):
     """Hint the ``n`` elements that start `PREFETCH_BYTES` past ``a``'s element ``i`` (in
@@ -74,7 +87,7 @@ def prefetch_ahead(a, i, n):
     once per step of a kernel whose reading front advances by ``n`` elements a step, it keeps
     the lines a fixed distance ahead of that front. At most `PREFETCH_MOST` bytes are
     hinted a call, so the loop stays short whatever stride the caller steps by."""
-    itemsize = a.itemsize
+    itemsize = _itemsize(a)
     first = i + PREFETCH_BYTES // itemsize
     n = min(n, PREFETCH_MOST // itemsize)
     for j in range(first, first + n, LINE_BYTES // itemsize):
@@ -85,5 +98,5 @@ def prefetch_ahead(a, i, n):
 def prefetch_write_row(a):
     """Hint the cache lines of the 1-D C-contiguous ``a`` (an output row written soon) for
     writing, one hint per line."""
-    for j in range(0, a.shape[0], LINE_BYTES // a.itemsize):
+    for j in range(0, a.shape[0], LINE_BYTES // _itemsize(a)):
         prefetch_write(a, j)
