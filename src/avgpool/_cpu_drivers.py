@@ -27,6 +27,7 @@ from avgpool._cpu_plans import (
     avg_plan,
     disjoint_windows,
     max_plan,
+    rows_of_3x3s2,
     small_avg_plan,
     small_max_plan,
     tree_plan,
@@ -432,11 +433,12 @@ def plan_max_forward(
 
     Without ``with_index`` the arg-max is skipped (no tie rule to keep, so faster): large
     windows (`LARGE_MAX_READS`) run van Herk / Gil-Werman along H and span doubling along W;
-    others, channels-first 1-D/2-D, a separable plane kernel; channels-last, each window's
+    others, channels-first 1-D/2-D, a separable plane kernel (3x3/2 windows, NaN propagating,
+    eight a vector step: `_cpu_plans.rows_of_3x3s2`); channels-last, each window's
     taps read straight from the input a C-vector at a time. A window that covers the whole
     input is a global max (`plan_global_max`, with its indices).
     """
-    from avgpool.kernels import cpu_max
+    from avgpool.kernels import cpu_max, plane_max
 
     plan = max_plan(axes)
     if plan.whole:
@@ -450,7 +452,10 @@ def plan_max_forward(
     out_view, _ = _shape4(layout.out_full_shape(plan.out), layout.channels_last, layout.ndim)
     kernel, args, index = None, (c, geo, omit, floor_value, lowest), with_index
     small = c == 1 and plan.planes and small_max_plan(axes, with_index)
-    if small and (with_index or plan.reads < LARGE_MAX_READS[vectors]):
+    if c == 1 and plan.planes and not (with_index or omit) and rows_of_3x3s2(axes):
+        kernel, args = plane_max.max3s2_planes, (view[-1], out_view[-1], geo[1, 3], geo[2, 3], lowest)
+        view, out_view = _flat_planes(view), _flat_planes(out_view)
+    elif small and (with_index or plan.reads < LARGE_MAX_READS[vectors]):
         # channels-first small planes, many per pass (`_cpu_plans.small_planes_kernel`)
         kernel, view, out_view = _small_call(small[0], view, out_view)
         args = (*small[1], omit, floor_value, lowest, _blocks(_moved(layout, plan.out, dtype)))
@@ -459,14 +464,14 @@ def plan_max_forward(
             kernel = cpu_max.max_values_large
             args = (*args, _blocks(_moved(layout, plan.out, dtype)))
         elif plan.planes and not layout.channels_last:
-            kernel, args = cpu_max.max_planes_values, (geo, omit, floor_value, lowest)
+            kernel, args = plane_max.max_planes_values, (geo, omit, floor_value, lowest)
             view, out_view = _planes(view), _planes(out_view)
         elif vectors:
             kernel = cpu_max.max_values
     if kernel is None:
         index = True
         if c == 1 and plan.planes:
-            kernel, args = cpu_max.max_planes, (geo, omit, floor_value, lowest)
+            kernel, args = plane_max.max_planes, (geo, omit, floor_value, lowest)
             view, out_view = _planes(view), _planes(out_view)
         else:
             kernel = cpu_max.max_forward
@@ -486,6 +491,11 @@ def _small_call(name: str, view: tuple[int, ...], out_view: tuple[int, ...]):
 def _planes(shape4: tuple[int, ...]) -> tuple[int, ...]:
     """(outer, 1, H, W) -> (outer, H, W): the plane kernels' view."""
     return (shape4[0], shape4[2], shape4[3])
+
+
+def _flat_planes(shape4: tuple[int, ...]) -> tuple[int, ...]:
+    """(outer, 1, H, W) -> (outer, H * W): each plane one run."""
+    return (shape4[0], shape4[2] * shape4[3])
 
 
 #: Channels-last max backward over windows that share no cell gathers

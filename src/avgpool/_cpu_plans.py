@@ -429,7 +429,7 @@ def small_tiles_tables(axes: tuple[Axis, ...], divisor_override: int | None = No
 
 #: Planes of at most this many cells (17x17) run the transposed kernels
 #: (`small_planes.avg_small`, `small_planes.max_small`) rather than the row kernels
-#: (`box_planes`, `cpu_max.max_planes_values`). Measured on one thread, float32, ns per input
+#: (`box_planes`, `plane_max.max_planes_values`). Measured on one thread, float32, ns per input
 #: cell, row kernel -> transposed: avg 2x2/2 1.01 -> 0.53 (7x7), 0.63 -> 0.53 (14x14), 0.45 ->
 #: 0.55 (17x17); avg 3x3/2 pad 1 1.63 -> 0.60, 0.80 -> 0.55, 0.71 -> 0.61; max 2x2/2 1.85 ->
 #: 0.53, 0.85 -> 0.52, 0.60 -> 0.54; max 3x3/2 pad 1 3.73 -> 0.61, 1.11 -> 0.56, 0.92 -> 0.62;
@@ -439,13 +439,45 @@ SMALL_PLANE_CELLS = 17 * 17
 
 #: Max pooling values (no arg-max) run `small_planes.max_small` on planes of up to this many
 #: cells: it keeps 8 planes side by side and steps them as vectors, so it beats the row
-#: kernel `cpu_max.max_planes_values` past 17x17. Float32, ns per input cell, one thread,
+#: kernel `plane_max.max_planes_values` past 17x17. Float32, ns per input cell, one thread,
 #: max_planes_values -> max_small: 3x3/2 0.94 -> 0.23 (17x17), 0.53 -> 0.33 (35x35), 3x3/2
 #: pad 1 0.42 -> 0.30 (56x56); two threads, batch 1: 0.50 -> 0.12, 0.27 -> 0.15, 0.29 ->
 #: 0.18; 3x3/2 at 71x71 0.37 -> 0.34 (one thread), too close to move. Other windows, one
 #: thread: 5x5/1 pad 2 2.11 -> 0.84 (28x28), 1.32 -> 0.84 (56x56); 3x3/1 1.17 -> 0.55
 #: (28x28); 3x3/3 0.53 -> 0.21 (27x27); the one loss measured, 2x2/1 0.54 -> 0.59 (56x56).
 SMALL_MAX_CELLS = 56 * 56
+
+#: 3x3/2 max pooling values (no arg-max, NaN propagating) run `plane_max.max3s2_planes`, eight
+#: windows a vector step, when a row has at least this many windows inside the plane (one
+#: step) and none reaching into the padding, or at least `WINDOWS3S2_PADDED_MIN` inside: before
+#: `small_planes.max_small`, whatever the plane's size. Two threads, batch 1, float32, µs,
+#: max_small or max_planes_values -> max3s2_planes: 52 -> 34 (768x17x17), 98 -> 47
+#: (288x35x35), 181 -> 89 (192x71x71), 187 -> 133 (64x147x147), 9.3 -> 10.0 (64x19x19); pad
+#: 1: 37 -> 32 (64x56x56), 141 -> 98 (64x112x112), but 32 -> 38 (128x28x28), 13 -> 22
+#: (64x23x23), where the windows in the padding, taken one by one, cost more than the rest.
+WINDOWS3S2_MIN = 8
+WINDOWS3S2_PADDED_MIN = 24
+
+
+def rows_of_3x3s2(axes: tuple[Axis, ...]) -> bool:
+    """Whether `plane_max.max3s2_planes` takes the geometry: 2-D, 3x3 at stride 2, undilated,
+    with `WINDOWS3S2_MIN` or more windows of a row inside the plane (`WINDOWS3S2_PADDED_MIN`
+    when others reach into the padding).
+
+    >>> from avgpool.window import Window
+    >>> rows_of_3x3s2(Window((3, 3), (2, 2)).resolve((17, 17)))
+    True
+    >>> rows_of_3x3s2(Window((3, 3), (2, 2), 1).resolve((28, 28)))  # 13 inside, 1 in the padding
+    False
+    >>> rows_of_3x3s2(Window((3, 3), (2, 2), 1).resolve((56, 56)))
+    True
+    """
+    if len(axes) != 2 or any((a.kernel, a.stride, a.dilation) != (3, 2, 1) for a in axes):
+        return False
+    w = axes[1]
+    inside = min(w.out, (w.size - 3 + w.pad_before) // 2 + 1) - (w.pad_before + 1) // 2
+    return inside >= (WINDOWS3S2_MIN if inside == w.out else WINDOWS3S2_PADDED_MIN)
+
 
 #: ... and float64 averages on planes of up to this many cells (the row kernels divide, cell
 #: by cell): avg 2x2/2 2.16 -> 0.75 (14x14), 1.24 -> 0.78 (28x28), 0.82 -> 0.91 (56x56); avg
@@ -467,7 +499,7 @@ SAME_PLANE_CELLS = 56 * 56
 SAME_WIDE_CELLS = 17 * 17
 
 #: Max pooling with indices runs `small_planes.max_small_index` on planes of up to this many
-#: cells (`cpu_max.max_planes` sets up two row buffers per plane): float32, one thread, ns per
+#: cells (`plane_max.max_planes` sets up two row buffers per plane): float32, one thread, ns per
 #: input cell, max_planes -> max_small_index: 2x2/2 7.52 -> 0.69 (7x7), 4.73 -> 0.71 (14x14),
 #: 4.02 -> 0.88 (28x28), 1.17 -> 1.04 (56x56), 0.96 -> 1.06 (112x112); 3x3/2 pad 1 12.75 ->
 #: 0.97 (7x7), 6.86 -> 1.36 (28x28), 1.86 -> 1.50 (56x56), 1.62 -> 1.52 (112x112); 3x3/1 pad 1
@@ -485,7 +517,7 @@ TILES_PLANE_CELLS = 112 * 112
 
 #: "Same" max pooling windows at most 3x3 (GoogLeNet's 3x3/1 pad 1) run
 #: `flat_planes.max_same` on planes of up to this many cells: float32, one thread, ns per
-#: input cell, `cpu_max.max_planes_values` -> max_same: 4.83 -> 0.45 (7x7), 2.32 -> 0.44
+#: input cell, `plane_max.max_planes_values` -> max_same: 4.83 -> 0.45 (7x7), 2.32 -> 0.44
 #: (14x14), 1.11 -> 0.45 (28x28), 0.68 -> 0.45 (56x56), 0.50 -> 0.45 (112x112).
 SAME_MAX_CELLS = 112 * 112
 

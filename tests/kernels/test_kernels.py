@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import avgpool as ap
 from avgpool import _cpu_drivers, _cpu_plans
-from avgpool.kernels import cpu_max, registry
+from avgpool.kernels import plane_max, registry
 
 KERNEL_LAYOUTS, KERNEL_DTYPES = registry.LAYOUTS, registry.DTYPES
 KERNEL_OPS = registry.ops()
@@ -380,7 +380,7 @@ def test_plane_max_at_stride_2_reads_even_and_odd_cells(caplog, kw):
             args = dict(ceil_mode=True, nan_policy=policy)
             with caplog.at_level("DEBUG", logger="avgpool"):
                 fast, slow = _both(ap.max_pool, x, (kh, kw), (1, 2), (kh // 2, pad), **args)
-            assert "cpu_max.max_planes_values" in caplog.text
+            assert "plane_max.max_planes_values" in caplog.text
             np.testing.assert_array_equal(fast, slow)
 
     rng = np.random.default_rng(kw)
@@ -392,8 +392,41 @@ def test_plane_max_at_stride_2_reads_even_and_odd_cells(caplog, kw):
 
 @numba.njit
 def _row_steps(row, even, odd, pairs, taps, kw):
-    cpu_max._pair_taps(even, odd, pairs, kw)
-    cpu_max._row_max(row, taps, kw, 2)
+    plane_max._pair_taps(even, odd, pairs, kw)
+    plane_max._row_max(row, taps, kw, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_3x3s2_plane_max_in_vector_steps(caplog, monkeypatch, fresh_plans, dtype):
+    """`max3s2_planes` takes a row's inner windows 16 or 8 a step (the last step overlapping)
+    and the windows that reach into the padding one by one: every plane width from the
+    narrowest a step serves to past two 16-steps, padding on either side or both, ceil mode,
+    and windows of one or two rows at the top and bottom, with NaN and infinities, against
+    the reference; the float results bit for bit against `max_planes_values` on zeros of both
+    signs, as a max keeps the first of equal values and NaN wins, so the taps' order shows."""
+    monkeypatch.setattr(_cpu_plans, "WINDOWS3S2_PADDED_MIN", _cpu_plans.WINDOWS3S2_MIN)  # padded too
+    for width in range(17, 52):
+        pads = [(0, 0), (1, 1), (0, 1), (1, 0), (2, 3)]
+        for n, (ph, pw) in enumerate(pads):
+            x = _array((1, 2, 5 + n, width), dtype, width, "channels_first", specials=dtype != np.int32)
+            w = ap.Window((3, 3), (2, 2), ((ph, ph + n % 2), (pw, pw)), ceil_mode=n % 2 == 1)
+            caplog.clear()
+            with caplog.at_level("DEBUG", logger="avgpool"):
+                fast, slow = _both(ap.max_pool, x, window=w)
+            assert "plane_max.max3s2_planes" in caplog.text or width < 19, (width, ph, pw)
+            np.testing.assert_array_equal(fast, slow)
+    if dtype == np.int32:
+        return
+    rng = np.random.default_rng(3)
+    x = rng.choice(np.array([0.0, -0.0, 1.0, np.nan], dtype), (3, 9, 61))
+    for pad in (0, 1):
+        out = np.empty((3, 4 + pad, 30 + pad), dtype)
+        lowest = dtype(-np.inf)
+        geo = np.array([[1, 1, 1, 0], [3, 2, 1, pad], [3, 2, 1, pad]], np.int64)
+        plane_max.max_planes_values(x, out, geo, False, lowest, lowest)
+        steps = np.empty((3, out[0].size), dtype)
+        plane_max.max3s2_planes(x.reshape(3, -1), steps, 61, 30 + pad, pad, pad, lowest)
+        np.testing.assert_array_equal(steps.reshape(out.shape).view(np.uint8), out.view(np.uint8))
 
 
 @pytest.mark.parametrize("kw", [*range(1, 10), 15, 24, 25])
@@ -940,10 +973,10 @@ def test_channels_last_running_sums_slide_one_row_and_one_cell(monkeypatch, kern
 def test_float32_running_sums_stay_accurate_on_long_rows_with_an_offset():
     # 1e4 +/- 1 over 200k cells: a float32 running sum would drift by far more than 1e-6.
     rng = np.random.default_rng(0)
-    x = (1e4 + rng.uniform(-1, 1, (2, 3, 200_000))).astype(np.float32)
+    x = (1e4 + rng.uniform(-1, 1, (1, 2, 200_000))).astype(np.float32)
     fast, slow = _both(ap.avg_pool1d, x, 64, 1)
     np.testing.assert_allclose(fast, slow, rtol=1e-6)
-    fast, slow = _both(ap.avg_pool, x.reshape(2, 3, 400, 500), 15, 1, 7)
+    fast, slow = _both(ap.avg_pool, x.reshape(1, 2, 400, 500), 15, 1, 7)
     np.testing.assert_allclose(fast, slow, rtol=1e-6)
     last = np.ascontiguousarray(np.moveaxis(x, 1, -1))  # channels-last rows, summed in place
     fast, slow = _both(ap.avg_pool1d, last, 64, 1, channels_last=True)
@@ -1058,8 +1091,14 @@ KERNEL_CASES = {
     "box_global.global_avg_planes": ("global_avg_pool", "channels_first", {}),
     "box_global.global_avg_runs": ("global_avg_pool", "channels_first", {}, (2, 3, 7, 9)),
     "cpu_max.max_forward": ("max_pool", "channels_last", {**K3S2, "return_indices": True}),
-    "cpu_max.max_planes": ("max_pool", "channels_first", {**K3S2, "return_indices": True}, LARGE_SHAPE),
-    "cpu_max.max_planes_values": ("max_pool", "channels_first", K3S2, LARGE_SHAPE),
+    "plane_max.max_planes": ("max_pool", "channels_first", {**K3S2, "return_indices": True}, LARGE_SHAPE),
+    "plane_max.max_planes_values": (
+        "max_pool",
+        "channels_first",
+        {"kernel_size": (3, 2), "stride": 2},
+        LARGE_SHAPE,
+    ),
+    "plane_max.max3s2_planes": ("max_pool", "channels_first", K3S2, LARGE_SHAPE),
     "cpu_max.max_values": ("max_pool", "channels_last", K3S2),
     "cpu_max.max_values_large": ("max_pool", "channels_last", {"kernel_size": 5, "stride": 1}),
     "cpu_max.global_max": ("global_max_pool", "channels_last", {}),

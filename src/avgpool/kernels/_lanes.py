@@ -10,7 +10,8 @@ three rounds of shuffles, 8 vector stores), `tiles_sum8` / `tiles_max8` (eight 2
 windows from two rows' runs of 16: adjacent pairs, then the rows), `same3x3_rows8` (a
 3x3/1 pad-1 average over a plane 8 cells wide, a row per vector, looping over the rows), and
 `run_sum8` (a run of any length summed in 8 lanes in a fixed order, its ragged end read
-masked: the float32 global average of channels-first planes).
+masked: the float32 global average of channels-first planes), and `windows3s2_max8` (eight
+3x3/2 windows of a row's maxima from the rows as they lie: `plane_max.max3s2_planes`).
 
 Every run is 8 consecutive elements of a 1-D C-contiguous array, read and written as one
 vector of the array's dtype. Under ``NUMBA_BOUNDSCHECK`` each run's first and last index is
@@ -170,6 +171,69 @@ def tiles_max8(typingctx, dst, d, src, i, j):
         return context.get_dummy_value()
 
     return types.void(dst, d, src, i, j), codegen
+
+
+@intrinsic
+def windows3s2_max8(typingctx, dst, d, src, i, j, k):
+    """``dst[d + l] = bigger(bigger(m[2l], m[2l + 1]), m[2l + 2])`` for l < 8, where ``m[c] =
+    bigger(bigger(src[i + c], src[j + c]), src[k + c])`` (`_bigger`'s rule): eight 3-wide,
+    stride-2 windows' maxima over three rows that start at ``i``, ``j`` and ``k``, their cells
+    and taps in row-major order. Reads cells 0-16 of each row, as two runs of 16 (at 0 and 1);
+    a window over two rows names one of them twice, which gives the same bits. Both arrays 1-D,
+    C-contiguous, of one dtype. For floats, as `tiles_max8`: ordered comparisons (``maxps``)
+    unless a NaN was read, when the windows are reduced again by the rule itself."""
+    if not _arrays_1d(dst, src):
+        return None
+
+    def codegen(context, builder, sig, args):
+        dtype = sig.args[0].dtype
+        wide = ir.VectorType(context.get_data_type(dtype), 2 * LANES)
+        align = context.get_abi_sizeof(context.get_data_type(dtype))
+        runs = []  # runs[row][a]: the row's 16 cells from its offset + a
+        for n in (3, 4, 5):
+            at0 = context.cast(builder, args[n], sig.args[n], types.intp)
+            row = []
+            for a in (0, 1):
+                at = builder.add(at0, at0.type(a))
+                ptr = _run_pointer(context, builder, sig.args[2], args[2], at, types.intp, wide)
+                row.append(builder.load(ptr, align=align, typ=wide))
+            runs.append(row)
+        even, odd = _lane_index(*range(0, 2 * LANES, 2)), _lane_index(*range(1, 2 * LANES, 2))
+
+        def windows(bigger):
+            m0, m1 = (bigger(bigger(runs[0][a], runs[1][a]), runs[2][a]) for a in (0, 1))
+            taps = (
+                builder.shuffle_vector(m0, m0, even),
+                builder.shuffle_vector(m0, m0, odd),
+                builder.shuffle_vector(m1, m1, odd),
+            )
+            return bigger(bigger(taps[0], taps[1]), taps[2])
+
+        def by_rule(x, y):
+            return _bigger(builder, dtype, x, y)
+
+        if not isinstance(dtype, types.Float):
+            _store_run(context, builder, sig, args, windows(by_rule))
+            return context.get_dummy_value()
+
+        def larger(x, y):  # y where it is larger, else x: `_bigger` without its NaN test
+            return builder.select(builder.fcmp_ordered(">", y, x), y, x)
+
+        nan = builder.or_(
+            builder.fcmp_unordered("uno", runs[0][0], runs[1][0]),
+            builder.fcmp_unordered("uno", runs[2][0], runs[0][1]),
+        )
+        nan = builder.or_(nan, builder.fcmp_unordered("uno", runs[1][1], runs[2][1]))
+        mask = ir.IntType(2 * LANES)
+        any_nan = builder.icmp_unsigned("!=", builder.bitcast(nan, mask), mask(0))
+        with builder.if_else(any_nan, likely=False) as (with_nan, finite):
+            with with_nan:
+                _store_run(context, builder, sig, args, windows(by_rule))
+            with finite:
+                _store_run(context, builder, sig, args, windows(larger))
+        return context.get_dummy_value()
+
+    return types.void(dst, d, src, i, j, k), codegen
 
 
 def _store_run(context, builder, sig, args, values):

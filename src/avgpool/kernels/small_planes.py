@@ -368,7 +368,7 @@ def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, runs):
     plane; NaN replaced by ``lowest`` under ``omit_nan``), the window maxima along W of
     every input row (``S``, H*OW runs, `_lanes.lanes_max3`), then along H as runs of whole
     output rows (``Ob``), transposed back in 8x8 tiles (`_lanes.transpose8`). A max needs no
-    tie rule, so the separable order gives the same value as `cpu_max.max_planes_values`: a
+    tie rule, so the separable order gives the same value as `plane_max.max_planes_values`: a
     NaN propagates (or, with ``omit_nan``, never wins and results are at least ``floor``); a
     window with no real cell gives ``lowest``. Arguments as `avg_small` (``taps_h``,
     ``taps_w``: `_cpu_plans.small_max_tables`).
@@ -417,7 +417,7 @@ def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, runs):
 @njit(parallel=True, cache=True)
 def max_small_index(x, out, index, W, taps_h, taps_w, omit_nan, floor, lowest, runs):
     """`max_small` with each output's arg-max: its flat index ``ih * W + iw`` in the plane
-    (int64 ``index``, shaped as ``out``), with the tie rules of `cpu_max.max_planes`.
+    (int64 ``index``, shaped as ``out``), with the tie rules of `plane_max.max_planes`.
 
     Every window's real cells are offered in row-major order (its rows top to bottom, each
     left to right), ``lanes`` planes at a time: the first real cell sets the maximum, a
@@ -517,7 +517,7 @@ def run_avg(x3, o3, plan, empty, acc_dtype):
 def run_max(x3, o3, i3, plan, omit_nan, floor, lowest):
     """Max pooling of (planes, H, W) into (planes, OH, OW) values, and int64 indices into
     ``i3`` when the plan (`_cpu_plans.small_max_plan`) was made with indices (``i3`` None
-    otherwise); ``floor`` and ``lowest`` as `cpu_max.max_planes_values`. The kernel is called
+    otherwise); ``floor`` and ``lowest`` as `plane_max.max_planes_values`. The kernel is called
     as ``kernel(x, out, [index,] *tables, omit_nan, floor, lowest, runs)``."""
     name, tables = plan
     kernel, kind = kernel_for(name)
