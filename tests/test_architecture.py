@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
         "avgpool.kernels",
         "avgpool._buffers",
         "avgpool._cpu_plans",
+        "avgpool._small_plans",
         "avgpool._cpu_calls",
         "avgpool._cpu_drivers",
         "avgpool._cpu_taps",

@@ -1,5 +1,6 @@
 """max_pool_backward given the forward's indices (no second arg-max search), the direct
-scatter of windows that share no cell, and their gather in channels-last."""
+scatter of windows that share no cell, their gather in channels-last, and the channels-last
+sums of windows that share cells a vector at a time."""
 
 import numpy as np
 import pytest
@@ -149,6 +150,77 @@ def test_channels_last_disjoint_windows_are_gathered_with_the_scatters_bits(capl
         want = ap.max_pool_backward(g, x, **args, channels_last=True, indices=i)
     assert got.dtype == dtype and got.tobytes() == (want + dtype(0.0)).astype(dtype).tobytes()
     assert not np.signbit(got[0, 0, 0, :4]).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape, args",
+    [
+        ((3, 11, 10, 24), dict(kernel_size=3, stride=2)),  # Inception's reductions
+        ((2, 12, 9, 16), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),  # ResNet's stem
+        ((2, 7, 8, 9), dict(kernel_size=3, stride=1, padding=1)),  # 9 windows a cell
+        ((2, 9, 10, 8), dict(kernel_size=(2, 3), stride=(1, 2), dilation=(2, 1))),
+        ((2, 5, 6, 7, 8), dict(kernel_size=2, stride=1)),  # 3-D
+        ((2, 13, 8), dict(kernel_size=3, stride=2, padding=1)),  # 1-D
+    ],
+)
+def test_channels_last_shared_cells_are_summed_in_vectors_with_the_scatters_bits(
+    monkeypatch, caplog, dtype, shape, args
+):
+    """Channels-last windows that share cells add their gradients a C-vector per tap
+    (`cpu_max.max_backward_windows`): bit for bit the scatter's sums (the same additions in
+    the same order), with NaN in the input, -0.0 and inf in the gradient; from 8 channels, so
+    that any number of channels is tried."""
+    from avgpool import _cpu_drivers
+
+    monkeypatch.setattr(_cpu_drivers, "WINDOW_CHANNELS", 8)
+    x = _x(shape, dtype)
+    x.reshape(-1, shape[-1])[:5] = np.nan  # NaN wins
+    y, i = ap.max_pool(x, **args, channels_last=True, return_indices=True)
+    g = _x(y.shape, dtype, 1)
+    flat = g.reshape(-1)
+    flat[:3], flat[-2:] = -0.0, [np.inf, -np.inf]
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        got = ap.max_pool_backward(g, x, **args, channels_last=True, indices=i)
+    assert "max_backward_windows" in caplog.text
+    monkeypatch.setattr(_cpu_drivers, "WINDOW_TAPS", 0)
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        scattered = ap.max_pool_backward(g, x, **args, channels_last=True, indices=i)
+    assert "max_backward_windows" not in caplog.text
+    assert got.dtype == dtype and got.tobytes() == scattered.tobytes()
+    with ap.use_backend("reference"):
+        want = ap.max_pool_backward(g, x, **args, channels_last=True, indices=i)
+        magnitude = ap.max_pool_backward(
+            np.abs(g.astype(np.float64)), x, **args, channels_last=True, indices=i
+        )
+    finite = np.isfinite(want)
+    bound = 8 * np.finfo(dtype).eps * magnitude[finite] + np.spacing(np.abs(want[finite]).astype(dtype))
+    assert (np.abs(got[finite] - want[finite]) <= bound).all()
+    np.testing.assert_array_equal(got[~finite], want[~finite])
+
+
+def test_indices_of_another_geometry_over_shared_cells_are_scattered(monkeypatch, caplog):
+    """With windows that share cells too, an index that names a cell outside its window is
+    sent there, as the scatter does, never dropped."""
+    from avgpool import _cpu_drivers
+    from avgpool.kernels import cpu_max
+
+    monkeypatch.setattr(_cpu_drivers, "WINDOW_CHANNELS", 8)
+    strays = []
+    windows = cpu_max.max_backward_windows
+    monkeypatch.setattr(cpu_max, "max_backward_windows", lambda *a: strays.append(windows(*a)) or strays[-1])
+    x = _x((2, 9, 9, 16))
+    g = _x((2, 4, 4, 16), seed=2)
+    _, i = ap.max_pool(x, 3, 2, channels_last=True, return_indices=True)
+    i[0, 3, 3, 5] = 0  # the first cell, far from the last window
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        got = ap.max_pool_backward(g, x, 3, 2, channels_last=True, indices=i)
+    assert strays == [1] and "max_backward (float32 sums)" in caplog.text
+    with ap.use_backend("reference"):
+        want = ap.max_pool_backward(g, x, 3, 2, channels_last=True, indices=i)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert got[0, 0, 0, 5] != 0.0
 
 
 def test_indices_of_another_geometry_are_scattered(caplog):

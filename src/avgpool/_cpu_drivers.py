@@ -27,14 +27,13 @@ from avgpool._cpu_plans import (
     avg_plan,
     disjoint_windows,
     max_plan,
-    rows_of_3x3s2,
-    small_avg_plan,
-    small_max_plan,
     tree_plan,
     tree_window,
+    window_cells,
 )
 from avgpool._errors import AvgPoolError
 from avgpool._settings import get_num_threads
+from avgpool._small_plans import rows_of_3x3s2, small_avg_plan, small_max_plan
 from avgpool.window import Axis
 
 log = logging.getLogger("avgpool")
@@ -313,7 +312,7 @@ def plan_avg_forward(
     )
     if small:
         # channels-first planes of up to 17x17 (any window), 56x56 ("same" windows), 112x112
-        # (2x2/2 tiles): many planes per pass (`_cpu_plans.small_planes_kernel`)
+        # (2x2/2 tiles): many planes per pass (`_small_plans.small_planes_kernel`)
         kernel, view, out_view = _small_call(small[0], view, out_view)
         args = (*small[1], empty, acc, blocks)
     elif c == 1 and plan.undilated:
@@ -434,7 +433,7 @@ def plan_max_forward(
     Without ``with_index`` the arg-max is skipped (no tie rule to keep, so faster): large
     windows (`LARGE_MAX_READS`) run van Herk / Gil-Werman along H and span doubling along W;
     others, channels-first 1-D/2-D, a separable plane kernel (3x3/2 windows, NaN propagating,
-    eight a vector step: `_cpu_plans.rows_of_3x3s2`); channels-last, each window's
+    eight a vector step: `_small_plans.rows_of_3x3s2`); channels-last, each window's
     taps read straight from the input a C-vector at a time. A window that covers the whole
     input is a global max (`plan_global_max`, with its indices).
     """
@@ -456,7 +455,7 @@ def plan_max_forward(
         kernel, args = plane_max.max3s2_planes, (view[-1], out_view[-1], geo[1, 3], geo[2, 3], lowest)
         view, out_view = _flat_planes(view), _flat_planes(out_view)
     elif small and (with_index or plan.reads < LARGE_MAX_READS[vectors]):
-        # channels-first small planes, many per pass (`_cpu_plans.small_planes_kernel`)
+        # channels-first small planes, many per pass (`_small_plans.small_planes_kernel`)
         kernel, view, out_view = _small_call(small[0], view, out_view)
         args = (*small[1], omit, floor_value, lowest, _blocks(_moved(layout, plan.out, dtype)))
     elif not with_index:
@@ -480,7 +479,7 @@ def plan_max_forward(
 
 
 def _small_call(name: str, view: tuple[int, ...], out_view: tuple[int, ...]):
-    """(kernel, view, out view) of the small-plane kernel ``name`` (`_cpu_plans.small_avg_plan`,
+    """(kernel, view, out view) of the small-plane kernel ``name`` (`_small_plans.small_avg_plan`,
     `small_max_plan`) for the 4-D views (outer, 1, H, W) of a channels-first call."""
     from avgpool.kernels import small_planes
 
@@ -503,6 +502,16 @@ def _flat_planes(shape4: tuple[int, ...]) -> tuple[int, ...]:
 #: vector loop); fewer scatter.
 DISJOINT_CHANNELS = 8
 
+#: Channels-last max backward over windows that share cells adds each window's gradient a
+#: C-vector per tap (`cpu_max.max_backward_windows`) from this many channels, for windows of at
+#: most `WINDOW_TAPS` taps whose sums are in the result's dtype; fewer channels, or more taps,
+#: scatter. 3x3 windows, float32, two threads, the kernels alone, ms, scatter -> vectors:
+#: 3x3/2 (32, 17, 17, 768) 1.80 -> 1.68, (32, 35, 35, 288) 3.73 -> 2.82, (32, 56, 56, 128) pad 1
+#: 4.24 -> 3.93, (32, 147, 147, 64) 12.1 -> 12.4, (32, 56, 56, 96) pad 1 2.91 -> 3.02, 16
+#: channels 0.35 -> 0.67; 3x3/1 pad 1 (8, 28, 28, 192) 0.94 -> 0.73, 32 channels 0.16 -> 0.22.
+WINDOW_CHANNELS = 128
+WINDOW_TAPS = 9
+
 
 def scatter_to_index(
     grad_output: np.ndarray,
@@ -520,9 +529,11 @@ def scatter_to_index(
     outputs' order (float32: within (sharing - 1) * 2**-24 of their magnitudes' sum; one
     window per cell is exact), more in float64, rounded once. With the geometry (``axes``),
     channels-last windows that share no cell are gathered instead: each cell reads its one
-    window's gradient (`cpu_max.max_backward_disjoint`), the same bits with no scatter; an
-    index that names no cell of its window (indices of another geometry, or out of range) is
-    found there, and the gradient is then scattered as without ``axes``. ``check_range``
+    window's gradient (`cpu_max.max_backward_disjoint`), the same bits with no scatter, and
+    windows that share cells add their gradients a C-vector per tap
+    (`cpu_max.max_backward_windows`, `WINDOW_CHANNELS`), the same bits too; an index that
+    names no cell of its window (indices of another geometry, or out of range) is found there,
+    and the gradient is then scattered as without ``axes``. ``check_range``
     (indices from the caller) runs before any scatter.
     """
     from avgpool.kernels import cpu_max
@@ -545,6 +556,13 @@ def scatter_to_index(
         if stray == 0:
             log.debug("max_pool_backward: cpu_max.max_backward_disjoint")
             return _finish(work, result, grad_full)
+    elif few and chans >= WINDOW_CHANNELS and axes is not None:
+        cells = window_cells(axes) if math.prod(a.kernel for a in axes) <= WINDOW_TAPS else None
+        if cells is not None:
+            stray = _on_threads(cpu_max.max_backward_windows, threads)(g2, idx2, grad2, cells, chans)
+            if stray == 0:
+                log.debug("max_pool_backward: cpu_max.max_backward_windows")
+                return _finish(work, result, grad_full)
     if check_range is not None:
         check_range()
     log.debug("max_pool_backward: cpu_max.max_backward (%s sums)", acc.dtype)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import avgpool as ap
-from avgpool import _cpu_drivers, _cpu_plans
+from avgpool import _cpu_drivers, _cpu_plans, _small_plans
 from avgpool.kernels import plane_max, registry
 
 KERNEL_LAYOUTS, KERNEL_DTYPES = registry.LAYOUTS, registry.DTYPES
@@ -404,7 +404,7 @@ def test_3x3s2_plane_max_in_vector_steps(caplog, monkeypatch, fresh_plans, dtype
     and windows of one or two rows at the top and bottom, with NaN and infinities, against
     the reference; the float results bit for bit against `max_planes_values` on zeros of both
     signs, as a max keeps the first of equal values and NaN wins, so the taps' order shows."""
-    monkeypatch.setattr(_cpu_plans, "WINDOWS3S2_PADDED_MIN", _cpu_plans.WINDOWS3S2_MIN)  # padded too
+    monkeypatch.setattr(_small_plans, "WINDOWS3S2_PADDED_MIN", _small_plans.WINDOWS3S2_MIN)  # padded too
     for width in range(17, 52):
         pads = [(0, 0), (1, 1), (0, 1), (1, 0), (2, 3)]
         for n, (ph, pw) in enumerate(pads):
@@ -672,9 +672,9 @@ def test_tree_kernel_stays_within_1e_6_of_the_windows_mean_magnitude(caplog):
         axes = window.resolve(spatial)
         # a window over the whole plane is a global average (the global kernels)
         assume(not all(a.out == 1 and a.kernel == a.size and a.pad_before == a.pad_after == 0 for a in axes))
-        # ... and small planes have kernels of their own (`_cpu_plans.small_planes_kernel`)
+        # ... and small planes have kernels of their own (`_small_plans.small_planes_kernel`)
         f32_sums = _cpu_drivers.sum_dtype(np.dtype(np.float32), kh * kw) == np.float32
-        assume(_cpu_plans.small_avg_plan(axes, cip, None, f32_sums) is None)
+        assume(_small_plans.small_avg_plan(axes, cip, None, f32_sums) is None)
         rng = np.random.default_rng(seed)
         shape = (2, 3, *spatial)
         x = (rng.choice([-1.0, 1.0], shape) * (1e4 + rng.uniform(-1, 1, shape))).astype(np.float32)
@@ -709,7 +709,7 @@ def test_every_width_the_direct_plane_kernel_admits_is_summed_right(caplog):
     against the oracle, with the kernel that ran."""
     from avgpool._cpu_drivers import fused_w_window
 
-    # planes too large for the small-plane kernels (`_cpu_plans.small_planes_kernel`)
+    # planes too large for the small-plane kernels (`_small_plans.small_planes_kernel`)
     x = _array((2, 3, 7, 301), np.float32, 0, "channels_first", specials=True)
     for kw in range(1, 11):
         for sw in range(1, 5):
@@ -1055,7 +1055,7 @@ def test_max_window_of_minus_infinity_points_at_its_first_real_cell(layout):
 
 #: For each registered kernel, a float32 call that reaches it: (op, layout, keyword arguments),
 #: on an input of shape ``CASE_SHAPE``, or of ``LARGE_SHAPE`` for the channels-first plane
-#: kernels that small planes no longer reach (`_cpu_plans.small_planes_kernel`). A kernel
+#: kernels that small planes no longer reach (`_small_plans.small_planes_kernel`). A kernel
 #: registered without a case here fails `test_every_kernel_has_a_case`.
 CASE_SHAPE = (2, 3, 12, 13)
 K2 = {"kernel_size": 2}
@@ -1104,6 +1104,7 @@ KERNEL_CASES = {
     "cpu_max.global_max": ("global_max_pool", "channels_last", {}),
     "cpu_max.max_backward": ("max_pool_backward", "channels_first", K3S2),
     "cpu_max.max_backward_disjoint": ("max_pool_backward", "channels_last", K2, (2, 16, 7, 9)),
+    "cpu_max.max_backward_windows": ("max_pool_backward", "channels_last", K3S2, (2, 128, 7, 9)),
     "cpu_taps.taps_sum": ("adaptive_avg_pool", "channels_first", {"output_size": (4, 5)}),
     "cpu_taps.taps_sum_rows": ("blur_pool", "channels_first", {"filt_size": 4, "stride": 2}),
     "cpu_taps.taps_sum_planes": (

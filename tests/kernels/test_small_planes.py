@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import avgpool as ap
-from avgpool import _cpu_drivers, _cpu_plans, reference
+from avgpool import _cpu_drivers, _small_plans, reference
 from avgpool.kernels import flat_planes, small_planes
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -68,13 +68,13 @@ def _avg(x, axes, cip, override, empty, shape="any"):
     out = np.empty((x.shape[0], *(a.out for a in axes)), x.dtype)
     acc = _cpu_drivers.sum_dtype(x.dtype, int(np.prod([a.kernel for a in axes])))
     if shape == "same":
-        assert _cpu_plans.same_window(axes)
-        plan = "flat_planes.avg_same", _cpu_plans.small_same_tables(axes, cip, override, acc == np.float32)
+        assert _small_plans.same_window(axes)
+        plan = "flat_planes.avg_same", _small_plans.small_same_tables(axes, cip, override, acc == np.float32)
     elif shape == "tiles":
-        assert _cpu_plans.tiled_window(axes)
-        plan = "flat_planes.avg_tiles", _cpu_plans.small_tiles_tables(axes, override)
+        assert _small_plans.tiled_window(axes)
+        plan = "flat_planes.avg_tiles", _small_plans.small_tiles_tables(axes, override)
     else:
-        plan = "small_planes.avg_small", _cpu_plans.small_avg_tables(axes, cip, override)
+        plan = "small_planes.avg_small", _small_plans.small_avg_tables(axes, cip, override)
     small_planes.run_avg(_as3(x), _as3(out), plan, empty, acc)
     return out, reference.avg_pool(x.astype(np.float64), axes, cip, override, empty)
 
@@ -158,9 +158,8 @@ def test_float32_error_stays_within_the_documented_bound(kernel, stride, padding
     shape = (130, 18, 18)
     x = rng.choice([-1.0, 1.0], shape) * 2.0 ** rng.integers(-12, 13, shape)
     x = (x + rng.standard_normal(shape) * 2.0 ** rng.integers(-12, 13, shape)).astype(np.float32)
-    kernels = ["any"] + [
-        k for k, fits in [("same", _cpu_plans.same_window), ("tiles", _cpu_plans.tiled_window)] if fits(axes)
-    ]
+    fitting = [("same", _small_plans.same_window), ("tiles", _small_plans.tiled_window)]
+    kernels = ["any"] + [k for k, fits in fitting if fits(axes)]
     for cip, shape in [(cip, shape) for cip in (True, False) for shape in kernels]:
         fast, slow = _avg(x, axes, cip, None, 0.0, shape)
         magnitude = reference.avg_pool(np.abs(x.astype(np.float64)), axes, cip)
@@ -192,7 +191,7 @@ def _max(x, axes, omit, indices=False, shape="any"):
     value, index = reference.max_pool(x, axes, policy, float(np.finfo(x.dtype).min))
     if indices:
         at = np.empty(out.shape, np.int64)
-        plan = "small_planes.max_small_index", _cpu_plans.small_max_tables(axes)
+        plan = "small_planes.max_small_index", _small_plans.small_max_tables(axes)
         small_planes.run_max(_as3(x), _as3(out), _as3(at), plan, omit, floor, lowest)
         return (out, at), (value, index)
     small_planes.run_max(_as3(x), _as3(out), None, _max_plan(axes, shape), omit, floor, lowest)
@@ -201,10 +200,10 @@ def _max(x, axes, omit, indices=False, shape="any"):
 
 def _max_plan(axes, shape):
     if shape == "tiles":
-        return "flat_planes.max_tiles", _cpu_plans.small_tiles_tables(axes)[:3]
+        return "flat_planes.max_tiles", _small_plans.small_tiles_tables(axes)[:3]
     if shape == "same":
-        return "flat_planes.max_same", _cpu_plans.small_same_masks(axes)
-    return "small_planes.max_small", _cpu_plans.small_max_tables(axes)
+        return "flat_planes.max_same", _small_plans.small_same_masks(axes)
+    return "small_planes.max_small", _small_plans.small_max_tables(axes)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -274,7 +273,7 @@ def test_3x3_same_on_rows_of_8_agrees_with_the_masked_order(height, cip):
     times the cell's scale. With NaN, inf and -0.0 inputs (-0.0 + +0.0 is +0.0), enough planes
     for several blocks, on 1 and 3 runs."""
     axes = ap.Window(3, 1, 1, ndim=2).resolve((height, 8))
-    planes = 3 * max(1, _cpu_plans.SAME_BLOCK_CELLS // (8 * height)) + 5
+    planes = 3 * max(1, _small_plans.SAME_BLOCK_CELLS // (8 * height)) + 5
     x = np.random.default_rng(height).standard_normal((planes, height, 8)).astype(np.float32)
     x[0] = -0.0
     x[1, 0, 3], x[2, -1, 0], x[3, 0, 7] = np.nan, np.inf, -np.inf
@@ -282,7 +281,7 @@ def test_3x3_same_on_rows_of_8_agrees_with_the_masked_order(height, cip):
     zero_row = np.zeros((planes, 1, 8), np.float32)
     h = (np.concatenate([zero_col, x[:, :, :-1]], 2) + x) + np.concatenate([x[:, :, 1:], zero_col], 2)
     v = (np.concatenate([zero_row, h[:, :-1]], 1) + h) + np.concatenate([h[:, 1:], zero_row], 1)
-    tables = _cpu_plans.small_same_tables(axes, cip, None, True)
+    tables = _small_plans.small_same_tables(axes, cip, None, True)
     want = v * tables[7][: 8 * height].reshape(height, 8)
     for runs in (1, 3):
         out = np.full(x.size, -7.0, np.float32)
@@ -304,11 +303,11 @@ def test_max_kernels_take_integers(dtype):
         small_planes.run_max(x, out, None, _max_plan(axes, "any"), False, lowest, lowest)
         np.testing.assert_array_equal(out, value)
         at = np.empty(value.shape, np.int64)
-        plan = "small_planes.max_small_index", _cpu_plans.small_max_tables(axes)
+        plan = "small_planes.max_small_index", _small_plans.small_max_tables(axes)
         small_planes.run_max(x, out, at, plan, False, lowest, lowest)
         np.testing.assert_array_equal(out, value)
         np.testing.assert_array_equal(at, index)
-        if _cpu_plans.tiled_window(axes):
+        if _small_plans.tiled_window(axes):
             small_planes.run_max(x, out, None, _max_plan(axes, "tiles"), False, lowest, lowest)
             np.testing.assert_array_equal(out, value)
     axes = ap.Window((3, 3), (1, 1), 1).resolve((12, 12))
@@ -356,7 +355,7 @@ def test_max_windows_in_padding_and_nan_rules():
 def test_the_predicate_picks_by_window_and_plane_size():
     def pick(op, kernel, stride, padding, size, f32=True, f64=False):
         axes = ap.Window(kernel, stride, padding).resolve(size)
-        return _cpu_plans.small_planes_kernel(op, axes, f32, f64)
+        return _small_plans.small_planes_kernel(op, axes, f32, f64)
 
     assert pick("avg_pool", (3, 3), (1, 1), 1, (7, 7)) == "flat_planes.avg_same"
     assert pick("avg_pool", (3, 3), (1, 1), 1, (112, 112)) is None
@@ -377,10 +376,10 @@ def test_the_predicate_picks_by_window_and_plane_size():
     assert pick("max_pool_index", (3, 3), (2, 2), 1, (56, 56)) == "small_planes.max_small_index"
     assert pick("max_pool_index", (3, 3), (2, 2), 1, (112, 112)) is None
     assert (
-        _cpu_plans.small_planes_kernel("avg_pool", ap.Window((3, 3), 1, 1, dilation=2).resolve((9, 9)))
+        _small_plans.small_planes_kernel("avg_pool", ap.Window((3, 3), 1, 1, dilation=2).resolve((9, 9)))
         is None
     )
-    plan = _cpu_plans.small_avg_plan(ap.Window((2, 2), (2, 2)).resolve((14, 14)), True, None, True)
+    plan = _small_plans.small_avg_plan(ap.Window((2, 2), (2, 2)).resolve((14, 14)), True, None, True)
     assert plan[0] == "flat_planes.avg_tiles" and plan[1] == (14, 2, 2, 0.25, 4.0)
 
 
@@ -388,15 +387,16 @@ def test_run_avg_and_run_max_follow_the_plan():
     x = np.random.default_rng(4).standard_normal((20, 14, 14)).astype(np.float32)
     for kernel, stride, padding in [((3, 3), (1, 1), 1), ((2, 2), (2, 2), 0), ((3, 3), (2, 2), 1)]:
         axes = ap.Window(kernel, stride, padding).resolve((14, 14))
-        assert _cpu_plans.small_avg_plan(axes, False, None, True) and _cpu_plans.small_max_plan(axes, False)
+        assert _small_plans.small_avg_plan(axes, False, None, True)
+        assert _small_plans.small_max_plan(axes, False)
         out = np.empty((20, axes[0].out, axes[1].out), np.float32)
-        small_planes.run_avg(x, out, _cpu_plans.small_avg_plan(axes, False, None, True), 0.0, np.float32)
+        small_planes.run_avg(x, out, _small_plans.small_avg_plan(axes, False, None, True), 0.0, np.float32)
         _close(out, reference.avg_pool(x.astype(np.float64), axes, False), np.float32)
         for with_index in (False, True):
             at = np.empty(out.shape, np.int64) if with_index else None
             lowest = np.float32(-np.inf)
             small_planes.run_max(
-                x, out, at, _cpu_plans.small_max_plan(axes, with_index), False, lowest, lowest
+                x, out, at, _small_plans.small_max_plan(axes, with_index), False, lowest, lowest
             )
             value, index = reference.max_pool(x, axes)
             np.testing.assert_array_equal(out, value)
@@ -406,10 +406,10 @@ def test_run_avg_and_run_max_follow_the_plan():
 
 def test_tables_are_read_only_and_kept():
     axes = ap.Window((3, 3), (1, 1), 1).resolve((7, 7))
-    tables = _cpu_plans.small_same_tables(axes, False, None)
-    assert tables is _cpu_plans.small_same_tables(axes, False, None)
+    tables = _small_plans.small_same_tables(axes, False, None)
+    assert tables is _small_plans.small_same_tables(axes, False, None)
     assert not any(t.flags.writeable for t in tables[5:10])
-    assert not any(t.flags.writeable for t in _cpu_plans.small_avg_tables(axes, True, None)[1:])
+    assert not any(t.flags.writeable for t in _small_plans.small_avg_tables(axes, True, None)[1:])
 
 
 def test_results_do_not_depend_on_the_thread_count():
@@ -428,7 +428,7 @@ def test_results_do_not_depend_on_the_thread_count():
                 axes = ap.Window(kernel, stride, padding).resolve((14, 14))
                 out = np.empty((150, axes[0].out, axes[1].out), np.float32)
                 small_planes.run_avg(
-                    x, out, _cpu_plans.small_avg_plan(axes, False, None, True), 0.0, np.float32
+                    x, out, _small_plans.small_avg_plan(axes, False, None, True), 0.0, np.float32
                 )
                 outs.append(out)
             results.append(outs)

@@ -108,7 +108,7 @@ def restart_rows() -> int:
 def small_plane_cells() -> int:
     """The most cells a plane may have for the NumPy kernels to take it as a small plane (a
     kernel of its own, adding in its own order): a larger plane never qualifies."""
-    from avgpool import _cpu_plans as plans
+    from avgpool import _small_plans as plans
 
     return max(
         plans.SMALL_PLANE_CELLS,

@@ -193,6 +193,45 @@ def max_backward_disjoint(g, index, grad, cells, lonely, C):
     return stray
 
 
+@register("max_pool_backward")
+@njit(parallel=True, cache=True)
+def max_backward_windows(g, index, grad, cells, C):
+    """grad (outer, S*C), channels-last, for windows that may share input cells: zeroed, then
+    each window in turn adds its g to the cells its arg-max indices name, a C-vector per tap
+    and no scatter: at each of its cells (``cells``: `_cpu_plans.window_cells`) the channels
+    whose index is that cell add g and the others add 0.0, which changes no sum (a sum that
+    starts at 0.0 is never -0.0). Windows in order, sums in grad's dtype: `max_backward`'s
+    bits when it sums in grad's dtype. A window costs its taps in vector steps rather than one
+    scattered add per channel, so the driver sends only windows of few taps. Returns, as
+    `max_backward_disjoint`, how many windows have an index (other than -1) that names no
+    cell of theirs: the caller then scatters. Parallel over outer.
+    """
+    n_outer, windows, taps = g.shape[0], cells.shape[0], cells.shape[1]
+    zero = grad.dtype.type(0.0)
+    stray = 0
+    for o in prange(n_outer):
+        row = unowned(grad)[o]
+        row[:] = zero
+        missed = 0
+        for j in range(windows):
+            gu, iu = unowned(g)[o, j * C : j * C + C], unowned(index)[o, j * C : j * C + C]
+            hits = 0
+            for t in range(taps):
+                s = cells[j, t]
+                if s < 0:
+                    continue
+                cell = row[s * C : s * C + C]
+                for c in range(C):
+                    hit = iu[c] == s
+                    cell[c] += gu[c] if hit else zero
+                    hits += hit
+            for c in range(C):
+                hits -= iu[c] != -1
+            missed += hits != 0
+        stray += missed
+    return stray
+
+
 @register("global_max_pool", "global_max_pool_backward", "max_pool", "max_pool_backward")
 @njit(parallel=True, cache=True)
 def global_max(x, out, index, omit_nan, floor, lowest):

@@ -37,7 +37,7 @@ def avg_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, scale, divisor, empty_
     (column) or plane is masked to 0 by the tables (``masks_w[j]``, ``masks_h[j]``: 1 where
     tap j of the cell's window is a real cell), so every loop runs over the whole block with
     no per-row or per-plane step and vectorises. The tables are tiled over a block of
-    ``masks_w.shape[1] // (H*W)`` planes (`_cpu_plans.small_same_tables`), so no index is
+    ``masks_w.shape[1] // (H*W)`` planes (`_small_plans.small_same_tables`), so no index is
     taken modulo the plane size.
 
     A 3x3/1 pad-1 window on planes 8 cells wide, with results in the sums' dtype and no
@@ -183,7 +183,7 @@ def max_same(x, out, W, kh, ph, kw, pw, masks_h, masks_w, omit_nan, floor, lowes
     max pools of GoogLeNet), as `avg_same`: the maxima of shifted copies of a block of planes
     along W (``S``), then along H, a shifted cell that leaves its row or plane masked to
     ``lowest``. NaN propagates (or, with ``omit_nan``, never wins and results are at least
-    ``floor``). ``masks_h``, ``masks_w``: `_cpu_plans.small_same_masks`.
+    ``floor``). ``masks_h``, ``masks_w``: `_small_plans.small_same_masks`.
     """
     L = masks_w.shape[1]
     N = x.shape[0]

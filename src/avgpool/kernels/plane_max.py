@@ -8,7 +8,7 @@ first maximum wins, a NaN always wins, a window with no real cell gives ``lowest
 (the column maxima of its rows into a row buffer, then the taps along the buffer);
 `max3s2_planes` serves the commonest window of all, 3x3 at stride 2, eight windows of a row
 at a time from the rows as they lie (`_lanes.windows3s2_max8`). Short planes with
-many per call go to `small_planes` and `flat_planes` instead (`_cpu_plans.small_planes_kernel`).
+many per call go to `small_planes` and `flat_planes` instead (`_small_plans.small_planes_kernel`).
 """
 
 from __future__ import annotations

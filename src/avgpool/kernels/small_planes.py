@@ -9,13 +9,13 @@ for every plane of the block (LLVM vectorises it), and the results are transpose
 `max_small` keeps blocks of 8 planes, one vector, and steps them with the explicit vector
 steps of `_lanes` (a loop of a constant 8 would compile to 8 scalar steps). These kernels
 take any undilated 1-D or 2-D window; `flat_planes` has faster ones for "same" windows and
-windows that tile the plane, and `_cpu_plans.small_planes_kernel` says which kernel serves a
+windows that tile the plane, and `_small_plans.small_planes_kernel` says which kernel serves a
 geometry. `run_avg` and `run_max` call the one a plan names.
 
-The window is read through per-geometry tables built once (`avgpool._cpu_plans`, "small
-planes"): per output row and column the range of input rows and columns its window reads
-(padding is never read), and per output cell the divisor and whether the window is empty. No
-table is built per plane or per call.
+The window is read through per-geometry tables built once (`avgpool._small_plans`): per
+output row and column the range of input rows and columns its window reads (padding is never
+read), and per output cell the divisor and whether the window is empty. No table is built per
+plane or per call.
 
 Arrays are 2-D: ``x`` (planes, H*W) and ``out`` (planes, OH*OW), C-contiguous (the
 ``*_planes`` functions take the 3-D planes and reshape them). Float32 sums of at most
@@ -147,7 +147,7 @@ def avg_small(x, out, W, taps_h, taps_w, scale, divisor, empty_at, empty, acc, r
         The planes' width.
     taps_h, taps_w : ndarray of int64
         (OH, 2) and (OW, 2): each output row's (column's) first real input row (column) and
-        how many it reads (`_cpu_plans.small_avg_tables`).
+        how many it reads (`_small_plans.small_avg_tables`).
     scale, divisor : ndarray of float64
         (OH*OW,): each output's reciprocal divisor (float32 results multiply by it) and
         divisor (float64 results divide by it, as the reference does).
@@ -371,7 +371,7 @@ def max_small(x, out, W, taps_h, taps_w, omit_nan, floor, lowest, runs):
     tie rule, so the separable order gives the same value as `plane_max.max_planes_values`: a
     NaN propagates (or, with ``omit_nan``, never wins and results are at least ``floor``); a
     window with no real cell gives ``lowest``. Arguments as `avg_small` (``taps_h``,
-    ``taps_w``: `_cpu_plans.small_max_tables`).
+    ``taps_w``: `_small_plans.small_max_tables`).
     """
     n, HW = x.shape
     OHW = out.shape[1]
@@ -486,7 +486,7 @@ def max_small_index(x, out, index, W, taps_h, taps_w, omit_nan, floor, lowest, r
 
 
 def kernel_for(name):
-    """The compiled kernel a `_cpu_plans.small_planes_kernel` name ("module.function") names,
+    """The compiled kernel a `_small_plans.small_planes_kernel` name ("module.function") names,
     and the views it takes of channels-first planes (planes, H, W): ``"cells"`` (the planes'
     cells end to end, `flat_planes`) or ``"planes"`` ((planes, H*W), this module)."""
     from avgpool.kernels import flat_planes
@@ -505,7 +505,7 @@ def views(kind, shape):
 
 def run_avg(x3, o3, plan, empty, acc_dtype):
     """Average (planes, H, W) into (planes, OH, OW), C-contiguous, with a plan of
-    `_cpu_plans.small_avg_plan` (a kernel name and its tables); ``acc_dtype`` as
+    `_small_plans.small_avg_plan` (a kernel name and its tables); ``acc_dtype`` as
     `_cpu_drivers.sum_dtype`. The kernel is called as ``kernel(x, out, *tables, empty, acc,
     runs)`` on the views `views` says."""
     name, tables = plan
@@ -516,7 +516,7 @@ def run_avg(x3, o3, plan, empty, acc_dtype):
 
 def run_max(x3, o3, i3, plan, omit_nan, floor, lowest):
     """Max pooling of (planes, H, W) into (planes, OH, OW) values, and int64 indices into
-    ``i3`` when the plan (`_cpu_plans.small_max_plan`) was made with indices (``i3`` None
+    ``i3`` when the plan (`_small_plans.small_max_plan`) was made with indices (``i3`` None
     otherwise); ``floor`` and ``lowest`` as `plane_max.max_planes_values`. The kernel is called
     as ``kernel(x, out, [index,] *tables, omit_nan, floor, lowest, runs)``."""
     name, tables = plan
