@@ -473,7 +473,10 @@ def plan_max_forward(
             kernel, args = plane_max.max_planes, (geo, omit, floor_value, lowest)
             view, out_view = _planes(view), _planes(out_view)
         else:
+            # indices kept in int32 while scanned where every flat index fits
             kernel = cpu_max.max_forward
+            at_like = np.empty(0, np.int32 if math.prod(layout.spatial) < 2**31 else np.int64)
+            args = (*args, at_like)
     nbytes = _moved(layout, plan.out, dtype) * (2 if index else 1)
     return planned_call("max_pool", kernel, args, layout, plan.out, dtype, view, out_view, nbytes, index)
 

@@ -24,10 +24,14 @@ from avgpool.kernels.registry import register
 
 @register("max_pool", "max_pool_backward")
 @njit(parallel=True, cache=True)
-def max_forward(x, out, index, C, geo, omit_nan, floor, lowest):
+def max_forward(x, out, index, C, geo, omit_nan, floor, lowest, at_like):
     """out/index (outer, OD, OH, OW*C): window max and its flat spatial index (d*H + h)*W + w.
 
     ``omit_nan``: NaN never wins and results are at least ``floor`` (TensorFlow's rule).
+    Channels-last, an output row's indices are kept in a row of ``at_like``'s dtype while its
+    taps are scanned, then widened into ``index``: int32 where the spatial size allows (the
+    driver's choice) takes half the vector steps of int64. A window's first real tap is copied
+    rather than compared, so its later taps need no test for "nothing yet".
     """
     n_outer, D, H, WC = x.shape
     W = WC // C
@@ -36,16 +40,21 @@ def max_forward(x, out, index, C, geo, omit_nan, floor, lowest):
     kd, sd, dd, pd = geo[0, 0], geo[0, 1], geo[0, 2], geo[0, 3]
     kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
     kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
+    at_type = at_like.dtype.type
     for item in prange(n_outer * OD * OH):
         o = item // (OD * OH)
         od = (item // OH) % OD
         oh = item % OH
-        best = out[o, od, oh]
-        bidx = index[o, od, oh]
+        best = unowned(out)[o, od, oh]
+        bidx = unowned(index)[o, od, oh]
         if C == 1:
             _max_row_scalar(x, best, bidx, o, od, oh, geo, omit_nan, floor, lowest)
             continue
-        bidx[:] = -1
+        ats_ = np.empty(OWC, dtype=at_like.dtype)
+        ats = unowned(ats_)
+        best[:] = lowest  # windows with no real cell keep these
+        ats[:] = -1
+        first = True  # the first real row of the output row's windows (the same for each)
         for jd in range(kd):
             idp = od * sd - pd + jd * dd
             if idp < 0 or idp >= D:
@@ -54,27 +63,38 @@ def max_forward(x, out, index, C, geo, omit_nan, floor, lowest):
                 ih = oh * sh - ph + jh * dh
                 if ih < 0 or ih >= H:
                     continue
-                row = x[o, idp, ih]
+                row = unowned(x)[o, idp, ih]
                 base = (idp * H + ih) * W
                 for ow in range(OW):
-                    bs, bi = best[ow * C : ow * C + C], bidx[ow * C : ow * C + C]
+                    bs, bi = best[ow * C : ow * C + C], ats[ow * C : ow * C + C]
+                    fresh = first
                     for jw in range(kw):
                         iw = ow * sw - pw + jw * dw
                         if iw < 0 or iw >= W:
                             continue
-                        # a C-vector of selects (no branch per channel): the loop vectorises
-                        src, at = row[iw * C : iw * C + C], base + iw
+                        # a C-vector of copies (the window's first real tap) or of selects
+                        # (no branch per channel): the loops vectorise
+                        src, at = row[iw * C : iw * C + C], at_type(base + iw)
+                        if fresh:
+                            fresh = False
+                            for c in range(C):
+                                v = src[c]
+                                if omit_nan:
+                                    v = lowest if v != v else v
+                                bs[c] = v
+                                bi[c] = at
+                            continue
                         for c in range(C):
                             v = src[c]
                             if omit_nan:
                                 v = lowest if v != v else v
                             b = bs[c]
-                            take = (bi[c] == -1) | (v > b) | (v != v)
+                            take = (v > b) | (v != v)
                             bs[c] = v if take else b
                             bi[c] = at if take else bi[c]
+                first = False
         for j in range(OWC):
-            if bidx[j] == -1:
-                best[j] = lowest
+            bidx[j] = ats[j]
             if omit_nan and best[j] < floor:
                 best[j] = floor
 
