@@ -396,6 +396,41 @@ def _row_steps(row, even, odd, pairs, taps, kw):
     plane_max._row_max(row, taps, kw, 2)
 
 
+@pytest.mark.parametrize("omit_nan", [False, True])
+def test_channels_last_max_indices_are_the_same_scanned_in_int32_or_int64(omit_nan):
+    """`cpu_max.max_forward` keeps a row's indices in int32 while it scans (int64 where a flat
+    index could pass 2**31): both give the oracle's values and indices, also for windows in the
+    padding, all -inf or NaN windows and ties, in 2-D and 3-D."""
+    from avgpool.kernels import cpu_max
+
+    rng = np.random.default_rng(5)
+    for spatial, k, s, p in [((9, 11), (3, 3), (2, 2), (1, 1)), ((5, 6, 7), (2, 3, 2), (1, 2, 2), (1, 1, 0))]:
+        x = rng.standard_normal((2, *spatial, 12)).astype(np.float32)
+        x.reshape(-1, 12)[:4] = -np.inf
+        x.reshape(-1, 12)[7:9, 3] = np.nan
+        x.reshape(-1, 12)[20:40:2] = 0.5  # ties
+        axes = ap.Window(k, s, p, ceil_mode=True, ndim=len(spatial)).resolve(spatial)
+        geo = _cpu_plans.max_plan(axes).geo
+        outs = [a.out for a in axes]
+        x4 = x.reshape(2, *((1,) * (3 - len(spatial))), *spatial[:-1], spatial[-1] * 12)
+        shape4 = (2, *((1,) * (3 - len(spatial))), *outs[:-1], outs[-1] * 12)
+        got = []
+        for at in (np.int32, np.int64):
+            out, index = np.empty(shape4, np.float32), np.empty(shape4, np.int64)
+            lowest, floor = np.float32(-np.inf), np.float32(-1.0)
+            cpu_max.max_forward(x4, out, index, 12, geo, omit_nan, floor, lowest, np.empty(0, at))
+            got.append((out.reshape(2, *outs, 12), index.reshape(2, *outs, 12)))
+        np.testing.assert_array_equal(got[0][0], got[1][0])
+        np.testing.assert_array_equal(got[0][1], got[1][1])
+        if not omit_nan:
+            with ap.use_backend("reference"):
+                want, want_index = ap.max_pool(
+                    x, k, s, p, ceil_mode=True, channels_last=True, return_indices=True
+                )
+            np.testing.assert_array_equal(got[0][0], want)
+            np.testing.assert_array_equal(got[0][1], want_index)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
 def test_3x3s2_plane_max_in_vector_steps(caplog, monkeypatch, fresh_plans, dtype):
     """`max3s2_planes` takes a row's inner windows 16 or 8 a step (the last step overlapping)
