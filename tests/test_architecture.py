@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
         "avgpool._small_plans",
         "avgpool._cpu_calls",
         "avgpool._cpu_drivers",
+        "avgpool._cpu_max_drivers",
         "avgpool._cpu_taps",
     ),
     # the dispatcher: kernels or reference

@@ -171,9 +171,9 @@ def test_channels_last_shared_cells_are_summed_in_vectors_with_the_scatters_bits
     (`cpu_max.max_backward_windows`): bit for bit the scatter's sums (the same additions in
     the same order), with NaN in the input, -0.0 and inf in the gradient; from 8 channels, so
     that any number of channels is tried."""
-    from avgpool import _cpu_drivers
+    from avgpool import _cpu_max_drivers
 
-    monkeypatch.setattr(_cpu_drivers, "WINDOW_CHANNELS", 8)
+    monkeypatch.setattr(_cpu_max_drivers, "WINDOW_CHANNELS", 8)
     x = _x(shape, dtype)
     x.reshape(-1, shape[-1])[:5] = np.nan  # NaN wins
     y, i = ap.max_pool(x, **args, channels_last=True, return_indices=True)
@@ -183,7 +183,7 @@ def test_channels_last_shared_cells_are_summed_in_vectors_with_the_scatters_bits
     with caplog.at_level("DEBUG", logger="avgpool"):
         got = ap.max_pool_backward(g, x, **args, channels_last=True, indices=i)
     assert "max_backward_windows" in caplog.text
-    monkeypatch.setattr(_cpu_drivers, "WINDOW_TAPS", 0)
+    monkeypatch.setattr(_cpu_max_drivers, "WINDOW_TAPS", 0)
     caplog.clear()
     with caplog.at_level("DEBUG", logger="avgpool"):
         scattered = ap.max_pool_backward(g, x, **args, channels_last=True, indices=i)
@@ -203,10 +203,10 @@ def test_channels_last_shared_cells_are_summed_in_vectors_with_the_scatters_bits
 def test_indices_of_another_geometry_over_shared_cells_are_scattered(monkeypatch, caplog):
     """With windows that share cells too, an index that names a cell outside its window is
     sent there, as the scatter does, never dropped."""
-    from avgpool import _cpu_drivers
+    from avgpool import _cpu_max_drivers
     from avgpool.kernels import cpu_max
 
-    monkeypatch.setattr(_cpu_drivers, "WINDOW_CHANNELS", 8)
+    monkeypatch.setattr(_cpu_max_drivers, "WINDOW_CHANNELS", 8)
     strays = []
     windows = cpu_max.max_backward_windows
     monkeypatch.setattr(cpu_max, "max_backward_windows", lambda *a: strays.append(windows(*a)) or strays[-1])

@@ -18,11 +18,11 @@ from avgpool._cpu_drivers import (
     PLANS_KEPT,
     _blocks,
     _kernel_dtype,
-    _lowest,
     _moved,
     _shape4,
     planned_call,
 )
+from avgpool._cpu_max_drivers import _lowest
 from avgpool._cpu_plans import TapTables
 
 #: Float32 weighted tap sums (`cpu_taps.taps_sum_rows`) whose D*H taps and W taps number at

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from avgpool import _cpu_drivers, _cpu_plans, _cpu_taps
+from avgpool import _cpu_drivers, _cpu_max_drivers, _cpu_plans, _cpu_taps
 from avgpool import reference as ref
 from avgpool._arrays import Layout
 from avgpool._errors import AvgPoolError
@@ -55,6 +55,7 @@ def _fast(op: str, array: np.ndarray) -> bool:
 def clear_plans() -> None:
     """Forget the CPU drivers' planned calls."""
     _cpu_drivers.clear_plans()
+    _cpu_max_drivers.clear_plans()
     _cpu_taps.clear_plans()
 
 
@@ -87,9 +88,9 @@ def plan_max_forward(
     dtype and size: ``call(x) -> (values, indices or None)``."""
     if get_backend() == "numba" and size:
         if axes is None:
-            planned = _cpu_drivers.plan_global_max(layout, nan_policy, floor, np.dtype(dtype))
+            planned = _cpu_max_drivers.plan_global_max(layout, nan_policy, floor, np.dtype(dtype))
         else:
-            planned = _cpu_drivers.plan_max_forward(
+            planned = _cpu_max_drivers.plan_max_forward(
                 layout, axes, nan_policy, floor, np.dtype(dtype), with_index
             )
         return planned if planned.index else lambda x: (planned(x), None)
@@ -148,7 +149,7 @@ def max_forward(
     """(values, int64 indices); ``with_index=False`` lets a kernel skip the arg-max (indices
     then may be None)."""
     if _fast("max_pool", x):
-        return _cpu_drivers.max_forward(x, layout, axes, nan_policy, floor, out, with_index)
+        return _cpu_max_drivers.max_forward(x, layout, axes, nan_policy, floor, out, with_index)
     y, index = ref.max_pool(layout.to_work(x), axes, nan_policy, floor)
     return into(out, layout.from_work(y, x.dtype)), layout.from_work(index, np.dtype(np.int64))
 
@@ -166,7 +167,7 @@ def max_backward(
     (None: not known); ``axes``: the windows' geometry, when known; ``check_range``: raises
     if an index lies outside the plane, called before anything is scattered to them."""
     if _fast("max_pool_backward", g):
-        return _cpu_drivers.scatter_to_index(g, index, layout, out_spatial, sharing, axes, check_range)
+        return _cpu_max_drivers.scatter_to_index(g, index, layout, out_spatial, sharing, axes, check_range)
     if check_range is not None:
         check_range()
     grad_layout = _grad_layout(layout, out_spatial)
@@ -313,7 +314,7 @@ def global_avg(x, layout: Layout, empty: float):
 
 def global_max(x, layout: Layout, nan_policy: str, floor: float):
     if _fast("global_max_pool", x):
-        return _cpu_drivers.global_max(x, layout, nan_policy, floor)
+        return _cpu_max_drivers.global_max(x, layout, nan_policy, floor)
     axes = [Axis(n, n, 1, 1, 0, 0, 1) for n in layout.spatial]
     y, index = ref.max_pool(layout.to_work(x), axes, nan_policy, floor)
     return layout.from_work(y, x.dtype), layout.from_work(index, np.dtype(np.int64))

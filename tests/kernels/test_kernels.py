@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import avgpool as ap
-from avgpool import _cpu_drivers, _cpu_plans, _small_plans
+from avgpool import _cpu_drivers, _cpu_max_drivers, _cpu_plans, _small_plans
 from avgpool.kernels import plane_max, registry
 
 KERNEL_LAYOUTS, KERNEL_DTYPES = registry.LAYOUTS, registry.DTYPES
@@ -330,7 +330,7 @@ def test_kernel_matches_reference(op, layout, dtype):
 def test_max_values_on_each_path(monkeypatch, caplog, large, layout, dtype):
     """Max pooling without indices takes `max_values_large` or the tap kernels by how often a
     window reads each cell: each path forced, on random geometries with ties, NaN and inf."""
-    monkeypatch.setattr(_cpu_drivers, "LARGE_MAX_READS", (0, 0) if large else (math.inf, math.inf))
+    monkeypatch.setattr(_cpu_max_drivers, "LARGE_MAX_READS", (0, 0) if large else (math.inf, math.inf))
     with caplog.at_level("DEBUG", logger="avgpool"):
         _max(layout, dtype)
         # one example sure to qualify (the drawn ones may all be empty, dilated or with indices)
@@ -356,8 +356,8 @@ def test_large_max_splits_one_image_into_bands(monkeypatch, layout, blocks):
     """With more runs to fill than images, `max_values_large` splits each image's output rows
     into bands, each starting its first block of rows afresh: bands that start inside a block,
     at its first row and past the last real row, against the reference."""
-    monkeypatch.setattr(_cpu_drivers, "LARGE_MAX_READS", (0, 0))
-    monkeypatch.setattr(_cpu_drivers, "_blocks", lambda nbytes: blocks)
+    monkeypatch.setattr(_cpu_max_drivers, "LARGE_MAX_READS", (0, 0))
+    monkeypatch.setattr(_cpu_max_drivers, "_blocks", lambda nbytes: blocks)
     x = np.round(_array((1, 3, 61, 20), np.float32, blocks, layout, specials=True), 1)
     cl = layout == "channels_last"
     for kernel, stride, pad in (((2, 2), 1, 0), ((5, 3), 2, (2, 1)), ((3, 3), 1, 1), ((7, 7), 3, 3)):

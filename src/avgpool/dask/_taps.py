@@ -25,7 +25,8 @@ from avgpool import _dispatch
 from avgpool import reference as ref
 from avgpool._arrays import Layout
 from avgpool._cpu_calls import Planned
-from avgpool._cpu_drivers import _kernel_dtype, _lowest, _shape4
+from avgpool._cpu_drivers import _kernel_dtype, _shape4
+from avgpool._cpu_max_drivers import _lowest
 from avgpool._cpu_plans import tap_tables
 from avgpool._cpu_taps import tap_sum_dtype, taps_scatter, two_passes
 from avgpool.dask._blocks import offsets

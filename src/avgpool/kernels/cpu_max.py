@@ -153,7 +153,7 @@ def max_backward(g, index, grad, C, acc_like, blocks):
     """grad (outer, S*C) gets each output's g at its arg-max (S = spatial size); -1 sends nothing.
 
     Sums in ``acc_like``'s dtype: the result's own (when few windows share a cell, see
-    `_cpu_drivers.scatter_to_index`), or float64 in a buffer per run of items, rounded once
+    `_cpu_max_drivers.scatter_to_index`), or float64 in a buffer per run of items, rounded once
     into the row. Each item is scanned in order: deterministic for any thread
     count. Items are split into at most ``blocks`` runs, each allocating its buffer once.
     """
@@ -288,7 +288,7 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
     Work items are output rows. Each output cell's C maxima take its window's taps in (depth,
     height, width) order, read straight from the input a C-vector at a time (the way
     `box_rows.avg_direct` sums). The driver sends windows that read each input cell fewer than
-    `_cpu_drivers.LARGE_MAX_READS` times here, so the taps per output stay few, and reading them in
+    `_cpu_max_drivers.LARGE_MAX_READS` times here, so the taps per output stay few, and reading them in
     place beats a row buffer of the window rows' maxima. NaN propagates (or, with
     ``omit_nan``, never wins and results are at least ``floor``); a window with no real cell
     gives ``lowest``.
