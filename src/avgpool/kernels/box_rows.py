@@ -262,13 +262,6 @@ def _row_sums_one(R, tmp, prefix, W, OW, kw, sw, dw, pw, run_w):
                 tmp[ow] += R[iw]
 
 
-#: `avg_direct` sums the taps of windows that share no cell one pass over the channels per tap
-#: where a cell's channels span at least this many bytes: float32, two threads, ms, one loop ->
-#: a pass per tap, 2x2/2: (32, 28, 28, 256) 1.13 -> 0.85, (32, 56, 56, 128) 1.92 -> 1.65,
-#: (32, 14, 14, 512) 0.46 -> 0.44; shorter runs lose (64 channels level, 16: 1.14 -> 1.43).
-STREAM_RUN_BYTES = 512
-
-
 @register("avg_pool", "lp_pool", "lp_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
@@ -292,10 +285,6 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
     exact = out.itemsize == 8
     jw_lo, jw_hi = width_taps(W, OW, kw, sw, dw, pw)
     square = kd == 1 and kh == kw and (kh == 2 or kh == 3) and dh == 1 and dw == 1
-    # windows that share no cell, over runs of channels long enough to stream a pass each, whose
-    # sums can live in the output cells
-    disjoint = sh >= kh and sw >= kw and C * out.itemsize >= STREAM_RUN_BYTES
-    disjoint = disjoint and out.dtype == acc_like.dtype and x.dtype == out.dtype
     for item in prange(n_outer * OD * OH):
         o = item // (OD * OH)
         od = (item // OH) % OD
@@ -313,7 +302,6 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
         idp0, r_lo = od * sd - pd, max(ih0, 0)
         nr = min(ih0 + kh, H) - r_lo
         fused = square and 0 <= idp0 < D and nr >= 2
-        stream = fused and disjoint
         for ow in range(OW):
             cell = orow[ow * C : ow * C + C]
             if zero_row or zero[2, ow]:
@@ -323,32 +311,6 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
             start, jw0, jw1 = ow * sw - pw, jw_lo[ow], jw_hi[ow]
             div = f_row * count[2, ow]
             nc = jw1 - jw0
-            if stream and nc >= 2:
-                # windows that share no cell stream the input once: their real taps are summed
-                # in the output cell itself, in (row, column) order (so the same sums as below),
-                # one pass over the channels per tap. Each pass streams one C-run of the input,
-                # which runs faster than one loop reading all the taps' runs side by side; where
-                # windows overlap, their rows are in cache and the one loop is the faster
-                a, last, k = (start + jw0) * C, nr * nc - 1, 0
-                inv = acc_like.dtype.type(1.0 / div)
-                for r in range(r_lo, r_lo + nr):
-                    row = xu[o, idp0, r]
-                    for j in range(nc):
-                        src = row[a + j * C : a + j * C + C]
-                        if k == 0:
-                            for c in range(C):
-                                cell[c] = src[c]
-                        elif k < last:
-                            for c in range(C):
-                                cell[c] += src[c]
-                        elif exact:
-                            for c in range(C):
-                                cell[c] = (cell[c] + src[c]) / div
-                        else:
-                            for c in range(C):
-                                cell[c] = (cell[c] + src[c]) * inv
-                        k += 1
-                continue
             if fused and nc >= 2:
                 # the real taps added and scaled in one loop over the channels, in the order
                 # below (so the same sums), with no acc
