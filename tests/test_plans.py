@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import avgpool as ap
-from avgpool import _backends, _cpu_calls, _cpu_drivers
+from avgpool import _backends, _cpu_calls, _cpu_drivers, _dispatch
 from avgpool import reference as ref
 from avgpool._arrays import Layout
 
@@ -76,6 +76,35 @@ def test_out_still_checked_and_written():
     np.testing.assert_array_equal(out, ap.avg_pool(x, 2))
     with pytest.raises(ap.AvgPoolError, match="out must be"):
         ap.avg_pool(x, 2, out=np.empty((2, 3, 4, 5), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_kept_call_writes_into_out(monkeypatch, dtype, channels_last):
+    """With ``out``, the kept kernel call writes into it (no second plan, no copy), the same
+    values as without, and still refuses an ``out`` of another dtype, shape or layout."""
+    x = _x((2, 6, 9, 8)).astype(dtype)
+    want = ap.avg_pool(x, 3, 2, 1, channels_last=channels_last)
+    out = np.full_like(want, np.nan)
+    ran = []
+    call_into = _dispatch.call_into
+
+    def spy(planned, *args):
+        ran.append((planned, call_into(planned, *args)))
+        return ran[-1][1]
+
+    monkeypatch.setattr(_dispatch, "call_into", spy)
+    for _ in range(2):
+        assert ap.avg_pool(x, 3, 2, 1, channels_last=channels_last, out=out) is out
+        assert out.tobytes() == want.tobytes()
+    assert len(ran) == 2 and ran[0][0] is ran[1][0] and all(got is out for _, got in ran)
+    for bad in (
+        want.astype(np.complex64),
+        np.empty((*want.shape[:-1], 5), dtype),
+        np.empty(want.shape[::-1], dtype).T,
+    ):
+        with pytest.raises(ap.AvgPoolError, match="out must be"):
+            ap.avg_pool(x, 3, 2, 1, channels_last=channels_last, out=bad)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -18,6 +18,7 @@ import numpy as np
 from avgpool import _cpu_drivers, _cpu_max_drivers, _cpu_plans, _cpu_taps
 from avgpool import reference as ref
 from avgpool._arrays import Layout
+from avgpool._cpu_calls import Copy, Planned
 from avgpool._errors import AvgPoolError
 from avgpool._settings import (
     BACKENDS,
@@ -107,6 +108,16 @@ def into(out: np.ndarray | None, y: np.ndarray) -> np.ndarray:
         raise AvgPoolError(f"out must be an array of shape {y.shape} and dtype {y.dtype}")
     out[...] = y
     return out
+
+
+def call_into(planned, x: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+    """``planned(x)`` written into ``out`` (an array of the result's shape and dtype,
+    C-contiguous, sharing no memory with ``x``, else an AvgPoolError) by the kernel itself,
+    where ``planned`` is a kernel call planned by the drivers; None for another call (the
+    reference's), which cannot write into ``out``."""
+    if not isinstance(planned, (Planned, Copy)) or planned.dtype != x.dtype:
+        return None
+    return planned(x, _cpu_drivers._checked_out(out, planned.out_shape, x.dtype))
 
 
 def _grad_layout(layout: Layout, out_spatial: Sequence[int]) -> Layout:
