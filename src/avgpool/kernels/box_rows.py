@@ -262,14 +262,50 @@ def _row_sums_one(R, tmp, prefix, W, OW, kw, sw, dw, pw, run_w):
                 tmp[ow] += R[iw]
 
 
+#: `avg_direct` sums a 2x2 block of channel runs one pass over the channels per column where a
+#: run spans at least this many bytes (`_sum_2x2`); shorter runs take one loop.
+COLUMN_PASS_BYTES = 512
+
+
+@njit(cache=True, inline="always")
+def _sum_2x2(p0, q0, p1, q1, cell, acc, C, column_pass, exact, div, inv):
+    """``cell`` = (((p0 + q0) + p1) + q1) scaled: the 2x2 block's runs (p the top row, q the
+    bottom), added column by column in ``acc``'s dtype, whatever the channel count.
+
+    With ``column_pass`` the left column is summed into ``acc`` in one pass over the channels
+    and the right column added in a second. Each pass then reads the two rows' runs at the
+    same offsets, so every input row is read in memory order; one loop over all four runs
+    reads two runs of each row side by side, a pattern the hardware prefetchers follow worse:
+    from memory it ran 10-45% slower (benchmarks/NOTES.md). Short runs take the one loop (a
+    second pass cost more than it saved).
+    """
+    t = acc.dtype.type
+    if column_pass:
+        for c in range(C):
+            acc[c] = t(p0[c]) + t(q0[c])
+        if exact:
+            for c in range(C):
+                cell[c] = ((acc[c] + t(p1[c])) + t(q1[c])) / div
+        else:
+            for c in range(C):
+                cell[c] = ((acc[c] + t(p1[c])) + t(q1[c])) * inv
+    elif exact:
+        for c in range(C):
+            cell[c] = (((t(p0[c]) + t(q0[c])) + t(p1[c])) + t(q1[c])) / div
+    else:
+        for c in range(C):
+            cell[c] = (((t(p0[c]) + t(q0[c])) + t(p1[c])) + t(q1[c])) * inv
+
+
 @register("avg_pool", "lp_pool", "lp_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
     """Channels-last windows of few taps, summed straight from the input a C-vector at a time.
 
     One pass: each output cell's C sums (in ``acc_like``'s dtype, `_cpu_drivers.sum_dtype`) add its
-    window's taps in (depth, height, width) order, read from the input where they lie (a small
-    window's rows stay in cache), and are scaled into the output; no row buffer, no running
+    window's taps in (depth, height, width) order (a square 2x2 or 3x3 window whose real taps
+    form a 2x2 block adds them column by column, `_sum_2x2`), read from the input where they lie
+    (a small window's rows stay in cache), and are scaled into the output; no row buffer, no running
     sum, so infinities and NaNs need no second pass and windows entirely in padding sum to
     exactly 0. Its cost per output grows with the taps, so the driver sends only small windows
     here (`_cpu_drivers.DIRECT_READS`). Arguments as `avg_forward` (no ``real``: a window without a
@@ -285,6 +321,7 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
     exact = out.itemsize == 8
     jw_lo, jw_hi = width_taps(W, OW, kw, sw, dw, pw)
     square = kd == 1 and kh == kw and (kh == 2 or kh == 3) and dh == 1 and dw == 1
+    column_pass = C * x.itemsize >= COLUMN_PASS_BYTES
     for item in prange(n_outer * OD * OH):
         o = item // (OD * OH)
         od = (item // OH) % OD
@@ -296,7 +333,7 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
         f_row = count[0, od] * count[1, oh]
         zero_row = zero[0, od] or zero[1, oh]
         ih0 = oh * sh - ph
-        # a square 2x2 or 3x3 undilated window one deep takes one fused loop over the channels
+        # a square 2x2 or 3x3 undilated window one deep takes fused loops over the channels
         # wherever its real taps form a 2x2, 2x3, 3x2 or 3x3 block (inner windows and the
         # edges of a pad-1 window): the rows of this output row's windows that are real
         idp0, r_lo = od * sd - pd, max(ih0, 0)
@@ -312,19 +349,15 @@ def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
             div = f_row * count[2, ow]
             nc = jw1 - jw0
             if fused and nc >= 2:
-                # the real taps added and scaled in one loop over the channels, in the order
-                # below (so the same sums), with no acc
+                # the real taps added and scaled in fused loops over the channels, in the order
+                # below (a 2x2 block column by column, others row by row, as the general loop);
+                # p, q, u are the window's first, second, third real row
                 a, t = (start + jw0) * C, acc_like.dtype.type
                 inv = t(1.0 / div)
                 r0, r1 = xu[o, idp0, r_lo], xu[o, idp0, r_lo + 1]
                 p0, p1, q0, q1 = r0[a : a + C], r0[a + C : a + 2 * C], r1[a : a + C], r1[a + C : a + 2 * C]
                 if nr == 2 and nc == 2:
-                    if exact:
-                        for c in range(C):
-                            cell[c] = (((t(p0[c]) + t(p1[c])) + t(q0[c])) + t(q1[c])) / div
-                    else:
-                        for c in range(C):
-                            cell[c] = (((t(p0[c]) + t(p1[c])) + t(q0[c])) + t(q1[c])) * inv
+                    _sum_2x2(p0, q0, p1, q1, cell, acc, C, column_pass, exact, div, inv)
                     continue
                 b = a + 2 * C
                 if nr == 2:  # 2 rows of 3
