@@ -390,6 +390,30 @@ def test_plane_max_at_stride_2_reads_even_and_odd_cells(caplog, kw):
     np.testing.assert_array_equal(pairs.view(np.uint32), taps.view(np.uint32))
 
 
+@pytest.mark.parametrize("kw", [1, 2, 3, 5])
+def test_plane_max_at_stride_1_or_3_takes_two_rows_and_two_taps_a_sweep(caplog, kw):
+    """`max_planes_values` at strides other than 2 takes the first two rows of a window in one
+    sweep into its row buffer and the first two taps along it in one sweep: windows 1-4 rows
+    high (one real row at a padded edge), 1-5 wide, padded or not, ragged last windows (ceil
+    mode), NaN and infinities under both policies, against the reference."""
+    x = _array((1, 3, 61, 67), np.float32, kw, "channels_first", specials=True)
+    for kh, sh, sw, policy in (
+        (1, 1, 1, "propagate"),
+        (2, 1, 1, "propagate"),
+        (2, 2, 3, "omit"),
+        (4, 3, 1, "propagate"),
+    ):
+        for pad in ((0, 0), (kh // 2, kw // 2)):
+            if sh == sw == 1 and 2 * pad[0] == kh - 1 and 2 * pad[1] == kw - 1:
+                continue  # an output the input's size: `flat_planes.max_same`
+            args = dict(ceil_mode=True, nan_policy=policy)
+            with caplog.at_level("DEBUG", logger="avgpool"):
+                fast, slow = _both(ap.max_pool, x, (kh, kw), (sh, sw), pad, **args)
+            assert "plane_max.max_planes_values" in caplog.text
+            caplog.clear()
+            np.testing.assert_array_equal(fast, slow)
+
+
 @numba.njit
 def _row_steps(row, even, odd, pairs, taps, kw):
     plane_max._pair_taps(even, odd, pairs, kw)

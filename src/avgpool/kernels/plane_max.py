@@ -79,11 +79,11 @@ def max_planes_values(x, out, geo, omit_nan, floor, lowest):
     """`max_planes` without the arg-max: the values only (``max_pool`` without indices).
 
     Separable, as a max needs no tie rule: the column maxima of the window's rows go into a
-    row buffer padded with ``lowest`` (one sweep per row), then each output takes the max of
-    its ``kw`` buffer cells. At stride 2 the buffer is held as its even and odd cells, filled
-    straight from the input rows (`_column_pairs`, `_pair_taps`). A NaN propagates (or, with
-    ``omit_nan``, never wins and the result is at least ``floor``); a window with no real cell
-    gives ``lowest``.
+    row buffer padded with ``lowest`` (one sweep per row, the first two rows in one), then
+    each output takes the max of its ``kw`` buffer cells (the first two in one sweep). At
+    stride 2 the buffer is held as its even and odd cells, filled straight from the input rows
+    (`_column_pairs`, `_pair_taps`). A NaN propagates (or, with ``omit_nan``, never wins and
+    the result is at least ``floor``); a window with no real cell gives ``lowest``.
     """
     n, H, W = x.shape
     OH, OW = out.shape[1], out.shape[2]
@@ -112,20 +112,30 @@ def max_planes_values(x, out, geo, omit_nan, floor, lowest):
             else:
                 if lo >= hi:
                     R[:] = lowest
-                else:
+                elif omit_nan:
                     row = x[o, lo]
                     for i in range(W):
                         v = row[i]
-                        R[i] = lowest if omit_nan and v != v else v
+                        R[i] = lowest if v != v else v
                     for ih in range(lo + 1, hi):
                         row = x[o, ih]
-                        if omit_nan:
-                            for i in range(W):
-                                v = row[i]
-                                R[i] = _bigger(R[i], lowest if v != v else v)
-                        else:
-                            for i in range(W):
-                                R[i] = _bigger(R[i], row[i])
+                        for i in range(W):
+                            v = row[i]
+                            R[i] = _bigger(R[i], lowest if v != v else v)
+                else:
+                    # the first two rows in one sweep (no copy of the first)
+                    row, nxt = x[o, lo], min(lo + 2, hi)
+                    if nxt - lo == 2:
+                        row1 = x[o, lo + 1]
+                        for i in range(W):
+                            R[i] = _bigger(row[i], row1[i])
+                    else:
+                        for i in range(W):
+                            R[i] = row[i]
+                    for ih in range(nxt, hi):
+                        row = x[o, ih]
+                        for i in range(W):
+                            R[i] = _bigger(R[i], row[i])
                 # literal strides: LLVM vectorises only with a known stride
                 if sw == 1:
                     _row_max(Rp, best, kw, 1)
@@ -230,10 +240,15 @@ def _column_pairs(x, o, lo, hi, A, B, omit_nan, lowest):
 
 @njit(cache=True, inline="always")
 def _row_max(Rp, best, kw, step):
-    """best[ow] = the max of Rp[ow * step : ow * step + kw] (tap by tap across the row)."""
-    for ow in range(best.shape[0]):
-        best[ow] = Rp[ow * step]
-    for j in range(1, kw):
+    """best[ow] = the max of Rp[ow * step : ow * step + kw] (tap by tap across the row, the
+    first two taps in one sweep)."""
+    if kw == 1:
+        for ow in range(best.shape[0]):
+            best[ow] = Rp[ow * step]
+    else:
+        for ow in range(best.shape[0]):
+            best[ow] = _bigger(Rp[ow * step], Rp[ow * step + 1])
+    for j in range(2, kw):
         for ow in range(best.shape[0]):
             best[ow] = _bigger(best[ow], Rp[ow * step + j])
 
