@@ -136,11 +136,13 @@ def test_tap_sums_past_the_limit_run_in_float64():
     np.testing.assert_array_equal(fast[0], exact.astype(np.float32))
 
 
+@pytest.mark.parametrize("shape", [(3, 23, 14, 13), (1, 77, 9, 10)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_planes_kernel_sums_as_the_rows_kernel(monkeypatch, caplog, dtype):
-    """Channels-first planes vectorised across planes (`taps_sum_planes`, blocks of planes with
-    a short last block) give the bits of the row kernel (`taps_sum_rows`), blur and adaptive."""
-    x = np.random.default_rng(2).standard_normal((3, 23, 14, 13)).astype(dtype)
+def test_planes_kernel_sums_as_the_rows_kernel(monkeypatch, caplog, dtype, shape):
+    """Channels-first planes vectorised across planes (`taps_sum_planes`, blocks of 64 planes
+    with a short last block of 5 or 13, planes of cells not a multiple of 8, transposed 8 by 8)
+    give the bits of the row kernel (`taps_sum_rows`), blur and adaptive."""
+    x = np.random.default_rng(2).standard_normal(shape).astype(dtype)
     calls = [lambda a: ap.blur_pool(a, 4, 2), lambda a: ap.blur_pool(a, 5, 1, pad_type="zero")]
     calls.append(lambda a: ap.adaptive_avg_pool(a, (5, 4)))
     results = []
@@ -155,7 +157,7 @@ def test_planes_kernel_sums_as_the_rows_kernel(monkeypatch, caplog, dtype):
         np.testing.assert_array_equal(planes, rows)
     monkeypatch.setattr(_cpu_taps, "PLANES_MIN", 1)
     _backends.clear_plans()
-    exact = reference.adaptive_avg_pool(x.astype(np.float64).reshape(-1, 14, 13), (5, 4))
+    exact = reference.adaptive_avg_pool(x.astype(np.float64).reshape(-1, *shape[2:]), (5, 4))
     tol = TOLERANCE[np.dtype(dtype).name]
     np.testing.assert_allclose(calls[2](x).reshape(exact.shape), exact, rtol=tol, atol=tol)
 

@@ -262,6 +262,7 @@ def taps_sum_planes(x, out, lanes, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks,
     output rows (OW*lanes) are transposed back. On rows of 7-28 cells the per-row passes of
     `taps_sum_rows` are too short to vectorise; here every loop is ``lanes`` long or longer.
     Sums and their order per output are `taps_sum_rows`'; lanes past the last plane read 0.
+    The transposes go 8 planes by 8 cells at a time (`_to_lanes`, `_from_lanes`).
     Blocks of planes are split into at most ``blocks`` runs, each allocating its scratch once.
     """
     n, D, H, W = x.shape
@@ -282,13 +283,7 @@ def taps_sum_planes(x, out, lanes, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks,
         for g in range(block * per, min(groups, (block + 1) * per)):
             p0 = g * L
             m = min(L, n - p0)
-            T1 = T.reshape(D * H * W, L)
-            for q in range(D * H * W):
-                trow = T1[q]
-                for i in range(m):
-                    trow[i] = xu[p0 + i, q]
-                for i in range(m, L):
-                    trow[i] = 0.0
+            _to_lanes(xu, p0, m, T.reshape(D * H * W, L))
             for od in range(OD):
                 for oh in range(OH):
                     k = 0
@@ -302,16 +297,55 @@ def taps_sum_planes(x, out, lanes, pos_d, w_d, pos_h, w_h, pos_wt, w_wt, blocks,
                     orow = Ob[od * OH + oh]
                     for ow in range(OW):
                         _channels_sum(col, pwu, wwu, KW, ow, L, orow[ow * L : ow * L + L])
-            O1 = Ob.reshape(OD * OH * OW, L)
-            for i in range(m):
-                dst = ou[p0 + i]
-                for q in range(OD * OH * OW):
-                    dst[q] = O1[q, i]
+            _from_lanes(Ob.reshape(OD * OH * OW, L), ou, p0, m)
         keep_alive(T_)
         keep_alive(col_)
         keep_alive(Ob_)
         keep_alive(ridx_)
         keep_alive(rw_)
+
+
+@njit(cache=True, inline="always")
+def _to_lanes(xu, p0, m, T1):
+    """``T1[q, i] = xu[p0 + i, q]`` for the ``m`` planes from ``p0`` (``T1`` (cells, lanes)),
+    0 in the lanes past them. Eight planes by eight cells at a time: a cell-by-cell loop over
+    the planes, reading one cell of each plane a step, ran at half the speed."""
+    Q, L = T1.shape
+    m8, q8 = m // 8 * 8, Q // 8 * 8
+    for i0 in range(0, m8, 8):
+        for q0 in range(0, q8, 8):
+            for a in range(8):
+                for b in range(8):
+                    T1[q0 + b, i0 + a] = xu[p0 + i0 + a, q0 + b]
+        for q in range(q8, Q):
+            for a in range(8):
+                T1[q, i0 + a] = xu[p0 + i0 + a, q]
+    if m8 < L:
+        for q in range(Q):
+            trow = T1[q]
+            for i in range(m8, m):
+                trow[i] = xu[p0 + i, q]
+            for i in range(m, L):
+                trow[i] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _from_lanes(O1, ou, p0, m):
+    """``ou[p0 + i, q] = O1[q, i]`` for the first ``m`` lanes: `_to_lanes` backwards."""
+    Q = O1.shape[0]
+    m8, q8 = m // 8 * 8, Q // 8 * 8
+    for i0 in range(0, m8, 8):
+        for q0 in range(0, q8, 8):
+            for a in range(8):
+                for b in range(8):
+                    ou[p0 + i0 + a, q0 + b] = O1[q0 + b, i0 + a]
+        for q in range(q8, Q):
+            for a in range(8):
+                ou[p0 + i0 + a, q] = O1[q, i0 + a]
+    for i in range(m8, m):
+        dst = ou[p0 + i]
+        for q in range(Q):
+            dst[q] = O1[q, i]
 
 
 @register("adaptive_max_pool", "adaptive_max_pool_backward")
