@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import avgpool as ap
 from avgpool import _backends, _cpu_plans, _cpu_taps, reference
+from avgpool.kernels import cpu_taps
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOLERANCE = {"float32": 2e-6, "float64": 1e-12}
@@ -160,6 +161,38 @@ def test_planes_kernel_sums_as_the_rows_kernel(monkeypatch, caplog, dtype, shape
     exact = reference.adaptive_avg_pool(x.astype(np.float64).reshape(-1, *shape[2:]), (5, 4))
     tol = TOLERANCE[np.dtype(dtype).name]
     np.testing.assert_allclose(calls[2](x).reshape(exact.shape), exact, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_regular_width_taps_sum_as_the_planes_kernel(monkeypatch, caplog, dtype):
+    """Rows whose W taps repeat a step of 1 or 2 (blur 4/2 and 5/2 reflect, 3/1 zero-padded,
+    an adaptive pool of 2-wide windows) over at least `SPAN_MIN_OUTPUTS` outputs take them
+    with no gather (`_span_sum`), in the rows kernel: the bits of the planes kernel, which
+    gathers every tap, and the reference within the tolerance."""
+    assert cpu_taps.SPAN_MIN_OUTPUTS <= 34
+    x = np.random.default_rng(5).standard_normal((1, 18, 21, 70)).astype(dtype)
+    x[0, 3, 4, 30:33] = [np.inf, -np.inf, np.nan]
+    calls = [
+        lambda a: ap.blur_pool(a, 4, 2),
+        lambda a: ap.blur_pool(a, 5, 2),
+        lambda a: ap.blur_pool(a, 3, 1, pad_type="zero"),
+        lambda a: ap.adaptive_avg_pool(a, (20, 69)),
+    ]
+    results = []
+    for planes_min, max_w in ((10**9, 32), (1, 128)):
+        monkeypatch.setattr(_cpu_taps, "PLANES_MIN", planes_min)
+        monkeypatch.setattr(_cpu_taps, "PLANES_MAX_W", max_w)
+        _backends.clear_plans()
+        with caplog.at_level("DEBUG", logger="avgpool"):
+            results.append([call(x) for call in calls])
+        assert ("taps_sum_rows" in caplog.text) == (planes_min > 1)
+        caplog.clear()
+    tol = TOLERANCE[np.dtype(dtype).name]
+    for rows, planes, call in zip(*results, calls):
+        np.testing.assert_array_equal(rows, planes)
+        with ap.use_backend("reference"):
+            want = call(x.astype(np.float64))
+        np.testing.assert_allclose(rows, want, rtol=tol, atol=tol * 10, equal_nan=True)
 
 
 def test_backward_is_the_same_for_any_thread_count(monkeypatch):
