@@ -216,33 +216,7 @@ def _span_taps(even, odd, off, wk, KW, acc, lo, hi, step):
         d = _span_source(even, odd, off[min(k + 3, KW - 1)], step, lo, n)
         wa, wb = t(wk[k]), t(wk[min(k + 1, KW - 1)])
         wc, wd = t(wk[min(k + 2, KW - 1)]), t(wk[min(k + 3, KW - 1)])
-        if m == 1:
-            if k == 0:
-                for j in range(n):
-                    dst[j] = wa * a[j]
-            else:
-                for j in range(n):
-                    dst[j] += wa * a[j]
-        elif m == 2:
-            if k == 0:
-                for j in range(n):
-                    dst[j] = wa * a[j] + wb * b[j]
-            else:
-                for j in range(n):
-                    dst[j] += wa * a[j] + wb * b[j]
-        elif m == 3:
-            if k == 0:
-                for j in range(n):
-                    dst[j] = (wa * a[j] + wb * b[j]) + wc * c[j]
-            else:
-                for j in range(n):
-                    dst[j] += (wa * a[j] + wb * b[j]) + wc * c[j]
-        elif k == 0:
-            for j in range(n):
-                dst[j] = ((wa * a[j] + wb * b[j]) + wc * c[j]) + wd * d[j]
-        else:
-            for j in range(n):
-                dst[j] += ((wa * a[j] + wb * b[j]) + wc * c[j]) + wd * d[j]
+        _add_group(dst, n, k == 0, m, a, b, c, d, wa, wb, wc, wd)
         k += m
 
 
@@ -263,42 +237,46 @@ def _channels_sum(col, pos, w, KW, ow, C, dst):
     k = 0
     while k < KW:
         m = min(4, KW - k)
-        a, wa = col[pos[k, ow] * C :], t(w[k, ow])
-        if m == 1:
-            if k == 0:
-                for c in range(C):
-                    dst[c] = wa * a[c]
-            else:
-                for c in range(C):
-                    dst[c] += wa * a[c]
-        elif m == 2:
-            b, wb = col[pos[k + 1, ow] * C :], t(w[k + 1, ow])
-            if k == 0:
-                for c in range(C):
-                    dst[c] = wa * a[c] + wb * b[c]
-            else:
-                for c in range(C):
-                    dst[c] += wa * a[c] + wb * b[c]
-        elif m == 3:
-            b, wb = col[pos[k + 1, ow] * C :], t(w[k + 1, ow])
-            cc, wc = col[pos[k + 2, ow] * C :], t(w[k + 2, ow])
-            if k == 0:
-                for c in range(C):
-                    dst[c] = (wa * a[c] + wb * b[c]) + wc * cc[c]
-            else:
-                for c in range(C):
-                    dst[c] += (wa * a[c] + wb * b[c]) + wc * cc[c]
-        else:
-            b, wb = col[pos[k + 1, ow] * C :], t(w[k + 1, ow])
-            cc, wc = col[pos[k + 2, ow] * C :], t(w[k + 2, ow])
-            d, wd = col[pos[k + 3, ow] * C :], t(w[k + 3, ow])
-            if k == 0:
-                for c in range(C):
-                    dst[c] = ((wa * a[c] + wb * b[c]) + wc * cc[c]) + wd * d[c]
-            else:
-                for c in range(C):
-                    dst[c] += ((wa * a[c] + wb * b[c]) + wc * cc[c]) + wd * d[c]
+        # a group's missing taps repeat its last (`_add_group` reads only the first m)
+        ka, kb, kc, kd = k, min(k + 1, KW - 1), min(k + 2, KW - 1), min(k + 3, KW - 1)
+        a, b = col[pos[ka, ow] * C :], col[pos[kb, ow] * C :]
+        c, d = col[pos[kc, ow] * C :], col[pos[kd, ow] * C :]
+        wa, wb, wc, wd = t(w[ka, ow]), t(w[kb, ow]), t(w[kc, ow]), t(w[kd, ow])
+        _add_group(dst, C, k == 0, m, a, b, c, d, wa, wb, wc, wd)
         k += m
+
+
+@njit(cache=True, inline="always")
+def _add_group(dst, n, first, m, a, b, c, d, wa, wb, wc, wd):
+    """dst[:n] set (``first``) or added to with one group of `_rows_sum`'s taps: the first
+    ``m`` (1-4) of ``wa * a``, ``wb * b``, ``wc * c``, ``wd * d``, added left to right."""
+    if m == 1:
+        if first:
+            for j in range(n):
+                dst[j] = wa * a[j]
+        else:
+            for j in range(n):
+                dst[j] += wa * a[j]
+    elif m == 2:
+        if first:
+            for j in range(n):
+                dst[j] = wa * a[j] + wb * b[j]
+        else:
+            for j in range(n):
+                dst[j] += wa * a[j] + wb * b[j]
+    elif m == 3:
+        if first:
+            for j in range(n):
+                dst[j] = (wa * a[j] + wb * b[j]) + wc * c[j]
+        else:
+            for j in range(n):
+                dst[j] += (wa * a[j] + wb * b[j]) + wc * c[j]
+    elif first:
+        for j in range(n):
+            dst[j] = ((wa * a[j] + wb * b[j]) + wc * c[j]) + wd * d[j]
+    else:
+        for j in range(n):
+            dst[j] += ((wa * a[j] + wb * b[j]) + wc * c[j]) + wd * d[j]
 
 
 @register("adaptive_avg_pool", "blur_pool", "adaptive_avg_pool_backward", "blur_pool_backward")
