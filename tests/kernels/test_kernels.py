@@ -457,12 +457,13 @@ def test_channels_last_max_indices_are_the_same_scanned_in_int32_or_int64(omit_n
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
 def test_3x3s2_plane_max_in_vector_steps(caplog, monkeypatch, fresh_plans, dtype):
-    """`max3s2_planes` takes a row's inner windows 16 or 8 a step (the last step overlapping)
+    """`max3s2_planes` takes a row's inner windows 8 a step (the last step overlapping)
     and the windows that reach into the padding one by one: every plane width from the
     narrowest a step serves to past two 16-steps, padding on either side or both, ceil mode,
     and windows of one or two rows at the top and bottom, with NaN and infinities, against
     the reference; the float results bit for bit against `max_planes_values` on zeros of both
-    signs, as a max keeps the first of equal values and NaN wins, so the taps' order shows."""
+    signs, as a max keeps the first of equal values and NaN wins, so the taps' order shows,
+    on planes of 1-4 rows too, where few rows or none read three real ones."""
     monkeypatch.setattr(_small_plans, "WINDOWS3S2_PADDED_MIN", _small_plans.WINDOWS3S2_MIN)  # padded too
     for width in range(17, 52):
         pads = [(0, 0), (1, 1), (0, 1), (1, 0), (2, 3)]
@@ -477,15 +478,18 @@ def test_3x3s2_plane_max_in_vector_steps(caplog, monkeypatch, fresh_plans, dtype
     if dtype == np.int32:
         return
     rng = np.random.default_rng(3)
-    x = rng.choice(np.array([0.0, -0.0, 1.0, np.nan], dtype), (3, 9, 61))
-    for pad in (0, 1):
-        out = np.empty((3, 4 + pad, 30 + pad), dtype)
-        lowest = dtype(-np.inf)
+    lowest = dtype(-np.inf)
+    # heights 1-4: planes whose rows all reach into the padding (no inner row) or only some
+    for height, pad in [(9, 0), (9, 1), (3, 0), (4, 0), (1, 1), (2, 1), (3, 1), (4, 1), (1, 2), (3, 2)]:
+        x = rng.choice(np.array([0.0, -0.0, 1.0, np.nan], dtype), (3, height, 61))
+        oh, ow = (height + 2 * pad - 3) // 2 + 1, 30 + pad
+        out = np.empty((3, oh, ow), dtype)
         geo = np.array([[1, 1, 1, 0], [3, 2, 1, pad], [3, 2, 1, pad]], np.int64)
         plane_max.max_planes_values(x, out, geo, False, lowest, lowest)
         steps = np.empty((3, out[0].size), dtype)
-        plane_max.max3s2_planes(x.reshape(3, -1), steps, 61, 30 + pad, pad, pad, lowest)
-        np.testing.assert_array_equal(steps.reshape(out.shape).view(np.uint8), out.view(np.uint8))
+        plane_max.max3s2_planes(x.reshape(3, -1), steps, 61, ow, pad, pad, lowest)
+        got = steps.reshape(out.shape).view(np.uint8)
+        np.testing.assert_array_equal(got, out.view(np.uint8), err_msg=f"height {height}, pad {pad}")
 
 
 @pytest.mark.parametrize("kw", [*range(1, 10), 15, 24, 25])
