@@ -224,6 +224,38 @@ def test_set_num_threads_one_runs_large_work_serially(caplog):
     assert numba.get_num_threads() == before
 
 
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one core: every call is serial")
+def test_a_kept_call_on_threads_reads_the_thread_count_at_each_call(monkeypatch):
+    """A kept call planned for two threads runs the kernel at once while its thread's Numba
+    count is what it wants, the serial twin after ``set_num_threads(1)``, and under another
+    Numba count sets its own for the call and restores that count after; the same values
+    each way. The max pooling call keeps its values alone (no pair with None to unpack)."""
+    x = _x((1, 768, 17, 17))  # 0.9 MiB in: two threads
+    want = ap.max_pool(x, 3, 2)
+    assert len(_backends._calls) == 1
+    kept = next(iter(_backends._calls.values()))
+    assert kept.__qualname__.startswith("Planned.bare")
+    twins, switched = [], []
+    real_serial, real_switched = _cpu_calls.serial, _cpu_calls._switched
+    monkeypatch.setattr(_cpu_calls, "serial", lambda k: twins.append(k) or real_serial(k))
+    monkeypatch.setattr(_cpu_calls, "_switched", lambda *a: switched.append(a[:2]) or real_switched(*a))
+    before = numba.get_num_threads()
+    try:
+        ap.set_num_threads(2)
+        numba.set_num_threads(2)
+        np.testing.assert_array_equal(ap.max_pool(x, 3, 2), want)
+        assert not twins and not switched
+        numba.set_num_threads(1)
+        np.testing.assert_array_equal(ap.max_pool(x, 3, 2), want)
+        assert switched == [(1, 2)] and numba.get_num_threads() == 1
+        ap.set_num_threads(1)
+        np.testing.assert_array_equal(ap.max_pool(x, 3, 2), want)
+        assert len(twins) == 1 and len(switched) == 1
+    finally:
+        ap.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(before)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_adaptive_pools_whose_sizes_divide_are_plain_ones(caplog, channels_last):
     """VGG's adaptive 7x7 on a 7x7 map, 14x14 -> 7x7: kernel = stride = size / out, run by the

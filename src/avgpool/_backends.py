@@ -240,6 +240,9 @@ def _replay(runs: list, x: np.ndarray, result: Any) -> Callable[[np.ndarray], An
         return run
     values = got[0] if type(got) is tuple and len(got) == 2 else got
     if result is values:
+        alone = getattr(planned, "values", None)  # a call that pairs its values with None
+        if alone is not None and type(got) is tuple and got[1] is None:
+            return alone.bare(_same) if hasattr(alone, "bare") else alone
         return lambda x: run(x)[0]
     if (
         type(result) is np.ndarray

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from avgpool import _buffers
-from avgpool._settings import get_num_threads
+from avgpool._settings import _process, get_num_threads
 
 log = logging.getLogger("avgpool")
 
@@ -63,17 +63,38 @@ def serial(kernel: Any) -> Any:
     return numba.njit(cache=True, **options)(twin)
 
 
+@functools.cache
+def _numba_threads() -> Callable[[], int]:
+    """A reader of the calling thread's Numba thread count. ``numba.get_num_threads`` checks
+    that the pool is launched, under a lock, before it reads the count (0.7 µs a call); once it
+    is launched, Numba's own C reader (``numba.np.ufunc.parallel._get_num_threads``) reads the
+    same thread-local count in 0.1 µs. That reader, or ``numba.get_num_threads`` where a
+    Numba has none."""
+    import numba
+
+    numba.get_num_threads()  # launches the pool, which sets the reader
+    from numba.np.ufunc import parallel
+
+    raw = getattr(parallel, "_get_num_threads", None)
+    return raw if callable(raw) else numba.get_num_threads
+
+
 def call_on(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` with Numba's thread count at ``threads`` for the call, restored after.
 
     Numba's count is kept per thread; setting it for each call makes avgpool's process-wide
     setting hold in every thread that runs a kernel.
     """
-    import numba
-
-    before = numba.get_num_threads()
+    before = _numba_threads()()
     if before == threads:
         return fn(*args)
+    return _switched(before, threads, fn, args)
+
+
+def _switched(before: int, threads: int, fn: Callable[..., Any], args: tuple) -> Any:
+    """``fn(*args)`` with this thread's Numba count at ``threads``, then back at ``before``."""
+    import numba
+
     numba.set_num_threads(threads)
     try:
         return fn(*args)
@@ -82,15 +103,21 @@ def call_on(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _on_threads(kernel: Any, threads: int) -> Callable[..., Any]:
-    """``kernel`` run on at most ``threads`` threads (fewer if `get_num_threads` says so)."""
+    """``kernel`` run on at most ``threads`` threads (fewer if `get_num_threads` says so; on
+    one, its serial twin). The counts are read at each call, Numba's by `_numba_threads`'
+    reader: `get_num_threads` and ``numba.get_num_threads`` took a microsecond of a call."""
     if threads == 1:
         return serial(kernel)
+    read = _numba_threads()
 
     def run(*args: Any) -> Any:
-        wanted = min(threads, get_num_threads())
+        here = read()
+        wanted = min(threads, here if _process["threads"] is None else _process["threads"])
         if wanted == 1:
             return serial(kernel)(*args)
-        return call_on(wanted, kernel, *args)
+        if wanted == here:
+            return kernel(*args)
+        return _switched(here, wanted, kernel, args)
 
     return run
 
@@ -197,7 +224,7 @@ class Planned:
         shape, dtype, empty = self.out_shape, self.dtype, np.empty
         int64 = np.dtype(np.int64)
         arrays = [empty(view, dtype), empty(out_view, dtype)] + [empty(out_view, int64)] * self.index
-        run = _compiled(self._run, (*arrays, *args))
+        run = self._compiled_run((*arrays, *args))
         if self.index:
 
             def pair(x: np.ndarray) -> Any:
@@ -213,6 +240,24 @@ class Planned:
             return wrap(result)
 
         return single
+
+    def _compiled_run(self, example: tuple) -> Callable[..., Any]:
+        """`_run` for arguments of ``example``'s types through the machine code compiled for
+        them, without the dispatcher's typing: the serial twin's, or on threads the kernel's
+        while the thread count read at the call is the one it runs on and more than one
+        (else `_run`, which runs the twin or sets the count for the call)."""
+        if self.threads == 1:
+            return _compiled(self._run, example)
+        wide, general = _compiled(self.kernel, example), self._run
+        threads, read = self.threads, _numba_threads()
+
+        def run(*args: Any) -> Any:
+            here = read()
+            if min(threads, here if _process["threads"] is None else _process["threads"]) == here > 1:
+                return wide(*args)
+            return general(*args)
+
+        return run
 
 
 class Copy:

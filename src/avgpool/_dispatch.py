@@ -76,6 +76,20 @@ def plan_global_avg(layout: Layout, empty: float, dtype, size: int):
     return lambda x: global_avg(x, layout, empty)
 
 
+class ValuesOnly:
+    """A planned max pooling without indices as ``call(x) -> (values, None)``. Its ``values``,
+    the planned call itself, is what an op that returns the values alone keeps
+    (`avgpool._backends._replay`), so a repeated call skips the pair."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values) -> None:
+        self.values = values
+
+    def __call__(self, x: np.ndarray) -> tuple:
+        return self.values(x), None
+
+
 def plan_max_forward(
     layout: Layout,
     axes: tuple[Axis, ...] | None,
@@ -94,7 +108,7 @@ def plan_max_forward(
             planned = _cpu_max_drivers.plan_max_forward(
                 layout, axes, nan_policy, floor, np.dtype(dtype), with_index
             )
-        return planned if planned.index else lambda x: (planned(x), None)
+        return planned if planned.index else ValuesOnly(planned)
     if axes is None:
         return lambda x: global_max(x, layout, nan_policy, floor)
     return lambda x: max_forward(x, layout, axes, nan_policy, floor, with_index=with_index)
