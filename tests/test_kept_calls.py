@@ -75,6 +75,41 @@ def test_arguments_are_told_apart_by_type():
     assert len(_backends._calls) == 3
 
 
+def test_the_last_call_is_taken_by_its_argument_objects(monkeypatch):
+    """An op called again with the very argument objects of its last kept call (plain values
+    that never change: ints, floats, bools, strings, None, tuples of them) runs that call
+    without building the typed key; equal arguments of another type, another shape, dtype or
+    backend, and a list (which could change) build it."""
+    x, k = _x((1, 2, 6, 6)), (2, 2)
+    ap.avg_pool(x, k, 2, ceil_mode=True)
+    want = ap.avg_pool(x, k, 2, ceil_mode=True)  # kept: the dict's call, now the last one
+    keys = []
+    real = _backends.typed_key
+    monkeypatch.setattr(_backends, "typed_key", lambda *a: keys.append(a) or real(*a))
+    np.testing.assert_array_equal(ap.avg_pool(x, k, 2, ceil_mode=True), want)
+    assert ap.avg_pool(_x((1, 2, 6, 6), seed=1), k, 2, ceil_mode=True).shape == want.shape
+    assert not keys
+    others = [
+        lambda: ap.avg_pool(x, k, 2, ceil_mode=1),
+        lambda: ap.avg_pool(x, k, 2),
+        lambda: ap.avg_pool(x, k, 2, ceil_mode=True, count_include_pad=True),
+        lambda: ap.avg_pool(x.astype(np.float64), k, 2, ceil_mode=True),
+        lambda: ap.avg_pool(x[:, :1].copy(), k, 2, ceil_mode=True),
+        lambda: ap.avg_pool(x, [2, 2], 2, ceil_mode=True),
+    ]
+    for n, call in enumerate(others, 1):
+        call()
+        assert len(keys) == n
+    with ap.use_backend("reference"):
+        np.testing.assert_allclose(ap.avg_pool(x, k, 2, ceil_mode=True), want, rtol=1e-6)
+    assert len(keys) == len(others) + 1
+    sizes = [2, 2]
+    ap.avg_pool(x, sizes, 2)
+    ap.avg_pool(x, sizes, 2)
+    sizes[:] = [3, 3]  # a list may change: it is never taken by identity
+    assert ap.avg_pool(x, sizes, 2).shape == (1, 2, 2, 2)
+
+
 def test_calls_differ_by_shape_dtype_and_backend(caplog):
     x = _x((1, 2, 5, 5))
     ap.avg_pool(x, 2)

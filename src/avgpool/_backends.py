@@ -21,6 +21,7 @@ import importlib
 import inspect
 import logging
 import math
+import operator
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -221,6 +222,50 @@ def _call_seen(planned: Callable[[np.ndarray], Any], x: np.ndarray) -> Any:
 _calls: dict[tuple, Callable[[np.ndarray], Any]] = {}
 
 
+class _LastCall:
+    """A public op's last kept call, with the argument objects it was called with. They are
+    plain values that never change (ints, floats, bools, strings, None, and tuples of them),
+    so a call that passes the very same objects, as a constant in the caller's code or a small
+    int does, passes the same arguments: `takes` compares them by identity, which costs less
+    than the typed key (1.9 µs for ``(2, 2), (2, 2), 0`` and three keywords)."""
+
+    __slots__ = ("backend", "dtype", "kept", "names", "rest", "shape", "values")
+
+    _SCALARS = frozenset({int, float, bool, str, type(None)})
+
+    def __init__(self, x: np.ndarray, args: tuple, kwargs: dict, backend: str, kept: Callable) -> None:
+        self.shape, self.dtype, self.backend, self.kept = x.shape, x.dtype, backend, kept
+        self.rest, self.names, self.values = args[1:], tuple(kwargs), tuple(kwargs.values())
+
+    @classmethod
+    def plain(cls, args: tuple, kwargs: dict) -> bool:
+        """Whether every argument after the array is a plain value (see the class)."""
+        for value in (*args[1:], *kwargs.values()):
+            if type(value) is tuple:
+                if not cls._SCALARS.issuperset(map(type, value)):
+                    return False
+            elif type(value) not in cls._SCALARS:
+                return False
+        return True
+
+    def takes(self, x: np.ndarray, args: tuple, kwargs: dict) -> bool:
+        """Whether a call of the op on ``x`` with these arguments is this one."""
+        return (
+            x.shape == self.shape
+            and x.dtype == self.dtype
+            and len(args) == len(self.rest) + 1
+            and len(kwargs) == len(self.names)
+            and all(map(operator.is_, args[1:], self.rest))
+            and all(map(operator.is_, kwargs, self.names))
+            and all(map(operator.is_, kwargs.values(), self.values))
+            and get_backend() == self.backend
+        )
+
+
+#: Each public op's `_LastCall` (cleared with the kept calls).
+_last_calls: dict[Callable[..., Any], _LastCall] = {}
+
+
 def _replay(runs: list, x: np.ndarray, result: Any) -> Callable[[np.ndarray], Any] | None:
     """The call that returns what the op returned for ``x``, from the one planned call it ran
     on ``x`` itself, or None when the op did more than that call (another planned call, a
@@ -268,6 +313,7 @@ def clear_plans() -> None:
     """Forget every planned call (after changing a driver's tuning constant, as tests do)."""
     _plans.clear()
     _calls.clear()
+    _last_calls.clear()
     compute.clear_plans()
 
 
@@ -493,12 +539,17 @@ def op(fn: Callable[..., Any] | None = None, *, name: str | None = None, doc: st
         x = args[0] if args else kwargs.get(first)
         if type(x) is not np.ndarray or not args or not x.flags.c_contiguous:
             return run(fn, backend_of(x), args, kwargs)
+        last = _last_calls.get(public)
+        if last is not None and last.takes(x, args, kwargs) and not log.isEnabledFor(logging.DEBUG):
+            return last.kept(x)
         try:
             key = (public, x.shape, x.dtype, get_backend(), typed_key(args[1:], kwargs))
             kept = _calls.get(key)
         except TypeError:  # an unhashable argument (a list, an array)
             return run(fn, NUMPY, args, kwargs)
         if kept is not None and not log.isEnabledFor(logging.DEBUG):
+            if _LastCall.plain(args, kwargs):
+                _last_calls[public] = _LastCall(x, args, kwargs, key[3], kept)
             return kept(x)
         return _learn(fn, key, x, args, kwargs)
 
