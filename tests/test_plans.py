@@ -177,11 +177,13 @@ def test_small_work_runs_serially_and_large_work_on_threads(caplog):
 def test_direct_channels_last_averages_count_each_read_for_their_threads():
     """`box_rows.avg_direct` reads each input cell once per window that covers it, so its
     thread count weighs the input by those reads: a 3x3/1 window (9 reads) moving 640 KiB
-    asks for more than one thread, a 2x2/2 window (1 read) of the same input for one."""
+    asks for more than one thread, a 2x2/2 window (1 read; padded, or its own kernel takes it)
+    of the same input for one."""
     x = _x((1, 8, 8, 1280))
     layout = Layout.of(x.shape, 2, True)
     wanted = {}
-    for window in (ap.Window(3, 1, 1, ndim=2, channels_last=True), ap.Window(2, ndim=2, channels_last=True)):
+    windows = ap.Window(3, 1, 1, ndim=2, channels_last=True), ap.Window(2, 2, 1, ndim=2, channels_last=True)
+    for window in windows:
         axes = tuple(a.bounded() for a in window.resolve(layout.spatial))
         planned = _cpu_drivers.plan_avg_forward(layout, axes, True, None, 0.0, x.dtype)
         assert "avg_direct" in planned.path

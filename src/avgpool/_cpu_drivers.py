@@ -319,6 +319,10 @@ def plan_avg_forward(
             kernel, args = box_trees.avg_planes_tree, (geo, factor, zero, real, empty, blocks, *plans)
         else:
             kernel, args = box_planes.avg_planes, (geo, factor, zero, real, empty, running, blocks)
+    elif c > 1 and acc.dtype == work and divisor_override is None and _inner_2x2_blocks(axes):
+        # the commonest channels-last average (DenseNet's transitions): `avg_direct`'s 2x2
+        # block alone, with the same bits
+        kernel, args = box_rows.avg_2x2_blocks, (c,)
     elif c > 1 and (plan.reads <= DIRECT_READS or acc.dtype == np.float32):
         # channels-last windows read by few outputs, or summed in float32; its work grows with
         # the taps, so the thread count counts each input cell once per window that reads it
@@ -328,6 +332,19 @@ def plan_avg_forward(
     else:
         kernel, args = box_rows.avg_forward, (c, geo, factor, zero, real, empty, running)
     return planned_call("avg_pool", kernel, args, layout, plan.out, dtype, view, out_view, nbytes)
+
+
+def _inner_2x2_blocks(axes: Sequence[Axis]) -> bool:
+    """Whether 2-D windows are 2x2 at stride 2 (a single window's stride is 1), undilated, with
+    no padding and every window inside the input (`box_rows.avg_2x2_blocks`)."""
+    return len(axes) == 2 and all(
+        a.kernel == 2
+        and (a.stride == 2 or a.out == 1)
+        and a.dilation == 1
+        and a.pad_before == 0
+        and 2 * a.out <= a.size
+        for a in axes
+    )
 
 
 def avg_backward(

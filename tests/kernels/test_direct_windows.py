@@ -65,3 +65,32 @@ def test_float16_windows_sum_in_float32_and_round_once(k, s, p):
     want = _sequential(x.astype(np.float32), k, s, p, y.shape[1], y.shape[2], True).astype(np.float16)
     assert y.dtype == np.float16
     assert y.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [37, 160])
+def test_inner_2x2_blocks_take_their_own_kernel_with_the_same_bits(caplog, dtype, channels):
+    """2x2/2 windows that all lie inside the input (odd sizes leave the last row or column out;
+    a single window along an axis) run `box_rows.avg_2x2_blocks`, which adds each block column
+    by column as `avg_direct` does and scales by 0.25: the bits of those sums in NumPy, NaN,
+    infinities and -0.0 included. Padding, or a ceil-mode window past the edge, keeps
+    `avg_direct`."""
+    rng = np.random.default_rng(channels)
+    for shape, ceil in [((3, 8, 10), False), ((2, 9, 11), False), ((1, 2, 7), False), ((1, 8, 8), True)]:
+        x = (rng.standard_normal((*shape, channels)) * 1e3).astype(dtype)
+        x[0, 0, 1, :3] = [np.inf, -np.inf, np.nan]
+        x[-1, :2, :2, 3:5] = -0.0
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="avgpool"):
+            y = ap.avg_pool(x, 2, channels_last=True, ceil_mode=ceil)
+        assert "box_rows.avg_2x2_blocks" in caplog.text, shape
+        n, oh, ow, c = y.shape
+        b = x[:, : 2 * oh, : 2 * ow].reshape(n, oh, 2, ow, 2, c)
+        want = (((b[:, :, 0, :, 0] + b[:, :, 1, :, 0]) + b[:, :, 0, :, 1]) + b[:, :, 1, :, 1]) * dtype(0.25)
+        assert y.dtype == dtype and y.tobytes() == want.tobytes(), shape
+    x = rng.standard_normal((2, 9, 11, channels)).astype(dtype)
+    for kwargs in ({"padding": 1}, {"ceil_mode": True}, {"stride": 1}):
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="avgpool"):
+            ap.avg_pool(x, 2, channels_last=True, **kwargs)
+        assert "box_rows.avg_direct" in caplog.text, kwargs

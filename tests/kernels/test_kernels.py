@@ -1126,7 +1126,8 @@ LARGE_SHAPE = (1, 2, 60, 61)
 K3S2 = {"kernel_size": 3, "stride": 2}
 KERNEL_CASES = {
     "box_rows.avg_forward": ("avg_pool", "channels_last", {"kernel_size": 4, "stride": 1, "padding": 1}),
-    "box_rows.avg_direct": ("avg_pool", "channels_last", {"kernel_size": 2}),
+    "box_rows.avg_direct": ("avg_pool", "channels_last", {"kernel_size": 2, "padding": 1}),
+    "box_rows.avg_2x2_blocks": ("avg_pool", "channels_last", K2),
     "box_planes.avg_planes": (
         "avg_pool",
         "channels_first",

@@ -297,6 +297,34 @@ def _sum_2x2(p0, q0, p1, q1, cell, acc, C, column_pass, exact, div, inv):
             cell[c] = (((t(p0[c]) + t(q0[c])) + t(p1[c])) + t(q1[c])) * inv
 
 
+@register("avg_pool")
+@njit(parallel=True, cache=True)
+def avg_2x2_blocks(x, out, C):
+    """Channels-last 2x2 averages at stride 2 whose windows all lie inside the input (no
+    padding, no partial window at the end), one deep: views ``(outer, 1, H, W * C)`` and
+    ``(outer, 1, OH, OW * C)``, sums in the output's dtype (float32 or float64).
+
+    `avg_direct`'s 2x2 block (`_sum_2x2`: the same order, so the same bits; x / 4 and x * 0.25
+    round alike) without its tables, its other windows and its per-row buffer: each output
+    cell holds its own left-column sums. The DenseNet transition on (1, 14, 14, 512), one
+    thread: 8.2 µs through `avg_direct`, 7.4 here. Parallel over (outer, output row).
+    """
+    n_outer, OH, OW = out.shape[0], out.shape[2], out.shape[3] // C
+    column_pass = C * x.itemsize >= COLUMN_PASS_BYTES
+    exact = out.itemsize == 8
+    inv = out.dtype.type(0.25)
+    for item in prange(n_outer * OH):
+        o, oh = item // OH, item % OH
+        xu = unowned(x)
+        r0, r1 = xu[o, 0, 2 * oh], xu[o, 0, 2 * oh + 1]
+        orow = unowned(out)[o, 0, oh]
+        for ow in range(OW):
+            a, cell = 2 * ow * C, orow[ow * C : ow * C + C]
+            p0, q0 = r0[a : a + C], r1[a : a + C]
+            p1, q1 = r0[a + C : a + 2 * C], r1[a + C : a + 2 * C]
+            _sum_2x2(p0, q0, p1, q1, cell, cell, C, column_pass, exact, 4.0, inv)
+
+
 @register("avg_pool", "lp_pool", "lp_pool_backward")
 @njit(parallel=True, cache=True)
 def avg_direct(x, out, C, geo, count, zero, empty, acc_like):
