@@ -307,10 +307,7 @@ def avg_tiles(x, out, W, kh, kw, scale, divisor, empty, acc, runs):
                         for v in range(0, OW, LANES):
                             tiles_sum8(ou, r * OW + v, xu, 2 * r * W + 2 * v, (2 * r + 1) * W + 2 * v, s)
                     else:
-                        for ow in range(OW):
-                            i = 2 * r * W + 2 * ow
-                            a, b = t(xu[i]) + t(xu[i + 1]), t(xu[i + W]) + t(xu[i + W + 1])
-                            ou[r * OW + ow] = (a + b) * s
+                        _tile_sums_cells(ou, xu, r, W, OW, s)
                 continue
             m = (r1 - r0) * kh * OW
             src = xu[r0 * kh * W : r1 * kh * W]
@@ -371,10 +368,7 @@ def max_tiles(x, out, W, kh, kw, omit_nan, floor, lowest, runs):
                         for v in range(0, OW, LANES):
                             tiles_max8(ou, r * OW + v, xu, 2 * r * W + 2 * v, (2 * r + 1) * W + 2 * v)
                     else:
-                        for ow in range(OW):
-                            i = 2 * r * W + 2 * ow
-                            a, b = _bigger(xu[i], xu[i + 1]), _bigger(xu[i + W], xu[i + W + 1])
-                            ou[r * OW + ow] = _bigger(a, b)
+                        _tile_maxima_cells(ou, xu, r, W, OW)
                 continue
             m = (r1 - r0) * kh * OW
             src = xu[r0 * kh * W : r1 * kh * W]
@@ -411,6 +405,29 @@ def max_tiles(x, out, W, kh, kw, omit_nan, floor, lowest, runs):
                 for k in range((r1 - r0) * OW):
                     o[k] = floor if o[k] < floor else o[k]
         keep_alive(S_)
+
+
+# The rows that `_lanes_fit` refuses take their windows cell by cell in a call of its own
+# (``inline="never"``): inlined, that scalar loop beside the vector steps slowed the steps of
+# every row, 512x14x14 planes 14.1 -> 9.5 µs without it (benchmarks/NOTES.md).
+
+
+@njit(cache=True, inline="never")
+def _tile_sums_cells(ou, xu, r, W, OW, s):
+    """`avg_tiles`' 2x2 sums of output row ``r``, cell by cell, in the steps' order and dtype."""
+    for ow in range(OW):
+        i = 2 * r * W + 2 * ow
+        a, b = xu[i] + xu[i + 1], xu[i + W] + xu[i + W + 1]
+        ou[r * OW + ow] = (a + b) * s
+
+
+@njit(cache=True, inline="never")
+def _tile_maxima_cells(ou, xu, r, W, OW):
+    """`max_tiles`' 2x2 maxima of output row ``r``, cell by cell, by `_bigger`'s rule."""
+    for ow in range(OW):
+        i = 2 * r * W + 2 * ow
+        a, b = _bigger(xu[i], xu[i + 1]), _bigger(xu[i + W], xu[i + W + 1])
+        ou[r * OW + ow] = _bigger(a, b)
 
 
 @njit(cache=True, inline="always")
