@@ -283,6 +283,30 @@ def test_adaptive_pools_whose_sizes_divide_are_plain_ones(caplog, channels_last)
         np.testing.assert_allclose(g, want_g, rtol=1e-15)
 
 
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one core: every call is serial")
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_large_windows_of_one_cell_copy_on_threads_forward_and_backward(caplog, dtype):
+    """VGG's adaptive 7x7 head at batch 32 moves MiBs: the forward and the gradient copy on
+    threads (`box_rows.copy_cells`; float16, not a kernel dtype, through NumPy), bit for bit,
+    into ``out=`` too."""
+    x = _x((32, 7, 7, 96), dtype)
+    g = _x(x.shape, dtype, seed=1)
+    for a in (x, g):
+        a[0, 0, 0, :3] = a[-1, -1, -1, -3:] = [-0.0, np.inf, np.nan]
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        y = ap.adaptive_avg_pool(x, 7, channels_last=True)
+        grad = ap.adaptive_avg_pool_backward(g, x.shape, channels_last=True)
+        out = np.empty_like(x)
+        assert ap.avg_pool(x, 1, channels_last=True, out=out) is out
+        grad1 = ap.avg_pool_backward(g, x.shape, 1, channels_last=True)
+    for got, want in ((y, x), (grad, g), (out, x), (grad1, g)):
+        assert got.dtype == dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    threaded = dtype != np.float16
+    assert caplog.text.count("copy_cells (every window is one cell) (2 threads)") == 4 * threaded
+    assert caplog.text.count("copy (every window is one cell) (serial)") == 4 * (not threaded)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_windows_of_one_cell_are_a_copy(caplog, channels_last, dtype):

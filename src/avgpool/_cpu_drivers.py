@@ -261,6 +261,29 @@ def _one_cell(a: Axis) -> bool:
     return a.kernel == 1 and a.stride == 1 and a.pad_before == 0 and a.out == a.size
 
 
+def _copy_call(op: str, layout: Layout, dtype, nbytes: int) -> Planned | Copy:
+    """An average whose every window is the one cell it stands on, or its gradient: a copy,
+    by NumPy (`Copy`) when the work is one thread's or its dtype not the kernels' own, else by
+    `box_rows.copy_cells` on threads (adaptive 7x7 on VGG's 7x7 maps at batch 32, forward
+    71 -> 57 µs)."""
+    from avgpool.kernels import box_rows
+
+    threads, size = threads_for(nbytes), math.prod(layout.shape)
+    if threads == 1 or _kernel_dtype(np.dtype(dtype)) != dtype:
+        return Copy(layout.shape, dtype, f"{op}: copy (every window is one cell)")
+    path = f"{op}: {kernel_name(box_rows.copy_cells)} (every window is one cell)"
+    return Planned(
+        box_rows.copy_cells,
+        (threads,),
+        view=(size,),
+        out_shape=layout.shape,
+        out_view=(size,),
+        dtype=dtype,
+        nbytes=nbytes,
+        path=path,
+    )
+
+
 @functools.lru_cache(maxsize=PLANS_KEPT)
 def plan_avg_forward(
     layout: Layout,
@@ -276,8 +299,7 @@ def plan_avg_forward(
     A window that covers the whole input (kernel == size, no padding, one output) is a global
     average, however it was written (``avg_pool2d(x, 7)`` on 7x7, adaptive to 1): it runs the
     global kernels. Windows of one cell each at stride 1 (adaptive to the input's size) are a
-    copy (`avgpool._cpu_calls.Copy`) when the work is one thread's; a larger one runs the
-    kernels, on threads.
+    copy (`_copy_call`).
     """
     from avgpool.kernels import box_planes, box_rows, box_trees
 
@@ -285,8 +307,8 @@ def plan_avg_forward(
     if plan.whole and divisor_override is None:
         return plan_global_avg(layout, dtype)
     nbytes = _moved(layout, plan.out, dtype)
-    if divisor_override in (None, 1) and all(_one_cell(a) for a in axes) and threads_for(nbytes) == 1:
-        return Copy(layout.shape, dtype, "avg_pool: copy (every window is one cell)")
+    if divisor_override in (None, 1) and all(_one_cell(a) for a in axes):
+        return _copy_call("avg_pool", layout, dtype, nbytes)
     geo, (factor, zero, real) = plan.geo, plan.tables
     work = _kernel_dtype(np.dtype(dtype))
     view, c = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
@@ -363,8 +385,9 @@ def plan_avg_backward(
     layout: Layout, axes: tuple[Axis, ...], count_include_pad: bool, divisor_override: int | None, dtype
 ) -> Planned:
     """The average's backward call for gradients of this layout and dtype: a global window
-    spreads each gradient over its plane (`box_backward.global_spread`); windows that do not overlap
-    scatter each gradient to its own cells; others sum the covering windows' gradients."""
+    spreads each gradient over its plane (`box_backward.global_spread`); windows of one cell
+    each copy it (`_copy_call`); windows that do not overlap scatter each gradient to its own
+    cells; others sum the covering windows' gradients."""
     from avgpool.kernels import box_backward
 
     plan = avg_backward_plan(axes, count_include_pad, divisor_override)
@@ -372,6 +395,8 @@ def plan_avg_backward(
     view, c = _shape4(layout.out_full_shape(plan.out), layout.channels_last, layout.ndim)
     out_view, _ = _shape4(layout.full_shape, layout.channels_last, layout.ndim)
     nbytes = _moved(layout, plan.out, dtype)
+    if not plan.whole and divisor_override in (None, 1) and all(_one_cell(a) for a in axes):
+        return _copy_call("avg_pool_backward", layout, dtype, nbytes)
     disjoint = (geo[:, 0] <= geo[:, 1]).all()
     if plan.whole:
         outer, size, c = _shape3(layout.full_shape, layout.channels_last)

@@ -1128,6 +1128,12 @@ KERNEL_CASES = {
     "box_rows.avg_forward": ("avg_pool", "channels_last", {"kernel_size": 4, "stride": 1, "padding": 1}),
     "box_rows.avg_direct": ("avg_pool", "channels_last", {"kernel_size": 2, "padding": 1}),
     "box_rows.avg_2x2_blocks": ("avg_pool", "channels_last", K2),
+    "box_rows.copy_cells": (
+        "adaptive_avg_pool",
+        "channels_last",
+        {"output_size": (12, 13)},
+        (16, 64, 12, 13),
+    ),
     "box_planes.avg_planes": (
         "avg_pool",
         "channels_first",

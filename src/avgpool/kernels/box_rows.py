@@ -297,6 +297,21 @@ def _sum_2x2(p0, q0, p1, q1, cell, acc, C, column_pass, exact, div, inv):
             cell[c] = (((t(p0[c]) + t(q0[c])) + t(p1[c])) + t(q1[c])) * inv
 
 
+@register("avg_pool", "avg_pool_backward", "adaptive_avg_pool", "adaptive_avg_pool_backward")
+@njit(parallel=True, cache=True)
+def copy_cells(x, out, runs):
+    """``out`` = ``x`` (1-D, C-contiguous, one dtype), in ``runs`` contiguous parts, one per
+    work item: an average whose every window is the one cell it stands on (adaptive to the
+    input's own size), or its gradient, on threads. Exact, and the bandwidth floor; on one
+    thread `avgpool._cpu_calls.Copy` copies with NumPy instead."""
+    n = x.shape[0]
+    per = -(-n // max(runs, 1))
+    for r in prange(max(runs, 1)):
+        a = min(n, r * per)
+        b = min(n, a + per)
+        out[a:b] = x[a:b]
+
+
 @register("avg_pool")
 @njit(parallel=True, cache=True)
 def avg_2x2_blocks(x, out, C):
