@@ -8,6 +8,7 @@ import numba
 import numpy as np
 import pytest
 from numba import njit
+from numba.core.errors import TypingError
 
 from avgpool.kernels._lanes import lanes_max3, run_sum8, same3x3_rows8, tiles_max8, tiles_sum8, transpose8
 
@@ -76,6 +77,22 @@ def test_transpose8_moves_every_cell(dtype):
         for c in range(8):
             assert dst[7 + c * 41 + r] == src[3 + r * 33 + c]
     assert np.count_nonzero(dst) == 64  # nothing else written (no cell of the tile is 0)
+
+
+@pytest.mark.parametrize("pair", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_transpose8_between_float_dtypes_converts_as_assignment_does(pair):
+    """float32 -> float64 exactly; float64 -> float32 rounded to nearest, as ``dst[i] = v``."""
+    src_dtype, dst_dtype = pair
+    src = (np.random.default_rng(0).standard_normal(300) * 1e3).astype(src_dtype)
+    src[5:8] = [np.inf, np.nan, -0.0]
+    dst = np.zeros(400, dst_dtype)
+    _transpose(dst, 7, 41, src, 3, 33)
+    for r in range(8):
+        for c in range(8):
+            got, want = dst[7 + c * 41 + r], dst_dtype(src[3 + r * 33 + c])
+            assert got.tobytes() == want.tobytes()
+    with pytest.raises(TypingError):
+        _transpose(np.zeros(400, np.int64), 7, 41, src, 3, 33)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -142,16 +142,19 @@ def test_tap_sums_past_the_limit_run_in_float64():
 def test_planes_kernel_sums_as_the_rows_kernel(monkeypatch, caplog, dtype, shape):
     """Channels-first planes vectorised across planes (`taps_sum_planes`, blocks of 64 planes
     with a short last block of 5 or 13, planes of cells not a multiple of 8, transposed 8 by 8)
-    give the bits of the row kernel (`taps_sum_rows`), blur and adaptive."""
+    give the bits of the row kernel (`taps_sum_rows`), blur and adaptive; windows of more
+    than `F32_TAP_SUMS` taps sum float32 planes in float64, transposed in and out as such."""
     x = np.random.default_rng(2).standard_normal(shape).astype(dtype)
     calls = [lambda a: ap.blur_pool(a, 4, 2), lambda a: ap.blur_pool(a, 5, 1, pad_type="zero")]
+    calls.append(lambda a: ap.blur_pool(a, 7, 1))  # 49 taps
+    assert _cpu_taps.F32_TAP_SUMS < 49
     calls.append(lambda a: ap.adaptive_avg_pool(a, (5, 4)))
     results = []
     for planes_min in (1, 10**9):
         monkeypatch.setattr(_cpu_taps, "PLANES_MIN", planes_min)
         _backends.clear_plans()
         with caplog.at_level("DEBUG", logger="avgpool"):
-            results.append([call(x) for call in calls[:2]])
+            results.append([call(x) for call in calls[:3]])
         assert ("taps_sum_planes" in caplog.text) == (planes_min == 1)
         caplog.clear()
     for planes, rows in zip(*results):
@@ -160,7 +163,7 @@ def test_planes_kernel_sums_as_the_rows_kernel(monkeypatch, caplog, dtype, shape
     _backends.clear_plans()
     exact = reference.adaptive_avg_pool(x.astype(np.float64).reshape(-1, *shape[2:]), (5, 4))
     tol = TOLERANCE[np.dtype(dtype).name]
-    np.testing.assert_allclose(calls[2](x).reshape(exact.shape), exact, rtol=tol, atol=tol)
+    np.testing.assert_allclose(calls[3](x).reshape(exact.shape), exact, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

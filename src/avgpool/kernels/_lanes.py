@@ -264,24 +264,29 @@ def _transposed(builder, rows):
 def transpose8(typingctx, dst, d, dstep, src, s, sstep):
     """``dst[d + c*dstep + r] = src[s + r*sstep + c]`` for r, c < 8: the 8x8 tile whose rows
     start every ``sstep`` elements of ``src`` written as the rows, every ``dstep`` elements,
-    of ``dst``. Both arrays 1-D, C-contiguous, of one dtype, and not overlapping."""
-    if not _arrays_1d(dst, src):
+    of ``dst``. Both arrays 1-D, C-contiguous and not overlapping, of one dtype or of two float
+    dtypes (each value converted as an assignment converts it: exact when widening, rounded
+    to nearest when narrowing)."""
+    floats = all(isinstance(a, types.Array) and isinstance(a.dtype, types.Float) for a in (dst, src))
+    if not (_arrays_1d(dst, src) or (floats and _arrays_1d(dst) and _arrays_1d(src))):
         return None
-    dtype = dst.dtype
 
     def codegen(context, builder, sig, args):
-        vec = ir.VectorType(context.get_data_type(dtype), LANES)
-        align = context.get_abi_sizeof(context.get_data_type(dtype))
+        vec = ir.VectorType(context.get_data_type(src.dtype), LANES)
+        out = ir.VectorType(context.get_data_type(dst.dtype), LANES)
         d0, dn, s0, sn = (context.cast(builder, args[n], sig.args[n], types.intp) for n in (1, 2, 4, 5))
         rows = []
         for r in range(LANES):
             at = builder.add(s0, builder.mul(sn, sn.type(r)))
             ptr = _run_pointer(context, builder, sig.args[3], args[3], at, types.intp, vec)
-            rows.append(builder.load(ptr, align=align, typ=vec))
+            rows.append(builder.load(ptr, align=context.get_abi_sizeof(vec.element), typ=vec))
         for c, column in enumerate(_transposed(builder, rows)):
             at = builder.add(d0, builder.mul(dn, dn.type(c)))
+            column = _converted(context, builder, column, src.dtype, dst.dtype) if floats else column
             builder.store(
-                column, _run_pointer(context, builder, sig.args[0], args[0], at, types.intp, vec), align=align
+                column,
+                _run_pointer(context, builder, sig.args[0], args[0], at, types.intp, out),
+                align=context.get_abi_sizeof(out.element),
             )
         return context.get_dummy_value()
 
