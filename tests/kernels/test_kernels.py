@@ -492,6 +492,28 @@ def test_3x3s2_plane_max_in_vector_steps(caplog, monkeypatch, fresh_plans, dtype
         np.testing.assert_array_equal(got, out.view(np.uint8), err_msg=f"height {height}, pad {pad}")
 
 
+@pytest.mark.parametrize("channels", [5, 64])
+@pytest.mark.parametrize("k, s, p", [(3, 2, 1), (3, 2, 0), (2, 2, 0), (2, 1, 0), (2, 1, 1)])
+def test_channels_last_max_blocks_take_their_taps_in_row_major_order(caplog, k, s, p, channels):
+    """`cpu_max.max_values` takes a 2x2 or 3x3 window whose taps all lie in the input in one
+    loop over the channels (`_block_max`), the others tap by tap: both in row-major order, so
+    on -1, zeros of both signs, 1 and NaN the values are the indexed kernel's to the bit (the
+    first of equal values kept, NaN winning), and the reference's."""
+    rng = np.random.default_rng(k * 10 + s + channels)
+    for dtype in (np.float32, np.float64):
+        cells = np.array([-1.0, 0.0, -0.0, 1.0, np.nan], dtype)
+        x = rng.choice(cells, (2, 9, 10, channels), p=[0.6, 0.17, 0.17, 0.03, 0.03])
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="avgpool"):
+            values = ap.max_pool(x, k, s, p, channels_last=True)
+        assert "cpu_max.max_values (" in caplog.text
+        indexed, _ = ap.max_pool(x, k, s, p, channels_last=True, return_indices=True)
+        assert values.tobytes() == indexed.tobytes()
+        with ap.use_backend("reference"):
+            want = ap.max_pool(x, k, s, p, channels_last=True)
+        assert values.tobytes() == want.tobytes()
+
+
 @pytest.mark.parametrize("kw", [*range(1, 10), 15, 24, 25])
 @pytest.mark.parametrize("specials", [False, True], ids=["finite", "inf-nan"])
 def test_every_w_pass_of_the_plane_kernel(kw, specials):

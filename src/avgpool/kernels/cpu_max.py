@@ -289,9 +289,10 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
     height, width) order, read straight from the input a C-vector at a time (the way
     `box_rows.avg_direct` sums). The driver sends windows that read each input cell fewer than
     `_cpu_max_drivers.LARGE_MAX_READS` times here, so the taps per output stay few, and reading them in
-    place beats a row buffer of the window rows' maxima. NaN propagates (or, with
-    ``omit_nan``, never wins and results are at least ``floor``); a window with no real cell
-    gives ``lowest``.
+    place beats a row buffer of the window rows' maxima; a 2x2 or 3x3 window whose taps all
+    lie in the input takes them in one loop over the channels (`_block_max`), in the same
+    order. NaN propagates (or, with ``omit_nan``, never wins and results are at least
+    ``floor``); a window with no real cell gives ``lowest``.
     """
     n_outer, D, H, WC = x.shape
     W = WC // C
@@ -300,15 +301,23 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
     kh, sh, dh, ph = geo[1, 0], geo[1, 1], geo[1, 2], geo[1, 3]
     kw, sw, dw, pw = geo[2, 0], geo[2, 1], geo[2, 2], geo[2, 3]
     jw_lo, jw_hi = width_taps(W, OW, kw, sw, dw, pw)
+    square = kd == 1 and kh == kw and (kh == 2 or kh == 3) and dh == 1 and dw == 1 and not omit_nan
     for item in prange(n_outer * OD * OH):
         o = item // (OD * OH)
         od = (item // OH) % OD
         oh = item % OH
         xu = unowned(x)  # views with no reference count (`_nrt`): no atomic per row view
         orow = unowned(out)[o, od, oh]
+        ih0 = oh * sh - ph
+        # a 2x2 or 3x3 window one deep whose taps all lie in the input takes its taps in one
+        # loop over the channels, in the same order (`_block_max`)
+        whole = square and 0 <= od * sd - pd < D and 0 <= ih0 and ih0 + kh <= H
         for ow in range(OW):
             best = orow[ow * C : ow * C + C]
             start, jw0, jw1 = ow * sw - pw, jw_lo[ow], jw_hi[ow]
+            if whole and jw1 - jw0 == kw:
+                _block_max(xu[o, od * sd - pd], ih0, (start + jw0) * C, C, kh, best)
+                continue
             first = True  # the first tap sets the maxima
             for jd in range(kd):
                 idp = od * sd - pd + jd * dd
@@ -343,6 +352,25 @@ def max_values(x, out, C, geo, omit_nan, floor, lowest):
             if omit_nan:
                 for c in range(C):
                     best[c] = floor if best[c] < floor else best[c]
+
+
+@njit(cache=True, inline="always")
+def _block_max(plane, ih0, a, C, k, best):
+    """``best`` = the maxima of a k x k block of taps (k 2 or 3) of ``plane`` (H, W*C) from row
+    ``ih0``, element ``a``, by `_bigger` in row-major order: one loop over the channels."""
+    r0, r1 = plane[ih0], plane[ih0 + 1]
+    p0, p1, q0, q1 = r0[a : a + C], r0[a + C : a + 2 * C], r1[a : a + C], r1[a + C : a + 2 * C]
+    if k == 2:
+        for c in range(C):
+            best[c] = _bigger(_bigger(_bigger(p0[c], p1[c]), q0[c]), q1[c])
+        return
+    r2, b = plane[ih0 + 2], a + 2 * C
+    p2, q2 = r0[b : b + C], r1[b : b + C]
+    u0, u1, u2 = r2[a : a + C], r2[a + C : a + 2 * C], r2[b : b + C]
+    for c in range(C):
+        v = _bigger(_bigger(_bigger(p0[c], p1[c]), p2[c]), q0[c])
+        v = _bigger(_bigger(_bigger(v, q1[c]), q2[c]), u0[c])
+        best[c] = _bigger(_bigger(v, u1[c]), u2[c])
 
 
 @njit(cache=True)
