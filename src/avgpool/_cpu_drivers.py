@@ -411,6 +411,9 @@ def plan_avg_backward(
             kernel, args = box_backward.avg_backward_planes, (geo, inv_h, inv[2], cover_h, True)
     elif plan.undilated and disjoint:
         kernel, args = box_backward.avg_backward_disjoint, (c, geo, *inv)
+    elif c > 1 and len(axes) == 2 and all(a.kernel == 3 and a.stride == a.dilation == 1 for a in axes):
+        # Inception's 3x3/1 averages: each cell gathers its few covering gradients at once
+        kernel, args = box_backward.avg_backward_3x3, (c, *inv, cover_h, cover_w)
     else:
         kernel, args = box_backward.avg_backward, (c, geo, *inv, cover_h, cover_w)
     if not plan.whole:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import avgpool as ap
 from avgpool import _cpu_drivers, _cpu_max_drivers, _cpu_plans, _small_plans
-from avgpool.kernels import plane_max, registry
+from avgpool.kernels import box_backward, plane_max, registry
 
 KERNEL_LAYOUTS, KERNEL_DTYPES = registry.LAYOUTS, registry.DTYPES
 KERNEL_OPS = registry.ops()
@@ -512,6 +512,45 @@ def test_channels_last_max_blocks_take_their_taps_in_row_major_order(caplog, k, 
         with ap.use_backend("reference"):
             want = ap.max_pool(x, k, s, p, channels_last=True)
         assert values.tobytes() == want.tobytes()
+
+
+GATHER_SHAPES = [((2, 8, 8, 70), 1), ((1, 5, 9, 33), 0), ((2, 1, 3, 40), 1), ((1, 2, 2, 9), 1)]
+
+
+@pytest.mark.parametrize("cip", [False, True])
+@pytest.mark.parametrize("shape, pad", GATHER_SHAPES)
+def test_3x3_stride_1_gradients_gathered_as_the_running_sums(caplog, shape, pad, cip):
+    """Channels-last 3x3/1 gradients gather each cell's covering outputs at once
+    (`box_backward.avg_backward_3x3`, float64 sums): within an ulp of float32 of the running
+    sums of `avg_backward` on the same tables (another order of float64 roundings), the same
+    infinities and NaN, +0.0 where every contribution is -0.0 (exactly: the running sums
+    leave a residue there), and the reference's values within the tolerance; planes of 1-3
+    rows and columns (no cell covered three times) too."""
+    g_shape = (shape[0], shape[1] + 2 * pad - 2, shape[2] + 2 * pad - 2, shape[3])
+    g = np.random.default_rng(5).standard_normal(g_shape).astype(np.float32)
+    g[0, 0, 0, :3] = [np.inf, -np.inf, np.nan]
+    g[..., 8] = -0.0
+    kwargs = {"channels_last": True, "count_include_pad": cip}
+    with caplog.at_level("DEBUG", logger="avgpool"):
+        fast = ap.avg_pool_backward(g, shape, 3, 1, pad, **kwargs)
+    assert "box_backward.avg_backward_3x3" in caplog.text
+    layout = _cpu_drivers.Layout.of(shape, 2, True)
+    axes = tuple(a.bounded() for a in ap.Window(3, 1, pad, ndim=2).resolve(layout.spatial))
+    planned = _cpu_drivers.plan_avg_backward(layout, axes, cip, None, np.dtype(np.float32))
+    c, *tables = planned.args
+    geo = _cpu_plans.avg_backward_plan(axes, cip, None).geo
+    running = np.empty(shape, np.float32)
+    box_backward.avg_backward(g.reshape(planned.view), running.reshape(planned.out_view), c, geo, *tables)
+    finite = np.isfinite(running)
+    # an ulp of float32 apart; where the true sum is 0 the running sums leave a residue of
+    # their subtractions (-5.6e-17 here) and the gathered sum is exact
+    np.testing.assert_allclose(fast[finite], running[finite], rtol=2.0**-23, atol=1e-15)
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(running))
+    np.testing.assert_array_equal(fast[np.isinf(running)], running[np.isinf(running)])
+    assert (fast[..., 8] == 0.0).all() and not np.signbit(fast[..., 8]).any()
+    with ap.use_backend("reference"):
+        want = ap.avg_pool_backward(g.astype(np.float64), shape, 3, 1, pad, **kwargs)
+    np.testing.assert_allclose(fast, want, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("kw", [*range(1, 10), 15, 24, 25])
@@ -1175,6 +1214,11 @@ KERNEL_CASES = {
         LARGE_SHAPE,
     ),
     "box_backward.avg_backward": ("avg_pool_backward", "channels_last", K3S2),
+    "box_backward.avg_backward_3x3": (
+        "avg_pool_backward",
+        "channels_last",
+        {"kernel_size": 3, "stride": 1, "padding": 1},
+    ),
     "box_backward.avg_backward_disjoint": ("avg_pool_backward", "channels_last", {"kernel_size": 2}),
     "box_backward.avg_backward_planes": ("avg_pool_backward", "channels_first", K3S2),
     "box_backward.avg_backward_planes_disjoint": ("avg_pool_backward", "channels_first", {"kernel_size": 2}),

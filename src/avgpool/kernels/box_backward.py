@@ -3,8 +3,9 @@
 Each input cell receives the sum, over the windows that cover it, of the output gradient
 times the reciprocal divisors, with running sums over the covering outputs (restarted every
 ``CHUNK`` rows, as the forward). Windows that do not overlap need no running sum: each cell
-takes one product (`avg_backward_disjoint`, `avg_backward_planes_disjoint`). Arrays and
-``geo`` as in `avgpool.kernels._common`.
+takes one product (`avg_backward_disjoint`, `avg_backward_planes_disjoint`); nor do
+channels-last 3x3 windows at stride 1, whose cells gather their few covering gradients at
+once (`avg_backward_3x3`). Arrays and ``geo`` as in `avgpool.kernels._common`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from avgpool.kernels._common import CHUNK
+from avgpool.kernels._nrt import keep_alive, unowned
 from avgpool.kernels.registry import register
 
 
@@ -105,6 +107,63 @@ def _avg_backward_chunk(g, grad, C, geo, inv_d, inv_h, inv_w, cover_h, cover_w, 
                 check[c] += acc[c] * 0.0
                 cell[c] = acc[c]
     return finite and np.sum(check) == 0.0
+
+
+@register("avg_pool_backward")
+@njit(parallel=True, cache=True)
+def avg_backward_3x3(g, grad, C, inv_d, inv_h, inv_w, cover_h, cover_w):
+    """`avg_backward` for channels-last 3x3 windows at stride 1, one deep: each input cell
+    gathers the gradients of the (at most 3x3) outputs whose windows cover it, each times its
+    reciprocal divisor, in one float64 sum per channel from 0.0 (as the running sums start):
+    the covering outputs in row-major order, a place without one (at the edges) adding +0.0
+    from a row of zeros. No running sums, so no residue of their subtractions where the sum is
+    0, and nothing to sum again where one is not finite. Parallel over (outer, input row).
+    """
+    n_outer, H = grad.shape[0], grad.shape[2]
+    W = grad.shape[3] // C
+    zeros_ = np.zeros(C, g.dtype)
+    for item in prange(n_outer * H):
+        o, ih = item // H, item % H
+        gu, zero = unowned(g), unowned(zeros_)
+        grow = unowned(grad)[o, 0, ih]
+        h0, nh = cover_h[ih, 0], cover_h[ih, 1] - cover_h[ih, 0] + 1
+        # the covering output rows h0 .. h0 + nh - 1 (a row of zeros in place of the others)
+        r0 = gu[o, 0, h0] if nh > 0 else zero
+        r1 = gu[o, 0, h0 + 1] if nh > 1 else zero
+        r2 = gu[o, 0, h0 + 2] if nh > 2 else zero
+        f0 = inv_d[0] * inv_h[h0] if nh > 0 else 0.0
+        f1 = inv_d[0] * inv_h[h0 + 1] if nh > 1 else 0.0
+        f2 = inv_d[0] * inv_h[h0 + 2] if nh > 2 else 0.0
+        for iw in range(W):
+            w0, nw = cover_w[iw, 0], cover_w[iw, 1] - cover_w[iw, 0] + 1
+            e0 = inv_w[w0] if nw > 0 else 0.0
+            e1 = inv_w[w0 + 1] if nw > 1 else 0.0
+            e2 = inv_w[w0 + 2] if nw > 2 else 0.0
+            p0, p1, p2 = _runs3(r0, w0, nw, nh > 0, C, zero)
+            q0, q1, q2 = _runs3(r1, w0, nw, nh > 1, C, zero)
+            u0, u1, u2 = _runs3(r2, w0, nw, nh > 2, C, zero)
+            k00, k01, k02 = f0 * e0, f0 * e1, f0 * e2
+            k10, k11, k12 = f1 * e0, f1 * e1, f1 * e2
+            k20, k21, k22 = f2 * e0, f2 * e1, f2 * e2
+            cell = grow[iw * C : iw * C + C]
+            for ch in range(C):
+                v = 0.0 + np.float64(p0[ch]) * k00  # from 0.0: a sum of -0.0s is +0.0
+                v = v + np.float64(p1[ch]) * k01 + np.float64(p2[ch]) * k02
+                v = v + np.float64(q0[ch]) * k10 + np.float64(q1[ch]) * k11 + np.float64(q2[ch]) * k12
+                cell[ch] = v + np.float64(u0[ch]) * k20 + np.float64(u1[ch]) * k21 + np.float64(u2[ch]) * k22
+    keep_alive(zeros_)
+
+
+@njit(cache=True, inline="always")
+def _runs3(row, w0, nw, real, C, zero):
+    """The C-runs of output columns ``w0``, ``w0 + 1``, ``w0 + 2`` of a covering ``row``, the
+    row of zeros in place of those past the ``nw`` covering ones, or all three for a row that
+    is not ``real``."""
+    a = w0 * C
+    r0 = row[a : a + C] if real and nw > 0 else zero
+    r1 = row[a + C : a + 2 * C] if real and nw > 1 else zero
+    r2 = row[a + 2 * C : a + 3 * C] if real and nw > 2 else zero
+    return r0, r1, r2
 
 
 @njit(cache=True)
