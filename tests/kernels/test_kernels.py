@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import avgpool as ap
 from avgpool import _cpu_drivers, _cpu_max_drivers, _cpu_plans, _small_plans
-from avgpool.kernels import box_backward, plane_max, registry
+from avgpool.kernels import box_backward, cpu_max, plane_max, registry
 
 KERNEL_LAYOUTS, KERNEL_DTYPES = registry.LAYOUTS, registry.DTYPES
 KERNEL_OPS = registry.ops()
@@ -512,6 +512,11 @@ def test_channels_last_max_blocks_take_their_taps_in_row_major_order(caplog, k, 
         with ap.use_backend("reference"):
             want = ap.max_pool(x, k, s, p, channels_last=True)
         assert values.tobytes() == want.tobytes()
+    # long channel runs of an input past `BLOCK_INPUT_BYTES` take a pass per tap instead
+    assert 160 * 4 >= cpu_max.BLOCK_RUN_BYTES and 2 * 90 * 100 * 160 * 4 > cpu_max.BLOCK_INPUT_BYTES
+    x = rng.choice(cells.astype(np.float32), (2, 90, 100, 160), p=[0.6, 0.17, 0.17, 0.03, 0.03])
+    values = ap.max_pool(x, k, s, p, channels_last=True)
+    assert values.tobytes() == ap.max_pool(x, k, s, p, channels_last=True, return_indices=True)[0].tobytes()
 
 
 GATHER_SHAPES = [((2, 8, 8, 70), 1), ((1, 5, 9, 33), 0), ((2, 1, 3, 40), 1), ((1, 2, 2, 9), 1)]
