@@ -302,3 +302,18 @@ def test_bare_calls_give_the_planned_calls_results(shape, dtype, op, caplog):
         np.testing.assert_array_equal(a, b)
     if planned.small and planned.work == planned.dtype:
         assert caplog.text == ""  # the caller logs, or checked the level
+
+
+def test_an_inference_max_pool_keeps_its_values_kernel_call():
+    """Without a gradient a max pool runs the values-only kernels; its kept plan is that
+    kernel's bare call (no (values, None) pair to unpack), with the first call's values."""
+    _backends.clear_plans()
+    pool = apnn.MaxPool2d(2)
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        first = pool(x)
+        again = pool(x)
+    kept = [plan for key, plan in _backends._plans.items() if key[0] is pool._ready]
+    assert len(kept) == 1 and kept[0].__qualname__.startswith("Planned.bare")
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    torch.testing.assert_close(first, torch.nn.functional.max_pool2d(x, 2), rtol=0, atol=0)
