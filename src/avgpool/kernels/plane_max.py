@@ -243,7 +243,13 @@ def _edges3s2(bo, xo, W, OW, ph, pw, ow0, ow1, m, oh0, oh1, lowest):
         _cells3s2(bo, d, xo, p, q, r, W, OW, ow0, m, pw, lowest)
 
 
-@njit(cache=True, inline="always")
+# The stride-2 row's helpers are calls of their own (``inline="never"``, once per output row):
+# inlined, their loops beside the other strides' slowed those, 2x2/1 on (64, 112, 112) 150 ->
+# 137 µs without them, and the stride-2 path itself, 2x2/2 on (64, 224, 224) 485-494 ->
+# 349-450.
+
+
+@njit(cache=True, inline="never")
 def _column_pairs(x, o, lo, hi, A, B, omit_nan, lowest):
     """``A[i]``, ``B[i]`` = the max over rows ``lo`` .. ``hi - 1`` of plane ``o``'s cells ``2i``
     and ``2i + 1`` (rows in order; NaN as ``lowest`` under ``omit_nan``; ``lowest`` for no row).
@@ -297,7 +303,7 @@ def _row_max(Rp, best, kw, step):
             best[ow] = _bigger(best[ow], Rp[ow * step + j])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="never")
 def _pair_taps(even, odd, best, kw):
     """`_row_max` at step 2 from the row held as its even and odd cells: tap j of window ow,
     ``Rp[2 * ow + j]``, is ``even[ow + j // 2]`` or ``odd[ow + j // 2]``, so every loop reads
