@@ -161,10 +161,10 @@ def max3s2_planes(x, out, W, OW, ph, pw, lowest):
     before), the windows that reach into the padding cell by cell. Same taps in the same
     order as `max_planes_values`, so the same bits.
 
-    The loop over a plane's inner rows holds the vector steps alone; the windows in the
-    padding (the ends of those rows, and the rows at the top and bottom) are `_edges3s2`'s,
-    a call of its own. Inlined into the loop, that code slowed the steps 2.2x on 17x17 planes
-    although it did no work there.
+    The loop over a plane's inner rows holds the vector steps; the windows in the padding
+    are calls of their own (`_row_cells3s2` for the ends of those rows, each while its row is
+    in cache; `_edges3s2` for the rows at the top and bottom). Inlined into the loop, that
+    scalar code slowed the steps 2.2x on 17x17 planes although it did no work there.
     """
     n = x.shape[0]
     H, OH = x.shape[1] // W, out.shape[1] // OW
@@ -175,7 +175,6 @@ def max3s2_planes(x, out, W, OW, ph, pw, lowest):
     # the same along H: rows oh0 .. oh1 - 1 read three real rows
     oh0 = min((ph + 1) // 2, OH)
     oh1 = max(min(OH, (H - 3 + ph) // 2 + 1), oh0)
-    edges = OW > m or oh0 > 0 or oh1 < OH
     for o in prange(n):
         xo = unowned(x)[o]
         bo = unowned(out)[o]
@@ -184,11 +183,18 @@ def max3s2_planes(x, out, W, OW, ph, pw, lowest):
                 p = (2 * oh - ph) * W - pw
                 prefetch_ahead(xo, p + pw + 3 * W, 2 * W)
                 _steps3s2(bo, oh * OW, xo, p, p + W, p + 2 * W, ow0, ow1, m)
+                if OW > m:
+                    _row_cells3s2(bo, oh * OW, xo, p, p + W, p + 2 * W, W, OW, ow0, m, pw, lowest)
+        elif OW > m:
+            for oh in range(oh0, oh1):
+                p = (2 * oh - ph) * W - pw
+                _steps3s2(bo, oh * OW, xo, p, p + W, p + 2 * W, ow0, ow1, m)
+                _row_cells3s2(bo, oh * OW, xo, p, p + W, p + 2 * W, W, OW, ow0, m, pw, lowest)
         else:
             for oh in range(oh0, oh1):
                 p = (2 * oh - ph) * W - pw
                 _steps3s2(bo, oh * OW, xo, p, p + W, p + 2 * W, ow0, ow1, m)
-        if edges:
+        if oh0 > 0 or oh1 < OH:
             _edges3s2(bo, xo, W, OW, ph, pw, ow0, ow1, m, oh0, oh1, lowest)
 
 
@@ -220,15 +226,18 @@ def _cells3s2(bo, d, xo, p, q, r, W, OW, ow0, m, pw, lowest):
 
 
 @njit(cache=True, inline="never")
+def _row_cells3s2(bo, d, xo, p, q, r, W, OW, ow0, m, pw, lowest):
+    """`_cells3s2` as a call of its own, for `max3s2_planes`' inner rows: their windows in the
+    padding, taken while the row is in cache."""
+    _cells3s2(bo, d, xo, p, q, r, W, OW, ow0, m, pw, lowest)
+
+
+@njit(cache=True, inline="never")
 def _edges3s2(bo, xo, W, OW, ph, pw, ow0, ow1, m, oh0, oh1, lowest):
-    """One plane's windows that reach into the padding, for `max3s2_planes`: the ends of the
-    inner rows, then the rows at the top and bottom whole (a window over two rows, or one,
-    names a row twice, which gives the same bits)."""
+    """One plane's rows at the top and bottom whose windows reach into the padding, whole, for
+    `max3s2_planes` (a window over two rows, or one, names a row twice, which gives the same
+    bits)."""
     H, OH = xo.shape[0] // W, bo.shape[0] // OW
-    if OW > m:
-        for oh in range(oh0, oh1):
-            p = (2 * oh - ph) * W - pw
-            _cells3s2(bo, oh * OW, xo, p, p + W, p + 2 * W, W, OW, ow0, m, pw, lowest)
     for oh in range(OH):
         if oh0 <= oh < oh1:
             continue
