@@ -102,13 +102,15 @@ def _switched(before: int, threads: int, fn: Callable[..., Any], args: tuple) ->
         numba.set_num_threads(before)
 
 
-def _on_threads(kernel: Any, threads: int) -> Callable[..., Any]:
+def _on_threads(kernel: Any, threads: int, entry: Any = None) -> Callable[..., Any]:
     """``kernel`` run on at most ``threads`` threads (fewer if `get_num_threads` says so; on
     one, its serial twin). The counts are read at each call, Numba's by `_numba_threads`'
-    reader: `get_num_threads` and ``numba.get_num_threads`` took a microsecond of a call."""
+    reader: `get_num_threads` and ``numba.get_num_threads`` took a microsecond of a call.
+    ``entry``, the kernel's compiled code for the caller's argument types (`_compiled`), runs
+    in its place where the thread count needs no change."""
     if threads == 1:
         return serial(kernel)
-    read = _numba_threads()
+    read, direct = _numba_threads(), kernel if entry is None else entry
 
     def run(*args: Any) -> Any:
         here = read()
@@ -116,7 +118,7 @@ def _on_threads(kernel: Any, threads: int) -> Callable[..., Any]:
         if wanted == 1:
             return serial(kernel)(*args)
         if wanted == here:
-            return kernel(*args)
+            return direct(*args)
         return _switched(here, wanted, kernel, args)
 
     return run
@@ -244,20 +246,10 @@ class Planned:
     def _compiled_run(self, example: tuple) -> Callable[..., Any]:
         """`_run` for arguments of ``example``'s types through the machine code compiled for
         them, without the dispatcher's typing: the serial twin's, or on threads the kernel's
-        while the thread count read at the call is the one it runs on and more than one
-        (else `_run`, which runs the twin or sets the count for the call)."""
+        where the thread count needs no change (`_on_threads`)."""
         if self.threads == 1:
             return _compiled(self._run, example)
-        wide, general = _compiled(self.kernel, example), self._run
-        threads, read = self.threads, _numba_threads()
-
-        def run(*args: Any) -> Any:
-            here = read()
-            if min(threads, here if _process["threads"] is None else _process["threads"]) == here > 1:
-                return wide(*args)
-            return general(*args)
-
-        return run
+        return _on_threads(self.kernel, self.threads, _compiled(self.kernel, example))
 
 
 class Copy:

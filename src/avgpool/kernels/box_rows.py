@@ -322,7 +322,8 @@ def avg_2x2_blocks(x, out, C):
     `avg_direct`'s 2x2 block (`_sum_2x2`: the same order, so the same bits; x / 4 and x * 0.25
     round alike) without its tables, its other windows and its per-row buffer: each output
     cell holds its own left-column sums. The DenseNet transition on (1, 14, 14, 512), one
-    thread: 8.2 µs through `avg_direct`, 7.4 here. Parallel over (outer, output row).
+    thread, the kernel alone: 8.4 µs through `avg_direct`, 6.9 here. Parallel over (outer,
+    output row).
     """
     n_outer, OH, OW = out.shape[0], out.shape[2], out.shape[3] // C
     column_pass = C * x.itemsize >= COLUMN_PASS_BYTES
